@@ -1,0 +1,1 @@
+//! agent-gateway backends: audit (work in progress).

@@ -1,0 +1,265 @@
+//! Action requests and the catalog of actions a gateway will run.
+
+use crate::identity::AgentIdentity;
+use crate::ids::RequestId;
+use crate::runner::JobSpec;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// What an agent asks the gateway to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRequest {
+    /// The request's id (and correlation id); generated if the client leaves it out.
+    #[serde(default)]
+    pub id: RequestId,
+    /// A registered action name, e.g. `k8s.scale`.
+    pub action: String,
+    /// What the action touches, e.g. `k8s:staging/deployments/web`.
+    pub resource: String,
+    /// Action parameters (a JSON object).
+    #[serde(default = "empty_object")]
+    pub params: serde_json::Value,
+    /// Why the agent wants this (recorded and shown to policies and approvers).
+    #[serde(default)]
+    pub intent: String,
+    /// The grant lifetime the agent asks for, in seconds; the gateway may shorten it.
+    #[serde(default = "default_ttl")]
+    pub requested_ttl_seconds: u64,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+fn default_ttl() -> u64 {
+    300
+}
+
+impl ActionRequest {
+    /// A request with a fresh id, empty params and intent, and the default TTL (300 s).
+    pub fn new(action: impl Into<String>, resource: impl Into<String>) -> Self {
+        Self {
+            id: RequestId::new(),
+            action: action.into(),
+            resource: resource.into(),
+            params: empty_object(),
+            intent: String::new(),
+            requested_ttl_seconds: default_ttl(),
+        }
+    }
+
+    /// Sets the params.
+    pub fn with_params(mut self, params: serde_json::Value) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// Sets the intent.
+    pub fn with_intent(mut self, intent: impl Into<String>) -> Self {
+        self.intent = intent.into();
+        self
+    }
+
+    /// Sets the requested TTL.
+    pub fn with_ttl_seconds(mut self, seconds: u64) -> Self {
+        self.requested_ttl_seconds = seconds;
+        self
+    }
+}
+
+/// Checks an action's params beyond size and shape; returns a message on rejection.
+pub type ParamsValidator = Arc<dyn Fn(&serde_json::Value) -> Result<(), String> + Send + Sync>;
+
+/// Builds the job for an allowed request; returns a message if the request cannot be turned into
+/// a job. The gateway then applies limits, network, grant and labels to the returned spec.
+pub type JobBuilder =
+    Arc<dyn Fn(&ActionRequest, &AgentIdentity) -> Result<JobSpec, String> + Send + Sync>;
+
+/// One registered action.
+#[derive(Clone)]
+pub struct ActionDef {
+    /// The action name.
+    pub name: String,
+    /// What it does (shown to agents, e.g. as an MCP tool description).
+    pub description: String,
+    /// JSON Schema of the params (published to agents; enforcement is `validator`'s job).
+    pub params_schema: serde_json::Value,
+    /// Largest accepted params, serialised, in bytes.
+    pub max_params_bytes: usize,
+    /// Extra checks on params.
+    pub validator: Option<ParamsValidator>,
+    /// Turns a request into a job.
+    pub job: JobBuilder,
+}
+
+impl fmt::Debug for ActionDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActionDef")
+            .field("name", &self.name)
+            .field("description", &self.description)
+            .field("max_params_bytes", &self.max_params_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ActionDef {
+    /// An action with an object params schema, a 16 KiB params cap and no validator.
+    pub fn new(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        job: impl Fn(&ActionRequest, &AgentIdentity) -> Result<JobSpec, String> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            description: description.into(),
+            params_schema: serde_json::json!({"type": "object"}),
+            max_params_bytes: 16 * 1024,
+            validator: None,
+            job: Arc::new(job),
+        }
+    }
+
+    /// Sets the params JSON Schema.
+    pub fn with_schema(mut self, schema: serde_json::Value) -> Self {
+        self.params_schema = schema;
+        self
+    }
+
+    /// Sets the params size cap.
+    pub fn with_max_params_bytes(mut self, bytes: usize) -> Self {
+        self.max_params_bytes = bytes;
+        self
+    }
+
+    /// Sets a params validator.
+    pub fn with_validator(
+        mut self,
+        validator: impl Fn(&serde_json::Value) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.validator = Some(Arc::new(validator));
+        self
+    }
+}
+
+/// Limits on every request, whatever the action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Longest action name.
+    pub max_action_len: usize,
+    /// Longest resource string.
+    pub max_resource_len: usize,
+    /// Longest intent text.
+    pub max_intent_len: usize,
+    /// Deepest params nesting.
+    pub max_params_depth: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self {
+            max_action_len: 128,
+            max_resource_len: 512,
+            max_intent_len: 4096,
+            max_params_depth: 32,
+        }
+    }
+}
+
+/// The registered actions. Only these run.
+#[derive(Debug, Clone, Default)]
+pub struct ActionCatalog {
+    actions: BTreeMap<String, ActionDef>,
+    limits: RequestLimits,
+}
+
+impl ActionCatalog {
+    /// An empty catalog with default request limits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers an action (replacing one of the same name).
+    pub fn register(mut self, action: ActionDef) -> Self {
+        self.actions.insert(action.name.clone(), action);
+        self
+    }
+
+    /// Sets the request limits.
+    pub fn with_limits(mut self, limits: RequestLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The registered actions, by name.
+    pub fn actions(&self) -> impl Iterator<Item = &ActionDef> {
+        self.actions.values()
+    }
+
+    /// Looks an action up.
+    pub fn get(&self, name: &str) -> Option<&ActionDef> {
+        self.actions.get(name)
+    }
+
+    /// Checks a request against the catalog; on success returns its action.
+    pub fn validate(&self, request: &ActionRequest) -> Result<&ActionDef, String> {
+        let l = &self.limits;
+        if request.action.len() > l.max_action_len {
+            return Err(format!(
+                "action name longer than {} bytes",
+                l.max_action_len
+            ));
+        }
+        let Some(def) = self.actions.get(&request.action) else {
+            return Err(format!("unknown action {:?}", request.action));
+        };
+        if request.resource.is_empty() {
+            return Err("resource is empty".into());
+        }
+        if request.resource.len() > l.max_resource_len {
+            return Err(format!("resource longer than {} bytes", l.max_resource_len));
+        }
+        if request.resource.chars().any(char::is_control) {
+            return Err("resource contains control characters".into());
+        }
+        if request.intent.len() > l.max_intent_len {
+            return Err(format!("intent longer than {} bytes", l.max_intent_len));
+        }
+        if !request.params.is_object() {
+            return Err("params must be a JSON object".into());
+        }
+        if json_depth(&request.params) > l.max_params_depth {
+            return Err(format!("params nested deeper than {}", l.max_params_depth));
+        }
+        let size = serde_json::to_vec(&request.params)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > def.max_params_bytes {
+            return Err(format!(
+                "params are {size} bytes, more than the {} allowed for {}",
+                def.max_params_bytes, def.name
+            ));
+        }
+        if let Some(validator) = &def.validator {
+            validator(&request.params).map_err(|m| format!("invalid params: {m}"))?;
+        }
+        Ok(def)
+    }
+}
+
+/// Nesting depth of a JSON value (a scalar is 0), computed without recursion so hostile input
+/// cannot overflow the stack.
+pub fn json_depth(value: &serde_json::Value) -> usize {
+    let mut max = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        max = max.max(d);
+        match v {
+            serde_json::Value::Array(a) => stack.extend(a.iter().map(|x| (x, d + 1))),
+            serde_json::Value::Object(o) => stack.extend(o.values().map(|x| (x, d + 1))),
+            _ => {}
+        }
+    }
+    max
+}

@@ -1,0 +1,182 @@
+//! The audit trail: events the gateway emits, the hash-chained records sinks store, and the
+//! [`AuditSink`] trait.
+
+pub mod chain;
+
+use crate::error::concern_error;
+use crate::ids::{AgentId, RequestId};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub use chain::{ChainFault, ChainVerifier, FaultKind, VerifyReport};
+
+/// What happened, one per step of the request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditEventKind {
+    /// The first record of a stream (written by sinks, never by the gateway).
+    Genesis,
+    /// A request arrived (write-ahead, before anything else happens).
+    Requested,
+    /// The request was refused before a decision: bad credential, invalid input, rate limit.
+    /// Terminal.
+    Rejected,
+    /// The policy decided (allow or deny). A deny is followed by `completed`.
+    Decided,
+    /// A human approval was asked for.
+    ApprovalRequested,
+    /// The approval was granted, refused or expired.
+    ApprovalResolved,
+    /// A just-in-time grant was issued.
+    Granted,
+    /// The job was handed to the runner.
+    Started,
+    /// The grant was revoked (or revocation failed).
+    Revoked,
+    /// The action ended; carries the final status. Terminal.
+    Completed,
+}
+
+impl AuditEventKind {
+    /// Whether this kind ends an action's trail.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Rejected | Self::Completed)
+    }
+}
+
+/// Success or failure of the event, as PCI-DSS 10.2.2 asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventOutcome {
+    /// The step succeeded (an allow, a grant, a job exiting 0, …).
+    Success,
+    /// The step failed or refused (a deny, an error, a non-zero exit, …).
+    Failure,
+}
+
+/// The decision as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    /// Whether the policy allowed the action.
+    pub allow: bool,
+    /// The policy's reasons.
+    pub reasons: Vec<String>,
+    /// The deciding policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_id: Option<String>,
+    /// The decision engine's id for the decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<String>,
+}
+
+/// One audit event as the gateway emits it. Never holds secrets: credentials and grant tokens
+/// are not part of it, and sinks redact secret-looking values in `details` before hashing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// When it happened (UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    /// The action request's id; the same on every event of one action.
+    pub correlation_id: RequestId,
+    /// Position of this event within its action's trail, strictly increasing from 1.
+    pub step: u32,
+    /// What happened.
+    pub kind: AuditEventKind,
+    /// The agent; `None` only when authentication failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<AgentId>,
+    /// The action name as requested.
+    pub action: String,
+    /// The affected resource.
+    pub resource: String,
+    /// Success or failure of this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<EventOutcome>,
+    /// The decision, on `decided` events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<DecisionRecord>,
+    /// The grant, once issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<String>,
+    /// The runner (backend and instance) and environment id, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_id: Option<String>,
+    /// Where the request came from (e.g. the client's address or the front end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// Step-specific details (error kind and message, exit code, duration, TTLs, …).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl AuditEvent {
+    /// A new event with no optional fields set, stamped now.
+    pub fn new(correlation_id: RequestId, step: u32, kind: AuditEventKind) -> Self {
+        Self {
+            time: OffsetDateTime::now_utc(),
+            correlation_id,
+            step,
+            kind,
+            agent_id: None,
+            action: String::new(),
+            resource: String::new(),
+            outcome: None,
+            decision: None,
+            grant_id: None,
+            runner_id: None,
+            origin: None,
+            details: serde_json::Map::new(),
+        }
+    }
+}
+
+/// A stored audit record: the event plus its place in the hash chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// The chain (one per gateway instance).
+    pub stream_id: String,
+    /// Position in the chain, from 0 (the genesis record) without gaps.
+    pub sequence: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: AuditEvent,
+    /// Hex SHA-256 of the previous record (64 zeros for the genesis record).
+    pub prev_hash: String,
+    /// Hex `SHA-256(prev_hash ‖ canonical JSON of the record without prev_hash and hash)`.
+    pub hash: String,
+}
+
+/// The sink's acknowledgement that an event is durably stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditReceipt {
+    /// The chain it went into.
+    pub stream_id: String,
+    /// Its sequence number.
+    pub sequence: u64,
+    /// Its hash (hex).
+    pub hash: String,
+}
+
+concern_error!(
+    /// Why an audit operation failed. An append error means the event is *not* stored.
+    AuditError, "audit"
+);
+
+/// An append-only, hash-chained, durable audit log (one chain per sink instance).
+///
+/// `append` returns only after the event is durable; an event is acknowledged once or the caller
+/// gets an error, never silently dropped.
+#[async_trait]
+pub trait AuditSink: Send + Sync + 'static {
+    /// Appends one event and returns once it is durable.
+    async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError>;
+
+    /// Reads up to `limit` records of this sink's chain with sequence > `after` (from the start
+    /// when `None`), in sequence order.
+    async fn read(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditRecord>, AuditError>;
+
+    /// Recomputes this sink's whole chain and reports the first fault, if any.
+    async fn verify(&self) -> Result<VerifyReport, AuditError>;
+}

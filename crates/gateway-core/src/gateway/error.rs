@@ -1,0 +1,167 @@
+//! What `Gateway::execute` returns.
+
+use crate::audit::AuditReceipt;
+use crate::error::{BoxError, ErrorKind};
+use crate::grant::Grant;
+use crate::ids::{AgentId, RequestId};
+use crate::policy::Decision;
+use crate::runner::{JobOutcome, RunnerInfo};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The grant as reported to the caller: no secret material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantSummary {
+    /// The grant id.
+    pub id: String,
+    /// The scopes granted.
+    pub scopes: Vec<String>,
+    /// The TTL the gateway asked for: min(requested, policy maximum, gateway maximum).
+    pub ttl_seconds: u64,
+    /// When it expires by itself.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// Whether revocation succeeded (`false`: the grant lives until `not_after`).
+    pub revoked: bool,
+}
+
+impl GrantSummary {
+    pub(crate) fn new(grant: &Grant, ttl_seconds: u64) -> Self {
+        Self {
+            id: grant.id.clone(),
+            scopes: grant.scopes.clone(),
+            ttl_seconds,
+            not_after: grant.not_after,
+            revoked: false,
+        }
+    }
+}
+
+/// The result of an action that ran (whatever its exit status).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionOutcome {
+    /// The request's correlation id.
+    pub correlation_id: RequestId,
+    /// The agent.
+    pub agent: AgentId,
+    /// The action.
+    pub action: String,
+    /// The policy decision (an allow).
+    pub decision: Decision,
+    /// Who approved, when approval was required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    /// The grant the job ran with.
+    pub grant: GrantSummary,
+    /// The runner.
+    pub runner: RunnerInfo,
+    /// How the job went.
+    pub job: JobOutcome,
+    /// The receipt of the final audit record.
+    pub audit: AuditReceipt,
+}
+
+/// Why an action did not run, or ran but could not be fully recorded. Every variant carries the
+/// correlation id, so the caller can find the audit trail.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The credential was not accepted.
+    #[error("unauthenticated: {reason}")]
+    Unauthenticated {
+        /// The request's id.
+        correlation_id: RequestId,
+        /// Why.
+        reason: String,
+    },
+    /// The request is malformed, unknown or too large.
+    #[error("invalid request: {reason}")]
+    InvalidInput {
+        /// The request's id.
+        correlation_id: RequestId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The agent exceeded its rate or concurrency limit.
+    #[error("rate limited: {reason}")]
+    RateLimited {
+        /// The request's id.
+        correlation_id: RequestId,
+        /// Which limit.
+        reason: String,
+    },
+    /// The policy (or an approver) said no, or no decision could be made (fail closed).
+    #[error("denied: {}", reasons.join("; "))]
+    Denied {
+        /// The request's id.
+        correlation_id: RequestId,
+        /// Why.
+        reasons: Vec<String>,
+    },
+    /// A backend (audit, broker, runner) failed, so the action did not run or was stopped.
+    #[error("{stage} failed ({kind}): {message}")]
+    Backend {
+        /// The request's id.
+        correlation_id: RequestId,
+        /// The pipeline step, e.g. `audit`, `grant`, `run`.
+        stage: &'static str,
+        /// The backend-neutral kind.
+        kind: ErrorKind,
+        /// What happened.
+        message: String,
+        /// The backend's error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The caller cancelled the request; cleanup (revoke, teardown, audit) still ran.
+    #[error("cancelled")]
+    Cancelled {
+        /// The request's id.
+        correlation_id: RequestId,
+    },
+    /// The action ran, but its final audit record could not be written. The outcome is
+    /// returned so that nothing is lost; the audit trail for this action is incomplete.
+    #[error("action ran but its outcome was not recorded: {message}")]
+    OutcomeNotRecorded {
+        /// What the action did.
+        outcome: Box<ActionOutcome>,
+        /// The audit failure.
+        message: String,
+    },
+}
+
+impl GatewayError {
+    /// The backend-neutral kind of the error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Unauthenticated { .. } => ErrorKind::Unauthenticated,
+            Self::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Self::RateLimited { .. } => ErrorKind::RateLimited,
+            Self::Denied { .. } => ErrorKind::Denied,
+            Self::Backend { kind, .. } => *kind,
+            Self::Cancelled { .. } => ErrorKind::Cancelled,
+            Self::OutcomeNotRecorded { .. } => ErrorKind::Unavailable,
+        }
+    }
+
+    /// The correlation id of the request that failed.
+    pub fn correlation_id(&self) -> RequestId {
+        match self {
+            Self::Unauthenticated { correlation_id, .. }
+            | Self::InvalidInput { correlation_id, .. }
+            | Self::RateLimited { correlation_id, .. }
+            | Self::Denied { correlation_id, .. }
+            | Self::Backend { correlation_id, .. }
+            | Self::Cancelled { correlation_id } => *correlation_id,
+            Self::OutcomeNotRecorded { outcome, .. } => outcome.correlation_id,
+        }
+    }
+
+    /// The backend stage that failed, for [`GatewayError::Backend`].
+    pub fn stage(&self) -> Option<&'static str> {
+        match self {
+            Self::Backend { stage, .. } => Some(stage),
+            _ => None,
+        }
+    }
+}

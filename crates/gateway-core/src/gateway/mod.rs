@@ -1,0 +1,245 @@
+//! The [`Gateway`]: the fail-closed request pipeline that ties the backends together.
+//!
+//! See `pipeline.rs` for the ten steps of DESIGN.md and the guarantees they give.
+
+mod error;
+mod guard;
+mod limits;
+mod pipeline;
+mod trail;
+
+pub use error::{ActionOutcome, GatewayError, GrantSummary};
+pub use limits::AgentLimits;
+
+use crate::action::{ActionCatalog, ActionRequest};
+use crate::approval::ApprovalGate;
+use crate::audit::AuditSink;
+use crate::grant::AccessBroker;
+use crate::identity::{Credential, Identity};
+use crate::policy::PolicyDecider;
+use crate::runner::{JobLimits, Runner, RunnerInfo};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Tunables of the pipeline. Every timeout bounds one backend call; a call that passes it fails
+/// closed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// The longest grant the gateway ever asks for, whatever the request or policy says.
+    pub max_grant_ttl: Duration,
+    /// The most any job may use; the policy can only tighten these. `timeout` is further capped
+    /// by the grant's TTL.
+    pub max_job_limits: JobLimits,
+    /// Per-agent concurrency and rate limits.
+    pub agent_limits: AgentLimits,
+    /// Deadline for authentication.
+    pub identity_timeout: Duration,
+    /// Deadline for a policy decision (a late decision is a deny).
+    pub policy_timeout: Duration,
+    /// Deadline for each audit append.
+    pub audit_timeout: Duration,
+    /// Deadline for issuing a grant, and separately for revoking it.
+    pub broker_timeout: Duration,
+    /// How long a human approver has before the request is denied.
+    pub approval_timeout: Duration,
+    /// How long past the job's own timeout the gateway waits for the runner to report.
+    pub runner_grace: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            max_grant_ttl: Duration::from_secs(15 * 60),
+            max_job_limits: JobLimits {
+                timeout: Duration::from_secs(15 * 60),
+                ..JobLimits::default()
+            },
+            agent_limits: AgentLimits::default(),
+            identity_timeout: Duration::from_secs(5),
+            policy_timeout: Duration::from_secs(2),
+            audit_timeout: Duration::from_secs(5),
+            broker_timeout: Duration::from_secs(10),
+            approval_timeout: Duration::from_secs(15 * 60),
+            runner_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where a request came from and extra context for the policy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestContext {
+    /// The request's origin (client address, front end), recorded in the audit trail.
+    pub origin: Option<String>,
+    /// Extra facts for the policy (`input.context`).
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+/// A part missing from the builder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("gateway builder: no {0} given")]
+pub struct BuildError(&'static str);
+
+/// Builds a [`Gateway`]; every part is a value, so backends are chosen at run time.
+#[derive(Default)]
+pub struct GatewayBuilder {
+    identity: Option<Arc<dyn Identity>>,
+    policy: Option<Arc<dyn PolicyDecider>>,
+    broker: Option<Arc<dyn AccessBroker>>,
+    runner: Option<Arc<dyn Runner>>,
+    audit: Option<Arc<dyn AuditSink>>,
+    approvals: Option<Arc<dyn ApprovalGate>>,
+    catalog: ActionCatalog,
+    config: GatewayConfig,
+}
+
+impl GatewayBuilder {
+    /// Sets the identity backend (required).
+    pub fn identity(mut self, identity: Arc<dyn Identity>) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Sets the policy decider (required).
+    pub fn policy(mut self, policy: Arc<dyn PolicyDecider>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Sets the access broker (required).
+    pub fn broker(mut self, broker: Arc<dyn AccessBroker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Sets the runner (required).
+    pub fn runner(mut self, runner: Arc<dyn Runner>) -> Self {
+        self.runner = Some(runner);
+        self
+    }
+
+    /// Sets the audit sink (required).
+    pub fn audit(mut self, audit: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Sets the approval gate. Without one, actions whose policy requires approval are denied.
+    pub fn approvals(mut self, approvals: Arc<dyn ApprovalGate>) -> Self {
+        self.approvals = Some(approvals);
+        self
+    }
+
+    /// Sets the action catalog.
+    pub fn catalog(mut self, catalog: ActionCatalog) -> Self {
+        self.catalog = catalog;
+        self
+    }
+
+    /// Sets the configuration.
+    pub fn config(mut self, config: GatewayConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Builds the gateway; fails if a required part is missing.
+    pub fn build(self) -> Result<Gateway, BuildError> {
+        let inner = pipeline::Pipeline {
+            identity: self.identity.ok_or(BuildError("identity"))?,
+            policy: self.policy.ok_or(BuildError("policy decider"))?,
+            broker: self.broker.ok_or(BuildError("access broker"))?,
+            runner: self.runner.ok_or(BuildError("runner"))?,
+            audit: self.audit.ok_or(BuildError("audit sink"))?,
+            approvals: self.approvals,
+            catalog: self.catalog,
+            limiter: limits::Limiter::new(self.config.agent_limits.clone()),
+            config: self.config,
+        };
+        Ok(Gateway {
+            inner: Arc::new(inner),
+        })
+    }
+}
+
+/// The gateway: authenticates, validates, audits, decides, grants, runs, revokes and audits
+/// again, failing closed at every step. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<pipeline::Pipeline>,
+}
+
+impl Gateway {
+    /// A builder.
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::default()
+    }
+
+    /// Executes one action request on behalf of the agent the credential identifies.
+    ///
+    /// The work runs on its own task: if the caller drops this future, the job is cancelled and
+    /// revocation, teardown and the audit record still happen. Must be called within a Tokio
+    /// runtime.
+    pub async fn execute(
+        &self,
+        credential: Credential,
+        request: ActionRequest,
+    ) -> Result<ActionOutcome, GatewayError> {
+        self.execute_with(credential, request, RequestContext::default())
+            .await
+    }
+
+    /// [`Gateway::execute`] with an origin and extra policy context.
+    pub async fn execute_with(
+        &self,
+        credential: Credential,
+        request: ActionRequest,
+        context: RequestContext,
+    ) -> Result<ActionOutcome, GatewayError> {
+        let correlation_id = request.id;
+        let cancel = CancellationToken::new();
+        // Dropping this future (the caller gave up) cancels the pipeline task, which then
+        // cleans up on its own.
+        let guard = cancel.clone().drop_guard();
+        let inner = Arc::clone(&self.inner);
+        let task =
+            tokio::spawn(async move { inner.execute(credential, request, context, cancel).await });
+        let result = task.await;
+        guard.disarm();
+        result.unwrap_or_else(|join_error| {
+            tracing::error!(%correlation_id, error = %join_error, "gateway pipeline task failed");
+            Err(GatewayError::Backend {
+                correlation_id,
+                stage: "pipeline",
+                kind: crate::error::ErrorKind::Internal,
+                message: format!("pipeline task failed: {join_error}"),
+                source: None,
+            })
+        })
+    }
+
+    /// The action catalog.
+    pub fn catalog(&self) -> &ActionCatalog {
+        &self.inner.catalog
+    }
+
+    /// The audit sink.
+    pub fn audit(&self) -> Arc<dyn AuditSink> {
+        Arc::clone(&self.inner.audit)
+    }
+
+    /// The policy decider.
+    pub fn policy(&self) -> Arc<dyn PolicyDecider> {
+        Arc::clone(&self.inner.policy)
+    }
+
+    /// The runner's description.
+    pub fn runner_info(&self) -> RunnerInfo {
+        self.inner.runner.info()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+}

@@ -1,0 +1,242 @@
+//! Short-lived HMAC-SHA256 capability tokens: an embedded [`AccessBroker`] for targets that can
+//! verify a token with a shared key.
+//!
+//! Token: `agt1.<base64url(claims JSON)>.<base64url(HMAC-SHA256(key, "agt1." ‖ claims part))>`.
+//! The target side calls [`HmacBroker::verify`] (or [`TokenVerifier::verify`] with only the key)
+//! with the scope it is about to exercise. Expired tokens fail even if never revoked; revoked
+//! tokens fail on the verifier that shares the broker's revocation set.
+
+use crate::grant::{AccessBroker, BrokerError, Grant, GrantRequest};
+use crate::ids::{AgentId, RequestId};
+use crate::secret::Secret;
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use time::OffsetDateTime;
+
+/// The environment variable a job finds its token in.
+pub const TOKEN_ENV: &str = "GATEWAY_GRANT_TOKEN";
+const PREFIX: &str = "agt1.";
+/// Tokens longer than this are rejected before any parsing.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// The signed content of a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenClaims {
+    /// Grant id.
+    pub gid: String,
+    /// Agent id.
+    pub agent: AgentId,
+    /// Correlation id.
+    pub cid: RequestId,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// Issued at (Unix seconds).
+    pub iat: i64,
+    /// Not after (Unix seconds).
+    pub exp: i64,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Not a token of this format (or larger than [`MAX_TOKEN_LEN`]).
+    #[error("malformed token")]
+    Malformed,
+    /// The signature does not match (tampered, or another key).
+    #[error("bad token signature")]
+    BadSignature,
+    /// Past its `exp`.
+    #[error("token expired")]
+    Expired,
+    /// Revoked before its expiry.
+    #[error("token revoked")]
+    Revoked,
+    /// The token does not carry the scope asked about.
+    #[error("scope {0:?} not granted")]
+    ScopeNotGranted(String),
+}
+
+/// Verifies tokens with the shared key (the target side).
+#[derive(Clone)]
+pub struct TokenVerifier {
+    key: Secret,
+    revoked: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+impl TokenVerifier {
+    /// A verifier with its own (empty) revocation set.
+    pub fn new(key: Secret) -> Self {
+        Self {
+            key,
+            revoked: Arc::default(),
+        }
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC accepts keys of any length, so this cannot fail.
+        #[allow(clippy::expect_used)]
+        <Hmac<Sha256> as Mac>::new_from_slice(self.key.expose()).expect("HMAC takes any key length")
+    }
+
+    /// Checks signature, expiry, revocation and that `scope` was granted, at time `now`.
+    pub fn verify(
+        &self,
+        token: &str,
+        scope: &str,
+        now: OffsetDateTime,
+    ) -> Result<TokenClaims, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let rest = token.strip_prefix(PREFIX).ok_or(TokenError::Malformed)?;
+        let (claims_b64, sig_b64) = rest.split_once('.').ok_or(TokenError::Malformed)?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig_b64)
+            .map_err(|_| TokenError::Malformed)?;
+        let mut mac = self.mac();
+        mac.update(PREFIX.as_bytes());
+        mac.update(claims_b64.as_bytes());
+        // Constant-time comparison.
+        mac.verify_slice(&sig)
+            .map_err(|_| TokenError::BadSignature)?;
+        let claims_json = URL_SAFE_NO_PAD
+            .decode(claims_b64)
+            .map_err(|_| TokenError::Malformed)?;
+        let claims: TokenClaims =
+            serde_json::from_slice(&claims_json).map_err(|_| TokenError::Malformed)?;
+        if now.unix_timestamp() >= claims.exp {
+            return Err(TokenError::Expired);
+        }
+        if self
+            .revoked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&claims.gid)
+        {
+            return Err(TokenError::Revoked);
+        }
+        if !claims.scopes.iter().any(|s| s == scope) {
+            return Err(TokenError::ScopeNotGranted(scope.to_owned()));
+        }
+        Ok(claims)
+    }
+
+    fn sign(&self, claims: &TokenClaims) -> Result<String, BrokerError> {
+        let json =
+            serde_json::to_vec(claims).map_err(|e| BrokerError::internal("encoding claims", e))?;
+        let claims_b64 = URL_SAFE_NO_PAD.encode(json);
+        let mut mac = self.mac();
+        mac.update(PREFIX.as_bytes());
+        mac.update(claims_b64.as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        Ok(format!("{PREFIX}{claims_b64}.{sig}"))
+    }
+
+    fn revoke(&self, gid: &str, exp: i64, now: i64) {
+        let mut revoked = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+        // Expired tokens fail on their own; forget them so the set stays small.
+        revoked.retain(|_, e| *e > now);
+        if exp > now {
+            revoked.insert(gid.to_owned(), exp);
+        }
+    }
+}
+
+/// Issues HMAC capability tokens as grants.
+#[derive(Clone)]
+pub struct HmacBroker {
+    verifier: TokenVerifier,
+}
+
+impl HmacBroker {
+    /// A broker with the given key; keys shorter than 32 bytes are refused.
+    pub fn new(key: Secret) -> Result<Self, BrokerError> {
+        if key.len() < 32 {
+            return Err(BrokerError::invalid_input(
+                "HMAC key must be at least 32 bytes",
+            ));
+        }
+        Ok(Self {
+            verifier: TokenVerifier::new(key),
+        })
+    }
+
+    /// A broker with a fresh random 32-byte key (tokens die with the process).
+    pub fn generate() -> Self {
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        Self {
+            verifier: TokenVerifier::new(Secret::new(key.to_vec())),
+        }
+    }
+
+    /// A verifier sharing this broker's key and revocation set.
+    pub fn verifier(&self) -> TokenVerifier {
+        self.verifier.clone()
+    }
+
+    /// Verifies a token (see [`TokenVerifier::verify`]).
+    pub fn verify(
+        &self,
+        token: &str,
+        scope: &str,
+        now: OffsetDateTime,
+    ) -> Result<TokenClaims, TokenError> {
+        self.verifier.verify(token, scope, now)
+    }
+}
+
+#[async_trait]
+impl AccessBroker for HmacBroker {
+    async fn grant(&self, request: &GrantRequest) -> Result<Grant, BrokerError> {
+        if request.ttl.is_zero() {
+            return Err(BrokerError::invalid_input(
+                "grant TTL must be at least one second",
+            ));
+        }
+        let now = OffsetDateTime::now_utc();
+        // Whole seconds, rounded down, so the token never outlives the requested TTL.
+        let issued = now.replace_nanosecond(0).unwrap_or(now);
+        let ttl = i64::try_from(request.ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        let not_after = issued + time::Duration::seconds(ttl);
+        let mut gid = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut gid);
+        let claims = TokenClaims {
+            gid: format!("hmac-{}", hex::encode(gid)),
+            agent: request.agent.clone(),
+            cid: request.correlation_id,
+            scopes: request.scopes.clone(),
+            iat: issued.unix_timestamp(),
+            exp: not_after.unix_timestamp(),
+        };
+        let token = self.verifier.sign(&claims)?;
+        let mut job_env = BTreeMap::new();
+        job_env.insert(TOKEN_ENV.to_owned(), Secret::from(token));
+        Ok(Grant {
+            id: claims.gid,
+            correlation_id: request.correlation_id,
+            agent: request.agent.clone(),
+            scopes: request.scopes.clone(),
+            issued_at: issued,
+            not_after,
+            hints: BTreeMap::new(),
+            job_env,
+        })
+    }
+
+    async fn revoke(&self, grant: &Grant) -> Result<(), BrokerError> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        self.verifier
+            .revoke(&grant.id, grant.not_after.unix_timestamp(), now);
+        Ok(())
+    }
+}

@@ -1,0 +1,161 @@
+//! Static API keys: each key bound to exactly one agent, stored only as a SHA-256 hash and
+//! compared in constant time.
+//!
+//! Key format: `agk_<key-id>.<secret>`, where the key id (lowercase letters, digits, `-`, at
+//! most 32) names the key without revealing it, and the secret is 32 random bytes in base64url.
+//! Credentials without the `agk_` prefix are not recognised, so a chain can hand them to another
+//! backend (e.g. JWT).
+
+use crate::identity::{AgentIdentity, AuthMethod, Credential, Identity, IdentityError};
+use crate::ids::AgentId;
+use crate::secret::Secret;
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use subtle::ConstantTimeEq;
+
+/// The prefix every static key starts with.
+pub const KEY_PREFIX: &str = "agk_";
+
+struct Entry {
+    hash: [u8; 32],
+    identity: AgentIdentity,
+}
+
+/// Why a key could not be registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StaticKeyError {
+    /// The key id is not 1-32 lowercase letters, digits or `-`.
+    #[error("invalid key id {0:?}: use 1-32 lowercase letters, digits or '-'")]
+    InvalidKeyId(String),
+    /// The key id is already registered (to any agent).
+    #[error("key id {0:?} is already registered")]
+    DuplicateKeyId(String),
+    /// The hash is not 64 hex digits.
+    #[error("key hash must be 64 hex digits (SHA-256)")]
+    InvalidHash,
+}
+
+/// An [`Identity`] backend over a fixed set of hashed API keys.
+#[derive(Default)]
+pub struct StaticKeys {
+    keys: HashMap<String, Entry>,
+}
+
+fn valid_key_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 32
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+impl StaticKeys {
+    /// An empty key set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Generates a new random key with the given id. Returns the key (give it to the agent,
+    /// store it nowhere) and its hex SHA-256 hash (what the gateway stores).
+    pub fn generate_key(key_id: &str) -> Result<(Secret, String), StaticKeyError> {
+        if !valid_key_id(key_id) {
+            return Err(StaticKeyError::InvalidKeyId(key_id.to_owned()));
+        }
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        let key = format!("{KEY_PREFIX}{key_id}.{}", URL_SAFE_NO_PAD.encode(secret));
+        let hash = hex::encode(Sha256::digest(key.as_bytes()));
+        Ok((Secret::from(key), hash))
+    }
+
+    /// The hex SHA-256 hash of a key, as [`StaticKeys::with_key_hash`] expects.
+    pub fn hash_key(key: &Secret) -> String {
+        hex::encode(Sha256::digest(key.expose()))
+    }
+
+    /// Registers a key by its hash, bound to exactly this identity.
+    pub fn with_key_hash(
+        mut self,
+        key_id: &str,
+        sha256_hex: &str,
+        identity: AgentIdentity,
+    ) -> Result<Self, StaticKeyError> {
+        if !valid_key_id(key_id) {
+            return Err(StaticKeyError::InvalidKeyId(key_id.to_owned()));
+        }
+        if self.keys.contains_key(key_id) {
+            return Err(StaticKeyError::DuplicateKeyId(key_id.to_owned()));
+        }
+        let hash: [u8; 32] = hex::decode(sha256_hex)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or(StaticKeyError::InvalidHash)?;
+        self.keys
+            .insert(key_id.to_owned(), Entry { hash, identity });
+        Ok(self)
+    }
+
+    /// Generates a key for `agent` owned by `owner`, registers it and returns the key.
+    /// Convenient for examples and tests.
+    pub fn with_generated_key(
+        self,
+        key_id: &str,
+        agent: AgentId,
+        owner: &str,
+    ) -> Result<(Self, Secret), StaticKeyError> {
+        let (key, hash) = Self::generate_key(key_id)?;
+        let identity = AgentIdentity::new(
+            agent,
+            owner,
+            AuthMethod::StaticKey {
+                key_id: key_id.to_owned(),
+            },
+        );
+        Ok((self.with_key_hash(key_id, &hash, identity)?, key))
+    }
+
+    /// Registers a key with extra identity attributes.
+    pub fn with_identity(
+        self,
+        key_id: &str,
+        key: &Secret,
+        identity: AgentIdentity,
+    ) -> Result<Self, StaticKeyError> {
+        self.with_key_hash(key_id, &Self::hash_key(key), identity)
+    }
+}
+
+#[async_trait]
+impl Identity for StaticKeys {
+    async fn authenticate(&self, credential: &Credential) -> Result<AgentIdentity, IdentityError> {
+        let raw = credential.secret().expose();
+        if !raw.starts_with(KEY_PREFIX.as_bytes()) {
+            return Err(IdentityError::Unrecognized {
+                reason: "not a static API key".into(),
+            });
+        }
+        let Ok(text) = std::str::from_utf8(raw) else {
+            return Err(IdentityError::unauthenticated("API key is not valid UTF-8"));
+        };
+        let Some((key_id, _)) = text[KEY_PREFIX.len()..].split_once('.') else {
+            return Err(IdentityError::unauthenticated("malformed API key"));
+        };
+        let presented: [u8; 32] = Sha256::digest(raw).into();
+        // Compare against a dummy hash for unknown ids too, so timing does not reveal which
+        // key ids exist.
+        let (expected, identity) = match self.keys.get(key_id) {
+            Some(entry) => (entry.hash, Some(&entry.identity)),
+            None => ([0u8; 32], None),
+        };
+        let matches: bool = presented.ct_eq(&expected).into();
+        match identity {
+            Some(identity) if matches => Ok(identity.clone()),
+            _ => Err(IdentityError::unauthenticated("unknown or wrong API key")),
+        }
+    }
+}

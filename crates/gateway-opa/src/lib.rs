@@ -1,0 +1,1 @@
+//! agent-gateway backends: opa (work in progress).

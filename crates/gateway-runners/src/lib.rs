@@ -1,0 +1,1 @@
+//! agent-gateway backends: runners (work in progress).
