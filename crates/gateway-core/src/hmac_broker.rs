@@ -240,3 +240,103 @@ impl AccessBroker for HmacBroker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn request(scopes: &[&str], ttl: u64) -> GrantRequest {
+        GrantRequest {
+            correlation_id: RequestId::new(),
+            agent: AgentId::new("agent:a").unwrap(),
+            action: "x".into(),
+            resource: "y".into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            ttl: Duration::from_secs(ttl),
+        }
+    }
+
+    fn token(grant: &Grant) -> String {
+        grant.job_env[TOKEN_ENV].expose_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn valid_token_verifies_for_its_scopes_only() {
+        let broker = HmacBroker::generate();
+        let grant = broker.grant(&request(&["db:x:select"], 60)).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        let claims = broker.verify(&token(&grant), "db:x:select", now).unwrap();
+        assert_eq!(claims.gid, grant.id);
+        assert_eq!(claims.agent.as_str(), "agent:a");
+        assert_eq!(
+            broker.verify(&token(&grant), "db:x:drop", now),
+            Err(TokenError::ScopeNotGranted("db:x:drop".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn tampered_scope_is_rejected() {
+        let broker = HmacBroker::generate();
+        let grant = broker.grant(&request(&["db:x:select"], 60)).await.unwrap();
+        let t = token(&grant);
+        let (_, rest) = t.split_at(PREFIX.len());
+        let (claims_b64, sig) = rest.split_once('.').unwrap();
+        let mut claims: TokenClaims =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims_b64).unwrap()).unwrap();
+        claims.scopes.push("db:x:drop".into());
+        let forged = format!(
+            "{PREFIX}{}.{sig}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap())
+        );
+        assert_eq!(
+            broker.verify(&forged, "db:x:drop", OffsetDateTime::now_utc()),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[tokio::test]
+    async fn expired_token_fails_even_if_never_revoked() {
+        let broker = HmacBroker::generate();
+        let grant = broker.grant(&request(&["s"], 5)).await.unwrap();
+        let later = OffsetDateTime::now_utc() + time::Duration::seconds(6);
+        assert_eq!(broker.verify(&token(&grant), "s", later), Err(TokenError::Expired));
+        assert!(grant.not_after <= OffsetDateTime::now_utc() + time::Duration::seconds(5));
+    }
+
+    #[tokio::test]
+    async fn revoked_token_fails_on_a_shared_verifier() {
+        let broker = HmacBroker::generate();
+        let verifier = broker.verifier();
+        let grant = broker.grant(&request(&["s"], 60)).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        assert!(verifier.verify(&token(&grant), "s", now).is_ok());
+        broker.revoke(&grant).await.unwrap();
+        assert_eq!(verifier.verify(&token(&grant), "s", now), Err(TokenError::Revoked));
+        broker.revoke(&grant).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn wrong_key_and_truncated_and_garbage_are_rejected() {
+        let broker = HmacBroker::generate();
+        let other = HmacBroker::generate();
+        let grant = broker.grant(&request(&["s"], 60)).await.unwrap();
+        let t = token(&grant);
+        let now = OffsetDateTime::now_utc();
+        assert_eq!(other.verify(&t, "s", now), Err(TokenError::BadSignature));
+        for cut in [1, 5, t.len() / 2, t.len() - 1] {
+            assert!(broker.verify(&t[..cut], "s", now).is_err(), "truncated at {cut}");
+        }
+        for garbage in ["", "agt1.", "agt1..", "agt1.a.b", "x.y.z", "agt1.!!!.###"] {
+            assert!(broker.verify(garbage, "s", now).is_err(), "{garbage:?}");
+        }
+        assert_eq!(broker.verify(&"a".repeat(MAX_TOKEN_LEN + 1), "s", now), Err(TokenError::Malformed));
+        assert!(HmacBroker::new(Secret::from("short")).is_err());
+    }
+
+    #[tokio::test]
+    async fn zero_ttl_is_refused() {
+        let broker = HmacBroker::generate();
+        assert!(broker.grant(&request(&["s"], 0)).await.is_err());
+    }
+}

@@ -22,8 +22,8 @@ pub struct JobLimits {
     pub pids: u32,
     /// Maximum open file descriptors.
     pub open_files: u32,
-    /// Wall-clock limit; the whole job is killed when it passes.
-    #[serde(with = "crate::grant::duration_secs")]
+    /// Wall-clock limit; the whole job is killed when it passes. Serialised as `timeout_ms`.
+    #[serde(rename = "timeout_ms", with = "duration_millis")]
     pub timeout: Duration,
     /// How many bytes of stdout, and separately of stderr, are kept; the rest is dropped and the
     /// truncation flagged.

@@ -1,1 +1,18 @@
-//! agent-gateway backends: runners (work in progress).
+//! [`Runner`](gateway_core::Runner) backends for agent-gateway: every job runs in a fresh,
+//! isolated, resource-limited environment that is destroyed afterwards, whatever happens.
+//!
+//! - [`LocalRunner`]: the embedded default. A local process with a temporary directory, cleared
+//!   environment, own process group, rlimits and a tree-killing timeout; under bubblewrap
+//!   (namespaces: no network, read-only system, private `/tmp`) when it works on the machine.
+//! - [`DockerRunner`]: one hardened container per job (no network, no capabilities, read-only
+//!   root, non-root user, memory/CPU/pids limits, default seccomp), labelled with the runner's
+//!   instance, with a crash reaper and an optional pool of pre-created containers.
+
+mod output;
+
+pub mod docker;
+
+pub mod local;
+
+pub use docker::{DockerRunner, DockerRunnerBuilder, reap_instance};
+pub use local::{LocalRunner, LocalRunnerBuilder};

@@ -126,27 +126,86 @@ impl Pipeline {
             action = %request.action,
             agent = tracing::field::Empty,
         );
-        self.execute_inner(credential, request, context, cancel)
+        self.execute_and_close(credential, request, context, cancel)
             .instrument(span)
             .await
     }
 
-    async fn execute_inner(
+    /// Runs the steps, then makes sure a begun trail ends with a terminal record: any step
+    /// that stops early on an audit failure leaves the trail open, and one more attempt is made
+    /// here (the sink may have recovered).
+    async fn execute_and_close(
         &self,
         credential: Credential,
         request: ActionRequest,
         context: RequestContext,
         cancel: CancellationToken,
     ) -> Result<ActionOutcome, GatewayError> {
-        let id = request.id;
         let mut trail = Trail::new(
             Arc::clone(&self.audit),
             self.config.audit_timeout,
-            id,
+            request.id,
             &request.action,
             &request.resource,
             context.origin.clone(),
         );
+        let result = self.execute_inner(&mut trail, credential, request, context, cancel).await;
+        if !trail.is_open() {
+            return result;
+        }
+        match result {
+            Ok(outcome) => Ok(outcome),
+            Err(GatewayError::OutcomeNotRecorded { mut outcome, message }) => {
+                let job = &outcome.job;
+                let retried = self
+                    .complete(
+                        &mut trail,
+                        job_status_name(job),
+                        if job.succeeded() { EventOutcome::Success } else { EventOutcome::Failure },
+                        |d| {
+                            d.insert("exit_code".into(), json!(job.exit_code()));
+                            d.insert("grant_revoked".into(), json!(outcome.grant.revoked));
+                            d.insert("note".into(), json!("outcome record retried"));
+                        },
+                    )
+                    .await;
+                match (retried, trail.last_receipt()) {
+                    (Ok(()), Some(receipt)) => {
+                        outcome.audit = receipt.clone();
+                        Ok(*outcome)
+                    }
+                    _ => Err(GatewayError::OutcomeNotRecorded { outcome, message }),
+                }
+            }
+            Err(error) => {
+                let status =
+                    if error.kind() == ErrorKind::Cancelled { status::CANCELLED } else { status::ERROR };
+                let recorded = self
+                    .complete(&mut trail, status, EventOutcome::Failure, |d| {
+                        d.insert("error_kind".into(), json!(error.kind()));
+                        d.insert("reason".into(), json!(error.to_string()));
+                        if let Some(stage) = error.stage() {
+                            d.insert("stage".into(), json!(stage));
+                        }
+                    })
+                    .await;
+                if let Err(message) = recorded {
+                    tracing::error!(%message, "the action's trail could not be closed");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn execute_inner(
+        &self,
+        trail: &mut Trail,
+        credential: Credential,
+        request: ActionRequest,
+        context: RequestContext,
+        cancel: CancellationToken,
+    ) -> Result<ActionOutcome, GatewayError> {
+        let id = request.id;
 
         // 1. Authenticate.
         let identity = match self.authenticate(&credential, &cancel).await {
@@ -228,7 +287,7 @@ impl Pipeline {
         let def = match validated {
             Ok(def) => def,
             Err(reason) => {
-                self.reject(&mut trail, ErrorKind::InvalidInput, &reason)
+                self.reject(trail, ErrorKind::InvalidInput, &reason)
                     .await;
                 return Err(GatewayError::InvalidInput {
                     correlation_id: id,
@@ -239,7 +298,7 @@ impl Pipeline {
         let _slot = match slot {
             Ok(slot) => slot,
             Err(reason) => {
-                self.reject(&mut trail, ErrorKind::RateLimited, &reason)
+                self.reject(trail, ErrorKind::RateLimited, &reason)
                     .await;
                 return Err(GatewayError::RateLimited {
                     correlation_id: id,
@@ -270,7 +329,7 @@ impl Pipeline {
         .await
         {
             Ok(decision) => sanity_check(decision),
-            Err(CallError::Cancelled) => return self.cancelled(&mut trail).await,
+            Err(CallError::Cancelled) => return self.cancelled(trail).await,
             Err(e) => {
                 let kind = kind_of(&e, |e| e.kind());
                 let mut d = Decision::deny(format!(
@@ -308,7 +367,7 @@ impl Pipeline {
             .map_err(|m| audit_failed(id, m))?;
         if !decision.allow {
             let reasons = decision.reasons.clone();
-            self.complete(&mut trail, status::DENIED, EventOutcome::Failure, |d| {
+            self.complete(trail, status::DENIED, EventOutcome::Failure, |d| {
                 d.insert("reasons".into(), json!(reasons));
             })
             .await
@@ -322,12 +381,12 @@ impl Pipeline {
         // 6. Human approval, if the policy requires it.
         let approved_by = if decision.obligations.require_approval {
             match self
-                .approve(&mut trail, &request, &identity, &decision, &cancel)
+                .approve(trail, &request, &identity, &decision, &cancel)
                 .await?
             {
                 Ok(approver) => Some(approver),
                 Err(reason) => {
-                    self.complete(&mut trail, status::DENIED, EventOutcome::Failure, |d| {
+                    self.complete(trail, status::DENIED, EventOutcome::Failure, |d| {
                         d.insert("reasons".into(), json!([reason]));
                     })
                     .await
@@ -348,7 +407,7 @@ impl Pipeline {
             Ok(spec) => spec,
             Err(reason) => {
                 let reason = format!("cannot build the job: {reason}");
-                self.complete(&mut trail, status::ERROR, EventOutcome::Failure, |d| {
+                self.complete(trail, status::ERROR, EventOutcome::Failure, |d| {
                     d.insert("error_kind".into(), json!(ErrorKind::InvalidInput));
                     d.insert("reason".into(), json!(reason));
                 })
@@ -384,11 +443,11 @@ impl Pipeline {
         .await
         {
             Ok(grant) => grant,
-            Err(CallError::Cancelled) => return self.cancelled(&mut trail).await,
+            Err(CallError::Cancelled) => return self.cancelled(trail).await,
             Err(e) => {
                 let kind = kind_of(&e, |e| e.kind());
                 let message = e.describe("access broker");
-                self.complete(&mut trail, status::ERROR, EventOutcome::Failure, |d| {
+                self.complete(trail, status::ERROR, EventOutcome::Failure, |d| {
                     d.insert("stage".into(), json!("grant"));
                     d.insert("error_kind".into(), json!(kind));
                     d.insert("reason".into(), json!(message));
@@ -408,7 +467,7 @@ impl Pipeline {
         let mut summary = GrantSummary::new(&grant, ttl_seconds);
         let result = self
             .with_grant(
-                &mut trail,
+                trail,
                 LiveGrant {
                     grant: &grant,
                     asked: &grant_request,
@@ -419,7 +478,7 @@ impl Pipeline {
                 &cancel,
             )
             .await;
-        summary.revoked = self.revoke(&mut trail, &grant).await;
+        summary.revoked = self.revoke(trail, &grant).await;
 
         // 10. Record the outcome.
         let (job, runner) = match result {
@@ -439,7 +498,7 @@ impl Pipeline {
                     GrantedFailure::Failed { stage, .. } => *stage,
                     GrantedFailure::Cancelled => "cancel",
                 };
-                self.complete(&mut trail, status_name, EventOutcome::Failure, |d| {
+                self.complete(trail, status_name, EventOutcome::Failure, |d| {
                     d.insert("stage".into(), json!(stage));
                     d.insert("error_kind".into(), json!(kind));
                     d.insert("reason".into(), json!(message));
@@ -475,7 +534,7 @@ impl Pipeline {
         );
         let recorded = self
             .complete_with(
-                &mut trail,
+                trail,
                 status_name,
                 outcome_kind,
                 Some(runner_id),
@@ -840,8 +899,8 @@ impl Pipeline {
             max.timeout = max.timeout.min(Duration::from_secs(seconds));
         }
         let remaining = grant.remaining(OffsetDateTime::now_utc());
-        // Whole seconds: never let the job outlive the grant.
-        max.timeout = max.timeout.min(Duration::from_secs(remaining.as_secs()));
+        // Never let the job outlive the grant.
+        max.timeout = max.timeout.min(remaining);
         max
     }
 

@@ -18,6 +18,7 @@ pub(crate) struct Trail {
     origin: Option<String>,
     step: u32,
     last_receipt: Option<AuditReceipt>,
+    terminal_stored: bool,
 }
 
 impl Trail {
@@ -40,6 +41,7 @@ impl Trail {
             origin,
             step: 0,
             last_receipt: None,
+            terminal_stored: false,
         }
     }
 
@@ -49,6 +51,11 @@ impl Trail {
 
     pub(crate) fn correlation_id(&self) -> RequestId {
         self.correlation_id
+    }
+
+    /// Whether the trail has begun (something is stored) but has no terminal record yet.
+    pub(crate) fn is_open(&self) -> bool {
+        self.last_receipt.is_some() && !self.terminal_stored
     }
 
     pub(crate) fn last_receipt(&self) -> Option<&AuditReceipt> {
@@ -78,6 +85,7 @@ impl Trail {
         {
             Ok(receipt) => {
                 self.last_receipt = Some(receipt.clone());
+                self.terminal_stored |= kind.is_terminal();
                 Ok(receipt)
             }
             Err(e) => {

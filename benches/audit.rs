@@ -1,0 +1,170 @@
+//! Durable audit appends per second (SQLite and PostgreSQL, 1 and 64 concurrent writers) and
+//! verification records per second, each against a baseline measured in the same run:
+//! appends against the in-memory `MemoryAuditSink` (hash chain, no storage), verification
+//! against `ChainVerifier` over records already in memory (hashing only, no database reads).
+//!
+//! `cargo bench --bench audit` (PostgreSQL groups need `GATEWAY_TEST_POSTGRES_URL`, e.g. from
+//! `source scripts/lib.sh; source scripts/services/postgres.sh; postgres_start`; they are
+//! skipped without it).
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use gateway_audit::{
+    AuditStore, ChainedSink, PostgresStore, SinkConfig, SqliteStore, VerifyOptions, verify_stream,
+};
+use gateway_core::audit::chain::ChainVerifier;
+use gateway_core::testing::MemoryAuditSink;
+use gateway_core::{AgentId, AuditEvent, AuditEventKind, AuditSink, EventOutcome, RequestId};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn event(n: u64) -> AuditEvent {
+    let mut ev = AuditEvent::new(RequestId::new(), 1, AuditEventKind::Decided);
+    ev.agent_id = Some(AgentId::new("agent:bench").unwrap());
+    ev.action = "db.query".into();
+    ev.resource = format!("db:orders/{n}");
+    ev.outcome = Some(EventOutcome::Success);
+    ev.origin = Some("10.0.0.1".into());
+    ev.details.insert("n".into(), serde_json::json!(n));
+    ev.details.insert("duration_ms".into(), serde_json::json!(12.5));
+    ev
+}
+
+/// Appends `total` events from `writers` concurrent tasks; returns the elapsed time.
+async fn append_concurrently(sink: Arc<dyn AuditSink>, writers: u64, total: u64) -> Duration {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let sink = Arc::clone(&sink);
+            let n = total / writers + u64::from(w < total % writers);
+            tokio::spawn(async move {
+                for i in 0..n {
+                    sink.append(event(w * 1_000_000 + i)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed()
+}
+
+fn stream_name(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), rand_suffix())
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn appends(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut sinks: Vec<(&str, Arc<dyn AuditSink>)> = vec![(
+        "memory-baseline",
+        Arc::new(MemoryAuditSink::new()) as Arc<dyn AuditSink>,
+    )];
+    let sqlite = rt.block_on(async {
+        let store = SqliteStore::open(dir.path().join("bench.db")).await.unwrap();
+        ChainedSink::open(store, SinkConfig::new("bench")).await.unwrap()
+    });
+    sinks.push(("sqlite", Arc::new(sqlite)));
+    match std::env::var("GATEWAY_TEST_POSTGRES_URL") {
+        Ok(url) => {
+            let pg = rt.block_on(async {
+                let store = PostgresStore::connect(&url).await.unwrap();
+                ChainedSink::open(store, SinkConfig::new(stream_name("bench")))
+                    .await
+                    .unwrap()
+            });
+            sinks.push(("postgres", Arc::new(pg)));
+        }
+        Err(_) => eprintln!("GATEWAY_TEST_POSTGRES_URL not set: skipping the PostgreSQL appends"),
+    }
+
+    let mut group = c.benchmark_group("audit_append");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(4));
+    group.throughput(Throughput::Elements(1));
+    for (name, sink) in &sinks {
+        for writers in [1u64, 64] {
+            group.bench_with_input(BenchmarkId::new(*name, writers), &writers, |b, &writers| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    append_concurrently(Arc::clone(sink), writers, iters.max(writers))
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+const VERIFY_RECORDS: u64 = 50_000;
+
+async fn filled<S: AuditStore + Clone>(store: S, stream: &str) -> S {
+    let sink = ChainedSink::open(store.clone(), SinkConfig::new(stream)).await.unwrap();
+    append_concurrently(Arc::new(sink), 64, VERIFY_RECORDS).await;
+    store
+}
+
+fn verification(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = rt.block_on(async {
+        filled(SqliteStore::open(dir.path().join("verify.db")).await.unwrap(), "v").await
+    });
+    let records: Vec<_> = rt.block_on(async {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = sqlite.read_raw("v", after, 10_000).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.sequence as u64);
+            out.extend(page.iter().map(|r| r.to_record().unwrap()));
+        }
+        out
+    });
+    let pg = std::env::var("GATEWAY_TEST_POSTGRES_URL").ok().map(|url| {
+        let stream = stream_name("verify");
+        let store = rt.block_on(async {
+            filled(PostgresStore::connect(&url).await.unwrap(), &stream).await
+        });
+        (store, stream)
+    });
+
+    let mut group = c.benchmark_group("audit_verify");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(records.len() as u64));
+    group.bench_function("in-memory-baseline", |b| {
+        b.iter(|| {
+            let mut v = ChainVerifier::new("v");
+            for r in &records {
+                v.push(r).unwrap();
+            }
+            assert!(v.finish().is_ok());
+        })
+    });
+    let options = VerifyOptions::default();
+    group.bench_function("sqlite", |b| {
+        b.to_async(&rt).iter(|| async {
+            assert!(verify_stream(&sqlite, "v", &options).await.unwrap().is_ok());
+        })
+    });
+    if let Some((store, stream)) = &pg {
+        group.bench_function("postgres", |b| {
+            b.to_async(&rt).iter(|| async {
+                assert!(verify_stream(store, stream, &options).await.unwrap().is_ok());
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, appends, verification);
+criterion_main!(benches);

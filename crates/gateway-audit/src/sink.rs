@@ -1,0 +1,247 @@
+//! [`ChainedSink`]: the [`AuditSink`] shared by every backend (redaction, group commit,
+//! checkpoints, verification) over an [`AuditStore`].
+
+use crate::checkpoint::{Checkpoint, CheckpointSigner};
+use crate::redact::Redactor;
+use crate::store::AuditStore;
+use crate::verify::{VerifyOptions, verify_stream};
+use crate::writer::{Command, Job, Writer};
+use async_trait::async_trait;
+use gateway_core::audit::chain::genesis;
+use gateway_core::audit::{
+    AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink, VerifyReport,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// The longest stream id accepted, in bytes.
+pub const MAX_STREAM_ID_LEN: usize = 128;
+
+/// When the writer signs checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointPolicy {
+    /// The secret signing key.
+    pub signer: Arc<CheckpointSigner>,
+    /// Sign after this many records (≥ 1).
+    pub every_records: u64,
+    /// Sign after this long if records were appended since the last checkpoint.
+    pub every: Duration,
+}
+
+/// How a [`ChainedSink`] writes its stream.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    stream_id: String,
+    queue_capacity: usize,
+    max_batch: usize,
+    redactor: Redactor,
+    checkpoints: Option<CheckpointPolicy>,
+}
+
+impl SinkConfig {
+    /// Defaults for `stream_id` (one stream per gateway instance): a queue of 4096 pending
+    /// appends, batches of up to 1024 records, the built-in redaction patterns, no checkpoints.
+    pub fn new(stream_id: impl Into<String>) -> Self {
+        Self {
+            stream_id: stream_id.into(),
+            queue_capacity: 4096,
+            max_batch: 1024,
+            redactor: Redactor::new(),
+            checkpoints: None,
+        }
+    }
+
+    /// How many appends may wait for the writer before `append` itself waits (back-pressure).
+    pub fn with_queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity.max(1);
+        self
+    }
+
+    /// The most records committed in one transaction.
+    pub fn with_max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch.max(1);
+        self
+    }
+
+    /// The redactor applied to every event before sealing.
+    pub fn with_redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
+    }
+
+    /// Signs a checkpoint every `every_records` records or every `every` (whichever comes first).
+    pub fn with_checkpoints(
+        mut self,
+        signer: Arc<CheckpointSigner>,
+        every_records: u64,
+        every: Duration,
+    ) -> Self {
+        self.checkpoints = Some(CheckpointPolicy {
+            signer,
+            every_records: every_records.max(1),
+            every: every.max(Duration::from_millis(10)),
+        });
+        self
+    }
+
+    /// The stream id.
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+}
+
+fn validate_stream_id(id: &str) -> Result<(), AuditError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_STREAM_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AuditError::invalid_input(format!(
+            "stream id must be 1-{MAX_STREAM_ID_LEN} ASCII letters, digits or . _ - : / @"
+        )))
+    }
+}
+
+/// A hash-chained, group-committing [`AuditSink`] over any [`AuditStore`]; see the crate docs.
+///
+/// Dropping it stops the writer after the queued appends are committed; [`close`](Self::close)
+/// also waits for that and signs a final checkpoint.
+#[derive(Debug)]
+pub struct ChainedSink<S: AuditStore> {
+    store: Arc<S>,
+    stream_id: String,
+    redactor: Redactor,
+    public_key: Option<ed25519_dalek::VerifyingKey>,
+    tx: mpsc::Sender<Command>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl<S: AuditStore> ChainedSink<S> {
+    /// Opens (or creates, with a genesis record) the configured stream in `store` and starts its
+    /// writer task. Must be called inside a Tokio runtime.
+    pub async fn open(store: S, config: SinkConfig) -> Result<Self, AuditError> {
+        validate_stream_id(&config.stream_id)?;
+        let store = Arc::new(store);
+        let head = match store.head(&config.stream_id).await? {
+            Some(head) => head,
+            None => {
+                let g = genesis(&config.stream_id)?;
+                match store.append_batch(std::slice::from_ref(&g), None).await {
+                    Ok(()) => (g.sequence, g.hash),
+                    // Another writer created the stream first: use its genesis.
+                    Err(AuditError::Conflict { .. }) => {
+                        store.head(&config.stream_id).await?.ok_or_else(|| {
+                            AuditError::internal_msg("stream vanished after a genesis conflict")
+                        })?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let public_key = config
+            .checkpoints
+            .as_ref()
+            .map(|c| c.signer.verifying_key());
+        let writer = Writer::new(
+            Arc::clone(&store),
+            config.stream_id.clone(),
+            head,
+            config.max_batch,
+            config.checkpoints,
+        );
+        let handle = tokio::spawn(writer.run(rx));
+        Ok(Self {
+            store,
+            stream_id: config.stream_id,
+            redactor: config.redactor,
+            public_key,
+            tx,
+            writer: Some(handle),
+        })
+    }
+
+    /// The stream this sink writes.
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Signs a checkpoint at the current head now (after everything queued before this call is
+    /// committed). Returns `None` when no signer is configured or the head is already
+    /// checkpointed by this sink.
+    pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, AuditError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Checkpoint(reply))
+            .await
+            .map_err(|_| AuditError::unavailable_msg("audit writer stopped"))?;
+        rx.await
+            .map_err(|_| AuditError::unavailable_msg("audit writer stopped"))?
+    }
+
+    /// Commits everything queued, signs a final checkpoint (if configured) and stops the writer.
+    pub async fn close(mut self) -> Result<(), AuditError> {
+        let result = self.checkpoint().await.map(|_| ());
+        let (tx, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.tx, tx));
+        if let Some(handle) = self.writer.take() {
+            handle
+                .await
+                .map_err(|e| AuditError::internal("audit writer task failed", e))?;
+        }
+        result
+    }
+
+    /// Verifies this sink's stream with explicit options (e.g. another trusted key).
+    pub async fn verify_with(&self, options: &VerifyOptions) -> Result<VerifyReport, AuditError> {
+        verify_stream(self.store.as_ref(), &self.stream_id, options).await
+    }
+}
+
+#[async_trait]
+impl<S: AuditStore> AuditSink for ChainedSink<S> {
+    async fn append(&self, mut event: AuditEvent) -> Result<AuditReceipt, AuditError> {
+        // Redact in the caller's task: it parallelises and keeps the single writer lean.
+        self.redactor.redact(&mut event);
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Append(Job { event, reply }))
+            .await
+            .map_err(|_| AuditError::unavailable_msg("audit writer stopped; event not stored"))?;
+        rx.await.map_err(|_| {
+            AuditError::unavailable_msg("audit writer stopped before acknowledging the event")
+        })?
+    }
+
+    async fn read(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
+        let rows = self.store.read_raw(&self.stream_id, after, limit).await?;
+        rows.iter()
+            .map(|row| {
+                row.to_record().map_err(|detail| {
+                    AuditError::internal_msg(format!(
+                        "stored audit record {} is corrupt: {detail}",
+                        row.sequence
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    async fn verify(&self) -> Result<VerifyReport, AuditError> {
+        let options = VerifyOptions {
+            public_key: self.public_key,
+            ..VerifyOptions::default()
+        };
+        verify_stream(self.store.as_ref(), &self.stream_id, &options).await
+    }
+}

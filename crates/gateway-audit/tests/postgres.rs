@@ -1,0 +1,151 @@
+//! The PostgreSQL sink against the real server started by `scripts/test`
+//! (`GATEWAY_TEST_POSTGRES_URL`); each test works in its own schema.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{event, postgres_schema, postgres_url, unique};
+use gateway_audit::{CheckpointSigner, PostgresAuditSink, PostgresStore, SinkConfig};
+use gateway_core::audit::AuditSink;
+use sqlx::Connection;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn store(test: &str) -> Option<(PostgresStore, String, String)> {
+    let base = postgres_url(test)?;
+    let (url, schema) = postgres_schema(&base, test).await;
+    Some((PostgresStore::connect(&url).await.unwrap(), url, schema))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_conformance_suite() {
+    let Some((store, _, _)) = store("pg_conformance").await else { return };
+    let signer = Arc::new(CheckpointSigner::generate());
+    let sink = PostgresAuditSink::open(
+        store.clone(),
+        SinkConfig::new("gw-1").with_checkpoints(signer, 10, Duration::from_secs(1)),
+    )
+    .await
+    .unwrap();
+    gateway_core::conformance::audit::run(&sink).await;
+    sink.close().await.unwrap();
+    let sink = PostgresAuditSink::open(store, SinkConfig::new("gw-1")).await.unwrap();
+    gateway_core::conformance::audit::run(&sink).await;
+}
+
+#[tokio::test]
+async fn update_delete_truncate_fail_even_for_the_owner() {
+    let Some((store, url, _)) = store("pg_append_only").await else { return };
+    let signer = Arc::new(CheckpointSigner::generate());
+    let sink = PostgresAuditSink::open(
+        store,
+        SinkConfig::new("gw").with_checkpoints(signer, 1, Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    sink.append(event(1)).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    for sql in [
+        "UPDATE audit_records SET action = 'x'",
+        "DELETE FROM audit_records",
+        "TRUNCATE audit_records",
+        "UPDATE audit_checkpoints SET head_hash = 'x'",
+        "DELETE FROM audit_checkpoints",
+        "TRUNCATE audit_checkpoints",
+    ] {
+        let err = sqlx::raw_sql(sql).execute(&mut conn).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    assert!(sink.verify().await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn the_writer_role_can_only_select_and_insert() {
+    let Some((store, url, _)) = store("pg_role").await else { return };
+    let role = unique("gw_writer");
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(&format!("CREATE ROLE \"{role}\" LOGIN"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    store.grant_writer_role(&role).await.unwrap();
+
+    // The gateway runs as the restricted role: migrations are already applied, appends work.
+    let role_url = url.replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+    assert_ne!(role_url, url, "test URL must name the postgres user");
+    let restricted = PostgresStore::connect(&role_url).await.unwrap();
+    let sink = PostgresAuditSink::open(restricted, SinkConfig::new("gw")).await.unwrap();
+    sink.append(event(1)).await.unwrap();
+    assert!(sink.verify().await.unwrap().is_ok());
+
+    let mut conn = sqlx::PgConnection::connect(&role_url).await.unwrap();
+    for sql in [
+        "UPDATE audit_records SET action = 'x'",
+        "DELETE FROM audit_records",
+        "TRUNCATE audit_records",
+        "DELETE FROM audit_checkpoints",
+        "DROP TRIGGER audit_records_append_only ON audit_records",
+        "ALTER TABLE audit_records DISABLE TRIGGER ALL",
+        "CREATE TABLE sneaky (x int)",
+    ] {
+        let err = sqlx::raw_sql(sql).execute(&mut conn).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("permission denied") || text.contains("must be owner"),
+            "{sql}: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_tasks_ten_thousand_records() {
+    let Some((store, _, _)) = store("pg_concurrency").await else { return };
+    let sink = Arc::new(PostgresAuditSink::open(store, SinkConfig::new("gw")).await.unwrap());
+    let tasks: Vec<_> = (0..64u64)
+        .map(|t| {
+            let sink = Arc::clone(&sink);
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..(10_000 / 64 + u64::from(t < 10_000 % 64)) {
+                    seqs.push(sink.append(event(t * 1000 + i)).await.unwrap().sequence);
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all = BTreeSet::new();
+    for t in tasks {
+        for s in t.await.unwrap() {
+            assert!(all.insert(s), "duplicate sequence {s}");
+        }
+    }
+    assert_eq!(all.len(), 10_000);
+    assert_eq!((all.first(), all.last()), (Some(&1), Some(&10_000)));
+    let report = sink.verify().await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.fault);
+    assert_eq!(report.records_checked, 10_001);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sinks_on_one_stream_never_fork_it() {
+    let Some((store, _, _)) = store("pg_fork").await else { return };
+    let a = Arc::new(PostgresAuditSink::open(store.clone(), SinkConfig::new("shared")).await.unwrap());
+    let b = Arc::new(PostgresAuditSink::open(store, SinkConfig::new("shared")).await.unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let sink = if i % 2 == 0 { Arc::clone(&a) } else { Arc::clone(&b) };
+        tasks.push(tokio::spawn(async move { sink.append(event(i)).await }));
+    }
+    let mut acked = BTreeSet::new();
+    for t in tasks {
+        if let Ok(r) = t.await.unwrap() {
+            assert!(acked.insert(r.sequence), "duplicate sequence {}", r.sequence);
+        }
+    }
+    assert!(acked.len() >= 150, "too many appends failed: {}", acked.len());
+    let report = a.verify().await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.fault);
+    let stored: BTreeSet<u64> = a.read(None, 1000).await.unwrap().iter().map(|r| r.sequence).collect();
+    assert!(acked.is_subset(&stored));
+}

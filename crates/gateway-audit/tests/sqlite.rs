@@ -1,0 +1,401 @@
+//! The SQLite sink against a real database file: conformance, redaction, durability details,
+//! checkpoints, failure handling, concurrency and the CLI.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use async_trait::async_trait;
+use common::{Db, event, lit};
+use gateway_audit::checkpoint::Checkpoint;
+use gateway_audit::{
+    AuditStore, CheckpointSigner, ChainedSink, Redactor, SinkConfig, SqliteAuditSink, SqliteStore,
+    StoredCheckpoint, StoredRecord, VerifyOptions, verify_stream,
+};
+use gateway_core::audit::chain::FaultKind;
+use gateway_core::audit::{AuditError, AuditRecord, AuditSink};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+async fn open(dir: &tempfile::TempDir, config: SinkConfig) -> SqliteAuditSink {
+    let store = SqliteStore::open(dir.path().join("audit.db")).await.unwrap();
+    SqliteAuditSink::open(store, config).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Arc::new(CheckpointSigner::generate());
+    let sink = open(
+        &dir,
+        SinkConfig::new("gw-1").with_checkpoints(signer, 10, Duration::from_secs(1)),
+    )
+    .await;
+    gateway_core::conformance::audit::run(&sink).await;
+    // A second run on the same, now non-empty chain, through a reopened sink.
+    sink.close().await.unwrap();
+    let sink = open(&dir, SinkConfig::new("gw-1")).await;
+    gateway_core::conformance::audit::run(&sink).await;
+}
+
+#[tokio::test]
+async fn settings_are_durable_wal_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("audit.db")).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    assert_eq!(sync, 2, "synchronous must be FULL (2)");
+}
+
+#[tokio::test]
+async fn secrets_are_redacted_before_hashing_and_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let redactor = Redactor::new().with_path("/params/ssn").unwrap();
+    let sink = open(&dir, SinkConfig::new("gw").with_redactor(redactor)).await;
+    let mut ev = event(1);
+    ev.details.insert(
+        "params".into(),
+        serde_json::json!({"ssn": "123-45-6789", "password": "hunter2", "card": "4111111111111111"}),
+    );
+    ev.details
+        .insert("header".into(), "Bearer sk-live-abcdef123456".into());
+    ev.origin = Some("client eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl".into());
+    let receipt = sink.append(ev).await.unwrap();
+
+    let stored: String = sqlx::query_scalar("SELECT event FROM audit_records WHERE sequence = ?")
+        .bind(receipt.sequence as i64)
+        .fetch_one(sink.store().pool())
+        .await
+        .unwrap();
+    for secret in ["123-45-6789", "hunter2", "4111111111111111", "sk-live", "eyJhbGci"] {
+        assert!(!stored.contains(secret), "{secret} reached the database: {stored}");
+    }
+    assert!(stored.contains("[card ****1111]"));
+    let record = &sink.read(Some(receipt.sequence - 1), 1).await.unwrap()[0];
+    assert_eq!(record.hash, receipt.hash);
+    assert!(sink.verify().await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn numbers_round_trip_so_hashes_verify_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = open(&dir, SinkConfig::new("gw")).await;
+    let mut ev = event(1);
+    ev.details.insert(
+        "values".into(),
+        serde_json::json!([0.1 + 0.2, 1e-7, 123456.789, u64::MAX, -0.0, 2.5e300, "é\u{0}\"x"]),
+    );
+    sink.append(ev).await.unwrap();
+    sink.close().await.unwrap();
+    let sink = open(&dir, SinkConfig::new("gw")).await;
+    let report = sink.verify().await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.fault);
+}
+
+#[tokio::test]
+async fn tables_are_append_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Arc::new(CheckpointSigner::generate());
+    let sink = open(
+        &dir,
+        SinkConfig::new("gw").with_checkpoints(signer, 1, Duration::from_secs(60)),
+    )
+    .await;
+    sink.append(event(1)).await.unwrap();
+    let pool = sink.store().pool();
+    for sql in [
+        "UPDATE audit_records SET event = '{}'",
+        "DELETE FROM audit_records",
+        "UPDATE audit_checkpoints SET head_hash = 'x'",
+        "DELETE FROM audit_checkpoints",
+    ] {
+        let err = sqlx::query(sql).execute(pool).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    assert!(sink.verify().await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn checkpoints_detect_truncation_and_forgery() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let signer = Arc::new(CheckpointSigner::generate());
+    let key = signer.verifying_key();
+    let sink = open(
+        &dir,
+        SinkConfig::new("gw").with_checkpoints(signer, 5, Duration::from_secs(60)),
+    )
+    .await;
+    for n in 0..12 {
+        sink.append(event(n)).await.unwrap();
+    }
+    let cp = sink.checkpoint().await.unwrap().expect("head not yet checkpointed");
+    assert_eq!(cp.sequence, 12);
+    let options = VerifyOptions {
+        public_key: Some(key),
+        ..VerifyOptions::default()
+    };
+    let report = sink.verify_with(&options).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.fault);
+    assert!(report.checkpoints_checked >= 3, "{report:?}");
+
+    // Truncate the last 3 records: the checkpoint at 12 is now beyond the head.
+    let db = Db::Sqlite(path.clone());
+    db.tamper("DELETE FROM audit_records WHERE sequence > 9").await;
+    let fault = sink.verify_with(&options).await.unwrap().fault.unwrap();
+    assert_eq!((fault.kind, fault.sequence), (FaultKind::Truncated, 10));
+
+    // A checkpoint forged with another key is rejected with the trusted key...
+    let forger = CheckpointSigner::generate();
+    let forged = forger.sign("gw", 9, &"00".repeat(32)).unwrap();
+    db.tamper(&format!(
+        "DELETE FROM audit_checkpoints WHERE sequence = 10;
+         INSERT INTO audit_checkpoints VALUES ('gw', 9, {}, {}, {}, {})",
+        lit(&forged.head_hash),
+        lit(&serde_json::to_value(&forged).unwrap()["time"].as_str().unwrap()),
+        lit(&forged.key_id),
+        lit(&forged.signature)
+    ))
+    .await;
+    let fault = sink.verify_with(&options).await.unwrap().fault.unwrap();
+    assert_eq!(fault.kind, FaultKind::BadCheckpoint, "{fault}");
+    // ...and, without a key, still disagrees with the chain.
+    assert!(sink.verify_with(&VerifyOptions::default()).await.unwrap().fault.is_some());
+}
+
+#[tokio::test]
+async fn timed_checkpoints_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Arc::new(CheckpointSigner::generate());
+    let sink = open(
+        &dir,
+        SinkConfig::new("gw").with_checkpoints(signer, 1000, Duration::from_millis(50)),
+    )
+    .await;
+    let receipt = sink.append(event(1)).await.unwrap();
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        found = sink.store().read_checkpoints("gw", None, 10).await.unwrap();
+        if !found.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(found.len(), 1, "no timed checkpoint after 2 s");
+    assert_eq!(found[0].sequence as u64, receipt.sequence);
+}
+
+/// A store whose commits fail on demand, to test that the writer survives failed batches.
+struct Flaky {
+    inner: SqliteStore,
+    fail_next: AtomicUsize,
+}
+
+#[async_trait]
+impl AuditStore for Flaky {
+    async fn head(&self, s: &str) -> Result<Option<(u64, String)>, AuditError> {
+        self.inner.head(s).await
+    }
+    async fn append_batch(
+        &self,
+        records: &[AuditRecord],
+        cp: Option<&Checkpoint>,
+    ) -> Result<(), AuditError> {
+        if self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(AuditError::unavailable_msg("injected commit failure"));
+        }
+        self.inner.append_batch(records, cp).await
+    }
+    async fn read_raw(
+        &self,
+        s: &str,
+        a: Option<u64>,
+        l: usize,
+    ) -> Result<Vec<StoredRecord>, AuditError> {
+        self.inner.read_raw(s, a, l).await
+    }
+    async fn read_checkpoints(
+        &self,
+        s: &str,
+        a: Option<u64>,
+        l: usize,
+    ) -> Result<Vec<StoredCheckpoint>, AuditError> {
+        self.inner.read_checkpoints(s, a, l).await
+    }
+    async fn streams(&self) -> Result<Vec<String>, AuditError> {
+        self.inner.streams().await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_commit_fails_its_callers_and_the_writer_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = SqliteStore::open(dir.path().join("audit.db")).await.unwrap();
+    let store = Flaky {
+        inner,
+        fail_next: AtomicUsize::new(0),
+    };
+    let sink = ChainedSink::open(store, SinkConfig::new("gw")).await.unwrap();
+    let ok1 = sink.append(event(1)).await.unwrap();
+    sink.store().fail_next.store(1, Ordering::SeqCst);
+    let err = sink.append(event(2)).await.unwrap_err();
+    assert_eq!(err.kind(), gateway_core::ErrorKind::Unavailable);
+    let ok2 = sink.append(event(3)).await.unwrap();
+    assert_eq!(ok2.sequence, ok1.sequence + 1, "the failed event must not take a sequence");
+    let records = sink.read(None, 100).await.unwrap();
+    let resources: Vec<_> = records.iter().map(|r| r.event.resource.as_str()).collect();
+    assert!(!resources.contains(&"db:orders/2"), "failed event was stored");
+    assert!(sink.verify().await.unwrap().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sinks_on_one_stream_never_fork_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Arc::new(open(&dir, SinkConfig::new("shared")).await);
+    let b = Arc::new(open(&dir, SinkConfig::new("shared")).await);
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let sink = if i % 2 == 0 { Arc::clone(&a) } else { Arc::clone(&b) };
+        tasks.push(tokio::spawn(async move { sink.append(event(i)).await }));
+    }
+    let mut acked = BTreeSet::new();
+    for t in tasks {
+        // Losing a race may surface as an error after the retries; it must never fork.
+        if let Ok(r) = t.await.unwrap() {
+            assert!(acked.insert(r.sequence), "duplicate sequence {}", r.sequence);
+        }
+    }
+    assert!(acked.len() >= 150, "too many appends failed: {}", acked.len());
+    let report = a.verify().await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.fault);
+    let stored: BTreeSet<u64> = a.read(None, 1000).await.unwrap().iter().map(|r| r.sequence).collect();
+    assert!(acked.is_subset(&stored));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_tasks_ten_thousand_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(open(&dir, SinkConfig::new("gw")).await);
+    let tasks: Vec<_> = (0..64u64)
+        .map(|t| {
+            let sink = Arc::clone(&sink);
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..(10_000 / 64 + u64::from(t < 10_000 % 64)) {
+                    seqs.push(sink.append(event(t * 1000 + i)).await.unwrap().sequence);
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all = BTreeSet::new();
+    let mut count = 0;
+    for t in tasks {
+        for s in t.await.unwrap() {
+            count += 1;
+            assert!(all.insert(s), "duplicate sequence {s}");
+        }
+    }
+    assert_eq!(count, 10_000);
+    assert_eq!(all.first(), Some(&1));
+    assert_eq!(all.last(), Some(&10_000));
+    let report = sink.verify().await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.fault);
+    assert_eq!(report.records_checked, 10_001);
+}
+
+#[tokio::test]
+async fn verify_reads_page_by_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = open(&dir, SinkConfig::new("gw")).await;
+    for n in 0..25 {
+        sink.append(event(n)).await.unwrap();
+    }
+    let options = VerifyOptions {
+        page_size: 4,
+        ..VerifyOptions::default()
+    };
+    let report = verify_stream(sink.store(), "gw", &options).await.unwrap();
+    assert!(report.is_ok());
+    assert_eq!(report.records_checked, 26);
+}
+
+fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gateway-audit"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn cli_verify_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let key_file = dir.path().join("key.secret");
+    let out = cli(&["keygen", "--out", key_file.to_str().unwrap()]);
+    assert!(out.status.success());
+    let pubkey = String::from_utf8(out.stdout).unwrap();
+    let pub_file = dir.path().join("key.pub");
+    std::fs::write(&pub_file, &pubkey).unwrap();
+    let signer = Arc::new(
+        CheckpointSigner::from_hex(&std::fs::read_to_string(&key_file).unwrap()).unwrap(),
+    );
+    let sink = open(
+        &dir,
+        SinkConfig::new("gw").with_checkpoints(signer, 3, Duration::from_secs(60)),
+    )
+    .await;
+    for n in 0..10 {
+        sink.append(event(n)).await.unwrap();
+    }
+    sink.close().await.unwrap();
+    let url = format!("sqlite://{}", path.display());
+    let pub_arg = pub_file.to_str().unwrap();
+
+    let out = cli(&["verify", "--db", &url, "--pubkey", pub_arg]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("OK     gw: 11 records"), "{text}");
+
+    let out = cli(&["export", "--db", &url, "--jsonl"]);
+    assert!(out.status.success());
+    let lines: Vec<AuditRecord> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 11);
+    assert_eq!(lines[10].sequence, 10);
+    let out = cli(&["export", "--db", &url, "--jsonl", "--checkpoints"]);
+    let cps: Vec<Checkpoint> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(cps.len() >= 3);
+    let key = gateway_audit::checkpoint::parse_public_key(&pubkey).unwrap();
+    cps.iter().for_each(|c| c.verify_signature(&key).unwrap());
+
+    Db::Sqlite(path.clone())
+        .tamper("UPDATE audit_records SET event = replace(event, 'db:orders/4', 'db:orders/X') WHERE sequence = 5")
+        .await;
+    let out = cli(&["verify", "--db", &url, "--pubkey", pub_arg]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("modified at sequence 5"), "{text}");
+
+    let out = cli(&["verify", "--db", "/nonexistent/audit.db"]);
+    assert_eq!(out.status.code(), Some(2));
+}

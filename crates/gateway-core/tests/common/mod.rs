@@ -1,0 +1,119 @@
+//! A gateway wired to the in-memory doubles, sharing one journal.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use gateway_core::testing::{Journal, MemoryAuditSink, MemoryBroker, MemoryIdentity, MemoryPolicy, MemoryRunner};
+use gateway_core::{
+    ActionCatalog, ActionDef, ActionRequest, AgentLimits, Credential, Gateway, GatewayConfig,
+    JobSpec, PendingApprovals,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Harness {
+    pub gateway: Gateway,
+    pub identity: Arc<MemoryIdentity>,
+    pub policy: Arc<MemoryPolicy>,
+    pub broker: Arc<MemoryBroker>,
+    pub runner: Arc<MemoryRunner>,
+    pub audit: Arc<MemoryAuditSink>,
+    pub approvals: Arc<PendingApprovals>,
+    pub journal: Journal,
+}
+
+pub fn catalog() -> ActionCatalog {
+    ActionCatalog::new()
+        .register(
+            ActionDef::new("diag.echo", "Echo a message", |req, who| {
+                let msg = req.params.get("message").and_then(|m| m.as_str()).unwrap_or("").to_owned();
+                Ok(JobSpec::new(req.id, who.id.clone(), vec!["echo".into(), msg]))
+            })
+            .with_validator(|p| match p.get("message") {
+                Some(serde_json::Value::String(_)) | None => Ok(()),
+                Some(_) => Err("message must be a string".into()),
+            }),
+        )
+        .register(ActionDef::new("broken.job", "A job that cannot be built", |_, _| {
+            Err("no template".into())
+        }))
+}
+
+pub fn fast_config() -> GatewayConfig {
+    let mut config = GatewayConfig {
+        identity_timeout: Duration::from_millis(300),
+        policy_timeout: Duration::from_millis(300),
+        audit_timeout: Duration::from_millis(300),
+        broker_timeout: Duration::from_millis(300),
+        approval_timeout: Duration::from_secs(5),
+        runner_grace: Duration::from_millis(300),
+        agent_limits: AgentLimits::unlimited(),
+        ..GatewayConfig::default()
+    };
+    config.max_job_limits.timeout = Duration::from_secs(2);
+    config
+}
+
+pub struct Parts {
+    pub policy: MemoryPolicy,
+    pub runner: MemoryRunner,
+    pub broker: MemoryBroker,
+    pub audit: MemoryAuditSink,
+    pub identity: MemoryIdentity,
+    pub config: GatewayConfig,
+}
+
+impl Default for Parts {
+    fn default() -> Self {
+        Self {
+            policy: MemoryPolicy::allow_all(),
+            runner: MemoryRunner::new(),
+            broker: MemoryBroker::new(),
+            audit: MemoryAuditSink::new(),
+            identity: MemoryIdentity::new().with_agent("tok-a", "agent:a").with_agent("tok-b", "agent:b"),
+            config: fast_config(),
+        }
+    }
+}
+
+pub fn harness(parts: Parts) -> Harness {
+    let journal = Journal::new();
+    let identity = Arc::new(parts.identity);
+    let policy = Arc::new(parts.policy);
+    let broker = Arc::new(parts.broker.with_journal(journal.clone()));
+    let runner = Arc::new(parts.runner.with_journal(journal.clone()));
+    let audit = Arc::new(parts.audit.with_journal(journal.clone()));
+    let approvals = Arc::new(PendingApprovals::new());
+    let gateway = Gateway::builder()
+        .identity(identity.clone())
+        .policy(policy.clone())
+        .broker(broker.clone())
+        .runner(runner.clone())
+        .audit(audit.clone())
+        .approvals(approvals.clone())
+        .catalog(catalog())
+        .config(parts.config)
+        .build()
+        .unwrap();
+    Harness { gateway, identity, policy, broker, runner, audit, approvals, journal }
+}
+
+pub fn echo(message: &str) -> ActionRequest {
+    ActionRequest::new("diag.echo", "diag:test")
+        .with_params(serde_json::json!({ "message": message }))
+        .with_intent("testing")
+        .with_ttl_seconds(60)
+}
+
+pub fn agent_a() -> Credential {
+    Credential::bearer("tok-a")
+}
+
+/// Polls `f` until it is true or 5 s pass.
+pub async fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}

@@ -1,0 +1,432 @@
+//! Against a real kube-apiserver (started by `scripts/services/kubernetes.sh`, which exports
+//! `GATEWAY_TEST_KUBECONFIG`): the broker's RBAC grants really limit the token, revocation and
+//! the reapers work, the runner's Job and Pod are what the issue asks for. Tests that run Pods
+//! also need a node (`GATEWAY_TEST_K8S_NODE=1`, image in `GATEWAY_TEST_K8S_IMAGE`).
+//!
+//! Without the variables these tests print a skip notice, or fail when `CI=true`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use gateway_core::conformance::broker::request;
+use gateway_core::ids::{AgentId, RequestId};
+use gateway_core::runner::{JobSpec, JobStatus, Runner};
+use gateway_core::testing::script::ShellRenderer;
+use gateway_core::{AccessBroker, CancellationToken, Secret};
+use gateway_kubernetes::k8s_openapi::api::batch::v1::Job;
+use gateway_kubernetes::k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret as K8sSecret, ServiceAccount};
+use gateway_kubernetes::k8s_openapi::api::networking::v1::NetworkPolicy;
+use gateway_kubernetes::k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use gateway_kubernetes::kube::api::{DeleteParams, ListParams, PostParams};
+use gateway_kubernetes::kube::config::{KubeConfigOptions, Kubeconfig};
+use gateway_kubernetes::kube::{Api, Client, Config};
+use gateway_kubernetes::labels::{self, instance_selector};
+use gateway_kubernetes::{
+    HINT_SERVICE_ACCOUNT, KubernetesBroker, KubernetesRunner, TOKEN_ENV,
+    restricted_profile_violations,
+};
+use std::time::Duration;
+
+fn kubeconfig_path() -> Option<String> {
+    match std::env::var("GATEWAY_TEST_KUBECONFIG") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("GATEWAY_TEST_KUBECONFIG is not set under CI=true: run scripts/test (scripts/services/kubernetes.sh starts the cluster)");
+            }
+            eprintln!("skipping: GATEWAY_TEST_KUBECONFIG not set (run scripts/test)");
+            None
+        }
+    }
+}
+
+/// The node's test image, or `None` (skip) when the cluster runs no node. Under `CI=true` a
+/// missing node fails the test.
+fn node_image() -> Option<String> {
+    let node = std::env::var("GATEWAY_TEST_K8S_NODE").unwrap_or_default() == "1";
+    match std::env::var("GATEWAY_TEST_K8S_IMAGE") {
+        Ok(i) if node && !i.is_empty() => Some(i),
+        _ => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("the test cluster has no node (GATEWAY_TEST_K8S_NODE != 1) under CI=true; see the kubelet log of scripts/services/kubernetes.sh");
+            }
+            eprintln!("skipping: the test cluster runs no node");
+            None
+        }
+    }
+}
+
+async fn admin() -> Option<Client> {
+    let path = kubeconfig_path()?;
+    let kc = Kubeconfig::read_from(&path).expect("read kubeconfig");
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    Some(Client::try_from(cfg).expect("client"))
+}
+
+/// A client that authenticates with `token` instead of the admin's.
+async fn token_client(token: &str) -> Client {
+    let path = kubeconfig_path().unwrap();
+    let kc = Kubeconfig::read_from(&path).unwrap();
+    let cluster = kc.clusters[0].cluster.clone().unwrap();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+        cluster.server.unwrap(),
+        cluster.certificate_authority.unwrap()
+    );
+    let cfg = Config::from_custom_kubeconfig(Kubeconfig::from_yaml(&yaml).unwrap(), &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(cfg).unwrap()
+}
+
+fn instance() -> String {
+    format!("t-{}", labels::random_suffix())
+}
+
+async fn create_namespace(client: &Client) -> String {
+    let name = format!("agw-t-{}", labels::random_suffix());
+    let ns = Namespace {
+        metadata: gateway_kubernetes::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    name
+}
+
+async fn delete_namespace(client: &Client, name: &str) {
+    let _ = Api::<Namespace>::all(client.clone()).delete(name, &DeleteParams::default()).await;
+}
+
+async fn configmap(client: &Client, ns: &str, name: &str) {
+    let cm = ConfigMap {
+        metadata: gateway_kubernetes::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some([("k".to_owned(), "v".to_owned())].into()),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(client.clone(), ns).create(&PostParams::default(), &cm).await.unwrap();
+}
+
+fn code(e: &gateway_kubernetes::kube::Error) -> u16 {
+    match e {
+        gateway_kubernetes::kube::Error::Api(s) => s.code,
+        other => panic!("not an API error: {other}"),
+    }
+}
+
+/// Counts this instance's objects of every kind the crate creates (jobs' namespace `default`
+/// plus `extra` namespaces).
+async fn leftovers(client: &Client, instance: &str) -> Vec<String> {
+    let lp = ListParams::default().labels(&instance_selector(instance));
+    let mut left = Vec::new();
+    macro_rules! count {
+        ($kind:ty, $api:expr) => {
+            // Terminating objects count: they still exist.
+            for o in $api.list(&lp).await.unwrap().items {
+                left.push(format!("{}/{}", stringify!($kind), o.metadata.name.unwrap_or_default()));
+            }
+        };
+    }
+    count!(Job, Api::<Job>::all(client.clone()));
+    count!(Pod, Api::<Pod>::all(client.clone()));
+    count!(K8sSecret, Api::<K8sSecret>::all(client.clone()));
+    count!(NetworkPolicy, Api::<NetworkPolicy>::all(client.clone()));
+    count!(ServiceAccount, Api::<ServiceAccount>::all(client.clone()));
+    count!(Role, Api::<Role>::all(client.clone()));
+    count!(RoleBinding, Api::<RoleBinding>::all(client.clone()));
+    left
+}
+
+async fn assert_nothing_left(client: &Client, instance: &str) {
+    // Pods with a grace period take a moment to go.
+    for _ in 0..60 {
+        if leftovers(client, instance).await.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("instance {instance} left {:?}", leftovers(client, instance).await);
+}
+
+fn broker(client: &Client, instance: &str) -> KubernetesBroker {
+    KubernetesBroker::builder(client.clone())
+        .instance(instance)
+        .namespace("default")
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn broker_conformance() {
+    let Some(client) = admin().await else { return };
+    let inst = instance();
+    let ns = create_namespace(&client).await;
+    gateway_core::conformance::broker::run(&broker(&client, &inst), vec![format!("k8s:{ns}:configmaps:get")]).await;
+    assert_nothing_left(&client, &inst).await;
+    delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn granted_token_can_do_exactly_its_scopes_until_revoked() {
+    let Some(client) = admin().await else { return };
+    let inst = instance();
+    let ns = create_namespace(&client).await;
+    let other_ns = create_namespace(&client).await;
+    configmap(&client, &ns, "allowed").await;
+    configmap(&client, &ns, "other").await;
+    configmap(&client, &other_ns, "allowed").await;
+    let b = broker(&client, &inst);
+    let grant = b
+        .grant(&request(
+            vec![format!("k8s:{ns}:configmaps/allowed:get"), format!("k8s:{ns}:configmaps:list")],
+            Duration::from_secs(120),
+        ))
+        .await
+        .unwrap();
+    let token = grant.job_env[TOKEN_ENV].expose_str().unwrap().to_owned();
+    let as_grant = token_client(&token).await;
+    let cms: Api<ConfigMap> = Api::namespaced(as_grant.clone(), &ns);
+
+    // Exactly the scopes...
+    assert_eq!(cms.get("allowed").await.unwrap().data.unwrap()["k"], "v");
+    assert_eq!(cms.list(&ListParams::default()).await.unwrap().items.len() >= 2, true);
+    // ...and nothing else: another name, another verb, another resource, another namespace.
+    assert_eq!(code(&cms.get("other").await.unwrap_err()), 403);
+    assert_eq!(code(&cms.delete("allowed", &DeleteParams::default()).await.unwrap_err()), 403);
+    let secrets: Api<K8sSecret> = Api::namespaced(as_grant.clone(), &ns);
+    assert_eq!(code(&secrets.list(&ListParams::default()).await.unwrap_err()), 403);
+    let elsewhere: Api<ConfigMap> = Api::namespaced(as_grant.clone(), &other_ns);
+    assert_eq!(code(&elsewhere.get("allowed").await.unwrap_err()), 403);
+    let roles: Api<Role> = Api::namespaced(as_grant.clone(), &ns);
+    assert_eq!(code(&roles.list(&ListParams::default()).await.unwrap_err()), 403);
+
+    // After revocation the token is rejected outright (its ServiceAccount is gone).
+    b.revoke(&grant).await.unwrap();
+    let mut last = 0;
+    for _ in 0..100 {
+        last = match cms.get("allowed").await {
+            Ok(_) => 200,
+            Err(e) => code(&e),
+        };
+        if last == 401 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, 401, "revoked token still accepted");
+    assert_nothing_left(&client, &inst).await;
+    delete_namespace(&client, &ns).await;
+    delete_namespace(&client, &other_ns).await;
+}
+
+#[tokio::test]
+async fn reaper_deletes_expired_grants_after_a_crash() {
+    let Some(client) = admin().await else { return };
+    let inst = instance();
+    let ns = create_namespace(&client).await;
+    let scopes = vec![format!("k8s:{ns}:configmaps:get")];
+    // A gateway issues two grants and "crashes" without revoking either.
+    let crashed = broker(&client, &inst);
+    let short = crashed.grant(&request(scopes.clone(), Duration::from_secs(1))).await.unwrap();
+    let long = crashed.grant(&request(scopes.clone(), Duration::from_secs(600))).await.unwrap();
+    // Another instance's expired grant is not this reaper's business.
+    let other_inst = instance();
+    let foreign = broker(&client, &other_inst).grant(&request(scopes.clone(), Duration::from_secs(1))).await.unwrap();
+    drop(crashed);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let restarted = broker(&client, &inst);
+    let report = restarted.reap().await.unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let short_name = &short.hints[HINT_SERVICE_ACCOUNT];
+    let long_name = &long.hints[HINT_SERVICE_ACCOUNT];
+    for kind in ["RoleBinding", "Role", "ServiceAccount"] {
+        assert!(report.deleted.iter().any(|d| d.starts_with(kind) && d.ends_with(short_name.as_str())), "{kind} of the expired grant not reaped: {report:?}");
+    }
+    assert!(!report.deleted.iter().any(|d| d.ends_with(long_name.as_str())), "live grant reaped");
+    assert!(Api::<ServiceAccount>::namespaced(client.clone(), "default").get_opt(long_name).await.unwrap().is_some());
+    assert!(Api::<ServiceAccount>::namespaced(client.clone(), "default").get_opt(&foreign.hints[HINT_SERVICE_ACCOUNT]).await.unwrap().is_some());
+
+    restarted.revoke(&long).await.unwrap();
+    broker(&client, &other_inst).revoke(&foreign).await.unwrap();
+    assert_nothing_left(&client, &inst).await;
+    assert_nothing_left(&client, &other_inst).await;
+    delete_namespace(&client, &ns).await;
+}
+
+fn runner(client: &Client, instance: &str, image: &str) -> KubernetesRunner {
+    KubernetesRunner::builder(client.clone())
+        .instance(instance)
+        .namespace("default")
+        .default_image(image)
+        .image_pull_policy("Never")
+        .build()
+        .unwrap()
+}
+
+fn sleeper(timeout: Duration) -> JobSpec {
+    let mut spec = JobSpec::new(
+        RequestId::new(),
+        AgentId::new("agent:cluster-test").unwrap(),
+        vec!["/bin/sh".into(), "-c".into(), "sleep 60".into()],
+    );
+    spec.limits.timeout = timeout;
+    spec.limits.cpu_millis = 100;
+    spec.limits.memory_bytes = 32 * 1024 * 1024;
+    spec
+}
+
+/// Works with or without a node: the Job controller creates the Pod either way.
+#[tokio::test]
+async fn job_and_pod_are_hardened_and_cleaned_up() {
+    let Some(client) = admin().await else { return };
+    let inst = instance();
+    let image = std::env::var("GATEWAY_TEST_K8S_IMAGE").unwrap_or_else(|_| "agw-busybox:1".into());
+    let r = runner(&client, &inst, &image);
+    let mut spec = sleeper(Duration::from_secs(60));
+    spec.secret_env.insert("JOB_SECRET".into(), Secret::from("cluster-secret-value"));
+    let correlation = spec.correlation_id.to_string();
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let r = r.clone();
+        let cancel = cancel.clone();
+        async move { r.run(spec, cancel).await }
+    });
+
+    let lp = ListParams::default().labels(&instance_selector(&inst));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut pod = None;
+    for _ in 0..100 {
+        if let Some(p) = pods.list(&lp).await.unwrap().items.into_iter().next() {
+            pod = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pod = pod.expect("the Job controller created no Pod");
+    // The Pod as stored by the API server (after defaulting and admission) passes the
+    // restricted profile.
+    let pod_spec = pod.spec.clone().unwrap();
+    assert_eq!(restricted_profile_violations(&pod_spec), Vec::<String>::new());
+    let c = &pod_spec.containers[0];
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert!(sc.run_as_user.unwrap() != 0);
+    assert_eq!(pod_spec.automount_service_account_token, Some(false));
+    assert!(c.resources.as_ref().unwrap().limits.as_ref().unwrap().contains_key("memory"));
+    assert_eq!(pod.metadata.labels.as_ref().unwrap()[labels::CORRELATION_ID], correlation);
+    assert!(!serde_json::to_string(&pod).unwrap().contains("cluster-secret-value"));
+
+    let job = Api::<Job>::namespaced(client.clone(), "default").list(&lp).await.unwrap().items.remove(0);
+    let js = job.spec.unwrap();
+    assert_eq!(js.backoff_limit, Some(0));
+    assert_eq!(js.active_deadline_seconds, Some(60));
+    let nps = Api::<NetworkPolicy>::namespaced(client.clone(), "default").list(&lp).await.unwrap().items;
+    assert_eq!(nps.len(), 1, "one deny-all NetworkPolicy per job");
+    let np = nps[0].spec.clone().unwrap();
+    assert_eq!(np.policy_types.unwrap(), vec!["Ingress", "Egress"]);
+    assert!(np.egress.is_none() && np.ingress.is_none());
+    let secrets = Api::<K8sSecret>::namespaced(client.clone(), "default").list(&lp).await.unwrap().items;
+    assert_eq!(secrets.len(), 1);
+
+    cancel.cancel();
+    let out = run.await.unwrap().unwrap();
+    assert_eq!(out.status, JobStatus::Cancelled);
+    assert!(out.teardown.complete, "{}", out.teardown.detail);
+    assert!(leftovers(&client, &inst).await.is_empty(), "{:?}", leftovers(&client, &inst).await);
+}
+
+/// A gateway that dies mid-job leaves its Job behind; the restarted instance's reaper removes it.
+#[test]
+fn reaper_removes_a_crashed_runners_jobs() {
+    let main = tokio::runtime::Runtime::new().unwrap();
+    let Some(client) = main.block_on(admin()) else { return };
+    let inst = instance();
+    let image = std::env::var("GATEWAY_TEST_K8S_IMAGE").unwrap_or_else(|_| "agw-busybox:1".into());
+    // The "gateway process": its own runtime, torn down without running any cleanup.
+    let doomed = tokio::runtime::Runtime::new().unwrap();
+    {
+        let r = main.block_on(async { runner(&client, &inst, &image) });
+        doomed.spawn(async move { r.run(sleeper(Duration::from_secs(120)), CancellationToken::new()).await });
+    }
+    main.block_on(async {
+        let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+        let lp = ListParams::default().labels(&instance_selector(&inst));
+        for _ in 0..100 {
+            if !jobs.list(&lp).await.unwrap().items.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    doomed.shutdown_timeout(Duration::ZERO);
+    main.block_on(async {
+        // Give a (wrongly) surviving cleanup task the chance to show itself.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let left = leftovers(&client, &inst).await;
+        assert!(left.iter().any(|l| l.starts_with("Job/")), "the crash left no Job: {left:?}");
+
+        let restarted = runner(&client, &inst, &image);
+        // Not expired yet: the periodic reaper leaves it alone...
+        let report = restarted.reap().await.unwrap();
+        assert!(report.deleted.is_empty(), "{report:?}");
+        // ...the start-up reaper removes everything of the instance.
+        let mut deleted = Vec::new();
+        for _ in 0..60 {
+            let report = restarted.reap_all().await.unwrap();
+            deleted.extend(report.deleted);
+            if report.failed.is_empty() && leftovers(&client, &inst).await.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(deleted.iter().any(|d| d.starts_with("Job/")), "{deleted:?}");
+        assert!(deleted.iter().any(|d| d.starts_with("NetworkPolicy/")), "{deleted:?}");
+        assert_nothing_left(&client, &inst).await;
+    });
+}
+
+#[tokio::test]
+async fn runner_conformance() {
+    let Some(client) = admin().await else { return };
+    let Some(image) = node_image() else { return };
+    let inst = instance();
+    let r = runner(&client, &inst, &image);
+    gateway_core::conformance::runner::run(&r, &ShellRenderer { image: Some(image) }).await;
+    assert_nothing_left(&client, &inst).await;
+}
+
+#[tokio::test]
+async fn grant_is_mounted_into_the_job() {
+    let Some(client) = admin().await else { return };
+    let Some(image) = node_image() else { return };
+    let inst = instance();
+    let ns = create_namespace(&client).await;
+    let b = broker(&client, &inst);
+    let grant = b.grant(&request(vec![format!("k8s:{ns}:configmaps:get")], Duration::from_secs(120))).await.unwrap();
+    let mut spec = JobSpec::new(
+        grant.correlation_id,
+        grant.agent.clone(),
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("head -c 3 /var/run/secrets/kubernetes.io/serviceaccount/token; printf '|%s' ${{#{TOKEN_ENV}}}"),
+        ],
+    );
+    spec.grant_hints = grant.hints.clone();
+    spec.secret_env = grant.job_env.clone();
+    spec.limits.timeout = Duration::from_secs(60);
+    let out = runner(&client, &inst, &image).run(spec, CancellationToken::new()).await.unwrap();
+    assert_eq!(out.status, JobStatus::Exited { code: 0 }, "{out:?}");
+    let token_len = grant.job_env[TOKEN_ENV].len();
+    // A JWT from the projected volume, and the TokenRequest token from the Secret.
+    assert_eq!(out.stdout, format!("eyJ|{token_len}"));
+    b.revoke(&grant).await.unwrap();
+    assert_nothing_left(&client, &inst).await;
+    delete_namespace(&client, &ns).await;
+}

@@ -1,0 +1,477 @@
+//! The policy contract shared by every backend: where the decision lives
+//! ([`DecisionPath`]), how the input document is checked and encoded ([`InputLimits`]), and how
+//! a decision document becomes a [`Decision`] ([`parse_decision`]).
+//!
+//! Both backends call the same functions here, so OPA and the embedded engine can only differ
+//! in how they evaluate Rego, never in how the gateway reads the answer.
+
+use crate::error::SetupError;
+use gateway_core::policy::{
+    Decision, NetworkAccess, Obligations, PolicyError, PolicyInput, RunnerObligations,
+};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// The rule the gateway queries unless configured otherwise.
+pub const DEFAULT_DECISION_PATH: &str = "data.agent_gateway.authz.decision";
+
+/// The deepest input document accepted (the document itself is depth 1).
+pub const MAX_INPUT_DEPTH: usize = 64;
+
+/// The largest encoded input document accepted by default, in bytes.
+pub const DEFAULT_MAX_INPUT_BYTES: usize = 256 * 1024;
+
+/// The reason of a deny whose policy gave none (the gateway requires every deny to say why).
+pub const NO_REASON: &str = "denied by policy (no reason given)";
+
+/// The reason of a deny when the decision rule is undefined for the input.
+pub const POLICY_UNDEFINED: &str = "policy undefined";
+
+/// A validated Rego rule path such as `data.agent_gateway.authz.decision`.
+///
+/// Accepts `data.a.b`, `a.b`, `a/b` or `/a/b`; each segment is a Rego identifier
+/// (`[A-Za-z_][A-Za-z0-9_]*`), which keeps it safe to splice into a URL and a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionPath {
+    segments: Vec<String>,
+}
+
+impl DecisionPath {
+    /// Parses and validates a rule path.
+    pub fn parse(path: &str) -> Result<Self, SetupError> {
+        let trimmed = path.trim().trim_start_matches('/');
+        let separator = if trimmed.contains('/') { '/' } else { '.' };
+        let mut segments: Vec<String> = trimmed.split(separator).map(str::to_owned).collect();
+        if segments.first().is_some_and(|s| s == "data") {
+            segments.remove(0);
+        }
+        let valid_segment = |s: &String| {
+            let mut chars = s.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        if segments.is_empty() || !segments.iter().all(valid_segment) {
+            return Err(SetupError::config(format!(
+                "decision path {path:?} must be a rule path like {DEFAULT_DECISION_PATH}"
+            )));
+        }
+        if segments.len() < 2 {
+            return Err(SetupError::config(format!(
+                "decision path {path:?} must name a package and a rule"
+            )));
+        }
+        Ok(Self { segments })
+    }
+
+    /// The rule reference, e.g. `data.agent_gateway.authz.decision`.
+    pub fn rule(&self) -> String {
+        format!("data.{}", self.segments.join("."))
+    }
+
+    /// The Data API path below `/v1/data/`, e.g. `agent_gateway/authz/decision`.
+    pub fn url_path(&self) -> String {
+        self.segments.join("/")
+    }
+}
+
+impl Default for DecisionPath {
+    fn default() -> Self {
+        Self {
+            segments: vec!["agent_gateway".into(), "authz".into(), "decision".into()],
+        }
+    }
+}
+
+impl fmt::Display for DecisionPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.rule())
+    }
+}
+
+/// Bounds on the input document, checked before any engine sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputLimits {
+    /// Maximum nesting depth (the document itself is depth 1); at most [`MAX_INPUT_DEPTH`]
+    /// is sensible, since deeper documents cost stack in every JSON consumer.
+    pub max_depth: usize,
+    /// Maximum size of the encoded JSON document, in bytes.
+    pub max_bytes: usize,
+}
+
+impl Default for InputLimits {
+    fn default() -> Self {
+        Self {
+            max_depth: MAX_INPUT_DEPTH,
+            max_bytes: DEFAULT_MAX_INPUT_BYTES,
+        }
+    }
+}
+
+impl InputLimits {
+    /// Checks and encodes a typed input as the contract's JSON document.
+    pub fn encode(&self, input: &PolicyInput) -> Result<String, PolicyError> {
+        // The fixed fields nest at most 3 deep; only the free-form values can go deeper. They
+        // are checked before serialising, iteratively, so a hostile value cannot exhaust the
+        // stack here.
+        check_depth(&input.params, 2, self.max_depth, "params")?;
+        for (key, value) in &input.context {
+            check_depth(value, 3, self.max_depth, &format!("context.{key}"))?;
+        }
+        for (key, value) in &input.agent.attributes {
+            check_depth(value, 4, self.max_depth, &format!("agent.attributes.{key}"))?;
+        }
+        let encoded = serde_json::to_string(input).map_err(|e| {
+            PolicyError::invalid_input(format!("input cannot be encoded as JSON: {e}"))
+        })?;
+        self.check_size(encoded.len())?;
+        Ok(encoded)
+    }
+
+    /// Checks and encodes a raw input document (for callers that build their own document):
+    /// it must be a JSON object within the depth and size limits.
+    pub fn encode_document(&self, document: &Value) -> Result<String, PolicyError> {
+        if !document.is_object() {
+            return Err(PolicyError::invalid_input(format!(
+                "input document must be an object, got {}",
+                type_name(document)
+            )));
+        }
+        check_depth(document, 1, self.max_depth, "input")?;
+        let encoded = serde_json::to_string(document).map_err(|e| {
+            PolicyError::invalid_input(format!("input cannot be encoded as JSON: {e}"))
+        })?;
+        self.check_size(encoded.len())?;
+        Ok(encoded)
+    }
+
+    fn check_size(&self, len: usize) -> Result<(), PolicyError> {
+        if len > self.max_bytes {
+            return Err(PolicyError::invalid_input(format!(
+                "input document is {len} bytes, over the limit of {} bytes",
+                self.max_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Fails if `value`, found at depth `start`, nests deeper than `max` (iterative walk).
+fn check_depth(value: &Value, start: usize, max: usize, field: &str) -> Result<(), PolicyError> {
+    let mut stack = vec![(value, start)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        if depth > max {
+            return Err(PolicyError::invalid_input(format!(
+                "input field `{field}` nests deeper than {max} levels"
+            )));
+        }
+        stack.extend(children.map(|child| (child, depth + 1)));
+    }
+    Ok(())
+}
+
+/// The JSON type of a value, for error messages.
+pub(crate) fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn malformed(message: impl Into<String>) -> PolicyError {
+    PolicyError::Malformed {
+        message: message.into(),
+    }
+}
+
+fn wrong_type(field: &str, expected: &str, got: &Value) -> PolicyError {
+    malformed(format!(
+        "field `{field}` must be {expected}, got {}",
+        type_name(got)
+    ))
+}
+
+/// Turns a decision document (the value of the decision rule) into a [`Decision`].
+///
+/// `allow` (boolean) is required. Optional fields and their defaults: `reasons` (array of
+/// strings, `[]`), `max_ttl_seconds` (non-negative integer, none: the gateway's maximum),
+/// `scopes` (array of strings, `[]`), `require_approval` (boolean, `false`), `runner` (object,
+/// see [`RunnerObligations`]; network `none`). A field present with the wrong type (`null`
+/// included), an unknown key inside `runner`, or a document that is not an object is
+/// [`PolicyError::Malformed`] naming the field. Other top-level keys are ignored, so policies
+/// may return extra diagnostics. A deny without reasons gets [`NO_REASON`].
+pub fn parse_decision(document: &Value) -> Result<Decision, PolicyError> {
+    let Value::Object(doc) = document else {
+        return Err(malformed(format!(
+            "the decision must be an object, got {}",
+            type_name(document)
+        )));
+    };
+    let allow = match doc.get("allow") {
+        Some(Value::Bool(allow)) => *allow,
+        Some(other) => return Err(wrong_type("allow", "a boolean", other)),
+        None => return Err(malformed("field `allow` is missing")),
+    };
+    let mut reasons = optional_strings(doc, "reasons")?.unwrap_or_default();
+    if !allow && reasons.is_empty() {
+        reasons.push(NO_REASON.to_owned());
+    }
+    let max_ttl_seconds = match doc.get("max_ttl_seconds") {
+        None => None,
+        Some(v) => Some(uint(v, "max_ttl_seconds", u64::MAX)?),
+    };
+    let scopes = optional_strings(doc, "scopes")?.unwrap_or_default();
+    let require_approval = match doc.get("require_approval") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(wrong_type("require_approval", "a boolean", other)),
+    };
+    let runner = match doc.get("runner") {
+        None => RunnerObligations::default(),
+        Some(Value::Object(runner)) => parse_runner(runner)?,
+        Some(other) => return Err(wrong_type("runner", "an object", other)),
+    };
+    let mut decision = if allow {
+        Decision::allow()
+    } else {
+        Decision::deny(String::new())
+    };
+    decision.reasons = reasons;
+    decision.obligations = Obligations {
+        max_ttl_seconds,
+        scopes,
+        require_approval,
+        runner,
+    };
+    Ok(decision)
+}
+
+fn optional_strings(doc: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, PolicyError> {
+    let Some(value) = doc.get(field) else {
+        return Ok(None);
+    };
+    let Value::Array(items) = value else {
+        return Err(wrong_type(field, "an array of strings", value));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(wrong_type(&format!("{field}[{i}]"), "a string", other)),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// A non-negative integer no larger than `max`. Integral floats (`300.0`) are accepted because
+/// some engines print every number as a float.
+fn uint(value: &Value, field: &str, max: u64) -> Result<u64, PolicyError> {
+    let expected = "a non-negative integer";
+    let Value::Number(n) = value else {
+        return Err(wrong_type(field, expected, value));
+    };
+    let parsed = n.as_u64().or_else(|| {
+        n.as_f64()
+            // 2^53: above it, floats no longer denote one integer.
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= 9_007_199_254_740_992.0)
+            .map(|f| f as u64)
+    });
+    match parsed {
+        Some(v) if v <= max => Ok(v),
+        Some(v) => Err(malformed(format!("field `{field}` is {v}, over the maximum {max}"))),
+        None => Err(malformed(format!("field `{field}` must be {expected}, got {n}"))),
+    }
+}
+
+fn parse_runner(runner: &Map<String, Value>) -> Result<RunnerObligations, PolicyError> {
+    let mut out = RunnerObligations::default();
+    for (key, value) in runner {
+        match key.as_str() {
+            "network" => out.network = parse_network(value)?,
+            "cpu_millis" => {
+                out.cpu_millis = Some(narrow(uint(value, "runner.cpu_millis", u32::MAX.into())?))
+            }
+            "memory_bytes" => out.memory_bytes = Some(uint(value, "runner.memory_bytes", u64::MAX)?),
+            "pids" => out.pids = Some(narrow(uint(value, "runner.pids", u32::MAX.into())?)),
+            "timeout_seconds" => {
+                out.timeout_seconds = Some(uint(value, "runner.timeout_seconds", u64::MAX)?)
+            }
+            // An obligation the gateway does not know cannot be enforced: refuse it.
+            other => {
+                return Err(malformed(format!(
+                    "field `runner.{other}` is not a known runner obligation"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `uint` already bounded the value by `u32::MAX`.
+fn narrow(value: u64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
+fn parse_network(value: &Value) -> Result<NetworkAccess, PolicyError> {
+    let Value::Object(network) = value else {
+        return Err(wrong_type("runner.network", "an object", value));
+    };
+    if let Some(other) = network.keys().find(|k| *k != "mode" && *k != "destinations") {
+        return Err(malformed(format!(
+            "field `runner.network.{other}` is not a known network setting"
+        )));
+    }
+    match network.get("mode") {
+        Some(Value::String(mode)) if mode == "none" => {
+            if network.contains_key("destinations") {
+                return Err(malformed(
+                    "field `runner.network.destinations` is only valid with mode \"allowlist\"",
+                ));
+            }
+            Ok(NetworkAccess::None)
+        }
+        Some(Value::String(mode)) if mode == "allowlist" => {
+            let destinations = optional_strings(network, "destinations")
+                .map_err(|e| match e {
+                    PolicyError::Malformed { message } => {
+                        malformed(message.replace("`destinations", "`runner.network.destinations"))
+                    }
+                    other => other,
+                })?
+                .ok_or_else(|| malformed("field `runner.network.destinations` is missing"))?;
+            Ok(NetworkAccess::Allowlist { destinations })
+        }
+        Some(Value::String(mode)) => Err(malformed(format!(
+            "field `runner.network.mode` must be \"none\" or \"allowlist\", got {mode:?}"
+        ))),
+        Some(other) => Err(wrong_type("runner.network.mode", "a string", other)),
+        None => Err(malformed("field `runner.network.mode` is missing")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn message(err: PolicyError) -> String {
+        match err {
+            PolicyError::Malformed { message } => message,
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn full_decision_parses() {
+        let d = parse_decision(&json!({
+            "allow": true, "reasons": ["ok"], "max_ttl_seconds": 300, "scopes": ["a", "b"],
+            "require_approval": true,
+            "runner": {"network": {"mode": "allowlist", "destinations": ["10.0.0.1:5432"]},
+                       "cpu_millis": 500, "memory_bytes": 1048576, "pids": 64, "timeout_seconds": 30},
+            "debug": {"anything": "ignored"}
+        }))
+        .unwrap();
+        assert!(d.allow);
+        assert_eq!(d.reasons, vec!["ok"]);
+        assert_eq!(d.obligations.max_ttl_seconds, Some(300));
+        assert_eq!(d.obligations.scopes, vec!["a", "b"]);
+        assert!(d.obligations.require_approval);
+        assert_eq!(
+            d.obligations.runner.network,
+            NetworkAccess::Allowlist { destinations: vec!["10.0.0.1:5432".into()] }
+        );
+        assert_eq!(d.obligations.runner.cpu_millis, Some(500));
+        assert_eq!(d.obligations.runner.memory_bytes, Some(1_048_576));
+        assert_eq!(d.obligations.runner.pids, Some(64));
+        assert_eq!(d.obligations.runner.timeout_seconds, Some(30));
+    }
+
+    #[test]
+    fn defaults_apply_and_denies_always_say_why() {
+        let d = parse_decision(&json!({"allow": false})).unwrap();
+        assert!(!d.allow);
+        assert_eq!(d.reasons, vec![NO_REASON]);
+        assert_eq!(d.obligations, Obligations::default());
+        let d = parse_decision(&json!({"allow": true})).unwrap();
+        assert!(d.allow && d.reasons.is_empty());
+        assert_eq!(d.obligations.max_ttl_seconds, None);
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        let d = parse_decision(&json!({"allow": true, "max_ttl_seconds": 60.0})).unwrap();
+        assert_eq!(d.obligations.max_ttl_seconds, Some(60));
+    }
+
+    #[test]
+    fn every_malformed_field_is_named() {
+        let cases = [
+            (json!(false), "the decision must be an object, got boolean"),
+            (json!([]), "got array"),
+            (json!({}), "`allow` is missing"),
+            (json!({"allow": "true"}), "`allow` must be a boolean, got string"),
+            (json!({"allow": null}), "`allow` must be a boolean, got null"),
+            (json!({"allow": true, "reasons": "x"}), "`reasons` must be an array"),
+            (json!({"allow": true, "reasons": [1]}), "`reasons[0]` must be a string"),
+            (json!({"allow": true, "max_ttl_seconds": -1}), "`max_ttl_seconds` must be a non-negative integer"),
+            (json!({"allow": true, "max_ttl_seconds": 1.5}), "`max_ttl_seconds` must be a non-negative integer"),
+            (json!({"allow": true, "max_ttl_seconds": "60"}), "`max_ttl_seconds` must be a non-negative integer, got string"),
+            (json!({"allow": true, "scopes": [null]}), "`scopes[0]` must be a string"),
+            (json!({"allow": true, "require_approval": 1}), "`require_approval` must be a boolean"),
+            (json!({"allow": true, "runner": []}), "`runner` must be an object"),
+            (json!({"allow": true, "runner": {"gpu": 1}}), "`runner.gpu` is not a known"),
+            (json!({"allow": true, "runner": {"cpu_millis": 5_000_000_000u64}}), "`runner.cpu_millis` is 5000000000, over the maximum"),
+            (json!({"allow": true, "runner": {"pids": "4"}}), "`runner.pids` must be"),
+            (json!({"allow": true, "runner": {"network": "none"}}), "`runner.network` must be an object"),
+            (json!({"allow": true, "runner": {"network": {}}}), "`runner.network.mode` is missing"),
+            (json!({"allow": true, "runner": {"network": {"mode": "open"}}}), "`runner.network.mode` must be \"none\" or \"allowlist\""),
+            (json!({"allow": true, "runner": {"network": {"mode": "allowlist"}}}), "`runner.network.destinations` is missing"),
+            (json!({"allow": true, "runner": {"network": {"mode": "allowlist", "destinations": [1]}}}), "`runner.network.destinations[0]` must be a string"),
+            (json!({"allow": true, "runner": {"network": {"mode": "none", "destinations": []}}}), "only valid with mode"),
+            (json!({"allow": true, "runner": {"network": {"mode": "none", "proxy": "x"}}}), "`runner.network.proxy`"),
+        ];
+        for (doc, expected) in cases {
+            let got = message(parse_decision(&doc).unwrap_err());
+            assert!(got.contains(expected), "{doc}: {got:?} does not contain {expected:?}");
+        }
+    }
+
+    #[test]
+    fn decision_paths() {
+        for ok in ["data.agent_gateway.authz.decision", "agent_gateway.authz.decision",
+                   "agent_gateway/authz/decision", "/agent_gateway/authz/decision"] {
+            let p = DecisionPath::parse(ok).unwrap();
+            assert_eq!(p, DecisionPath::default(), "{ok}");
+            assert_eq!(p.url_path(), "agent_gateway/authz/decision");
+            assert_eq!(p.rule(), DEFAULT_DECISION_PATH);
+        }
+        for bad in ["", "data", "decision", "a..b", "a.b-c", "a/../b", "a.b?x=1", "a.1b", "a.b c"] {
+            assert!(DecisionPath::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn depth_and_size_limits() {
+        let limits = InputLimits { max_depth: 4, max_bytes: 64 };
+        assert!(limits.encode_document(&json!({"a": {"b": {"c": {}}}})).is_ok());
+        assert!(limits.encode_document(&json!({"a": {"b": {"c": {"d": 1}}}})).is_ok());
+        let err = limits.encode_document(&json!({"a": {"b": {"c": {"d": []}}}})).unwrap_err();
+        assert!(matches!(err, PolicyError::InvalidInput { .. }), "{err:?}");
+        assert!(err.to_string().contains("deeper than 4"), "{err}");
+        let err = limits.encode_document(&json!([1])).unwrap_err();
+        assert!(err.to_string().contains("must be an object, got array"), "{err}");
+        let err = limits.encode_document(&json!({"a": "x".repeat(100)})).unwrap_err();
+        assert!(err.to_string().contains("over the limit of 64 bytes"), "{err}");
+    }
+}

@@ -1,0 +1,279 @@
+//! EmbeddedRego: conformance, loading errors, runtime errors, input limits, strategies, reload.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use gateway_core::conformance::policy::{PolicyFixture, run};
+use gateway_core::{ErrorKind, PolicyDecider, PolicyError};
+use gateway_opa::{EmbeddedRego, EvalStrategy, InputLimits, POLICY_UNDEFINED, SetupError};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+const ALLOW_ALL: &str = "package agent_gateway.authz\n\ndecision := {\"allow\": true}\n";
+
+fn reference(strategy: EvalStrategy) -> EmbeddedRego {
+    EmbeddedRego::builder()
+        .policy_dir(policies_dir())
+        .strategy(strategy)
+        .build()
+        .expect("reference policies load")
+}
+
+#[tokio::test]
+async fn conformance_with_every_strategy() {
+    for strategy in [EvalStrategy::ClonePerCall, EvalStrategy::Pool, EvalStrategy::Compiled] {
+        let decider = reference(strategy);
+        run(&decider, PolicyFixture { allowed: echo(), denied: unknown_action() }).await;
+    }
+}
+
+#[tokio::test]
+async fn strategies_agree_and_policy_id_names_rule_and_digest() {
+    let deciders: Vec<_> = [EvalStrategy::ClonePerCall, EvalStrategy::Pool, EvalStrategy::Compiled]
+        .into_iter()
+        .map(reference)
+        .collect();
+    let inputs = [
+        echo(),
+        unknown_action(),
+        input(deployer(), "k8s.scale", "k8s:prod/deployments/web", json!({"replicas": 4})),
+        input(analyst(), "db.query", "db:analytics", json!({"sql": "DELETE FROM t"})),
+    ];
+    for i in &inputs {
+        let first = deciders[0].decide(i).await.unwrap();
+        for d in &deciders[1..] {
+            assert_eq!(d.decide(i).await.unwrap(), first);
+        }
+    }
+    let id = deciders[0].policy_id();
+    assert!(id.starts_with("data.agent_gateway.authz.decision@sha256:"), "{id}");
+    assert_eq!(id.len(), "data.agent_gateway.authz.decision@sha256:".len() + 12);
+    let d = deciders[0].decide(&echo()).await.unwrap();
+    assert_eq!(d.policy_id.as_deref(), Some(id.as_str()));
+    assert_eq!(d.decision_id, None);
+}
+
+#[test]
+fn parse_errors_name_file_line_and_message() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.rego"), ALLOW_ALL).unwrap();
+    std::fs::write(
+        dir.path().join("broken.rego"),
+        "package agent_gateway.other\n\nallow if {\n  input.x ==\n}\n",
+    )
+    .unwrap();
+    let err = EmbeddedRego::from_dir(dir.path()).unwrap_err();
+    let SetupError::Parse { file, line, column, message } = &err else {
+        panic!("expected a parse error, got {err:?}");
+    };
+    assert!(file.ends_with("broken.rego"), "{file}");
+    assert!((4..=5).contains(line), "line {line}");
+    assert!(*column > 0);
+    assert!(!message.is_empty());
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("broken.rego:"), "{err}");
+}
+
+#[test]
+fn rego_v0_syntax_is_rejected() {
+    let err = EmbeddedRego::builder()
+        .policy("v0.rego", "package agent_gateway.authz\n\ndecision = {\"allow\": true} { true }\n")
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, SetupError::Parse { .. }), "{err:?}");
+}
+
+#[test]
+fn missing_package_rule_or_sources_are_setup_errors() {
+    let err = EmbeddedRego::builder()
+        .policy("p.rego", "package other\n\nx := 1\n")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("agent_gateway.authz"), "{err}");
+    let err = EmbeddedRego::builder().build().unwrap_err();
+    assert!(matches!(err, SetupError::Policy { .. }), "{err:?}");
+    let err = EmbeddedRego::from_dir("/nonexistent/policies").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err:?}");
+    let err = EmbeddedRego::builder()
+        .policy("p.rego", ALLOW_ALL)
+        .decision_path("data.agent_gateway")
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, SetupError::Config { .. }), "{err:?}");
+}
+
+#[test]
+fn invalid_data_json_is_rejected_with_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.rego"), ALLOW_ALL).unwrap();
+    std::fs::write(dir.path().join("data.json"), "{\"limits\": ").unwrap();
+    let err = EmbeddedRego::from_dir(dir.path()).unwrap_err();
+    let SetupError::Data { file, .. } = &err else { panic!("{err:?}") };
+    assert!(file.ends_with("data.json"));
+}
+
+#[test]
+fn data_json_is_nested_at_its_directory_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("agent_gateway/limits")).unwrap();
+    std::fs::write(dir.path().join("agent_gateway/limits/data.json"), "{\"ttl\": 42}").unwrap();
+    std::fs::write(
+        dir.path().join("p.rego"),
+        "package agent_gateway.authz\n\ndecision := {\"allow\": true, \"max_ttl_seconds\": data.agent_gateway.limits.ttl}\n",
+    )
+    .unwrap();
+    let decider = EmbeddedRego::from_dir(dir.path()).unwrap();
+    let d = decider.decide_sync(&echo()).unwrap();
+    assert_eq!(d.obligations.max_ttl_seconds, Some(42));
+}
+
+#[tokio::test]
+async fn runtime_errors_deny_with_the_engine_message() {
+    // Two complete definitions with different values for the same input: a conflict.
+    let decider = EmbeddedRego::builder()
+        .policy(
+            "conflict.rego",
+            "package agent_gateway.authz\n\ndecision := {\"allow\": true} if input.action\n\ndecision := {\"allow\": false} if input.resource\n",
+        )
+        .build()
+        .unwrap();
+    let err = decider.decide(&echo()).await.unwrap_err();
+    let PolicyError::Evaluation { message } = &err else { panic!("{err:?}") };
+    assert!(!message.is_empty());
+    assert_eq!(err.kind(), ErrorKind::Internal);
+}
+
+#[tokio::test]
+async fn undefined_decision_denies_with_policy_undefined() {
+    let decider = EmbeddedRego::builder()
+        .policy("p.rego", "package agent_gateway.authz\n\ndecision := {\"allow\": true} if input.action == \"nothing\"\n")
+        .build()
+        .unwrap();
+    let d = decider.decide(&echo()).await.unwrap();
+    assert!(!d.allow);
+    assert_eq!(d.reasons, vec![POLICY_UNDEFINED]);
+    assert!(d.policy_id.is_some());
+}
+
+#[tokio::test]
+async fn malformed_decisions_are_errors_naming_the_field() {
+    for (body, field) in [
+        ("decision := false", "the decision must be an object"),
+        ("decision := {\"reasons\": []}", "`allow` is missing"),
+        ("decision := {\"allow\": true, \"max_ttl_seconds\": \"60\"}", "`max_ttl_seconds`"),
+        ("decision := {\"allow\": true, \"scopes\": {\"a\"}}", ""),
+    ] {
+        let decider = EmbeddedRego::builder()
+            .policy("p.rego", format!("package agent_gateway.authz\n\n{body}\n"))
+            .build()
+            .unwrap();
+        let result = decider.decide(&echo()).await;
+        if field.is_empty() {
+            // A Rego set serialises as an array of strings: accepted like OPA's JSON.
+            assert_eq!(result.unwrap().obligations.scopes, vec!["a"]);
+            continue;
+        }
+        let err = result.unwrap_err();
+        assert!(matches!(err, PolicyError::Malformed { .. }), "{body}: {err:?}");
+        assert!(err.to_string().contains(field), "{body}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_or_deep_inputs_are_invalid_input() {
+    let decider = EmbeddedRego::builder()
+        .policy_dir(policies_dir())
+        .input_limits(InputLimits { max_depth: 64, max_bytes: 4096 })
+        .build()
+        .unwrap();
+    let big = input(analyst(), "diag.echo", "diag:x", json!({"message": "x".repeat(5000)}));
+    let err = decider.decide(&big).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err:?}");
+
+    let mut deep = json!("leaf");
+    for _ in 0..70 {
+        deep = json!([deep]);
+    }
+    let err = decider
+        .decide(&input(analyst(), "diag.echo", "diag:x", json!({"message": "hi", "deep": deep})))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("deeper than 64"), "{err}");
+
+    // Exactly at the limit is fine: params is depth 2, so 62 more arrays reach depth 64.
+    let mut ok = json!("leaf");
+    for _ in 0..61 {
+        ok = json!([ok]);
+    }
+    let d = decider
+        .decide(&input(analyst(), "diag.echo", "diag:x", json!({"message": "hi", "deep": ok})))
+        .await
+        .unwrap();
+    assert!(d.allow);
+
+    let err = decider.decide_document(&json!(["not", "an", "object"])).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+}
+
+#[tokio::test]
+async fn runaway_policies_time_out_and_deny() {
+    let decider = EmbeddedRego::builder()
+        .policy(
+            "slow.rego",
+            "package agent_gateway.authz\n\ndecision := {\"allow\": count([x | some x in numbers.range(1, 50000000)]) > 0}\n",
+        )
+        .eval_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = decider.decide(&echo()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn reload_swaps_atomically_and_keeps_old_policies_on_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.rego");
+    std::fs::write(&file, ALLOW_ALL).unwrap();
+    let decider = Arc::new(EmbeddedRego::from_dir(dir.path()).unwrap());
+    let before = decider.policy_id();
+    assert!(decider.decide(&echo()).await.unwrap().allow);
+
+    // A broken file is refused and the old policies stay.
+    std::fs::write(&file, "package agent_gateway.authz\n\ndecision := {\n").unwrap();
+    assert!(matches!(decider.reload(), Err(SetupError::Parse { .. })));
+    assert_eq!(decider.policy_id(), before);
+    assert!(decider.decide(&echo()).await.unwrap().allow);
+
+    // Decisions keep flowing on other threads while policies swap; each sees one version.
+    std::fs::write(
+        &file,
+        "package agent_gateway.authz\n\ndecision := {\"allow\": false, \"reasons\": [\"v2\"]}\n",
+    )
+    .unwrap();
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let decider = decider.clone();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                for _ in 0..300 {
+                    let d = decider.decide_sync(&echo()).expect("no decision fails during reload");
+                    seen.push(d.allow);
+                    assert!(d.allow || d.reasons == vec!["v2"]);
+                }
+                seen
+            })
+        })
+        .collect();
+    let after = decider.reload().unwrap();
+    assert_ne!(after, before);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let d = decider.decide(&echo()).await.unwrap();
+    assert!(!d.allow);
+    assert_eq!(d.policy_id.as_deref(), Some(after.as_str()));
+}

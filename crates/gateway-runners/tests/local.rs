@@ -1,0 +1,328 @@
+//! The local runner against the real machine: conformance at both isolation levels, and
+//! isolation probes run as the job itself.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use gateway_core::testing::script::ShellRenderer;
+use gateway_core::{
+    AgentId, CancellationToken, IsolationLevel, JobSpec, JobStatus, RequestId, Runner, RunnerError,
+};
+use gateway_runners::LocalRunner;
+use std::time::Duration;
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The bwrap-level runner, or `None` (skip) when bwrap is unusable outside CI.
+fn bwrap_runner() -> Option<LocalRunner> {
+    match LocalRunner::builder()
+        .require(IsolationLevel::Namespaces)
+        .build()
+    {
+        Ok(runner) => Some(runner),
+        Err(e) if ci() => panic!("CI=true but bwrap is unusable: {e}"),
+        Err(e) => {
+            eprintln!("skipping: bwrap is unusable here: {e}");
+            None
+        }
+    }
+}
+
+fn process_runner() -> LocalRunner {
+    LocalRunner::builder()
+        .at_most(IsolationLevel::Process)
+        .build()
+        .unwrap()
+}
+
+fn sh(script: &str) -> JobSpec {
+    let mut spec = JobSpec::new(
+        RequestId::new(),
+        AgentId::new("agent:test").unwrap(),
+        vec!["/bin/sh".into(), "-c".into(), script.into()],
+    );
+    spec.limits.timeout = Duration::from_secs(20);
+    spec
+}
+
+#[tokio::test]
+async fn conformance_process_level() {
+    let runner = process_runner();
+    assert_eq!(runner.info().isolation, IsolationLevel::Process);
+    gateway_core::conformance::runner::run(&runner, &ShellRenderer { image: None }).await;
+}
+
+#[tokio::test]
+async fn conformance_bwrap_level() {
+    let Some(runner) = bwrap_runner() else { return };
+    assert_eq!(runner.info().isolation, IsolationLevel::Namespaces);
+    gateway_core::conformance::runner::run(&runner, &ShellRenderer { image: None }).await;
+}
+
+#[tokio::test]
+async fn outcome_reports_the_isolation_used() {
+    let runner = process_runner();
+    let out = runner
+        .run(sh("exit 0"), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(out.isolation, IsolationLevel::Process);
+    if let Some(runner) = bwrap_runner() {
+        let out = runner
+            .run(sh("exit 0"), CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(out.isolation, IsolationLevel::Namespaces);
+    }
+}
+
+#[test]
+fn requiring_more_than_available_fails_closed() {
+    let err = LocalRunner::builder()
+        .at_most(IsolationLevel::Process)
+        .require(IsolationLevel::Namespaces)
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, RunnerError::Unsupported { .. }), "{err}");
+    let err = LocalRunner::builder()
+        .require(IsolationLevel::Container)
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, RunnerError::Unsupported { .. }), "{err}");
+    let err = LocalRunner::builder()
+        .bwrap_path("/nonexistent/bwrap")
+        .require(IsolationLevel::Namespaces)
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, RunnerError::Unsupported { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn environment_holds_only_what_the_spec_gives() {
+    // SAFETY of the assertion: the test process has variables the job must not see.
+    let runner = process_runner();
+    let mut spec = sh("env | cut -d= -f1 | sort | tr '\\n' ' '");
+    spec.env.insert("ONLY_THIS".into(), "1".into());
+    let out = runner.run(spec, CancellationToken::new()).await.unwrap();
+    assert!(out.succeeded(), "{out:?}");
+    let mut names: Vec<&str> = out.stdout.split_whitespace().collect();
+    names.retain(|n| !["PWD", "SHLVL", "_", "OLDPWD"].contains(n)); // set by the shell itself
+    assert_eq!(
+        names,
+        ["HOME", "ONLY_THIS", "PATH", "TMPDIR"],
+        "{}",
+        out.stdout
+    );
+}
+
+#[tokio::test]
+async fn working_directory_is_fresh_and_removed() {
+    let runner = process_runner();
+    let out = runner
+        .run(
+            sh("ls -A | wc -l; touch leftover; pwd"),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next().map(str::trim), Some("0"), "{}", out.stdout);
+    let dir = lines.next().unwrap();
+    assert_eq!(dir, out.environment_id);
+    assert!(!std::path::Path::new(dir).exists(), "{dir} not removed");
+    assert!(out.teardown.complete, "{}", out.teardown.detail);
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_tree() {
+    let runner = LocalRunner::builder()
+        .at_most(IsolationLevel::Process)
+        .grace(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let marker = tempfile::NamedTempFile::new().unwrap();
+    let path = marker.path().display().to_string();
+    // A background grandchild that would write the marker after 2 s if it survived, and a
+    // parent that ignores SIGTERM.
+    let mut spec = sh(&format!(
+        "trap '' TERM; (sleep 2; echo survived > {path}) & sleep 60"
+    ));
+    spec.limits.timeout = Duration::from_millis(300);
+    let out = runner.run(spec, CancellationToken::new()).await.unwrap();
+    assert_eq!(out.status, JobStatus::TimedOut);
+    assert!(out.teardown.complete, "{}", out.teardown.detail);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(std::fs::read_to_string(marker.path()).unwrap(), "");
+}
+
+#[tokio::test]
+async fn background_processes_die_with_the_job() {
+    let runner = process_runner();
+    let marker = tempfile::NamedTempFile::new().unwrap();
+    let path = marker.path().display().to_string();
+    let spec = sh(&format!(
+        "(sleep 1; echo survived > {path}) >/dev/null 2>&1 & exit 0"
+    ));
+    let out = runner.run(spec, CancellationToken::new()).await.unwrap();
+    assert!(out.succeeded());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(std::fs::read_to_string(marker.path()).unwrap(), "");
+}
+
+#[tokio::test]
+async fn rlimits_apply_to_the_job() {
+    let runner = process_runner();
+    let mut spec = sh("ulimit -n; ulimit -v");
+    spec.limits.open_files = 77;
+    spec.limits.memory_bytes = 300 * 1024 * 1024;
+    let out = runner.run(spec, CancellationToken::new()).await.unwrap();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines, ["77", &(300 * 1024).to_string()], "{out:?}");
+}
+
+#[tokio::test]
+async fn missing_program_and_bad_env_are_invalid_input() {
+    let runner = process_runner();
+    let mut spec = sh("true");
+    spec.command = vec!["definitely-not-a-program-xyz".into()];
+    let err = runner
+        .run(spec, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), gateway_core::ErrorKind::InvalidInput, "{err}");
+    let mut spec = sh("true");
+    spec.env.insert("A=B".into(), "x".into());
+    let err = runner
+        .run(spec, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), gateway_core::ErrorKind::InvalidInput, "{err}");
+}
+
+#[tokio::test]
+async fn allowlist_is_refused() {
+    let runner = process_runner();
+    let mut spec = sh("true");
+    spec.network = gateway_core::NetworkAccess::Allowlist {
+        destinations: vec!["example.com:443".into()],
+    };
+    let err = runner
+        .run(spec, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RunnerError::Unsupported { .. }), "{err}");
+}
+
+// ---- bwrap isolation probes: the job reports what it sees; we assert on its output. ----
+
+#[tokio::test]
+async fn bwrap_has_no_network_but_loopback() {
+    let Some(runner) = bwrap_runner() else { return };
+    let out = runner
+        .run(
+            sh("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(out.succeeded(), "{out:?}");
+    assert_eq!(out.stdout.trim(), "lo");
+}
+
+#[tokio::test]
+async fn bwrap_cannot_read_outside_the_sandbox() {
+    let Some(runner) = bwrap_runner() else { return };
+    // A file the gateway can read, in a directory the sandbox does not mount.
+    let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let secret = dir.path().join("gateway-secret");
+    std::fs::write(&secret, "top secret").unwrap();
+    let out = runner
+        .run(
+            sh(&format!(
+                "cat {} /etc/shadow 2>/dev/null; echo rc=$?",
+                secret.display()
+            )),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(!out.stdout.contains("top secret"), "{out:?}");
+    assert!(!out.stdout.contains("root:"), "{out:?}");
+    assert!(out.stdout.contains("rc=1"), "{out:?}");
+}
+
+#[tokio::test]
+async fn bwrap_cannot_write_system_paths() {
+    let Some(runner) = bwrap_runner() else { return };
+    let out = runner
+        .run(
+            sh(
+                "for p in /usr/agw-probe /bin/agw-probe /etc/agw-probe /agw-probe; do \
+                 (echo x > $p) 2>/dev/null && echo WROTE $p; done; \
+                 echo ok > /tmp/t && cat /tmp/t; id -u",
+            ),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(!out.stdout.contains("WROTE"), "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines, ["ok", "65534"], "{out:?}");
+    assert!(!std::path::Path::new("/usr/agw-probe").exists());
+}
+
+#[tokio::test]
+async fn bwrap_job_has_no_capabilities_and_own_pid_namespace() {
+    let Some(runner) = bwrap_runner() else { return };
+    let out = runner
+        .run(
+            sh("grep CapEff /proc/self/status | tr -d '\\t '; ls /proc | grep -c '^[0-9]'"),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"CapEff:0000000000000000"), "{out:?}");
+    // bwrap's init, the shell and its two pipeline children: nothing of the host.
+    let pids: u32 = lines[1].trim().parse().unwrap();
+    assert!(pids <= 5, "{pids} processes visible: {out:?}");
+}
+
+#[tokio::test]
+async fn bwrap_read_only_mount_is_visible_and_read_only() {
+    let Some(runner) = bwrap_runner() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.txt"), "mounted").unwrap();
+    let mut spec = sh("cat /data/input.txt; (echo x > /data/new) 2>/dev/null && echo WROTE");
+    spec.mounts.push(gateway_core::runner::ReadOnlyMount {
+        host_path: dir.path().to_path_buf(),
+        job_path: "/data".into(),
+    });
+    let out = runner.run(spec, CancellationToken::new()).await.unwrap();
+    assert_eq!(out.stdout, "mounted", "{out:?}");
+    assert!(!dir.path().join("new").exists());
+}
+
+#[tokio::test]
+async fn bwrap_timeout_kills_processes_that_left_the_group() {
+    let Some(runner) = bwrap_runner() else { return };
+    let marker = tempfile::NamedTempFile::new_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+    // The job cannot write the host marker anyway, so prove death differently: a setsid'd
+    // sleeper must be gone from the host's process table once the job has ended.
+    drop(marker);
+    let tag = format!("{}", 4_000_000 + std::process::id() % 1000);
+    let mut spec = sh(&format!("setsid sleep {tag} & sleep 60"));
+    spec.limits.timeout = Duration::from_millis(500);
+    let out = runner.run(spec, CancellationToken::new()).await.unwrap();
+    assert_eq!(out.status, JobStatus::TimedOut);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", &format!("sleep {tag}")])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "survivor: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+}

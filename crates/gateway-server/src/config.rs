@@ -1,0 +1,48 @@
+//! Tunables of the HTTP and MCP front.
+
+use std::time::Duration;
+
+/// Limits and timeouts of the front. The pipeline's own limits (per-agent rate and concurrency,
+/// backend deadlines, approval deadline) live in the core's `GatewayConfig`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Largest accepted request body in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// How long `POST /v1/actions` waits for the outcome before answering 202 with a status URL
+    /// (the action keeps going; it is never abandoned because the HTTP wait ended).
+    pub action_wait: Duration,
+    /// Backstop for every other REST request; a handler that passes it gets 504.
+    pub request_timeout: Duration,
+    /// Deadline for each readiness probe (policy and audit) of `GET /readyz`.
+    pub readiness_timeout: Duration,
+    /// Most actions the status map holds; when full, the oldest finished ones are evicted and,
+    /// if all are still in flight, new submissions get 503.
+    pub tracker_capacity: usize,
+    /// How long a finished action's status stays readable at `GET /v1/actions/{id}`.
+    pub tracker_retention: Duration,
+    /// How long an MCP `tools/call` waits for the outcome before returning a "still pending"
+    /// result that names the request id (poll it with the `gateway.action_status` tool).
+    pub mcp_call_wait: Duration,
+    /// `Host` header values the MCP endpoint accepts (DNS-rebinding protection). Loopback names
+    /// by default; add the public host names of a real deployment.
+    pub mcp_allowed_hosts: Vec<String>,
+    /// Whether `GET /metrics` is served (Prometheus text format, unauthenticated: keep it on an
+    /// internal network or turn it off).
+    pub expose_metrics: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            action_wait: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            readiness_timeout: Duration::from_secs(2),
+            tracker_capacity: 10_000,
+            tracker_retention: Duration::from_secs(15 * 60),
+            mcp_call_wait: Duration::from_secs(60),
+            mcp_allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            expose_metrics: true,
+        }
+    }
+}

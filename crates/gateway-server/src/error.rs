@@ -1,0 +1,131 @@
+//! The JSON error body every endpoint returns: `{"error": {"kind", "message", "correlation_id"}}`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use gateway_core::{ActionOutcome, ErrorKind, GatewayError, RequestId};
+use serde::Serialize;
+
+/// An error as the API reports it. Messages never hold credentials: they come from the core's
+/// errors (which never include them) or from this crate's fixed texts.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiError {
+    /// The HTTP status.
+    #[serde(skip)]
+    pub status: StatusCode,
+    /// The backend-neutral kind (`unauthenticated`, `denied`, `invalid_input`, …).
+    pub kind: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+    /// The request's correlation id (look it up in the audit trail), if one was assigned.
+    pub correlation_id: Option<RequestId>,
+    /// The policy's or approver's reasons, on denials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasons: Option<Vec<String>>,
+    /// What the action did, when it ran but its final audit record could not be written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Box<ActionOutcome>>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a ApiError,
+}
+
+/// The HTTP status for a backend-neutral error kind.
+pub fn status_for(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::Denied => StatusCode::FORBIDDEN,
+        ErrorKind::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        // A cancelled request did not run; from the client's side the service could not serve it.
+        ErrorKind::Unavailable | ErrorKind::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl ApiError {
+    /// An error of `kind` with its usual status.
+    pub fn new(
+        kind: ErrorKind,
+        message: impl Into<String>,
+        correlation_id: Option<RequestId>,
+    ) -> Self {
+        Self {
+            status: status_for(kind),
+            kind: kind.as_str(),
+            message: message.into(),
+            correlation_id,
+            reasons: None,
+            outcome: None,
+        }
+    }
+
+    /// 401: missing or unaccepted credential.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unauthenticated, message, None)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message, None)
+    }
+
+    /// 413: the body is over the cap.
+    pub fn too_large(limit: usize) -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            ..Self::new(
+                ErrorKind::InvalidInput,
+                format!("request body larger than {limit} bytes"),
+                None,
+            )
+        }
+    }
+
+    /// Sets the correlation id.
+    pub fn with_correlation_id(mut self, id: RequestId) -> Self {
+        self.correlation_id = Some(id);
+        self
+    }
+}
+
+impl From<&GatewayError> for ApiError {
+    fn from(e: &GatewayError) -> Self {
+        let mut api = Self::new(e.kind(), e.to_string(), Some(e.correlation_id()));
+        match e {
+            GatewayError::Denied { reasons, .. } => api.reasons = Some(reasons.clone()),
+            GatewayError::OutcomeNotRecorded { outcome, .. } => api.outcome = Some(outcome.clone()),
+            // An audit failure means the action was stopped before it ran (fail closed).
+            GatewayError::Backend { stage: "audit", .. } => {
+                api.status = StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => {}
+        }
+        api
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(Body { error: &self })).into_response();
+        match self.status {
+            StatusCode::UNAUTHORIZED => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"agent-gateway\""),
+                );
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,68 @@
+//! # gateway-server
+//!
+//! The HTTP and MCP front of agent-gateway (axum + rmcp).
+//!
+//! | route | who | what |
+//! |---|---|---|
+//! | `POST /v1/actions` | agent (bearer) | body: `ActionRequest`; 200 with the outcome, 202 + `Location` when waiting for approval (or still running after `action_wait`), errors as JSON |
+//! | `GET /v1/actions/{id}` | the same agent | status document; 404 for anyone else |
+//! | `GET /v1/approvals` | human approver (bearer `apr_…`) | pending approvals |
+//! | `POST /v1/approvals/{id}` | human approver | `{"verdict": "approve"\|"deny", "reason": "…"}` |
+//! | `GET /healthz` | anyone | liveness |
+//! | `GET /readyz` | anyone | 200 only when policy and audit answer |
+//! | `GET /metrics` | anyone (disable with `expose_metrics`) | Prometheus text |
+//! | `/mcp` | agent (bearer) | MCP streamable HTTP: catalog actions as tools |
+//!
+//! Errors are `{"error": {"kind", "message", "correlation_id"}}` (plus `reasons` on denials) with
+//! 401 unauthenticated, 403 denied, 404, 409 duplicate request id, 413 body too large, 422
+//! invalid input, 429 rate limited, 503 unavailable (audit down: nothing ran), 504 timeout.
+//!
+//! Wire it with [`Frontend`]: it holds the approval queue, the status tracker and the metrics,
+//! whose gate and backend wrappers go into the gateway builder; then [`Frontend::into_state`]
+//! and [`router`] or [`serve`].
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod mcp;
+pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
+pub mod state;
+pub mod tracker;
+
+pub use auth::Approvers;
+pub use config::ServerConfig;
+pub use error::ApiError;
+pub use metrics::Metrics;
+pub use state::{AppState, Frontend};
+
+use std::future::Future;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+
+/// All routes: the REST API and the MCP endpoint.
+pub fn router(state: AppState) -> axum::Router {
+    http::rest_router(state.clone()).merge(mcp::router(state))
+}
+
+/// Serves [`router`] on `listener` (with client addresses recorded as the request origin) until
+/// the process ends.
+pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+    serve_with_shutdown(listener, state, std::future::pending()).await
+}
+
+/// [`serve`], stopping gracefully when `shutdown` completes.
+pub async fn serve_with_shutdown(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

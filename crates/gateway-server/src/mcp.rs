@@ -1,0 +1,315 @@
+//! The MCP front: every catalog action is an MCP tool, served over streamable HTTP with the
+//! agent's bearer credential, so MCP-speaking agents use the gateway without custom code.
+//!
+//! - `tools/list`: one tool per registered action (its description, and an input schema that
+//!   wraps the action's params schema with `resource`, `intent`, `ttl_seconds` and an optional
+//!   `request_id`), plus [`STATUS_TOOL`] to poll actions waiting for approval.
+//! - `tools/call`: runs `Gateway::execute` with the caller's credential. Refusals (denied,
+//!   invalid, rate limited, unavailable, …) come back as tool errors (`isError: true`) with the
+//!   reasons; an action still waiting for a human after [`ServerConfig::mcp_call_wait`] returns
+//!   its request id to poll.
+//!
+//! Every HTTP request to the endpoint must carry a bearer credential the gateway's identity
+//! backend accepts (401 otherwise), so nothing, not even the tool list, is shown to strangers.
+//!
+//! [`ServerConfig::mcp_call_wait`]: crate::ServerConfig::mcp_call_wait
+
+use crate::auth;
+use crate::error::ApiError;
+use crate::http::status_doc;
+use crate::state::AppState;
+use crate::tracker::{Phase, settle};
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use gateway_core::{ActionDef, ActionRequest, RequestId};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::StreamableHttpServerConfig;
+use rmcp::transport::StreamableHttpService;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// The path the MCP endpoint is served at by [`router`].
+pub const MCP_PATH: &str = "/mcp";
+
+/// The built-in tool that reports an action's status (`request_id` in, status document out).
+pub const STATUS_TOOL: &str = "gateway.action_status";
+
+/// The MCP server handler: one instance per MCP session or request.
+#[derive(Clone, Debug)]
+pub struct GatewayMcp {
+    state: AppState,
+}
+
+impl GatewayMcp {
+    /// A handler over the front's state.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    fn tools(&self) -> Vec<Tool> {
+        let mut tools: Vec<Tool> = self
+            .state
+            .gateway()
+            .catalog()
+            .actions()
+            .filter(|def| def.name != STATUS_TOOL)
+            .map(action_tool)
+            .collect();
+        tools.push(Tool::new(
+            STATUS_TOOL,
+            "Reports the status of an action submitted earlier (e.g. one waiting for human approval).",
+            Arc::new(object(json!({
+                "type": "object",
+                "properties": {
+                    "request_id": {"type": "string", "format": "uuid", "description": "The action's request id."}
+                },
+                "required": ["request_id"],
+                "additionalProperties": false
+            }))),
+        ));
+        tools
+    }
+}
+
+fn object(v: Value) -> JsonObject {
+    match v {
+        Value::Object(map) => map,
+        _ => JsonObject::new(),
+    }
+}
+
+/// The MCP tool of one action.
+pub fn action_tool(def: &ActionDef) -> Tool {
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "resource": {"type": "string", "description": "What the action touches, e.g. k8s:staging/deployments/web."},
+            "params": def.params_schema,
+            "intent": {"type": "string", "description": "Why you want this; recorded and shown to policies and approvers."},
+            "ttl_seconds": {"type": "integer", "minimum": 1, "description": "Lifetime of the just-in-time grant you ask for; the gateway may shorten it."},
+            "request_id": {"type": "string", "format": "uuid", "description": "Optional idempotency/correlation id (UUID)."}
+        },
+        "required": ["resource"],
+        "additionalProperties": false
+    });
+    Tool::new(
+        def.name.clone(),
+        def.description.clone(),
+        Arc::new(object(schema)),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionArgs {
+    resource: String,
+    #[serde(default)]
+    params: Option<Value>,
+    #[serde(default)]
+    intent: Option<String>,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+    #[serde(default)]
+    request_id: Option<RequestId>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusArgs {
+    request_id: RequestId,
+}
+
+fn args<T: serde::de::DeserializeOwned>(request: &CallToolRequestParams) -> Result<T, McpError> {
+    let value = Value::Object(request.arguments.clone().unwrap_or_default());
+    serde_json::from_value(value)
+        .map_err(|e| McpError::invalid_params(format!("invalid arguments: {e}"), None))
+}
+
+fn tool_error(api: &ApiError) -> CallToolResult {
+    let mut text = format!("{}: {}", api.kind, api.message);
+    if let Some(reasons) = &api.reasons
+        && !reasons.is_empty()
+    {
+        text.push_str("\nreasons:\n- ");
+        text.push_str(&reasons.join("\n- "));
+    }
+    let mut result = CallToolResult::error(vec![ContentBlock::text(text)]);
+    result.structured_content = Some(json!({ "error": api }));
+    result
+}
+
+fn phase_result(id: RequestId, phase: &Phase) -> CallToolResult {
+    match phase {
+        Phase::Done(result) => match result.as_ref() {
+            Ok(outcome) => {
+                let summary = format!(
+                    "{} on {}: job {:?} in {} ms (grant {} for {} s, revoked: {})\n{}",
+                    outcome.action,
+                    outcome.correlation_id,
+                    outcome.job.status,
+                    outcome.job.duration.as_millis(),
+                    outcome.grant.id,
+                    outcome.grant.ttl_seconds,
+                    outcome.grant.revoked,
+                    outcome.job.stdout
+                );
+                let mut r = if outcome.job.succeeded() {
+                    CallToolResult::success(vec![ContentBlock::text(summary)])
+                } else {
+                    // It ran, but failed: the agent should see that as an error.
+                    CallToolResult::error(vec![ContentBlock::text(summary)])
+                };
+                r.structured_content = serde_json::to_value(outcome).ok();
+                r
+            }
+            Err(e) => tool_error(&ApiError::from(e)),
+        },
+        _ => {
+            let doc = status_doc(id, phase);
+            let text = match phase {
+                Phase::PendingApproval { deadline } => format!(
+                    "action {id} is waiting for human approval (deadline {deadline}); call {STATUS_TOOL} with this request_id to follow it"
+                ),
+                _ => format!(
+                    "action {id} is still running; call {STATUS_TOOL} with this request_id to follow it"
+                ),
+            };
+            let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
+            r.structured_content = serde_json::to_value(&doc).ok();
+            r
+        }
+    }
+}
+
+impl ServerHandler for GatewayMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new(
+                "agent-gateway",
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions(
+                "Each tool runs one infrastructure action through agent-gateway: it is \
+                 authenticated, checked by policy, audited, run in an isolated environment with \
+                 a short-lived grant, and may need human approval.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.tools()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools().into_iter().find(|t| t.name == name)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let parts = context
+            .extensions
+            .get::<Parts>()
+            .ok_or_else(|| McpError::internal_error("no HTTP request attached", None))?;
+        let credential = auth::credential(&parts.headers)
+            .map_err(|m| McpError::invalid_request(m.to_owned(), None))?;
+        if request.name == STATUS_TOOL {
+            let StatusArgs { request_id } = args(&request)?;
+            return Ok(match self.state.phase_for(&credential, request_id).await {
+                Ok(phase) => {
+                    let doc = status_doc(request_id, &phase);
+                    let mut r = CallToolResult::success(vec![ContentBlock::text(format!(
+                        "action {request_id}: {}",
+                        doc.status
+                    ))]);
+                    r.structured_content = serde_json::to_value(&doc).ok();
+                    r
+                }
+                Err(api) => tool_error(&api),
+            }
+            .into());
+        }
+        if self.state.gateway().catalog().get(&request.name).is_none() {
+            return Err(McpError::invalid_params(
+                format!(
+                    "unknown tool {:?}",
+                    request.name.chars().take(128).collect::<String>()
+                ),
+                None,
+            ));
+        }
+        let a: ActionArgs = args(&request)?;
+        let mut action = ActionRequest::new(request.name.to_string(), a.resource);
+        if let Some(id) = a.request_id {
+            action.id = id;
+        }
+        if let Some(params) = a.params {
+            action.params = params;
+        }
+        if let Some(intent) = a.intent {
+            action.intent = intent;
+        }
+        if let Some(ttl) = a.ttl_seconds {
+            action.requested_ttl_seconds = ttl;
+        }
+        let id = action.id;
+        let mut rx = match self.state.submit(credential, action, "mcp") {
+            Ok(rx) => rx,
+            Err(api) => return Ok(tool_error(&api).into()),
+        };
+        let phase = settle(&mut rx, self.state.config().mcp_call_wait).await;
+        Ok(phase_result(id, &phase).into())
+    }
+}
+
+/// The streamable-HTTP MCP service (stateless: every POST carries its own credential).
+pub fn service(state: AppState) -> StreamableHttpService<GatewayMcp, LocalSessionManager> {
+    let config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_max_request_body_bytes(state.config().max_body_bytes)
+        .with_allowed_hosts(state.config().mcp_allowed_hosts.clone());
+    StreamableHttpService::new(
+        move || Ok(GatewayMcp::new(state.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    )
+}
+
+/// Refuses MCP HTTP requests without a bearer credential the identity backend accepts.
+async fn require_agent(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let credential = match auth::credential(request.headers()) {
+        Ok(c) => c,
+        Err(m) => return ApiError::unauthenticated(m).into_response(),
+    };
+    if state.approvers().is_approver_token(credential.secret()) {
+        return ApiError::unauthenticated("approver credentials cannot act as agents")
+            .into_response();
+    }
+    if let Err(e) = state.identity().authenticate(&credential).await {
+        return ApiError::new(e.kind(), e.to_string(), None).into_response();
+    }
+    next.run(request).await
+}
+
+/// The MCP endpoint at [`MCP_PATH`], behind the bearer check.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route_service(MCP_PATH, service(state.clone()))
+        .layer(middleware::from_fn_with_state(state, require_agent))
+}

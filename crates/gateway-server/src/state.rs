@@ -1,0 +1,227 @@
+//! The state the handlers share, and [`Frontend`], which builds it around a gateway.
+
+use crate::auth::Approvers;
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::tracker::{ActionTracker, Phase, TrackError, TrackingGate};
+use gateway_core::{
+    ActionRequest, ApprovalGate, Credential, ErrorKind, Gateway, Identity, PendingApprovals,
+    RequestContext, RequestId,
+};
+use std::sync::Arc;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+/// The parts of the front that must exist before the gateway is built: the approval queue
+/// (whose gate goes into the gateway), the status tracker and the metrics (whose backend
+/// wrappers go into the gateway).
+///
+/// ```ignore
+/// let front = Frontend::new(ServerConfig::default());
+/// let m = front.metrics();
+/// let gateway = Gateway::builder()
+///     .identity(identity.clone())
+///     .policy(m.policy(policy))
+///     .broker(m.broker(broker))
+///     .runner(m.runner(runner))
+///     .audit(m.audit(audit))
+///     .approvals(front.approval_gate())
+///     .catalog(catalog)
+///     .build()?;
+/// let state = front.into_state(gateway, identity, approvers);
+/// gateway_server::serve(listener, state).await?;
+/// ```
+pub struct Frontend {
+    config: ServerConfig,
+    approvals: Arc<PendingApprovals>,
+    tracker: Arc<ActionTracker>,
+    metrics: Arc<Metrics>,
+}
+
+impl Frontend {
+    /// New, empty parts.
+    pub fn new(config: ServerConfig) -> Self {
+        let tracker = Arc::new(ActionTracker::new(
+            config.tracker_capacity,
+            config.tracker_retention,
+        ));
+        Self {
+            config,
+            approvals: Arc::new(PendingApprovals::new()),
+            tracker,
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// The gate to give the gateway builder: it parks requests in this front's approval queue
+    /// and reports them as `pending_approval`.
+    pub fn approval_gate(&self) -> Arc<dyn ApprovalGate> {
+        Arc::new(TrackingGate::new(
+            Arc::clone(&self.approvals) as Arc<dyn ApprovalGate>,
+            Arc::clone(&self.tracker),
+            Arc::clone(&self.metrics),
+        ))
+    }
+
+    /// The metrics; wrap the backends with its `policy`, `broker`, `runner` and `audit`.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The approval queue (e.g. to resolve approvals from another front end too).
+    pub fn pending_approvals(&self) -> Arc<PendingApprovals> {
+        Arc::clone(&self.approvals)
+    }
+
+    /// The handlers' state. `identity` must be the gateway's identity backend: it authenticates
+    /// agents polling `GET /v1/actions/{id}` and the MCP endpoint.
+    pub fn into_state(
+        self,
+        gateway: Gateway,
+        identity: Arc<dyn Identity>,
+        approvers: Approvers,
+    ) -> AppState {
+        AppState {
+            inner: Arc::new(Inner {
+                gateway,
+                identity,
+                approvers,
+                approvals: self.approvals,
+                tracker: self.tracker,
+                metrics: self.metrics,
+                config: self.config,
+            }),
+        }
+    }
+}
+
+struct Inner {
+    gateway: Gateway,
+    identity: Arc<dyn Identity>,
+    approvers: Approvers,
+    approvals: Arc<PendingApprovals>,
+    tracker: Arc<ActionTracker>,
+    metrics: Arc<Metrics>,
+    config: ServerConfig,
+}
+
+/// What the HTTP and MCP handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.inner.config)
+            .field("approvers", &self.inner.approvers)
+            .field("tracker", &self.inner.tracker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// The gateway.
+    pub fn gateway(&self) -> &Gateway {
+        &self.inner.gateway
+    }
+
+    /// The agents' identity backend.
+    pub fn identity(&self) -> &Arc<dyn Identity> {
+        &self.inner.identity
+    }
+
+    /// The human approvers.
+    pub fn approvers(&self) -> &Approvers {
+        &self.inner.approvers
+    }
+
+    /// The approval queue.
+    pub fn approvals(&self) -> &PendingApprovals {
+        &self.inner.approvals
+    }
+
+    /// The status tracker.
+    pub fn tracker(&self) -> &ActionTracker {
+        &self.inner.tracker
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// Submits an action: tracks it and runs it on its own task (so it is never abandoned when
+    /// a client goes away). Returns a receiver of its phase changes.
+    pub fn submit(
+        &self,
+        credential: Credential,
+        request: ActionRequest,
+        origin: &str,
+    ) -> Result<watch::Receiver<Phase>, ApiError> {
+        let id = request.id;
+        // An approver's token never acts as an agent, whatever the identity backend says.
+        if self.approvers().is_approver_token(credential.secret()) {
+            return Err(
+                ApiError::unauthenticated("approver credentials cannot submit actions")
+                    .with_correlation_id(id),
+            );
+        }
+        let rx = self.tracker().begin(id).map_err(|e| {
+            let kind = match e {
+                TrackError::Duplicate(_) => ErrorKind::Conflict,
+                _ => ErrorKind::Unavailable,
+            };
+            ApiError::new(kind, e.to_string(), Some(id))
+        })?;
+        let state = self.clone();
+        let context = RequestContext {
+            origin: Some(origin.to_owned()),
+            ..RequestContext::default()
+        };
+        let span = tracing::info_span!("gateway_server.action", correlation_id = %id, origin);
+        tokio::spawn(
+            async move {
+                let result = state
+                    .gateway()
+                    .execute_with(credential, request, context)
+                    .await;
+                state.metrics().observe(&result);
+                if let Err(e) = &result {
+                    tracing::info!(kind = %e.kind(), error = %e, "action refused or failed");
+                }
+                state.tracker().finish(id, result);
+            }
+            .instrument(span),
+        );
+        Ok(rx)
+    }
+
+    /// The id of a tracked request for `credential`'s agent, or 401/404.
+    pub async fn phase_for(
+        &self,
+        credential: &Credential,
+        id: RequestId,
+    ) -> Result<Phase, ApiError> {
+        if self.approvers().is_approver_token(credential.secret()) {
+            return Err(ApiError::unauthenticated(
+                "approver credentials cannot act as agents",
+            ));
+        }
+        let agent = self
+            .identity()
+            .authenticate(credential)
+            .await
+            .map_err(|e| ApiError::new(e.kind(), e.to_string(), None))?;
+        self.tracker()
+            .phase_for(id, &agent.id)
+            .ok_or_else(|| ApiError::not_found(format!("no action {id} for this agent")))
+    }
+}

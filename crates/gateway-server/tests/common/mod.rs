@@ -1,0 +1,241 @@
+//! A real server on 127.0.0.1:0 over core parts: StaticKeys identities, the HmacBroker, and the
+//! core's in-memory test doubles for policy, runner and audit (with fault injection).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use gateway_core::hmac_broker::TOKEN_ENV;
+use gateway_core::testing::script::{MemoryRenderer, ScriptRenderer, Step};
+use gateway_core::testing::{MemoryAuditSink, MemoryPolicy, MemoryRunner};
+use gateway_core::{
+    ActionCatalog, ActionDef, AgentId, AgentLimits, Decision, Gateway, GatewayConfig, HmacBroker,
+    Identity, JobSpec, Secret, StaticKeys,
+};
+use gateway_server::{Approvers, Frontend, ServerConfig};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub struct Harness {
+    pub base: String,
+    pub agent_a: Secret,
+    pub agent_b: Secret,
+    pub alice: Secret,
+    pub runner: Arc<MemoryRunner>,
+    pub audit: Arc<MemoryAuditSink>,
+    pub policy: Arc<MemoryPolicy>,
+    pub broker: Arc<HmacBroker>,
+    pub http: reqwest::Client,
+    stop: CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The catalog: `ops.echo` (allowed; prints its grant token), `ops.fail` (allowed; exits 3),
+/// `ops.frozen` (denied by policy), `ops.approve` (needs a human).
+pub fn catalog() -> ActionCatalog {
+    fn script(
+        steps: Vec<Step>,
+    ) -> impl Fn(
+        &gateway_core::ActionRequest,
+        &gateway_core::AgentIdentity,
+    ) -> Result<JobSpec, String>
+    + Send
+    + Sync
+    + 'static {
+        move |req, who| {
+            let (_, command) = MemoryRenderer.render(&steps);
+            Ok(JobSpec::new(req.id, who.id.clone(), command))
+        }
+    }
+    ActionCatalog::new()
+        .register(
+            ActionDef::new(
+                "ops.echo",
+                "Prints a message and the grant token's presence.",
+                script(vec![
+                    Step::Stdout("hello ".into()),
+                    Step::PrintEnv(TOKEN_ENV.into()),
+                ]),
+            )
+            .with_schema(json!({
+                "type": "object",
+                "properties": {"message": {"type": "string"}},
+                "additionalProperties": false
+            })),
+        )
+        .register(ActionDef::new(
+            "ops.fail",
+            "Exits 3.",
+            script(vec![Step::Exit(3)]),
+        ))
+        .register(ActionDef::new(
+            "ops.frozen",
+            "Never allowed.",
+            script(vec![]),
+        ))
+        .register(ActionDef::new(
+            "ops.approve",
+            "Needs approval.",
+            script(vec![Step::Stdout("approved run".into())]),
+        ))
+}
+
+pub fn policy() -> MemoryPolicy {
+    MemoryPolicy::from_fn(|input| match input.action.as_str() {
+        "ops.frozen" => Decision::deny("production is frozen"),
+        "ops.approve" => {
+            let mut d = Decision::allow();
+            d.obligations.require_approval = true;
+            d.obligations.scopes = vec!["ops:approve".into()];
+            d
+        }
+        _ => {
+            let mut d = Decision::allow();
+            d.obligations.max_ttl_seconds = Some(60);
+            d.obligations.scopes = vec![format!("ops:{}", input.action)];
+            d
+        }
+    })
+}
+
+pub struct Options {
+    pub gateway: GatewayConfig,
+    pub server: ServerConfig,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            gateway: GatewayConfig {
+                agent_limits: AgentLimits::unlimited(),
+                ..GatewayConfig::default()
+            },
+            server: ServerConfig::default(),
+        }
+    }
+}
+
+pub async fn start(options: Options) -> Harness {
+    let (keys, agent_a) = StaticKeys::new()
+        .with_generated_key("key-a", AgentId::new("agent:a").unwrap(), "team-a")
+        .unwrap();
+    let (keys, agent_b) = keys
+        .with_generated_key("key-b", AgentId::new("agent:b").unwrap(), "team-b")
+        .unwrap();
+    let (approvers, alice) = Approvers::new()
+        .with_generated_token("human:alice")
+        .unwrap();
+    let identity: Arc<dyn Identity> = Arc::new(keys);
+    let runner = Arc::new(MemoryRunner::new());
+    let audit = Arc::new(MemoryAuditSink::new());
+    let policy = Arc::new(policy());
+    let broker = Arc::new(HmacBroker::generate());
+
+    let front = Frontend::new(options.server);
+    let m = front.metrics();
+    let gateway = Gateway::builder()
+        .identity(Arc::clone(&identity))
+        .policy(m.policy(policy.clone()))
+        .broker(m.broker(broker.clone()))
+        .runner(m.runner(runner.clone()))
+        .audit(m.audit(audit.clone()))
+        .approvals(front.approval_gate())
+        .catalog(catalog())
+        .config(options.gateway)
+        .build()
+        .unwrap();
+    let state = front.into_state(gateway, identity, approvers);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        gateway_server::serve_with_shutdown(listener, state, async move { s.cancelled().await })
+            .await
+            .unwrap();
+    });
+    Harness {
+        base,
+        agent_a,
+        agent_b,
+        alice,
+        runner,
+        audit,
+        policy,
+        broker,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap(),
+        stop,
+    }
+}
+
+pub fn token(s: &Secret) -> &str {
+    s.expose_str().unwrap()
+}
+
+impl Harness {
+    pub async fn post(&self, path: &str, bearer: Option<&Secret>, body: &Value) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(b) = bearer {
+            req = req.bearer_auth(token(b));
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str, bearer: Option<&Secret>) -> (u16, Value) {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(token(b));
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Polls the status URL until the action leaves `running`/`pending_approval`, or 10 s pass.
+    pub async fn wait_done(&self, id: &str, bearer: &Secret) -> Value {
+        for _ in 0..200 {
+            let (status, doc) = self.get(&format!("/v1/actions/{id}"), Some(bearer)).await;
+            assert_eq!(status, 200, "{doc}");
+            if doc["status"] != "running" && doc["status"] != "pending_approval" {
+                return doc;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("action {id} did not finish");
+    }
+
+    /// Waits until the approval queue holds `id`.
+    pub async fn wait_pending_approval(&self, id: &str) {
+        for _ in 0..200 {
+            let (status, list) = self.get("/v1/approvals", Some(&self.alice)).await;
+            assert_eq!(status, 200, "{list}");
+            if list["pending"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["correlation_id"] == id)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("approval for {id} never became pending");
+    }
+}

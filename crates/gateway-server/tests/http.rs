@@ -1,0 +1,466 @@
+//! End-to-end tests of the REST API over real HTTP on core parts (StaticKeys, HmacBroker and the
+//! core's in-memory doubles for policy, runner and audit).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Harness, Options, start, token};
+use gateway_core::hmac_broker::TokenError;
+use gateway_core::testing::Fault;
+use gateway_core::{AgentLimits, AuditEventKind, RequestId, Secret};
+use gateway_server::ServerConfig;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn action(name: &str) -> Value {
+    json!({
+        "id": RequestId::new(),
+        "action": name,
+        "resource": "ops:staging/web",
+        "intent": "integration test",
+    })
+}
+
+fn assert_error(body: &Value, kind: &str, id: Option<&Value>) {
+    let e = &body["error"];
+    assert_eq!(e["kind"], kind, "{body}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    if let Some(id) = id {
+        assert_eq!(&e["correlation_id"], id, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn allowed_action_runs_with_a_clamped_revoked_jit_grant() {
+    let h = start(Options::default()).await;
+    let mut body = action("ops.echo");
+    body["requested_ttl_seconds"] = json!(600);
+    body["params"] = json!({"message": "hi"});
+    let (status, outcome) = h.post("/v1/actions", Some(&h.agent_a), &body).await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["correlation_id"], body["id"]);
+    assert_eq!(outcome["agent"], "agent:a");
+    assert_eq!(outcome["decision"]["allow"], true);
+    // The policy caps grants at 60 s: the 600 s asked for is clamped.
+    assert_eq!(outcome["grant"]["ttl_seconds"], 60);
+    assert_eq!(outcome["grant"]["revoked"], true);
+    assert_eq!(
+        outcome["job"]["status"],
+        json!({"status": "exited", "code": 0})
+    );
+    // The job saw its just-in-time token, which is revoked now that the job is over.
+    let stdout = outcome["job"]["stdout"].as_str().unwrap();
+    let jit = stdout.strip_prefix("hello ").unwrap();
+    assert!(jit.starts_with("agt1."), "{stdout}");
+    assert_eq!(
+        h.broker
+            .verify(jit, "ops:ops.echo", time::OffsetDateTime::now_utc()),
+        Err(TokenError::Revoked)
+    );
+    // The caller's credential is never echoed.
+    assert!(!outcome.to_string().contains(token(&h.agent_a)));
+    assert_eq!(h.runner.runs().len(), 1);
+    let id: RequestId = serde_json::from_value(body["id"].clone()).unwrap();
+    let kinds: Vec<_> = h.audit.events_for(id).iter().map(|e| e.kind).collect();
+    assert_eq!(kinds.first(), Some(&AuditEventKind::Requested));
+    assert_eq!(kinds.last(), Some(&AuditEventKind::Completed));
+    assert!(kinds.contains(&AuditEventKind::Revoked));
+}
+
+#[tokio::test]
+async fn failing_job_is_an_outcome_and_its_grant_is_revoked() {
+    let h = start(Options::default()).await;
+    let (status, outcome) = h
+        .post("/v1/actions", Some(&h.agent_a), &action("ops.fail"))
+        .await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(
+        outcome["job"]["status"],
+        json!({"status": "exited", "code": 3})
+    );
+    assert_eq!(outcome["grant"]["revoked"], true);
+}
+
+#[tokio::test]
+async fn denied_action_is_403_with_reasons_and_nothing_runs() {
+    let h = start(Options::default()).await;
+    let body = action("ops.frozen");
+    let (status, err) = h.post("/v1/actions", Some(&h.agent_a), &body).await;
+    assert_eq!(status, 403, "{err}");
+    assert_error(&err, "denied", Some(&body["id"]));
+    assert_eq!(err["error"]["reasons"], json!(["production is frozen"]));
+    assert!(h.runner.runs().is_empty());
+}
+
+#[tokio::test]
+async fn bad_missing_or_approver_credentials_are_401() {
+    let h = start(Options::default()).await;
+    let body = action("ops.echo");
+    let mut wrong = token(&h.agent_a).to_owned();
+    wrong.pop();
+    wrong.push('x');
+    let (status, err) = h
+        .post("/v1/actions", Some(&Secret::from(wrong.as_str())), &body)
+        .await;
+    assert_eq!(status, 401, "{err}");
+    assert_error(&err, "unauthenticated", Some(&body["id"]));
+    assert!(!err.to_string().contains(&wrong));
+
+    let (status, err) = h.post("/v1/actions", None, &action("ops.echo")).await;
+    assert_eq!(status, 401, "{err}");
+    assert_error(&err, "unauthenticated", None);
+
+    let (status, err) = h
+        .post("/v1/actions", Some(&h.alice), &action("ops.echo"))
+        .await;
+    assert_eq!(status, 401, "{err}");
+    // And agents are not approvers.
+    let (status, _) = h.get("/v1/approvals", Some(&h.agent_a)).await;
+    assert_eq!(status, 401);
+    assert!(h.runner.runs().is_empty());
+}
+
+#[tokio::test]
+async fn invalid_input_is_422() {
+    let h = start(Options::default()).await;
+    let resp = h
+        .http
+        .post(format!("{}/v1/actions", h.base))
+        .bearer_auth(token(&h.agent_a))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 422);
+    let err: Value = resp.json().await.unwrap();
+    assert_error(&err, "invalid_input", None);
+
+    let (status, err) = h
+        .post(
+            "/v1/actions",
+            Some(&h.agent_a),
+            &json!({"action": "ops.echo"}),
+        )
+        .await;
+    assert_eq!(status, 422, "missing resource: {err}");
+
+    let body = action("ops.nope");
+    let (status, err) = h.post("/v1/actions", Some(&h.agent_a), &body).await;
+    assert_eq!(status, 422, "{err}");
+    assert_error(&err, "invalid_input", Some(&body["id"]));
+
+    let mut body = action("ops.echo");
+    body["params"] = json!(["not", "an", "object"]);
+    let (status, _) = h.post("/v1/actions", Some(&h.agent_a), &body).await;
+    assert_eq!(status, 422);
+    assert!(h.runner.runs().is_empty());
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let h = start(Options {
+        server: ServerConfig {
+            max_body_bytes: 1024,
+            ..ServerConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let mut body = action("ops.echo");
+    body["intent"] = json!("x".repeat(4096));
+    let (status, err) = h.post("/v1/actions", Some(&h.agent_a), &body).await;
+    assert_eq!(status, 413, "{err}");
+    assert_error(&err, "invalid_input", None);
+    assert!(h.runner.runs().is_empty());
+}
+
+#[tokio::test]
+async fn rate_limit_is_429_per_agent() {
+    let mut options = Options::default();
+    options.gateway.agent_limits = AgentLimits {
+        max_concurrent: 16,
+        requests_per_second: 0.001,
+        burst: 2,
+    };
+    let h = start(options).await;
+    for _ in 0..2 {
+        let (status, body) = h
+            .post("/v1/actions", Some(&h.agent_a), &action("ops.echo"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let resp = h
+        .http
+        .post(format!("{}/v1/actions", h.base))
+        .bearer_auth(token(&h.agent_a))
+        .json(&action("ops.echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    assert!(resp.headers().get("retry-after").is_some());
+    let err: Value = resp.json().await.unwrap();
+    assert_error(&err, "rate_limited", None);
+    // Another agent has its own budget.
+    let (status, _) = h
+        .post("/v1/actions", Some(&h.agent_b), &action("ops.echo"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(h.runner.runs().len(), 3);
+}
+
+#[tokio::test]
+async fn audit_down_is_503_and_nothing_runs() {
+    let h = start(Options::default()).await;
+    let _plan = h.audit.faults.clone().always(Fault::Error);
+    let body = action("ops.echo");
+    let (status, err) = h.post("/v1/actions", Some(&h.agent_a), &body).await;
+    assert_eq!(status, 503, "{err}");
+    assert_error(&err, "unavailable", Some(&body["id"]));
+    assert!(
+        h.runner.runs().is_empty(),
+        "nothing may run without an audit record"
+    );
+    assert!(
+        h.broker
+            .verifier()
+            .verify("agt1.x.y", "s", time::OffsetDateTime::now_utc())
+            .is_err()
+    );
+}
+
+async fn submit_for_approval(h: &Harness) -> String {
+    let body = action("ops.approve");
+    let resp = h
+        .http
+        .post(format!("{}/v1/actions", h.base))
+        .bearer_auth(token(&h.agent_a))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let id = body["id"].as_str().unwrap().to_owned();
+    let location = resp
+        .headers()
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(location, format!("/v1/actions/{id}"));
+    let doc: Value = resp.json().await.unwrap();
+    assert_eq!(doc["status"], "pending_approval", "{doc}");
+    assert_eq!(doc["status_url"], location);
+    assert!(doc["approval_deadline"].is_string());
+    id
+}
+
+#[tokio::test]
+async fn approval_approved_runs_the_action() {
+    let h = start(Options::default()).await;
+    let id = submit_for_approval(&h).await;
+    // Only the submitting agent sees the status; others get 404.
+    let (status, doc) = h.get(&format!("/v1/actions/{id}"), Some(&h.agent_a)).await;
+    assert_eq!(
+        (status, doc["status"].clone()),
+        (200, json!("pending_approval"))
+    );
+    let (status, _) = h.get(&format!("/v1/actions/{id}"), Some(&h.agent_b)).await;
+    assert_eq!(status, 404);
+    // Agents cannot approve, not even their own requests.
+    let (status, _) = h
+        .post(
+            &format!("/v1/approvals/{id}"),
+            Some(&h.agent_a),
+            &json!({"verdict": "approve"}),
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert!(h.runner.runs().is_empty());
+
+    h.wait_pending_approval(&id).await;
+    let (status, list) = h.get("/v1/approvals", Some(&h.alice)).await;
+    assert_eq!(status, 200);
+    let entry = list["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["correlation_id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(entry["agent"], "agent:a");
+    assert_eq!(entry["action"], "ops.approve");
+
+    let (status, answer) = h
+        .post(
+            &format!("/v1/approvals/{id}"),
+            Some(&h.alice),
+            &json!({"verdict": "approve", "reason": "change ticket 42"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["approver"], "human:alice");
+    let doc = h.wait_done(&id, &h.agent_a).await;
+    assert_eq!(doc["status"], "completed", "{doc}");
+    assert_eq!(doc["outcome"]["approved_by"], "human:alice");
+    assert_eq!(doc["outcome"]["job"]["stdout"], "approved run");
+    assert_eq!(h.runner.runs().len(), 1);
+    // The verdict, with the approver, is in the audit trail.
+    let rid: RequestId = id.parse().unwrap();
+    let resolved = h
+        .audit
+        .events_for(rid)
+        .into_iter()
+        .find(|e| e.kind == AuditEventKind::ApprovalResolved)
+        .unwrap();
+    assert_eq!(resolved.details["verdict"]["approver"], "human:alice");
+    // A second verdict finds nothing pending.
+    let (status, _) = h
+        .post(
+            &format!("/v1/approvals/{id}"),
+            Some(&h.alice),
+            &json!({"verdict": "deny"}),
+        )
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn approval_denied_stops_the_action() {
+    let h = start(Options::default()).await;
+    let id = submit_for_approval(&h).await;
+    h.wait_pending_approval(&id).await;
+    let (status, _) = h
+        .post(
+            &format!("/v1/approvals/{id}"),
+            Some(&h.alice),
+            &json!({"verdict": "deny", "reason": "not during the freeze"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let doc = h.wait_done(&id, &h.agent_a).await;
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert_eq!(doc["error"]["kind"], "denied");
+    assert!(
+        doc["error"]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("not during the freeze"),
+        "{doc}"
+    );
+    assert!(h.runner.runs().is_empty());
+    // Bad verdict bodies are 422.
+    let (status, _) = h
+        .post(
+            &format!("/v1/approvals/{id}"),
+            Some(&h.alice),
+            &json!({"verdict": "maybe"}),
+        )
+        .await;
+    assert_eq!(status, 422);
+}
+
+#[tokio::test]
+async fn approval_expires_into_a_denial() {
+    let mut options = Options::default();
+    options.gateway.approval_timeout = Duration::from_millis(500);
+    let h = start(options).await;
+    let id = submit_for_approval(&h).await;
+    let doc = h.wait_done(&id, &h.agent_a).await;
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert_eq!(doc["error"]["kind"], "denied");
+    assert!(
+        doc["error"]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("deadline"),
+        "{doc}"
+    );
+    assert!(h.runner.runs().is_empty());
+    let (status, _) = h
+        .post(
+            &format!("/v1/approvals/{id}"),
+            Some(&h.alice),
+            &json!({"verdict": "approve"}),
+        )
+        .await;
+    assert_eq!(status, 404, "too late to approve");
+}
+
+#[tokio::test]
+async fn unknown_things_are_404_and_duplicate_ids_409() {
+    let h = start(Options::default()).await;
+    let (status, err) = h
+        .get(
+            &format!("/v1/actions/{}", RequestId::new()),
+            Some(&h.agent_a),
+        )
+        .await;
+    assert_eq!(status, 404, "{err}");
+    assert_error(&err, "not_found", None);
+    let (status, _) = h.get("/v1/actions/not-a-uuid", Some(&h.agent_a)).await;
+    assert_eq!(status, 404);
+    let (status, _) = h.get("/v1/actions/not-a-uuid", None).await;
+    assert_eq!(status, 401);
+    let (status, _) = h.get("/nowhere", None).await;
+    assert_eq!(status, 404);
+
+    let body = action("ops.echo");
+    assert_eq!(h.post("/v1/actions", Some(&h.agent_a), &body).await.0, 200);
+    let (status, err) = h.post("/v1/actions", Some(&h.agent_b), &body).await;
+    assert_eq!(status, 409, "{err}");
+    assert_eq!(h.runner.runs().len(), 1);
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let mut options = Options::default();
+    options.server.readiness_timeout = Duration::from_millis(200);
+    let h = start(options).await;
+    assert_eq!(h.get("/healthz", None).await.0, 200);
+    assert_eq!(h.get("/readyz", None).await.0, 200);
+
+    h.post("/v1/actions", Some(&h.agent_a), &action("ops.echo"))
+        .await;
+    h.post("/v1/actions", Some(&h.agent_a), &action("ops.frozen"))
+        .await;
+    let (status, text) = h.get("/metrics", None).await;
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap().to_owned();
+    for line in [
+        "gateway_decisions_total{decision=\"allow\"} 1",
+        "gateway_decisions_total{decision=\"deny\"} 1",
+        "gateway_actions_total{result=\"ran\"} 1",
+        "gateway_actions_total{result=\"denied\"} 1",
+        "gateway_grants_total{result=\"issued\"} 1",
+        "gateway_revocations_total{result=\"ok\"} 1",
+        "gateway_runs_total{status=\"succeeded\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    // Two actions: requested + decided + … appends, all timed.
+    let count: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("gateway_audit_append_seconds_count "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(count >= 5, "{count}");
+
+    // Policy down: not ready.
+    let plan = h.policy.faults.clone().always(Fault::Error);
+    let (status, err) = h.get("/readyz", None).await;
+    assert_eq!(status, 503, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("policy"));
+    plan.clear();
+    let _plan = h.policy.faults.clone().always(Fault::Hang);
+    assert_eq!(h.get("/readyz", None).await.0, 503);
+}

@@ -1,0 +1,213 @@
+//! End-to-end tests of the MCP front with rmcp's own client over real streamable HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Options, start, token};
+use gateway_core::Secret;
+use gateway_core::testing::Fault;
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+async fn connect(base: &str, bearer: &Secret) -> RunningService<RoleClient, ()> {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"))
+            .auth_header(token(bearer).to_owned()),
+    );
+    ().serve(transport).await.expect("MCP handshake")
+}
+
+fn call(name: &str, args: Value) -> CallToolRequestParams {
+    let Value::Object(map) = args else {
+        panic!("args must be an object")
+    };
+    CallToolRequestParams::new(name.to_owned()).with_arguments(map)
+}
+
+fn text(result: &CallToolResult) -> String {
+    result
+        .content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn tools_list_publishes_the_catalog_with_schemas() {
+    let h = start(Options::default()).await;
+    let client = connect(&h.base, &h.agent_a).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    for expected in [
+        "ops.echo",
+        "ops.fail",
+        "ops.frozen",
+        "ops.approve",
+        "gateway.action_status",
+    ] {
+        assert!(names.contains(&expected), "{names:?}");
+    }
+    let echo = tools.iter().find(|t| t.name == "ops.echo").unwrap();
+    let schema = serde_json::to_value(echo.input_schema.as_ref()).unwrap();
+    assert_eq!(schema["required"], json!(["resource"]));
+    // The action's own params schema is embedded.
+    assert_eq!(
+        schema["properties"]["params"]["properties"]["message"]["type"],
+        "string"
+    );
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn tools_call_executes_allowed_and_reports_denials_as_tool_errors() {
+    let h = start(Options::default()).await;
+    let client = connect(&h.base, &h.agent_a).await;
+
+    let ok = client
+        .call_tool(call(
+            "ops.echo",
+            json!({"resource": "ops:staging/web", "params": {"message": "x"}, "ttl_seconds": 900}),
+        ))
+        .await
+        .unwrap();
+    assert_ne!(ok.is_error, Some(true), "{ok:?}");
+    let outcome = ok.structured_content.clone().unwrap();
+    assert_eq!(outcome["agent"], "agent:a");
+    assert_eq!(outcome["grant"]["ttl_seconds"], 60);
+    assert_eq!(outcome["grant"]["revoked"], true);
+    assert!(text(&ok).contains("hello agt1."), "{}", text(&ok));
+    assert_eq!(h.runner.runs().len(), 1);
+
+    let denied = client
+        .call_tool(call(
+            "ops.frozen",
+            json!({"resource": "ops:prod/web", "intent": "try"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(denied.is_error, Some(true));
+    assert!(
+        text(&denied).contains("production is frozen"),
+        "{}",
+        text(&denied)
+    );
+    assert_eq!(
+        denied.structured_content.unwrap()["error"]["kind"],
+        "denied"
+    );
+
+    let failed = client
+        .call_tool(call("ops.fail", json!({"resource": "ops:staging/web"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        failed.is_error,
+        Some(true),
+        "a job that exits 3 is reported as an error"
+    );
+
+    // Bad arguments and unknown tools are protocol errors.
+    assert!(
+        client
+            .call_tool(call("ops.echo", json!({"nope": 1})))
+            .await
+            .is_err()
+    );
+    assert!(
+        client
+            .call_tool(call("ops.unknown", json!({"resource": "r"})))
+            .await
+            .is_err()
+    );
+    assert_eq!(h.runner.runs().len(), 2);
+
+    // Audit down: a tool error, and nothing runs.
+    let _plan = h.audit.faults.clone().always(Fault::Error);
+    let down = client
+        .call_tool(call("ops.echo", json!({"resource": "ops:staging/web"})))
+        .await
+        .unwrap();
+    assert_eq!(down.is_error, Some(true));
+    assert_eq!(
+        down.structured_content.unwrap()["error"]["kind"],
+        "unavailable"
+    );
+    assert_eq!(h.runner.runs().len(), 2);
+    client.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn approval_through_mcp_is_pollable() {
+    let mut options = Options::default();
+    options.server.mcp_call_wait = Duration::from_millis(300);
+    let h = start(options).await;
+    let client = connect(&h.base, &h.agent_a).await;
+    let pending = client
+        .call_tool(call("ops.approve", json!({"resource": "ops:prod/db"})))
+        .await
+        .unwrap();
+    assert_ne!(pending.is_error, Some(true));
+    let doc = pending.structured_content.unwrap();
+    assert_eq!(doc["status"], "pending_approval", "{doc}");
+    let id = doc["id"].as_str().unwrap().to_owned();
+
+    h.wait_pending_approval(&id).await;
+    let (status, _) = h
+        .post(
+            &format!("/v1/approvals/{id}"),
+            Some(&h.alice),
+            &json!({"verdict": "approve"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let r = client
+            .call_tool(call("gateway.action_status", json!({"request_id": id})))
+            .await
+            .unwrap();
+        last = r.structured_content.unwrap();
+        if last["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last["status"], "completed", "{last}");
+    assert_eq!(last["outcome"]["approved_by"], "human:alice");
+
+    // Another agent cannot follow it.
+    let other = connect(&h.base, &h.agent_b).await;
+    let r = other
+        .call_tool(call("gateway.action_status", json!({"request_id": id})))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(true));
+    assert_eq!(r.structured_content.unwrap()["error"]["kind"], "not_found");
+    client.cancel().await.unwrap();
+    other.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn mcp_endpoint_requires_a_valid_agent_credential() {
+    let h = start(Options::default()).await;
+    for bearer in [None, Some("agk_key-a.wrong"), Some(token(&h.alice))] {
+        let mut req = h
+            .http
+            .post(format!("{}/mcp", h.base))
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "{bearer:?}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["kind"], "unauthenticated");
+    }
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Throw-away PostgreSQL for the tests. Sourced by scripts/test (needs scripts/lib.sh).
+#   postgres_start: installs postgresql if missing, initdb into a temp dir, starts it on a free
+#                   loopback port (and a Unix socket in the temp dir), creates database
+#                   gateway_test, exports GATEWAY_TEST_POSTGRES_URL (superuser URL).
+#   postgres_stop:  stops that server and removes the temp dir (only what postgres_start made).
+
+_PG_DIR=""
+_PG_BIN=""
+
+_pg_run() {
+  # PostgreSQL refuses to run as root: run its tools as the postgres OS user.
+  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+postgres_start() {
+  if [ -n "${GATEWAY_TEST_POSTGRES_URL:-}" ] && [ -z "$_PG_DIR" ]; then
+    log "postgres: using GATEWAY_TEST_POSTGRES_URL from the environment"; return 0
+  fi
+  ensure_packages postgresql python3
+  _PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
+  if [ -z "$_PG_BIN" ] || [ ! -x "$_PG_BIN/initdb" ]; then
+    log "postgres: initdb not found under /usr/lib/postgresql/*/bin"; return 1
+  fi
+  _PG_DIR="$(mktemp -d /tmp/gateway-pg.XXXXXX)"
+  chmod 0755 "$_PG_DIR"
+  if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$_PG_DIR"; fi
+  local port; port="$(free_port)"
+  _pg_run "$_PG_BIN/initdb" -D "$_PG_DIR/data" -U postgres --auth=trust -E UTF8 --no-locale >/dev/null
+  # Test cluster: durable commits stay on (the audit tests measure durable appends).
+  _pg_run "$_PG_BIN/pg_ctl" -D "$_PG_DIR/data" -l "$_PG_DIR/server.log" -w -t 60 start \
+    -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$_PG_DIR -c max_connections=300 -c fsync=on -c synchronous_commit=on" >/dev/null
+  _pg_run "$_PG_BIN/psql" -h "$_PG_DIR" -p "$port" -U postgres -d postgres -qAt \
+    -c "CREATE DATABASE gateway_test" >/dev/null
+  export GATEWAY_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/gateway_test"
+  log "postgres: running on 127.0.0.1:$port (data in $_PG_DIR)"
+}
+
+postgres_stop() {
+  [ -n "$_PG_DIR" ] || return 0
+  if [ -d "$_PG_DIR/data" ]; then
+    _pg_run "$_PG_BIN/pg_ctl" -D "$_PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$_PG_DIR"
+  _PG_DIR=""
+  unset GATEWAY_TEST_POSTGRES_URL
+}
