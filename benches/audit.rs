@@ -26,7 +26,8 @@ fn event(n: u64) -> AuditEvent {
     ev.outcome = Some(EventOutcome::Success);
     ev.origin = Some("10.0.0.1".into());
     ev.details.insert("n".into(), serde_json::json!(n));
-    ev.details.insert("duration_ms".into(), serde_json::json!(12.5));
+    ev.details
+        .insert("duration_ms".into(), serde_json::json!(12.5));
     ev
 }
 
@@ -62,15 +63,22 @@ fn rand_suffix() -> u128 {
 }
 
 fn appends(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut sinks: Vec<(&str, Arc<dyn AuditSink>)> = vec![(
         "memory-baseline",
         Arc::new(MemoryAuditSink::new()) as Arc<dyn AuditSink>,
     )];
     let sqlite = rt.block_on(async {
-        let store = SqliteStore::open(dir.path().join("bench.db")).await.unwrap();
-        ChainedSink::open(store, SinkConfig::new("bench")).await.unwrap()
+        let store = SqliteStore::open(dir.path().join("bench.db"))
+            .await
+            .unwrap();
+        ChainedSink::open(store, SinkConfig::new("bench"))
+            .await
+            .unwrap()
     });
     sinks.push(("sqlite", Arc::new(sqlite)));
     match std::env::var("GATEWAY_TEST_POSTGRES_URL") {
@@ -106,16 +114,27 @@ fn appends(c: &mut Criterion) {
 const VERIFY_RECORDS: u64 = 50_000;
 
 async fn filled<S: AuditStore + Clone>(store: S, stream: &str) -> S {
-    let sink = ChainedSink::open(store.clone(), SinkConfig::new(stream)).await.unwrap();
+    let sink = ChainedSink::open(store.clone(), SinkConfig::new(stream))
+        .await
+        .unwrap();
     append_concurrently(Arc::new(sink), 64, VERIFY_RECORDS).await;
     store
 }
 
 fn verification(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let sqlite = rt.block_on(async {
-        filled(SqliteStore::open(dir.path().join("verify.db")).await.unwrap(), "v").await
+        filled(
+            SqliteStore::open(dir.path().join("verify.db"))
+                .await
+                .unwrap(),
+            "v",
+        )
+        .await
     });
     let records: Vec<_> = rt.block_on(async {
         let mut out = Vec::new();
@@ -130,9 +149,8 @@ fn verification(c: &mut Criterion) {
     });
     let pg = std::env::var("GATEWAY_TEST_POSTGRES_URL").ok().map(|url| {
         let stream = stream_name("verify");
-        let store = rt.block_on(async {
-            filled(PostgresStore::connect(&url).await.unwrap(), &stream).await
-        });
+        let store = rt
+            .block_on(async { filled(PostgresStore::connect(&url).await.unwrap(), &stream).await });
         (store, stream)
     });
 
@@ -159,7 +177,12 @@ fn verification(c: &mut Criterion) {
     if let Some((store, stream)) = &pg {
         group.bench_function("postgres", |b| {
             b.to_async(&rt).iter(|| async {
-                assert!(verify_stream(store, stream, &options).await.unwrap().is_ok());
+                assert!(
+                    verify_stream(store, stream, &options)
+                        .await
+                        .unwrap()
+                        .is_ok()
+                );
             })
         });
     }

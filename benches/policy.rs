@@ -71,6 +71,15 @@ fn embedded(c: &mut Criterion) {
         })
     });
     for (name, strategy) in STRATEGIES {
+        // The engine's floor: a policy that allows everything, same input, same contract.
+        let trivial = EmbeddedRego::builder()
+            .policy("trivial.rego", "package agent_gateway.authz\n\ndecision := {\"allow\": true}\n")
+            .strategy(strategy)
+            .build()
+            .unwrap();
+        one.bench_function(BenchmarkId::new("trivial_policy", name), |b| {
+            b.iter(|| trivial.decide_sync(&input).unwrap())
+        });
         let d = decider(strategy);
         assert!(d.decide_sync(&input).unwrap().allow, "the benchmark input must be allowed");
         one.bench_function(BenchmarkId::new("decide", name), |b| b.iter(|| d.decide_sync(&input).unwrap()));

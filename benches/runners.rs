@@ -8,7 +8,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use criterion::{Criterion, criterion_group};
-use gateway_core::{AgentId, CancellationToken, IsolationLevel, JobLimits, JobSpec, RequestId, Runner};
+use gateway_core::{
+    AgentId, CancellationToken, IsolationLevel, JobLimits, JobSpec, RequestId, Runner,
+};
 use gateway_runners::{DockerRunner, LocalRunner};
 use std::time::{Duration, Instant};
 
@@ -45,14 +47,23 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     group.bench_function("local_process", |b| {
         b.to_async(&rt).iter(|| async {
-            let out = process.run(trivial(None), CancellationToken::new()).await.unwrap();
+            let out = process
+                .run(trivial(None), CancellationToken::new())
+                .await
+                .unwrap();
             assert!(out.succeeded());
         })
     });
-    match LocalRunner::builder().require(IsolationLevel::Namespaces).build() {
+    match LocalRunner::builder()
+        .require(IsolationLevel::Namespaces)
+        .build()
+    {
         Ok(bwrap) => group.bench_function("local_bwrap", |b| {
             b.to_async(&rt).iter(|| async {
-                let out = bwrap.run(trivial(None), CancellationToken::new()).await.unwrap();
+                let out = bwrap
+                    .run(trivial(None), CancellationToken::new())
+                    .await
+                    .unwrap();
                 assert!(out.succeeded());
             })
         }),
@@ -62,7 +73,10 @@ fn bench(c: &mut Criterion) {
         }
     };
 
-    let Some(image) = std::env::var("GATEWAY_TEST_DOCKER_IMAGE").ok().filter(|i| !i.is_empty()) else {
+    let Some(image) = std::env::var("GATEWAY_TEST_DOCKER_IMAGE")
+        .ok()
+        .filter(|i| !i.is_empty())
+    else {
         eprintln!("Docker benchmarks skipped: GATEWAY_TEST_DOCKER_IMAGE not set");
         group.finish();
         return;
@@ -71,7 +85,16 @@ fn bench(c: &mut Criterion) {
     group.bench_function("docker_cli", |b| {
         b.iter(|| {
             let status = std::process::Command::new("docker")
-                .args(["run", "--rm", "--network", "none", &image, "sh", "-c", "exit 0"])
+                .args([
+                    "run",
+                    "--rm",
+                    "--network",
+                    "none",
+                    &image,
+                    "sh",
+                    "-c",
+                    "exit 0",
+                ])
                 .status()
                 .unwrap();
             assert!(status.success());
@@ -88,7 +111,10 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("docker", |b| {
         b.to_async(&rt).iter(|| async {
-            let out = docker.run(trivial(Some(&image)), CancellationToken::new()).await.unwrap();
+            let out = docker
+                .run(trivial(Some(&image)), CancellationToken::new())
+                .await
+                .unwrap();
             assert!(out.succeeded());
         })
     });
@@ -112,7 +138,10 @@ fn bench(c: &mut Criterion) {
                 for _ in 0..iters {
                     assert!(pooled.wait_pool_ready(1, Duration::from_secs(30)).await);
                     let start = Instant::now();
-                    let out = pooled.run(trivial(Some(image)), CancellationToken::new()).await.unwrap();
+                    let out = pooled
+                        .run(trivial(Some(image)), CancellationToken::new())
+                        .await
+                        .unwrap();
                     total += start.elapsed();
                     assert!(out.succeeded());
                 }
@@ -132,14 +161,21 @@ fn bench(c: &mut Criterion) {
 fn mean_ns(name: &str) -> Option<f64> {
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     let path = format!("{target}/criterion/{GROUP}/{name}/new/estimates.json");
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     json["mean"]["point_estimate"].as_f64()
 }
 
 fn report() {
     let ms = |ns: f64| ns / 1e6;
     println!("\n== runners: mean latency of a trivial job, and ratios ==");
-    for name in ["local_process", "local_bwrap", "docker_cli", "docker", "docker_pool"] {
+    for name in [
+        "local_process",
+        "local_bwrap",
+        "docker_cli",
+        "docker",
+        "docker_pool",
+    ] {
         if let Some(ns) = mean_ns(name) {
             println!("{name:>14}: {:8.2} ms", ms(ns));
         }

@@ -9,6 +9,8 @@
 //! - [`runners`] (`gateway-runners`): job runners;
 //! - [`audit`] (`gateway-audit`): audit sinks and chain verification.
 
+pub mod reference;
+
 pub use gateway_audit as audit;
 pub use gateway_core as core;
 pub use gateway_opa as opa;

@@ -19,4 +19,4 @@ if [ "$want" = 1 ]; then
     jq -c '.process.oomScoreAdj = 0' "$cfg" >"$tmp" && mv "$tmp" "$cfg"
   fi
 fi
-exec /usr/sbin/runc "$@"
+exec "$(command -v runc || echo /usr/sbin/runc)" "$@"

@@ -65,10 +65,11 @@ _k8s_token() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 # Private dockerd for the kubelet, plus the pause and busybox test images imported into it.
 _k8s_docker_start() {
   mkdir -p "$_K8S_RUN" "$_K8S_DIR/docker-data"
+  install -m 0755 "$_K8S_SCRIPTS/runc-wrapper.sh" "$_K8S_DIR/runc-wrapper"
   dockerd --data-root "$_K8S_DIR/docker-data" --exec-root "$_K8S_RUN/exec" \
     --pidfile "$_K8S_RUN/docker.pid" -H "unix://$_K8S_RUN/docker.sock" \
     --bridge=none --iptables=false --ip-masq=false --ip-forward=false \
-    --add-runtime "agw-runc=$_K8S_SCRIPTS/runc-wrapper.sh" --default-runtime agw-runc \
+    --add-runtime "agw-runc=$_K8S_DIR/runc-wrapper" --default-runtime agw-runc \
     --storage-driver=vfs >"$_K8S_DIR/logs/dockerd.log" 2>&1 &
   _K8S_PIDS+=($!)
   local i
@@ -97,9 +98,9 @@ kubernetes_start() {
   if [ "${GATEWAY_K8S:-1}" = "0" ]; then log "kubernetes: disabled (GATEWAY_K8S=0)"; return 0; fi
   _K8S_SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")/../kubernetes" && pwd)"
   local cache
-  cache="$("$_K8S_SCRIPTS/build.sh")" || return 1
+  cache="$(bash "$_K8S_SCRIPTS/build.sh")" || return 1
   local bin="$cache/bin"
-  ensure_packages etcd-server openssl jq busybox-static procps || return 1
+  ensure_packages etcd-server openssl jq busybox-static curl ca-certificates || return 1
   local node="${GATEWAY_K8S_NODE:-1}"
   if [ "$node" = "1" ]; then ensure_packages docker.io runc || return 1; fi
 
@@ -165,6 +166,7 @@ kubernetes_start() {
       kport="$(free_port)"
       "$bin/kubelet" --kubeconfig "$_K8S_DIR/node.kubeconfig" --root-dir "$_K8S_DIR/kubelet" \
         --cert-dir "$_K8S_DIR/kubelet-pki" --container-runtime docker \
+        --experimental-dockershim-root-directory "$_K8S_DIR/dockershim" \
         --docker-endpoint "unix://$_K8S_RUN/docker.sock" --pod-infra-container-image agw-pause:1 \
         --hostname-override localhost --address 127.0.0.1 --port "$kport" --read-only-port 0 \
         --healthz-port 0 --anonymous-auth=true --authorization-mode AlwaysAllow \

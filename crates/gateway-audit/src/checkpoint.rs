@@ -58,7 +58,10 @@ impl Checkpoint {
 
     /// Checks the signature against `key`; the error says what is wrong.
     pub fn verify_signature(&self, key: &VerifyingKey) -> Result<(), String> {
-        if !self.key_id.eq_ignore_ascii_case(&hex::encode(key.as_bytes())) {
+        if !self
+            .key_id
+            .eq_ignore_ascii_case(&hex::encode(key.as_bytes()))
+        {
             return Err(format!(
                 "checkpoint at sequence {} was signed by key {}, not by the trusted key",
                 self.sequence, self.key_id
@@ -67,11 +70,21 @@ impl Checkpoint {
         let bytes: [u8; 64] = hex::decode(&self.signature)
             .ok()
             .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| format!("checkpoint at sequence {}: malformed signature", self.sequence))?;
+            .ok_or_else(|| {
+                format!(
+                    "checkpoint at sequence {}: malformed signature",
+                    self.sequence
+                )
+            })?;
         let message = Self::message(&self.stream_id, self.sequence, &self.head_hash, self.time)
             .map_err(|e| e.to_string())?;
         key.verify(&message, &Signature::from_bytes(&bytes))
-            .map_err(|_| format!("checkpoint at sequence {}: signature does not verify", self.sequence))
+            .map_err(|_| {
+                format!(
+                    "checkpoint at sequence {}: signature does not verify",
+                    self.sequence
+                )
+            })
     }
 
     /// Parses a stored checkpoint.
@@ -234,6 +247,9 @@ mod tests {
         assert!(debug.contains(&signer.key_id()));
         let again = CheckpointSigner::from_hex(&signer.secret_hex()).unwrap();
         assert_eq!(again.key_id(), signer.key_id());
-        assert_eq!(parse_public_key(&signer.key_id()).unwrap(), signer.verifying_key());
+        assert_eq!(
+            parse_public_key(&signer.key_id()).unwrap(),
+            signer.verifying_key()
+        );
     }
 }

@@ -52,7 +52,9 @@ pub fn writer_role_grants(schema: &str, role: &str) -> Vec<String> {
     let role = quote_ident(role);
     vec![
         format!("GRANT USAGE ON SCHEMA {} TO {role}", quote_ident(schema)),
-        format!("REVOKE ALL ON audit_records, audit_checkpoints, gateway_audit_migrations FROM {role}"),
+        format!(
+            "REVOKE ALL ON audit_records, audit_checkpoints, gateway_audit_migrations FROM {role}"
+        ),
         format!("GRANT SELECT, INSERT ON audit_records, audit_checkpoints TO {role}"),
         format!("GRANT SELECT ON gateway_audit_migrations TO {role}"),
     ]
@@ -151,11 +153,13 @@ impl PostgresStore {
                 .await?;
                 if done.is_none() {
                     sqlx::raw_sql(sql).execute(&mut *tx).await?;
-                    sqlx::query("INSERT INTO gateway_audit_migrations (version, name) VALUES ($1, $2)")
-                        .bind(version)
-                        .bind(name)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "INSERT INTO gateway_audit_migrations (version, name) VALUES ($1, $2)",
+                    )
+                    .bind(version)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
                 }
             }
             tx.commit().await
@@ -177,10 +181,14 @@ impl AuditStore for PostgresStore {
         .await
         .map_err(|e| db_error("reading the stream head", e))?;
         row.map(|r| {
-            let seq: i64 = r.try_get(0).map_err(|e| db_error("reading the stream head", e))?;
+            let seq: i64 = r
+                .try_get(0)
+                .map_err(|e| db_error("reading the stream head", e))?;
             let seq = u64::try_from(seq)
                 .map_err(|_| AuditError::internal_msg("negative sequence at the stream head"))?;
-            let hash = r.try_get(1).map_err(|e| db_error("reading the stream head", e))?;
+            let hash = r
+                .try_get(1)
+                .map_err(|e| db_error("reading the stream head", e))?;
             Ok((seq, hash))
         })
         .transpose()

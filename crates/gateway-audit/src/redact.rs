@@ -27,8 +27,10 @@ const SECRET_KEY_PARTS: &[&str] = &[
 // tests below would catch.
 #[allow(clippy::expect_used)]
 static PEM_PRIVATE_KEY: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)")
-        .expect("valid PEM pattern")
+    Regex::new(
+        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)",
+    )
+    .expect("valid PEM pattern")
 });
 #[allow(clippy::expect_used)]
 static BEARER: LazyLock<Regex> = LazyLock::new(|| {
@@ -37,12 +39,12 @@ static BEARER: LazyLock<Regex> = LazyLock::new(|| {
 });
 #[allow(clippy::expect_used)]
 static JWT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*").expect("valid JWT pattern")
+    Regex::new(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+        .expect("valid JWT pattern")
 });
 #[allow(clippy::expect_used)]
-static AWS_ACCESS_KEY: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b").expect("valid AWS key pattern")
-});
+static AWS_ACCESS_KEY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b").expect("valid AWS key pattern"));
 #[allow(clippy::expect_used)]
 static CARD: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b\d(?:[ -]?\d){12,18}\b").expect("valid card pattern"));
@@ -184,10 +186,10 @@ fn redact_text(text: &str) -> Cow<'_, str> {
                 .into_owned(),
         );
     }
-    if out.contains("eyJ") {
-        if let Cow::Owned(s) = JWT.replace_all(&out, "[REDACTED JWT]") {
-            out = Cow::Owned(s);
-        }
+    if out.contains("eyJ")
+        && let Cow::Owned(s) = JWT.replace_all(&out, "[REDACTED JWT]")
+    {
+        out = Cow::Owned(s);
     }
     if let Cow::Owned(s) = BEARER.replace_all(&out, |c: &Captures<'_>| {
         format!("{}{}{REDACTED}", &c[1], &c[2])
@@ -197,12 +199,12 @@ fn redact_text(text: &str) -> Cow<'_, str> {
     if let Cow::Owned(s) = AWS_ACCESS_KEY.replace_all(&out, REDACTED) {
         out = Cow::Owned(s);
     }
-    if out.bytes().filter(u8::is_ascii_digit).count() >= 13 {
-        if let Cow::Owned(s) = CARD.replace_all(&out, |c: &Captures<'_>| {
+    if out.bytes().filter(u8::is_ascii_digit).count() >= 13
+        && let Cow::Owned(s) = CARD.replace_all(&out, |c: &Captures<'_>| {
             mask_card(&c[0]).unwrap_or_else(|| c[0].to_owned())
-        }) {
-            out = Cow::Owned(s);
-        }
+        })
+    {
+        out = Cow::Owned(s);
     }
     out
 }
@@ -212,7 +214,9 @@ fn redact_text(text: &str) -> Cow<'_, str> {
 fn mask_card(candidate: &str) -> Option<String> {
     let digits: Vec<u32> = candidate.chars().filter_map(|c| c.to_digit(10)).collect();
     if !(13..=19).contains(&digits.len())
-        || candidate.chars().any(|c| !(c.is_ascii_digit() || c == ' ' || c == '-'))
+        || candidate
+            .chars()
+            .any(|c| !(c.is_ascii_digit() || c == ' ' || c == '-'))
     {
         return None;
     }
@@ -229,7 +233,7 @@ fn mask_card(candidate: &str) -> Option<String> {
             }
         })
         .sum();
-    if sum % 10 != 0 {
+    if !sum.is_multiple_of(10) {
         return None;
     }
     let last4: String = digits[digits.len() - 4..]
@@ -252,7 +256,8 @@ mod tests {
         ev
     }
 
-    const PEM: &str = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\nabc\n-----END RSA PRIVATE KEY-----";
+    const PEM: &str =
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\nabc\n-----END RSA PRIVATE KEY-----";
     const JWT_SAMPLE: &str =
         "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZ2VudCJ9.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 
@@ -286,7 +291,10 @@ mod tests {
         assert!(!d["jwt"].as_str().unwrap().contains("eyJ"));
         assert_eq!(d["card"], "pay with [card ****1111] now");
         assert_eq!(d["card_number"], "[card ****1111]");
-        assert_eq!(d["not_card"], "4111 1111 1111 1112", "Luhn-invalid numbers stay");
+        assert_eq!(
+            d["not_card"], "4111 1111 1111 1112",
+            "Luhn-invalid numbers stay"
+        );
         assert_eq!(d["order"], "order 1234567890123");
         assert_eq!(d["nested"]["list"][0]["Password"], REDACTED);
         assert_eq!(d["nested"]["list"][1], "fine");
@@ -321,6 +329,9 @@ mod tests {
     fn unterminated_pem_is_redacted_to_the_end() {
         let text = "-----BEGIN PRIVATE KEY-----\nMIIE...truncated";
         assert_eq!(Redactor::redact_str(text), "[REDACTED PRIVATE KEY]");
-        assert!(matches!(Redactor::redact_str("plain text"), Cow::Borrowed(_)));
+        assert!(matches!(
+            Redactor::redact_str("plain text"),
+            Cow::Borrowed(_)
+        ));
     }
 }

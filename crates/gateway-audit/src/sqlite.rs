@@ -12,10 +12,10 @@ use crate::store::{
 };
 use async_trait::async_trait;
 use gateway_core::audit::{AuditError, AuditRecord};
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::Row;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -105,11 +105,12 @@ impl SqliteStore {
             .execute(&mut *conn)
             .await?;
             for (version, name, sql) in MIGRATIONS {
-                let done: Option<i64> =
-                    sqlx::query_scalar("SELECT version FROM gateway_audit_migrations WHERE version = ?")
-                        .bind(version)
-                        .fetch_optional(&mut *conn)
-                        .await?;
+                let done: Option<i64> = sqlx::query_scalar(
+                    "SELECT version FROM gateway_audit_migrations WHERE version = ?",
+                )
+                .bind(version)
+                .fetch_optional(&mut *conn)
+                .await?;
                 if done.is_none() {
                     sqlx::raw_sql(sql).execute(&mut *conn).await?;
                     sqlx::query(
@@ -145,10 +146,14 @@ impl AuditStore for SqliteStore {
         .await
         .map_err(|e| db_error("reading the stream head", e))?;
         row.map(|r| {
-            let seq: i64 = r.try_get(0).map_err(|e| db_error("reading the stream head", e))?;
+            let seq: i64 = r
+                .try_get(0)
+                .map_err(|e| db_error("reading the stream head", e))?;
             let seq = u64::try_from(seq)
                 .map_err(|_| AuditError::internal_msg("negative sequence at the stream head"))?;
-            let hash = r.try_get(1).map_err(|e| db_error("reading the stream head", e))?;
+            let hash = r
+                .try_get(1)
+                .map_err(|e| db_error("reading the stream head", e))?;
             Ok((seq, hash))
         })
         .transpose()

@@ -105,8 +105,7 @@ pub(crate) fn start_sequence(after: Option<u64>) -> Option<i64> {
 
 /// Converts a sequence number for storage (databases hold signed 64-bit integers).
 pub(crate) fn db_sequence(sequence: u64) -> Result<i64, AuditError> {
-    i64::try_from(sequence)
-        .map_err(|_| AuditError::invalid_input("sequence number exceeds 2^63-1"))
+    i64::try_from(sequence).map_err(|_| AuditError::invalid_input("sequence number exceeds 2^63-1"))
 }
 
 /// A limit as a SQL `LIMIT` value.
@@ -169,7 +168,9 @@ fn clean(s: &str) -> String {
 pub(crate) fn db_error(context: &str, e: sqlx::Error) -> AuditError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => AuditError::Conflict {
-            message: format!("{context}: the sequence number is already taken (another writer on this stream?)"),
+            message: format!(
+                "{context}: the sequence number is already taken (another writer on this stream?)"
+            ),
         },
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed

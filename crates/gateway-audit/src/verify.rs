@@ -3,8 +3,8 @@
 use crate::checkpoint::Checkpoint;
 use crate::store::{AuditStore, StoredCheckpoint};
 use ed25519_dalek::VerifyingKey;
-use gateway_core::audit::chain::{ChainFault, ChainVerifier, FaultKind, VerifyReport};
 use gateway_core::audit::AuditError;
+use gateway_core::audit::chain::{ChainFault, ChainVerifier, FaultKind, VerifyReport};
 use std::collections::VecDeque;
 
 /// How to verify.
@@ -138,7 +138,9 @@ pub async fn verify_stream<S: AuditStore + ?Sized>(
                 if at > row.sequence {
                     break;
                 }
-                let Some(stored) = checkpoints.pop() else { break };
+                let Some(stored) = checkpoints.pop() else {
+                    break;
+                };
                 let cp = match check_signature(stream_id, &stored, key) {
                     Ok(cp) => cp,
                     Err(f) => {
@@ -159,20 +161,20 @@ pub async fn verify_stream<S: AuditStore + ?Sized>(
                     ));
                     break 'pages;
                 }
-                if let Some(max) = options.max_checkpoint_gap {
-                    if cp.sequence.saturating_sub(last_checkpointed) > max {
-                        own_fault = Some(fault(
-                            stream_id,
-                            last_checkpointed,
-                            FaultKind::BadCheckpoint,
-                            format!(
-                                "no checkpoint between sequences {last_checkpointed} and {} \
-                                 (more than {max} records): checkpoints were deleted",
-                                cp.sequence
-                            ),
-                        ));
-                        break 'pages;
-                    }
+                if let Some(max) = options.max_checkpoint_gap
+                    && cp.sequence.saturating_sub(last_checkpointed) > max
+                {
+                    own_fault = Some(fault(
+                        stream_id,
+                        last_checkpointed,
+                        FaultKind::BadCheckpoint,
+                        format!(
+                            "no checkpoint between sequences {last_checkpointed} and {} \
+                             (more than {max} records): checkpoints were deleted",
+                            cp.sequence
+                        ),
+                    ));
+                    break 'pages;
                 }
                 last_checkpointed = cp.sequence;
                 checked_checkpoints += 1;
@@ -212,18 +214,18 @@ pub async fn verify_stream<S: AuditStore + ?Sized>(
         });
         return Ok(report);
     }
-    if let Some(max) = options.max_checkpoint_gap {
-        if head.saturating_sub(last_checkpointed) > max {
-            report.fault = Some(fault(
-                stream_id,
-                last_checkpointed,
-                FaultKind::BadCheckpoint,
-                format!(
-                    "records {}..={head} are not covered by a checkpoint (more than {max})",
-                    last_checkpointed + 1
-                ),
-            ));
-        }
+    if let Some(max) = options.max_checkpoint_gap
+        && head.saturating_sub(last_checkpointed) > max
+    {
+        report.fault = Some(fault(
+            stream_id,
+            last_checkpointed,
+            FaultKind::BadCheckpoint,
+            format!(
+                "records {}..={head} are not covered by a checkpoint (more than {max})",
+                last_checkpointed + 1
+            ),
+        ));
     }
     Ok(report)
 }

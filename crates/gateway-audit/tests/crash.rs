@@ -17,7 +17,11 @@ use std::time::{Duration, Instant};
 const CHILD_ENV: &str = "GATEWAY_AUDIT_CRASH_CHILD";
 
 async fn append_forever<S: AuditStore>(store: S) {
-    let sink = Arc::new(ChainedSink::open(store, SinkConfig::new("crash")).await.unwrap());
+    let sink = Arc::new(
+        ChainedSink::open(store, SinkConfig::new("crash"))
+            .await
+            .unwrap(),
+    );
     let tasks: Vec<_> = (0..64u64)
         .map(|t| {
             let sink = Arc::clone(&sink);
@@ -38,7 +42,9 @@ async fn append_forever<S: AuditStore>(store: S) {
 /// Not a test on its own: the body of the child process (does nothing unless `CHILD_ENV` is set).
 #[test]
 fn crash_child() {
-    let Ok(target) = std::env::var(CHILD_ENV) else { return };
+    let Ok(target) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         if let Some(url) = target.strip_prefix("postgres:") {
@@ -73,23 +79,31 @@ fn run_and_kill(target: &str, min_acks: usize) -> BTreeMap<u64, String> {
     child.kill().unwrap(); // SIGKILL: no destructor, no flush, mid-batch.
     // Acks printed between our last read and the kill are acknowledged too: collect them.
     for line in lines.map_while(Result::ok) {
-        if let Some(rest) = line.strip_prefix("ACK ") {
-            if let Some((seq, hash)) = rest.split_once(' ') {
-                if let Ok(seq) = seq.parse() {
-                    acks.insert(seq, hash.to_owned());
-                }
-            }
+        if let Some((seq, hash)) = line.strip_prefix("ACK ").and_then(|r| r.split_once(' '))
+            && let Ok(seq) = seq.parse()
+        {
+            acks.insert(seq, hash.to_owned());
         }
     }
     child.wait().unwrap();
-    assert!(acks.len() >= min_acks, "child acknowledged only {} records", acks.len());
+    assert!(
+        acks.len() >= min_acks,
+        "child acknowledged only {} records",
+        acks.len()
+    );
     acks
 }
 
 async fn check_after_restart<S: AuditStore>(store: S, acks: &BTreeMap<u64, String>) {
-    let sink = ChainedSink::open(store, SinkConfig::new("crash")).await.unwrap();
+    let sink = ChainedSink::open(store, SinkConfig::new("crash"))
+        .await
+        .unwrap();
     let report = sink.verify().await.unwrap();
-    assert!(report.is_ok(), "chain broken after crash: {:?}", report.fault);
+    assert!(
+        report.is_ok(),
+        "chain broken after crash: {:?}",
+        report.fault
+    );
     let mut stored = BTreeMap::new();
     let mut after = None;
     loop {
@@ -99,7 +113,11 @@ async fn check_after_restart<S: AuditStore>(store: S, acks: &BTreeMap<u64, Strin
         stored.extend(page.into_iter().map(|r| (r.sequence, r.hash)));
     }
     for (seq, hash) in acks {
-        assert_eq!(stored.get(seq), Some(hash), "acknowledged record {seq} lost or changed");
+        assert_eq!(
+            stored.get(seq),
+            Some(hash),
+            "acknowledged record {seq} lost or changed"
+        );
     }
     // The restarted writer continues the same chain.
     let next = sink.append(event(0)).await.unwrap();
@@ -124,7 +142,10 @@ fn sqlite_survives_kill_9() {
             let store = SqliteStore::open(&path).await.unwrap();
             check_after_restart(store, &all).await;
         });
-        eprintln!("round {round}: {} acknowledged records all present", all.len());
+        eprintln!(
+            "round {round}: {} acknowledged records all present",
+            all.len()
+        );
     }
 }
 
@@ -133,7 +154,9 @@ fn postgres_survives_kill_9() {
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
-    let Some(base) = postgres_url("postgres_survives_kill_9") else { return };
+    let Some(base) = postgres_url("postgres_survives_kill_9") else {
+        return;
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (url, _) = rt.block_on(postgres_schema(&base, "crash"));
     let acks = run_and_kill(&format!("postgres:{url}"), 1500);

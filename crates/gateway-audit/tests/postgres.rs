@@ -20,7 +20,9 @@ async fn store(test: &str) -> Option<(PostgresStore, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_the_conformance_suite() {
-    let Some((store, _, _)) = store("pg_conformance").await else { return };
+    let Some((store, _, _)) = store("pg_conformance").await else {
+        return;
+    };
     let signer = Arc::new(CheckpointSigner::generate());
     let sink = PostgresAuditSink::open(
         store.clone(),
@@ -30,13 +32,17 @@ async fn passes_the_conformance_suite() {
     .unwrap();
     gateway_core::conformance::audit::run(&sink).await;
     sink.close().await.unwrap();
-    let sink = PostgresAuditSink::open(store, SinkConfig::new("gw-1")).await.unwrap();
+    let sink = PostgresAuditSink::open(store, SinkConfig::new("gw-1"))
+        .await
+        .unwrap();
     gateway_core::conformance::audit::run(&sink).await;
 }
 
 #[tokio::test]
 async fn update_delete_truncate_fail_even_for_the_owner() {
-    let Some((store, url, _)) = store("pg_append_only").await else { return };
+    let Some((store, url, _)) = store("pg_append_only").await else {
+        return;
+    };
     let signer = Arc::new(CheckpointSigner::generate());
     let sink = PostgresAuditSink::open(
         store,
@@ -62,7 +68,9 @@ async fn update_delete_truncate_fail_even_for_the_owner() {
 
 #[tokio::test]
 async fn the_writer_role_can_only_select_and_insert() {
-    let Some((store, url, _)) = store("pg_role").await else { return };
+    let Some((store, url, _)) = store("pg_role").await else {
+        return;
+    };
     let role = unique("gw_writer");
     let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
     sqlx::raw_sql(&format!("CREATE ROLE \"{role}\" LOGIN"))
@@ -75,7 +83,9 @@ async fn the_writer_role_can_only_select_and_insert() {
     let role_url = url.replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
     assert_ne!(role_url, url, "test URL must name the postgres user");
     let restricted = PostgresStore::connect(&role_url).await.unwrap();
-    let sink = PostgresAuditSink::open(restricted, SinkConfig::new("gw")).await.unwrap();
+    let sink = PostgresAuditSink::open(restricted, SinkConfig::new("gw"))
+        .await
+        .unwrap();
     sink.append(event(1)).await.unwrap();
     assert!(sink.verify().await.unwrap().is_ok());
 
@@ -100,8 +110,14 @@ async fn the_writer_role_can_only_select_and_insert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_tasks_ten_thousand_records() {
-    let Some((store, _, _)) = store("pg_concurrency").await else { return };
-    let sink = Arc::new(PostgresAuditSink::open(store, SinkConfig::new("gw")).await.unwrap());
+    let Some((store, _, _)) = store("pg_concurrency").await else {
+        return;
+    };
+    let sink = Arc::new(
+        PostgresAuditSink::open(store, SinkConfig::new("gw"))
+            .await
+            .unwrap(),
+    );
     let tasks: Vec<_> = (0..64u64)
         .map(|t| {
             let sink = Arc::clone(&sink);
@@ -129,23 +145,51 @@ async fn sixty_four_tasks_ten_thousand_records() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sinks_on_one_stream_never_fork_it() {
-    let Some((store, _, _)) = store("pg_fork").await else { return };
-    let a = Arc::new(PostgresAuditSink::open(store.clone(), SinkConfig::new("shared")).await.unwrap());
-    let b = Arc::new(PostgresAuditSink::open(store, SinkConfig::new("shared")).await.unwrap());
+    let Some((store, _, _)) = store("pg_fork").await else {
+        return;
+    };
+    let a = Arc::new(
+        PostgresAuditSink::open(store.clone(), SinkConfig::new("shared"))
+            .await
+            .unwrap(),
+    );
+    let b = Arc::new(
+        PostgresAuditSink::open(store, SinkConfig::new("shared"))
+            .await
+            .unwrap(),
+    );
     let mut tasks = Vec::new();
     for i in 0..200u64 {
-        let sink = if i % 2 == 0 { Arc::clone(&a) } else { Arc::clone(&b) };
+        let sink = if i % 2 == 0 {
+            Arc::clone(&a)
+        } else {
+            Arc::clone(&b)
+        };
         tasks.push(tokio::spawn(async move { sink.append(event(i)).await }));
     }
     let mut acked = BTreeSet::new();
     for t in tasks {
         if let Ok(r) = t.await.unwrap() {
-            assert!(acked.insert(r.sequence), "duplicate sequence {}", r.sequence);
+            assert!(
+                acked.insert(r.sequence),
+                "duplicate sequence {}",
+                r.sequence
+            );
         }
     }
-    assert!(acked.len() >= 150, "too many appends failed: {}", acked.len());
+    assert!(
+        acked.len() >= 150,
+        "too many appends failed: {}",
+        acked.len()
+    );
     let report = a.verify().await.unwrap();
     assert!(report.is_ok(), "{:?}", report.fault);
-    let stored: BTreeSet<u64> = a.read(None, 1000).await.unwrap().iter().map(|r| r.sequence).collect();
+    let stored: BTreeSet<u64> = a
+        .read(None, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.sequence)
+        .collect();
     assert!(acked.is_subset(&stored));
 }

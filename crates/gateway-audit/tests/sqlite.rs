@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use common::{Db, event, lit};
 use gateway_audit::checkpoint::Checkpoint;
 use gateway_audit::{
-    AuditStore, CheckpointSigner, ChainedSink, Redactor, SinkConfig, SqliteAuditSink, SqliteStore,
+    AuditStore, ChainedSink, CheckpointSigner, Redactor, SinkConfig, SqliteAuditSink, SqliteStore,
     StoredCheckpoint, StoredRecord, VerifyOptions, verify_stream,
 };
 use gateway_core::audit::chain::FaultKind;
@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 async fn open(dir: &tempfile::TempDir, config: SinkConfig) -> SqliteAuditSink {
-    let store = SqliteStore::open(dir.path().join("audit.db")).await.unwrap();
+    let store = SqliteStore::open(dir.path().join("audit.db"))
+        .await
+        .unwrap();
     SqliteAuditSink::open(store, config).await.unwrap()
 }
 
@@ -42,7 +44,9 @@ async fn passes_the_conformance_suite() {
 #[tokio::test]
 async fn settings_are_durable_wal_full() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("audit.db")).await.unwrap();
+    let store = SqliteStore::open(dir.path().join("audit.db"))
+        .await
+        .unwrap();
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(store.pool())
         .await
@@ -75,8 +79,17 @@ async fn secrets_are_redacted_before_hashing_and_storage() {
         .fetch_one(sink.store().pool())
         .await
         .unwrap();
-    for secret in ["123-45-6789", "hunter2", "4111111111111111", "sk-live", "eyJhbGci"] {
-        assert!(!stored.contains(secret), "{secret} reached the database: {stored}");
+    for secret in [
+        "123-45-6789",
+        "hunter2",
+        "4111111111111111",
+        "sk-live",
+        "eyJhbGci",
+    ] {
+        assert!(
+            !stored.contains(secret),
+            "{secret} reached the database: {stored}"
+        );
     }
     assert!(stored.contains("[card ****1111]"));
     let record = &sink.read(Some(receipt.sequence - 1), 1).await.unwrap()[0];
@@ -91,7 +104,15 @@ async fn numbers_round_trip_so_hashes_verify_after_reopen() {
     let mut ev = event(1);
     ev.details.insert(
         "values".into(),
-        serde_json::json!([0.1 + 0.2, 1e-7, 123456.789, u64::MAX, -0.0, 2.5e300, "é\u{0}\"x"]),
+        serde_json::json!([
+            0.1 + 0.2,
+            1e-7,
+            123456.789,
+            u64::MAX,
+            -0.0,
+            2.5e300,
+            "é\u{0}\"x"
+        ]),
     );
     sink.append(ev).await.unwrap();
     sink.close().await.unwrap();
@@ -137,7 +158,11 @@ async fn checkpoints_detect_truncation_and_forgery() {
     for n in 0..12 {
         sink.append(event(n)).await.unwrap();
     }
-    let cp = sink.checkpoint().await.unwrap().expect("head not yet checkpointed");
+    let cp = sink
+        .checkpoint()
+        .await
+        .unwrap()
+        .expect("head not yet checkpointed");
     assert_eq!(cp.sequence, 12);
     let options = VerifyOptions {
         public_key: Some(key),
@@ -149,7 +174,8 @@ async fn checkpoints_detect_truncation_and_forgery() {
 
     // Truncate the last 3 records: the checkpoint at 12 is now beyond the head.
     let db = Db::Sqlite(path.clone());
-    db.tamper("DELETE FROM audit_records WHERE sequence > 9").await;
+    db.tamper("DELETE FROM audit_records WHERE sequence > 9")
+        .await;
     let fault = sink.verify_with(&options).await.unwrap().fault.unwrap();
     assert_eq!((fault.kind, fault.sequence), (FaultKind::Truncated, 10));
 
@@ -160,7 +186,9 @@ async fn checkpoints_detect_truncation_and_forgery() {
         "DELETE FROM audit_checkpoints WHERE sequence = 10;
          INSERT INTO audit_checkpoints VALUES ('gw', 9, {}, {}, {}, {})",
         lit(&forged.head_hash),
-        lit(&serde_json::to_value(&forged).unwrap()["time"].as_str().unwrap()),
+        lit(serde_json::to_value(&forged).unwrap()["time"]
+            .as_str()
+            .unwrap()),
         lit(&forged.key_id),
         lit(&forged.signature)
     ))
@@ -168,7 +196,13 @@ async fn checkpoints_detect_truncation_and_forgery() {
     let fault = sink.verify_with(&options).await.unwrap().fault.unwrap();
     assert_eq!(fault.kind, FaultKind::BadCheckpoint, "{fault}");
     // ...and, without a key, still disagrees with the chain.
-    assert!(sink.verify_with(&VerifyOptions::default()).await.unwrap().fault.is_some());
+    assert!(
+        sink.verify_with(&VerifyOptions::default())
+            .await
+            .unwrap()
+            .fault
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -242,21 +276,32 @@ impl AuditStore for Flaky {
 #[tokio::test]
 async fn a_failed_commit_fails_its_callers_and_the_writer_carries_on() {
     let dir = tempfile::tempdir().unwrap();
-    let inner = SqliteStore::open(dir.path().join("audit.db")).await.unwrap();
+    let inner = SqliteStore::open(dir.path().join("audit.db"))
+        .await
+        .unwrap();
     let store = Flaky {
         inner,
         fail_next: AtomicUsize::new(0),
     };
-    let sink = ChainedSink::open(store, SinkConfig::new("gw")).await.unwrap();
+    let sink = ChainedSink::open(store, SinkConfig::new("gw"))
+        .await
+        .unwrap();
     let ok1 = sink.append(event(1)).await.unwrap();
     sink.store().fail_next.store(1, Ordering::SeqCst);
     let err = sink.append(event(2)).await.unwrap_err();
     assert_eq!(err.kind(), gateway_core::ErrorKind::Unavailable);
     let ok2 = sink.append(event(3)).await.unwrap();
-    assert_eq!(ok2.sequence, ok1.sequence + 1, "the failed event must not take a sequence");
+    assert_eq!(
+        ok2.sequence,
+        ok1.sequence + 1,
+        "the failed event must not take a sequence"
+    );
     let records = sink.read(None, 100).await.unwrap();
     let resources: Vec<_> = records.iter().map(|r| r.event.resource.as_str()).collect();
-    assert!(!resources.contains(&"db:orders/2"), "failed event was stored");
+    assert!(
+        !resources.contains(&"db:orders/2"),
+        "failed event was stored"
+    );
     assert!(sink.verify().await.unwrap().is_ok());
 }
 
@@ -267,20 +312,38 @@ async fn two_sinks_on_one_stream_never_fork_it() {
     let b = Arc::new(open(&dir, SinkConfig::new("shared")).await);
     let mut tasks = Vec::new();
     for i in 0..200u64 {
-        let sink = if i % 2 == 0 { Arc::clone(&a) } else { Arc::clone(&b) };
+        let sink = if i % 2 == 0 {
+            Arc::clone(&a)
+        } else {
+            Arc::clone(&b)
+        };
         tasks.push(tokio::spawn(async move { sink.append(event(i)).await }));
     }
     let mut acked = BTreeSet::new();
     for t in tasks {
         // Losing a race may surface as an error after the retries; it must never fork.
         if let Ok(r) = t.await.unwrap() {
-            assert!(acked.insert(r.sequence), "duplicate sequence {}", r.sequence);
+            assert!(
+                acked.insert(r.sequence),
+                "duplicate sequence {}",
+                r.sequence
+            );
         }
     }
-    assert!(acked.len() >= 150, "too many appends failed: {}", acked.len());
+    assert!(
+        acked.len() >= 150,
+        "too many appends failed: {}",
+        acked.len()
+    );
     let report = a.verify().await.unwrap();
     assert!(report.is_ok(), "{:?}", report.fault);
-    let stored: BTreeSet<u64> = a.read(None, 1000).await.unwrap().iter().map(|r| r.sequence).collect();
+    let stored: BTreeSet<u64> = a
+        .read(None, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.sequence)
+        .collect();
     assert!(acked.is_subset(&stored));
 }
 
@@ -349,9 +412,8 @@ async fn cli_verify_and_export() {
     let pubkey = String::from_utf8(out.stdout).unwrap();
     let pub_file = dir.path().join("key.pub");
     std::fs::write(&pub_file, &pubkey).unwrap();
-    let signer = Arc::new(
-        CheckpointSigner::from_hex(&std::fs::read_to_string(&key_file).unwrap()).unwrap(),
-    );
+    let signer =
+        Arc::new(CheckpointSigner::from_hex(&std::fs::read_to_string(&key_file).unwrap()).unwrap());
     let sink = open(
         &dir,
         SinkConfig::new("gw").with_checkpoints(signer, 3, Duration::from_secs(60)),

@@ -22,14 +22,28 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 enum Tamper {
     /// Change one field of one record: 0 event content, 1 hash, 2 prev_hash, 3 outcome.
-    Modify { at: usize, field: u8 },
-    Delete { at: usize },
+    Modify {
+        at: usize,
+        field: u8,
+    },
+    Delete {
+        at: usize,
+    },
     /// Insert a forged, correctly linked record in the middle (later sequences shifted up).
-    Insert { at: usize },
-    Swap { a: usize, b: usize },
-    TruncateTail { keep: usize },
+    Insert {
+        at: usize,
+    },
+    Swap {
+        a: usize,
+        b: usize,
+    },
+    TruncateTail {
+        keep: usize,
+    },
     /// Rewrite the chain from a point on and re-hash it (no signing key).
-    Forge { from: usize },
+    Forge {
+        from: usize,
+    },
 }
 
 impl Tamper {
@@ -68,7 +82,13 @@ fn case_strategy() -> impl Strategy<Value = Case> {
     (
         2u64..30,
         1u64..8,
-        proptest::collection::vec(("[a-z]{1,6}", any::<f64>().prop_filter("finite", |f| f.is_finite())), 0..4),
+        proptest::collection::vec(
+            (
+                "[a-z]{1,6}",
+                any::<f64>().prop_filter("finite", |f| f.is_finite()),
+            ),
+            0..4,
+        ),
         tamper_strategy(),
     )
         .prop_map(|(records, checkpoint_every, details, tamper)| Case {
@@ -114,7 +134,10 @@ fn attack(stream: &str, rows: &[gateway_core::AuditRecord], tamper: &Tamper) -> 
             set_row(stream, k as u64, &ev, &prev, &hash)
         }
         Tamper::Delete { at } => {
-            format!("DELETE FROM audit_records WHERE {w} AND sequence = {};", at % rows.len())
+            format!(
+                "DELETE FROM audit_records WHERE {w} AND sequence = {};",
+                at % rows.len()
+            )
         }
         Tamper::Insert { at } => {
             let k = 1 + at % head; // 1..=head
@@ -149,7 +172,10 @@ fn attack(stream: &str, rows: &[gateway_core::AuditRecord], tamper: &Tamper) -> 
                 + &set_row(stream, j as u64, &ri.event, &ri.prev_hash, &ri.hash)
         }
         Tamper::TruncateTail { keep } => {
-            format!("DELETE FROM audit_records WHERE {w} AND sequence > {};", keep % head)
+            format!(
+                "DELETE FROM audit_records WHERE {w} AND sequence > {};",
+                keep % head
+            )
         }
         Tamper::Forge { from } => {
             let k = from % rows.len();
@@ -163,7 +189,13 @@ fn attack(stream: &str, rows: &[gateway_core::AuditRecord], tamper: &Tamper) -> 
                 let mut ev = r.event.clone();
                 ev.resource.push_str("-forged");
                 let forged = seal(stream, r.sequence, &prev, ev).unwrap();
-                sql += &set_row(stream, r.sequence, &forged.event, &forged.prev_hash, &forged.hash);
+                sql += &set_row(
+                    stream,
+                    r.sequence,
+                    &forged.event,
+                    &forged.prev_hash,
+                    &forged.hash,
+                );
                 prev = forged.hash;
             }
             sql
@@ -200,7 +232,11 @@ async fn run_case<S: AuditStore + Clone>(store: &S, db: &Db, stream: &str, case:
     sink.close().await.unwrap();
 
     let report = verify_stream(store, stream, &options).await.unwrap();
-    assert!(report.is_ok(), "false alarm on an untouched log: {:?}", report.fault);
+    assert!(
+        report.is_ok(),
+        "false alarm on an untouched log: {:?}",
+        report.fault
+    );
 
     let rows: Vec<_> = store
         .read_raw(stream, None, 10_000)
@@ -241,7 +277,11 @@ fn run_property<S: AuditStore + Clone>(
         })
         .unwrap();
     let seen = seen.into_inner().unwrap();
-    assert_eq!(seen.len(), 6, "every tampering kind must be exercised: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        6,
+        "every tampering kind must be exercised: {seen:?}"
+    );
     seen
 }
 

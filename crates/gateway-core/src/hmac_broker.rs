@@ -300,7 +300,10 @@ mod tests {
         let broker = HmacBroker::generate();
         let grant = broker.grant(&request(&["s"], 5)).await.unwrap();
         let later = OffsetDateTime::now_utc() + time::Duration::seconds(6);
-        assert_eq!(broker.verify(&token(&grant), "s", later), Err(TokenError::Expired));
+        assert_eq!(
+            broker.verify(&token(&grant), "s", later),
+            Err(TokenError::Expired)
+        );
         assert!(grant.not_after <= OffsetDateTime::now_utc() + time::Duration::seconds(5));
     }
 
@@ -312,7 +315,10 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         assert!(verifier.verify(&token(&grant), "s", now).is_ok());
         broker.revoke(&grant).await.unwrap();
-        assert_eq!(verifier.verify(&token(&grant), "s", now), Err(TokenError::Revoked));
+        assert_eq!(
+            verifier.verify(&token(&grant), "s", now),
+            Err(TokenError::Revoked)
+        );
         broker.revoke(&grant).await.unwrap();
     }
 
@@ -325,12 +331,18 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         assert_eq!(other.verify(&t, "s", now), Err(TokenError::BadSignature));
         for cut in [1, 5, t.len() / 2, t.len() - 1] {
-            assert!(broker.verify(&t[..cut], "s", now).is_err(), "truncated at {cut}");
+            assert!(
+                broker.verify(&t[..cut], "s", now).is_err(),
+                "truncated at {cut}"
+            );
         }
         for garbage in ["", "agt1.", "agt1..", "agt1.a.b", "x.y.z", "agt1.!!!.###"] {
             assert!(broker.verify(garbage, "s", now).is_err(), "{garbage:?}");
         }
-        assert_eq!(broker.verify(&"a".repeat(MAX_TOKEN_LEN + 1), "s", now), Err(TokenError::Malformed));
+        assert_eq!(
+            broker.verify(&"a".repeat(MAX_TOKEN_LEN + 1), "s", now),
+            Err(TokenError::Malformed)
+        );
         assert!(HmacBroker::new(Secret::from("short")).is_err());
     }
 

@@ -170,21 +170,42 @@ mod tests {
 
     #[tokio::test]
     async fn keys_map_to_exactly_their_agent() {
-        let (keys, a) = StaticKeys::new().with_generated_key("ka", agent("agent:a"), "alice").unwrap();
-        let (keys, b) = keys.with_generated_key("kb", agent("agent:b"), "bob").unwrap();
-        assert_eq!(keys.authenticate(&Credential::Bearer(a.clone())).await.unwrap().id, agent("agent:a"));
-        assert_eq!(keys.authenticate(&Credential::Bearer(b.clone())).await.unwrap().id, agent("agent:b"));
+        let (keys, a) = StaticKeys::new()
+            .with_generated_key("ka", agent("agent:a"), "alice")
+            .unwrap();
+        let (keys, b) = keys
+            .with_generated_key("kb", agent("agent:b"), "bob")
+            .unwrap();
+        assert_eq!(
+            keys.authenticate(&Credential::Bearer(a.clone()))
+                .await
+                .unwrap()
+                .id,
+            agent("agent:a")
+        );
+        assert_eq!(
+            keys.authenticate(&Credential::Bearer(b.clone()))
+                .await
+                .unwrap()
+                .id,
+            agent("agent:b")
+        );
 
         // a's secret presented under b's key id: another agent's key id does not help.
         let a_text = a.expose_str().unwrap();
         let swapped = a_text.replacen("agk_ka.", "agk_kb.", 1);
-        let err = keys.authenticate(&Credential::bearer(swapped.as_str())).await.unwrap_err();
+        let err = keys
+            .authenticate(&Credential::bearer(swapped.as_str()))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Unauthenticated);
     }
 
     #[tokio::test]
     async fn bad_keys_are_unauthenticated_and_foreign_ones_unrecognized() {
-        let (keys, a) = StaticKeys::new().with_generated_key("ka", agent("agent:a"), "alice").unwrap();
+        let (keys, a) = StaticKeys::new()
+            .with_generated_key("ka", agent("agent:a"), "alice")
+            .unwrap();
         let mut wrong = a.expose().to_vec();
         let last = wrong.len() - 1;
         wrong[last] = if wrong[last] == b'A' { b'B' } else { b'A' };
@@ -192,24 +213,60 @@ mod tests {
         non_utf8.extend([0xff, 0xfe]);
         let mut huge = b"agk_ka.".to_vec();
         huge.extend(vec![b'a'; 1024 * 1024]);
-        for bad in [wrong, b"agk_".to_vec(), b"agk_ka".to_vec(), b"agk_ka.".to_vec(), non_utf8, huge] {
-            let err = keys.authenticate(&Credential::Bearer(Secret::new(bad))).await.unwrap_err();
-            assert!(matches!(err, IdentityError::Unauthenticated { .. }), "{err}");
+        for bad in [
+            wrong,
+            b"agk_".to_vec(),
+            b"agk_ka".to_vec(),
+            b"agk_ka.".to_vec(),
+            non_utf8,
+            huge,
+        ] {
+            let err = keys
+                .authenticate(&Credential::Bearer(Secret::new(bad)))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, IdentityError::Unauthenticated { .. }),
+                "{err}"
+            );
         }
         for foreign in ["", "eyJhbGciOiJIUzI1NiJ9.e30.sig", "ka.secret"] {
-            let err = keys.authenticate(&Credential::bearer(foreign)).await.unwrap_err();
-            assert!(matches!(err, IdentityError::Unrecognized { .. }), "{foreign:?}: {err}");
+            let err = keys
+                .authenticate(&Credential::bearer(foreign))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, IdentityError::Unrecognized { .. }),
+                "{foreign:?}: {err}"
+            );
         }
     }
 
     #[test]
     fn registration_rules() {
         let (_, hash) = StaticKeys::generate_key("k1").unwrap();
-        let id = AgentIdentity::new(agent("agent:a"), "o", AuthMethod::StaticKey { key_id: "k1".into() });
-        let keys = StaticKeys::new().with_key_hash("k1", &hash, id.clone()).unwrap();
-        assert!(matches!(keys.with_key_hash("k1", &hash, id.clone()), Err(StaticKeyError::DuplicateKeyId(_))));
-        assert!(matches!(StaticKeys::new().with_key_hash("K!", &hash, id.clone()), Err(StaticKeyError::InvalidKeyId(_))));
-        assert!(matches!(StaticKeys::new().with_key_hash("k2", "abcd", id), Err(StaticKeyError::InvalidHash)));
+        let id = AgentIdentity::new(
+            agent("agent:a"),
+            "o",
+            AuthMethod::StaticKey {
+                key_id: "k1".into(),
+            },
+        );
+        let keys = StaticKeys::new()
+            .with_key_hash("k1", &hash, id.clone())
+            .unwrap();
+        assert!(matches!(
+            keys.with_key_hash("k1", &hash, id.clone()),
+            Err(StaticKeyError::DuplicateKeyId(_))
+        ));
+        assert!(matches!(
+            StaticKeys::new().with_key_hash("K!", &hash, id.clone()),
+            Err(StaticKeyError::InvalidKeyId(_))
+        ));
+        assert!(matches!(
+            StaticKeys::new().with_key_hash("k2", "abcd", id),
+            Err(StaticKeyError::InvalidHash)
+        ));
         assert!(StaticKeys::generate_key("").is_err());
     }
 }

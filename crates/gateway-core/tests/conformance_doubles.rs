@@ -2,7 +2,9 @@
 
 use gateway_core::conformance;
 use gateway_core::testing::script::MemoryRenderer;
-use gateway_core::testing::{MemoryAuditSink, MemoryBroker, MemoryIdentity, MemoryPolicy, MemoryRunner};
+use gateway_core::testing::{
+    MemoryAuditSink, MemoryBroker, MemoryIdentity, MemoryPolicy, MemoryRunner,
+};
 use gateway_core::{
     AgentId, AgentIdentity, AuthMethod, Credential, Decision, HmacBroker, PolicyInput, RequestId,
     StaticKeys,
@@ -15,7 +17,9 @@ fn input(action: &str) -> PolicyInput {
         agent: AgentIdentity::new(
             AgentId::new("agent:a").unwrap(),
             "owner",
-            AuthMethod::Other { description: "test".into() },
+            AuthMethod::Other {
+                description: "test".into(),
+            },
         ),
         action: action.into(),
         resource: "r".into(),
@@ -30,13 +34,21 @@ fn input(action: &str) -> PolicyInput {
 
 #[tokio::test]
 async fn memory_identity() {
-    let identity = MemoryIdentity::new().with_agent("tok-a", "agent:a").with_agent("tok-b", "agent:b");
+    let identity = MemoryIdentity::new()
+        .with_agent("tok-a", "agent:a")
+        .with_agent("tok-b", "agent:b");
     conformance::identity::run(
         &identity,
         conformance::identity::IdentityFixture {
             valid: vec![
-                (Credential::bearer("tok-a"), AgentId::new("agent:a").unwrap()),
-                (Credential::bearer("tok-b"), AgentId::new("agent:b").unwrap()),
+                (
+                    Credential::bearer("tok-a"),
+                    AgentId::new("agent:a").unwrap(),
+                ),
+                (
+                    Credential::bearer("tok-b"),
+                    AgentId::new("agent:b").unwrap(),
+                ),
             ],
             invalid: vec![Credential::bearer("tok-c")],
         },
@@ -49,7 +61,9 @@ async fn static_keys() {
     let (keys, a) = StaticKeys::new()
         .with_generated_key("key-a", AgentId::new("agent:a").unwrap(), "alice")
         .unwrap();
-    let (keys, b) = keys.with_generated_key("key-b", AgentId::new("agent:b").unwrap(), "bob").unwrap();
+    let (keys, b) = keys
+        .with_generated_key("key-b", AgentId::new("agent:b").unwrap(), "bob")
+        .unwrap();
     let mut wrong = a.expose().to_vec();
     let last = wrong.len() - 1;
     wrong[last] ^= 1;
@@ -57,7 +71,10 @@ async fn static_keys() {
         &keys,
         conformance::identity::IdentityFixture {
             valid: vec![
-                (Credential::Bearer(a.clone()), AgentId::new("agent:a").unwrap()),
+                (
+                    Credential::Bearer(a.clone()),
+                    AgentId::new("agent:a").unwrap(),
+                ),
                 (Credential::Bearer(b), AgentId::new("agent:b").unwrap()),
             ],
             invalid: vec![
@@ -73,11 +90,18 @@ async fn static_keys() {
 #[tokio::test]
 async fn memory_policy() {
     let policy = MemoryPolicy::from_fn(|i| {
-        if i.action == "ok" { Decision::allow() } else { Decision::deny("not ok") }
+        if i.action == "ok" {
+            Decision::allow()
+        } else {
+            Decision::deny("not ok")
+        }
     });
     conformance::policy::run(
         &policy,
-        conformance::policy::PolicyFixture { allowed: input("ok"), denied: input("no") },
+        conformance::policy::PolicyFixture {
+            allowed: input("ok"),
+            denied: input("no"),
+        },
     )
     .await;
 }
@@ -89,7 +113,11 @@ async fn memory_broker() {
 
 #[tokio::test]
 async fn hmac_broker() {
-    conformance::broker::run(&HmacBroker::generate(), vec!["s:read".into(), "s:write".into()]).await;
+    conformance::broker::run(
+        &HmacBroker::generate(),
+        vec!["s:read".into(), "s:write".into()],
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -5,8 +5,9 @@ mod common;
 use common::*;
 use gateway_core::testing::{Entry, Fault};
 use gateway_core::{
-    ActionRequest, AgentLimits, ApprovalVerdict, AuditEventKind, AuditSink, Credential, Decision, ErrorKind,
-    EventOutcome, GatewayError, JobStatus, NetworkAccess, Obligations, RunnerObligations, Secret,
+    ActionRequest, AgentLimits, ApprovalVerdict, AuditEventKind, AuditSink, Credential, Decision,
+    ErrorKind, EventOutcome, GatewayError, JobStatus, NetworkAccess, Obligations,
+    RunnerObligations, Secret,
 };
 use std::time::Duration;
 
@@ -17,7 +18,11 @@ fn statuses(h: &Harness, id: gateway_core::RequestId) -> Vec<AuditEventKind> {
 fn final_status(h: &Harness, id: gateway_core::RequestId) -> String {
     let events = h.audit.events_for(id);
     let last = events.last().expect("trail");
-    last.details.get("status").and_then(|s| s.as_str()).unwrap_or("").to_owned()
+    last.details
+        .get("status")
+        .and_then(|s| s.as_str())
+        .unwrap_or("")
+        .to_owned()
 }
 
 #[tokio::test]
@@ -28,7 +33,10 @@ async fn allowed_action_runs_with_its_grant_and_is_fully_audited() {
     assert_eq!(out.agent.as_str(), "agent:a");
     assert!(out.grant.revoked);
     use AuditEventKind::*;
-    assert_eq!(statuses(&h, out.correlation_id), vec![Requested, Decided, Granted, Started, Revoked, Completed]);
+    assert_eq!(
+        statuses(&h, out.correlation_id),
+        vec![Requested, Decided, Granted, Started, Revoked, Completed]
+    );
     // Same correlation id, agent and strictly increasing steps on every event.
     let events = h.audit.events_for(out.correlation_id);
     for (i, e) in events.iter().enumerate() {
@@ -39,10 +47,16 @@ async fn allowed_action_runs_with_its_grant_and_is_fully_audited() {
     // The job got the grant's token as a secret env var, and labels.
     let run = &h.runner.runs()[0];
     assert!(run.secret_env.contains_key("GATEWAY_GRANT_TOKEN"));
-    assert_eq!(run.labels["agent-gateway/correlation-id"], out.correlation_id.to_string());
+    assert_eq!(
+        run.labels["agent-gateway/correlation-id"],
+        out.correlation_id.to_string()
+    );
     assert_eq!(run.command, vec!["echo".to_string(), "hi".to_string()]);
     assert!(h.audit.verify().await.unwrap().is_ok());
-    assert_eq!(out.audit.sequence, h.audit.records().last().unwrap().sequence);
+    assert_eq!(
+        out.audit.sequence,
+        h.audit.records().last().unwrap().sequence
+    );
 }
 
 #[tokio::test]
@@ -51,10 +65,16 @@ async fn secrets_never_reach_the_audit_trail() {
     let out = h.gateway.execute(agent_a(), echo("hi")).await.unwrap();
     let records = serde_json::to_string(&h.audit.records()).unwrap();
     let grant = &h.broker.issued()[0];
-    let token = grant.job_env["GATEWAY_GRANT_TOKEN"].expose_str().unwrap().to_owned();
+    let token = grant.job_env["GATEWAY_GRANT_TOKEN"]
+        .expose_str()
+        .unwrap()
+        .to_owned();
     assert!(!records.contains(&token), "grant token in audit");
     assert!(!records.contains("tok-a"), "credential in audit");
-    assert!(!format!("{out:?}").contains(&token), "grant token in outcome Debug");
+    assert!(
+        !format!("{out:?}").contains(&token),
+        "grant token in outcome Debug"
+    );
 }
 
 #[tokio::test]
@@ -71,7 +91,10 @@ async fn deny_stops_before_grant_and_run() {
     assert!(h.broker.issued().is_empty());
     assert!(h.runner.runs().is_empty());
     use AuditEventKind::*;
-    assert_eq!(statuses(&h, err.correlation_id()), vec![Requested, Decided, Completed]);
+    assert_eq!(
+        statuses(&h, err.correlation_id()),
+        vec![Requested, Decided, Completed]
+    );
     assert_eq!(final_status(&h, err.correlation_id()), "denied");
 }
 
@@ -82,8 +105,13 @@ async fn policy_errors_timeouts_and_panics_are_denies() {
         parts.policy.faults.clone().always(fault);
         let h = harness(parts);
         let err = h.gateway.execute(agent_a(), echo("hi")).await.unwrap_err();
-        let GatewayError::Denied { reasons, .. } = &err else { panic!("{fault:?}: {err:?}") };
-        assert!(reasons[0].contains("no valid policy decision"), "{reasons:?}");
+        let GatewayError::Denied { reasons, .. } = &err else {
+            panic!("{fault:?}: {err:?}")
+        };
+        assert!(
+            reasons[0].contains("no valid policy decision"),
+            "{reasons:?}"
+        );
         assert!(h.runner.runs().is_empty(), "{fault:?}: job ran");
         assert!(h.broker.issued().is_empty());
         let decided = &h.audit.events_for(err.correlation_id())[1];
@@ -95,23 +123,45 @@ async fn policy_errors_timeouts_and_panics_are_denies() {
 #[tokio::test]
 async fn ttl_is_clamped_and_job_timeout_never_exceeds_it() {
     let policy = gateway_core::testing::MemoryPolicy::from_fn(|_| Decision {
-        obligations: Obligations { max_ttl_seconds: Some(1), ..Obligations::default() },
+        obligations: Obligations {
+            max_ttl_seconds: Some(1),
+            ..Obligations::default()
+        },
         ..Decision::allow()
     });
-    let h = harness(Parts { policy, ..Parts::default() });
-    let out = h.gateway.execute(agent_a(), echo("hi").with_ttl_seconds(3600)).await.unwrap();
+    let h = harness(Parts {
+        policy,
+        ..Parts::default()
+    });
+    let out = h
+        .gateway
+        .execute(agent_a(), echo("hi").with_ttl_seconds(3600))
+        .await
+        .unwrap();
     assert_eq!(out.grant.ttl_seconds, 1);
     let run = &h.runner.runs()[0];
-    assert!(run.limits.timeout <= Duration::from_secs(1), "{:?}", run.limits.timeout);
+    assert!(
+        run.limits.timeout <= Duration::from_secs(1),
+        "{:?}",
+        run.limits.timeout
+    );
 
     // The gateway's own maximum applies when the policy says nothing.
     let mut parts = Parts::default();
     parts.config.max_grant_ttl = Duration::from_secs(30);
     let h = harness(parts);
-    let out = h.gateway.execute(agent_a(), echo("hi").with_ttl_seconds(3600)).await.unwrap();
+    let out = h
+        .gateway
+        .execute(agent_a(), echo("hi").with_ttl_seconds(3600))
+        .await
+        .unwrap();
     assert_eq!(out.grant.ttl_seconds, 30);
     // And the request's own smaller TTL wins.
-    let out = h.gateway.execute(agent_a(), echo("hi").with_ttl_seconds(7)).await.unwrap();
+    let out = h
+        .gateway
+        .execute(agent_a(), echo("hi").with_ttl_seconds(7))
+        .await
+        .unwrap();
     assert_eq!(out.grant.ttl_seconds, 7);
 }
 
@@ -130,20 +180,32 @@ async fn policy_runner_obligations_tighten_the_job() {
         },
         ..Decision::allow()
     });
-    let h = harness(Parts { policy, ..Parts::default() });
+    let h = harness(Parts {
+        policy,
+        ..Parts::default()
+    });
     h.gateway.execute(agent_a(), echo("hi")).await.unwrap();
     let limits = &h.runner.runs()[0].limits;
-    assert_eq!((limits.memory_bytes, limits.pids, limits.cpu_millis), (1 << 20, 3, 100));
+    assert_eq!(
+        (limits.memory_bytes, limits.pids, limits.cpu_millis),
+        (1 << 20, 3, 100)
+    );
     assert_eq!(limits.timeout, Duration::from_secs(1));
 }
 
 #[tokio::test]
 async fn failing_job_still_revokes() {
-    let h = harness(Parts { runner: gateway_core::testing::MemoryRunner::new().with_exit_code(2), ..Parts::default() });
+    let h = harness(Parts {
+        runner: gateway_core::testing::MemoryRunner::new().with_exit_code(2),
+        ..Parts::default()
+    });
     let out = h.gateway.execute(agent_a(), echo("hi")).await.unwrap();
     assert_eq!(out.job.status, JobStatus::Exited { code: 2 });
     assert!(out.grant.revoked);
-    assert_eq!(h.broker.revocations().values().copied().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(
+        h.broker.revocations().values().copied().collect::<Vec<_>>(),
+        vec![1]
+    );
     assert_eq!(final_status(&h, out.correlation_id), "failed");
     let last = h.audit.events_for(out.correlation_id).pop().unwrap();
     assert_eq!(last.outcome, Some(EventOutcome::Failure));
@@ -187,14 +249,21 @@ async fn audit_failure_at_any_step_before_the_run_means_no_run() {
         let err = h.gateway.execute(agent_a(), echo("hi")).await.unwrap_err();
         assert_eq!(err.stage(), Some("audit"), "append {n}: {err}");
         assert_eq!(err.kind(), ErrorKind::Unavailable);
-        assert!(h.runner.runs().is_empty(), "append {n} failed but the job ran");
+        assert!(
+            h.runner.runs().is_empty(),
+            "append {n} failed but the job ran"
+        );
         // Any issued grant was revoked.
         assert!(h.broker.revocations().values().all(|c| *c == 1));
         assert_eq!(h.broker.revocations().len(), h.broker.issued().len());
         // The trail (if begun) was closed once the sink recovered.
         let kinds = statuses(&h, err.correlation_id());
         if n > 0 {
-            assert_eq!(kinds.last(), Some(&AuditEventKind::Completed), "append {n}: {kinds:?}");
+            assert_eq!(
+                kinds.last(),
+                Some(&AuditEventKind::Completed),
+                "append {n}: {kinds:?}"
+            );
         } else {
             assert!(kinds.is_empty());
         }
@@ -211,7 +280,12 @@ async fn final_audit_failure_is_retried_then_reported_with_the_outcome() {
     assert_eq!(final_status(&h, out.correlation_id), "succeeded");
 
     let parts = Parts::default();
-    parts.audit.faults.clone().on_call(5, Fault::Error).on_call(6, Fault::Error);
+    parts
+        .audit
+        .faults
+        .clone()
+        .on_call(5, Fault::Error)
+        .on_call(6, Fault::Error);
     let h = harness(parts);
     match h.gateway.execute(agent_a(), echo("hi")).await.unwrap_err() {
         GatewayError::OutcomeNotRecorded { outcome, .. } => assert!(outcome.job.succeeded()),
@@ -243,7 +317,11 @@ async fn invalid_requests_are_rejected_and_recorded() {
     for _ in 0..100 {
         deep = serde_json::json!({ "a": deep });
     }
-    let err = h.gateway.execute(agent_a(), echo("x").with_params(deep)).await.unwrap_err();
+    let err = h
+        .gateway
+        .execute(agent_a(), echo("x").with_params(deep))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(h.runner.runs().is_empty());
 }
@@ -266,31 +344,54 @@ async fn bad_credentials_are_unauthenticated_and_recorded_without_the_credential
         assert_eq!(events[0].kind, AuditEventKind::Rejected);
         assert!(events[0].agent_id.is_none());
     }
-    assert!(!serde_json::to_string(&h.audit.records()).unwrap().contains("wrong"));
+    assert!(
+        !serde_json::to_string(&h.audit.records())
+            .unwrap()
+            .contains("wrong")
+    );
     assert!(h.runner.runs().is_empty());
 }
 
 #[tokio::test]
 async fn rate_and_concurrency_limits_are_enforced_per_agent_and_audited() {
     let mut parts = Parts::default();
-    parts.config.agent_limits = AgentLimits { max_concurrent: 100, requests_per_second: 0.001, burst: 2 };
+    parts.config.agent_limits = AgentLimits {
+        max_concurrent: 100,
+        requests_per_second: 0.001,
+        burst: 2,
+    };
     let h = harness(parts);
     h.gateway.execute(agent_a(), echo("1")).await.unwrap();
     h.gateway.execute(agent_a(), echo("2")).await.unwrap();
     let err = h.gateway.execute(agent_a(), echo("3")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RateLimited);
-    assert_eq!(statuses(&h, err.correlation_id()), vec![AuditEventKind::Requested, AuditEventKind::Rejected]);
+    assert_eq!(
+        statuses(&h, err.correlation_id()),
+        vec![AuditEventKind::Requested, AuditEventKind::Rejected]
+    );
     // Another agent has its own bucket.
-    h.gateway.execute(Credential::bearer("tok-b"), echo("4")).await.unwrap();
+    h.gateway
+        .execute(Credential::bearer("tok-b"), echo("4"))
+        .await
+        .unwrap();
 
     let mut parts = Parts::default();
-    parts.runner = gateway_core::testing::MemoryRunner::new().with_duration(Duration::from_millis(500));
-    parts.config.agent_limits = AgentLimits { max_concurrent: 1, requests_per_second: 1000.0, burst: 1000 };
+    parts.runner =
+        gateway_core::testing::MemoryRunner::new().with_duration(Duration::from_millis(500));
+    parts.config.agent_limits = AgentLimits {
+        max_concurrent: 1,
+        requests_per_second: 1000.0,
+        burst: 1000,
+    };
     let h = harness(parts);
     let g = h.gateway.clone();
     let first = tokio::spawn(async move { g.execute(agent_a(), echo("slow")).await });
     assert!(eventually(|| !h.runner.runs().is_empty()).await);
-    let err = h.gateway.execute(agent_a(), echo("second")).await.unwrap_err();
+    let err = h
+        .gateway
+        .execute(agent_a(), echo("second"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RateLimited);
     assert!(first.await.unwrap().is_ok());
     // The slot is released afterwards.
@@ -300,24 +401,35 @@ async fn rate_and_concurrency_limits_are_enforced_per_agent_and_audited() {
 fn approval_policy() -> gateway_core::testing::MemoryPolicy {
     gateway_core::testing::MemoryPolicy::from_fn(|_| Decision {
         reasons: vec!["production change".into()],
-        obligations: Obligations { require_approval: true, ..Obligations::default() },
+        obligations: Obligations {
+            require_approval: true,
+            ..Obligations::default()
+        },
         ..Decision::allow()
     })
 }
 
 #[tokio::test]
 async fn approval_approve_deny_and_expire() {
-    let mut parts = Parts { policy: approval_policy(), ..Parts::default() };
+    let mut parts = Parts {
+        policy: approval_policy(),
+        ..Parts::default()
+    };
     parts.config.approval_timeout = Duration::from_millis(300);
     let h = harness(parts);
 
     // Expire.
     let err = h.gateway.execute(agent_a(), echo("x")).await.unwrap_err();
-    let GatewayError::Denied { reasons, .. } = &err else { panic!("{err:?}") };
+    let GatewayError::Denied { reasons, .. } = &err else {
+        panic!("{err:?}")
+    };
     assert!(reasons[0].contains("deadline"), "{reasons:?}");
     assert!(h.runner.runs().is_empty());
 
-    let mut parts = Parts { policy: approval_policy(), ..Parts::default() };
+    let mut parts = Parts {
+        policy: approval_policy(),
+        ..Parts::default()
+    };
     parts.config.approval_timeout = Duration::from_secs(10);
     let h = harness(parts);
     // Approve (by a human, not by the agent itself).
@@ -326,14 +438,39 @@ async fn approval_approve_deny_and_expire() {
     let id = req.id;
     let task = tokio::spawn(async move { g.execute(agent_a(), req).await });
     assert!(eventually(|| !h.approvals.pending().is_empty()).await);
-    assert!(h.approvals.resolve(id, ApprovalVerdict::Approved { approver: "agent:a".into() }).is_err());
-    h.approvals.resolve(id, ApprovalVerdict::Approved { approver: "human:alice".into() }).unwrap();
+    assert!(
+        h.approvals
+            .resolve(
+                id,
+                ApprovalVerdict::Approved {
+                    approver: "agent:a".into()
+                }
+            )
+            .is_err()
+    );
+    h.approvals
+        .resolve(
+            id,
+            ApprovalVerdict::Approved {
+                approver: "human:alice".into(),
+            },
+        )
+        .unwrap();
     let out = task.await.unwrap().unwrap();
     assert_eq!(out.approved_by.as_deref(), Some("human:alice"));
     use AuditEventKind::*;
     assert_eq!(
         statuses(&h, id),
-        vec![Requested, Decided, ApprovalRequested, ApprovalResolved, Granted, Started, Revoked, Completed]
+        vec![
+            Requested,
+            Decided,
+            ApprovalRequested,
+            ApprovalResolved,
+            Granted,
+            Started,
+            Revoked,
+            Completed
+        ]
     );
 
     // Deny.
@@ -343,7 +480,13 @@ async fn approval_approve_deny_and_expire() {
     let task = tokio::spawn(async move { g.execute(agent_a(), req).await });
     assert!(eventually(|| !h.approvals.pending().is_empty()).await);
     h.approvals
-        .resolve(id, ApprovalVerdict::Denied { approver: "human:bob".into(), reason: "not now".into() })
+        .resolve(
+            id,
+            ApprovalVerdict::Denied {
+                approver: "human:bob".into(),
+                reason: "not now".into(),
+            },
+        )
         .unwrap();
     let err = task.await.unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Denied);
@@ -359,9 +502,13 @@ async fn approval_required_without_an_approver_is_denied() {
     let gw = gateway_core::Gateway::builder()
         .identity(identity)
         .policy(std::sync::Arc::new(approval_policy()))
-        .broker(std::sync::Arc::new(gateway_core::testing::MemoryBroker::new()))
+        .broker(std::sync::Arc::new(
+            gateway_core::testing::MemoryBroker::new(),
+        ))
         .runner(runner.clone())
-        .audit(std::sync::Arc::new(gateway_core::testing::MemoryAuditSink::new()))
+        .audit(std::sync::Arc::new(
+            gateway_core::testing::MemoryAuditSink::new(),
+        ))
         .catalog(catalog())
         .build()
         .unwrap();
@@ -388,14 +535,28 @@ async fn dropping_the_execute_future_cancels_the_job_and_still_revokes_and_audit
     let req = echo("long");
     let id = req.id;
     let task = tokio::spawn(async move { g.execute(agent_a(), req).await });
-    assert!(eventually(|| !h.runner.runs().is_empty()).await, "job never started");
+    assert!(
+        eventually(|| !h.runner.runs().is_empty()).await,
+        "job never started"
+    );
     task.abort(); // drops the execute future mid-run
     assert!(task.await.unwrap_err().is_cancelled());
 
-    assert!(eventually(|| h.runner.torn_down() == 1).await, "no teardown");
-    assert!(eventually(|| h.broker.revocations().values().sum::<u32>() == 1).await, "no revoke");
     assert!(
-        eventually(|| h.audit.events_for(id).last().is_some_and(|e| e.kind == AuditEventKind::Completed)).await,
+        eventually(|| h.runner.torn_down() == 1).await,
+        "no teardown"
+    );
+    assert!(
+        eventually(|| h.broker.revocations().values().sum::<u32>() == 1).await,
+        "no revoke"
+    );
+    assert!(
+        eventually(|| h
+            .audit
+            .events_for(id)
+            .last()
+            .is_some_and(|e| e.kind == AuditEventKind::Completed))
+        .await,
         "no terminal record"
     );
     assert_eq!(final_status(&h, id), "cancelled");
@@ -411,7 +572,11 @@ async fn dropping_the_execute_future_cancels_the_job_and_still_revokes_and_audit
 #[tokio::test]
 async fn dropping_before_the_grant_cancels_without_running() {
     let parts = Parts::default();
-    parts.policy.faults.clone().always(Fault::Delay(Duration::from_millis(200)));
+    parts
+        .policy
+        .faults
+        .clone()
+        .always(Fault::Delay(Duration::from_millis(200)));
     let mut parts = parts;
     parts.config.policy_timeout = Duration::from_secs(5);
     let h = harness(parts);
@@ -422,7 +587,12 @@ async fn dropping_before_the_grant_cancels_without_running() {
     assert!(eventually(|| h.audit.events_for(id).len() == 1).await);
     task.abort();
     assert!(
-        eventually(|| h.audit.events_for(id).last().is_some_and(|e| e.kind == AuditEventKind::Completed)).await
+        eventually(|| h
+            .audit
+            .events_for(id)
+            .last()
+            .is_some_and(|e| e.kind == AuditEventKind::Completed))
+        .await
     );
     assert_eq!(final_status(&h, id), "cancelled");
     tokio::time::sleep(Duration::from_millis(300)).await;

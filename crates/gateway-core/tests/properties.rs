@@ -34,20 +34,31 @@ fn faults(max_call: u64) -> impl Strategy<Value = Vec<(u64, Fault)>> {
 }
 
 fn schedule() -> impl Strategy<Value = Schedule> {
-    (faults(4), faults(4), faults(4), faults(4), faults(4), faults(24)).prop_map(
-        |(identity, policy, grant, revoke, runner, audit)| Schedule {
-            identity,
-            policy,
-            grant,
-            revoke,
-            runner,
-            audit,
-        },
+    (
+        faults(4),
+        faults(4),
+        faults(4),
+        faults(4),
+        faults(4),
+        faults(24),
     )
+        .prop_map(
+            |(identity, policy, grant, revoke, runner, audit)| Schedule {
+                identity,
+                policy,
+                grant,
+                revoke,
+                runner,
+                audit,
+            },
+        )
 }
 
 fn run_case(schedule: &Schedule, exit_code: i32) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let mut parts = Parts {
             runner: gateway_core::testing::MemoryRunner::new().with_exit_code(exit_code),
@@ -102,18 +113,35 @@ fn run_case(schedule: &Schedule, exit_code: i32) -> Result<(), TestCaseError> {
         let mut allowed = HashSet::new();
         for entry in &journal {
             match entry {
-                Entry::AuditAcked { correlation_id, kind: AuditEventKind::Requested, .. } => {
+                Entry::AuditAcked {
+                    correlation_id,
+                    kind: AuditEventKind::Requested,
+                    ..
+                } => {
                     requested.insert(*correlation_id);
                 }
-                Entry::AuditAcked { correlation_id, kind: AuditEventKind::Decided, allow: Some(true) } => {
+                Entry::AuditAcked {
+                    correlation_id,
+                    kind: AuditEventKind::Decided,
+                    allow: Some(true),
+                } => {
                     allowed.insert(*correlation_id);
                 }
                 Entry::JobStarted { correlation_id } => {
-                    prop_assert!(requested.contains(correlation_id), "job ran before `requested` was durable");
-                    prop_assert!(allowed.contains(correlation_id), "job ran before `decided(allow)` was durable");
+                    prop_assert!(
+                        requested.contains(correlation_id),
+                        "job ran before `requested` was durable"
+                    );
+                    prop_assert!(
+                        allowed.contains(correlation_id),
+                        "job ran before `decided(allow)` was durable"
+                    );
                 }
                 Entry::Granted { correlation_id, .. } => {
-                    prop_assert!(allowed.contains(correlation_id), "grant issued before `decided(allow)` was durable");
+                    prop_assert!(
+                        allowed.contains(correlation_id),
+                        "grant issued before `decided(allow)` was durable"
+                    );
                 }
                 _ => {}
             }
@@ -124,7 +152,12 @@ fn run_case(schedule: &Schedule, exit_code: i32) -> Result<(), TestCaseError> {
         let revocations: HashMap<String, u32> = h.broker.revocations();
         prop_assert_eq!(issued.len(), revocations.len());
         for id in &issued {
-            prop_assert_eq!(revocations.get(id).copied(), Some(1), "grant {} not revoked exactly once", id);
+            prop_assert_eq!(
+                revocations.get(id).copied(),
+                Some(1),
+                "grant {} not revoked exactly once",
+                id
+            );
         }
 
         // Every action's trail starts with `requested` (or is a lone `rejected` for a failed
@@ -133,14 +166,19 @@ fn run_case(schedule: &Schedule, exit_code: i32) -> Result<(), TestCaseError> {
         let records = h.audit.records();
         let mut trails: HashMap<gateway_core::RequestId, Vec<AuditEventKind>> = HashMap::new();
         for r in records.iter().skip(1) {
-            trails.entry(r.event.correlation_id).or_default().push(r.event.kind);
+            trails
+                .entry(r.event.correlation_id)
+                .or_default()
+                .push(r.event.kind);
         }
         let audit_faults = schedule.audit.len();
         for (id, kinds) in &trails {
             let first = kinds[0];
             prop_assert!(
                 first == AuditEventKind::Requested || (kinds == &vec![AuditEventKind::Rejected]),
-                "trail {} starts with {:?}", id, kinds
+                "trail {} starts with {:?}",
+                id,
+                kinds
             );
             let closed = kinds.last().is_some_and(|k| k.is_terminal());
             // With no audit fault every trail must be closed; with faults, a trail may stay open
@@ -151,14 +189,23 @@ fn run_case(schedule: &Schedule, exit_code: i32) -> Result<(), TestCaseError> {
             });
             let audit_error = matches!(result, Some(Err(GatewayError::OutcomeNotRecorded { .. })))
                 || matches!(result, Some(Err(e)) if e.stage() == Some("audit"));
-            prop_assert!(closed || (audit_faults > 0 && audit_error), "trail {} not closed: {:?}", id, kinds);
+            prop_assert!(
+                closed || (audit_faults > 0 && audit_error),
+                "trail {} not closed: {:?}",
+                id,
+                kinds
+            );
             // Steps are strictly increasing from 1.
             let steps: Vec<u32> = records
                 .iter()
                 .filter(|r| r.event.correlation_id == *id)
                 .map(|r| r.event.step)
                 .collect();
-            prop_assert!(steps.windows(2).all(|w| w[0] < w[1]), "steps not increasing: {:?}", steps);
+            prop_assert!(
+                steps.windows(2).all(|w| w[0] < w[1]),
+                "steps not increasing: {:?}",
+                steps
+            );
         }
 
         // Successful results are fully recorded.

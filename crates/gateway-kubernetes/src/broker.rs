@@ -1,17 +1,5 @@
 //! [`KubernetesBroker`]: just-in-time RBAC grants (ServiceAccount + Role + RoleBinding +
 //! TokenRequest token) that exist only while a job runs.
-//!
-//! ## Lifetimes shorter than ten minutes
-//!
-//! The TokenRequest API refuses `expirationSeconds` below [`MIN_TOKEN_SECONDS`] (600). A grant
-//! with a shorter TTL still gets a 600 s token, but its `not_after` is the requested TTL and
-//! the token stops working earlier by other means:
-//! 1. revocation: the gateway revokes every grant when its job ends (on every path), and
-//!    deleting the ServiceAccount invalidates every token bound to it at once;
-//! 2. the expiry annotation: [`KubernetesBroker::reap`] (run periodically) deletes the objects
-//!    of grants past `not_after` even if the gateway that issued them crashed;
-//! 3. for targets that verify gateway tokens, the HMAC layer ([`gateway_core::HmacBroker`])
-//!    enforces the exact expiry on every request.
 
 use crate::error;
 use crate::labels;
@@ -164,7 +152,18 @@ impl KubernetesBrokerBuilder {
 /// Role with exactly the grant's scopes and a RoleBinding (in the scopes' namespace), and a
 /// TokenRequest token (`job_env[`[`TOKEN_ENV`]`]`). The ServiceAccount's name is the hint
 /// [`HINT_SERVICE_ACCOUNT`], which [`crate::KubernetesRunner`] mounts as a projected token.
-/// See the module documentation for TTLs under ten minutes.
+///
+/// # Lifetimes shorter than ten minutes
+///
+/// The TokenRequest API refuses `expirationSeconds` below [`MIN_TOKEN_SECONDS`] (600). A grant
+/// with a shorter TTL still gets a 600 s token, but its `not_after` is the requested TTL and
+/// the token stops working earlier by other means:
+/// 1. revocation: the gateway revokes every grant when its job ends (on every path), and
+///    deleting the ServiceAccount invalidates every token bound to it at once;
+/// 2. the expiry annotation: [`KubernetesBroker::reap`] (run periodically) deletes the objects
+///    of grants past `not_after` even if the gateway that issued them crashed;
+/// 3. for targets that verify gateway tokens, the HMAC layer ([`gateway_core::HmacBroker`])
+///    enforces the exact expiry on every request.
 ///
 /// The broker's own identity needs: create/delete ServiceAccounts and `serviceaccounts/token`
 /// in the jobs' namespace; create/delete/list Roles and RoleBindings in target namespaces
@@ -205,18 +204,24 @@ impl KubernetesBroker {
     /// The name of the ServiceAccount, Role and RoleBinding of grant `id`.
     fn object_name(id: &str) -> Result<String, BrokerError> {
         let ok = id.strip_prefix(GRANT_PREFIX).is_some_and(|h| {
-            h.len() == 16 && h.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+            h.len() == 16
+                && h.chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
         });
         if ok {
             Ok(id.to_owned())
         } else {
-            Err(BrokerError::invalid_input(
-                "not a grant id of this broker",
-            ))
+            Err(BrokerError::invalid_input("not a grant id of this broker"))
         }
     }
 
-    fn meta(&self, name: &str, ns: &str, labels: &BTreeMap<String, String>, ann: &BTreeMap<String, String>) -> ObjectMeta {
+    fn meta(
+        &self,
+        name: &str,
+        ns: &str,
+        labels: &BTreeMap<String, String>,
+        ann: &BTreeMap<String, String>,
+    ) -> ObjectMeta {
         ObjectMeta {
             name: Some(name.to_owned()),
             namespace: Some(ns.to_owned()),
@@ -242,7 +247,10 @@ impl KubernetesBroker {
             gone_ok(sa.delete(name, &dp).await.map(|_| ()))
                 .map_err(|e| error::broker("deleting the grant's ServiceAccount", e)),
         ];
-        results.into_iter().collect::<Result<Vec<()>, _>>().map(|_| ())
+        results
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ())
     }
 
     /// Waits until the API server's authorizer allows the first scope to the ServiceAccount
@@ -383,12 +391,28 @@ impl KubernetesBroker {
             source: None,
         };
         // Bindings first, so an expired grant loses its permissions before anything else.
-        crate::runner::reap_kind::<RoleBinding>(&self.client, None, &selector, false, now, &dp, &mut report)
-            .await
-            .map_err(to_broker)?;
-        crate::runner::reap_kind::<Role>(&self.client, None, &selector, false, now, &dp, &mut report)
-            .await
-            .map_err(to_broker)?;
+        crate::runner::reap_kind::<RoleBinding>(
+            &self.client,
+            None,
+            &selector,
+            false,
+            now,
+            &dp,
+            &mut report,
+        )
+        .await
+        .map_err(to_broker)?;
+        crate::runner::reap_kind::<Role>(
+            &self.client,
+            None,
+            &selector,
+            false,
+            now,
+            &dp,
+            &mut report,
+        )
+        .await
+        .map_err(to_broker)?;
         crate::runner::reap_kind::<ServiceAccount>(
             &self.client,
             Some(&self.namespace),
@@ -407,8 +431,10 @@ impl KubernetesBroker {
 #[async_trait]
 impl AccessBroker for KubernetesBroker {
     async fn grant(&self, request: &GrantRequest) -> Result<Grant, BrokerError> {
-        let (target_ns, scopes) = parse_grant_scopes(&request.scopes)
-            .map_err(|e| BrokerError::ScopeRefused { message: e.to_string() })?;
+        let (target_ns, scopes) =
+            parse_grant_scopes(&request.scopes).map_err(|e| BrokerError::ScopeRefused {
+                message: e.to_string(),
+            })?;
         let ttl = request.ttl.min(self.max_ttl);
         if ttl.is_zero() {
             return Err(BrokerError::invalid_input("grant TTL must be positive"));
@@ -420,11 +446,13 @@ impl AccessBroker for KubernetesBroker {
         let mut object_labels = labels::base(&self.instance, &correlation);
         object_labels.insert(labels::GRANT.to_owned(), name.clone());
         let annotations = BTreeMap::from([
-            (labels::EXPIRES_AT.to_owned(), labels::format_expiry(not_after)),
+            (
+                labels::EXPIRES_AT.to_owned(),
+                labels::format_expiry(not_after),
+            ),
             (labels::AGENT.to_owned(), request.agent.to_string()),
         ]);
-        let token_seconds =
-            i64::try_from(ttl.as_secs().max(MIN_TOKEN_SECONDS)).unwrap_or(i64::MAX);
+        let token_seconds = i64::try_from(ttl.as_secs().max(MIN_TOKEN_SECONDS)).unwrap_or(i64::MAX);
         let rules = scopes.iter().map(crate::K8sScope::rule).collect();
         // `parse_grant_scopes` guarantees at least one scope.
         let Some(first) = scopes.first() else {
@@ -472,9 +500,11 @@ impl AccessBroker for KubernetesBroker {
         let target_ns = match grant.hints.get(HINT_TARGET_NAMESPACE) {
             Some(ns) if labels::is_dns_label(ns) => ns.clone(),
             Some(_) => return Err(BrokerError::invalid_input("bad target namespace hint")),
-            None => parse_grant_scopes(&grant.scopes)
-                .map_err(|e| BrokerError::invalid_input(e.to_string()))?
-                .0,
+            None => {
+                parse_grant_scopes(&grant.scopes)
+                    .map_err(|e| BrokerError::invalid_input(e.to_string()))?
+                    .0
+            }
         };
         self.delete_objects(&name, &target_ns).await
     }

@@ -78,7 +78,8 @@ pub fn base(instance: &str, correlation_id: &str) -> BTreeMap<String, String> {
 /// Formats an expiry for the [`EXPIRES_AT`] annotation.
 pub fn format_expiry(at: OffsetDateTime) -> String {
     // Formatting a UTC OffsetDateTime as RFC 3339 only fails for years outside 0..=9999.
-    at.format(&Rfc3339).unwrap_or_else(|_| "0000-01-01T00:00:00Z".to_owned())
+    at.format(&Rfc3339)
+        .unwrap_or_else(|_| "0000-01-01T00:00:00Z".to_owned())
 }
 
 /// Whether an object with these annotations has expired at `now`. An object without a readable

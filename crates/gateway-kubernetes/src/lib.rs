@@ -32,11 +32,11 @@ pub use broker::{
     HINT_NAMESPACE, HINT_SERVICE_ACCOUNT, HINT_TARGET_NAMESPACE, KubernetesBroker,
     KubernetesBrokerBuilder, MIN_TOKEN_SECONDS, TOKEN_ENV,
 };
-pub use pod::{StderrCapture, restricted_profile_violations};
+pub use pod::{StderrCapture, TOKEN_MOUNT_PATH, restricted_profile_violations};
 pub use runner::{KubernetesRunner, KubernetesRunnerBuilder, ReapReport};
 pub use scope::{K8sScope, ScopeError};
 
-/// Re-exported so callers build clients with the same version.
-pub use kube;
 /// Re-exported so callers use the same Kubernetes types.
 pub use k8s_openapi;
+/// Re-exported so callers build clients with the same version.
+pub use kube;

@@ -115,10 +115,13 @@ pub(crate) fn build(
     let timeout_secs = i64::try_from(spec.limits.timeout.as_millis().div_ceil(1000))
         .unwrap_or(i64::MAX)
         .max(1);
-    let expires = now
-        + time::Duration::seconds(timeout_secs.saturating_add(settings.expiry_slack_seconds));
+    let expires =
+        now + time::Duration::seconds(timeout_secs.saturating_add(settings.expiry_slack_seconds));
     let annotations = BTreeMap::from([
-        (labels::EXPIRES_AT.to_owned(), labels::format_expiry(expires)),
+        (
+            labels::EXPIRES_AT.to_owned(),
+            labels::format_expiry(expires),
+        ),
         (labels::AGENT.to_owned(), spec.agent.to_string()),
     ]);
     let meta = |name: String| ObjectMeta {
@@ -376,8 +379,13 @@ fn egress_rules(
     let destinations = match network {
         NetworkAccess::None => return Ok(None),
         NetworkAccess::Allowlist { destinations } => destinations,
-        #[allow(unreachable_patterns)] // NetworkAccess is non_exhaustive: unknown modes fail closed.
-        _ => return Err(BuildError::Unsupported("unknown network access mode".into())),
+        #[allow(unreachable_patterns)]
+        // NetworkAccess is non_exhaustive: unknown modes fail closed.
+        _ => {
+            return Err(BuildError::Unsupported(
+                "unknown network access mode".into(),
+            ));
+        }
     };
     let mut rules = Vec::new();
     for d in destinations {
@@ -441,11 +449,7 @@ pub fn restricted_profile_violations(pod: &PodSpec) -> Vec<String> {
     if psc.run_as_user == Some(0) {
         v.push("pod runAsUser 0".to_owned());
     }
-    if psc
-        .sysctls
-        .as_ref()
-        .is_some_and(|s| !s.is_empty())
-    {
+    if psc.sysctls.as_ref().is_some_and(|s| !s.is_empty()) {
         v.push("sysctls set".to_owned());
     }
     for vol in pod.volumes.iter().flatten() {
@@ -489,12 +493,7 @@ pub fn restricted_profile_violations(pod: &PodSpec) -> Vec<String> {
         if !caps.drop.iter().flatten().any(|d| d == "ALL") {
             v.push(format!("{name}: capabilities do not drop ALL"));
         }
-        if caps
-            .add
-            .iter()
-            .flatten()
-            .any(|a| a != "NET_BIND_SERVICE")
-        {
+        if caps.add.iter().flatten().any(|a| a != "NET_BIND_SERVICE") {
             v.push(format!("{name}: adds capabilities beyond NET_BIND_SERVICE"));
         }
         let seccomp_ok = match &sc.seccomp_profile {
@@ -502,10 +501,11 @@ pub fn restricted_profile_violations(pod: &PodSpec) -> Vec<String> {
             None => pod_seccomp_ok,
         };
         if !seccomp_ok {
-            v.push(format!("{name}: seccomp profile is not RuntimeDefault or Localhost"));
+            v.push(format!(
+                "{name}: seccomp profile is not RuntimeDefault or Localhost"
+            ));
         }
-        if c
-            .ports
+        if c.ports
             .iter()
             .flatten()
             .any(|p| p.host_port.is_some_and(|h| h != 0))
@@ -522,8 +522,8 @@ pub fn restricted_profile_violations(pod: &PodSpec) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gateway_core::ids::{AgentId, RequestId};
     use gateway_core::Secret as CoreSecret;
+    use gateway_core::ids::{AgentId, RequestId};
     use std::time::Duration;
 
     fn settings() -> PodSettings {
@@ -554,7 +554,13 @@ mod tests {
     #[test]
     fn hardened_job_shape() {
         let spec = job_spec();
-        let o = build("agw-job-1", &spec, &settings(), time::OffsetDateTime::now_utc()).unwrap();
+        let o = build(
+            "agw-job-1",
+            &spec,
+            &settings(),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
         let js = o.job.spec.as_ref().unwrap();
         assert_eq!(js.backoff_limit, Some(0));
         assert_eq!(js.active_deadline_seconds, Some(2), "timeout rounds up");
@@ -565,7 +571,10 @@ mod tests {
         assert_eq!(pod.service_account_name, None);
         let c = &pod.containers[0];
         assert_eq!(
-            c.security_context.as_ref().unwrap().read_only_root_filesystem,
+            c.security_context
+                .as_ref()
+                .unwrap()
+                .read_only_root_filesystem,
             Some(true)
         );
         // The argv is passed through untouched, never re-parsed by the wrapper shell.
@@ -575,8 +584,18 @@ mod tests {
         assert_eq!(limits["memory"].0, (512u64 * 1024 * 1024).to_string());
         let labels = o.job.metadata.labels.as_ref().unwrap();
         assert_eq!(labels[labels::INSTANCE], "test");
-        assert_eq!(labels[labels::CORRELATION_ID], spec.correlation_id.to_string());
-        let pod_labels = js.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+        assert_eq!(
+            labels[labels::CORRELATION_ID],
+            spec.correlation_id.to_string()
+        );
+        let pod_labels = js
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
         assert_eq!(pod_labels[labels::JOB], "agw-job-1");
         assert!(o.secret.is_none());
         let np = o.network_policy.spec.unwrap();
@@ -589,7 +608,13 @@ mod tests {
         let mut spec = job_spec();
         spec.secret_env
             .insert("TOKEN".into(), CoreSecret::from("s3cr3t-value"));
-        let o = build("agw-job-2", &spec, &settings(), time::OffsetDateTime::now_utc()).unwrap();
+        let o = build(
+            "agw-job-2",
+            &spec,
+            &settings(),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
         let job_json = serde_json::to_string(&o.job).unwrap();
         assert!(!job_json.contains("s3cr3t-value"));
         let secret = o.secret.unwrap();
@@ -600,26 +625,48 @@ mod tests {
     #[test]
     fn grant_service_account_is_mounted_as_a_projected_token() {
         let mut spec = job_spec();
-        spec.grant_hints
-            .insert(crate::broker::HINT_SERVICE_ACCOUNT.into(), "agw-grant-x".into());
+        spec.grant_hints.insert(
+            crate::broker::HINT_SERVICE_ACCOUNT.into(),
+            "agw-grant-x".into(),
+        );
         spec.grant_hints
             .insert(crate::broker::HINT_NAMESPACE.into(), "jobs".into());
-        let o = build("agw-job-3", &spec, &settings(), time::OffsetDateTime::now_utc()).unwrap();
+        let o = build(
+            "agw-job-3",
+            &spec,
+            &settings(),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
         let pod = o.job.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.service_account_name.as_deref(), Some("agw-grant-x"));
         assert_eq!(pod.automount_service_account_token, Some(false));
         assert_eq!(restricted_profile_violations(&pod), Vec::<String>::new());
-        let vol = pod.volumes.unwrap().into_iter().find(|v| v.name == "grant-token").unwrap();
+        let vol = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "grant-token")
+            .unwrap();
         let sources = vol.projected.unwrap().sources.unwrap();
         assert_eq!(
-            sources[0].service_account_token.as_ref().unwrap().expiration_seconds,
+            sources[0]
+                .service_account_token
+                .as_ref()
+                .unwrap()
+                .expiration_seconds,
             Some(600)
         );
 
         spec.grant_hints
             .insert(crate::broker::HINT_NAMESPACE.into(), "elsewhere".into());
         assert!(matches!(
-            build("agw-job-4", &spec, &settings(), time::OffsetDateTime::now_utc()),
+            build(
+                "agw-job-4",
+                &spec,
+                &settings(),
+                time::OffsetDateTime::now_utc()
+            ),
             Err(BuildError::Invalid(_))
         ));
     }
@@ -635,14 +682,39 @@ mod tests {
             Err(BuildError::Unsupported(_))
         ));
         spec.network = NetworkAccess::Allowlist {
-            destinations: vec!["10.0.0.0/8:443".into(), "192.168.1.1".into(), "[::1]:80".into()],
+            destinations: vec![
+                "10.0.0.0/8:443".into(),
+                "192.168.1.1".into(),
+                "[::1]:80".into(),
+            ],
         };
         let o = build("j", &spec, &settings(), time::OffsetDateTime::now_utc()).unwrap();
         let egress = o.network_policy.spec.unwrap().egress.unwrap();
         assert_eq!(egress.len(), 3);
-        assert_eq!(egress[0].to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "10.0.0.0/8");
-        assert_eq!(egress[1].to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "192.168.1.1/32");
-        assert_eq!(egress[2].to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "::1/128");
+        assert_eq!(
+            egress[0].to.as_ref().unwrap()[0]
+                .ip_block
+                .as_ref()
+                .unwrap()
+                .cidr,
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            egress[1].to.as_ref().unwrap()[0]
+                .ip_block
+                .as_ref()
+                .unwrap()
+                .cidr,
+            "192.168.1.1/32"
+        );
+        assert_eq!(
+            egress[2].to.as_ref().unwrap()[0]
+                .ip_block
+                .as_ref()
+                .unwrap()
+                .cidr,
+            "::1/128"
+        );
 
         let mut empty = job_spec();
         empty.command.clear();
@@ -669,14 +741,19 @@ mod tests {
 
     #[test]
     fn restricted_checks_catch_violations() {
-        let mut pod = build("j", &job_spec(), &settings(), time::OffsetDateTime::now_utc())
-            .unwrap()
-            .job
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap();
+        let mut pod = build(
+            "j",
+            &job_spec(),
+            &settings(),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap()
+        .job
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
         pod.host_network = Some(true);
         let sc = pod.containers[0].security_context.as_mut().unwrap();
         sc.allow_privilege_escalation = None;

@@ -3,7 +3,9 @@
 
 use crate::error;
 use crate::labels;
-use crate::pod::{self, BuildError, CONTAINER, PodSettings, StderrCapture, TERMINATION_MESSAGE_LIMIT};
+use crate::pod::{
+    self, BuildError, CONTAINER, PodSettings, StderrCapture, TERMINATION_MESSAGE_LIMIT,
+};
 use crate::watch::{self, End};
 use futures::AsyncReadExt;
 use gateway_core::runner::{
@@ -20,6 +22,9 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// How long after its grace period a Pod that is still there is force-deleted.
+const FORCE_DELETE_SLACK: Duration = Duration::from_secs(3);
 
 /// What a reaper deleted, and what it could not delete (`kind/namespace/name` entries).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -297,22 +302,35 @@ impl Runner for KubernetesRunner {
         }
     }
 
-    async fn run(&self, spec: JobSpec, cancel: CancellationToken) -> Result<JobOutcome, RunnerError> {
+    async fn run(
+        &self,
+        spec: JobSpec,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, RunnerError> {
         let inner = &self.inner;
         let image = spec
             .image
             .clone()
             .or_else(|| inner.default_image.clone())
-            .ok_or_else(|| RunnerError::invalid_input("no image: the spec names none and the runner has no default"))?;
+            .ok_or_else(|| {
+                RunnerError::invalid_input(
+                    "no image: the spec names none and the runner has no default",
+                )
+            })?;
         let id = format!("agw-job-{}", labels::random_suffix());
         let mut settings = inner.settings.clone();
         settings.image = image;
-        let objects =
-            pod::build(&id, &spec, &settings, time::OffsetDateTime::now_utc()).map_err(build_error)?;
+        let objects = pod::build(&id, &spec, &settings, time::OffsetDateTime::now_utc())
+            .map_err(build_error)?;
         let max_out = spec.limits.max_output_bytes;
         let started = Instant::now();
         if cancel.is_cancelled() {
-            return Ok(outcome(JobStatus::Cancelled, started, String::new(), Teardown::complete()));
+            return Ok(outcome(
+                JobStatus::Cancelled,
+                started,
+                String::new(),
+                Teardown::complete(),
+            ));
         }
         let mut guard = DropGuard {
             inner: Arc::clone(inner),
@@ -376,7 +394,10 @@ impl Runner for KubernetesRunner {
                 Err(if reason == "InvalidImageName" {
                     RunnerError::InvalidInput { message }
                 } else {
-                    RunnerError::Unavailable { message, source: None }
+                    RunnerError::Unavailable {
+                        message,
+                        source: None,
+                    }
                 })
             }
         };
@@ -398,7 +419,12 @@ impl Runner for KubernetesRunner {
     }
 }
 
-fn outcome(status: JobStatus, started: Instant, environment_id: String, teardown: Teardown) -> JobOutcome {
+fn outcome(
+    status: JobStatus,
+    started: Instant,
+    environment_id: String,
+    teardown: Teardown,
+) -> JobOutcome {
     JobOutcome {
         status,
         stdout: String::new(),
@@ -537,7 +563,11 @@ impl Inner {
             grace_period_seconds: u32::try_from(self.settings.grace_seconds).ok(),
             ..Default::default()
         };
-        match self.pods().list(&ListParams::default().labels(&selector)).await {
+        match self
+            .pods()
+            .list(&ListParams::default().labels(&selector))
+            .await
+        {
             Ok(list) => {
                 for p in list.items {
                     let name = p.metadata.name.unwrap_or_default();
@@ -560,21 +590,53 @@ impl Inner {
             problems.push(format!("secret: {e}"));
         }
 
-        // Wait (bounded) until the Job and its Pods are really gone.
-        let deadline = Instant::now() + self.teardown_timeout;
+        // Wait (bounded) until the Job and its Pods are really gone. A kubelet can lose track
+        // of a Pod deleted while its container was being created and keep the object for
+        // half a minute or more; once the grace period (plus slack) has passed, such Pods are
+        // force-deleted (the kubelet kills containers of Pods that no longer exist).
+        let started = Instant::now();
+        let deadline = started + self.teardown_timeout;
+        let force_at = started
+            + Duration::from_secs(u64::try_from(self.settings.grace_seconds).unwrap_or(0))
+            + FORCE_DELETE_SLACK;
+        let mut forced = false;
         let mut gone = false;
         while Instant::now() < deadline {
             let pods_left = self
                 .pods()
                 .list(&ListParams::default().labels(&selector))
                 .await
-                .map(|l| l.items.len());
+                .map(|l| l.items);
             let job_left = self.jobs().get_opt(id).await.map(|j| j.is_some());
-            if let (Ok(0), Ok(false)) = (&pods_left, &job_left) {
-                gone = true;
-                break;
+            match (&pods_left, &job_left) {
+                (Ok(pods), Ok(false)) if pods.is_empty() => {
+                    gone = true;
+                    break;
+                }
+                (Ok(pods), _) if !forced && Instant::now() >= force_at => {
+                    forced = true;
+                    let now = DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..Default::default()
+                    };
+                    for p in pods {
+                        let name = p.metadata.name.clone().unwrap_or_default();
+                        tracing::warn!(pod = %name, "pod outlived its grace period; force-deleting");
+                        if let Err(e) =
+                            deleted_or_gone(self.pods().delete(&name, &now).await.map(|_| ()))
+                        {
+                            problems.push(format!("force-deleting pod {name}: {e}"));
+                        }
+                    }
+                }
+                _ => {}
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if gone && forced {
+            // The object is gone but the kubelet may still be stopping the container: keep the
+            // NetworkPolicy a little longer (fail closed).
+            tokio::time::sleep(FORCE_DELETE_SLACK).await;
         }
         if gone {
             if let Err(e) = deleted_or_gone(
@@ -637,9 +699,10 @@ impl Inner {
             }
             let job = np.metadata.labels.as_ref().and_then(|l| l.get(labels::JOB));
             if job.is_some_and(|j| live_jobs.contains(j)) {
-                report
-                    .failed
-                    .push(format!("NetworkPolicy/{}/{name}: its Pod is still terminating", self.settings.namespace));
+                report.failed.push(format!(
+                    "NetworkPolicy/{}/{name}: its Pod is still terminating",
+                    self.settings.namespace
+                ));
                 continue;
             }
             record(
@@ -647,7 +710,11 @@ impl Inner {
                 "NetworkPolicy",
                 &self.settings.namespace,
                 &name,
-                deleted_or_gone(nps.delete(&name, &DeleteParams::default()).await.map(|_| ())),
+                deleted_or_gone(
+                    nps.delete(&name, &DeleteParams::default())
+                        .await
+                        .map(|_| ()),
+                ),
             );
         }
         Ok(report)
@@ -723,11 +790,26 @@ mod tests {
             signal,
             ..Default::default()
         };
-        assert_eq!(status_of(&st(Some("Completed"), 0, None)).unwrap(), JobStatus::Exited { code: 0 });
-        assert_eq!(status_of(&st(Some("Error"), 3, None)).unwrap(), JobStatus::Exited { code: 3 });
-        assert_eq!(status_of(&st(Some("OOMKilled"), 137, None)).unwrap(), JobStatus::OomKilled);
-        assert_eq!(status_of(&st(Some("DeadlineExceeded"), 137, None)).unwrap(), JobStatus::TimedOut);
-        assert_eq!(status_of(&st(Some("Error"), 0, Some(9))).unwrap(), JobStatus::Signaled { signal: 9 });
+        assert_eq!(
+            status_of(&st(Some("Completed"), 0, None)).unwrap(),
+            JobStatus::Exited { code: 0 }
+        );
+        assert_eq!(
+            status_of(&st(Some("Error"), 3, None)).unwrap(),
+            JobStatus::Exited { code: 3 }
+        );
+        assert_eq!(
+            status_of(&st(Some("OOMKilled"), 137, None)).unwrap(),
+            JobStatus::OomKilled
+        );
+        assert_eq!(
+            status_of(&st(Some("DeadlineExceeded"), 137, None)).unwrap(),
+            JobStatus::TimedOut
+        );
+        assert_eq!(
+            status_of(&st(Some("Error"), 0, Some(9))).unwrap(),
+            JobStatus::Signaled { signal: 9 }
+        );
         assert!(status_of(&st(Some("ContainerCannotRun"), 127, None)).is_err());
     }
 }

@@ -40,9 +40,18 @@ pub const VERBS: &[&str] = &[
 /// The API group of a well-known built-in resource written without a group.
 pub fn well_known_group(resource: &str) -> Option<&'static str> {
     Some(match resource {
-        "pods" | "services" | "configmaps" | "secrets" | "endpoints" | "events"
-        | "persistentvolumeclaims" | "replicationcontrollers" | "serviceaccounts"
-        | "limitranges" | "resourcequotas" | "podtemplates" => "",
+        "pods"
+        | "services"
+        | "configmaps"
+        | "secrets"
+        | "endpoints"
+        | "events"
+        | "persistentvolumeclaims"
+        | "replicationcontrollers"
+        | "serviceaccounts"
+        | "limitranges"
+        | "resourcequotas"
+        | "podtemplates" => "",
         "deployments" | "statefulsets" | "daemonsets" | "replicasets" | "controllerrevisions" => {
             "apps"
         }
@@ -218,7 +227,10 @@ mod tests {
         assert_eq!(s.resource, "deployments");
         assert_eq!(s.name.as_deref(), Some("web"));
         assert_eq!(s.verb, "patch");
-        assert_eq!(s, K8sScope::parse("k8s:prod:deployments:patch:web").unwrap());
+        assert_eq!(
+            s,
+            K8sScope::parse("k8s:prod:deployments:patch:web").unwrap()
+        );
         assert_eq!(
             s,
             K8sScope::parse("k8s:prod:deployments.apps/web:patch").unwrap()

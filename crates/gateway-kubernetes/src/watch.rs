@@ -118,7 +118,12 @@ pub(crate) async fn wait_for_end(
             *last_pod.lock().unwrap_or_else(PoisonError::into_inner) = Some(n.clone());
         }
     };
-    let last = || last_pod.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let last = || {
+        last_pod
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    };
     loop {
         let cycle = async {
             // 1. The current state, and the resource version to watch from.

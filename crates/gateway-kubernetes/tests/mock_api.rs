@@ -23,10 +23,13 @@ struct Seen {
     body: Value,
 }
 
+type SeenLog = Arc<Mutex<Vec<Seen>>>;
 type Route = dyn Fn(&Seen) -> (u16, String) + Send + Sync;
 
 /// A client whose requests are answered by `route` and recorded.
-fn mock(route: impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static) -> (Client, Arc<Mutex<Vec<Seen>>>) {
+fn mock(
+    route: impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static,
+) -> (Client, Arc<Mutex<Vec<Seen>>>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
@@ -73,7 +76,10 @@ fn echo_created(s: &Seen) -> (u16, String) {
 }
 
 fn deleted() -> (u16, String) {
-    (200, json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}).to_string())
+    (
+        200,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200}).to_string(),
+    )
 }
 
 fn broker(client: Client) -> KubernetesBroker {
@@ -93,7 +99,10 @@ async fn grant_creates_exactly_the_scoped_objects_and_a_token() {
     });
     let b = broker(client);
     let req = request(
-        vec!["k8s:prod:deployments/web:patch".into(), "k8s:prod:pods:list".into()],
+        vec![
+            "k8s:prod:deployments/web:patch".into(),
+            "k8s:prod:pods:list".into(),
+        ],
         Duration::from_secs(60),
     );
     let grant = b.grant(&req).await.unwrap();
@@ -128,14 +137,20 @@ async fn grant_creates_exactly_the_scoped_objects_and_a_token() {
     let life = grant.not_after - grant.issued_at;
     assert_eq!(life.whole_seconds(), 60);
     for s in &seen[..3] {
-        assert_eq!(s.body["metadata"]["labels"]["agent-gateway.io/instance"], json!("mock"));
+        assert_eq!(
+            s.body["metadata"]["labels"]["agent-gateway.io/instance"],
+            json!("mock")
+        );
         assert_eq!(
             s.body["metadata"]["labels"]["agent-gateway.io/correlation-id"],
             json!(req.correlation_id.to_string())
         );
         assert!(s.body["metadata"]["annotations"]["agent-gateway.io/expires-at"].is_string());
     }
-    assert_eq!(grant.job_env[TOKEN_ENV].expose_str(), Some("mock-token-value-123456"));
+    assert_eq!(
+        grant.job_env[TOKEN_ENV].expose_str(),
+        Some("mock-token-value-123456")
+    );
     assert!(!format!("{grant:?}").contains("mock-token-value"));
 }
 
@@ -148,7 +163,10 @@ async fn forbidden_role_rolls_back_what_was_created() {
         _ => status(500, "InternalError"),
     });
     let err = broker(client)
-        .grant(&request(vec!["k8s:prod:pods:get".into()], Duration::from_secs(60)))
+        .grant(&request(
+            vec!["k8s:prod:pods:get".into()],
+            Duration::from_secs(60),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
@@ -166,7 +184,10 @@ async fn forbidden_role_rolls_back_what_was_created() {
 async fn conflict_and_invalid_map_to_their_kinds() {
     let (client, _) = mock(|_| status(409, "AlreadyExists"));
     let err = broker(client)
-        .grant(&request(vec!["k8s:prod:pods:get".into()], Duration::from_secs(60)))
+        .grant(&request(
+            vec!["k8s:prod:pods:get".into()],
+            Duration::from_secs(60),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
@@ -174,10 +195,17 @@ async fn conflict_and_invalid_map_to_their_kinds() {
     let (client, seen) = mock(|_| status(500, "InternalError"));
     let b = broker(client);
     let err = b
-        .grant(&request(vec!["k8s:prod:pods:*".into()], Duration::from_secs(60)))
+        .grant(&request(
+            vec!["k8s:prod:pods:*".into()],
+            Duration::from_secs(60),
+        ))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Denied, "bad scope is refused before any request");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Denied,
+        "bad scope is refused before any request"
+    );
     let err = b
         .grant(&request(
             vec!["k8s:a:pods:get".into(), "k8s:b:pods:get".into()],
@@ -198,12 +226,20 @@ async fn revoke_is_idempotent_on_404_and_reports_403() {
     });
     let b = broker(client);
     let grant = b
-        .grant(&request(vec!["k8s:prod:pods:get".into()], Duration::from_secs(60)))
+        .grant(&request(
+            vec!["k8s:prod:pods:get".into()],
+            Duration::from_secs(60),
+        ))
         .await
         .unwrap();
     b.revoke(&grant).await.unwrap();
     b.revoke(&grant).await.unwrap();
-    let deletes = seen.lock().unwrap().iter().filter(|s| s.method == "DELETE").count();
+    let deletes = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.method == "DELETE")
+        .count();
     assert_eq!(deletes, 6);
 
     let (client, _) = mock(|_| status(403, "Forbidden"));
@@ -213,8 +249,14 @@ async fn revoke_is_idempotent_on_404_and_reports_403() {
     let mut forged = grant.clone();
     forged.id = "kube-system-admin".into();
     let (client, seen) = mock(|_| deleted());
-    assert_eq!(broker(client).revoke(&forged).await.unwrap_err().kind(), ErrorKind::InvalidInput);
-    assert!(seen.lock().unwrap().is_empty(), "a foreign id must not reach the API");
+    assert_eq!(
+        broker(client).revoke(&forged).await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a foreign id must not reach the API"
+    );
 }
 
 #[tokio::test]
@@ -223,7 +265,10 @@ async fn unreachable_api_server_is_unavailable() {
     let config = Config::new("http://127.0.0.1:1".parse().unwrap());
     let client = Client::try_from(config).unwrap();
     let err = broker(client.clone())
-        .grant(&request(vec!["k8s:prod:pods:get".into()], Duration::from_secs(60)))
+        .grant(&request(
+            vec!["k8s:prod:pods:get".into()],
+            Duration::from_secs(60),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
@@ -232,7 +277,10 @@ async fn unreachable_api_server_is_unavailable() {
         .teardown_timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    let err = runner.run(job(), CancellationToken::new()).await.unwrap_err();
+    let err = runner
+        .run(job(), CancellationToken::new())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
 }
 
@@ -292,7 +340,7 @@ async fn gone_watch_relists_and_the_outcome_comes_from_the_terminated_state() {
     // then shows the container terminated with exit code 3 and an OOM-free reason.
     let state = Arc::new(Mutex::new((0u32, false))); // (watches, torn down)
     let st = Arc::clone(&state);
-    let seen_cell: Arc<Mutex<Option<Arc<Mutex<Vec<Seen>>>>>> = Arc::new(Mutex::new(None));
+    let seen_cell: Arc<Mutex<Option<SeenLog>>> = Arc::new(Mutex::new(None));
     let seen_for_route = Arc::clone(&seen_cell);
     let (client, seen) = mock(move |s| {
         let seen = seen_for_route.lock().unwrap().clone().unwrap();
@@ -304,9 +352,15 @@ async fn gone_watch_relists_and_the_outcome_comes_from_the_terminated_state() {
             "GET" if uri.contains("/log") => (200, "hello from the job".into()),
             "GET" if uri.contains("watch=true") => {
                 st.0 += 1;
-                (200, format!("{}\n", json!({"type": "ERROR", "object": {
+                (
+                    200,
+                    format!(
+                        "{}\n",
+                        json!({"type": "ERROR", "object": {
                     "kind": "Status", "apiVersion": "v1", "status": "Failure",
-                    "message": "too old resource version", "reason": "Expired", "code": 410}})))
+                    "message": "too old resource version", "reason": "Expired", "code": 410}})
+                    ),
+                )
             }
             "GET" if uri.contains("/pods") => {
                 if st.1 {
@@ -314,44 +368,76 @@ async fn gone_watch_relists_and_the_outcome_comes_from_the_terminated_state() {
                 } else if st.0 == 0 {
                     (200, list(vec![pod_json(&name, None)]))
                 } else {
-                    (200, list(vec![pod_json(&name, Some(json!({
-                        "exitCode": 3, "reason": "Error", "message": "some stderr"})))]))
+                    (
+                        200,
+                        list(vec![pod_json(
+                            &name,
+                            Some(json!({
+                        "exitCode": 3, "reason": "Error", "message": "some stderr"})),
+                        )]),
+                    )
                 }
             }
             "GET" if uri.contains("/jobs/") => {
-                if st.1 { status(404, "NotFound") } else {
+                if st.1 {
+                    status(404, "NotFound")
+                } else {
                     (200, json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}}).to_string())
                 }
             }
             "DELETE" => {
-                if uri.contains("/jobs/") { st.1 = true; }
+                if uri.contains("/jobs/") {
+                    st.1 = true;
+                }
                 deleted()
             }
             _ => status(500, "InternalError"),
         }
     });
     *seen_cell.lock().unwrap() = Some(Arc::clone(&seen));
-    let out = runner(client).run(job(), CancellationToken::new()).await.unwrap();
+    let out = runner(client)
+        .run(job(), CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(out.status, JobStatus::Exited { code: 3 });
     assert_eq!(out.stdout, "hello from the job");
     assert_eq!(out.stderr, "some stderr");
     assert!(out.teardown.complete, "{}", out.teardown.detail);
-    assert_eq!(state.lock().unwrap().0, 1, "exactly one watch, then a relist");
+    assert_eq!(
+        state.lock().unwrap().0,
+        1,
+        "exactly one watch, then a relist"
+    );
 
     let seen = seen.lock().unwrap().clone();
     let creates: Vec<&Seen> = seen.iter().filter(|s| s.method == "POST").collect();
-    assert!(creates[0].uri.starts_with("/apis/networking.k8s.io/v1/namespaces/jobs/networkpolicies"));
-    assert!(creates[1].uri.starts_with("/apis/batch/v1/namespaces/jobs/jobs"));
+    assert!(
+        creates[0]
+            .uri
+            .starts_with("/apis/networking.k8s.io/v1/namespaces/jobs/networkpolicies")
+    );
+    assert!(
+        creates[1]
+            .uri
+            .starts_with("/apis/batch/v1/namespaces/jobs/jobs")
+    );
     let job = &creates[1].body;
     assert_eq!(job["spec"]["backoffLimit"], json!(0));
     assert_eq!(job["spec"]["activeDeadlineSeconds"], json!(20));
-    assert_eq!(job["spec"]["template"]["spec"]["automountServiceAccountToken"], json!(false));
+    assert_eq!(
+        job["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        json!(false)
+    );
     // The log request is bounded.
     let log = seen.iter().find(|s| s.uri.contains("/log")).unwrap();
     assert!(log.uri.contains("limitBytes=65537"), "{}", log.uri);
     // The NetworkPolicy is deleted last, after the Job and Pods are gone.
     let last_delete = seen.iter().rev().find(|s| s.method == "DELETE").unwrap();
-    assert!(last_delete.uri.contains("/networkpolicies/"), "{}", last_delete.uri);
+    assert!(
+        last_delete.uri.contains("/networkpolicies/"),
+        "{}",
+        last_delete.uri
+    );
 }
 
 #[tokio::test]
@@ -365,14 +451,19 @@ async fn forbidden_job_create_is_unavailable_and_cleans_up() {
         _ => status(500, "InternalError"),
     });
     let mut spec = job();
-    spec.secret_env.insert("TOKEN".into(), gateway_core::Secret::from("do-not-leak-me"));
-    let err = runner(client).run(spec, CancellationToken::new()).await.unwrap_err();
+    spec.secret_env
+        .insert("TOKEN".into(), gateway_core::Secret::from("do-not-leak-me"));
+    let err = runner(client)
+        .run(spec, CancellationToken::new())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(!err.to_string().contains("do-not-leak-me"));
     let seen = seen.lock().unwrap().clone();
     for kind in ["/jobs/", "/secrets/", "/networkpolicies/"] {
         assert!(
-            seen.iter().any(|s| s.method == "DELETE" && s.uri.contains(kind)),
+            seen.iter()
+                .any(|s| s.method == "DELETE" && s.uri.contains(kind)),
             "no cleanup of {kind}"
         );
     }
@@ -385,7 +476,10 @@ async fn not_found_namespace_is_not_found() {
         "GET" if s.uri.contains("/pods") => (200, list(vec![])),
         _ => status(404, "NotFound"),
     });
-    let err = runner(client).run(job(), CancellationToken::new()).await.unwrap_err();
+    let err = runner(client)
+        .run(job(), CancellationToken::new())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 }
 
@@ -393,17 +487,28 @@ async fn not_found_namespace_is_not_found() {
 async fn image_pull_failure_is_an_error_not_an_outcome() {
     let (client, seen) = mock(|s| match s.method.as_str() {
         "POST" => echo_created(s),
-        "GET" if s.uri.contains("/pods") => (200, list(vec![json!({
+        "GET" if s.uri.contains("/pods") => (
+            200,
+            list(vec![json!({
             "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
             "status": {"phase": "Pending", "containerStatuses": [{"name": "job", "ready": false,
               "restartCount": 0, "image": "x", "imageID": "",
-              "state": {"waiting": {"reason": "ErrImageNeverPull", "message": "not present"}}}]}})])),
+              "state": {"waiting": {"reason": "ErrImageNeverPull", "message": "not present"}}}]}})]),
+        ),
         "GET" => status(404, "NotFound"),
         "DELETE" => deleted(),
         _ => status(500, "InternalError"),
     });
-    let err = runner(client).run(job(), CancellationToken::new()).await.unwrap_err();
+    let err = runner(client)
+        .run(job(), CancellationToken::new())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.to_string().contains("ErrImageNeverPull"));
-    assert!(seen.lock().unwrap().iter().any(|s| s.method == "DELETE" && s.uri.contains("/jobs/")));
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|s| s.method == "DELETE" && s.uri.contains("/jobs/"))
+    );
 }

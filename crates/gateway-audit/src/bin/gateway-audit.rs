@@ -21,7 +21,10 @@ use std::process::ExitCode;
 use tokio::io::{AsyncWriteExt, BufWriter};
 
 #[derive(Parser)]
-#[command(name = "gateway-audit", about = "Verify and export agent-gateway audit logs")]
+#[command(
+    name = "gateway-audit",
+    about = "Verify and export agent-gateway audit logs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -149,7 +152,11 @@ async fn run(cli: Cli) -> Result<bool, AuditError> {
                         r.records_checked,
                         r.head.as_ref().map(|h| h.0).unwrap_or(0),
                         r.checkpoints_checked,
-                        if options.public_key.is_some() { "" } else { " (no --pubkey: signatures not checked)" },
+                        if options.public_key.is_some() {
+                            ""
+                        } else {
+                            " (no --pubkey: signatures not checked)"
+                        },
                     ),
                     Some(f) => {
                         ok = false;
@@ -169,7 +176,9 @@ async fn run(cli: Cli) -> Result<bool, AuditError> {
             checkpoints,
         } => {
             if !jsonl {
-                return Err(AuditError::invalid_input("only --jsonl export is supported"));
+                return Err(AuditError::invalid_input(
+                    "only --jsonl export is supported",
+                ));
             }
             let store = Store::open(&db).await?;
             let store = store.as_dyn();

@@ -14,7 +14,9 @@ pub fn postgres_url(test: &str) -> Option<String> {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
             if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{test}: GATEWAY_TEST_POSTGRES_URL is not set (CI=true: real PostgreSQL is required; run scripts/test)");
+                panic!(
+                    "{test}: GATEWAY_TEST_POSTGRES_URL is not set (CI=true: real PostgreSQL is required; run scripts/test)"
+                );
             }
             eprintln!("SKIPPED {test}: GATEWAY_TEST_POSTGRES_URL is not set (run scripts/test)");
             None
@@ -74,12 +76,10 @@ impl Db {
     pub async fn tamper(&self, sql: &str) {
         match self {
             Db::Sqlite(path) => {
-                let mut conn = sqlx::SqliteConnection::connect(&format!(
-                    "sqlite://{}",
-                    path.display()
-                ))
-                .await
-                .unwrap();
+                let mut conn =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .unwrap();
                 sqlx::raw_sql(
                     "DROP TRIGGER IF EXISTS audit_records_no_update;
                      DROP TRIGGER IF EXISTS audit_records_no_delete;

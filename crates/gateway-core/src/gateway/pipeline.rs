@@ -149,19 +149,28 @@ impl Pipeline {
             &request.resource,
             context.origin.clone(),
         );
-        let result = self.execute_inner(&mut trail, credential, request, context, cancel).await;
+        let result = self
+            .execute_inner(&mut trail, credential, request, context, cancel)
+            .await;
         if !trail.is_open() {
             return result;
         }
         match result {
             Ok(outcome) => Ok(outcome),
-            Err(GatewayError::OutcomeNotRecorded { mut outcome, message }) => {
+            Err(GatewayError::OutcomeNotRecorded {
+                mut outcome,
+                message,
+            }) => {
                 let job = &outcome.job;
                 let retried = self
                     .complete(
                         &mut trail,
                         job_status_name(job),
-                        if job.succeeded() { EventOutcome::Success } else { EventOutcome::Failure },
+                        if job.succeeded() {
+                            EventOutcome::Success
+                        } else {
+                            EventOutcome::Failure
+                        },
                         |d| {
                             d.insert("exit_code".into(), json!(job.exit_code()));
                             d.insert("grant_revoked".into(), json!(outcome.grant.revoked));
@@ -178,8 +187,11 @@ impl Pipeline {
                 }
             }
             Err(error) => {
-                let status =
-                    if error.kind() == ErrorKind::Cancelled { status::CANCELLED } else { status::ERROR };
+                let status = if error.kind() == ErrorKind::Cancelled {
+                    status::CANCELLED
+                } else {
+                    status::ERROR
+                };
                 let recorded = self
                     .complete(&mut trail, status, EventOutcome::Failure, |d| {
                         d.insert("error_kind".into(), json!(error.kind()));
@@ -287,8 +299,7 @@ impl Pipeline {
         let def = match validated {
             Ok(def) => def,
             Err(reason) => {
-                self.reject(trail, ErrorKind::InvalidInput, &reason)
-                    .await;
+                self.reject(trail, ErrorKind::InvalidInput, &reason).await;
                 return Err(GatewayError::InvalidInput {
                     correlation_id: id,
                     reason,
@@ -298,8 +309,7 @@ impl Pipeline {
         let _slot = match slot {
             Ok(slot) => slot,
             Err(reason) => {
-                self.reject(trail, ErrorKind::RateLimited, &reason)
-                    .await;
+                self.reject(trail, ErrorKind::RateLimited, &reason).await;
                 return Err(GatewayError::RateLimited {
                     correlation_id: id,
                     reason,
@@ -533,26 +543,20 @@ impl Pipeline {
             runner.backend, runner.instance, job.environment_id
         );
         let recorded = self
-            .complete_with(
-                trail,
-                status_name,
-                outcome_kind,
-                Some(runner_id),
-                |d| {
-                    d.insert("job".into(), json!(job.status));
-                    d.insert("exit_code".into(), json!(job.exit_code()));
-                    d.insert("duration_ms".into(), json!(job.duration.as_millis()));
-                    d.insert("isolation".into(), json!(job.isolation));
-                    d.insert("teardown".into(), json!(job.teardown));
-                    d.insert("stdout_bytes".into(), json!(job.stdout.len()));
-                    d.insert("stderr_bytes".into(), json!(job.stderr.len()));
-                    d.insert(
-                        "output_truncated".into(),
-                        json!(job.stdout_truncated || job.stderr_truncated),
-                    );
-                    d.insert("grant_revoked".into(), json!(summary.revoked));
-                },
-            )
+            .complete_with(trail, status_name, outcome_kind, Some(runner_id), |d| {
+                d.insert("job".into(), json!(job.status));
+                d.insert("exit_code".into(), json!(job.exit_code()));
+                d.insert("duration_ms".into(), json!(job.duration.as_millis()));
+                d.insert("isolation".into(), json!(job.isolation));
+                d.insert("teardown".into(), json!(job.teardown));
+                d.insert("stdout_bytes".into(), json!(job.stdout.len()));
+                d.insert("stderr_bytes".into(), json!(job.stderr.len()));
+                d.insert(
+                    "output_truncated".into(),
+                    json!(job.stdout_truncated || job.stderr_truncated),
+                );
+                d.insert("grant_revoked".into(), json!(summary.revoked));
+            })
             .await;
         let outcome = ActionOutcome {
             correlation_id: id,

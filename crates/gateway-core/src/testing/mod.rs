@@ -406,6 +406,8 @@ pub struct MemoryAuditSink {
     records: Mutex<Vec<AuditRecord>>,
     /// Faults on `append`.
     pub faults: FaultPlan,
+    /// Faults on `read` and `verify` (e.g. to make a readiness probe fail).
+    pub read_faults: FaultPlan,
     journal: Option<Journal>,
 }
 
@@ -428,6 +430,7 @@ impl MemoryAuditSink {
             stream_id: stream_id.into(),
             records: Mutex::new(records),
             faults: FaultPlan::new(),
+            read_faults: FaultPlan::new(),
             journal: None,
         }
     }
@@ -497,6 +500,10 @@ impl AuditSink for MemoryAuditSink {
     }
 
     async fn read(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
+        self.read_faults
+            .enter()
+            .await
+            .map_err(|()| AuditError::unavailable_msg("injected fault"))?;
         Ok(lock(&self.records)
             .iter()
             .filter(|r| after.is_none_or(|a| r.sequence > a))
@@ -506,6 +513,10 @@ impl AuditSink for MemoryAuditSink {
     }
 
     async fn verify(&self) -> Result<VerifyReport, AuditError> {
+        self.read_faults
+            .enter()
+            .await
+            .map_err(|()| AuditError::unavailable_msg("injected fault"))?;
         let mut verifier = ChainVerifier::new(self.stream_id.clone());
         for r in lock(&self.records).iter() {
             if verifier.push(r).is_err() {

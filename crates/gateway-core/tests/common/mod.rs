@@ -1,7 +1,9 @@
 //! A gateway wired to the in-memory doubles, sharing one journal.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use gateway_core::testing::{Journal, MemoryAuditSink, MemoryBroker, MemoryIdentity, MemoryPolicy, MemoryRunner};
+use gateway_core::testing::{
+    Journal, MemoryAuditSink, MemoryBroker, MemoryIdentity, MemoryPolicy, MemoryRunner,
+};
 use gateway_core::{
     ActionCatalog, ActionDef, ActionRequest, AgentLimits, Credential, Gateway, GatewayConfig,
     JobSpec, PendingApprovals,
@@ -24,17 +26,28 @@ pub fn catalog() -> ActionCatalog {
     ActionCatalog::new()
         .register(
             ActionDef::new("diag.echo", "Echo a message", |req, who| {
-                let msg = req.params.get("message").and_then(|m| m.as_str()).unwrap_or("").to_owned();
-                Ok(JobSpec::new(req.id, who.id.clone(), vec!["echo".into(), msg]))
+                let msg = req
+                    .params
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("")
+                    .to_owned();
+                Ok(JobSpec::new(
+                    req.id,
+                    who.id.clone(),
+                    vec!["echo".into(), msg],
+                ))
             })
             .with_validator(|p| match p.get("message") {
                 Some(serde_json::Value::String(_)) | None => Ok(()),
                 Some(_) => Err("message must be a string".into()),
             }),
         )
-        .register(ActionDef::new("broken.job", "A job that cannot be built", |_, _| {
-            Err("no template".into())
-        }))
+        .register(ActionDef::new(
+            "broken.job",
+            "A job that cannot be built",
+            |_, _| Err("no template".into()),
+        ))
 }
 
 pub fn fast_config() -> GatewayConfig {
@@ -68,7 +81,9 @@ impl Default for Parts {
             runner: MemoryRunner::new(),
             broker: MemoryBroker::new(),
             audit: MemoryAuditSink::new(),
-            identity: MemoryIdentity::new().with_agent("tok-a", "agent:a").with_agent("tok-b", "agent:b"),
+            identity: MemoryIdentity::new()
+                .with_agent("tok-a", "agent:a")
+                .with_agent("tok-b", "agent:b"),
             config: fast_config(),
         }
     }
@@ -93,7 +108,16 @@ pub fn harness(parts: Parts) -> Harness {
         .config(parts.config)
         .build()
         .unwrap();
-    Harness { gateway, identity, policy, broker, runner, audit, approvals, journal }
+    Harness {
+        gateway,
+        identity,
+        policy,
+        broker,
+        runner,
+        audit,
+        approvals,
+        journal,
+    }
 }
 
 pub fn echo(message: &str) -> ActionRequest {

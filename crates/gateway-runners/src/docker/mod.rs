@@ -423,8 +423,16 @@ impl DockerRunner {
                 input.flush().await?;
                 input.shutdown().await
             };
-            if let Err(e) = fed.await {
-                return Err(RunnerError::unavailable("feeding the pooled container", e));
+            match tokio::time::timeout(spec.limits.timeout, fed).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(RunnerError::unavailable("feeding the pooled container", e));
+                }
+                Err(_) => {
+                    return Err(RunnerError::unavailable_msg(
+                        "docker: the pooled container did not read its job",
+                    ));
+                }
             }
         }
         drop(input);
