@@ -9,6 +9,7 @@
 //! - [`runners`] (`gateway-runners`): job runners;
 //! - [`audit`] (`gateway-audit`): audit sinks and chain verification.
 
+pub mod embedded;
 pub mod reference;
 
 pub use gateway_audit as audit;

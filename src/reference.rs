@@ -53,7 +53,7 @@ fn int_in(params: &Value, key: &str, max: u64) -> Result<Option<u64>, String> {
     }
 }
 
-fn string_up_to(params: &Value, key: &str, max: usize) -> Result<Option<&str>, String> {
+fn string_up_to<'a>(params: &'a Value, key: &str, max: usize) -> Result<Option<&'a str>, String> {
     match params.get(key) {
         None => Ok(None),
         Some(Value::String(s)) if s.len() <= max => Ok(Some(s)),

@@ -1,0 +1,170 @@
+//! The embedded defaults: everything on one machine, no external service.
+//!
+//! [`EmbeddedParts::open`] assembles the reference catalog ([`crate::reference`]), the
+//! reference Rego policies run by regorus ([`gateway_opa::EmbeddedRego`]), the local sandbox
+//! runner at the strongest isolation this machine offers ([`gateway_runners::LocalRunner`]),
+//! HMAC capability-token grants ([`gateway_core::HmacBroker`]) and a hash-chained SQLite audit
+//! log with signed checkpoints ([`gateway_audit::SqliteAuditSink`]). The caller supplies the
+//! identities (e.g. [`gateway_core::StaticKeys`]) and builds the [`Gateway`], optionally wrapping
+//! backends (metrics) or adding an approval gate.
+
+use gateway_audit::{CheckpointSigner, SinkConfig, SqliteAuditSink, SqliteStore, VerifyOptions};
+use gateway_core::{
+    ActionCatalog, AuditError, Gateway, GatewayBuilder, HmacBroker, Identity, PolicyError,
+    RunnerError, VerifyReport,
+};
+use gateway_opa::EmbeddedRego;
+use gateway_runners::LocalRunner;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The reference policies shipped with this crate (`policies/`).
+pub fn reference_policy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+/// Why the embedded defaults could not be assembled.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmbeddedError {
+    /// The policies did not load.
+    #[error("policy: {0}")]
+    Policy(String),
+    /// No usable local runner.
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl From<PolicyError> for EmbeddedError {
+    fn from(e: PolicyError) -> Self {
+        Self::Policy(e.to_string())
+    }
+}
+
+/// Where the embedded parts keep their state.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Directory of `.rego` and `data.json` files.
+    pub policy_dir: PathBuf,
+    /// The SQLite audit log.
+    pub audit_path: PathBuf,
+    /// The audit stream (one per gateway instance).
+    pub stream_id: String,
+    /// Signs audit checkpoints; keep it secret and publish its public key.
+    pub checkpoint_signer: Arc<CheckpointSigner>,
+    /// Sign a checkpoint at least every this many records.
+    pub checkpoint_every_records: u64,
+}
+
+impl EmbeddedOptions {
+    /// The reference policies, a log at `audit_path`, stream `gateway-1`, a fresh signing key
+    /// and a checkpoint every 64 records.
+    pub fn new(audit_path: impl Into<PathBuf>) -> Self {
+        Self {
+            policy_dir: reference_policy_dir(),
+            audit_path: audit_path.into(),
+            stream_id: "gateway-1".into(),
+            checkpoint_signer: Arc::new(CheckpointSigner::generate()),
+            checkpoint_every_records: 64,
+        }
+    }
+
+    /// Loads the checkpoint signing key from `path` (hex), creating it (mode 0600) if absent.
+    pub fn with_signing_key_file(mut self, path: &Path) -> Result<Self, EmbeddedError> {
+        let io = |source| EmbeddedError::Io { path: path.to_owned(), source };
+        let signer = match std::fs::read_to_string(path) {
+            Ok(hex) => CheckpointSigner::from_hex(hex.trim())?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let signer = CheckpointSigner::generate();
+                write_private(path, signer.secret_hex().as_bytes()).map_err(io)?;
+                signer
+            }
+            Err(e) => return Err(io(e)),
+        };
+        self.checkpoint_signer = Arc::new(signer);
+        Ok(self)
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(bytes)
+}
+
+/// The embedded backends, ready to go into a [`GatewayBuilder`].
+pub struct EmbeddedParts {
+    /// The reference actions.
+    pub catalog: ActionCatalog,
+    /// Embedded Rego on the reference (or given) policies.
+    pub policy: Arc<EmbeddedRego>,
+    /// HMAC capability tokens.
+    pub broker: Arc<HmacBroker>,
+    /// The local sandbox runner.
+    pub runner: Arc<LocalRunner>,
+    /// The SQLite audit log.
+    pub audit: Arc<SqliteAuditSink>,
+    /// Verification options with the checkpoint public key.
+    pub verify_options: VerifyOptions,
+}
+
+impl EmbeddedParts {
+    /// Loads the policies, probes the runner and opens (or creates) the audit log.
+    pub async fn open(options: &EmbeddedOptions) -> Result<Self, EmbeddedError> {
+        let policy = EmbeddedRego::from_dir(&options.policy_dir)
+            .map_err(|e| EmbeddedError::Policy(e.to_string()))?;
+        let runner = LocalRunner::detect()?;
+        if let Some(parent) = options.audit_path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|source| EmbeddedError::Io { path: parent.to_owned(), source })?;
+        }
+        let store = SqliteStore::open(&options.audit_path).await?;
+        let config = SinkConfig::new(options.stream_id.clone()).with_checkpoints(
+            Arc::clone(&options.checkpoint_signer),
+            options.checkpoint_every_records,
+            Duration::from_secs(5),
+        );
+        let audit = SqliteAuditSink::open(store, config).await?;
+        let verify_options = VerifyOptions {
+            public_key: Some(options.checkpoint_signer.verifying_key()),
+            ..VerifyOptions::default()
+        };
+        Ok(Self {
+            catalog: crate::reference::catalog(),
+            policy: Arc::new(policy),
+            broker: Arc::new(HmacBroker::generate()),
+            runner: Arc::new(runner),
+            audit: Arc::new(audit),
+            verify_options,
+        })
+    }
+
+    /// A builder with every embedded part and the given identity backend set.
+    pub fn builder(&self, identity: Arc<dyn Identity>) -> GatewayBuilder {
+        Gateway::builder()
+            .identity(identity)
+            .policy(self.policy.clone())
+            .broker(self.broker.clone())
+            .runner(self.runner.clone())
+            .audit(self.audit.clone())
+            .catalog(self.catalog.clone())
+    }
+
+    /// Verifies the whole audit stream, checkpoints included.
+    pub async fn verify_audit(&self) -> Result<VerifyReport, AuditError> {
+        self.audit.verify_with(&self.verify_options).await
+    }
+}
