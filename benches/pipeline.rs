@@ -6,11 +6,13 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use gateway_core::testing::{MemoryAuditSink, MemoryBroker, MemoryIdentity, MemoryPolicy, MemoryRunner};
+use gateway_core::testing::{
+    MemoryAuditSink, MemoryBroker, MemoryIdentity, MemoryPolicy, MemoryRunner,
+};
 use gateway_core::{
-    AccessBroker, ActionCatalog, ActionDef, ActionRequest, AgentLimits, AuditEvent,
-    AuditEventKind, AuditSink, CancellationToken, Credential, Gateway, GatewayConfig, GrantRequest,
-    Identity, JobSpec, PolicyDecider, PolicyInput, Runner,
+    AccessBroker, ActionCatalog, ActionDef, ActionRequest, AgentLimits, AuditEvent, AuditEventKind,
+    AuditSink, CancellationToken, Credential, Gateway, GatewayConfig, GrantRequest, Identity,
+    JobSpec, PolicyDecider, PolicyInput, Runner,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +46,10 @@ fn gateway(p: &Parts) -> Gateway {
         .runner(p.runner.clone())
         .audit(p.audit.clone())
         .catalog(catalog)
-        .config(GatewayConfig { agent_limits: AgentLimits::unlimited(), ..GatewayConfig::default() })
+        .config(GatewayConfig {
+            agent_limits: AgentLimits::unlimited(),
+            ..GatewayConfig::default()
+        })
         .build()
         .unwrap()
 }
@@ -62,7 +67,10 @@ async fn direct(p: &Parts, credential: &Credential) {
         e.agent_id = Some(who.id.clone());
         e
     };
-    p.audit.append(event(1, AuditEventKind::Requested)).await.unwrap();
+    p.audit
+        .append(event(1, AuditEventKind::Requested))
+        .await
+        .unwrap();
     let input = PolicyInput {
         contract_version: 1,
         agent: who.clone(),
@@ -76,7 +84,10 @@ async fn direct(p: &Parts, credential: &Credential) {
         context: Default::default(),
     };
     p.policy.decide(&input).await.unwrap();
-    p.audit.append(event(2, AuditEventKind::Decided)).await.unwrap();
+    p.audit
+        .append(event(2, AuditEventKind::Decided))
+        .await
+        .unwrap();
     let grant = p
         .broker
         .grant(&GrantRequest {
@@ -89,29 +100,50 @@ async fn direct(p: &Parts, credential: &Credential) {
         })
         .await
         .unwrap();
-    p.audit.append(event(3, AuditEventKind::Granted)).await.unwrap();
-    p.audit.append(event(4, AuditEventKind::Started)).await.unwrap();
+    p.audit
+        .append(event(3, AuditEventKind::Granted))
+        .await
+        .unwrap();
+    p.audit
+        .append(event(4, AuditEventKind::Started))
+        .await
+        .unwrap();
     let spec = JobSpec::new(req.id, who.id.clone(), vec!["true".into()]);
     p.runner.run(spec, CancellationToken::new()).await.unwrap();
     p.broker.revoke(&grant).await.unwrap();
-    p.audit.append(event(5, AuditEventKind::Revoked)).await.unwrap();
-    p.audit.append(event(6, AuditEventKind::Completed)).await.unwrap();
+    p.audit
+        .append(event(5, AuditEventKind::Revoked))
+        .await
+        .unwrap();
+    p.audit
+        .append(event(6, AuditEventKind::Completed))
+        .await
+        .unwrap();
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let credential = Credential::bearer("tok");
     let mut group = c.benchmark_group("pipeline");
-    group.sample_size(20).measurement_time(Duration::from_secs(4));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(4));
     for callers in [1usize, 64] {
         group.throughput(Throughput::Elements(callers as u64));
         // Fresh parts per benchmark so the in-memory chains do not grow across groups.
         let p = parts();
-        group.bench_with_input(BenchmarkId::new("direct_calls", callers), &callers, |b, &n| {
-            b.to_async(&rt).iter(|| async {
-                futures::future::join_all((0..n).map(|_| direct(&p, &credential))).await;
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::new("direct_calls", callers),
+            &callers,
+            |b, &n| {
+                b.to_async(&rt).iter(|| async {
+                    futures::future::join_all((0..n).map(|_| direct(&p, &credential))).await;
+                });
+            },
+        );
         let p = parts();
         let gw = gateway(&p);
         group.bench_with_input(BenchmarkId::new("execute", callers), &callers, |b, &n| {

@@ -50,7 +50,11 @@ fn scale_input() -> PolicyInput {
 
 fn decider(strategy: EvalStrategy) -> EmbeddedRego {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies");
-    EmbeddedRego::builder().policy_dir(dir).strategy(strategy).build().unwrap()
+    EmbeddedRego::builder()
+        .policy_dir(dir)
+        .strategy(strategy)
+        .build()
+        .unwrap()
 }
 
 fn embedded(c: &mut Criterion) {
@@ -61,7 +65,9 @@ fn embedded(c: &mut Criterion) {
     let limits = InputLimits::default();
 
     let mut one = c.benchmark_group("embedded/1_thread");
-    one.sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    one.sample_size(20)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
     one.bench_function("baseline_encode_and_parse", |b| {
         b.iter(|| {
             let encoded = limits.encode(&input).unwrap();
@@ -73,7 +79,10 @@ fn embedded(c: &mut Criterion) {
     for (name, strategy) in STRATEGIES {
         // The engine's floor: a policy that allows everything, same input, same contract.
         let trivial = EmbeddedRego::builder()
-            .policy("trivial.rego", "package agent_gateway.authz\n\ndecision := {\"allow\": true}\n")
+            .policy(
+                "trivial.rego",
+                "package agent_gateway.authz\n\ndecision := {\"allow\": true}\n",
+            )
             .strategy(strategy)
             .build()
             .unwrap();
@@ -81,13 +90,20 @@ fn embedded(c: &mut Criterion) {
             b.iter(|| trivial.decide_sync(&input).unwrap())
         });
         let d = decider(strategy);
-        assert!(d.decide_sync(&input).unwrap().allow, "the benchmark input must be allowed");
-        one.bench_function(BenchmarkId::new("decide", name), |b| b.iter(|| d.decide_sync(&input).unwrap()));
+        assert!(
+            d.decide_sync(&input).unwrap().allow,
+            "the benchmark input must be allowed"
+        );
+        one.bench_function(BenchmarkId::new("decide", name), |b| {
+            b.iter(|| d.decide_sync(&input).unwrap())
+        });
     }
     one.finish();
 
     let mut two = c.benchmark_group("embedded/2_threads");
-    two.sample_size(10).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    two.sample_size(10)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
     for (name, strategy) in STRATEGIES {
         let d = Arc::new(decider(strategy));
         two.bench_function(BenchmarkId::new("decide", name), |b| {
@@ -109,7 +125,9 @@ fn embedded(c: &mut Criterion) {
                     w.join().unwrap();
                 }
                 // Wall time per decision across both threads.
-                start.elapsed().mul_f64(iters as f64 / (2 * per_thread) as f64)
+                start
+                    .elapsed()
+                    .mul_f64(iters as f64 / (2 * per_thread) as f64)
             })
         });
     }
@@ -169,15 +187,23 @@ async fn stub_opa() -> String {
 }
 
 fn opa_http(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let url = rt.block_on(stub_opa());
     let client = OpaHttp::builder(url).build().unwrap();
     let input = scale_input();
     assert!(rt.block_on(client.decide(&input)).unwrap().allow);
     let mut group = c.benchmark_group("opa_http");
-    group.sample_size(20).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
     group.bench_function("round_trip", |b| {
-        b.to_async(&rt).iter(|| async { client.decide(&input).await.unwrap() })
+        b.to_async(&rt)
+            .iter(|| async { client.decide(&input).await.unwrap() })
     });
     group.finish();
 }

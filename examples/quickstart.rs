@@ -9,11 +9,11 @@
 #![allow(clippy::print_stdout)]
 
 use agent_gateway::core::hmac_broker::{TOKEN_ENV, TokenError, TokenVerifier};
-use agent_gateway::embedded::{EmbeddedOptions, EmbeddedParts};
 use agent_gateway::core::{
     AgentId, AgentIdentity, ApprovalVerdict, AuditSink, AuthMethod, Credential, GatewayConfig,
     HmacBroker, PendingApprovals, Secret, StaticKeys,
 };
+use agent_gateway::embedded::{EmbeddedOptions, EmbeddedParts};
 use agent_gateway::{ActionOutcome, ActionRequest, Gateway, GatewayError};
 use serde::Serialize;
 use serde_json::json;
@@ -47,12 +47,18 @@ struct Agents {
 
 fn identities() -> Result<(StaticKeys, Agents), BoxError> {
     let mut keys = StaticKeys::new();
-    let mut issue = |key_id: &str, agent: &str, owner: &str, attrs: serde_json::Value| -> Result<Secret, BoxError> {
+    let mut issue = |key_id: &str,
+                     agent: &str,
+                     owner: &str,
+                     attrs: serde_json::Value|
+     -> Result<Secret, BoxError> {
         let (key, hash) = StaticKeys::generate_key(key_id)?;
         let mut identity = AgentIdentity::new(
             AgentId::new(agent)?,
             owner,
-            AuthMethod::StaticKey { key_id: key_id.to_owned() },
+            AuthMethod::StaticKey {
+                key_id: key_id.to_owned(),
+            },
         );
         if let serde_json::Value::Object(map) = attrs {
             identity.attributes.extend(map);
@@ -66,13 +72,35 @@ fn identities() -> Result<(StaticKeys, Agents), BoxError> {
         "platform-team@example.com",
         json!({"namespaces": ["staging", "production"]}),
     )?;
-    let db_reader =
-        issue("db-reader-1", "agent:db-reader", "data-team@example.com", json!({"role": "db-reader"}))?;
-    let intern = issue("intern-1", "agent:intern-bot", "it-team@example.com", json!({}))?;
-    Ok((keys, Agents { deployer, db_reader, intern }))
+    let db_reader = issue(
+        "db-reader-1",
+        "agent:db-reader",
+        "data-team@example.com",
+        json!({"role": "db-reader"}),
+    )?;
+    let intern = issue(
+        "intern-1",
+        "agent:intern-bot",
+        "it-team@example.com",
+        json!({}),
+    )?;
+    Ok((
+        keys,
+        Agents {
+            deployer,
+            db_reader,
+            intern,
+        },
+    ))
 }
 
-fn row(step: &'static str, agent: &str, req: &ActionRequest, result: &Result<ActionOutcome, GatewayError>, note: String) -> Row {
+fn row(
+    step: &'static str,
+    agent: &str,
+    req: &ActionRequest,
+    result: &Result<ActionOutcome, GatewayError>,
+    note: String,
+) -> Row {
     let base = Row {
         step,
         agent: agent.to_owned(),
@@ -101,10 +129,14 @@ fn row(step: &'static str, agent: &str, req: &ActionRequest, result: &Result<Act
             duration_ms: Some(out.job.duration.as_millis()),
             ..base
         },
-        Err(GatewayError::Denied { reasons, .. }) => {
-            Row { decision: format!("deny: {}", reasons.join("; ")), ..base }
-        }
-        Err(e) => Row { decision: format!("error ({}): {e}", e.kind()), ..base },
+        Err(GatewayError::Denied { reasons, .. }) => Row {
+            decision: format!("deny: {}", reasons.join("; ")),
+            ..base
+        },
+        Err(e) => Row {
+            decision: format!("error ({}): {e}", e.kind()),
+            ..base
+        },
     }
 }
 
@@ -141,12 +173,16 @@ async fn main() -> Result<(), BoxError> {
     }
     let existed = audit_path.exists();
     std::fs::create_dir_all(&dir)?;
-    let options = EmbeddedOptions::new(&audit_path).with_signing_key_file(&dir.join("checkpoint.key"))?;
+    let options =
+        EmbeddedOptions::new(&audit_path).with_signing_key_file(&dir.join("checkpoint.key"))?;
     let parts = EmbeddedParts::open(&options).await?;
     let before = parts.audit.read(None, usize::MAX).await?.len();
     let (keys, agents) = identities()?;
     let approvals = Arc::new(PendingApprovals::new());
-    let config = GatewayConfig { approval_timeout: Duration::from_secs(30), ..GatewayConfig::default() };
+    let config = GatewayConfig {
+        approval_timeout: Duration::from_secs(30),
+        ..GatewayConfig::default()
+    };
     // The HMAC key is shared with the target system, which checks tokens itself: `target`
     // checks signature, expiry and scope offline; `revocations` is the broker's own verifier,
     // which also knows what the gateway revoked.
@@ -163,13 +199,23 @@ async fn main() -> Result<(), BoxError> {
     let runner = gateway.runner_info();
 
     say("agent-gateway quickstart (embedded defaults)".into());
-    say(format!("  policy   : embedded Rego, {}", parts.policy.policy_id()));
-    say(format!("  runner   : local sandbox, isolation = {} (strongest available here)", runner.isolation));
+    say(format!(
+        "  policy   : embedded Rego, {}",
+        parts.policy.policy_id()
+    ));
+    say(format!(
+        "  runner   : local sandbox, isolation = {} (strongest available here)",
+        runner.isolation
+    ));
     say("  grants   : HMAC-SHA256 capability tokens, revoked after every job".into());
     say(format!(
         "  audit    : {} ({})",
         audit_path.display(),
-        if existed { format!("appending to the existing log, {before} records") } else { "new log".into() }
+        if existed {
+            format!("appending to the existing log, {before} records")
+        } else {
+            "new log".into()
+        }
     ));
     say(String::new());
 
@@ -210,14 +256,28 @@ async fn main() -> Result<(), BoxError> {
         .with_params(json!({"replicas": 50}))
         .with_intent("load test");
     let result = gateway.execute(deployer.clone(), req.clone()).await;
-    rows.push(row("denied", "agent:deployer", &req, &result, String::new()));
+    rows.push(row(
+        "denied",
+        "agent:deployer",
+        &req,
+        &result,
+        String::new(),
+    ));
 
     // 3. Denied: an agent without the role tries to read a database.
     let req = ActionRequest::new("db.query", "db:orders")
         .with_params(json!({"sql": "SELECT * FROM customers"}))
         .with_intent("curious");
-    let result = gateway.execute(Credential::Bearer(agents.intern.clone()), req.clone()).await;
-    rows.push(row("denied", "agent:intern-bot", &req, &result, String::new()));
+    let result = gateway
+        .execute(Credential::Bearer(agents.intern.clone()), req.clone())
+        .await;
+    rows.push(row(
+        "denied",
+        "agent:intern-bot",
+        &req,
+        &result,
+        String::new(),
+    ));
 
     // 4. TTL clamped: asks for an hour, the policy caps db.query grants.
     let req = ActionRequest::new("db.query", "db:orders")
@@ -241,22 +301,41 @@ async fn main() -> Result<(), BoxError> {
     let pending = tokio::spawn(async move { gw.execute(cred, r).await });
     let mut approved_note = "no approval was requested".to_string();
     for _ in 0..500 {
-        if let Some(waiting) = approvals.pending().into_iter().find(|p| p.correlation_id == req.id) {
+        if let Some(waiting) = approvals
+            .pending()
+            .into_iter()
+            .find(|p| p.correlation_id == req.id)
+        {
             say(format!(
                 "approval requested: {} wants {} on {} ({}); approving as human:oncall-operator",
                 waiting.agent,
                 waiting.action,
                 waiting.resource,
-                if waiting.reasons.is_empty() { "production".to_string() } else { waiting.reasons.join("; ") }
+                if waiting.reasons.is_empty() {
+                    "production".to_string()
+                } else {
+                    waiting.reasons.join("; ")
+                }
             ));
-            approvals.resolve(req.id, ApprovalVerdict::Approved { approver: "human:oncall-operator".into() })?;
+            approvals.resolve(
+                req.id,
+                ApprovalVerdict::Approved {
+                    approver: "human:oncall-operator".into(),
+                },
+            )?;
             approved_note = "a human approved it before the deadline".into();
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let result = pending.await?;
-    rows.push(row("approval", "agent:deployer", &req, &result, approved_note));
+    rows.push(row(
+        "approval",
+        "agent:deployer",
+        &req,
+        &result,
+        approved_note,
+    ));
 
     // 6. A failing job: its grant is still revoked.
     let req = ActionRequest::new("db.query", "db:missing")
@@ -303,7 +382,11 @@ async fn main() -> Result<(), BoxError> {
             ),
             Some(fault) => println!("AUDIT CHAIN FAULT: {fault}"),
         }
-        println!("audit log: {} (inspect: cargo run -p gateway-audit --bin gateway-audit -- verify --db sqlite://{})", audit_path.display(), audit_path.display());
+        println!(
+            "audit log: {} (inspect: cargo run -p gateway-audit --bin gateway-audit -- verify --db sqlite://{})",
+            audit_path.display(),
+            audit_path.display()
+        );
     }
     if !report.is_ok() {
         return Err("audit chain did not verify".into());
@@ -320,7 +403,16 @@ fn rand_key() -> Vec<u8> {
 }
 
 fn print_table(rows: &[Row]) {
-    let headers = ["step", "agent", "action", "decision", "grant ttl", "runner", "exit", "duration"];
+    let headers = [
+        "step",
+        "agent",
+        "action",
+        "decision",
+        "grant ttl",
+        "runner",
+        "exit",
+        "duration",
+    ];
     let cells: Vec<[String; 8]> = rows
         .iter()
         .map(|r| {
@@ -343,10 +435,22 @@ fn print_table(rows: &[Row]) {
         }
     }
     let line = |values: Vec<&str>| {
-        values.iter().zip(widths).map(|(v, w)| format!("{v:<w$}")).collect::<Vec<_>>().join("  ")
+        values
+            .iter()
+            .zip(widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
     };
     println!("{}", line(headers.to_vec()));
-    println!("{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
+    println!(
+        "{}",
+        widths
+            .iter()
+            .map(|w| "-".repeat(*w))
+            .collect::<Vec<_>>()
+            .join("  ")
+    );
     for (row, r) in cells.iter().zip(rows) {
         println!("{}", line(row.iter().map(String::as_str).collect()));
         if !r.note.is_empty() {

@@ -83,7 +83,10 @@ impl EmbeddedOptions {
 
     /// Loads the checkpoint signing key from `path` (hex), creating it (mode 0600) if absent.
     pub fn with_signing_key_file(mut self, path: &Path) -> Result<Self, EmbeddedError> {
-        let io = |source| EmbeddedError::Io { path: path.to_owned(), source };
+        let io = |source| EmbeddedError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let signer = match std::fs::read_to_string(path) {
             Ok(hex) => CheckpointSigner::from_hex(hex.trim())?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -101,7 +104,11 @@ impl EmbeddedOptions {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(bytes)
 }
 
@@ -128,8 +135,10 @@ impl EmbeddedParts {
             .map_err(|e| EmbeddedError::Policy(e.to_string()))?;
         let runner = LocalRunner::detect()?;
         if let Some(parent) = options.audit_path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|source| EmbeddedError::Io { path: parent.to_owned(), source })?;
+            std::fs::create_dir_all(parent).map_err(|source| EmbeddedError::Io {
+                path: parent.to_owned(),
+                source,
+            })?;
         }
         let store = SqliteStore::open(&options.audit_path).await?;
         let config = SinkConfig::new(options.stream_id.clone()).with_checkpoints(

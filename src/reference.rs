@@ -82,7 +82,8 @@ fn parse_deployment(resource: &str) -> Result<(String, String), String> {
     let dns = |s: &str| {
         !s.is_empty()
             && s.len() <= 63
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     };
     if !dns(ns) || !dns(name) {
         return Err(err());
@@ -94,7 +95,10 @@ fn parse_database(resource: &str) -> Result<String, String> {
     let name = resource
         .strip_prefix("db:")
         .filter(|n| !n.is_empty() && n.len() <= 63)
-        .filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .filter(|n| {
+            n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        })
         .ok_or_else(|| format!("resource must be db:<database>, got {resource:?}"))?;
     Ok(name.to_owned())
 }
@@ -114,12 +118,19 @@ pub fn catalog_with_image(image: Option<String>) -> ActionCatalog {
                 "Scale a Kubernetes deployment (resource k8s:<namespace>/deployments/<name>)",
                 move |req, who| {
                     let (ns, name) = parse_deployment(&req.resource)?;
-                    let replicas = int_in(&req.params, "replicas", 1000)?.ok_or("replicas is required")?;
-                    Ok(shell_job(req, who, i1.as_deref(), scripts::K8S_SCALE, &[
-                        ("NAMESPACE", ns),
-                        ("DEPLOYMENT", name),
-                        ("REPLICAS", replicas.to_string()),
-                    ]))
+                    let replicas =
+                        int_in(&req.params, "replicas", 1000)?.ok_or("replicas is required")?;
+                    Ok(shell_job(
+                        req,
+                        who,
+                        i1.as_deref(),
+                        scripts::K8S_SCALE,
+                        &[
+                            ("NAMESPACE", ns),
+                            ("DEPLOYMENT", name),
+                            ("REPLICAS", replicas.to_string()),
+                        ],
+                    ))
                 },
             )
             .with_schema(json!({
@@ -135,14 +146,21 @@ pub fn catalog_with_image(image: Option<String>) -> ActionCatalog {
             }),
         )
         .register(
-            ActionDef::new("db.query", "Run a read-only SQL query (resource db:<database>)", move |req, who| {
-                let db = parse_database(&req.resource)?;
-                let sql = string_up_to(&req.params, "sql", 4096)?.ok_or("sql is required")?;
-                Ok(shell_job(req, who, i2.as_deref(), scripts::DB_QUERY, &[
-                    ("DATABASE", db),
-                    ("SQL", sql.to_owned()),
-                ]))
-            })
+            ActionDef::new(
+                "db.query",
+                "Run a read-only SQL query (resource db:<database>)",
+                move |req, who| {
+                    let db = parse_database(&req.resource)?;
+                    let sql = string_up_to(&req.params, "sql", 4096)?.ok_or("sql is required")?;
+                    Ok(shell_job(
+                        req,
+                        who,
+                        i2.as_deref(),
+                        scripts::DB_QUERY,
+                        &[("DATABASE", db), ("SQL", sql.to_owned())],
+                    ))
+                },
+            )
             .with_schema(json!({
                 "type": "object",
                 "properties": {"sql": {"type": "string", "maxLength": 4096}},
@@ -156,14 +174,24 @@ pub fn catalog_with_image(image: Option<String>) -> ActionCatalog {
             }),
         )
         .register(
-            ActionDef::new("diag.echo", "Print a message and exit with a code (harmless smoke test)", move |req, who| {
-                let message = string_up_to(&req.params, "message", 1024)?.unwrap_or("");
-                let code = int_in(&req.params, "exit_code", 255)?.unwrap_or(0);
-                Ok(shell_job(req, who, i3.as_deref(), scripts::DIAG_ECHO, &[
-                    ("MESSAGE", message.to_owned()),
-                    ("EXIT_CODE", code.to_string()),
-                ]))
-            })
+            ActionDef::new(
+                "diag.echo",
+                "Print a message and exit with a code (harmless smoke test)",
+                move |req, who| {
+                    let message = string_up_to(&req.params, "message", 1024)?.unwrap_or("");
+                    let code = int_in(&req.params, "exit_code", 255)?.unwrap_or(0);
+                    Ok(shell_job(
+                        req,
+                        who,
+                        i3.as_deref(),
+                        scripts::DIAG_ECHO,
+                        &[
+                            ("MESSAGE", message.to_owned()),
+                            ("EXIT_CODE", code.to_string()),
+                        ],
+                    ))
+                },
+            )
             .with_schema(json!({
                 "type": "object",
                 "properties": {
@@ -187,8 +215,18 @@ mod tests {
 
     #[test]
     fn resources_parse_strictly() {
-        assert_eq!(parse_deployment("k8s:staging/deployments/web").unwrap(), ("staging".into(), "web".into()));
-        for bad in ["k8s:staging/pods/web", "k8s:/deployments/web", "staging/deployments/web", "k8s:a/deployments/b/c", "k8s:A/deployments/b", "k8s:a;rm/deployments/b"] {
+        assert_eq!(
+            parse_deployment("k8s:staging/deployments/web").unwrap(),
+            ("staging".into(), "web".into())
+        );
+        for bad in [
+            "k8s:staging/pods/web",
+            "k8s:/deployments/web",
+            "staging/deployments/web",
+            "k8s:a/deployments/b/c",
+            "k8s:A/deployments/b",
+            "k8s:a;rm/deployments/b",
+        ] {
             assert!(parse_deployment(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_database("db:orders").unwrap(), "orders");
@@ -199,10 +237,18 @@ mod tests {
     #[test]
     fn params_are_validated() {
         let cat = catalog();
-        let ok = ActionRequest::new("k8s.scale", "k8s:staging/deployments/web").with_params(json!({"replicas": 3}));
+        let ok = ActionRequest::new("k8s.scale", "k8s:staging/deployments/web")
+            .with_params(json!({"replicas": 3}));
         assert!(cat.validate(&ok).is_ok());
-        for bad in [json!({}), json!({"replicas": -1}), json!({"replicas": 1001}), json!({"replicas": "3"}), json!({"replicas": 3, "x": 1})] {
-            let req = ActionRequest::new("k8s.scale", "k8s:staging/deployments/web").with_params(bad.clone());
+        for bad in [
+            json!({}),
+            json!({"replicas": -1}),
+            json!({"replicas": 1001}),
+            json!({"replicas": "3"}),
+            json!({"replicas": 3, "x": 1}),
+        ] {
+            let req = ActionRequest::new("k8s.scale", "k8s:staging/deployments/web")
+                .with_params(bad.clone());
             assert!(cat.validate(&req).is_err(), "{bad}");
         }
     }

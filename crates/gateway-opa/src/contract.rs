@@ -256,7 +256,10 @@ pub fn parse_decision(document: &Value) -> Result<Decision, PolicyError> {
     Ok(decision)
 }
 
-fn optional_strings(doc: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, PolicyError> {
+fn optional_strings(
+    doc: &Map<String, Value>,
+    field: &str,
+) -> Result<Option<Vec<String>>, PolicyError> {
     let Some(value) = doc.get(field) else {
         return Ok(None);
     };
@@ -289,8 +292,12 @@ fn uint(value: &Value, field: &str, max: u64) -> Result<u64, PolicyError> {
     });
     match parsed {
         Some(v) if v <= max => Ok(v),
-        Some(v) => Err(malformed(format!("field `{field}` is {v}, over the maximum {max}"))),
-        None => Err(malformed(format!("field `{field}` must be {expected}, got {n}"))),
+        Some(v) => Err(malformed(format!(
+            "field `{field}` is {v}, over the maximum {max}"
+        ))),
+        None => Err(malformed(format!(
+            "field `{field}` must be {expected}, got {n}"
+        ))),
     }
 }
 
@@ -302,7 +309,9 @@ fn parse_runner(runner: &Map<String, Value>) -> Result<RunnerObligations, Policy
             "cpu_millis" => {
                 out.cpu_millis = Some(narrow(uint(value, "runner.cpu_millis", u32::MAX.into())?))
             }
-            "memory_bytes" => out.memory_bytes = Some(uint(value, "runner.memory_bytes", u64::MAX)?),
+            "memory_bytes" => {
+                out.memory_bytes = Some(uint(value, "runner.memory_bytes", u64::MAX)?)
+            }
             "pids" => out.pids = Some(narrow(uint(value, "runner.pids", u32::MAX.into())?)),
             "timeout_seconds" => {
                 out.timeout_seconds = Some(uint(value, "runner.timeout_seconds", u64::MAX)?)
@@ -327,7 +336,10 @@ fn parse_network(value: &Value) -> Result<NetworkAccess, PolicyError> {
     let Value::Object(network) = value else {
         return Err(wrong_type("runner.network", "an object", value));
     };
-    if let Some(other) = network.keys().find(|k| *k != "mode" && *k != "destinations") {
+    if let Some(other) = network
+        .keys()
+        .find(|k| *k != "mode" && *k != "destinations")
+    {
         return Err(malformed(format!(
             "field `runner.network.{other}` is not a known network setting"
         )));
@@ -389,7 +401,9 @@ mod tests {
         assert!(d.obligations.require_approval);
         assert_eq!(
             d.obligations.runner.network,
-            NetworkAccess::Allowlist { destinations: vec!["10.0.0.1:5432".into()] }
+            NetworkAccess::Allowlist {
+                destinations: vec!["10.0.0.1:5432".into()]
+            }
         );
         assert_eq!(d.obligations.runner.cpu_millis, Some(500));
         assert_eq!(d.obligations.runner.memory_bytes, Some(1_048_576));
@@ -420,58 +434,148 @@ mod tests {
             (json!(false), "the decision must be an object, got boolean"),
             (json!([]), "got array"),
             (json!({}), "`allow` is missing"),
-            (json!({"allow": "true"}), "`allow` must be a boolean, got string"),
-            (json!({"allow": null}), "`allow` must be a boolean, got null"),
-            (json!({"allow": true, "reasons": "x"}), "`reasons` must be an array"),
-            (json!({"allow": true, "reasons": [1]}), "`reasons[0]` must be a string"),
-            (json!({"allow": true, "max_ttl_seconds": -1}), "`max_ttl_seconds` must be a non-negative integer"),
-            (json!({"allow": true, "max_ttl_seconds": 1.5}), "`max_ttl_seconds` must be a non-negative integer"),
-            (json!({"allow": true, "max_ttl_seconds": "60"}), "`max_ttl_seconds` must be a non-negative integer, got string"),
-            (json!({"allow": true, "scopes": [null]}), "`scopes[0]` must be a string"),
-            (json!({"allow": true, "require_approval": 1}), "`require_approval` must be a boolean"),
-            (json!({"allow": true, "runner": []}), "`runner` must be an object"),
-            (json!({"allow": true, "runner": {"gpu": 1}}), "`runner.gpu` is not a known"),
-            (json!({"allow": true, "runner": {"cpu_millis": 5_000_000_000u64}}), "`runner.cpu_millis` is 5000000000, over the maximum"),
-            (json!({"allow": true, "runner": {"pids": "4"}}), "`runner.pids` must be"),
-            (json!({"allow": true, "runner": {"network": "none"}}), "`runner.network` must be an object"),
-            (json!({"allow": true, "runner": {"network": {}}}), "`runner.network.mode` is missing"),
-            (json!({"allow": true, "runner": {"network": {"mode": "open"}}}), "`runner.network.mode` must be \"none\" or \"allowlist\""),
-            (json!({"allow": true, "runner": {"network": {"mode": "allowlist"}}}), "`runner.network.destinations` is missing"),
-            (json!({"allow": true, "runner": {"network": {"mode": "allowlist", "destinations": [1]}}}), "`runner.network.destinations[0]` must be a string"),
-            (json!({"allow": true, "runner": {"network": {"mode": "none", "destinations": []}}}), "only valid with mode"),
-            (json!({"allow": true, "runner": {"network": {"mode": "none", "proxy": "x"}}}), "`runner.network.proxy`"),
+            (
+                json!({"allow": "true"}),
+                "`allow` must be a boolean, got string",
+            ),
+            (
+                json!({"allow": null}),
+                "`allow` must be a boolean, got null",
+            ),
+            (
+                json!({"allow": true, "reasons": "x"}),
+                "`reasons` must be an array",
+            ),
+            (
+                json!({"allow": true, "reasons": [1]}),
+                "`reasons[0]` must be a string",
+            ),
+            (
+                json!({"allow": true, "max_ttl_seconds": -1}),
+                "`max_ttl_seconds` must be a non-negative integer",
+            ),
+            (
+                json!({"allow": true, "max_ttl_seconds": 1.5}),
+                "`max_ttl_seconds` must be a non-negative integer",
+            ),
+            (
+                json!({"allow": true, "max_ttl_seconds": "60"}),
+                "`max_ttl_seconds` must be a non-negative integer, got string",
+            ),
+            (
+                json!({"allow": true, "scopes": [null]}),
+                "`scopes[0]` must be a string",
+            ),
+            (
+                json!({"allow": true, "require_approval": 1}),
+                "`require_approval` must be a boolean",
+            ),
+            (
+                json!({"allow": true, "runner": []}),
+                "`runner` must be an object",
+            ),
+            (
+                json!({"allow": true, "runner": {"gpu": 1}}),
+                "`runner.gpu` is not a known",
+            ),
+            (
+                json!({"allow": true, "runner": {"cpu_millis": 5_000_000_000u64}}),
+                "`runner.cpu_millis` is 5000000000, over the maximum",
+            ),
+            (
+                json!({"allow": true, "runner": {"pids": "4"}}),
+                "`runner.pids` must be",
+            ),
+            (
+                json!({"allow": true, "runner": {"network": "none"}}),
+                "`runner.network` must be an object",
+            ),
+            (
+                json!({"allow": true, "runner": {"network": {}}}),
+                "`runner.network.mode` is missing",
+            ),
+            (
+                json!({"allow": true, "runner": {"network": {"mode": "open"}}}),
+                "`runner.network.mode` must be \"none\" or \"allowlist\"",
+            ),
+            (
+                json!({"allow": true, "runner": {"network": {"mode": "allowlist"}}}),
+                "`runner.network.destinations` is missing",
+            ),
+            (
+                json!({"allow": true, "runner": {"network": {"mode": "allowlist", "destinations": [1]}}}),
+                "`runner.network.destinations[0]` must be a string",
+            ),
+            (
+                json!({"allow": true, "runner": {"network": {"mode": "none", "destinations": []}}}),
+                "only valid with mode",
+            ),
+            (
+                json!({"allow": true, "runner": {"network": {"mode": "none", "proxy": "x"}}}),
+                "`runner.network.proxy`",
+            ),
         ];
         for (doc, expected) in cases {
             let got = message(parse_decision(&doc).unwrap_err());
-            assert!(got.contains(expected), "{doc}: {got:?} does not contain {expected:?}");
+            assert!(
+                got.contains(expected),
+                "{doc}: {got:?} does not contain {expected:?}"
+            );
         }
     }
 
     #[test]
     fn decision_paths() {
-        for ok in ["data.agent_gateway.authz.decision", "agent_gateway.authz.decision",
-                   "agent_gateway/authz/decision", "/agent_gateway/authz/decision"] {
+        for ok in [
+            "data.agent_gateway.authz.decision",
+            "agent_gateway.authz.decision",
+            "agent_gateway/authz/decision",
+            "/agent_gateway/authz/decision",
+        ] {
             let p = DecisionPath::parse(ok).unwrap();
             assert_eq!(p, DecisionPath::default(), "{ok}");
             assert_eq!(p.url_path(), "agent_gateway/authz/decision");
             assert_eq!(p.rule(), DEFAULT_DECISION_PATH);
         }
-        for bad in ["", "data", "decision", "a..b", "a.b-c", "a/../b", "a.b?x=1", "a.1b", "a.b c"] {
+        for bad in [
+            "", "data", "decision", "a..b", "a.b-c", "a/../b", "a.b?x=1", "a.1b", "a.b c",
+        ] {
             assert!(DecisionPath::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn depth_and_size_limits() {
-        let limits = InputLimits { max_depth: 4, max_bytes: 64 };
-        assert!(limits.encode_document(&json!({"a": {"b": {"c": {}}}})).is_ok());
-        assert!(limits.encode_document(&json!({"a": {"b": {"c": {"d": 1}}}})).is_ok());
-        let err = limits.encode_document(&json!({"a": {"b": {"c": {"d": []}}}})).unwrap_err();
+        let limits = InputLimits {
+            max_depth: 4,
+            max_bytes: 64,
+        };
+        assert!(
+            limits
+                .encode_document(&json!({"a": {"b": {"c": {}}}}))
+                .is_ok()
+        );
+        assert!(
+            limits
+                .encode_document(&json!({"a": {"b": {"c": {"d": 1}}}}))
+                .is_ok()
+        );
+        let err = limits
+            .encode_document(&json!({"a": {"b": {"c": {"d": []}}}}))
+            .unwrap_err();
         assert!(matches!(err, PolicyError::InvalidInput { .. }), "{err:?}");
         assert!(err.to_string().contains("deeper than 4"), "{err}");
         let err = limits.encode_document(&json!([1])).unwrap_err();
-        assert!(err.to_string().contains("must be an object, got array"), "{err}");
-        let err = limits.encode_document(&json!({"a": "x".repeat(100)})).unwrap_err();
-        assert!(err.to_string().contains("over the limit of 64 bytes"), "{err}");
+        assert!(
+            err.to_string().contains("must be an object, got array"),
+            "{err}"
+        );
+        let err = limits
+            .encode_document(&json!({"a": "x".repeat(100)}))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("over the limit of 64 bytes"),
+            "{err}"
+        );
     }
 }

@@ -6,9 +6,7 @@
 //! documents and warnings all become errors (the gateway denies); an undefined decision (HTTP
 //! 200 without `result`) is a deny with reason [`POLICY_UNDEFINED`].
 
-use crate::contract::{
-    DecisionPath, InputLimits, POLICY_UNDEFINED, parse_decision, type_name,
-};
+use crate::contract::{DecisionPath, InputLimits, POLICY_UNDEFINED, parse_decision, type_name};
 use crate::error::SetupError;
 use async_trait::async_trait;
 use gateway_core::Secret;
@@ -171,7 +169,9 @@ impl OpaHttpBuilder {
             ));
         }
         if base.query().is_some() || base.fragment().is_some() {
-            return Err(SetupError::config("OPA URL must not have a query or fragment"));
+            return Err(SetupError::config(
+                "OPA URL must not have a query or fragment",
+            ));
         }
         let loopback = base.host_str().is_some_and(|host| {
             let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -214,9 +214,9 @@ impl OpaHttpBuilder {
         let authorization = match &self.token {
             None => None,
             Some(token) => {
-                let token = token.expose_str().ok_or_else(|| {
-                    SetupError::config("the OPA token must be UTF-8")
-                })?;
+                let token = token
+                    .expose_str()
+                    .ok_or_else(|| SetupError::config("the OPA token must be UTF-8"))?;
                 let mut value = header::HeaderValue::try_from(format!("Bearer {token}"))
                     .map_err(|_| SetupError::config("the OPA token has invalid characters"))?;
                 value.set_sensitive(true);
@@ -320,7 +320,10 @@ impl OpaHttp {
                     ));
                 }
                 Err(e) => {
-                    return Err(PolicyError::unavailable("request to OPA failed", e.without_url()));
+                    return Err(PolicyError::unavailable(
+                        "request to OPA failed",
+                        e.without_url(),
+                    ));
                 }
             }
         };
@@ -403,7 +406,10 @@ impl OpaHttp {
         })?;
         let Value::Object(response) = &document else {
             return Err(PolicyError::Malformed {
-                message: format!("OPA response must be an object, got {}", type_name(&document)),
+                message: format!(
+                    "OPA response must be an object, got {}",
+                    type_name(&document)
+                ),
             });
         };
         let decision_id = response
@@ -438,10 +444,18 @@ impl OpaHttp {
 /// one line.
 fn opa_error_message(document: &Value) -> String {
     let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-    let mut message = format!("{}: {}", field(document, "code"), field(document, "message"));
+    let mut message = format!(
+        "{}: {}",
+        field(document, "code"),
+        field(document, "message")
+    );
     if let Some(Value::Array(errors)) = document.get("errors") {
         for error in errors {
-            message.push_str(&format!("; {}: {}", field(error, "code"), field(error, "message")));
+            message.push_str(&format!(
+                "; {}: {}",
+                field(error, "code"),
+                field(error, "message")
+            ));
             if let Some(location) = error.get("location") {
                 message.push_str(&format!(
                     " ({}:{}:{})",

@@ -62,7 +62,10 @@ pub fn run_rego_tests(dir: &Path) -> Result<RegoTestReport, SetupError> {
             };
             let name: String = std::iter::once('t')
                 .chain("est_".chars())
-                .chain(rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_'))
+                .chain(
+                    rest.chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_'),
+                )
                 .collect();
             if !seen.insert(name.clone()) {
                 continue;
@@ -75,7 +78,10 @@ pub fn run_rego_tests(dir: &Path) -> Result<RegoTestReport, SetupError> {
                 Ok(other) => Some(format!("evaluated to {other} instead of true")),
                 Err(e) => Some(format!("error: {e:#}")),
             };
-            report.results.push(RegoTestResult { name: rule, failure });
+            report.results.push(RegoTestResult {
+                name: rule,
+                failure,
+            });
         }
     }
     Ok(report)

@@ -46,7 +46,9 @@ impl LoadedPolicies {
             }
         }
         if loaded.modules.is_empty() {
-            return Err(SetupError::policy("no .rego policy found in the configured sources"));
+            return Err(SetupError::policy(
+                "no .rego policy found in the configured sources",
+            ));
         }
         Ok(loaded)
     }

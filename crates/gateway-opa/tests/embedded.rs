@@ -23,23 +23,48 @@ fn reference(strategy: EvalStrategy) -> EmbeddedRego {
 
 #[tokio::test]
 async fn conformance_with_every_strategy() {
-    for strategy in [EvalStrategy::ClonePerCall, EvalStrategy::Pool, EvalStrategy::Compiled] {
+    for strategy in [
+        EvalStrategy::ClonePerCall,
+        EvalStrategy::Pool,
+        EvalStrategy::Compiled,
+    ] {
         let decider = reference(strategy);
-        run(&decider, PolicyFixture { allowed: echo(), denied: unknown_action() }).await;
+        run(
+            &decider,
+            PolicyFixture {
+                allowed: echo(),
+                denied: unknown_action(),
+            },
+        )
+        .await;
     }
 }
 
 #[tokio::test]
 async fn strategies_agree_and_policy_id_names_rule_and_digest() {
-    let deciders: Vec<_> = [EvalStrategy::ClonePerCall, EvalStrategy::Pool, EvalStrategy::Compiled]
-        .into_iter()
-        .map(reference)
-        .collect();
+    let deciders: Vec<_> = [
+        EvalStrategy::ClonePerCall,
+        EvalStrategy::Pool,
+        EvalStrategy::Compiled,
+    ]
+    .into_iter()
+    .map(reference)
+    .collect();
     let inputs = [
         echo(),
         unknown_action(),
-        input(deployer(), "k8s.scale", "k8s:prod/deployments/web", json!({"replicas": 4})),
-        input(analyst(), "db.query", "db:analytics", json!({"sql": "DELETE FROM t"})),
+        input(
+            deployer(),
+            "k8s.scale",
+            "k8s:prod/deployments/web",
+            json!({"replicas": 4}),
+        ),
+        input(
+            analyst(),
+            "db.query",
+            "db:analytics",
+            json!({"sql": "DELETE FROM t"}),
+        ),
     ];
     for i in &inputs {
         let first = deciders[0].decide(i).await.unwrap();
@@ -48,8 +73,14 @@ async fn strategies_agree_and_policy_id_names_rule_and_digest() {
         }
     }
     let id = deciders[0].policy_id();
-    assert!(id.starts_with("data.agent_gateway.authz.decision@sha256:"), "{id}");
-    assert_eq!(id.len(), "data.agent_gateway.authz.decision@sha256:".len() + 12);
+    assert!(
+        id.starts_with("data.agent_gateway.authz.decision@sha256:"),
+        "{id}"
+    );
+    assert_eq!(
+        id.len(),
+        "data.agent_gateway.authz.decision@sha256:".len() + 12
+    );
     let d = deciders[0].decide(&echo()).await.unwrap();
     assert_eq!(d.policy_id.as_deref(), Some(id.as_str()));
     assert_eq!(d.decision_id, None);
@@ -65,7 +96,13 @@ fn parse_errors_name_file_line_and_message() {
     )
     .unwrap();
     let err = EmbeddedRego::from_dir(dir.path()).unwrap_err();
-    let SetupError::Parse { file, line, column, message } = &err else {
+    let SetupError::Parse {
+        file,
+        line,
+        column,
+        message,
+    } = &err
+    else {
         panic!("expected a parse error, got {err:?}");
     };
     assert!(file.ends_with("broken.rego"), "{file}");
@@ -79,7 +116,10 @@ fn parse_errors_name_file_line_and_message() {
 #[test]
 fn rego_v0_syntax_is_rejected() {
     let err = EmbeddedRego::builder()
-        .policy("v0.rego", "package agent_gateway.authz\n\ndecision = {\"allow\": true} { true }\n")
+        .policy(
+            "v0.rego",
+            "package agent_gateway.authz\n\ndecision = {\"allow\": true} { true }\n",
+        )
         .build()
         .unwrap_err();
     assert!(matches!(err, SetupError::Parse { .. }), "{err:?}");
@@ -98,7 +138,10 @@ fn missing_package_rule_or_sources_are_setup_errors() {
         .build()
         .unwrap_err();
     assert!(matches!(err, SetupError::Policy { .. }), "{err:?}");
-    assert!(err.to_string().contains("data.agent_gateway.authz.nothing"), "{err}");
+    assert!(
+        err.to_string().contains("data.agent_gateway.authz.nothing"),
+        "{err}"
+    );
     let err = EmbeddedRego::builder().build().unwrap_err();
     assert!(matches!(err, SetupError::Policy { .. }), "{err:?}");
     let err = EmbeddedRego::from_dir("/nonexistent/policies").unwrap_err();
@@ -117,7 +160,9 @@ fn invalid_data_json_is_rejected_with_its_file() {
     std::fs::write(dir.path().join("p.rego"), ALLOW_ALL).unwrap();
     std::fs::write(dir.path().join("data.json"), "{\"limits\": ").unwrap();
     let err = EmbeddedRego::from_dir(dir.path()).unwrap_err();
-    let SetupError::Data { file, .. } = &err else { panic!("{err:?}") };
+    let SetupError::Data { file, .. } = &err else {
+        panic!("{err:?}")
+    };
     assert!(file.ends_with("data.json"));
 }
 
@@ -125,7 +170,11 @@ fn invalid_data_json_is_rejected_with_its_file() {
 fn data_json_is_nested_at_its_directory_path() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("agent_gateway/limits")).unwrap();
-    std::fs::write(dir.path().join("agent_gateway/limits/data.json"), "{\"ttl\": 42}").unwrap();
+    std::fs::write(
+        dir.path().join("agent_gateway/limits/data.json"),
+        "{\"ttl\": 42}",
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("p.rego"),
         "package agent_gateway.authz\n\ndecision := {\"allow\": true, \"max_ttl_seconds\": data.agent_gateway.limits.ttl}\n",
@@ -147,7 +196,9 @@ async fn runtime_errors_deny_with_the_engine_message() {
         .build()
         .unwrap();
     let err = decider.decide(&echo()).await.unwrap_err();
-    let PolicyError::Evaluation { message } = &err else { panic!("{err:?}") };
+    let PolicyError::Evaluation { message } = &err else {
+        panic!("{err:?}")
+    };
     assert!(!message.is_empty());
     assert_eq!(err.kind(), ErrorKind::Internal);
 }
@@ -169,7 +220,10 @@ async fn malformed_decisions_are_errors_naming_the_field() {
     for (body, field) in [
         ("decision := false", "the decision must be an object"),
         ("decision := {\"reasons\": []}", "`allow` is missing"),
-        ("decision := {\"allow\": true, \"max_ttl_seconds\": \"60\"}", "`max_ttl_seconds`"),
+        (
+            "decision := {\"allow\": true, \"max_ttl_seconds\": \"60\"}",
+            "`max_ttl_seconds`",
+        ),
         ("decision := {\"allow\": true, \"scopes\": {\"a\"}}", ""),
     ] {
         let decider = EmbeddedRego::builder()
@@ -183,7 +237,10 @@ async fn malformed_decisions_are_errors_naming_the_field() {
             continue;
         }
         let err = result.unwrap_err();
-        assert!(matches!(err, PolicyError::Malformed { .. }), "{body}: {err:?}");
+        assert!(
+            matches!(err, PolicyError::Malformed { .. }),
+            "{body}: {err:?}"
+        );
         assert!(err.to_string().contains(field), "{body}: {err}");
     }
 }
@@ -192,10 +249,18 @@ async fn malformed_decisions_are_errors_naming_the_field() {
 async fn oversized_or_deep_inputs_are_invalid_input() {
     let decider = EmbeddedRego::builder()
         .policy_dir(policies_dir())
-        .input_limits(InputLimits { max_depth: 64, max_bytes: 4096 })
+        .input_limits(InputLimits {
+            max_depth: 64,
+            max_bytes: 4096,
+        })
         .build()
         .unwrap();
-    let big = input(analyst(), "diag.echo", "diag:x", json!({"message": "x".repeat(5000)}));
+    let big = input(
+        analyst(),
+        "diag.echo",
+        "diag:x",
+        json!({"message": "x".repeat(5000)}),
+    );
     let err = decider.decide(&big).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err:?}");
 
@@ -204,7 +269,12 @@ async fn oversized_or_deep_inputs_are_invalid_input() {
         deep = json!([deep]);
     }
     let err = decider
-        .decide(&input(analyst(), "diag.echo", "diag:x", json!({"message": "hi", "deep": deep})))
+        .decide(&input(
+            analyst(),
+            "diag.echo",
+            "diag:x",
+            json!({"message": "hi", "deep": deep}),
+        ))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("deeper than 64"), "{err}");
@@ -215,12 +285,19 @@ async fn oversized_or_deep_inputs_are_invalid_input() {
         ok = json!([ok]);
     }
     let d = decider
-        .decide(&input(analyst(), "diag.echo", "diag:x", json!({"message": "hi", "deep": ok})))
+        .decide(&input(
+            analyst(),
+            "diag.echo",
+            "diag:x",
+            json!({"message": "hi", "deep": ok}),
+        ))
         .await
         .unwrap();
     assert!(d.allow);
 
-    let err = decider.decide_document(&json!(["not", "an", "object"])).unwrap_err();
+    let err = decider
+        .decide_document(&json!(["not", "an", "object"]))
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
 
@@ -238,7 +315,11 @@ async fn runaway_policies_time_out_and_deny() {
         let started = std::time::Instant::now();
         let err = decider.decide(&echo()).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Timeout, "{strategy:?}: {err:?}");
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
 
@@ -269,7 +350,9 @@ async fn reload_swaps_atomically_and_keeps_old_policies_on_error() {
             std::thread::spawn(move || {
                 let mut seen = Vec::new();
                 for _ in 0..300 {
-                    let d = decider.decide_sync(&echo()).expect("no decision fails during reload");
+                    let d = decider
+                        .decide_sync(&echo())
+                        .expect("no decision fails during reload");
                     seen.push(d.allow);
                     assert!(d.allow || d.reasons == vec!["v2"]);
                 }

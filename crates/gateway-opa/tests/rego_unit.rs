@@ -14,7 +14,11 @@ fn reference_policy_rego_tests_pass() {
     let report = run_rego_tests(&policies_dir()).expect("policies load");
     let failures: Vec<_> = report.failures().collect();
     assert!(failures.is_empty(), "failing Rego tests: {failures:#?}");
-    assert!(report.passed() >= 20, "only {} Rego tests found", report.passed());
+    assert!(
+        report.passed() >= 20,
+        "only {} Rego tests found",
+        report.passed()
+    );
 }
 
 #[test]
@@ -31,9 +35,17 @@ fn failing_rego_tests_are_reported() {
     )
     .unwrap();
     let report = run_rego_tests(dir.path()).unwrap();
-    let names: Vec<_> = report.results.iter().map(|r| (r.name.as_str(), r.failure.is_none())).collect();
+    let names: Vec<_> = report
+        .results
+        .iter()
+        .map(|r| (r.name.as_str(), r.failure.is_none()))
+        .collect();
     assert_eq!(
         names,
-        vec![("data.p_test.test_pass", true), ("data.p_test.test_fail", false), ("data.p_test.test_value", false)]
+        vec![
+            ("data.p_test.test_pass", true),
+            ("data.p_test.test_fail", false),
+            ("data.p_test.test_value", false)
+        ]
     );
 }

@@ -22,43 +22,134 @@ struct Case {
     approval: bool,
 }
 
-fn allow(name: &'static str, input: PolicyInput, ttl: u64, scopes: Vec<&'static str>, approval: bool) -> Case {
-    Case { name, input, allow: true, reasons: vec![], max_ttl: Some(ttl), scopes, approval }
+fn allow(
+    name: &'static str,
+    input: PolicyInput,
+    ttl: u64,
+    scopes: Vec<&'static str>,
+    approval: bool,
+) -> Case {
+    Case {
+        name,
+        input,
+        allow: true,
+        reasons: vec![],
+        max_ttl: Some(ttl),
+        scopes,
+        approval,
+    }
 }
 
 fn deny(name: &'static str, input: PolicyInput, reasons: Vec<&'static str>) -> Case {
-    Case { name, input, allow: false, reasons, max_ttl: Some(0), scopes: vec![], approval: false }
+    Case {
+        name,
+        input,
+        allow: false,
+        reasons,
+        max_ttl: Some(0),
+        scopes: vec![],
+        approval: false,
+    }
 }
 
 fn scale(ns: &str, replicas: serde_json::Value) -> PolicyInput {
-    input(deployer(), "k8s.scale", &format!("k8s:{ns}/deployments/web"), json!({"replicas": replicas}))
+    input(
+        deployer(),
+        "k8s.scale",
+        &format!("k8s:{ns}/deployments/web"),
+        json!({"replicas": replicas}),
+    )
 }
 
 fn query(db: &str, sql: &str) -> PolicyInput {
-    input(analyst(), "db.query", &format!("db:{db}"), json!({"sql": sql}))
+    input(
+        analyst(),
+        "db.query",
+        &format!("db:{db}"),
+        json!({"sql": sql}),
+    )
 }
 
 fn cases() -> Vec<Case> {
     let mut v2 = echo();
     v2.contract_version = 2;
     let mut admin = query("analytics", "SELECT 1");
-    admin.agent.attributes.insert("role".into(), json!("db-admin"));
+    admin
+        .agent
+        .attributes
+        .insert("role".into(), json!("db-admin"));
     vec![
-        allow("scale own namespace", scale("team-a", json!(3)), 300, vec!["k8s:team-a:deployments/web:patch"], false),
-        allow("scale prod needs approval", scale("prod", json!(2)), 300, vec!["k8s:prod:deployments/web:patch"], true),
-        deny("scale over limit", scale("team-a", json!(11)), vec!["replicas 11 exceeds the limit of 10"]),
-        deny("scale foreign namespace", scale("team-b", json!(1)), vec!["agent may not act in namespace \"team-b\""]),
-        deny("scale fractional", scale("team-a", json!(2.5)), vec!["params.replicas must be a non-negative integer"]),
-        allow("select", query("analytics", "SELECT * FROM orders"), 120, vec!["db:analytics:select"], false),
-        allow("select production", query("production", "with x as (select 1) select * from x"), 120, vec!["db:production:select"], true),
-        deny("delete", query("analytics", "DELETE FROM orders"), vec![
-            "SQL contains the non-read-only keyword DELETE", "SQL must start with SELECT or WITH"]),
-        deny("stacked", query("analytics", "SELECT 1; DROP TABLE orders"), vec![
-            "SQL contains the non-read-only keyword DROP", "SQL must be a single statement"]),
+        allow(
+            "scale own namespace",
+            scale("team-a", json!(3)),
+            300,
+            vec!["k8s:team-a:deployments/web:patch"],
+            false,
+        ),
+        allow(
+            "scale prod needs approval",
+            scale("prod", json!(2)),
+            300,
+            vec!["k8s:prod:deployments/web:patch"],
+            true,
+        ),
+        deny(
+            "scale over limit",
+            scale("team-a", json!(11)),
+            vec!["replicas 11 exceeds the limit of 10"],
+        ),
+        deny(
+            "scale foreign namespace",
+            scale("team-b", json!(1)),
+            vec!["agent may not act in namespace \"team-b\""],
+        ),
+        deny(
+            "scale fractional",
+            scale("team-a", json!(2.5)),
+            vec!["params.replicas must be a non-negative integer"],
+        ),
+        allow(
+            "select",
+            query("analytics", "SELECT * FROM orders"),
+            120,
+            vec!["db:analytics:select"],
+            false,
+        ),
+        allow(
+            "select production",
+            query("production", "with x as (select 1) select * from x"),
+            120,
+            vec!["db:production:select"],
+            true,
+        ),
+        deny(
+            "delete",
+            query("analytics", "DELETE FROM orders"),
+            vec![
+                "SQL contains the non-read-only keyword DELETE",
+                "SQL must start with SELECT or WITH",
+            ],
+        ),
+        deny(
+            "stacked",
+            query("analytics", "SELECT 1; DROP TABLE orders"),
+            vec![
+                "SQL contains the non-read-only keyword DROP",
+                "SQL must be a single statement",
+            ],
+        ),
         deny("not a reader", admin, vec!["agent role must be db-reader"]),
         allow("echo", echo(), 60, vec!["diag:echo"], false),
-        deny("unknown action", unknown_action(), vec!["unknown action \"k8s.delete\""]),
-        deny("unknown contract", v2, vec!["unsupported contract_version 2"]),
+        deny(
+            "unknown action",
+            unknown_action(),
+            vec!["unknown action \"k8s.delete\""],
+        ),
+        deny(
+            "unknown contract",
+            v2,
+            vec!["unsupported contract_version 2"],
+        ),
     ]
 }
 

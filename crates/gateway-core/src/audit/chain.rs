@@ -5,7 +5,7 @@
 //! is RFC 8785 canonical JSON. Every sink uses these functions, so a chain written by one
 //! backend verifies with any other.
 
-use super::{AuditError, AuditEvent, AuditEventKind, AuditRecord};
+use super::{AuditError, AuditEvent, AuditEventKind, AuditRecord, EventOutcome};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -22,18 +22,213 @@ pub fn record_hash(record: &AuditRecord) -> Result<String, AuditError> {
             record.sequence
         ))
     })?;
+    let canonical = canonical_body(record)?;
+    let mut hasher = Sha256::new();
+    hasher.update(prev);
+    hasher.update(&canonical);
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// The canonical body of `record`: `JCS(record without prev_hash and hash)`, the bytes hashed
+/// after `prev_hash`.
+///
+/// Written directly from the typed record (no intermediate `serde_json::Value`, no per-key
+/// buffers); byte-identical to canonicalising `serde_json::to_value(record)` with the two hash
+/// fields removed (a property test checks this against that reference path). The record's own
+/// keys are fixed ASCII names, so their RFC 8785 order (UTF-16 code units) is plain byte order
+/// and is spelled out below; `details` values are arbitrary JSON and go through
+/// `serde_json_canonicalizer`.
+pub fn canonical_body(record: &AuditRecord) -> Result<Vec<u8>, AuditError> {
+    let mut out = Vec::with_capacity(512);
+    write_canonical_body(record, &mut out)?;
+    Ok(out)
+}
+
+/// The largest integer every IEEE-754 double represents exactly: up to it, an integer's
+/// ECMAScript form is its decimal digits.
+const MAX_EXACT_INT: u64 = 1 << 53;
+
+fn write_canonical_body(record: &AuditRecord, out: &mut Vec<u8>) -> Result<(), AuditError> {
+    let ev = &record.event;
+    // Same formatting (and the same failure cases) as `time::serde::rfc3339`.
+    let time = ev
+        .time
+        .format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| AuditError::internal("serialising audit record", e))?;
+    // Keys in RFC 8785 order: action, agent_id, correlation_id, decision, details, grant_id,
+    // kind, origin, outcome, resource, runner_id, sequence, step, stream_id, time.
+    out.push(b'{');
+    write_key(out, "action", true);
+    write_str(out, &ev.action);
+    if let Some(agent) = &ev.agent_id {
+        write_key(out, "agent_id", false);
+        write_str(out, agent.as_str());
+    }
+    write_key(out, "correlation_id", false);
+    let mut uuid = uuid::Uuid::encode_buffer();
+    write_str(
+        out,
+        ev.correlation_id
+            .as_uuid()
+            .hyphenated()
+            .encode_lower(&mut uuid),
+    );
+    if let Some(d) = &ev.decision {
+        write_key(out, "decision", false);
+        // allow, decision_id, policy_id, reasons.
+        out.push(b'{');
+        write_key(out, "allow", true);
+        out.extend_from_slice(if d.allow { b"true" } else { b"false" });
+        if let Some(id) = &d.decision_id {
+            write_key(out, "decision_id", false);
+            write_str(out, id);
+        }
+        if let Some(id) = &d.policy_id {
+            write_key(out, "policy_id", false);
+            write_str(out, id);
+        }
+        write_key(out, "reasons", false);
+        out.push(b'[');
+        for (i, reason) in d.reasons.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(out, reason);
+        }
+        out.extend_from_slice(b"]}");
+    }
+    if !ev.details.is_empty() {
+        write_key(out, "details", false);
+        // Arbitrary JSON: the general canonicaliser (key sorting by UTF-16 units, ECMAScript
+        // numbers). JCS is structural, so canonicalising this sub-value in place is the same
+        // as canonicalising the whole record.
+        serde_json_canonicalizer::to_writer(&ev.details, out)
+            .map_err(|e| AuditError::internal("canonicalising audit record", e))?;
+    }
+    if let Some(grant) = &ev.grant_id {
+        write_key(out, "grant_id", false);
+        write_str(out, grant);
+    }
+    write_key(out, "kind", false);
+    write_str(out, kind_name(ev.kind));
+    if let Some(origin) = &ev.origin {
+        write_key(out, "origin", false);
+        write_str(out, origin);
+    }
+    if let Some(outcome) = ev.outcome {
+        write_key(out, "outcome", false);
+        write_str(out, outcome_name(outcome));
+    }
+    write_key(out, "resource", false);
+    write_str(out, &ev.resource);
+    if let Some(runner) = &ev.runner_id {
+        write_key(out, "runner_id", false);
+        write_str(out, runner);
+    }
+    write_key(out, "sequence", false);
+    write_number(out, record.sequence)?;
+    write_key(out, "step", false);
+    write_number(out, u64::from(ev.step))?;
+    write_key(out, "stream_id", false);
+    write_str(out, &record.stream_id);
+    write_key(out, "time", false);
+    write_str(out, &time);
+    out.push(b'}');
+    Ok(())
+}
+
+fn write_key(out: &mut Vec<u8>, key: &str, first: bool) {
+    if !first {
+        out.push(b',');
+    }
+    write_str(out, key);
+    out.push(b':');
+}
+
+/// A JSON string as RFC 8785 (and `serde_json_canonicalizer`) writes it: only `"`, `\` and
+/// control characters are escaped; the short forms where JSON has them, else `\u00xx`.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escape);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// An unsigned integer in ECMAScript form (JSON numbers are doubles in JCS).
+fn write_number(out: &mut Vec<u8>, n: u64) -> Result<(), AuditError> {
+    if n <= MAX_EXACT_INT {
+        use std::io::Write as _;
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{n}");
+        Ok(())
+    } else {
+        // Rounded to a double as JCS requires; rare enough to take the general path.
+        serde_json_canonicalizer::to_writer(&n, out)
+            .map_err(|e| AuditError::internal("canonicalising audit record", e))
+    }
+}
+
+/// The serde name of an event kind (checked against serde by the property test).
+fn kind_name(kind: AuditEventKind) -> &'static str {
+    match kind {
+        AuditEventKind::Genesis => "genesis",
+        AuditEventKind::Requested => "requested",
+        AuditEventKind::Rejected => "rejected",
+        AuditEventKind::Decided => "decided",
+        AuditEventKind::ApprovalRequested => "approval_requested",
+        AuditEventKind::ApprovalResolved => "approval_resolved",
+        AuditEventKind::Granted => "granted",
+        AuditEventKind::Started => "started",
+        AuditEventKind::Revoked => "revoked",
+        AuditEventKind::Completed => "completed",
+    }
+}
+
+/// The serde name of an outcome.
+fn outcome_name(outcome: EventOutcome) -> &'static str {
+    match outcome {
+        EventOutcome::Success => "success",
+        EventOutcome::Failure => "failure",
+    }
+}
+
+/// The original canonicalisation path (`serde_json::Value`, then the general canonicaliser):
+/// the definition [`canonical_body`] must match byte for byte.
+#[cfg(test)]
+fn canonical_body_reference(record: &AuditRecord) -> Result<Vec<u8>, AuditError> {
     let mut body = serde_json::to_value(record)
         .map_err(|e| AuditError::internal("serialising audit record", e))?;
     if let Some(map) = body.as_object_mut() {
         map.remove("prev_hash");
         map.remove("hash");
     }
-    let canonical = serde_json_canonicalizer::to_vec(&body)
-        .map_err(|e| AuditError::internal("canonicalising audit record", e))?;
-    let mut hasher = Sha256::new();
-    hasher.update(prev);
-    hasher.update(&canonical);
-    Ok(hex::encode(hasher.finalize()))
+    serde_json_canonicalizer::to_vec(&body)
+        .map_err(|e| AuditError::internal("canonicalising audit record", e))
 }
 
 /// Builds the next record of a chain: assigns `sequence` and `prev_hash` and computes `hash`.
@@ -145,6 +340,42 @@ impl VerifyReport {
     }
 }
 
+/// A record together with the hash recomputed from its content.
+///
+/// Recomputing a hash does not depend on the record's place in the chain, so a verifier can
+/// hash many records in parallel and then link them in order with
+/// [`ChainVerifier::push_hashed`]. The recomputed hash can only be set by [`HashedRecord::new`],
+/// so a caller cannot vouch for a record's content.
+#[derive(Debug, Clone)]
+pub struct HashedRecord {
+    record: AuditRecord,
+    /// The recomputed hex hash, or why it could not be computed.
+    computed: Result<String, String>,
+}
+
+impl HashedRecord {
+    /// Recomputes `record`'s hash (the expensive part of verification).
+    pub fn new(record: AuditRecord) -> Self {
+        let computed = record_hash(&record).map_err(|e| e.to_string());
+        Self { record, computed }
+    }
+
+    /// The record.
+    pub fn record(&self) -> &AuditRecord {
+        &self.record
+    }
+
+    /// Whether the record's stored hash matches its content (linking is not checked).
+    pub fn content_matches(&self) -> bool {
+        matches!(&self.computed, Ok(h) if *h == self.record.hash)
+    }
+
+    /// The record, dropping the recomputed hash.
+    pub fn into_record(self) -> AuditRecord {
+        self.record
+    }
+}
+
 /// Verifies a chain one record at a time, in sequence order, in constant memory.
 #[derive(Debug)]
 pub struct ChainVerifier {
@@ -172,7 +403,25 @@ impl ChainVerifier {
         if let Some(fault) = &self.fault {
             return Err(fault.clone());
         }
-        let result = self.check(record);
+        let computed = record_hash(record).map_err(|e| e.to_string());
+        self.link(record, &computed)
+    }
+
+    /// Like [`push`](Self::push) for a record whose hash was already recomputed by
+    /// [`HashedRecord::new`] (possibly on another thread): only the linking is done here.
+    pub fn push_hashed(&mut self, hashed: &HashedRecord) -> Result<(), ChainFault> {
+        if let Some(fault) = &self.fault {
+            return Err(fault.clone());
+        }
+        self.link(&hashed.record, &hashed.computed)
+    }
+
+    fn link(
+        &mut self,
+        record: &AuditRecord,
+        computed: &Result<String, String>,
+    ) -> Result<(), ChainFault> {
+        let result = self.check(record, computed);
         match &result {
             Ok(()) => {
                 self.checked += 1;
@@ -193,7 +442,11 @@ impl ChainVerifier {
         })
     }
 
-    fn check(&self, record: &AuditRecord) -> Result<(), ChainFault> {
+    fn check(
+        &self,
+        record: &AuditRecord,
+        computed: &Result<String, String>,
+    ) -> Result<(), ChainFault> {
         let seq = record.sequence;
         if record.stream_id != self.stream_id {
             return self.fault(
@@ -202,8 +455,8 @@ impl ChainVerifier {
                 format!("record belongs to stream {:?}", record.stream_id),
             );
         }
-        match record_hash(record) {
-            Ok(h) if h == record.hash => {}
+        match computed {
+            Ok(h) if *h == record.hash => {}
             Ok(_) => {
                 return self.fault(
                     seq,
@@ -211,7 +464,7 @@ impl ChainVerifier {
                     "content does not match hash".into(),
                 );
             }
-            Err(e) => return self.fault(seq, FaultKind::Modified, e.to_string()),
+            Err(e) => return self.fault(seq, FaultKind::Modified, e.clone()),
         }
         if seq > self.next_sequence {
             return self.fault(
@@ -340,6 +593,191 @@ mod tests {
         assert_eq!((f.sequence, f.kind), (3, FaultKind::BrokenLink));
 
         assert_eq!(verify(&[]).fault.unwrap().kind, FaultKind::Missing);
+    }
+
+    mod fast_encoder {
+        use super::super::*;
+        use crate::audit::DecisionRecord;
+        use crate::ids::{AgentId, RequestId};
+        use proptest::prelude::*;
+        use serde_json::{Map, Value};
+        use time::{OffsetDateTime, UtcOffset};
+
+        const KINDS: [AuditEventKind; 10] = [
+            AuditEventKind::Genesis,
+            AuditEventKind::Requested,
+            AuditEventKind::Rejected,
+            AuditEventKind::Decided,
+            AuditEventKind::ApprovalRequested,
+            AuditEventKind::ApprovalResolved,
+            AuditEventKind::Granted,
+            AuditEventKind::Started,
+            AuditEventKind::Revoked,
+            AuditEventKind::Completed,
+        ];
+
+        /// Any Unicode text, weighted towards characters JSON escapes or JCS sorts specially.
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "[\\\"\u{0}-\u{1f}\u{7f}\u{2028}\u{e9}\u{1f600}\u{ff61}a-z/]{0,12}",
+            ]
+        }
+
+        fn number() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(Value::from),
+                (-1e25f64..1e25).prop_map(Value::from),
+                (-1e-5f64..1e-5).prop_map(Value::from),
+            ]
+        }
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                number(),
+                text().prop_map(Value::String),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    proptest::collection::btree_map(text(), inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        prop_compose! {
+            fn decision()(
+                allow in any::<bool>(),
+                reasons in proptest::collection::vec(text(), 0..3),
+                policy_id in proptest::option::of(text()),
+                decision_id in proptest::option::of(text()),
+            ) -> DecisionRecord {
+                DecisionRecord { allow, reasons, policy_id, decision_id }
+            }
+        }
+
+        prop_compose! {
+            fn record()(
+                stream_id in text(),
+                sequence in prop_oneof![0u64..1000, any::<u64>(), Just(1u64 << 53), Just((1u64 << 53) + 1)],
+                unix_secs in -62_000_000_000i64..253_000_000_000,
+                nanos in prop_oneof![Just(0u32), 0u32..1_000_000_000],
+                offset_secs in prop_oneof![Just(0i32), -86_399i32..86_400],
+                step in any::<u32>(),
+                kind in 0usize..KINDS.len(),
+                agent in proptest::option::of("[a-z][a-z0-9-]{0,7}:[A-Za-z0-9._@/-]{1,12}"),
+                action in text(),
+                resource in text(),
+                outcome in proptest::option::of(any::<bool>()),
+                decision in proptest::option::of(decision()),
+                grant_id in proptest::option::of(text()),
+                runner_id in proptest::option::of(text()),
+                origin in proptest::option::of(text()),
+                details in proptest::collection::btree_map(text(), json(), 0..5),
+            ) -> AuditRecord {
+                let mut event = AuditEvent::new(RequestId::new(), step, KINDS[kind]);
+                event.time = OffsetDateTime::from_unix_timestamp(unix_secs)
+                    .unwrap()
+                    .replace_nanosecond(nanos)
+                    .unwrap()
+                    .to_offset(UtcOffset::from_whole_seconds(offset_secs).unwrap());
+                event.agent_id = agent.map(|a| AgentId::new(a).unwrap());
+                event.action = action;
+                event.resource = resource;
+                event.outcome = outcome.map(|ok| if ok { EventOutcome::Success } else { EventOutcome::Failure });
+                event.decision = decision;
+                event.grant_id = grant_id;
+                event.runner_id = runner_id;
+                event.origin = origin;
+                event.details = details.into_iter().collect::<Map<String, Value>>();
+                AuditRecord {
+                    stream_id,
+                    sequence,
+                    event,
+                    prev_hash: GENESIS_PREV_HASH.to_owned(),
+                    hash: String::new(),
+                }
+            }
+        }
+
+        fn same(record: &AuditRecord) -> Result<(), TestCaseError> {
+            match (canonical_body(record), canonical_body_reference(record)) {
+                (Ok(fast), Ok(reference)) => prop_assert_eq!(
+                    String::from_utf8_lossy(&fast),
+                    String::from_utf8_lossy(&reference)
+                ),
+                (Err(_), Err(_)) => {}
+                (fast, reference) => {
+                    prop_assert!(false, "fast {fast:?} vs reference {reference:?}")
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn fast_encoder_matches_the_reference(record in record()) {
+                same(&record)?;
+            }
+        }
+
+        #[test]
+        fn every_kind_and_outcome_name_matches_serde() {
+            for kind in KINDS {
+                assert_eq!(
+                    Value::from(kind_name(kind)),
+                    serde_json::to_value(kind).unwrap()
+                );
+            }
+            for outcome in [EventOutcome::Success, EventOutcome::Failure] {
+                assert_eq!(
+                    Value::from(outcome_name(outcome)),
+                    serde_json::to_value(outcome).unwrap()
+                );
+            }
+        }
+
+        #[test]
+        fn sealed_chains_keep_their_hashes() {
+            // A fixed record whose hash was computed with the reference path: existing chains
+            // must keep verifying.
+            let mut r = genesis("s").unwrap();
+            r.event
+                .details
+                .insert("\u{e9}".into(), Value::from(1.5e300));
+            r.event
+                .details
+                .insert("a\u{1f600}".into(), Value::from(u64::MAX));
+            r.sequence = u64::MAX;
+            same(&r).unwrap();
+            let mut hasher = Sha256::new();
+            hasher.update([0u8; 32]);
+            hasher.update(canonical_body_reference(&r).unwrap());
+            assert_eq!(record_hash(&r).unwrap(), hex::encode(hasher.finalize()));
+        }
+    }
+
+    #[test]
+    fn hashed_records_verify_like_plain_ones() {
+        let mut c = chain(5);
+        c[3].event.action = "evil".into();
+        let mut plain = ChainVerifier::new("s");
+        let mut hashed = ChainVerifier::new("s");
+        for r in &c {
+            let h = HashedRecord::new(r.clone());
+            assert_eq!(h.content_matches(), r.sequence != 3);
+            assert_eq!(plain.push(r), hashed.push_hashed(&h));
+        }
+        assert_eq!(plain.finish(), hashed.finish());
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub fn agent(id: &str, attributes: Value) -> AgentIdentity {
     let mut identity = AgentIdentity::new(
         AgentId::new(id).unwrap(),
         "team-platform",
-        AuthMethod::StaticKey { key_id: "key-1".into() },
+        AuthMethod::StaticKey {
+            key_id: "key-1".into(),
+        },
     );
     if let Value::Object(map) = attributes {
         identity.attributes = map.into_iter().collect();
@@ -55,11 +57,21 @@ pub fn input(agent: AgentIdentity, action: &str, resource: &str, params: Value) 
 }
 
 pub fn echo() -> PolicyInput {
-    input(analyst(), "diag.echo", "diag:smoke", json!({"message": "hello"}))
+    input(
+        analyst(),
+        "diag.echo",
+        "diag:smoke",
+        json!({"message": "hello"}),
+    )
 }
 
 pub fn unknown_action() -> PolicyInput {
-    input(deployer(), "k8s.delete", "k8s:team-a/deployments/web", json!({}))
+    input(
+        deployer(),
+        "k8s.delete",
+        "k8s:team-a/deployments/web",
+        json!({}),
+    )
 }
 
 /// Answers the Data API like an OPA server loaded with the same policies: evaluation through
@@ -72,7 +84,10 @@ pub struct RegoAsOpa {
 
 impl RegoAsOpa {
     pub fn new(engine: Arc<EmbeddedRego>) -> Self {
-        Self { engine, next_id: AtomicU64::new(1) }
+        Self {
+            engine,
+            next_id: AtomicU64::new(1),
+        }
     }
 
     /// Starts a mock server answering at the default decision path.
@@ -108,7 +123,9 @@ impl Respond for RegoAsOpa {
         match self.engine.evaluate_document(input) {
             Ok(Some(result)) => ResponseTemplate::new(200)
                 .set_body_json(json!({"decision_id": decision_id, "result": result})),
-            Ok(None) => ResponseTemplate::new(200).set_body_json(json!({"decision_id": decision_id})),
+            Ok(None) => {
+                ResponseTemplate::new(200).set_body_json(json!({"decision_id": decision_id}))
+            }
             Err(e) => ResponseTemplate::new(500).set_body_json(json!({
                 "code": "internal_error",
                 "message": "error(s) occurred while evaluating query",
