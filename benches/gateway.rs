@@ -22,7 +22,12 @@
 //! the end of the group, with ratios to the baselines.
 //!
 //! `cargo bench --bench gateway` (set `GATEWAY_BENCH_DIR` to put the audit log elsewhere).
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout
+)]
 
 use agent_gateway::core::testing::{MemoryAuditSink, MemoryBroker, MemoryPolicy, MemoryRunner};
 use agent_gateway::core::{
@@ -31,7 +36,9 @@ use agent_gateway::core::{
 };
 use agent_gateway::embedded::{EmbeddedOptions, EmbeddedParts};
 use agent_gateway::{ActionRequest, Gateway};
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use futures::future::BoxFuture;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -64,10 +71,16 @@ fn agents() -> Agents {
         identities.push(AgentIdentity::new(
             id,
             "bench@example.com",
-            agent_gateway::core::AuthMethod::StaticKey { key_id: format!("bench-{i}") },
+            agent_gateway::core::AuthMethod::StaticKey {
+                key_id: format!("bench-{i}"),
+            },
         ));
     }
-    Agents { keys: Arc::new(keys), credentials, identities }
+    Agents {
+        keys: Arc::new(keys),
+        credentials,
+        identities,
+    }
 }
 
 fn request() -> ActionRequest {
@@ -78,7 +91,10 @@ fn request() -> ActionRequest {
 }
 
 fn config() -> GatewayConfig {
-    GatewayConfig { agent_limits: AgentLimits::unlimited(), ..GatewayConfig::default() }
+    GatewayConfig {
+        agent_limits: AgentLimits::unlimited(),
+        ..GatewayConfig::default()
+    }
 }
 
 fn execute_action(gateway: Gateway, credentials: Arc<Vec<Credential>>) -> Action {
@@ -87,7 +103,11 @@ fn execute_action(gateway: Gateway, credentials: Arc<Vec<Credential>>) -> Action
         let credential = credentials[agent].clone();
         Box::pin(async move {
             let outcome = gateway.execute(credential, request()).await.unwrap();
-            assert!(outcome.job.succeeded(), "job failed: {:?}", outcome.job.status);
+            assert!(
+                outcome.job.succeeded(),
+                "job failed: {:?}",
+                outcome.job.status
+            );
         })
     })
 }
@@ -109,7 +129,11 @@ fn policy_input(who: &AgentIdentity) -> PolicyInput {
 }
 
 fn audit_event(who: &AgentIdentity, step: u32) -> AuditEvent {
-    let mut ev = AuditEvent::new(agent_gateway::core::RequestId::new(), step, AuditEventKind::Decided);
+    let mut ev = AuditEvent::new(
+        agent_gateway::core::RequestId::new(),
+        step,
+        AuditEventKind::Decided,
+    );
     ev.agent_id = Some(who.id.clone());
     ev.action = "diag.echo".into();
     ev.resource = "diag:bench".into();
@@ -140,7 +164,10 @@ impl Recorder {
     fn summary(&self, name: &'static str, agents: usize) -> Summary {
         let calls = self.calls.lock().unwrap();
         let measured = &calls[calls.len().saturating_sub(SAMPLES)..];
-        let mut all: Vec<Duration> = measured.iter().flat_map(|(l, _)| l.iter().copied()).collect();
+        let mut all: Vec<Duration> = measured
+            .iter()
+            .flat_map(|(l, _)| l.iter().copied())
+            .collect();
         all.sort_unstable();
         let wall: Duration = measured.iter().map(|(_, w)| *w).sum();
         let pct = |p: f64| {
@@ -190,7 +217,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     // The audit log must sit on a real disk: tmpfs would make fsync free.
     let base = std::env::var_os("GATEWAY_BENCH_DIR")
         .map(std::path::PathBuf::from)
@@ -198,11 +228,17 @@ fn bench(c: &mut Criterion) {
     std::fs::create_dir_all(&base).unwrap();
     let dir = tempfile::tempdir_in(&base).unwrap();
     let parts = rt
-        .block_on(EmbeddedParts::open(&EmbeddedOptions::new(dir.path().join("audit.db"))))
+        .block_on(EmbeddedParts::open(&EmbeddedOptions::new(
+            dir.path().join("audit.db"),
+        )))
         .unwrap();
     let agents = agents();
     let credentials = Arc::new(agents.credentials.clone());
-    let local = parts.builder(agents.keys.clone()).config(config()).build().unwrap();
+    let local = parts
+        .builder(agents.keys.clone())
+        .config(config())
+        .build()
+        .unwrap();
     let noop = parts
         .builder(agents.keys.clone())
         .runner(Arc::new(MemoryRunner::new()))
@@ -213,8 +249,14 @@ fn bench(c: &mut Criterion) {
 
     // Records one action leaves in the log (sequence numbers of two consecutive actions).
     let records_per_action = rt.block_on(async {
-        let a = local.execute(credentials[0].clone(), request()).await.unwrap();
-        let b = local.execute(credentials[0].clone(), request()).await.unwrap();
+        let a = local
+            .execute(credentials[0].clone(), request())
+            .await
+            .unwrap();
+        let b = local
+            .execute(credentials[0].clone(), request())
+            .await
+            .unwrap();
         b.audit.sequence - a.audit.sequence
     });
 
@@ -233,7 +275,11 @@ fn bench(c: &mut Criterion) {
     };
     let identities = Arc::new(agents.identities);
     let decide_append: Action = {
-        let (policy, audit, ids) = (parts.policy.clone(), parts.audit.clone(), identities.clone());
+        let (policy, audit, ids) = (
+            parts.policy.clone(),
+            parts.audit.clone(),
+            identities.clone(),
+        );
         Arc::new(move |agent| {
             let (policy, audit, who) = (policy.clone(), audit.clone(), ids[agent].clone());
             Box::pin(async move {
@@ -274,7 +320,8 @@ fn bench(c: &mut Criterion) {
         for (name, action) in &cases {
             let recorder = Recorder::default();
             group.bench_with_input(BenchmarkId::new(*name, agents), &agents, |b, &n| {
-                b.to_async(&rt).iter_custom(|iters| run_agents(action, n, iters, &recorder));
+                b.to_async(&rt)
+                    .iter_custom(|iters| run_agents(action, n, iters, &recorder));
             });
             summaries.push(recorder.summary(name, agents));
         }
@@ -284,7 +331,11 @@ fn bench(c: &mut Criterion) {
 }
 
 fn report(summaries: &[Summary], isolation: &str, records_per_action: u64) {
-    let find = |name: &str, agents: usize| summaries.iter().find(|s| s.name == name && s.agents == agents);
+    let find = |name: &str, agents: usize| {
+        summaries
+            .iter()
+            .find(|s| s.name == name && s.agents == agents)
+    };
     println!();
     println!(
         "gateway: embedded Rego, HMAC grants, durable SQLite audit ({records_per_action} records/action), \
@@ -335,7 +386,10 @@ fn report(summaries: &[Summary], isolation: &str, records_per_action: u64) {
             );
         }
     }
-    if let (Some(x6), Some(noop)) = (find("baseline_audit_x6", AGENTS), find("noop_runner", AGENTS)) {
+    if let (Some(x6), Some(noop)) = (
+        find("baseline_audit_x6", AGENTS),
+        find("noop_runner", AGENTS),
+    ) {
         println!(
             "  bound: six sequential durable appends per action at {AGENTS} agents sustain {:.0} actions/s \
              alone; the no-op gateway reaches {:.0}% of that",

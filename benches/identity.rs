@@ -25,12 +25,15 @@ fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// A bare signature check: (signed message, signature) -> valid.
+type BareVerifier = Box<dyn Fn(&[u8], &[u8]) -> bool + Send + Sync>;
+
 /// One algorithm's fixture: a token, its JWK, and a bare verifier of its signature.
 struct Case {
     alg: &'static str,
     token: String,
     jwk: serde_json::Value,
-    bare: Box<dyn Fn(&[u8], &[u8]) -> bool + Send + Sync>,
+    bare: BareVerifier,
 }
 
 fn token(alg: &str, kid: &str, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {

@@ -166,10 +166,10 @@ async fn stub_opa() -> String {
                         if line.is_empty() {
                             break;
                         }
-                        if let Some((k, v)) = line.split_once(':') {
-                            if k.eq_ignore_ascii_case("content-length") {
-                                length = v.trim().parse().unwrap();
-                            }
+                        if let Some((k, v)) = line.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap();
                         }
                     }
                     let mut body = vec![0; length];

@@ -45,13 +45,14 @@ Connect an MCP client:
     {{"mcpServers": {{"agent-gateway": {{"type": "http", "url": "{base}/mcp",
       "headers": {{"Authorization": "Bearer <value of $DEPLOYER>"}}}}}}}}
 
-Or by hand (streamable HTTP is JSON-RPC over POST):
-  curl -si {base}/mcp -H "Authorization: Bearer $DEPLOYER" \
+Or by hand: the endpoint is stateless (no session header; every POST carries the bearer) and
+answers each JSON-RPC request with plain JSON:
+  curl -s {base}/mcp -H "Authorization: Bearer $DEPLOYER" \
        -H 'Accept: application/json, text/event-stream' -H 'Content-Type: application/json' \
-       -d '{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-03-26","capabilities":{{}},"clientInfo":{{"name":"curl","version":"0"}}}}}}'
-  # then send the Mcp-Session-Id header it returned on every later request
-  # (notifications/initialized, tools/list, then tools/call with
-  #  {{"name":"k8s.scale","arguments":{{"resource":"k8s:staging/deployments/web","params":{{"replicas":3}}}}}}).
+       -d '{{"jsonrpc":"2.0","id":1,"method":"tools/list"}}'
+  curl -s {base}/mcp -H "Authorization: Bearer $DEPLOYER" \
+       -H 'Accept: application/json, text/event-stream' -H 'Content-Type: application/json' \
+       -d '{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"k8s.scale","arguments":{{"resource":"k8s:staging/deployments/web","params":{{"replicas":3}}}}}}}}'
 Production changes wait for a human: approve with
   curl -s {base}/v1/approvals -H "Authorization: Bearer $APPROVER"
   curl -s {base}/v1/approvals/<id> -H "Authorization: Bearer $APPROVER" -d '{{"verdict":"approve"}}'

@@ -32,8 +32,9 @@
 //! JCS is RFC 8785 canonical JSON (sorted keys, no insignificant whitespace, ECMAScript number
 //! formatting). Sealing and verification use only `gateway_core::audit::chain` (`seal`,
 //! `genesis`, `record_hash`, `ChainVerifier`), so every backend's chain verifies with any
-//! verifier. Each stream starts with a genesis record written by the sink when it first opens
-//! the stream.
+//! verifier; verification parses and re-hashes each page of records on every core and links
+//! them in order while the next page is read. Each stream starts with a genesis record written
+//! by the sink when it first opens the stream.
 //!
 //! ### PCI-DSS v4 requirement 10.2.2
 //!
@@ -51,12 +52,14 @@
 //!
 //! ## Storage
 //!
-//! Both backends store the event as JSON **text** (column `event`, exactly what was hashed, so a
-//! read recomputes the same hash; JSONB would reformat numbers) next to `stream_id`, `sequence`,
-//! `prev_hash`, `hash`, and indexed copies for querying (`event_time`, `correlation_id`, `kind`,
-//! `agent_id`, `action`, `resource`, `outcome`). The copies are convenience only: the hashed
-//! `event` column is authoritative and is what verification checks. Checkpoints live in
-//! `audit_checkpoints`. Migrations ship in `migrations/` and run on open.
+//! Both backends store the event as JSON **text** (column `event`: `serde_json` output that
+//! parses back to exactly the values that were hashed, so a read recomputes the same hash;
+//! JSONB would reformat numbers; the hash covers the RFC 8785 form of the record, not these
+//! bytes) next to `stream_id`, `sequence`, `prev_hash`, `hash`, and indexed copies for querying
+//! (`event_time`, `correlation_id`, `kind`, `agent_id`, `action`, `resource`, `outcome`). The
+//! copies are convenience only: the hashed `event` column is authoritative and is what
+//! verification checks. Checkpoints live in `audit_checkpoints`. Migrations ship in
+//! `migrations/` and run on open.
 //!
 //! * SQLite: WAL journal, `synchronous=FULL` (every commit is fsynced before it is acknowledged,
 //!   including the WAL, so a power loss cannot lose an acknowledged record), `BEFORE UPDATE` /

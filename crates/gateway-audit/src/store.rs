@@ -17,7 +17,8 @@ pub struct StoredRecord {
     pub prev_hash: String,
     /// Hex hash of this record.
     pub hash: String,
-    /// The event as JSON text, exactly as hashed.
+    /// The event as JSON text. It parses back to exactly the values that were hashed; the hash
+    /// covers the canonical (RFC 8785) form of the whole record, not these bytes.
     pub event: String,
 }
 

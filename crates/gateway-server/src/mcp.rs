@@ -136,7 +136,13 @@ fn args<T: serde::de::DeserializeOwned>(request: &CallToolRequestParams) -> Resu
 }
 
 fn tool_error(api: &ApiError) -> CallToolResult {
-    let mut text = format!("{}: {}", api.kind, api.message);
+    // Gateway errors already start with their kind ("denied: …"); do not say it twice.
+    let kind = api.kind.to_string();
+    let mut text = if api.message.starts_with(&format!("{kind}:")) {
+        api.message.clone()
+    } else {
+        format!("{kind}: {}", api.message)
+    };
     if let Some(reasons) = &api.reasons
         && !reasons.is_empty()
     {
