@@ -1,4 +1,5 @@
 //! The in-memory doubles and the embedded backends pass the conformance suites.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use gateway_core::conformance;
 use gateway_core::testing::script::MemoryRenderer;

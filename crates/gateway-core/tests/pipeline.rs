@@ -1,4 +1,5 @@
 //! The fail-closed pipeline, step by step, on the in-memory doubles.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -375,9 +376,11 @@ async fn rate_and_concurrency_limits_are_enforced_per_agent_and_audited() {
         .await
         .unwrap();
 
-    let mut parts = Parts::default();
-    parts.runner =
-        gateway_core::testing::MemoryRunner::new().with_duration(Duration::from_millis(500));
+    let mut parts = Parts {
+        runner: gateway_core::testing::MemoryRunner::new()
+            .with_duration(Duration::from_millis(500)),
+        ..Parts::default()
+    };
     parts.config.agent_limits = AgentLimits {
         max_concurrent: 1,
         requests_per_second: 1000.0,
