@@ -372,13 +372,25 @@ impl Runner for MemoryRunner {
             Self::interpret(&spec, &steps, &cancel).await
         } else {
             let d = self.default_duration.min(spec.limits.timeout);
-            tokio::select! {
-                () = cancel.cancelled() => (JobStatus::Cancelled, Vec::new(), Vec::new()),
-                () = tokio::time::sleep(d) => {
-                    if self.default_duration > spec.limits.timeout {
-                        (JobStatus::TimedOut, Vec::new(), Vec::new())
-                    } else {
-                        (JobStatus::Exited { code: self.default_exit }, Vec::new(), Vec::new())
+            if d.is_zero() {
+                // Even a zero-length tokio sleep waits for the next timer tick (~1 ms), which
+                // would make this "no-op" runner the slowest part of a benchmark.
+                (
+                    JobStatus::Exited {
+                        code: self.default_exit,
+                    },
+                    Vec::new(),
+                    Vec::new(),
+                )
+            } else {
+                tokio::select! {
+                    () = cancel.cancelled() => (JobStatus::Cancelled, Vec::new(), Vec::new()),
+                    () = tokio::time::sleep(d) => {
+                        if self.default_duration > spec.limits.timeout {
+                            (JobStatus::TimedOut, Vec::new(), Vec::new())
+                        } else {
+                            (JobStatus::Exited { code: self.default_exit }, Vec::new(), Vec::new())
+                        }
                     }
                 }
             }
