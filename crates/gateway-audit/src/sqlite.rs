@@ -8,7 +8,7 @@ use crate::checkpoint::Checkpoint;
 use crate::sink::ChainedSink;
 use crate::store::{
     AuditStore, IndexedColumns, StoredCheckpoint, StoredRecord, db_error, db_limit, db_sequence,
-    start_sequence,
+    decode_checkpoints, decode_records, start_sequence,
 };
 use async_trait::async_trait;
 use gateway_core::audit::{AuditError, AuditRecord};
@@ -231,18 +231,7 @@ impl AuditStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| db_error("reading audit records", e))?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredRecord {
-                    stream_id: r.try_get(0)?,
-                    sequence: r.try_get(1)?,
-                    prev_hash: r.try_get(2)?,
-                    hash: r.try_get(3)?,
-                    event: r.try_get(4)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(|e| db_error("decoding audit records", e))
+        decode_records(&rows)
     }
 
     async fn read_checkpoints(
@@ -264,19 +253,7 @@ impl AuditStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| db_error("reading audit checkpoints", e))?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredCheckpoint {
-                    stream_id: r.try_get(0)?,
-                    sequence: r.try_get(1)?,
-                    head_hash: r.try_get(2)?,
-                    time: r.try_get(3)?,
-                    key_id: r.try_get(4)?,
-                    signature: r.try_get(5)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(|e| db_error("decoding audit checkpoints", e))
+        decode_checkpoints(&rows)
     }
 
     async fn streams(&self) -> Result<Vec<String>, AuditError> {

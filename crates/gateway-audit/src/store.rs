@@ -181,3 +181,49 @@ pub(crate) fn db_error(context: &str, e: sqlx::Error) -> AuditError {
         _ => AuditError::internal(context.to_owned(), e),
     }
 }
+
+/// Decodes rows of `SELECT stream_id, sequence, prev_hash, hash, event` (the column order both
+/// backends select), so the stores share one decoder and differ only in their SQL dialect.
+pub(crate) fn decode_records<R: sqlx::Row>(rows: &[R]) -> Result<Vec<StoredRecord>, AuditError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    rows.iter()
+        .map(|r| {
+            Ok(StoredRecord {
+                stream_id: r.try_get(0)?,
+                sequence: r.try_get(1)?,
+                prev_hash: r.try_get(2)?,
+                hash: r.try_get(3)?,
+                event: r.try_get(4)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(|e| db_error("decoding audit records", e))
+}
+
+/// Decodes rows of `SELECT stream_id, sequence, head_hash, time, key_id, signature`.
+pub(crate) fn decode_checkpoints<R: sqlx::Row>(
+    rows: &[R],
+) -> Result<Vec<StoredCheckpoint>, AuditError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    rows.iter()
+        .map(|r| {
+            Ok(StoredCheckpoint {
+                stream_id: r.try_get(0)?,
+                sequence: r.try_get(1)?,
+                head_hash: r.try_get(2)?,
+                time: r.try_get(3)?,
+                key_id: r.try_get(4)?,
+                signature: r.try_get(5)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(|e| db_error("decoding audit checkpoints", e))
+}
