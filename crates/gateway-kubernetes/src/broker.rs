@@ -124,16 +124,8 @@ impl KubernetesBrokerBuilder {
 
     /// Validates the settings and builds the broker.
     pub fn build(self) -> Result<KubernetesBroker, BrokerError> {
-        if !labels::is_dns_label(&self.instance) {
-            return Err(BrokerError::invalid_input(
-                "instance must be a DNS-1123 label (it is used as a label value)",
-            ));
-        }
-        if !labels::is_dns_label(&self.namespace) {
-            return Err(BrokerError::invalid_input(
-                "namespace must be a DNS-1123 label",
-            ));
-        }
+        labels::check_instance_and_namespace(&self.instance, &self.namespace)
+            .map_err(BrokerError::invalid_input)?;
         if self.max_ttl.is_zero() {
             return Err(BrokerError::invalid_input("max_ttl must be positive"));
         }

@@ -47,6 +47,21 @@ pub fn is_dns_label(value: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
+/// Checks the instance id and namespace every builder takes: both must be DNS-1123 labels (the
+/// instance is used as a label value). Returns what is wrong, for the builder's own error type.
+pub(crate) fn check_instance_and_namespace(
+    instance: &str,
+    namespace: &str,
+) -> Result<(), &'static str> {
+    if !is_dns_label(instance) {
+        return Err("instance must be a DNS-1123 label (it is used as a label value)");
+    }
+    if !is_dns_label(namespace) {
+        return Err("namespace must be a DNS-1123 label");
+    }
+    Ok(())
+}
+
 /// Whether `value` is a DNS-1123 subdomain (names of Deployments, ConfigMaps, …).
 pub fn is_dns_subdomain(value: &str) -> bool {
     !value.is_empty()

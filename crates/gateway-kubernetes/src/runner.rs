@@ -157,16 +157,8 @@ impl KubernetesRunnerBuilder {
 
     /// Validates the settings and builds the runner.
     pub fn build(self) -> Result<KubernetesRunner, RunnerError> {
-        if !labels::is_dns_label(&self.instance) {
-            return Err(RunnerError::invalid_input(
-                "instance must be a DNS-1123 label (it is used as a label value)",
-            ));
-        }
-        if !labels::is_dns_label(&self.namespace) {
-            return Err(RunnerError::invalid_input(
-                "namespace must be a DNS-1123 label",
-            ));
-        }
+        labels::check_instance_and_namespace(&self.instance, &self.namespace)
+            .map_err(RunnerError::invalid_input)?;
         if self.run_as_user <= 0 {
             return Err(RunnerError::invalid_input(
                 "run_as_user must be a non-zero, non-negative uid",
