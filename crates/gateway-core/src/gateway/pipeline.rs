@@ -494,42 +494,39 @@ impl Pipeline {
         let (job, runner) = match result {
             Ok(pair) => pair,
             Err(failure) => {
-                let (status_name, kind, message) = match &failure {
+                let (status_name, stage, reason, error) = match failure {
                     GrantedFailure::Cancelled => (
                         status::CANCELLED,
-                        ErrorKind::Cancelled,
+                        "cancel",
                         "cancelled".to_owned(),
+                        GatewayError::Cancelled { correlation_id: id },
                     ),
-                    GrantedFailure::Failed { kind, message, .. } => {
-                        (status::ERROR, *kind, message.clone())
-                    }
-                };
-                let stage = match &failure {
-                    GrantedFailure::Failed { stage, .. } => *stage,
-                    GrantedFailure::Cancelled => "cancel",
-                };
-                self.complete(trail, status_name, EventOutcome::Failure, |d| {
-                    d.insert("stage".into(), json!(stage));
-                    d.insert("error_kind".into(), json!(kind));
-                    d.insert("reason".into(), json!(message));
-                    d.insert("grant_revoked".into(), json!(summary.revoked));
-                })
-                .await
-                .map_err(|m| audit_failed(id, m))?;
-                return Err(match failure {
-                    GrantedFailure::Cancelled => GatewayError::Cancelled { correlation_id: id },
                     GrantedFailure::Failed {
                         stage,
                         kind,
                         message,
-                    } => GatewayError::Backend {
-                        correlation_id: id,
+                    } => (
+                        status::ERROR,
                         stage,
-                        kind,
-                        message,
-                        source: None,
-                    },
-                });
+                        message.clone(),
+                        GatewayError::Backend {
+                            correlation_id: id,
+                            stage,
+                            kind,
+                            message,
+                            source: None,
+                        },
+                    ),
+                };
+                self.complete(trail, status_name, EventOutcome::Failure, |d| {
+                    d.insert("stage".into(), json!(stage));
+                    d.insert("error_kind".into(), json!(error.kind()));
+                    d.insert("reason".into(), json!(reason));
+                    d.insert("grant_revoked".into(), json!(summary.revoked));
+                })
+                .await
+                .map_err(|m| audit_failed(id, m))?;
+                return Err(error);
             }
         };
         let status_name = job_status_name(&job);
