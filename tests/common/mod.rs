@@ -47,6 +47,15 @@ impl AuditSink for SwitchableAudit {
         self.inner.append(event).await
     }
 
+    async fn append_all(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditReceipt>, AuditError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(AuditError::unavailable_msg(
+                "audit store is down (test switch)",
+            ));
+        }
+        self.inner.append_all(events).await
+    }
+
     async fn read(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(AuditError::unavailable_msg(

@@ -367,6 +367,13 @@ impl AuditSink for Metered<dyn AuditSink> {
         result
     }
 
+    async fn append_all(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditReceipt>, AuditError> {
+        let started = Instant::now();
+        let result = self.inner.append_all(events).await;
+        self.metrics.record_audit(started, result.is_ok());
+        result
+    }
+
     async fn read(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
         self.inner.read(after, limit).await
     }

@@ -173,6 +173,21 @@ pub trait AuditSink: Send + Sync + 'static {
     /// Appends one event and returns once it is durable.
     async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError>;
 
+    /// Appends `events` in order and returns their receipts once all of them are durable.
+    ///
+    /// Sinks that can should store the events as one unit: contiguous in the chain and in one
+    /// commit, all or none (the SQLite and Postgres sinks and the in-memory double do). That
+    /// lets a caller pay for one durable commit where it would otherwise wait for several. The
+    /// default appends them one after another, so after an error a prefix may be stored;
+    /// callers must read an error as "not all of them are stored".
+    async fn append_all(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditReceipt>, AuditError> {
+        let mut receipts = Vec::with_capacity(events.len());
+        for event in events {
+            receipts.push(self.append(event).await?);
+        }
+        Ok(receipts)
+    }
+
     /// Reads up to `limit` records of this sink's chain with sequence > `after` (from the start
     /// when `None`), in sequence order.
     async fn read(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditRecord>, AuditError>;

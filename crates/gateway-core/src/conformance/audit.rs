@@ -58,6 +58,36 @@ pub async fn run(sink: &dyn AuditSink) {
         .expect("read with limit");
     assert_eq!(limited.len(), 2, "read ignores its limit");
 
+    // A group append: receipts in order, contiguous, read back as written. (Whether a group
+    // stays contiguous under concurrent appends is each atomic sink's own test: the trait's
+    // default does not promise it.)
+    let group: Vec<AuditEvent> = (10..13).map(event).collect();
+    let grouped = sink.append_all(group.clone()).await.expect("append_all");
+    assert_eq!(grouped.len(), group.len(), "one receipt per grouped event");
+    for pair in grouped.windows(2) {
+        assert_eq!(
+            pair[1].sequence,
+            pair[0].sequence + 1,
+            "a group's records must be contiguous"
+        );
+    }
+    let read = sink
+        .read(Some(grouped[0].sequence - 1), group.len())
+        .await
+        .expect("read group");
+    for ((record, receipt), ev) in read.iter().zip(&grouped).zip(&group) {
+        assert_eq!(record.sequence, receipt.sequence);
+        assert_eq!(record.hash, receipt.hash);
+        assert_eq!(record.event.resource, ev.resource);
+    }
+    assert!(
+        sink.append_all(Vec::new())
+            .await
+            .expect("empty group")
+            .is_empty(),
+        "an empty group stores nothing"
+    );
+
     // Concurrent appends: all acknowledged, no duplicate sequence numbers, chain valid.
     let tasks = (0..64).map(|n| sink.append(event(100 + n)));
     let results = futures::future::join_all(tasks).await;

@@ -478,37 +478,49 @@ impl MemoryAuditSink {
 #[async_trait]
 impl AuditSink for MemoryAuditSink {
     async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
+        let mut receipts = self.append_all(vec![event]).await?;
+        receipts
+            .pop()
+            .ok_or_else(|| AuditError::internal_msg("no receipt for an appended event"))
+    }
+
+    /// Atomic: one fault check for the whole group, sealed and stored under one lock.
+    async fn append_all(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditReceipt>, AuditError> {
         self.faults
             .enter()
             .await
             .map_err(|()| AuditError::unavailable_msg("injected fault"))?;
-        let (kind, cid) = (event.kind, event.correlation_id);
-        let allow = event.decision.as_ref().map(|d| d.allow);
-        let receipt = {
-            let mut records = lock(&self.records);
-            let (seq, prev) = records
-                .last()
-                .map_or((0, GENESIS_PREV_HASH.to_owned()), |r| {
-                    (r.sequence + 1, r.hash.clone())
-                });
+        let mut records = lock(&self.records);
+        let (mut seq, mut prev) = records
+            .last()
+            .map_or((0, GENESIS_PREV_HASH.to_owned()), |r| {
+                (r.sequence + 1, r.hash.clone())
+            });
+        let mut sealed = Vec::with_capacity(events.len());
+        for event in events {
             let record = seal(&self.stream_id, seq, &prev, event)?;
-            let receipt = AuditReceipt {
+            prev = record.hash.clone();
+            seq += 1;
+            sealed.push(record);
+        }
+        let mut receipts = Vec::with_capacity(sealed.len());
+        for record in sealed {
+            receipts.push(AuditReceipt {
                 stream_id: self.stream_id.clone(),
-                sequence: seq,
+                sequence: record.sequence,
                 hash: record.hash.clone(),
-            };
-            records.push(record);
+            });
             // Journal under the same lock, so journal order equals chain order.
             if let Some(j) = &self.journal {
                 j.push(Entry::AuditAcked {
-                    correlation_id: cid,
-                    kind,
-                    allow,
+                    correlation_id: record.event.correlation_id,
+                    kind: record.event.kind,
+                    allow: record.event.decision.as_ref().map(|d| d.allow),
                 });
             }
-            receipt
-        };
-        Ok(receipt)
+            records.push(record);
+        }
+        Ok(receipts)
     }
 
     async fn read(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
