@@ -1,7 +1,8 @@
 //! Policy decision latency on the reference policy (`policies/`):
 //!
 //! - `embedded/1_thread/*`: one `EmbeddedRego::decide_sync` per iteration, per evaluation
-//!   strategy (engine clone per call, engine pool, compiled entry point), against a baseline
+//!   strategy (bytecode VM — the default —, interpreter engine clone per call, interpreter
+//!   engine pool, interpreter compiled entry point), against a baseline
 //!   that only encodes the input and parses a fixed decision (the contract's fixed cost);
 //! - `embedded/2_threads/*`: the same with two threads deciding concurrently; the figure is
 //!   wall time per decision (so < 1-thread time means the strategies scale);
@@ -21,7 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-const STRATEGIES: [(&str, EvalStrategy); 3] = [
+const STRATEGIES: [(&str, EvalStrategy); 4] = [
+    ("vm", EvalStrategy::Vm),
     ("clone_per_call", EvalStrategy::ClonePerCall),
     ("pool", EvalStrategy::Pool),
     ("compiled", EvalStrategy::Compiled),
@@ -99,6 +101,7 @@ fn embedded(c: &mut Criterion) {
         });
     }
     one.finish();
+    print_percentiles(&input, &limits, &fixed);
 
     let mut two = c.benchmark_group("embedded/2_threads");
     two.sample_size(10)
@@ -132,6 +135,43 @@ fn embedded(c: &mut Criterion) {
         });
     }
     two.finish();
+}
+
+/// The target is a p50: time single decisions of the default strategy (and of the baseline)
+/// one by one and print their percentiles.
+fn print_percentiles(input: &PolicyInput, limits: &InputLimits, fixed: &serde_json::Value) {
+    const N: usize = 20_000;
+    let percentiles = |mut samples: Vec<Duration>| {
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+        (at(0.5), at(0.99))
+    };
+    let time = |f: &mut dyn FnMut()| {
+        (0..N)
+            .map(|_| {
+                let start = Instant::now();
+                f();
+                start.elapsed()
+            })
+            .collect::<Vec<_>>()
+    };
+    let d = decider(EvalStrategy::default());
+    let (base50, base99) = percentiles(time(&mut || {
+        let encoded = limits.encode(input).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&encoded).unwrap();
+        std::hint::black_box(doc);
+        std::hint::black_box(parse_decision(fixed).unwrap());
+    }));
+    let (p50, p99) = percentiles(time(&mut || {
+        std::hint::black_box(d.decide_sync(input).unwrap());
+    }));
+    println!(
+        "reference policy, default strategy ({:?}), {N} single decisions: p50 {p50:.1} µs, p99 {p99:.1} µs \
+         (baseline encode+parse p50 {base50:.1} µs, p99 {base99:.1} µs; p50 ratio {:.1}x); target p50 <= 10 µs: {}",
+        d.active_strategy(),
+        p50 / base50,
+        if p50 <= 10.0 { "met" } else { "NOT met" }
+    );
 }
 
 /// A minimal HTTP/1.1 keep-alive server answering every request with one fixed OPA response.

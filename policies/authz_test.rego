@@ -66,6 +66,14 @@ test_scale_limit_comes_from_data if {
 	d.reasons == ["replicas 4 exceeds the limit of 3"]
 }
 
+# A namespaces attribute that is not a list grants nothing (and is not an evaluation error).
+test_scale_with_namespaces_not_a_list_denied if {
+	agent := object.union(deployer, {"attributes": {"namespaces": "team-a"}})
+	d := authz.decision with input as request(agent, "k8s.scale", "k8s:team-a/deployments/web", {"replicas": 1})
+	not d.allow
+	d.reasons == ["agent may not act in namespace \"team-a\""]
+}
+
 test_scale_other_namespace_denied if {
 	d := authz.decision with input as scale("team-b", 1)
 	not d.allow

@@ -112,6 +112,35 @@ impl Default for InputLimits {
 impl InputLimits {
     /// Checks and encodes a typed input as the contract's JSON document.
     pub fn encode(&self, input: &PolicyInput) -> Result<String, PolicyError> {
+        self.check_nesting(input)?;
+        let encoded = serde_json::to_string(input).map_err(cannot_encode)?;
+        self.check_size(encoded.len())?;
+        Ok(encoded)
+    }
+
+    /// Checks a typed input against the limits without keeping its encoding (for engines that
+    /// take the input in another form): the same checks as [`encode`](Self::encode).
+    pub fn check(&self, input: &PolicyInput) -> Result<(), PolicyError> {
+        self.check_nesting(input)?;
+        self.check_size(encoded_len(input)?)
+    }
+
+    /// Checks and encodes a raw input document (for callers that build their own document):
+    /// it must be a JSON object within the depth and size limits.
+    pub fn encode_document(&self, document: &Value) -> Result<String, PolicyError> {
+        self.check_document_shape(document)?;
+        let encoded = serde_json::to_string(document).map_err(cannot_encode)?;
+        self.check_size(encoded.len())?;
+        Ok(encoded)
+    }
+
+    /// The checks of [`encode_document`](Self::encode_document), without keeping the encoding.
+    pub fn check_document(&self, document: &Value) -> Result<(), PolicyError> {
+        self.check_document_shape(document)?;
+        self.check_size(encoded_len(document)?)
+    }
+
+    fn check_nesting(&self, input: &PolicyInput) -> Result<(), PolicyError> {
         // The fixed fields nest at most 3 deep; only the free-form values can go deeper. They
         // are checked before serialising, iteratively, so a hostile value cannot exhaust the
         // stack here.
@@ -122,28 +151,17 @@ impl InputLimits {
         for (key, value) in &input.agent.attributes {
             check_depth(value, 4, self.max_depth, &format!("agent.attributes.{key}"))?;
         }
-        let encoded = serde_json::to_string(input).map_err(|e| {
-            PolicyError::invalid_input(format!("input cannot be encoded as JSON: {e}"))
-        })?;
-        self.check_size(encoded.len())?;
-        Ok(encoded)
+        Ok(())
     }
 
-    /// Checks and encodes a raw input document (for callers that build their own document):
-    /// it must be a JSON object within the depth and size limits.
-    pub fn encode_document(&self, document: &Value) -> Result<String, PolicyError> {
+    fn check_document_shape(&self, document: &Value) -> Result<(), PolicyError> {
         if !document.is_object() {
             return Err(PolicyError::invalid_input(format!(
                 "input document must be an object, got {}",
                 type_name(document)
             )));
         }
-        check_depth(document, 1, self.max_depth, "input")?;
-        let encoded = serde_json::to_string(document).map_err(|e| {
-            PolicyError::invalid_input(format!("input cannot be encoded as JSON: {e}"))
-        })?;
-        self.check_size(encoded.len())?;
-        Ok(encoded)
+        check_depth(document, 1, self.max_depth, "input")
     }
 
     fn check_size(&self, len: usize) -> Result<(), PolicyError> {
@@ -155,6 +173,27 @@ impl InputLimits {
         }
         Ok(())
     }
+}
+
+/// The length of `value`'s JSON encoding, counted without building it.
+fn encoded_len<T: serde::Serialize + ?Sized>(value: &T) -> Result<usize, PolicyError> {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, value).map_err(cannot_encode)?;
+    Ok(counter.0)
+}
+
+fn cannot_encode(e: serde_json::Error) -> PolicyError {
+    PolicyError::invalid_input(format!("input cannot be encoded as JSON: {e}"))
 }
 
 /// Fails if `value`, found at depth `start`, nests deeper than `max` (iterative walk).

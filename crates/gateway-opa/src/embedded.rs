@@ -1,17 +1,25 @@
 //! [`EmbeddedRego`]: the policy contract evaluated in-process by regorus, a pure-Rust Rego
 //! interpreter. The same `.rego` files run unchanged on an OPA server.
 //!
-//! Policies are parsed and prepared once; each decision evaluates a copy of the prepared engine
-//! (see [`EvalStrategy`]), so decisions never re-parse and never share mutable state. A reload
-//! prepares a new engine off to the side and swaps it in atomically: decisions already running
-//! finish on the policies they started with.
+//! Policies are parsed and prepared once. By default the decision rule is then compiled to
+//! regorus's bytecode (RVM) and each decision runs on a pooled virtual machine; the tree-walking
+//! interpreter remains available (see [`EvalStrategy`]). Either way decisions never re-parse and
+//! never share mutable state. A reload prepares new policies off to the side and swaps them in
+//! atomically: decisions already running finish on the policies they started with.
 
 use crate::contract::{DecisionPath, InputLimits, POLICY_UNDEFINED, parse_decision};
 use crate::error::SetupError;
+use crate::rego_value::to_rego_value;
 use crate::source::{LoadedPolicies, Source};
 use async_trait::async_trait;
 use gateway_core::policy::{Decision, PolicyDecider, PolicyError, PolicyInput};
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::RegoVM;
+use regorus::rvm::program::Program;
+use regorus::rvm::vm::VmError;
+use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{CompiledPolicy, Engine, LimitError};
+use serde::Serialize;
 use std::num::NonZeroU32;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
@@ -21,23 +29,30 @@ use std::time::Duration;
 /// The longest engine message carried into a reason (reasons end up in audit records).
 const MAX_MESSAGE_CHARS: usize = 1024;
 
-/// How each decision gets a private engine from the prepared one.
+/// How each decision gets a private evaluator from the prepared policies.
 ///
-/// All three are thread-safe and give the same decisions; `benches/policy.rs` measures them on
-/// the reference policy. The default, [`EvalStrategy::Pool`], was the fastest measured (with
-/// `Compiled` within noise) and, unlike `Compiled`, enforces
-/// [`EmbeddedRegoBuilder::eval_timeout`].
+/// All are thread-safe and give the same decisions (the test suite checks them against each
+/// other on the reference policy); `benches/policy.rs` measures them. The default,
+/// [`EvalStrategy::Vm`], is several times faster than the interpreter strategies on the
+/// reference policy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EvalStrategy {
-    /// Clone the prepared engine for every decision.
-    ClonePerCall,
-    /// Keep a pool of prepared engines; take one per decision and put it back afterwards.
+    /// Compile the decision rule once to regorus's bytecode (RVM) and run each decision on a
+    /// pooled virtual machine. Enforces [`EmbeddedRegoBuilder::eval_timeout`]. A policy that
+    /// regorus cannot compile to bytecode (the compiler does not cover every Rego feature yet,
+    /// e.g. `with`) is evaluated with [`EvalStrategy::Pool`] instead; a warning is logged and
+    /// [`EmbeddedRego::active_strategy`] reports it.
     #[default]
+    Vm,
+    /// Clone the prepared interpreter engine for every decision.
+    ClonePerCall,
+    /// Keep a pool of prepared interpreter engines; take one per decision and put it back.
     Pool,
-    /// Compile the decision rule once (`Engine::compile_with_entrypoint`) and evaluate the
-    /// compiled policy per decision. regorus gives engines made from a compiled policy no
-    /// per-engine time limit, so this strategy does NOT enforce `eval_timeout`.
+    /// Compile the decision rule once for the interpreter (`Engine::compile_with_entrypoint`)
+    /// and evaluate the compiled policy per decision. regorus gives engines made from a
+    /// compiled policy no per-engine time limit, so this strategy does NOT enforce
+    /// `eval_timeout`.
     Compiled,
 }
 
@@ -99,7 +114,7 @@ impl EmbeddedRegoBuilder {
         self
     }
 
-    /// How decisions get an engine (default [`EvalStrategy::Pool`], the fastest measured).
+    /// How decisions are evaluated (default [`EvalStrategy::Vm`], the fastest measured).
     pub fn strategy(mut self, strategy: EvalStrategy) -> Self {
         self.strategy = strategy;
         self
@@ -147,24 +162,53 @@ struct Config {
 
 /// One loaded, parsed and prepared version of the policies.
 struct Prepared {
-    /// Prepared engine: policies and data loaded, no input. Behind a mutex because regorus
-    /// engines are `Send` but not `Sync`; it is only locked to clone it.
-    template: Mutex<Engine>,
-    compiled: Option<CompiledPolicy>,
-    pool: Mutex<Vec<Engine>>,
+    evaluator: Evaluator,
     rule: String,
     policy_id: String,
 }
+
+/// What evaluates decisions for one [`Prepared`] version.
+enum Evaluator {
+    /// regorus's tree-walking interpreter: the prepared engine cloned per decision, or pooled.
+    Interpreter {
+        /// Policies and data loaded, no input. Behind a mutex because regorus engines are
+        /// `Send` but not `Sync`; it is only locked to clone it.
+        template: Mutex<Engine>,
+        /// `None` for [`EvalStrategy::ClonePerCall`].
+        pool: Option<Mutex<Vec<Engine>>>,
+    },
+    /// [`EvalStrategy::Compiled`].
+    Compiled(CompiledPolicy),
+    /// [`EvalStrategy::Vm`]: the decision rule as bytecode, with pooled machines.
+    Vm {
+        /// The interpreter engine, consulted only when the VM finds the decision undefined
+        /// (see [`Prepared::evaluate`]).
+        interpreter: Mutex<Engine>,
+        program: Arc<Program>,
+        data: regorus::Value,
+        timer: ExecutionTimerConfig,
+        pool: Mutex<Vec<RegoVM>>,
+    },
+}
+
+/// Machines and engines kept in a pool; more concurrent decisions create extra ones.
+const MAX_POOLED: usize = 64;
+
+/// The bytecode machine's instruction budget per decision. The wall-clock limit
+/// (`eval_timeout`) is the real bound; this only has to be far above any sane policy (regorus's
+/// default of 25,000 is not: a policy iterating over a few thousand data entries reaches it).
+const VM_MAX_INSTRUCTIONS: usize = 100_000_000;
 
 impl Prepared {
     fn load(config: &Config) -> Result<Self, SetupError> {
         let loaded = LoadedPolicies::read(&config.sources, false)?;
         let mut engine = loaded.engine()?;
-        engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
+        let timer = ExecutionTimerConfig {
             limit: config.eval_timeout,
             // Checking the clock every 64 work units keeps the overhead negligible.
             check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
-        });
+        };
+        engine.set_execution_timer_config(timer);
         let rule = config.path.rule();
         let package = rule.rsplit_once('.').map_or("", |(package, _)| package);
         let packages = engine
@@ -186,67 +230,179 @@ impl Prepared {
                 return Err(SetupError::policy(format!("{rule}: {message}")));
             }
         }
-        let compiled = match config.strategy {
-            EvalStrategy::Compiled => Some(
+        let interpreter = |engine: Engine, pooled: bool| Evaluator::Interpreter {
+            template: Mutex::new(engine),
+            pool: pooled.then(|| Mutex::new(Vec::new())),
+        };
+        let evaluator = match config.strategy {
+            EvalStrategy::ClonePerCall => interpreter(engine, false),
+            EvalStrategy::Pool => interpreter(engine, true),
+            EvalStrategy::Compiled => Evaluator::Compiled(
                 engine
                     .compile_with_entrypoint(&rule.as_str().into())
                     .map_err(|e| SetupError::policy(format!("{rule}: {e}")))?,
             ),
-            EvalStrategy::ClonePerCall | EvalStrategy::Pool => None,
+            EvalStrategy::Vm => match Evaluator::vm(&engine, &rule, timer) {
+                Ok(vm) => vm,
+                Err(reason) => {
+                    tracing::warn!(%rule, %reason, "policy cannot be compiled to bytecode; using the interpreter pool");
+                    interpreter(engine, true)
+                }
+            },
         };
         Ok(Self {
-            template: Mutex::new(engine),
-            compiled,
-            pool: Mutex::new(Vec::new()),
+            evaluator,
             policy_id: format!("{}@{}", config.path.rule(), loaded.digest()),
             rule,
         })
     }
 
-    fn template(&self) -> Engine {
-        // The template is never mutated after load, so a poisoned lock still holds a valid engine.
-        self.template
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    fn strategy(&self) -> EvalStrategy {
+        match &self.evaluator {
+            Evaluator::Interpreter { pool: None, .. } => EvalStrategy::ClonePerCall,
+            Evaluator::Interpreter { pool: Some(_), .. } => EvalStrategy::Pool,
+            Evaluator::Compiled(_) => EvalStrategy::Compiled,
+            Evaluator::Vm { .. } => EvalStrategy::Vm,
+        }
     }
 
-    fn evaluate(
-        &self,
-        strategy: EvalStrategy,
-        input: regorus::Value,
-    ) -> anyhow::Result<regorus::Value> {
-        match (strategy, &self.compiled) {
-            (EvalStrategy::Compiled, Some(compiled)) => compiled.eval_with_input(input),
-            (EvalStrategy::Pool, _) => {
-                let pooled = self
-                    .pool
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .pop();
-                let mut engine = pooled.unwrap_or_else(|| self.template());
+    fn evaluate(&self, input: regorus::Value) -> Result<regorus::Value, EvalFailure> {
+        match &self.evaluator {
+            Evaluator::Compiled(compiled) => {
+                compiled.eval_with_input(input).map_err(EvalFailure::from)
+            }
+            Evaluator::Interpreter { template, pool } => {
+                let pooled = pool.as_ref().and_then(|p| lock(p).pop());
+                let mut engine = pooled.unwrap_or_else(|| lock(template).clone());
                 engine.set_input(input);
                 let result = engine.eval_rule(self.rule.clone());
                 // Only engines that evaluated without error go back: an error may leave state.
-                if result.is_ok() {
-                    let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
-                    if pool.len() < MAX_POOLED {
-                        pool.push(engine);
-                    }
+                if let (Ok(_), Some(pool)) = (&result, pool) {
+                    give_back(pool, engine);
                 }
-                result
+                result.map_err(EvalFailure::from)
             }
-            _ => {
-                let mut engine = self.template();
-                engine.set_input(input);
-                engine.eval_rule(self.rule.clone())
+            Evaluator::Vm {
+                interpreter,
+                program,
+                data,
+                timer,
+                pool,
+            } => {
+                let mut vm = match lock(pool).pop() {
+                    Some(vm) => vm,
+                    None => new_vm(program, data, *timer).map_err(EvalFailure::Error)?,
+                };
+                vm.set_input(input.clone());
+                let result = vm.execute();
+                if result.is_ok() {
+                    // Keep nothing of this request in the pool.
+                    vm.set_input(regorus::Value::Null);
+                    give_back(pool, vm);
+                }
+                match result {
+                    // The VM makes a rule whose definitions conflict undefined, where OPA and
+                    // the interpreter raise an evaluation error. An undefined decision (rare:
+                    // a broken or misrouted policy) is therefore re-evaluated on the
+                    // interpreter, so a conflict in the decision rule itself is reported as
+                    // the same error OPA would give.
+                    Ok(regorus::Value::Undefined) => {
+                        let mut engine = lock(interpreter).clone();
+                        engine.set_input(input);
+                        engine
+                            .eval_rule(self.rule.clone())
+                            .map_err(EvalFailure::from)
+                    }
+                    other => other.map_err(EvalFailure::from),
+                }
             }
         }
     }
 }
 
-/// Engines kept by [`EvalStrategy::Pool`]; more concurrent decisions clone extra ones.
-const MAX_POOLED: usize = 64;
+impl Evaluator {
+    /// Compiles `rule` to bytecode and prepares one machine (which checks the data against the
+    /// program's rules). `Err` says why the policy cannot run on the VM.
+    fn vm(engine: &Engine, rule: &str, timer: ExecutionTimerConfig) -> Result<Self, String> {
+        let compiled = engine
+            .clone()
+            .compile_with_entrypoint(&rule.into())
+            .map_err(|e| format!("{e:#}"))?;
+        let program =
+            Compiler::compile_from_policy(&compiled, &[rule]).map_err(|e| format!("{e:#}"))?;
+        let data = engine.get_data();
+        let first = new_vm(&program, &data, timer)?;
+        Ok(Self::Vm {
+            interpreter: Mutex::new(engine.clone()),
+            program,
+            data,
+            timer,
+            pool: Mutex::new(vec![first]),
+        })
+    }
+}
+
+fn new_vm(
+    program: &Arc<Program>,
+    data: &regorus::Value,
+    timer: ExecutionTimerConfig,
+) -> Result<RegoVM, String> {
+    let mut vm = RegoVM::new();
+    vm.load_program(Arc::clone(program));
+    // regorus values share their contents (`arc` feature): this clone is a reference count.
+    vm.set_data(data.clone()).map_err(|e| e.to_string())?;
+    vm.set_execution_timer_config(Some(timer));
+    vm.set_max_instructions(VM_MAX_INSTRUCTIONS);
+    Ok(vm)
+}
+
+fn give_back<T>(pool: &Mutex<Vec<T>>, item: T) {
+    let mut pool = lock(pool);
+    if pool.len() < MAX_POOLED {
+        pool.push(item);
+    }
+}
+
+/// Pools and templates are only pushed to, popped from or cloned under their lock, so a
+/// poisoned lock still holds valid values.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Why an evaluation produced no value.
+enum EvalFailure {
+    /// The policy ran out of its time (or instruction) budget.
+    OverBudget,
+    /// Any other engine error, with its message.
+    Error(String),
+}
+
+impl From<anyhow::Error> for EvalFailure {
+    fn from(error: anyhow::Error) -> Self {
+        let timed_out = error.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<LimitError>(),
+                Some(LimitError::TimeLimitExceeded { .. })
+            )
+        });
+        if timed_out {
+            return Self::OverBudget;
+        }
+        // `{:#}` keeps anyhow's context chain on one line.
+        Self::Error(format!("{error:#}"))
+    }
+}
+
+impl From<VmError> for EvalFailure {
+    fn from(error: VmError) -> Self {
+        match error {
+            VmError::TimeLimitExceeded { .. } | VmError::InstructionLimitExceeded { .. } => {
+                Self::OverBudget
+            }
+            other => Self::Error(other.to_string()),
+        }
+    }
+}
 
 /// A [`PolicyDecider`] that evaluates Rego in-process (see the module docs).
 pub struct EmbeddedRego {
@@ -280,6 +436,12 @@ impl EmbeddedRego {
         self.current().policy_id.clone()
     }
 
+    /// The strategy in force: the configured one, or [`EvalStrategy::Pool`] when
+    /// [`EvalStrategy::Vm`] was asked for but the policies could not be compiled to bytecode.
+    pub fn active_strategy(&self) -> EvalStrategy {
+        self.current().strategy()
+    }
+
     /// Re-reads every source and swaps the new policies in atomically. On error the previous
     /// policies stay in force. Decisions already running finish on the policies they started
     /// with. Returns the new policy id.
@@ -298,20 +460,20 @@ impl EmbeddedRego {
         &self,
         input: &serde_json::Value,
     ) -> Result<Option<serde_json::Value>, PolicyError> {
-        let encoded = self.config.limits.encode_document(input)?;
-        self.evaluate_encoded(&encoded).map(|(doc, _)| doc)
+        self.config.limits.check_document(input)?;
+        self.evaluate(input).map(|(doc, _)| doc)
     }
 
     /// Decides a raw input document (which must follow the contract).
     pub fn decide_document(&self, input: &serde_json::Value) -> Result<Decision, PolicyError> {
-        let encoded = self.config.limits.encode_document(input)?;
-        self.decide_encoded(&encoded)
+        self.config.limits.check_document(input)?;
+        self.decide_checked(input)
     }
 
     /// Decides synchronously (the work is CPU-bound; [`PolicyDecider::decide`] calls this).
     pub fn decide_sync(&self, input: &PolicyInput) -> Result<Decision, PolicyError> {
-        let encoded = self.config.limits.encode(input)?;
-        self.decide_encoded(&encoded)
+        self.config.limits.check(input)?;
+        self.decide_checked(input)
     }
 
     fn current(&self) -> Arc<Prepared> {
@@ -321,8 +483,9 @@ impl EmbeddedRego {
             .clone()
     }
 
-    fn decide_encoded(&self, encoded: &str) -> Result<Decision, PolicyError> {
-        let (document, policy_id) = self.evaluate_encoded(encoded)?;
+    /// Decides an input that passed the limits.
+    fn decide_checked<T: Serialize + ?Sized>(&self, input: &T) -> Result<Decision, PolicyError> {
+        let (document, policy_id) = self.evaluate(input)?;
         let mut decision = match document {
             Some(document) => parse_decision(&document)?,
             None => Decision::deny(POLICY_UNDEFINED),
@@ -331,17 +494,19 @@ impl EmbeddedRego {
         Ok(decision)
     }
 
-    fn evaluate_encoded(
+    /// Evaluates an input that passed the limits: the decision document (`None` when the rule is
+    /// undefined) and the id of the policies that made it.
+    fn evaluate<T: Serialize + ?Sized>(
         &self,
-        encoded: &str,
+        input: &T,
     ) -> Result<(Option<serde_json::Value>, String), PolicyError> {
         let prepared = self.current();
-        let input = regorus::Value::from_json_str(encoded)
-            .map_err(|e| PolicyError::invalid_input(format!("input is not valid JSON: {e}")))?;
-        let strategy = self.config.strategy;
-        let outcome = catch_unwind(AssertUnwindSafe(|| prepared.evaluate(strategy, input)))
+        let input = to_rego_value(input).map_err(|e| {
+            PolicyError::invalid_input(format!("input cannot be represented as JSON: {e}"))
+        })?;
+        let outcome = catch_unwind(AssertUnwindSafe(|| prepared.evaluate(input)))
             .map_err(|_| PolicyError::internal_msg("the Rego engine panicked"))?;
-        let value = outcome.map_err(|e| self.engine_error(&e))?;
+        let value = outcome.map_err(|e| self.engine_error(e))?;
         if value == regorus::Value::Undefined {
             return Ok((None, prepared.policy_id.clone()));
         }
@@ -351,25 +516,15 @@ impl EmbeddedRego {
         Ok((Some(document), prepared.policy_id.clone()))
     }
 
-    fn engine_error(&self, error: &anyhow::Error) -> PolicyError {
-        let timed_out = error.chain().any(|cause| {
-            matches!(
-                cause.downcast_ref::<LimitError>(),
-                Some(LimitError::TimeLimitExceeded { .. })
-            )
-        });
-        if timed_out {
-            return PolicyError::Timeout {
+    fn engine_error(&self, failure: EvalFailure) -> PolicyError {
+        match failure {
+            EvalFailure::OverBudget => PolicyError::Timeout {
                 after: self.config.eval_timeout,
-            };
+            },
+            EvalFailure::Error(message) => PolicyError::Evaluation {
+                message: message.trim().chars().take(MAX_MESSAGE_CHARS).collect(),
+            },
         }
-        // `{:#}` keeps anyhow's context chain on one line.
-        let message: String = format!("{error:#}")
-            .trim()
-            .chars()
-            .take(MAX_MESSAGE_CHARS)
-            .collect();
-        PolicyError::Evaluation { message }
     }
 }
 

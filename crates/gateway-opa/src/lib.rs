@@ -72,6 +72,7 @@ mod embedded;
 mod error;
 mod http;
 mod rego_test;
+mod rego_value;
 mod source;
 
 pub use contract::{

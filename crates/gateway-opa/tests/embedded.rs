@@ -11,6 +11,13 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
+const STRATEGIES: [EvalStrategy; 4] = [
+    EvalStrategy::Vm,
+    EvalStrategy::ClonePerCall,
+    EvalStrategy::Pool,
+    EvalStrategy::Compiled,
+];
+
 const ALLOW_ALL: &str = "package agent_gateway.authz\n\ndecision := {\"allow\": true}\n";
 
 fn reference(strategy: EvalStrategy) -> EmbeddedRego {
@@ -23,11 +30,7 @@ fn reference(strategy: EvalStrategy) -> EmbeddedRego {
 
 #[tokio::test]
 async fn conformance_with_every_strategy() {
-    for strategy in [
-        EvalStrategy::ClonePerCall,
-        EvalStrategy::Pool,
-        EvalStrategy::Compiled,
-    ] {
+    for strategy in STRATEGIES {
         let decider = reference(strategy);
         run(
             &decider,
@@ -42,14 +45,7 @@ async fn conformance_with_every_strategy() {
 
 #[tokio::test]
 async fn strategies_agree_and_policy_id_names_rule_and_digest() {
-    let deciders: Vec<_> = [
-        EvalStrategy::ClonePerCall,
-        EvalStrategy::Pool,
-        EvalStrategy::Compiled,
-    ]
-    .into_iter()
-    .map(reference)
-    .collect();
+    let deciders: Vec<_> = STRATEGIES.into_iter().map(reference).collect();
     let inputs = [
         echo(),
         unknown_action(),
@@ -305,7 +301,11 @@ async fn oversized_or_deep_inputs_are_invalid_input() {
 async fn runaway_policies_time_out_and_deny() {
     // 9 million iterations: seconds of work, cut off by the evaluation timer.
     let slow = "package agent_gateway.authz\n\ndecision := {\"allow\": count([1 | some x in numbers.range(1, 3000); some y in numbers.range(1, 3000)]) > 0}\n";
-    for strategy in [EvalStrategy::ClonePerCall, EvalStrategy::Pool] {
+    for strategy in [
+        EvalStrategy::Vm,
+        EvalStrategy::ClonePerCall,
+        EvalStrategy::Pool,
+    ] {
         let decider = EmbeddedRego::builder()
             .policy("slow.rego", slow)
             .strategy(strategy)
@@ -368,4 +368,151 @@ async fn reload_swaps_atomically_and_keeps_old_policies_on_error() {
     let d = decider.decide(&echo()).await.unwrap();
     assert!(!d.allow);
     assert_eq!(d.policy_id.as_deref(), Some(after.as_str()));
+}
+
+#[tokio::test]
+async fn policies_the_vm_cannot_compile_run_on_the_interpreter() {
+    // regorus's bytecode compiler does not support `with` (yet); the policy must still work.
+    let policy = "package agent_gateway.authz\n\n\
+                  allowed if input.action == \"diag.echo\"\n\n\
+                  decision := {\"allow\": x} if {\n\tx := allowed with input.action as \"diag.echo\"\n}\n";
+    let decider = EmbeddedRego::builder()
+        .policy("with.rego", policy)
+        .build()
+        .unwrap();
+    assert_eq!(decider.active_strategy(), EvalStrategy::Pool);
+    assert!(decider.decide(&unknown_action()).await.unwrap().allow);
+
+    assert_eq!(
+        reference(EvalStrategy::Vm).active_strategy(),
+        EvalStrategy::Vm
+    );
+    assert_eq!(
+        reference(EvalStrategy::Compiled).active_strategy(),
+        EvalStrategy::Compiled
+    );
+}
+
+/// The bytecode VM and the interpreter give the same decision document for every input of a
+/// grid over the reference policy's branches, including wrongly typed fields, and every
+/// decision is allowed exactly when it carries no reason.
+#[test]
+fn vm_and_interpreter_agree_across_the_reference_policy() {
+    let vm = reference(EvalStrategy::Vm);
+    let interpreter = reference(EvalStrategy::Pool);
+    let agents = [
+        json!({"id": "agent:deployer", "owner": "o", "attributes": {"namespaces": ["team-a", "prod"]}, "auth": {"method": "static_key", "key_id": "k"}}),
+        json!({"id": "agent:analyst", "owner": "o", "attributes": {"role": "db-reader"}, "auth": {"method": "static_key", "key_id": "k"}}),
+        json!({"id": "agent:odd", "owner": "o", "attributes": {"namespaces": "team-a", "role": 7}, "auth": {"method": "static_key", "key_id": "k"}}),
+        json!({"id": "", "owner": "o", "attributes": {}, "auth": {"method": "static_key", "key_id": "k"}}),
+    ];
+    let requests = [
+        (
+            "k8s.scale",
+            json!("k8s:team-a/deployments/web"),
+            json!({"replicas": 3}),
+        ),
+        (
+            "k8s.scale",
+            json!("k8s:prod/deployments/web"),
+            json!({"replicas": 10}),
+        ),
+        (
+            "k8s.scale",
+            json!("k8s:team-a/deployments/web"),
+            json!({"replicas": 11}),
+        ),
+        (
+            "k8s.scale",
+            json!("k8s:team-a/deployments/web"),
+            json!({"replicas": 2.5}),
+        ),
+        (
+            "k8s.scale",
+            json!("k8s:team-a/deployments/web"),
+            json!({"replicas": "3"}),
+        ),
+        (
+            "k8s.scale",
+            json!("k8s:other/deployments/web"),
+            json!({"replicas": -1}),
+        ),
+        ("k8s.scale", json!("k8s:Team-A/deployments/-web"), json!({})),
+        (
+            "k8s.scale",
+            json!("k8s:team-a/pods/web"),
+            json!({"replicas": 1}),
+        ),
+        ("k8s.scale", json!(42), json!(null)),
+        (
+            "db.query",
+            json!("db:analytics"),
+            json!({"sql": "select * from t"}),
+        ),
+        (
+            "db.query",
+            json!("db:prod"),
+            json!({"sql": " WITH x AS (SELECT 1) SELECT * FROM x "}),
+        ),
+        (
+            "db.query",
+            json!("db:analytics"),
+            json!({"sql": "DELETE FROM t"}),
+        ),
+        (
+            "db.query",
+            json!("db:analytics"),
+            json!({"sql": "select 1; drop table t"}),
+        ),
+        (
+            "db.query",
+            json!("db:analytics"),
+            json!({"sql": "select * into x from t"}),
+        ),
+        ("db.query", json!("db:bad name"), json!({"sql": 5})),
+        ("db.query", json!("db:analytics"), json!({})),
+        ("diag.echo", json!("diag:x"), json!({"message": "hello"})),
+        ("diag.echo", json!("diag:x"), json!({"message": 1})),
+        ("diag.echo", json!("other:x"), json!({"message": "hello"})),
+        ("k8s.delete", json!("k8s:team-a/deployments/web"), json!({})),
+        ("", json!(""), json!({})),
+    ];
+    let mut compared = 0;
+    for contract_version in [json!(1), json!(2), json!("1")] {
+        for agent in &agents {
+            for (action, resource, params) in &requests {
+                for time in [
+                    "2025-01-06T10:30:00Z",
+                    "2025-01-06T23:59:59+02:00",
+                    "yesterday",
+                ] {
+                    let input = json!({
+                        "contract_version": contract_version,
+                        "agent": agent,
+                        "action": action,
+                        "resource": resource,
+                        "params": params,
+                        "intent": "differential test",
+                        "requested_ttl_seconds": 600,
+                        "request_time": time,
+                        "correlation_id": "0193f5d2-6a1b-7c3d-8e4f-001122334455",
+                        "context": {},
+                    });
+                    let a = vm.evaluate_document(&input).unwrap();
+                    let b = interpreter.evaluate_document(&input).unwrap();
+                    assert_eq!(a, b, "engines disagree on {input}");
+                    // The policy writes its conditions twice (grant and reasons): they must
+                    // agree, i.e. a request is allowed exactly when it has no reason.
+                    let doc = a.expect("the reference policy always decides");
+                    assert_eq!(
+                        doc["allow"].as_bool(),
+                        Some(doc["reasons"].as_array().is_some_and(|r| r.is_empty())),
+                        "allow and reasons disagree on {input}: {doc}"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 3 * 4 * 21 * 3);
 }

@@ -1,6 +1,8 @@
 //! One table of (input, expected decision) cases on the reference policy, run through
 //! EmbeddedRego and through OpaHttp talking to an OPA stand-in that evaluates the same Rego
-//! (regorus behind OPA's Data API), so both backends are held to identical semantics.
+//! (regorus behind OPA's Data API), so both backends are held to identical semantics. The
+//! embedded side runs the default bytecode VM, the stand-in regorus's interpreter, so the table
+//! also holds the two regorus engines to the same decisions.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -8,7 +10,7 @@ mod common;
 use common::*;
 use gateway_core::policy::{NetworkAccess, PolicyInput};
 use gateway_core::{Decision, PolicyDecider};
-use gateway_opa::{EmbeddedRego, OpaHttp};
+use gateway_opa::{EmbeddedRego, EvalStrategy, OpaHttp};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -165,8 +167,14 @@ fn check(backend: &str, case: &Case, d: &Decision) {
 
 #[tokio::test]
 async fn both_backends_decide_the_table_identically() {
-    let embedded = Arc::new(EmbeddedRego::from_dir(policies_dir()).unwrap());
-    let server = RegoAsOpa::serve(embedded.clone()).await;
+    let embedded = EmbeddedRego::from_dir(policies_dir()).unwrap();
+    assert_eq!(embedded.active_strategy(), EvalStrategy::Vm);
+    let interpreter = EmbeddedRego::builder()
+        .policy_dir(policies_dir())
+        .strategy(EvalStrategy::Pool)
+        .build()
+        .unwrap();
+    let server = RegoAsOpa::serve(Arc::new(interpreter)).await;
     let opa = OpaHttp::builder(server.uri()).build().unwrap();
     let cases = cases();
     for case in &cases {
