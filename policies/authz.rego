@@ -116,8 +116,9 @@ grant := {
 	{"namespace": namespace, "name": name} := k8s_target
 
 	# namespace_granted
-	is_array(input.agent.attributes.namespaces)
-	namespace in input.agent.attributes.namespaces
+	namespaces := input.agent.attributes.namespaces
+	is_array(namespaces)
+	namespace in namespaces
 
 	# replicas_valid, within the configured limit
 	replicas := input.params.replicas
@@ -140,22 +141,21 @@ grant := {
 # The resource's namespace and name, checked with string builtins rather than a regex (cheaper
 # in regorus); they accept exactly the language of
 # ^k8s:[a-z0-9]([-a-z0-9]*[a-z0-9])?/deployments/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$
-k8s_target := {"namespace": parts[0], "name": parts[2]} if {
+k8s_target := {"namespace": namespace, "name": name} if {
 	input.action == "k8s.scale"
-	is_string(input.resource)
-	startswith(input.resource, "k8s:")
-	parts := split(substring(input.resource, 4, -1), "/")
-	count(parts) == 3
-	parts[1] == "deployments"
+	resource := input.resource
+	is_string(resource)
+	startswith(resource, "k8s:")
+	[namespace, "deployments", name] := split(substring(resource, 4, -1), "/")
 
 	# Each part is non-empty, made of lower-case letters, digits and its separators, and
 	# starts and ends with a letter or digit.
-	parts[0] != ""
-	trim(parts[0], "abcdefghijklmnopqrstuvwxyz0123456789-") == ""
-	trim(parts[0], "-") == parts[0]
-	parts[2] != ""
-	trim(parts[2], "abcdefghijklmnopqrstuvwxyz0123456789-.") == ""
-	trim(parts[2], "-.") == parts[2]
+	namespace != ""
+	trim(namespace, "abcdefghijklmnopqrstuvwxyz0123456789-") == ""
+	trim(namespace, "-") == namespace
+	name != ""
+	trim(name, "abcdefghijklmnopqrstuvwxyz0123456789-.") == ""
+	trim(name, "-.") == name
 }
 
 # The request hour (UTC), from input.request_time (RFC 3339).

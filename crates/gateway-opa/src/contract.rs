@@ -144,12 +144,14 @@ impl InputLimits {
         // The fixed fields nest at most 3 deep; only the free-form values can go deeper. They
         // are checked before serialising, iteratively, so a hostile value cannot exhaust the
         // stack here.
-        check_depth(&input.params, 2, self.max_depth, "params")?;
+        check_depth(&input.params, 2, self.max_depth, || "params".into())?;
         for (key, value) in &input.context {
-            check_depth(value, 3, self.max_depth, &format!("context.{key}"))?;
+            check_depth(value, 3, self.max_depth, || format!("context.{key}"))?;
         }
         for (key, value) in &input.agent.attributes {
-            check_depth(value, 4, self.max_depth, &format!("agent.attributes.{key}"))?;
+            check_depth(value, 4, self.max_depth, || {
+                format!("agent.attributes.{key}")
+            })?;
         }
         Ok(())
     }
@@ -161,7 +163,7 @@ impl InputLimits {
                 type_name(document)
             )));
         }
-        check_depth(document, 1, self.max_depth, "input")
+        check_depth(document, 1, self.max_depth, || "input".into())
     }
 
     fn check_size(&self, len: usize) -> Result<(), PolicyError> {
@@ -197,7 +199,13 @@ fn cannot_encode(e: serde_json::Error) -> PolicyError {
 }
 
 /// Fails if `value`, found at depth `start`, nests deeper than `max` (iterative walk).
-fn check_depth(value: &Value, start: usize, max: usize, field: &str) -> Result<(), PolicyError> {
+/// `field` names the value in the error (built only then: this runs on every decision).
+fn check_depth(
+    value: &Value,
+    start: usize,
+    max: usize,
+    field: impl FnOnce() -> String,
+) -> Result<(), PolicyError> {
     let mut stack = vec![(value, start)];
     while let Some((value, depth)) = stack.pop() {
         let children: Box<dyn Iterator<Item = &Value>> = match value {
@@ -207,7 +215,8 @@ fn check_depth(value: &Value, start: usize, max: usize, field: &str) -> Result<(
         };
         if depth > max {
             return Err(PolicyError::invalid_input(format!(
-                "input field `{field}` nests deeper than {max} levels"
+                "input field `{}` nests deeper than {max} levels",
+                field()
             )));
         }
         stack.extend(children.map(|child| (child, depth + 1)));

@@ -6,7 +6,7 @@
 
 use regorus::Value;
 use serde::ser::{self, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 /// Converts `value` into a regorus value, as if it had been encoded as JSON and parsed back.
@@ -218,10 +218,35 @@ impl ser::SerializeTupleStruct for SeqBuilder {
     }
 }
 
+/// Collects an object's entries; they are sorted once at the end (`BTreeMap`'s bulk build),
+/// which is cheaper than inserting them one by one.
 #[derive(Default)]
 pub(crate) struct MapBuilder {
-    entries: BTreeMap<Value, Value>,
+    entries: Vec<(Value, Value)>,
     next_key: Option<Value>,
+}
+
+impl MapBuilder {
+    fn finish(self) -> Value {
+        // Later duplicates win, as when regorus parses JSON with a repeated key.
+        Value::from(self.entries.into_iter().collect::<BTreeMap<_, _>>())
+    }
+}
+
+/// A struct field name as a regorus string. Field names are few and `'static`, so each
+/// thread keeps them instead of allocating one per field per input.
+fn field_name(name: &'static str) -> Value {
+    thread_local! {
+        static NAMES: std::cell::RefCell<HashMap<&'static str, Value>> =
+            std::cell::RefCell::new(HashMap::new());
+    }
+    NAMES.with(|names| {
+        names
+            .borrow_mut()
+            .entry(name)
+            .or_insert_with(|| Value::from(name))
+            .clone()
+    })
 }
 
 impl ser::SerializeMap for MapBuilder {
@@ -243,11 +268,11 @@ impl ser::SerializeMap for MapBuilder {
             .next_key
             .take()
             .ok_or_else(|| Error("a map value came without its key".into()))?;
-        self.entries.insert(key, value.serialize(ValueSerializer)?);
+        self.entries.push((key, value.serialize(ValueSerializer)?));
         Ok(())
     }
     fn end(self) -> Result<Value, Error> {
-        Ok(Value::from(self.entries))
+        Ok(self.finish())
     }
 }
 
@@ -260,11 +285,11 @@ impl ser::SerializeStruct for MapBuilder {
         value: &T,
     ) -> Result<(), Error> {
         self.entries
-            .insert(Value::from(key), value.serialize(ValueSerializer)?);
+            .push((field_name(key), value.serialize(ValueSerializer)?));
         Ok(())
     }
     fn end(self) -> Result<Value, Error> {
-        Ok(Value::from(self.entries))
+        Ok(self.finish())
     }
 }
 
