@@ -242,8 +242,8 @@ async fn broker_failure_means_no_run() {
 
 #[tokio::test]
 async fn audit_failure_at_any_step_before_the_run_means_no_run() {
-    // Appends: 0 requested, 1 decided, 2 granted, 3 started.
-    for n in 0..4 {
+    // Appends: 0 requested, 1 decided, 2 granted + started (one group: `granted` is deferred).
+    for n in 0..3 {
         let parts = Parts::default();
         parts.audit.faults.clone().on_call(n, Fault::Error);
         let h = harness(parts);
@@ -265,7 +265,23 @@ async fn audit_failure_at_any_step_before_the_run_means_no_run() {
                 Some(&AuditEventKind::Completed),
                 "append {n}: {kinds:?}"
             );
-        } else {
+        }
+        if n == 2 {
+            // The deferred `granted` was not lost with its group: it is stored with the
+            // revocation and the outcome, and the job never started.
+            assert_eq!(
+                kinds,
+                [
+                    AuditEventKind::Requested,
+                    AuditEventKind::Decided,
+                    AuditEventKind::Granted,
+                    AuditEventKind::Revoked,
+                    AuditEventKind::Completed
+                ],
+                "append {n}"
+            );
+        }
+        if n == 0 {
             assert!(kinds.is_empty());
         }
     }
@@ -273,20 +289,30 @@ async fn audit_failure_at_any_step_before_the_run_means_no_run() {
 
 #[tokio::test]
 async fn final_audit_failure_is_retried_then_reported_with_the_outcome() {
-    // Appends: requested, decided, granted, started, revoked, completed(5), retry(6).
+    // Appends: requested, decided, granted + started, revoked + completed (3), retry (4).
     let parts = Parts::default();
-    parts.audit.faults.clone().on_call(5, Fault::Error);
+    parts.audit.faults.clone().on_call(3, Fault::Error);
     let h = harness(parts);
     let out = h.gateway.execute(agent_a(), echo("hi")).await.unwrap();
     assert_eq!(final_status(&h, out.correlation_id), "succeeded");
+    // The revocation deferred into the failed group is stored by the retry, once.
+    let kinds = statuses(&h, out.correlation_id);
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == AuditEventKind::Revoked)
+            .count(),
+        1,
+        "{kinds:?}"
+    );
 
     let parts = Parts::default();
     parts
         .audit
         .faults
         .clone()
-        .on_call(5, Fault::Error)
-        .on_call(6, Fault::Error);
+        .on_call(3, Fault::Error)
+        .on_call(4, Fault::Error);
     let h = harness(parts);
     match h.gateway.execute(agent_a(), echo("hi")).await.unwrap_err() {
         GatewayError::OutcomeNotRecorded { outcome, .. } => assert!(outcome.job.succeeded()),

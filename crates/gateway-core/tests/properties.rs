@@ -109,11 +109,28 @@ fn run_case(schedule: &Schedule, exit_code: i32) -> Result<(), TestCaseError> {
         }
 
         let journal = h.journal.entries();
-        // No job runs unless `requested` and `decided(allow)` were acknowledged before it.
+        // No job runs unless `requested`, `decided(allow)`, `granted` and `started` were
+        // acknowledged before it (the last two may share one commit).
         let mut requested = HashSet::new();
         let mut allowed = HashSet::new();
+        let mut granted = HashSet::new();
+        let mut started = HashSet::new();
         for entry in &journal {
             match entry {
+                Entry::AuditAcked {
+                    correlation_id,
+                    kind: AuditEventKind::Granted,
+                    ..
+                } => {
+                    granted.insert(*correlation_id);
+                }
+                Entry::AuditAcked {
+                    correlation_id,
+                    kind: AuditEventKind::Started,
+                    ..
+                } => {
+                    started.insert(*correlation_id);
+                }
                 Entry::AuditAcked {
                     correlation_id,
                     kind: AuditEventKind::Requested,
@@ -136,6 +153,10 @@ fn run_case(schedule: &Schedule, exit_code: i32) -> Result<(), TestCaseError> {
                     prop_assert!(
                         allowed.contains(correlation_id),
                         "job ran before `decided(allow)` was durable"
+                    );
+                    prop_assert!(
+                        granted.contains(correlation_id) && started.contains(correlation_id),
+                        "job ran before `granted` and `started` were durable"
                     );
                 }
                 Entry::Granted { correlation_id, .. } => {

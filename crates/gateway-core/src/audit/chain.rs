@@ -16,17 +16,29 @@ pub const GENESIS_PREV_HASH: &str =
 
 /// Computes the hash a record must carry, from its stored fields.
 pub fn record_hash(record: &AuditRecord) -> Result<String, AuditError> {
-    let prev = decode_hash(&record.prev_hash).ok_or_else(|| {
-        AuditError::invalid_input(format!(
-            "record {}: prev_hash is not 64 hex digits",
-            record.sequence
-        ))
-    })?;
+    let prev = decode_hash(&record.prev_hash).ok_or_else(|| bad_prev_hash(record.sequence))?;
     let canonical = canonical_body(record)?;
+    Ok(hex::encode(digest(&prev, &canonical)))
+}
+
+/// `SHA-256(prev_hash ‖ body)` as hex: the hash of a record whose canonical body is `body`.
+/// `None` when `prev_hash` is not 64 hex digits.
+///
+/// This is [`record_hash`] for a caller that already holds the canonical body (a stored one, or
+/// the one [`seal_with_body`] returned), so it need not be encoded again.
+pub fn body_hash(prev_hash: &str, body: &[u8]) -> Option<String> {
+    decode_hash(prev_hash).map(|prev| hex::encode(digest(&prev, body)))
+}
+
+fn digest(prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(prev);
-    hasher.update(&canonical);
-    Ok(hex::encode(hasher.finalize()))
+    hasher.update(body);
+    hasher.finalize().into()
+}
+
+fn bad_prev_hash(sequence: u64) -> AuditError {
+    AuditError::invalid_input(format!("record {sequence}: prev_hash is not 64 hex digits"))
 }
 
 /// The canonical body of `record`: `JCS(record without prev_hash and hash)`, the bytes hashed
@@ -239,8 +251,19 @@ pub fn seal(
     stream_id: &str,
     sequence: u64,
     prev_hash: &str,
-    mut event: AuditEvent,
+    event: AuditEvent,
 ) -> Result<AuditRecord, AuditError> {
+    seal_with_body(stream_id, sequence, prev_hash, event).map(|(record, _)| record)
+}
+
+/// [`seal`], also returning the record's canonical body: the exact bytes its hash covers after
+/// `prev_hash` (what a store keeps so that verification can hash them without re-encoding).
+pub fn seal_with_body(
+    stream_id: &str,
+    sequence: u64,
+    prev_hash: &str,
+    mut event: AuditEvent,
+) -> Result<(AuditRecord, String), AuditError> {
     let micros = event.time.microsecond();
     event.time = event
         .time
@@ -253,8 +276,12 @@ pub fn seal(
         prev_hash: prev_hash.to_owned(),
         hash: String::new(),
     };
-    record.hash = record_hash(&record)?;
-    Ok(record)
+    let body = canonical_body(&record)?;
+    record.hash = body_hash(prev_hash, &body).ok_or_else(|| bad_prev_hash(sequence))?;
+    // The encoder writes only `str` data and ASCII syntax, so this cannot fail.
+    let body = String::from_utf8(body)
+        .map_err(|e| AuditError::internal("canonical body is not UTF-8", e))?;
+    Ok((record, body))
 }
 
 /// The genesis record (sequence 0) of a new stream.
@@ -266,8 +293,9 @@ pub fn genesis(stream_id: &str) -> Result<AuditRecord, AuditError> {
 }
 
 fn decode_hash(hex_str: &str) -> Option<[u8; 32]> {
-    let bytes = hex::decode(hex_str).ok()?;
-    bytes.try_into().ok()
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_str, &mut out).ok()?;
+    Some(out)
 }
 
 /// What is wrong with a chain at the first bad record.
@@ -376,6 +404,129 @@ impl HashedRecord {
     }
 }
 
+/// The link view of a record whose hash was recomputed as `computed`.
+fn hashed_view<'a>(record: &'a AuditRecord, computed: &'a Result<String, String>) -> LinkView<'a> {
+    LinkView {
+        stream_id: &record.stream_id,
+        sequence: record.sequence,
+        prev_hash: &record.prev_hash,
+        hash: &record.hash,
+        genesis: record.event.kind == AuditEventKind::Genesis,
+        content: match computed {
+            Ok(h) if *h == record.hash => Ok(()),
+            Ok(_) => Err(CONTENT_MISMATCH),
+            Err(e) => Err(e.as_str()),
+        },
+    }
+}
+
+/// One record reduced to what linking needs, its content already checked against its hash
+/// (possibly on another thread, in any order): the input of [`ChainVerifier::push_link`].
+///
+/// Only this module compares hashes: a `ChainLink` says whether `SHA-256(prev_hash ‖ body)`
+/// equals the stored hash, for the canonical body either re-encoded from a parsed record
+/// ([`ChainLink::of_record`]) or as stored ([`ChainLink::of_body`]).
+#[derive(Debug, Clone)]
+pub struct ChainLink {
+    stream_id: String,
+    sequence: u64,
+    prev_hash: String,
+    hash: String,
+    genesis: bool,
+    /// Why the content does not match `hash`, if it does not.
+    content: Result<(), String>,
+}
+
+impl ChainLink {
+    /// Checks `record` by re-encoding its canonical body (the definition of its hash).
+    pub fn of_record(record: AuditRecord) -> Self {
+        let content = match record_hash(&record) {
+            Ok(h) if h == record.hash => Ok(()),
+            Ok(_) => Err(CONTENT_MISMATCH.to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        Self {
+            genesis: record.event.kind == AuditEventKind::Genesis,
+            stream_id: record.stream_id,
+            sequence: record.sequence,
+            prev_hash: record.prev_hash,
+            hash: record.hash,
+            content,
+        }
+    }
+
+    /// Checks a record stored as its canonical body: `body` must be the exact canonical body
+    /// ([`canonical_body`]) of a record of `stream_id` at `sequence` whose kind is `kind`. The
+    /// caller establishes that (by parsing `body`, or by recognising its canonical form) and
+    /// passes `Err` with the reason when it is not so; the record is then reported as modified.
+    pub fn of_body(
+        stream_id: String,
+        sequence: u64,
+        prev_hash: String,
+        hash: String,
+        kind: AuditEventKind,
+        body: Result<&[u8], String>,
+    ) -> Self {
+        let content = body.and_then(|body| match decode_hash(&prev_hash) {
+            Some(prev) if hex_eq(&digest(&prev, body), &hash) => Ok(()),
+            Some(_) => Err(CONTENT_MISMATCH.to_owned()),
+            None => Err(bad_prev_hash(sequence).to_string()),
+        });
+        Self {
+            stream_id,
+            sequence,
+            prev_hash,
+            hash,
+            genesis: kind == AuditEventKind::Genesis,
+            content,
+        }
+    }
+
+    /// The record's sequence number.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// The record's stored hash (hex).
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Whether the record's stored hash matches its content (linking is not checked).
+    pub fn content_matches(&self) -> bool {
+        self.content.is_ok()
+    }
+
+    fn view(&self) -> LinkView<'_> {
+        LinkView {
+            stream_id: &self.stream_id,
+            sequence: self.sequence,
+            prev_hash: &self.prev_hash,
+            hash: &self.hash,
+            genesis: self.genesis,
+            content: self.content.as_ref().map(|_| ()).map_err(String::as_str),
+        }
+    }
+}
+
+const CONTENT_MISMATCH: &str = "content does not match hash";
+
+/// Whether `digest` is `hex` (lowercase, as [`record_hash`] writes it), without allocating.
+fn hex_eq(digest: &[u8; 32], hex: &str) -> bool {
+    let mut buf = [0u8; 64];
+    hex::encode_to_slice(digest, &mut buf).is_ok() && buf.as_slice() == hex.as_bytes()
+}
+
+/// What [`ChainVerifier`] checks of one record, however its content was checked.
+struct LinkView<'a> {
+    stream_id: &'a str,
+    sequence: u64,
+    prev_hash: &'a str,
+    hash: &'a str,
+    genesis: bool,
+    content: Result<(), &'a str>,
+}
+
 /// Verifies a chain one record at a time, in sequence order, in constant memory.
 #[derive(Debug)]
 pub struct ChainVerifier {
@@ -404,7 +555,7 @@ impl ChainVerifier {
             return Err(fault.clone());
         }
         let computed = record_hash(record).map_err(|e| e.to_string());
-        self.link(record, &computed)
+        self.link(hashed_view(record, &computed))
     }
 
     /// Like [`push`](Self::push) for a record whose hash was already recomputed by
@@ -413,20 +564,25 @@ impl ChainVerifier {
         if let Some(fault) = &self.fault {
             return Err(fault.clone());
         }
-        self.link(&hashed.record, &hashed.computed)
+        self.link(hashed_view(&hashed.record, &hashed.computed))
     }
 
-    fn link(
-        &mut self,
-        record: &AuditRecord,
-        computed: &Result<String, String>,
-    ) -> Result<(), ChainFault> {
-        let result = self.check(record, computed);
+    /// Like [`push`](Self::push) for a record whose content was already checked by
+    /// [`ChainLink::of_record`] or [`ChainLink::of_body`]: only the linking is done here.
+    pub fn push_link(&mut self, link: &ChainLink) -> Result<(), ChainFault> {
+        if let Some(fault) = &self.fault {
+            return Err(fault.clone());
+        }
+        self.link(link.view())
+    }
+
+    fn link(&mut self, record: LinkView<'_>) -> Result<(), ChainFault> {
+        let result = self.check(&record);
         match &result {
             Ok(()) => {
                 self.checked += 1;
-                self.next_sequence = record.sequence + 1;
-                self.prev_hash = record.hash.clone();
+                self.next_sequence = record.sequence.saturating_add(1);
+                record.hash.clone_into(&mut self.prev_hash);
             }
             Err(fault) => self.fault = Some(fault.clone()),
         }
@@ -442,11 +598,7 @@ impl ChainVerifier {
         })
     }
 
-    fn check(
-        &self,
-        record: &AuditRecord,
-        computed: &Result<String, String>,
-    ) -> Result<(), ChainFault> {
+    fn check(&self, record: &LinkView<'_>) -> Result<(), ChainFault> {
         let seq = record.sequence;
         if record.stream_id != self.stream_id {
             return self.fault(
@@ -455,16 +607,8 @@ impl ChainVerifier {
                 format!("record belongs to stream {:?}", record.stream_id),
             );
         }
-        match computed {
-            Ok(h) if *h == record.hash => {}
-            Ok(_) => {
-                return self.fault(
-                    seq,
-                    FaultKind::Modified,
-                    "content does not match hash".into(),
-                );
-            }
-            Err(e) => return self.fault(seq, FaultKind::Modified, e.clone()),
+        if let Err(detail) = record.content {
+            return self.fault(seq, FaultKind::Modified, detail.to_owned());
         }
         if seq > self.next_sequence {
             return self.fault(
@@ -485,7 +629,7 @@ impl ChainVerifier {
                 format!("expected sequence {}", self.next_sequence),
             );
         }
-        if seq == 0 && record.event.kind != AuditEventKind::Genesis {
+        if seq == 0 && !record.genesis {
             return self.fault(
                 0,
                 FaultKind::BadGenesis,

@@ -12,7 +12,10 @@
 //! 10. record the outcome.
 //!
 //! Write-ahead: no grant is asked for and no job started before the `requested` and
-//! `decided(allow)` records are acknowledged durable by the sink. Every backend call is guarded
+//! `decided(allow)` records are acknowledged durable by the sink, and no job starts before the
+//! `granted` and `started` records are. A successful action costs four durable appends:
+//! `requested`; `decided`; `granted` + `started` as one group ([`AuditSink::append_all`]);
+//! `revoked` + `completed` as one group. Every backend call is guarded
 //! by a deadline and a panic catcher. After the grant, the caller's cancellation no longer
 //! abandons anything: the job is cancelled through its token, and revoke and the outcome record
 //! always run.
@@ -801,21 +804,16 @@ impl Pipeline {
                 ),
             });
         }
-        trail
-            .record(AuditEventKind::Granted, Some(EventOutcome::Success), |ev| {
-                ev.grant_id = Some(grant.id.clone());
-                ev.details.insert("scopes".into(), json!(grant.scopes));
-                ev.details
-                    .insert("ttl_seconds".into(), json!(asked.ttl.as_secs()));
-                ev.details
-                    .insert("not_after".into(), json!(grant.not_after.unix_timestamp()));
-            })
-            .await
-            .map_err(|message| GrantedFailure::Failed {
-                stage: "audit",
-                kind: ErrorKind::Unavailable,
-                message: format!("audit record not stored, action stopped: {message}"),
-            })?;
+        // Stored with `started` (or, if the job never starts, with the revocation and outcome):
+        // nothing between here and there acts on the grant, so it needs no commit of its own.
+        trail.defer(AuditEventKind::Granted, Some(EventOutcome::Success), |ev| {
+            ev.grant_id = Some(grant.id.clone());
+            ev.details.insert("scopes".into(), json!(grant.scopes));
+            ev.details
+                .insert("ttl_seconds".into(), json!(asked.ttl.as_secs()));
+            ev.details
+                .insert("not_after".into(), json!(grant.not_after.unix_timestamp()));
+        });
         if cancel.is_cancelled() {
             return Err(GrantedFailure::Cancelled);
         }
@@ -846,6 +844,7 @@ impl Pipeline {
         }
 
         let runner = self.runner.info();
+        // Write-ahead: `granted` and `started` are durable before the job runs.
         trail
             .record(AuditEventKind::Started, None, |ev| {
                 ev.grant_id = Some(grant.id.clone());
@@ -905,7 +904,8 @@ impl Pipeline {
         max
     }
 
-    /// Step 9: exactly one revocation attempt, recorded. Returns whether it succeeded.
+    /// Step 9: exactly one revocation attempt. Returns whether it succeeded. The `revoked` event
+    /// is deferred: it is stored with the outcome record that always follows.
     async fn revoke(&self, trail: &mut Trail, grant: &Grant) -> bool {
         let result = guarded(self.broker.revoke(grant), self.config.broker_timeout, None)
             .instrument(tracing::info_span!("broker.revoke"))
@@ -917,27 +917,22 @@ impl Pipeline {
         if !ok {
             tracing::error!(grant_id = %grant.id, %detail, "revocation failed; the grant lives until it expires");
         }
-        let recorded = trail
-            .record(
-                AuditEventKind::Revoked,
-                Some(if ok {
-                    EventOutcome::Success
-                } else {
-                    EventOutcome::Failure
-                }),
-                |ev| {
-                    ev.grant_id = Some(grant.id.clone());
-                    if !ok {
-                        ev.details.insert("reason".into(), json!(detail));
-                        ev.details
-                            .insert("expires_at".into(), json!(grant.not_after.unix_timestamp()));
-                    }
-                },
-            )
-            .await;
-        if let Err(message) = recorded {
-            tracing::error!(%message, "revocation could not be recorded");
-        }
+        trail.defer(
+            AuditEventKind::Revoked,
+            Some(if ok {
+                EventOutcome::Success
+            } else {
+                EventOutcome::Failure
+            }),
+            |ev| {
+                ev.grant_id = Some(grant.id.clone());
+                if !ok {
+                    ev.details.insert("reason".into(), json!(detail));
+                    ev.details
+                        .insert("expires_at".into(), json!(grant.not_after.unix_timestamp()));
+                }
+            },
+        );
         ok
     }
 }

@@ -1,5 +1,10 @@
 //! One action's audit trail: numbers the steps and stamps every event with the same
 //! correlation id, agent, action, resource and origin.
+//!
+//! An event that guards no side effect of its own can be *deferred*: it is stored together with
+//! the trail's next event, in one [`AuditSink::append_all`] (one durable commit on sinks that
+//! group), instead of costing a commit of its own. The pipeline defers `granted` (stored with
+//! `started`, before the job runs) and `revoked` (stored with the outcome).
 
 use super::guard::guarded;
 use crate::audit::{AuditEvent, AuditEventKind, AuditReceipt, AuditSink, EventOutcome};
@@ -19,6 +24,8 @@ pub(crate) struct Trail {
     step: u32,
     last_receipt: Option<AuditReceipt>,
     terminal_stored: bool,
+    /// Deferred events, stored with the next recorded one.
+    pending: Vec<AuditEvent>,
 }
 
 impl Trail {
@@ -42,6 +49,7 @@ impl Trail {
             step: 0,
             last_receipt: None,
             terminal_stored: false,
+            pending: Vec::new(),
         }
     }
 
@@ -62,14 +70,66 @@ impl Trail {
         self.last_receipt.as_ref()
     }
 
-    /// Appends the next event and waits until the sink says it is durable. `Err` carries a
-    /// description; the event is then *not* stored and the caller must fail closed.
+    /// Appends the next event, with any deferred ones before it, and waits until the sink says
+    /// they are durable. `Err` carries a description; the event is then *not* stored and the
+    /// caller must fail closed. Deferred events stay deferred after an error, so the next
+    /// record (e.g. the pipeline's retry of the terminal record) still stores them.
     pub(crate) async fn record(
         &mut self,
         kind: AuditEventKind,
         outcome: Option<EventOutcome>,
         fill: impl FnOnce(&mut AuditEvent),
     ) -> Result<AuditReceipt, String> {
+        let event = self.next_event(kind, outcome, fill);
+        let span = tracing::info_span!("audit.append", kind = ?kind, step = self.step, deferred = self.pending.len());
+        let result = if self.pending.is_empty() {
+            guarded(self.sink.append(event), self.timeout, None)
+                .instrument(span)
+                .await
+                .map(Some)
+        } else {
+            let mut events = self.pending.clone();
+            events.push(event);
+            guarded(self.sink.append_all(events), self.timeout, None)
+                .instrument(span)
+                .await
+                .map(|mut receipts| receipts.pop())
+        };
+        match result {
+            Ok(Some(receipt)) => {
+                self.pending.clear();
+                self.last_receipt = Some(receipt.clone());
+                self.terminal_stored |= kind.is_terminal();
+                Ok(receipt)
+            }
+            Ok(None) => Err("audit sink acknowledged no record".into()),
+            Err(e) => {
+                let message = e.describe("audit sink");
+                tracing::error!(correlation_id = %self.correlation_id, ?kind, %message, "audit append failed");
+                Err(message)
+            }
+        }
+    }
+
+    /// Prepares the next event and stores it with the next [`record`](Self::record). Only for
+    /// events that need not be durable before the next step: the caller must record another
+    /// event before acting on anything this one reports.
+    pub(crate) fn defer(
+        &mut self,
+        kind: AuditEventKind,
+        outcome: Option<EventOutcome>,
+        fill: impl FnOnce(&mut AuditEvent),
+    ) {
+        let event = self.next_event(kind, outcome, fill);
+        self.pending.push(event);
+    }
+
+    fn next_event(
+        &mut self,
+        kind: AuditEventKind,
+        outcome: Option<EventOutcome>,
+        fill: impl FnOnce(&mut AuditEvent),
+    ) -> AuditEvent {
         self.step += 1;
         let mut event = AuditEvent::new(self.correlation_id, self.step, kind);
         event.agent_id = self.agent_id.clone();
@@ -78,22 +138,7 @@ impl Trail {
         event.origin = self.origin.clone();
         event.outcome = outcome;
         fill(&mut event);
-        let span = tracing::info_span!("audit.append", kind = ?kind, step = self.step);
-        match guarded(self.sink.append(event), self.timeout, None)
-            .instrument(span)
-            .await
-        {
-            Ok(receipt) => {
-                self.last_receipt = Some(receipt.clone());
-                self.terminal_stored |= kind.is_terminal();
-                Ok(receipt)
-            }
-            Err(e) => {
-                let message = e.describe("audit sink");
-                tracing::error!(correlation_id = %self.correlation_id, ?kind, %message, "audit append failed");
-                Err(message)
-            }
-        }
+        event
     }
 }
 
