@@ -118,13 +118,6 @@ impl InputLimits {
         Ok(encoded)
     }
 
-    /// Checks a typed input against the limits without keeping its encoding (for engines that
-    /// take the input in another form): the same checks as [`encode`](Self::encode).
-    pub fn check(&self, input: &PolicyInput) -> Result<(), PolicyError> {
-        self.check_nesting(input)?;
-        self.check_size(encoded_len(input)?)
-    }
-
     /// Checks and encodes a raw input document (for callers that build their own document):
     /// it must be a JSON object within the depth and size limits.
     pub fn encode_document(&self, document: &Value) -> Result<String, PolicyError> {
@@ -134,13 +127,22 @@ impl InputLimits {
         Ok(encoded)
     }
 
-    /// The checks of [`encode_document`](Self::encode_document), without keeping the encoding.
-    pub fn check_document(&self, document: &Value) -> Result<(), PolicyError> {
-        self.check_document_shape(document)?;
-        self.check_size(encoded_len(document)?)
+    /// The size check for engines that take the input in another form than JSON text:
+    /// `upper_bound` bounds the length of `value`'s JSON encoding; only when it exceeds the limit
+    /// is the exact length counted (so typical inputs are never encoded at all).
+    pub(crate) fn check_size_within<T: serde::Serialize + ?Sized>(
+        &self,
+        value: &T,
+        upper_bound: usize,
+    ) -> Result<(), PolicyError> {
+        if upper_bound <= self.max_bytes {
+            return Ok(());
+        }
+        self.check_size(encoded_len(value)?)
     }
 
-    fn check_nesting(&self, input: &PolicyInput) -> Result<(), PolicyError> {
+    /// The depth checks of [`encode`](Self::encode).
+    pub(crate) fn check_nesting(&self, input: &PolicyInput) -> Result<(), PolicyError> {
         // The fixed fields nest at most 3 deep; only the free-form values can go deeper. They
         // are checked before serialising, iteratively, so a hostile value cannot exhaust the
         // stack here.
@@ -156,7 +158,8 @@ impl InputLimits {
         Ok(())
     }
 
-    fn check_document_shape(&self, document: &Value) -> Result<(), PolicyError> {
+    /// The shape and depth checks of [`encode_document`](Self::encode_document).
+    pub(crate) fn check_document_shape(&self, document: &Value) -> Result<(), PolicyError> {
         if !document.is_object() {
             return Err(PolicyError::invalid_input(format!(
                 "input document must be an object, got {}",

@@ -9,7 +9,7 @@
 
 use crate::contract::{DecisionPath, InputLimits, POLICY_UNDEFINED, parse_decision};
 use crate::error::SetupError;
-use crate::rego_value::to_rego_value;
+use crate::rego_value::{to_json_value, to_rego_value};
 use crate::source::{LoadedPolicies, Source};
 use async_trait::async_trait;
 use gateway_core::policy::{Decision, PolicyDecider, PolicyError, PolicyInput};
@@ -460,19 +460,19 @@ impl EmbeddedRego {
         &self,
         input: &serde_json::Value,
     ) -> Result<Option<serde_json::Value>, PolicyError> {
-        self.config.limits.check_document(input)?;
+        self.config.limits.check_document_shape(input)?;
         self.evaluate(input).map(|(doc, _)| doc)
     }
 
     /// Decides a raw input document (which must follow the contract).
     pub fn decide_document(&self, input: &serde_json::Value) -> Result<Decision, PolicyError> {
-        self.config.limits.check_document(input)?;
+        self.config.limits.check_document_shape(input)?;
         self.decide_checked(input)
     }
 
     /// Decides synchronously (the work is CPU-bound; [`PolicyDecider::decide`] calls this).
     pub fn decide_sync(&self, input: &PolicyInput) -> Result<Decision, PolicyError> {
-        self.config.limits.check(input)?;
+        self.config.limits.check_nesting(input)?;
         self.decide_checked(input)
     }
 
@@ -483,7 +483,7 @@ impl EmbeddedRego {
             .clone()
     }
 
-    /// Decides an input that passed the limits.
+    /// Decides an input that passed the shape checks.
     fn decide_checked<T: Serialize + ?Sized>(&self, input: &T) -> Result<Decision, PolicyError> {
         let (document, policy_id) = self.evaluate(input)?;
         let mut decision = match document {
@@ -494,23 +494,28 @@ impl EmbeddedRego {
         Ok(decision)
     }
 
-    /// Evaluates an input that passed the limits: the decision document (`None` when the rule is
-    /// undefined) and the id of the policies that made it.
+    /// Evaluates an input that passed the shape checks (the size is checked here): the decision
+    /// document (`None` when the rule is undefined) and the id of the policies that made it.
     fn evaluate<T: Serialize + ?Sized>(
         &self,
         input: &T,
     ) -> Result<(Option<serde_json::Value>, String), PolicyError> {
         let prepared = self.current();
-        let input = to_rego_value(input).map_err(|e| {
+        // The input is already in memory in another form, so converting it before the size
+        // check costs at most a copy; the conversion also bounds its JSON length.
+        let (rego_input, json_len_bound) = to_rego_value(input).map_err(|e| {
             PolicyError::invalid_input(format!("input cannot be represented as JSON: {e}"))
         })?;
-        let outcome = catch_unwind(AssertUnwindSafe(|| prepared.evaluate(input)))
+        self.config
+            .limits
+            .check_size_within(input, json_len_bound)?;
+        let outcome = catch_unwind(AssertUnwindSafe(|| prepared.evaluate(rego_input)))
             .map_err(|_| PolicyError::internal_msg("the Rego engine panicked"))?;
         let value = outcome.map_err(|e| self.engine_error(e))?;
         if value == regorus::Value::Undefined {
             return Ok((None, prepared.policy_id.clone()));
         }
-        let document = serde_json::to_value(&value).map_err(|e| {
+        let document = to_json_value(&value).map_err(|e| {
             PolicyError::internal_msg(format!("decision cannot be converted to JSON: {e}"))
         })?;
         Ok((Some(document), prepared.policy_id.clone()))

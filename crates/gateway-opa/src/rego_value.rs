@@ -1,20 +1,74 @@
-//! Serialises any `Serialize` value straight into a regorus [`Value`], the engine's input
-//! type, without the JSON text round trip (`serde_json::to_string` and regorus's own JSON
-//! parser, which together cost more than evaluating a small policy on the VM). The result is
-//! the value regorus would have parsed from the JSON encoding of the same input: the contract
-//! is defined in JSON terms, and the tests check the two agree.
+//! Conversions between the contract's JSON documents and regorus [`Value`]s, without JSON text
+//! in between (`serde_json::to_string` and regorus's own JSON parser together cost more than
+//! evaluating a small policy on the VM):
+//!
+//! - [`to_rego_value`] serialises any `Serialize` input straight into a regorus value: the value
+//!   regorus would have parsed from the JSON encoding of the same input, with an upper bound of
+//!   that encoding's length (for the input size limit);
+//! - [`to_json_value`] turns a decision back into a `serde_json::Value`: the value
+//!   `serde_json::to_value` gives through regorus's `Serialize`.
+//!
+//! The contract is defined in JSON terms; the tests check both against those references.
 
 use regorus::Value;
 use serde::ser::{self, Serialize};
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-/// Converts `value` into a regorus value, as if it had been encoded as JSON and parsed back.
-pub(crate) fn to_rego_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, Error> {
-    value.serialize(ValueSerializer)
+/// Converts `value` into a regorus value, as if it had been encoded as JSON and parsed back,
+/// and returns with it an upper bound of the length of that JSON encoding (every string byte
+/// counted as a six-byte escape, every number as [`MAX_NUMBER_LEN`] bytes).
+pub(crate) fn to_rego_value<T: Serialize + ?Sized>(value: &T) -> Result<(Value, usize), Error> {
+    let bound = Cell::new(0);
+    let converted = value.serialize(ValueSerializer { bound: &bound })?;
+    Ok((converted, bound.get()))
 }
 
-/// A value that JSON cannot represent (a map key that is not a string, a non-finite float).
+/// No JSON number serde_json writes is longer (an `i128` has at most 40 characters, an `f64`
+/// at most 24).
+const MAX_NUMBER_LEN: usize = 48;
+
+/// The longest JSON encoding of a string of `len` bytes: quotes and a `\u00XX` escape per byte.
+fn max_string_len(len: usize) -> usize {
+    len.saturating_mul(6).saturating_add(2)
+}
+
+/// Converts a regorus value (a decision document) into JSON, as `serde_json::to_value` would.
+pub(crate) fn to_json_value(value: &Value) -> Result<serde_json::Value, serde_json::Error> {
+    Ok(match value {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::String(s) => serde_json::Value::String(s.as_ref().to_owned()),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => serde_json::Value::from(u),
+            (None, Some(i)) => serde_json::Value::from(i),
+            // Fractions and big numbers keep regorus's own decimal rendering.
+            _ => serde_json::to_value(value)?,
+        },
+        Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(to_json_value).collect::<Result<_, _>>()?)
+        }
+        // Sets serialise as arrays, in their (sorted) order.
+        Value::Set(items) => {
+            serde_json::Value::Array(items.iter().map(to_json_value).collect::<Result<_, _>>()?)
+        }
+        Value::Object(fields) => {
+            let mut map = serde_json::Map::new();
+            for (key, field) in fields.iter_sorted() {
+                let Value::String(key) = key else {
+                    // Non-string keys are rare; regorus stringifies them its own way.
+                    return serde_json::to_value(value);
+                };
+                map.insert(key.as_ref().to_owned(), to_json_value(field)?);
+            }
+            serde_json::Value::Object(map)
+        }
+        Value::Undefined => serde_json::to_value(value)?,
+    })
+}
+
+/// A value that JSON cannot represent (a map key that is not a string or an integer).
 #[derive(Debug)]
 pub(crate) struct Error(String);
 
@@ -32,88 +86,118 @@ impl ser::Error for Error {
     }
 }
 
-struct ValueSerializer;
+/// Builds the value; `bound` accumulates the JSON length bound of everything serialised.
+#[derive(Clone, Copy)]
+struct ValueSerializer<'a> {
+    bound: &'a Cell<usize>,
+}
 
-impl ser::Serializer for ValueSerializer {
+impl ValueSerializer<'_> {
+    fn add(&self, len: usize) {
+        self.bound.set(self.bound.get().saturating_add(len));
+    }
+
+    fn number(&self, value: Value) -> Result<Value, Error> {
+        self.add(MAX_NUMBER_LEN);
+        Ok(value)
+    }
+
+    fn string(&self, value: &str) -> Value {
+        self.add(max_string_len(value.len()));
+        Value::from(value)
+    }
+
+    fn null(&self) -> Result<Value, Error> {
+        self.add(4);
+        Ok(Value::Null)
+    }
+
+    /// `{"variant": ` and `}` around an externally tagged enum's content.
+    fn variant_key(&self, variant: &str) -> Value {
+        self.add(3);
+        self.string(variant)
+    }
+}
+
+impl<'a> ser::Serializer for ValueSerializer<'a> {
     type Ok = Value;
     type Error = Error;
-    type SerializeSeq = SeqBuilder;
-    type SerializeTuple = SeqBuilder;
-    type SerializeTupleStruct = SeqBuilder;
-    type SerializeTupleVariant = VariantBuilder<SeqBuilder>;
-    type SerializeMap = MapBuilder;
-    type SerializeStruct = MapBuilder;
-    type SerializeStructVariant = VariantBuilder<MapBuilder>;
+    type SerializeSeq = SeqBuilder<'a>;
+    type SerializeTuple = SeqBuilder<'a>;
+    type SerializeTupleStruct = SeqBuilder<'a>;
+    type SerializeTupleVariant = VariantBuilder<SeqBuilder<'a>>;
+    type SerializeMap = MapBuilder<'a>;
+    type SerializeStruct = MapBuilder<'a>;
+    type SerializeStructVariant = VariantBuilder<MapBuilder<'a>>;
 
     fn serialize_bool(self, v: bool) -> Result<Value, Error> {
+        self.add(5);
         Ok(Value::from(v))
     }
     fn serialize_i8(self, v: i8) -> Result<Value, Error> {
-        Ok(Value::from(i64::from(v)))
+        self.number(Value::from(i64::from(v)))
     }
     fn serialize_i16(self, v: i16) -> Result<Value, Error> {
-        Ok(Value::from(i64::from(v)))
+        self.number(Value::from(i64::from(v)))
     }
     fn serialize_i32(self, v: i32) -> Result<Value, Error> {
-        Ok(Value::from(i64::from(v)))
+        self.number(Value::from(i64::from(v)))
     }
     fn serialize_i64(self, v: i64) -> Result<Value, Error> {
-        Ok(Value::from(v))
+        self.number(Value::from(v))
     }
     fn serialize_i128(self, v: i128) -> Result<Value, Error> {
-        Ok(Value::from(v))
+        self.number(Value::from(v))
     }
     fn serialize_u8(self, v: u8) -> Result<Value, Error> {
-        Ok(Value::from(u64::from(v)))
+        self.number(Value::from(u64::from(v)))
     }
     fn serialize_u16(self, v: u16) -> Result<Value, Error> {
-        Ok(Value::from(u64::from(v)))
+        self.number(Value::from(u64::from(v)))
     }
     fn serialize_u32(self, v: u32) -> Result<Value, Error> {
-        Ok(Value::from(u64::from(v)))
+        self.number(Value::from(u64::from(v)))
     }
     fn serialize_u64(self, v: u64) -> Result<Value, Error> {
-        Ok(Value::from(v))
+        self.number(Value::from(v))
     }
     fn serialize_u128(self, v: u128) -> Result<Value, Error> {
-        Ok(Value::from(v))
+        self.number(Value::from(v))
     }
     fn serialize_f32(self, v: f32) -> Result<Value, Error> {
         self.serialize_f64(f64::from(v))
     }
     fn serialize_f64(self, v: f64) -> Result<Value, Error> {
         // serde_json writes non-finite floats as null.
-        Ok(if v.is_finite() {
+        self.number(if v.is_finite() {
             Value::from(v)
         } else {
             Value::Null
         })
     }
     fn serialize_char(self, v: char) -> Result<Value, Error> {
-        Ok(Value::from(v.to_string()))
+        Ok(self.string(v.encode_utf8(&mut [0; 4])))
     }
     fn serialize_str(self, v: &str) -> Result<Value, Error> {
-        Ok(Value::from(v))
+        Ok(self.string(v))
     }
     fn serialize_bytes(self, v: &[u8]) -> Result<Value, Error> {
-        // As serde_json: an array of numbers.
-        Ok(Value::from(
-            v.iter()
-                .map(|b| Value::from(u64::from(*b)))
-                .collect::<Vec<_>>(),
-        ))
+        // As serde_json: an array of numbers, at most "255," per byte.
+        self.add(v.len().saturating_mul(4).saturating_add(2));
+        let items: Vec<Value> = v.iter().map(|b| Value::from(u64::from(*b))).collect();
+        Ok(Value::from(items))
     }
     fn serialize_none(self) -> Result<Value, Error> {
-        Ok(Value::Null)
+        self.null()
     }
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Value, Error> {
         value.serialize(self)
     }
     fn serialize_unit(self) -> Result<Value, Error> {
-        Ok(Value::Null)
+        self.null()
     }
     fn serialize_unit_struct(self, _name: &'static str) -> Result<Value, Error> {
-        Ok(Value::Null)
+        self.null()
     }
     fn serialize_unit_variant(
         self,
@@ -121,7 +205,7 @@ impl ser::Serializer for ValueSerializer {
         _index: u32,
         variant: &'static str,
     ) -> Result<Value, Error> {
-        Ok(Value::from(variant))
+        Ok(self.string(variant))
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
@@ -137,17 +221,24 @@ impl ser::Serializer for ValueSerializer {
         variant: &'static str,
         value: &T,
     ) -> Result<Value, Error> {
-        let mut map = BTreeMap::new();
-        map.insert(Value::from(variant), value.serialize(self)?);
-        Ok(Value::from(map))
+        let key = self.variant_key(variant);
+        Ok(tagged(key, value.serialize(self)?))
     }
-    fn serialize_seq(self, len: Option<usize>) -> Result<SeqBuilder, Error> {
-        Ok(SeqBuilder(Vec::with_capacity(len.unwrap_or(0))))
+    fn serialize_seq(self, len: Option<usize>) -> Result<SeqBuilder<'a>, Error> {
+        self.add(2);
+        Ok(SeqBuilder {
+            items: Vec::with_capacity(len.unwrap_or(0)),
+            serializer: self,
+        })
     }
-    fn serialize_tuple(self, len: usize) -> Result<SeqBuilder, Error> {
+    fn serialize_tuple(self, len: usize) -> Result<SeqBuilder<'a>, Error> {
         self.serialize_seq(Some(len))
     }
-    fn serialize_tuple_struct(self, _name: &'static str, len: usize) -> Result<SeqBuilder, Error> {
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        len: usize,
+    ) -> Result<SeqBuilder<'a>, Error> {
         self.serialize_seq(Some(len))
     }
     fn serialize_tuple_variant(
@@ -156,47 +247,63 @@ impl ser::Serializer for ValueSerializer {
         _index: u32,
         variant: &'static str,
         len: usize,
-    ) -> Result<VariantBuilder<SeqBuilder>, Error> {
+    ) -> Result<VariantBuilder<SeqBuilder<'a>>, Error> {
         Ok(VariantBuilder {
-            variant,
-            inner: SeqBuilder(Vec::with_capacity(len)),
+            variant: self.variant_key(variant),
+            inner: self.serialize_seq(Some(len))?,
         })
     }
-    fn serialize_map(self, _len: Option<usize>) -> Result<MapBuilder, Error> {
-        Ok(MapBuilder::default())
+    fn serialize_map(self, len: Option<usize>) -> Result<MapBuilder<'a>, Error> {
+        self.add(2);
+        Ok(MapBuilder {
+            entries: Vec::with_capacity(len.unwrap_or(0)),
+            next_key: None,
+            serializer: self,
+        })
     }
-    fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<MapBuilder, Error> {
-        Ok(MapBuilder::default())
+    fn serialize_struct(self, _name: &'static str, len: usize) -> Result<MapBuilder<'a>, Error> {
+        self.serialize_map(Some(len))
     }
     fn serialize_struct_variant(
         self,
         _name: &'static str,
         _index: u32,
         variant: &'static str,
-        _len: usize,
-    ) -> Result<VariantBuilder<MapBuilder>, Error> {
+        len: usize,
+    ) -> Result<VariantBuilder<MapBuilder<'a>>, Error> {
         Ok(VariantBuilder {
-            variant,
-            inner: MapBuilder::default(),
+            variant: self.variant_key(variant),
+            inner: self.serialize_map(Some(len))?,
         })
     }
 }
 
-pub(crate) struct SeqBuilder(Vec<Value>);
+/// `{"variant": content}`, serde_json's externally tagged enum form.
+fn tagged(variant: Value, content: Value) -> Value {
+    let mut map = BTreeMap::new();
+    map.insert(variant, content);
+    Value::from(map)
+}
 
-impl ser::SerializeSeq for SeqBuilder {
+pub(crate) struct SeqBuilder<'a> {
+    items: Vec<Value>,
+    serializer: ValueSerializer<'a>,
+}
+
+impl ser::SerializeSeq for SeqBuilder<'_> {
     type Ok = Value;
     type Error = Error;
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
-        self.0.push(value.serialize(ValueSerializer)?);
+        self.serializer.add(1);
+        self.items.push(value.serialize(self.serializer)?);
         Ok(())
     }
     fn end(self) -> Result<Value, Error> {
-        Ok(Value::from(self.0))
+        Ok(Value::from(self.items))
     }
 }
 
-impl ser::SerializeTuple for SeqBuilder {
+impl ser::SerializeTuple for SeqBuilder<'_> {
     type Ok = Value;
     type Error = Error;
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
@@ -207,7 +314,7 @@ impl ser::SerializeTuple for SeqBuilder {
     }
 }
 
-impl ser::SerializeTupleStruct for SeqBuilder {
+impl ser::SerializeTupleStruct for SeqBuilder<'_> {
     type Ok = Value;
     type Error = Error;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
@@ -220,13 +327,13 @@ impl ser::SerializeTupleStruct for SeqBuilder {
 
 /// Collects an object's entries; they are sorted once at the end (`BTreeMap`'s bulk build),
 /// which is cheaper than inserting them one by one.
-#[derive(Default)]
-pub(crate) struct MapBuilder {
+pub(crate) struct MapBuilder<'a> {
     entries: Vec<(Value, Value)>,
     next_key: Option<Value>,
+    serializer: ValueSerializer<'a>,
 }
 
-impl MapBuilder {
+impl MapBuilder<'_> {
     fn finish(self) -> Value {
         // Later duplicates win, as when regorus parses JSON with a repeated key.
         Value::from(self.entries.into_iter().collect::<BTreeMap<_, _>>())
@@ -237,8 +344,7 @@ impl MapBuilder {
 /// thread keeps them instead of allocating one per field per input.
 fn field_name(name: &'static str) -> Value {
     thread_local! {
-        static NAMES: std::cell::RefCell<HashMap<&'static str, Value>> =
-            std::cell::RefCell::new(HashMap::new());
+        static NAMES: RefCell<HashMap<&'static str, Value>> = RefCell::new(HashMap::new());
     }
     NAMES.with(|names| {
         names
@@ -249,11 +355,14 @@ fn field_name(name: &'static str) -> Value {
     })
 }
 
-impl ser::SerializeMap for MapBuilder {
+impl ser::SerializeMap for MapBuilder<'_> {
     type Ok = Value;
     type Error = Error;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
-        let key = key.serialize(ValueSerializer)?;
+        // Colon and comma; the key's own length is added as it is serialised (an integer key
+        // gains two quotes, within the number bound).
+        self.serializer.add(2);
+        let key = key.serialize(self.serializer)?;
         // JSON object keys are strings; serde_json also writes integer keys as strings.
         let key = match key {
             Value::String(_) => key,
@@ -268,7 +377,7 @@ impl ser::SerializeMap for MapBuilder {
             .next_key
             .take()
             .ok_or_else(|| Error("a map value came without its key".into()))?;
-        self.entries.push((key, value.serialize(ValueSerializer)?));
+        self.entries.push((key, value.serialize(self.serializer)?));
         Ok(())
     }
     fn end(self) -> Result<Value, Error> {
@@ -276,7 +385,7 @@ impl ser::SerializeMap for MapBuilder {
     }
 }
 
-impl ser::SerializeStruct for MapBuilder {
+impl ser::SerializeStruct for MapBuilder<'_> {
     type Ok = Value;
     type Error = Error;
     fn serialize_field<T: Serialize + ?Sized>(
@@ -284,8 +393,10 @@ impl ser::SerializeStruct for MapBuilder {
         key: &'static str,
         value: &T,
     ) -> Result<(), Error> {
+        self.serializer
+            .add(max_string_len(key.len()).saturating_add(2));
         self.entries
-            .push((field_name(key), value.serialize(ValueSerializer)?));
+            .push((field_name(key), value.serialize(self.serializer)?));
         Ok(())
     }
     fn end(self) -> Result<Value, Error> {
@@ -293,33 +404,24 @@ impl ser::SerializeStruct for MapBuilder {
     }
 }
 
-/// `{"variant": <inner>}`, serde_json's externally tagged enum form.
+/// An externally tagged enum variant's content, wrapped at the end.
 pub(crate) struct VariantBuilder<B> {
-    variant: &'static str,
+    variant: Value,
     inner: B,
 }
 
-impl<B> VariantBuilder<B> {
-    fn wrap(variant: &'static str, inner: Value) -> Value {
-        let mut map = BTreeMap::new();
-        map.insert(Value::from(variant), inner);
-        Value::from(map)
-    }
-}
-
-impl ser::SerializeTupleVariant for VariantBuilder<SeqBuilder> {
+impl ser::SerializeTupleVariant for VariantBuilder<SeqBuilder<'_>> {
     type Ok = Value;
     type Error = Error;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
         ser::SerializeSeq::serialize_element(&mut self.inner, value)
     }
     fn end(self) -> Result<Value, Error> {
-        let inner = ser::SerializeSeq::end(self.inner)?;
-        Ok(Self::wrap(self.variant, inner))
+        Ok(tagged(self.variant, ser::SerializeSeq::end(self.inner)?))
     }
 }
 
-impl ser::SerializeStructVariant for VariantBuilder<MapBuilder> {
+impl ser::SerializeStructVariant for VariantBuilder<MapBuilder<'_>> {
     type Ok = Value;
     type Error = Error;
     fn serialize_field<T: Serialize + ?Sized>(
@@ -330,8 +432,7 @@ impl ser::SerializeStructVariant for VariantBuilder<MapBuilder> {
         ser::SerializeStruct::serialize_field(&mut self.inner, key, value)
     }
     fn end(self) -> Result<Value, Error> {
-        let inner = ser::SerializeStruct::end(self.inner)?;
-        Ok(Self::wrap(self.variant, inner))
+        Ok(tagged(self.variant, ser::SerializeStruct::end(self.inner)?))
     }
 }
 
@@ -341,8 +442,16 @@ mod tests {
     use serde::Serialize;
     use serde_json::json;
 
-    fn via_json<T: Serialize>(value: &T) -> Value {
-        Value::from_json_str(&serde_json::to_string(value).unwrap()).unwrap()
+    /// The conversion equals regorus parsing the JSON encoding, and its length bound holds.
+    fn assert_converts<T: Serialize>(value: &T) {
+        let json = serde_json::to_string(value).unwrap();
+        let (converted, bound) = to_rego_value(value).unwrap();
+        assert_eq!(converted, Value::from_json_str(&json).unwrap());
+        assert!(
+            bound >= json.len(),
+            "bound {bound} < {} for {json}",
+            json.len()
+        );
     }
 
     #[test]
@@ -390,7 +499,7 @@ mod tests {
             int_keys: [(1, "one"), (20, "twenty")].into_iter().collect(),
             free: json!({"nested": [1, 2.25, -3, null, {"deep": [true, "s"]}], "": {}}),
         };
-        assert_eq!(to_rego_value(&sample).unwrap(), via_json(&sample));
+        assert_converts(&sample);
     }
 
     #[test]
@@ -413,7 +522,38 @@ mod tests {
             "context": {"source_ip": "10.0.0.1"}
         }))
         .unwrap();
-        assert_eq!(to_rego_value(&input).unwrap(), via_json(&input));
+        assert_converts(&input);
+    }
+
+    #[test]
+    fn decisions_convert_back_like_serde_json() {
+        let values = [
+            r#"{"allow": true, "reasons": [], "max_ttl_seconds": 300, "scopes": ["a", "b"],
+                "require_approval": false, "runner": {"network": {"mode": "none"}}}"#,
+            r#"{"n": [0, -1, 18446744073709551615, -9223372036854775808, 2.5, 300.0, 1e300,
+                123456789012345678901234567890, 0.1], "s": "é\"\n", "z": null}"#,
+            r#"[true, false, {}, [], ""]"#,
+        ];
+        for text in values {
+            let value = Value::from_json_str(text).unwrap();
+            assert_eq!(
+                to_json_value(&value).unwrap(),
+                serde_json::to_value(&value).unwrap(),
+                "{text}"
+            );
+        }
+        // Sets, non-string keys and undefined, which only Rego produces.
+        let mut set = std::collections::BTreeSet::new();
+        set.insert(Value::from("b"));
+        set.insert(Value::from("a"));
+        let mut odd = BTreeMap::new();
+        odd.insert(Value::from(1u64), Value::from(set.clone()));
+        for value in [Value::from(set), Value::from(odd), Value::Undefined] {
+            assert_eq!(
+                to_json_value(&value).unwrap(),
+                serde_json::to_value(&value).unwrap()
+            );
+        }
     }
 
     #[test]
