@@ -113,7 +113,18 @@ grant := {
 	"require_approval": namespace in production_names,
 } if {
 	input.action == "k8s.scale"
-	{"namespace": namespace, "name": name} := k8s_target
+
+	# k8s_target, inline (see there)
+	resource := input.resource
+	is_string(resource)
+	startswith(resource, "k8s:")
+	[namespace, "deployments", name] := split(substring(resource, 4, -1), "/")
+	namespace != ""
+	trim(namespace, "abcdefghijklmnopqrstuvwxyz0123456789-") == ""
+	trim(namespace, "-") == namespace
+	name != ""
+	trim(name, "abcdefghijklmnopqrstuvwxyz0123456789-.") == ""
+	trim(name, "-.") == name
 
 	# namespace_granted
 	namespaces := input.agent.attributes.namespaces
@@ -138,8 +149,9 @@ grant := {
 	hour < hours.end_hour
 }
 
-# The resource's namespace and name, checked with string builtins rather than a regex (cheaper
-# in regorus); they accept exactly the language of
+# The resource's namespace and name (for explanations; `grant` repeats these checks inline),
+# checked with string builtins rather than a regex (cheaper in regorus); they accept exactly
+# the language of
 # ^k8s:[a-z0-9]([-a-z0-9]*[a-z0-9])?/deployments/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$
 k8s_target := {"namespace": namespace, "name": name} if {
 	input.action == "k8s.scale"
