@@ -13,7 +13,7 @@
 use regorus::Value;
 use serde::ser::{self, Serialize};
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Converts `value` into a regorus value, as if it had been encoded as JSON and parsed back,
@@ -341,17 +341,21 @@ impl MapBuilder<'_> {
 }
 
 /// A struct field name as a regorus string. Field names are few and `'static`, so each
-/// thread keeps them instead of allocating one per field per input.
+/// thread keeps them instead of allocating one per field per input. They are found by address
+/// (a short linear scan beats hashing the name); a name that appears at several addresses is
+/// merely kept once per address.
 fn field_name(name: &'static str) -> Value {
     thread_local! {
-        static NAMES: RefCell<HashMap<&'static str, Value>> = RefCell::new(HashMap::new());
+        static NAMES: RefCell<Vec<(&'static str, Value)>> = const { RefCell::new(Vec::new()) };
     }
     NAMES.with(|names| {
-        names
-            .borrow_mut()
-            .entry(name)
-            .or_insert_with(|| Value::from(name))
-            .clone()
+        let mut names = names.borrow_mut();
+        if let Some((_, value)) = names.iter().find(|(known, _)| std::ptr::eq(*known, name)) {
+            return value.clone();
+        }
+        let value = Value::from(name);
+        names.push((name, value.clone()));
+        value
     })
 }
 
