@@ -9,7 +9,7 @@ use crate::error::SetupError;
 use gateway_core::policy::{
     Decision, NetworkAccess, Obligations, PolicyError, PolicyInput, RunnerObligations,
 };
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::fmt;
 
 /// The rule the gateway queries unless configured otherwise.
@@ -245,11 +245,66 @@ fn malformed(message: impl Into<String>) -> PolicyError {
     }
 }
 
-fn wrong_type(field: &str, expected: &str, got: &Value) -> PolicyError {
+fn wrong_type(field: &str, expected: &str, got: &impl Document) -> PolicyError {
     malformed(format!(
         "field `{field}` must be {expected}, got {}",
-        type_name(got)
+        got.type_name()
     ))
+}
+
+/// What the decision parser reads of a document, so that JSON (from OPA) and the embedded
+/// engine's values are parsed by the same code. Implementations must answer exactly as the
+/// document's JSON form would.
+pub(crate) trait Document {
+    /// The JSON type name, for error messages.
+    fn type_name(&self) -> &'static str;
+    /// The boolean, if this is one.
+    fn as_bool(&self) -> Option<bool>;
+    /// The string, if this is one.
+    fn as_str(&self) -> Option<&str>;
+    /// Whether this is an object.
+    fn is_object(&self) -> bool;
+    /// The field `key` of an object (`None` when missing or not an object).
+    fn field(&self, key: &str) -> Option<&Self>;
+    /// An object's fields in key order (none when not an object).
+    fn fields(&self) -> impl Iterator<Item = (&str, &Self)>;
+    /// An array's items (`None` when not an array).
+    fn items(&self) -> Option<impl Iterator<Item = &Self>>;
+    /// A number as an unsigned integer if it is one (as `serde_json::Number::as_u64`), else
+    /// as a float (`as_f64`), with its text for messages; `None` when not a number.
+    fn number(&self) -> Option<(Option<u64>, Option<f64>, String)>;
+}
+
+impl Document for Value {
+    fn type_name(&self) -> &'static str {
+        type_name(self)
+    }
+    fn as_bool(&self) -> Option<bool> {
+        self.as_bool()
+    }
+    fn as_str(&self) -> Option<&str> {
+        self.as_str()
+    }
+    fn is_object(&self) -> bool {
+        self.is_object()
+    }
+    fn field(&self, key: &str) -> Option<&Self> {
+        self.as_object().and_then(|map| map.get(key))
+    }
+    fn fields(&self) -> impl Iterator<Item = (&str, &Self)> {
+        self.as_object()
+            .into_iter()
+            .flat_map(|map| map.iter().map(|(k, v)| (k.as_str(), v)))
+    }
+    fn items(&self) -> Option<impl Iterator<Item = &Self>> {
+        self.as_array().map(|items| items.iter())
+    }
+    fn number(&self) -> Option<(Option<u64>, Option<f64>, String)> {
+        match self {
+            Value::Number(n) => Some((n.as_u64(), n.as_f64(), n.to_string())),
+            _ => None,
+        }
+    }
 }
 
 /// Turns a decision document (the value of the decision rule) into a [`Decision`].
@@ -262,34 +317,41 @@ fn wrong_type(field: &str, expected: &str, got: &Value) -> PolicyError {
 /// [`PolicyError::Malformed`] naming the field. Other top-level keys are ignored, so policies
 /// may return extra diagnostics. A deny without reasons gets [`NO_REASON`].
 pub fn parse_decision(document: &Value) -> Result<Decision, PolicyError> {
-    let Value::Object(doc) = document else {
+    parse_document(document)
+}
+
+/// [`parse_decision`] for any [`Document`].
+pub(crate) fn parse_document(doc: &impl Document) -> Result<Decision, PolicyError> {
+    if !doc.is_object() {
         return Err(malformed(format!(
             "the decision must be an object, got {}",
-            type_name(document)
+            doc.type_name()
         )));
-    };
-    let allow = match doc.get("allow") {
-        Some(Value::Bool(allow)) => *allow,
-        Some(other) => return Err(wrong_type("allow", "a boolean", other)),
+    }
+    let allow = match doc.field("allow") {
+        Some(value) => value
+            .as_bool()
+            .ok_or_else(|| wrong_type("allow", "a boolean", value))?,
         None => return Err(malformed("field `allow` is missing")),
     };
     let mut reasons = optional_strings(doc, "reasons")?.unwrap_or_default();
     if !allow && reasons.is_empty() {
         reasons.push(NO_REASON.to_owned());
     }
-    let max_ttl_seconds = match doc.get("max_ttl_seconds") {
+    let max_ttl_seconds = match doc.field("max_ttl_seconds") {
         None => None,
         Some(v) => Some(uint(v, "max_ttl_seconds", u64::MAX)?),
     };
     let scopes = optional_strings(doc, "scopes")?.unwrap_or_default();
-    let require_approval = match doc.get("require_approval") {
+    let require_approval = match doc.field("require_approval") {
         None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(other) => return Err(wrong_type("require_approval", "a boolean", other)),
+        Some(value) => value
+            .as_bool()
+            .ok_or_else(|| wrong_type("require_approval", "a boolean", value))?,
     };
-    let runner = match doc.get("runner") {
+    let runner = match doc.field("runner") {
         None => RunnerObligations::default(),
-        Some(Value::Object(runner)) => parse_runner(runner)?,
+        Some(runner) if runner.is_object() => parse_runner(runner)?,
         Some(other) => return Err(wrong_type("runner", "an object", other)),
     };
     let mut decision = if allow {
@@ -307,22 +369,18 @@ pub fn parse_decision(document: &Value) -> Result<Decision, PolicyError> {
     Ok(decision)
 }
 
-fn optional_strings(
-    doc: &Map<String, Value>,
-    field: &str,
-) -> Result<Option<Vec<String>>, PolicyError> {
-    let Some(value) = doc.get(field) else {
+fn optional_strings(doc: &impl Document, field: &str) -> Result<Option<Vec<String>>, PolicyError> {
+    let Some(value) = doc.field(field) else {
         return Ok(None);
     };
-    let Value::Array(items) = value else {
+    let Some(items) = value.items() else {
         return Err(wrong_type(field, "an array of strings", value));
     };
     items
-        .iter()
         .enumerate()
-        .map(|(i, item)| match item {
-            Value::String(s) => Ok(s.clone()),
-            other => Err(wrong_type(&format!("{field}[{i}]"), "a string", other)),
+        .map(|(i, item)| match item.as_str() {
+            Some(s) => Ok(s.to_owned()),
+            None => Err(wrong_type(&format!("{field}[{i}]"), "a string", item)),
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
@@ -330,13 +388,13 @@ fn optional_strings(
 
 /// A non-negative integer no larger than `max`. Integral floats (`300.0`) are accepted because
 /// some engines print every number as a float.
-fn uint(value: &Value, field: &str, max: u64) -> Result<u64, PolicyError> {
+fn uint(value: &impl Document, field: &str, max: u64) -> Result<u64, PolicyError> {
     let expected = "a non-negative integer";
-    let Value::Number(n) = value else {
+    let Some((as_u64, as_f64, text)) = value.number() else {
         return Err(wrong_type(field, expected, value));
     };
-    let parsed = n.as_u64().or_else(|| {
-        n.as_f64()
+    let parsed = as_u64.or_else(|| {
+        as_f64
             // 2^53: above it, floats no longer denote one integer.
             .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= 9_007_199_254_740_992.0)
             .map(|f| f as u64)
@@ -347,15 +405,15 @@ fn uint(value: &Value, field: &str, max: u64) -> Result<u64, PolicyError> {
             "field `{field}` is {v}, over the maximum {max}"
         ))),
         None => Err(malformed(format!(
-            "field `{field}` must be {expected}, got {n}"
+            "field `{field}` must be {expected}, got {text}"
         ))),
     }
 }
 
-fn parse_runner(runner: &Map<String, Value>) -> Result<RunnerObligations, PolicyError> {
+fn parse_runner(runner: &impl Document) -> Result<RunnerObligations, PolicyError> {
     let mut out = RunnerObligations::default();
-    for (key, value) in runner {
-        match key.as_str() {
+    for (key, value) in runner.fields() {
+        match key {
             "network" => out.network = parse_network(value)?,
             "cpu_millis" => {
                 out.cpu_millis = Some(narrow(uint(value, "runner.cpu_millis", u32::MAX.into())?))
@@ -383,28 +441,29 @@ fn narrow(value: u64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }
 
-fn parse_network(value: &Value) -> Result<NetworkAccess, PolicyError> {
-    let Value::Object(network) = value else {
-        return Err(wrong_type("runner.network", "an object", value));
-    };
-    if let Some(other) = network
-        .keys()
-        .find(|k| *k != "mode" && *k != "destinations")
+fn parse_network(network: &impl Document) -> Result<NetworkAccess, PolicyError> {
+    if !network.is_object() {
+        return Err(wrong_type("runner.network", "an object", network));
+    }
+    if let Some((other, _)) = network
+        .fields()
+        .find(|(k, _)| *k != "mode" && *k != "destinations")
     {
         return Err(malformed(format!(
             "field `runner.network.{other}` is not a known network setting"
         )));
     }
-    match network.get("mode") {
-        Some(Value::String(mode)) if mode == "none" => {
-            if network.contains_key("destinations") {
+    let mode = network.field("mode");
+    match mode.map(|m| (m, m.as_str())) {
+        Some((_, Some("none"))) => {
+            if network.field("destinations").is_some() {
                 return Err(malformed(
                     "field `runner.network.destinations` is only valid with mode \"allowlist\"",
                 ));
             }
             Ok(NetworkAccess::None)
         }
-        Some(Value::String(mode)) if mode == "allowlist" => {
+        Some((_, Some("allowlist"))) => {
             let destinations = optional_strings(network, "destinations")
                 .map_err(|e| match e {
                     PolicyError::Malformed { message } => {
@@ -415,10 +474,10 @@ fn parse_network(value: &Value) -> Result<NetworkAccess, PolicyError> {
                 .ok_or_else(|| malformed("field `runner.network.destinations` is missing"))?;
             Ok(NetworkAccess::Allowlist { destinations })
         }
-        Some(Value::String(mode)) => Err(malformed(format!(
+        Some((_, Some(mode))) => Err(malformed(format!(
             "field `runner.network.mode` must be \"none\" or \"allowlist\", got {mode:?}"
         ))),
-        Some(other) => Err(wrong_type("runner.network.mode", "a string", other)),
+        Some((other, None)) => Err(wrong_type("runner.network.mode", "a string", other)),
         None => Err(malformed("field `runner.network.mode` is missing")),
     }
 }

@@ -7,9 +7,9 @@
 //! never share mutable state. A reload prepares new policies off to the side and swaps them in
 //! atomically: decisions already running finish on the policies they started with.
 
-use crate::contract::{DecisionPath, InputLimits, POLICY_UNDEFINED, parse_decision};
+use crate::contract::{DecisionPath, InputLimits, POLICY_UNDEFINED};
 use crate::error::SetupError;
-use crate::rego_value::{to_json_value, to_rego_value};
+use crate::rego_value::{parse_rego_decision, to_json_value, to_rego_value};
 use crate::source::{LoadedPolicies, Source};
 use async_trait::async_trait;
 use gateway_core::policy::{Decision, PolicyDecider, PolicyError, PolicyInput};
@@ -461,7 +461,13 @@ impl EmbeddedRego {
         input: &serde_json::Value,
     ) -> Result<Option<serde_json::Value>, PolicyError> {
         self.config.limits.check_document_shape(input)?;
-        self.evaluate(input).map(|(doc, _)| doc)
+        let (value, _) = self.evaluate(input)?;
+        if value == regorus::Value::Undefined {
+            return Ok(None);
+        }
+        to_json_value(&value).map(Some).map_err(|e| {
+            PolicyError::internal_msg(format!("decision cannot be converted to JSON: {e}"))
+        })
     }
 
     /// Decides a raw input document (which must follow the contract).
@@ -485,21 +491,22 @@ impl EmbeddedRego {
 
     /// Decides an input that passed the shape checks.
     fn decide_checked<T: Serialize + ?Sized>(&self, input: &T) -> Result<Decision, PolicyError> {
-        let (document, policy_id) = self.evaluate(input)?;
-        let mut decision = match document {
-            Some(document) => parse_decision(&document)?,
-            None => Decision::deny(POLICY_UNDEFINED),
+        let (value, policy_id) = self.evaluate(input)?;
+        let mut decision = if value == regorus::Value::Undefined {
+            Decision::deny(POLICY_UNDEFINED)
+        } else {
+            parse_rego_decision(&value)?
         };
         decision.policy_id = Some(policy_id);
         Ok(decision)
     }
 
     /// Evaluates an input that passed the shape checks (the size is checked here): the decision
-    /// document (`None` when the rule is undefined) and the id of the policies that made it.
+    /// rule's value (`Undefined` when the rule is) and the id of the policies that made it.
     fn evaluate<T: Serialize + ?Sized>(
         &self,
         input: &T,
-    ) -> Result<(Option<serde_json::Value>, String), PolicyError> {
+    ) -> Result<(regorus::Value, String), PolicyError> {
         let prepared = self.current();
         // The input is already in memory in another form, so converting it before the size
         // check costs at most a copy; the conversion also bounds its JSON length.
@@ -512,13 +519,7 @@ impl EmbeddedRego {
         let outcome = catch_unwind(AssertUnwindSafe(|| prepared.evaluate(rego_input)))
             .map_err(|_| PolicyError::internal_msg("the Rego engine panicked"))?;
         let value = outcome.map_err(|e| self.engine_error(e))?;
-        if value == regorus::Value::Undefined {
-            return Ok((None, prepared.policy_id.clone()));
-        }
-        let document = to_json_value(&value).map_err(|e| {
-            PolicyError::internal_msg(format!("decision cannot be converted to JSON: {e}"))
-        })?;
-        Ok((Some(document), prepared.policy_id.clone()))
+        Ok((value, prepared.policy_id.clone()))
     }
 
     fn engine_error(&self, failure: EvalFailure) -> PolicyError {

@@ -10,6 +10,8 @@
 //!
 //! The contract is defined in JSON terms; the tests check both against those references.
 
+use crate::contract::{Document, parse_decision, parse_document};
+use gateway_core::policy::{Decision, PolicyError};
 use regorus::Value;
 use serde::ser::{self, Serialize};
 use std::cell::{Cell, RefCell};
@@ -34,8 +36,23 @@ fn max_string_len(len: usize) -> usize {
     len.saturating_mul(6).saturating_add(2)
 }
 
-/// Converts a regorus value (a decision document) into JSON, as `serde_json::to_value` would.
+/// Converts a regorus value (a decision document) into JSON, as `serde_json::to_value` would,
+/// refusing documents nested deeper than [`MAX_DECISION_DEPTH`] (so a runaway policy cannot
+/// exhaust the stack here).
 pub(crate) fn to_json_value(value: &Value) -> Result<serde_json::Value, serde_json::Error> {
+    json_at_depth(value, 0)
+}
+
+/// Deeper decision documents are refused; real ones nest three levels.
+pub(crate) const MAX_DECISION_DEPTH: usize = 64;
+
+fn json_at_depth(value: &Value, depth: usize) -> Result<serde_json::Value, serde_json::Error> {
+    if depth > MAX_DECISION_DEPTH {
+        return Err(ser::Error::custom(format!(
+            "the decision nests deeper than {MAX_DECISION_DEPTH} levels"
+        )));
+    }
+    let nested = |item: &Value| json_at_depth(item, depth + 1);
     Ok(match value {
         Value::Null => serde_json::Value::Null,
         Value::Bool(b) => serde_json::Value::Bool(*b),
@@ -47,11 +64,11 @@ pub(crate) fn to_json_value(value: &Value) -> Result<serde_json::Value, serde_js
             _ => serde_json::to_value(value)?,
         },
         Value::Array(items) => {
-            serde_json::Value::Array(items.iter().map(to_json_value).collect::<Result<_, _>>()?)
+            serde_json::Value::Array(items.iter().map(nested).collect::<Result<_, _>>()?)
         }
         // Sets serialise as arrays, in their (sorted) order.
         Value::Set(items) => {
-            serde_json::Value::Array(items.iter().map(to_json_value).collect::<Result<_, _>>()?)
+            serde_json::Value::Array(items.iter().map(nested).collect::<Result<_, _>>()?)
         }
         Value::Object(fields) => {
             let mut map = serde_json::Map::new();
@@ -60,12 +77,100 @@ pub(crate) fn to_json_value(value: &Value) -> Result<serde_json::Value, serde_js
                     // Non-string keys are rare; regorus stringifies them its own way.
                     return serde_json::to_value(value);
                 };
-                map.insert(key.as_ref().to_owned(), to_json_value(field)?);
+                map.insert(key.as_ref().to_owned(), nested(field)?);
             }
             serde_json::Value::Object(map)
         }
         Value::Undefined => serde_json::to_value(value)?,
     })
+}
+
+/// Parses a decision straight from the engine's value: the same result as
+/// `parse_decision(&to_json_value(value)?)`, without building the JSON. Documents whose JSON
+/// form differs from their shape here (sets, non-string keys, undefined, numbers that are not
+/// 64-bit integers, deep nesting) take that path instead.
+pub(crate) fn parse_rego_decision(value: &Value) -> Result<Decision, PolicyError> {
+    if json_shaped(value, 0) {
+        return parse_document(value);
+    }
+    let document = to_json_value(value).map_err(|e| {
+        PolicyError::internal_msg(format!("decision cannot be converted to JSON: {e}"))
+    })?;
+    parse_decision(&document)
+}
+
+/// Whether `value` reads the same here as in its JSON form.
+fn json_shaped(value: &Value, depth: usize) -> bool {
+    if depth > MAX_DECISION_DEPTH {
+        return false;
+    }
+    match value {
+        Value::Null | Value::Bool(_) | Value::String(_) => true,
+        Value::Number(n) => n.as_u64().is_some() || n.as_i64().is_some(),
+        Value::Array(items) => items.iter().all(|item| json_shaped(item, depth + 1)),
+        Value::Object(fields) => fields
+            .iter()
+            .all(|(k, v)| matches!(k, Value::String(_)) && json_shaped(v, depth + 1)),
+        Value::Set(_) | Value::Undefined => false,
+    }
+}
+
+/// Valid for [`json_shaped`] values only (see [`parse_rego_decision`]).
+impl Document for Value {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(_) => "number",
+            Value::String(_) | Value::Undefined => "string",
+            Value::Array(_) | Value::Set(_) => "array",
+            Value::Object(_) => "object",
+        }
+    }
+    fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn is_object(&self) -> bool {
+        matches!(self, Value::Object(_))
+    }
+    fn field(&self, key: &str) -> Option<&Self> {
+        self.fields().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+    fn fields(&self) -> impl Iterator<Item = (&str, &Self)> {
+        let fields = match self {
+            Value::Object(fields) => Some(fields.iter_sorted()),
+            _ => None,
+        };
+        fields.into_iter().flatten().filter_map(|(k, v)| match k {
+            Value::String(k) => Some((k.as_ref(), v)),
+            _ => None,
+        })
+    }
+    fn items(&self) -> Option<impl Iterator<Item = &Self>> {
+        match self {
+            Value::Array(items) => Some(items.iter()),
+            _ => None,
+        }
+    }
+    fn number(&self) -> Option<(Option<u64>, Option<f64>, String)> {
+        let Value::Number(n) = self else {
+            return None;
+        };
+        match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Some((Some(u), Some(u as f64), u.to_string())),
+            (None, Some(i)) => Some((None, Some(i as f64), i.to_string())),
+            _ => None,
+        }
+    }
 }
 
 /// A value that JSON cannot represent (a map key that is not a string or an integer).
@@ -558,6 +663,66 @@ mod tests {
                 serde_json::to_value(&value).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn decisions_parse_like_their_json_form() {
+        let documents = [
+            r#"{"allow": true, "reasons": [], "max_ttl_seconds": 300, "scopes": ["a", "b"],
+                "require_approval": false, "runner": {"network": {"mode": "none"}}}"#,
+            r#"{"allow": false, "extra": {"deep": [1, 2.5, null]}}"#,
+            r#"{"allow": true, "max_ttl_seconds": 60.0}"#,
+            r#"{"allow": true, "max_ttl_seconds": -1}"#,
+            r#"{"allow": true, "max_ttl_seconds": 18446744073709551615}"#,
+            r#"{"allow": true, "runner": {"pids": 4294967296}}"#,
+            r#"{"allow": true, "runner": {"cpu_millis": 5, "memory_bytes": 7, "timeout_seconds": 9,
+                "network": {"mode": "allowlist", "destinations": ["10.0.0.1:5432"]}}}"#,
+            r#"{"allow": true, "runner": {"network": {"mode": "allowlist"}}}"#,
+            r#"{"allow": true, "runner": {"network": {"mode": "none", "destinations": []}}}"#,
+            r#"{"allow": true, "runner": {"network": {"mode": 3}}}"#,
+            r#"{"allow": true, "runner": {"network": {"mode": "open"}}}"#,
+            r#"{"allow": true, "runner": {"network": {"port": 1}}}"#,
+            r#"{"allow": true, "runner": {"gpu": 1}}"#,
+            r#"{"allow": true, "runner": []}"#,
+            r#"{"allow": true, "scopes": ["a", 1]}"#,
+            r#"{"allow": true, "reasons": "no"}"#,
+            r#"{"allow": "yes"}"#,
+            r#"{"allow": null}"#,
+            r#"{"reasons": []}"#,
+            r#"{"allow": true, "require_approval": 1}"#,
+            r#"[1]"#,
+            r#""allow""#,
+        ];
+        for text in documents {
+            let value = Value::from_json_str(text).unwrap();
+            let json: serde_json::Value = serde_json::from_str(text).unwrap();
+            let direct = parse_rego_decision(&value);
+            let via_json = parse_decision(&json);
+            assert_eq!(format!("{direct:?}"), format!("{via_json:?}"), "{text}");
+        }
+        // Shapes only Rego produces go through the JSON form.
+        let mut set = std::collections::BTreeSet::new();
+        set.insert(Value::from("s"));
+        let mut doc = BTreeMap::new();
+        doc.insert(Value::from("allow"), Value::from(true));
+        doc.insert(Value::from("scopes"), Value::from(set));
+        let value = Value::from(doc);
+        assert!(!json_shaped(&value, 0));
+        assert_eq!(
+            parse_rego_decision(&value).unwrap().obligations.scopes,
+            vec!["s"]
+        );
+        // Nesting beyond the limit is refused (the conversion recurses; regorus values too).
+        let mut deep = Value::from(true);
+        for _ in 0..=MAX_DECISION_DEPTH {
+            let mut wrapper = BTreeMap::new();
+            wrapper.insert(Value::from("a"), deep);
+            deep = Value::from(wrapper);
+        }
+        let mut doc = BTreeMap::new();
+        doc.insert(Value::from("allow"), Value::from(true));
+        doc.insert(Value::from("debug"), deep);
+        assert!(parse_rego_decision(&Value::from(doc)).is_err());
     }
 
     #[test]
