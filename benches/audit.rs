@@ -1,7 +1,9 @@
-//! Durable audit appends per second (SQLite and PostgreSQL, 1 and 64 concurrent writers) and
+//! Durable audit appends per second (SQLite and PostgreSQL, 1 and 64 concurrent writers; and
+//! 64 writers each appending one action's trail of 4 events as a group with `append_all`) and
 //! verification records per second, each against a baseline measured in the same run:
 //! appends against the in-memory `MemoryAuditSink` (hash chain, no storage), verification
-//! against `ChainVerifier` over records already in memory (hashing only, no database reads).
+//! against `ChainVerifier` over records already in memory (re-encoding and hashing, no database
+//! reads).
 //!
 //! `cargo bench --bench audit` (PostgreSQL groups need `GATEWAY_TEST_POSTGRES_URL`, e.g. from
 //! `source scripts/lib.sh; source scripts/services/postgres.sh; postgres_start`; they are
@@ -41,6 +43,28 @@ async fn append_concurrently(sink: Arc<dyn AuditSink>, writers: u64, total: u64)
             tokio::spawn(async move {
                 for i in 0..n {
                     sink.append(event(w * 1_000_000 + i)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed()
+}
+
+/// Appends `total` events from `writers` concurrent tasks, each in groups of `group` events
+/// (`append_all`); returns the elapsed time.
+async fn append_groups(sink: Arc<dyn AuditSink>, writers: u64, group: u64, total: u64) -> Duration {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let sink = Arc::clone(&sink);
+            let groups = (total / writers / group).max(1);
+            tokio::spawn(async move {
+                for g in 0..groups {
+                    let events = (0..group).map(|i| event(w * 1_000_000 + g * group + i));
+                    sink.append_all(events.collect()).await.unwrap();
                 }
             })
         })
@@ -109,6 +133,27 @@ fn appends(c: &mut Criterion) {
         }
     }
     group.finish();
+
+    // One action's trail (4 events) per `append_all`, from 64 writers: records per second.
+    let mut group = c.benchmark_group("audit_append_all");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(4));
+    group.throughput(Throughput::Elements(1));
+    for (name, sink) in &sinks {
+        group.bench_function(BenchmarkId::new(*name, "64x4"), |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let total = iters.max(64 * 4);
+                async move {
+                    let elapsed = append_groups(Arc::clone(sink), 64, 4, total).await;
+                    // Whole groups were appended: scale to the records asked for.
+                    let done = 64 * 4 * (total / 64 / 4).max(1);
+                    elapsed.mul_f64(total as f64 / done as f64)
+                }
+            });
+        });
+    }
+    group.finish();
 }
 
 const VERIFY_RECORDS: u64 = 50_000;
@@ -154,6 +199,7 @@ fn verification(c: &mut Criterion) {
         (store, stream)
     });
 
+    let options = VerifyOptions::default();
     let mut group = c.benchmark_group("audit_verify");
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
@@ -168,7 +214,6 @@ fn verification(c: &mut Criterion) {
             assert!(v.finish().is_ok());
         })
     });
-    let options = VerifyOptions::default();
     group.bench_function("sqlite", |b| {
         b.to_async(&rt).iter(|| async {
             assert!(verify_stream(&sqlite, "v", &options).await.unwrap().is_ok());

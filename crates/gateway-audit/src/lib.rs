@@ -30,11 +30,10 @@
 //! | `hash` | hex `SHA-256(prev_hash_bytes ‖ JCS(record without prev_hash and hash))` |
 //!
 //! JCS is RFC 8785 canonical JSON (sorted keys, no insignificant whitespace, ECMAScript number
-//! formatting). Sealing and verification use only `gateway_core::audit::chain` (`seal`,
-//! `genesis`, `record_hash`, `ChainVerifier`), so every backend's chain verifies with any
-//! verifier; verification parses and re-hashes each page of records on every core and links
-//! them in order while the next page is read. Each stream starts with a genesis record written
-//! by the sink when it first opens the stream.
+//! formatting). Sealing and hashing use only `gateway_core::audit::chain` (`seal_with_body`,
+//! `genesis`, `body_hash`, `ChainVerifier`), so every backend's chain verifies with any
+//! verifier. Each stream starts with a genesis record written by the sink when it first opens
+//! the stream.
 //!
 //! ### PCI-DSS v4 requirement 10.2.2
 //!
@@ -52,18 +51,30 @@
 //!
 //! ## Storage
 //!
-//! Both backends store the event as JSON **text** (column `event`: `serde_json` output that
-//! parses back to exactly the values that were hashed, so a read recomputes the same hash;
-//! JSONB would reformat numbers; the hash covers the RFC 8785 form of the record, not these
-//! bytes) next to `stream_id`, `sequence`, `prev_hash`, `hash`, and indexed copies for querying
-//! (`event_time`, `correlation_id`, `kind`, `agent_id`, `action`, `resource`, `outcome`). The
-//! copies are convenience only: the hashed `event` column is authoritative and is what
-//! verification checks. Checkpoints live in `audit_checkpoints`. Migrations ship in
-//! `migrations/` and run on open.
+//! Both backends store per record `stream_id`, `sequence`, `prev_hash`, `hash`, the record as
+//! JSON **text** in `event`, and indexed copies for querying (`event_time`, `correlation_id`,
+//! `kind`, `agent_id`, `action`, `resource`, `outcome`). Checkpoints live in
+//! `audit_checkpoints`. Migrations ship in `migrations/` and run on open.
 //!
-//! * SQLite: WAL journal, `synchronous=FULL` (every commit is fsynced before it is acknowledged,
-//!   including the WAL, so a power loss cannot lose an acknowledged record), `BEFORE UPDATE` /
-//!   `BEFORE DELETE` triggers that abort.
+//! The `event` column holds the record's **canonical body**: the exact RFC 8785 bytes its hash
+//! covers after `prev_hash` (the event's fields plus `stream_id` and `sequence`), so
+//! verification hashes the stored bytes as they are. Rows written by earlier versions (before
+//! stored bodies) hold the event's `serde_json` text instead, which parses back to the values
+//! that were hashed; they keep verifying as before (parse, re-encode, hash). No schema change
+//! was needed: both texts are JSON objects with the event's fields at the top (queries like
+//! `json_extract(event, '$.details.exit_code')` work on both), both parse as the event, and a
+//! verifier that re-encodes (an older `gateway-audit verify`) gets a body's own bytes back, so
+//! it verifies new rows too. A record read back from a body holds the canonical values, which
+//! are exactly what the hash covers: JCS writes `12.0` as `12` and an integer beyond 2^53 as the
+//! nearest double, so such a value reads back that way.
+//!
+//! `event` is authoritative; the indexed copies are convenience only and are not verified.
+//!
+//! * SQLite: WAL journal, `synchronous=FULL` (every commit fsyncs the WAL before any caller of
+//!   the batch is answered, so a crash or power loss cannot lose an acknowledged record),
+//!   `BEFORE UPDATE` / `BEFORE DELETE` triggers that abort. WAL checkpoints are SQLite's own
+//!   (the committing connection, past 1000 pages): a background checkpointer was measured to
+//!   slow appends down (see [`sqlite`]).
 //! * PostgreSQL: `synchronous_commit` as configured on the server (the default, `on`, is
 //!   durable); triggers reject `UPDATE`, `DELETE` and `TRUNCATE` even for the table owner; run the
 //!   gateway as a role holding only `SELECT, INSERT` ([`postgres::writer_role_grants`]).
@@ -73,11 +84,45 @@
 //! A sink owns one writer task per stream. [`append`](gateway_core::AuditSink::append) redacts
 //! the event in the caller's task, then queues it on a bounded channel (back-pressure: callers
 //! wait when it is full). The writer takes everything queued (up to a batch limit), seals it onto
-//! the chain, and commits the batch in one transaction; each caller is answered only after the
-//! commit returned, with its receipt or an error. If a commit fails every caller of the batch gets
-//! an error and the writer reloads the head from the database before the next batch. Two writers
+//! the chain, and commits the batch as one unit; each caller is answered only after the commit
+//! returned, with its receipt or an error. If a commit fails every caller of the batch gets an
+//! error and the writer reloads the head from the database before the next batch. Two writers
 //! on the same stream cannot fork it: `(stream_id, sequence)` is the primary key, so the loser's
 //! commit fails; its writer reloads the head and re-seals the batch on top of the winner's records.
+//!
+//! A batch costs one database round trip and one durable commit, through a connection kept for
+//! appends (the pool's health-check pings would add two round trips): on SQLite one multi-row
+//! `INSERT` committed on its own, or `BEGIN IMMEDIATE; …; COMMIT` sent as one query when a
+//! checkpoint goes with it or it has more rows than one statement can bind; on PostgreSQL one
+//! `INSERT … SELECT FROM UNNEST(…)` statement, with a checkpoint inside the same statement
+//! (`WITH records AS (INSERT …) INSERT INTO audit_checkpoints …`).
+//!
+//! [`append_all`](gateway_core::AuditSink::append_all) queues its events as one job: they are
+//! sealed contiguously, committed in the same transaction, and stored all or none, and the
+//! receipts come back in order. An event of the group that cannot be sealed fails the whole
+//! group (and only it); an empty group returns at once without reaching the writer. A group is
+//! never split, so a batch may exceed the batch limit by one group.
+//!
+//! ## Verification
+//!
+//! [`verify_stream`] reads a stream in windows of sequence numbers (bounded work per query,
+//! whatever the database's planner estimates; a wide window is read as two halves on two
+//! connections at once; SQLite returns a window as one row of concatenated columns, since
+//! fetching rows one by one through `sqlx` costs more than SQLite's own work). While one page
+//! is read, the one before is checked row by row on all cores and the one before that is linked
+//! in order with its checkpoints. Memory does not grow with the log. Per row:
+//!
+//! * a canonical body (recognised in one pass over the bytes; rare forms, such as escaped or
+//!   non-BMP object keys, are parsed and re-encoded instead): its bytes are hashed as stored,
+//!   and the row's `stream_id` and `sequence` columns must be the body's;
+//! * any other text must parse as an event (an earlier version's row) and is re-encoded with the
+//!   row's columns and hashed; a text with a top-level `stream_id` or `sequence` claims to be a
+//!   body and must then be canonical byte for byte;
+//! * in both, a duplicate object key is a fault (JSON readers disagree on which value counts).
+//!
+//! A row rewritten in the older event format is checked the older way, so it can differ from
+//! what was sealed only by values JCS does not tell apart (e.g. integers beyond 2^53 that round
+//! to the same double): the hash has never pinned more than that.
 //!
 //! ## Checkpoints
 //!
@@ -96,7 +141,10 @@
 //! keeping the last 4 digits, and values of `password`/`secret`/`token`-like keys) so secrets
 //! never reach the stored or hashed record.
 
+mod body;
 pub mod checkpoint;
+mod connection;
+mod framed;
 pub mod postgres;
 pub mod redact;
 pub mod sink;
@@ -110,7 +158,7 @@ pub use postgres::{PostgresAuditSink, PostgresStore};
 pub use redact::Redactor;
 pub use sink::{ChainedSink, CheckpointPolicy, SinkConfig};
 pub use sqlite::{SqliteAuditSink, SqliteStore};
-pub use store::{AuditStore, StoredCheckpoint, StoredRecord};
+pub use store::{AuditStore, SealedRecord, StoredCheckpoint, StoredRecord};
 pub use verify::{VerifyOptions, verify_all, verify_stream};
 
 /// Re-exported so callers can pass public keys to [`VerifyOptions`].

@@ -1,7 +1,12 @@
 //! The scale-out backend: PostgreSQL.
 //!
 //! Durability follows the server's `synchronous_commit` (the default, `on`, flushes the WAL
-//! before a commit returns). A batch is one `INSERT … SELECT FROM UNNEST(…)` in one transaction.
+//! before a commit returns). A batch is one statement, so one round trip and one implicit
+//! transaction: `INSERT … SELECT FROM UNNEST(…)` (one array per column, any number of rows),
+//! and with a checkpoint `WITH records AS (INSERT …) INSERT INTO audit_checkpoints …` (a
+//! data-modifying `WITH` runs exactly once, in the same statement). Appends go through one
+//! dedicated connection (module `connection`), not the pool, whose health-check pings would
+//! add two round trips per batch.
 //!
 //! ## Least privilege
 //!
@@ -20,16 +25,19 @@
 //! the hash chain and the signed checkpoints are for.
 
 use crate::checkpoint::Checkpoint;
+use crate::connection::WriteConnection;
 use crate::sink::ChainedSink;
 use crate::store::{
-    AuditStore, IndexedColumns, StoredCheckpoint, StoredRecord, db_error, db_limit, db_sequence,
-    decode_checkpoints, decode_records, start_sequence,
+    AuditStore, IndexedColumns, SealedRecord, StoredCheckpoint, StoredRecord, db_error, db_limit,
+    db_sequence, decode_checkpoints, read_windows, start_sequence,
 };
 use async_trait::async_trait;
-use gateway_core::audit::{AuditError, AuditRecord};
+use gateway_core::audit::AuditError;
 use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::query::Query;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The PostgreSQL migrations shipped with the crate, in order.
@@ -68,7 +76,10 @@ fn quote_ident(ident: &str) -> String {
 /// Audit chains in a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
+    /// Reads, migrations, grants.
     pool: PgPool,
+    /// Appends.
+    writer: Arc<WriteConnection<PgConnection>>,
 }
 
 impl PostgresStore {
@@ -80,7 +91,8 @@ impl PostgresStore {
         Self::connect_with(options, 8).await
     }
 
-    /// Connects with explicit options and pool size and applies the migrations.
+    /// Connects with explicit options and pool size (for reads; appends use one more
+    /// connection of their own) and applies the migrations.
     pub async fn connect_with(
         options: PgConnectOptions,
         max_connections: u32,
@@ -88,10 +100,13 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(30))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| db_error("connecting to the PostgreSQL audit database", e))?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            writer: Arc::new(WriteConnection::new(options)),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -196,86 +211,31 @@ impl AuditStore for PostgresStore {
 
     async fn append_batch(
         &self,
-        records: &[AuditRecord],
+        records: &[SealedRecord],
         checkpoint: Option<&Checkpoint>,
     ) -> Result<(), AuditError> {
-        let n = records.len();
-        let mut stream_ids = Vec::with_capacity(n);
-        let mut sequences = Vec::with_capacity(n);
-        let mut prev_hashes = Vec::with_capacity(n);
-        let mut hashes = Vec::with_capacity(n);
-        let mut events = Vec::with_capacity(n);
-        let mut times = Vec::with_capacity(n);
-        let mut correlations = Vec::with_capacity(n);
-        let mut kinds = Vec::with_capacity(n);
-        let mut agents = Vec::with_capacity(n);
-        let mut actions = Vec::with_capacity(n);
-        let mut resources = Vec::with_capacity(n);
-        let mut outcomes = Vec::with_capacity(n);
-        for record in records {
-            let cols = IndexedColumns::of(record)?;
-            stream_ids.push(record.stream_id.clone());
-            sequences.push(db_sequence(record.sequence)?);
-            prev_hashes.push(record.prev_hash.clone());
-            hashes.push(record.hash.clone());
-            events.push(cols.event);
-            times.push(cols.event_time);
-            correlations.push(cols.correlation_id);
-            kinds.push(cols.kind);
-            agents.push(cols.agent_id);
-            actions.push(cols.action);
-            resources.push(cols.resource);
-            outcomes.push(cols.outcome);
+        let Some(query) = batch_query(records, checkpoint)? else {
+            return Ok(());
+        };
+        let mut lease = self
+            .writer
+            .lease()
+            .await
+            .map_err(|e| db_error("connecting for audit appends", e))?;
+        match query.execute(&mut *lease.conn()).await {
+            Ok(_) => {
+                lease.keep();
+                Ok(())
+            }
+            Err(e) => {
+                // A failed statement rolls its implicit transaction back and leaves the
+                // connection usable; anything but a database error leaves it in doubt: drop it.
+                if matches!(e, sqlx::Error::Database(_)) {
+                    lease.keep();
+                }
+                Err(db_error("appending audit records", e))
+            }
         }
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| db_error("starting the audit transaction", e))?;
-        if n > 0 {
-            sqlx::query(
-                "INSERT INTO audit_records (stream_id, sequence, prev_hash, hash, event,
-                    event_time, correlation_id, kind, agent_id, action, resource, outcome)
-                 SELECT s, q, p, h, e, t::timestamptz, c, k, a, ac, r, o
-                 FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[],
-                             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                             $11::text[], $12::text[])
-                      AS u(s, q, p, h, e, t, c, k, a, ac, r, o)",
-            )
-            .bind(stream_ids)
-            .bind(sequences)
-            .bind(prev_hashes)
-            .bind(hashes)
-            .bind(events)
-            .bind(times)
-            .bind(correlations)
-            .bind(kinds)
-            .bind(agents)
-            .bind(actions)
-            .bind(resources)
-            .bind(outcomes)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db_error("appending audit records", e))?;
-        }
-        if let Some(cp) = checkpoint {
-            sqlx::query(
-                "INSERT INTO audit_checkpoints (stream_id, sequence, head_hash, time, key_id, signature)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&cp.stream_id)
-            .bind(db_sequence(cp.sequence)?)
-            .bind(&cp.head_hash)
-            .bind(cp.time_text()?)
-            .bind(&cp.key_id)
-            .bind(&cp.signature)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| db_error("storing an audit checkpoint", e))?;
-        }
-        tx.commit()
-            .await
-            .map_err(|e| db_error("committing audit records", e))
     }
 
     async fn read_raw(
@@ -284,20 +244,31 @@ impl AuditStore for PostgresStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, AuditError> {
-        let Some(start) = start_sequence(after) else {
-            return Ok(Vec::new());
+        let pool = &self.pool;
+        let window = |first: i64, last: i64| async move {
+            let rows = sqlx::query(
+                "SELECT sequence, prev_hash, hash, event FROM audit_records
+                 WHERE stream_id = $1 AND sequence BETWEEN $2 AND $3 ORDER BY sequence",
+            )
+            .bind(stream_id)
+            .bind(first)
+            .bind(last)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| db_error("reading audit records", e))?;
+            decode_records(stream_id, &rows)
         };
-        let rows = sqlx::query(
-            "SELECT stream_id, sequence, prev_hash, hash, event FROM audit_records
-             WHERE stream_id = $1 AND sequence >= $2 ORDER BY sequence LIMIT $3",
-        )
-        .bind(stream_id)
-        .bind(start)
-        .bind(db_limit(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| db_error("reading audit records", e))?;
-        decode_records(&rows)
+        let next = |from: i64| async move {
+            sqlx::query_scalar(
+                "SELECT min(sequence) FROM audit_records WHERE stream_id = $1 AND sequence >= $2",
+            )
+            .bind(stream_id)
+            .bind(from)
+            .fetch_one(pool)
+            .await
+            .map_err(|e| db_error("reading audit records", e))
+        };
+        read_windows(after, limit, window, next).await
     }
 
     async fn read_checkpoints(
@@ -331,4 +302,129 @@ impl AuditStore for PostgresStore {
         .await
         .map_err(|e| db_error("listing audit streams", e))
     }
+}
+
+/// Inserts one row per element of the twelve column arrays `$1`‥`$12`.
+macro_rules! insert_records {
+    () => {
+        "INSERT INTO audit_records (stream_id, sequence, prev_hash, hash, event, event_time, \
+         correlation_id, kind, agent_id, action, resource, outcome) \
+         SELECT s, q, p, h, e, t::timestamptz, c, k, a, ac, r, o \
+         FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) \
+              AS u(s, q, p, h, e, t, c, k, a, ac, r, o)"
+    };
+}
+
+type PgQuery<'q> = Query<'q, sqlx::Postgres, PgArguments>;
+
+/// The one statement that stores a batch: the records, the checkpoint, or both through a
+/// data-modifying `WITH`. `None` when there is nothing to store.
+fn batch_query<'q>(
+    records: &'q [SealedRecord],
+    checkpoint: Option<&'q Checkpoint>,
+) -> Result<Option<PgQuery<'q>>, AuditError> {
+    let query = match (records.is_empty(), checkpoint) {
+        (true, None) => return Ok(None),
+        (true, Some(cp)) => {
+            let insert = sqlx::query(
+                "INSERT INTO audit_checkpoints \
+                 (stream_id, sequence, head_hash, time, key_id, signature) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            );
+            return bind_checkpoint(insert, cp).map(Some);
+        }
+        (false, None) => bind_records(sqlx::query(insert_records!()), records)?,
+        (false, Some(cp)) => {
+            let insert = sqlx::query(concat!(
+                "WITH records AS (",
+                insert_records!(),
+                ") INSERT INTO audit_checkpoints \
+                 (stream_id, sequence, head_hash, time, key_id, signature) \
+                 VALUES ($13, $14, $15, $16, $17, $18)"
+            ));
+            bind_checkpoint(bind_records(insert, records)?, cp)?
+        }
+    };
+    Ok(Some(query))
+}
+
+/// Binds the records as the twelve column arrays of [`insert_records!`]: the chain columns, the
+/// body as `event`, the query copies.
+fn bind_records<'q>(
+    query: PgQuery<'q>,
+    records: &'q [SealedRecord],
+) -> Result<PgQuery<'q>, AuditError> {
+    let n = records.len();
+    let mut stream_ids = Vec::with_capacity(n);
+    let mut sequences = Vec::with_capacity(n);
+    let mut prev_hashes = Vec::with_capacity(n);
+    let mut hashes = Vec::with_capacity(n);
+    let mut bodies = Vec::with_capacity(n);
+    let mut times = Vec::with_capacity(n);
+    let mut correlations = Vec::with_capacity(n);
+    let mut kinds = Vec::with_capacity(n);
+    let mut agents = Vec::with_capacity(n);
+    let mut actions = Vec::with_capacity(n);
+    let mut resources = Vec::with_capacity(n);
+    let mut outcomes = Vec::with_capacity(n);
+    for sealed in records {
+        let record = &sealed.record;
+        let cols = IndexedColumns::of(record)?;
+        stream_ids.push(record.stream_id.as_str());
+        sequences.push(db_sequence(record.sequence)?);
+        prev_hashes.push(record.prev_hash.as_str());
+        hashes.push(record.hash.as_str());
+        bodies.push(sealed.body.as_str());
+        times.push(cols.event_time);
+        correlations.push(cols.correlation_id);
+        kinds.push(cols.kind);
+        agents.push(cols.agent_id);
+        actions.push(cols.action);
+        resources.push(cols.resource);
+        outcomes.push(cols.outcome);
+    }
+    Ok(query
+        .bind(stream_ids)
+        .bind(sequences)
+        .bind(prev_hashes)
+        .bind(hashes)
+        .bind(bodies)
+        .bind(times)
+        .bind(correlations)
+        .bind(kinds)
+        .bind(agents)
+        .bind(actions)
+        .bind(resources)
+        .bind(outcomes))
+}
+
+/// Binds the checkpoint's six columns as the next parameters.
+fn bind_checkpoint<'q>(query: PgQuery<'q>, cp: &'q Checkpoint) -> Result<PgQuery<'q>, AuditError> {
+    Ok(query
+        .bind(&cp.stream_id)
+        .bind(db_sequence(cp.sequence)?)
+        .bind(&cp.head_hash)
+        .bind(cp.time_text()?)
+        .bind(&cp.key_id)
+        .bind(&cp.signature))
+}
+
+/// Decodes rows of `SELECT sequence, prev_hash, hash, event` of `stream_id`.
+fn decode_records(
+    stream_id: &str,
+    rows: &[sqlx::postgres::PgRow],
+) -> Result<Vec<StoredRecord>, AuditError> {
+    rows.iter()
+        .map(|r| {
+            Ok(StoredRecord {
+                stream_id: stream_id.to_owned(),
+                sequence: r.try_get(0)?,
+                prev_hash: r.try_get(1)?,
+                hash: r.try_get(2)?,
+                event: r.try_get(3)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(|e| db_error("decoding audit records", e))
 }

@@ -3,9 +3,9 @@
 
 use crate::checkpoint::{Checkpoint, CheckpointSigner};
 use crate::redact::Redactor;
-use crate::store::AuditStore;
+use crate::store::{AuditStore, SealedRecord};
 use crate::verify::{VerifyOptions, verify_stream};
-use crate::writer::{Command, Job, Writer};
+use crate::writer::{Answer, Command, Job, Writer};
 use async_trait::async_trait;
 use gateway_core::audit::chain::genesis;
 use gateway_core::audit::{
@@ -59,7 +59,8 @@ impl SinkConfig {
         self
     }
 
-    /// The most records committed in one transaction.
+    /// The most records committed in one transaction (a group from `append_all` is never split,
+    /// so a batch may exceed this by one group).
     pub fn with_max_batch(mut self, max_batch: usize) -> Self {
         self.max_batch = max_batch.max(1);
         self
@@ -130,9 +131,9 @@ impl<S: AuditStore> ChainedSink<S> {
         let head = match store.head(&config.stream_id).await? {
             Some(head) => head,
             None => {
-                let g = genesis(&config.stream_id)?;
+                let g = SealedRecord::new(genesis(&config.stream_id)?)?;
                 match store.append_batch(std::slice::from_ref(&g), None).await {
-                    Ok(()) => (g.sequence, g.hash),
+                    Ok(()) => (g.record.sequence, g.record.hash),
                     // Another writer created the stream first: use its genesis.
                     Err(AuditError::Conflict { .. }) => {
                         store.head(&config.stream_id).await?.ok_or_else(|| {
@@ -202,6 +203,14 @@ impl<S: AuditStore> ChainedSink<S> {
         result
     }
 
+    /// Queues one job for the writer (waiting while the queue is full).
+    async fn submit(&self, events: Vec<AuditEvent>, reply: Answer) -> Result<(), AuditError> {
+        self.tx
+            .send(Command::Append(Job { events, reply }))
+            .await
+            .map_err(|_| AuditError::unavailable_msg("audit writer stopped; nothing stored"))
+    }
+
     /// Verifies this sink's stream with explicit options (e.g. another trusted key).
     pub async fn verify_with(&self, options: &VerifyOptions) -> Result<VerifyReport, AuditError> {
         verify_stream(self.store.as_ref(), &self.stream_id, options).await
@@ -214,12 +223,28 @@ impl<S: AuditStore> AuditSink for ChainedSink<S> {
         // Redact in the caller's task: it parallelises and keeps the single writer lean.
         self.redactor.redact(&mut event);
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Append(Job { event, reply }))
-            .await
-            .map_err(|_| AuditError::unavailable_msg("audit writer stopped; event not stored"))?;
+        self.submit(vec![event], Answer::One(reply)).await?;
         rx.await.map_err(|_| {
             AuditError::unavailable_msg("audit writer stopped before acknowledging the event")
+        })?
+    }
+
+    /// Atomic: the group goes to the writer as one job, so its records are contiguous, in one
+    /// commit, all or none.
+    async fn append_all(
+        &self,
+        mut events: Vec<AuditEvent>,
+    ) -> Result<Vec<AuditReceipt>, AuditError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        for event in &mut events {
+            self.redactor.redact(event);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.submit(events, Answer::All(reply)).await?;
+        rx.await.map_err(|_| {
+            AuditError::unavailable_msg("audit writer stopped before acknowledging the events")
         })?
     }
 

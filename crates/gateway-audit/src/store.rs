@@ -3,10 +3,31 @@
 
 use crate::checkpoint::Checkpoint;
 use async_trait::async_trait;
+use gateway_core::audit::chain::canonical_body;
 use gateway_core::audit::{AuditError, AuditEvent, AuditRecord};
+use std::future::Future;
 
-/// A record as stored, before its event JSON is parsed (verification must be able to report a
-/// row it cannot parse instead of failing).
+/// A sealed record and its canonical body, as the writer hands them to a store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealedRecord {
+    /// The record (its `hash` covers `prev_hash` and `body`).
+    pub record: AuditRecord,
+    /// The record's canonical body: the exact bytes its hash covers after `prev_hash`. Stores
+    /// keep these bytes as the row's `event` text, so verification hashes them as they are.
+    pub body: String,
+}
+
+impl SealedRecord {
+    /// Pairs an already sealed record with its canonical body (re-encoded here).
+    pub fn new(record: AuditRecord) -> Result<Self, AuditError> {
+        let body = String::from_utf8(canonical_body(&record)?)
+            .map_err(|e| AuditError::internal("canonical body is not UTF-8", e))?;
+        Ok(Self { record, body })
+    }
+}
+
+/// A record as stored, before its text is parsed (verification must be able to report a row it
+/// cannot parse instead of failing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
     /// The chain.
@@ -17,13 +38,16 @@ pub struct StoredRecord {
     pub prev_hash: String,
     /// Hex hash of this record.
     pub hash: String,
-    /// The event as JSON text. It parses back to exactly the values that were hashed; the hash
-    /// covers the canonical (RFC 8785) form of the whole record, not these bytes.
+    /// The `event` column: the record's canonical body, the exact bytes the hash covers after
+    /// `prev_hash` (rows written by this version), or the event's `serde_json` text, which
+    /// parses back to the values that were hashed (rows written before). Either parses as the
+    /// event; see the crate docs.
     pub event: String,
 }
 
 impl StoredRecord {
-    /// Parses the stored row back into the record that was sealed.
+    /// Parses the stored row back into the record that was sealed (lenient: verification is
+    /// what checks it).
     pub fn to_record(&self) -> Result<AuditRecord, String> {
         let sequence = u64::try_from(self.sequence)
             .map_err(|_| format!("negative sequence number {}", self.sequence))?;
@@ -67,11 +91,11 @@ pub trait AuditStore: Send + Sync + 'static {
     /// The last record of `stream_id` as `(sequence, hash)`, or `None` for an empty stream.
     async fn head(&self, stream_id: &str) -> Result<Option<(u64, String)>, AuditError>;
 
-    /// Appends `records` (sealed, consecutive) and optionally a checkpoint in one durable
-    /// transaction.
+    /// Appends `records` (sealed, consecutive; each row's `event` text is its `body`) and
+    /// optionally a checkpoint in one durable transaction.
     async fn append_batch(
         &self,
-        records: &[AuditRecord],
+        records: &[SealedRecord],
         checkpoint: Option<&Checkpoint>,
     ) -> Result<(), AuditError>;
 
@@ -96,6 +120,68 @@ pub trait AuditStore: Send + Sync + 'static {
     async fn streams(&self) -> Result<Vec<String>, AuditError>;
 }
 
+/// The most rows one read query returns (bounds a query's work and memory: about 1 KiB per row).
+pub(crate) const ROWS_PER_WINDOW: usize = 8192;
+
+/// Below this many rows a window is not split in two (a second query would cost more).
+const SPLIT_MIN_ROWS: usize = 1024;
+
+/// Reads up to `limit` records with sequence > `after`, in sequence order.
+///
+/// Rows are read by windows of sequence numbers, at most [`ROWS_PER_WINDOW`] wide:
+/// `window(first, last)` returns the rows whose sequence is in `first..=last`, in order. A
+/// chain has no gaps, so a window is normally full and the next one follows it; after a short
+/// window `next(from)` finds the lowest sequence >= `from` (gaps, or the end), so a tampered
+/// chain is read to its last row all the same. Windows rather than `ORDER BY … LIMIT` keep each
+/// query's work bounded by the window, whatever the database's planner estimates (PostgreSQL,
+/// before a table's first `ANALYZE`, would sort the whole stream for every page). A wide window
+/// is read as two halves at once, on two connections, so the database reads on two cores.
+pub(crate) async fn read_windows<W, WF, N, NF>(
+    after: Option<u64>,
+    limit: usize,
+    window: W,
+    mut next: N,
+) -> Result<Vec<StoredRecord>, AuditError>
+where
+    W: Fn(i64, i64) -> WF,
+    WF: Future<Output = Result<Vec<StoredRecord>, AuditError>>,
+    N: FnMut(i64) -> NF,
+    NF: Future<Output = Result<Option<i64>, AuditError>>,
+{
+    let Some(mut first) = start_sequence(after) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let width = (limit - out.len()).min(ROWS_PER_WINDOW);
+        let last = first.saturating_add(db_limit(width) - 1);
+        // The halves are adjacent ranges, so together they hold exactly the window's rows.
+        let middle = first.saturating_add(db_limit(width / 2));
+        let page = if width >= SPLIT_MIN_ROWS && middle <= last {
+            let (low, high) = tokio::join!(window(first, middle - 1), window(middle, last));
+            let mut low = low?;
+            low.extend(high?);
+            low
+        } else {
+            window(first, last).await?
+        };
+        let full = page.len() == width;
+        out.extend(page);
+        let Some(after_window) = last.checked_add(1) else {
+            break;
+        };
+        first = if full {
+            after_window
+        } else {
+            match next(after_window).await? {
+                Some(sequence) => sequence,
+                None => break,
+            }
+        };
+    }
+    Ok(out)
+}
+
 /// The first sequence number a read after `after` starts at, or `None` when nothing can follow.
 pub(crate) fn start_sequence(after: Option<u64>) -> Option<i64> {
     match after {
@@ -114,9 +200,9 @@ pub(crate) fn db_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-/// The columns every backend stores beside the hashed event, for querying.
+/// The copies of event fields every backend stores beside the record, for querying (not
+/// hashed, not verified: the `event` text is authoritative).
 pub(crate) struct IndexedColumns {
-    pub event: String,
     pub event_time: String,
     pub correlation_id: String,
     pub kind: String,
@@ -129,14 +215,11 @@ pub(crate) struct IndexedColumns {
 impl IndexedColumns {
     pub(crate) fn of(record: &AuditRecord) -> Result<Self, AuditError> {
         let ev = &record.event;
-        let event = serde_json::to_string(ev)
-            .map_err(|e| AuditError::internal("serialising audit event", e))?;
         let event_time = ev
             .time
             .format(&time::format_description::well_known::Rfc3339)
             .map_err(|e| AuditError::internal("formatting event time", e))?;
         Ok(Self {
-            event,
             event_time,
             correlation_id: ev.correlation_id.to_string(),
             kind: enum_name(&ev.kind),
@@ -182,29 +265,9 @@ pub(crate) fn db_error(context: &str, e: sqlx::Error) -> AuditError {
     }
 }
 
-/// Decodes rows of `SELECT stream_id, sequence, prev_hash, hash, event` (the column order both
-/// backends select), so the stores share one decoder and differ only in their SQL dialect.
-pub(crate) fn decode_records<R: sqlx::Row>(rows: &[R]) -> Result<Vec<StoredRecord>, AuditError>
-where
-    usize: sqlx::ColumnIndex<R>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    rows.iter()
-        .map(|r| {
-            Ok(StoredRecord {
-                stream_id: r.try_get(0)?,
-                sequence: r.try_get(1)?,
-                prev_hash: r.try_get(2)?,
-                hash: r.try_get(3)?,
-                event: r.try_get(4)?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(|e| db_error("decoding audit records", e))
-}
-
-/// Decodes rows of `SELECT stream_id, sequence, head_hash, time, key_id, signature`.
+/// Decodes rows of `SELECT stream_id, sequence, head_hash, time, key_id, signature` (the column
+/// order both backends select), so the stores share one decoder and differ only in their SQL
+/// dialect. (Records are read by windows: see `read_windows`.)
 pub(crate) fn decode_checkpoints<R: sqlx::Row>(
     rows: &[R],
 ) -> Result<Vec<StoredCheckpoint>, AuditError>
@@ -226,4 +289,48 @@ where
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(|e| db_error("decoding audit checkpoints", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Windows over a table of sequence numbers, as the stores query it.
+    async fn read_table(table: &[i64], after: Option<u64>, limit: usize) -> Vec<i64> {
+        let window = |first: i64, last: i64| async move {
+            Ok(table
+                .iter()
+                .filter(|s| (first..=last).contains(*s))
+                .map(|&sequence| StoredRecord {
+                    stream_id: "s".into(),
+                    sequence,
+                    prev_hash: String::new(),
+                    hash: String::new(),
+                    event: String::new(),
+                })
+                .collect())
+        };
+        let next =
+            |from: i64| async move { Ok(table.iter().copied().filter(|&s| s >= from).min()) };
+        read_windows(after, limit, window, next)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.sequence)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn windows_read_past_gaps_to_the_last_row_and_stop_at_the_limit() {
+        let n = ROWS_PER_WINDOW as i64;
+        let dense: Vec<i64> = (0..3 * n + 7).collect();
+        assert_eq!(read_table(&dense, None, usize::MAX).await, dense);
+        assert_eq!(read_table(&dense, Some(9), 5).await, [10, 11, 12, 13, 14]);
+        assert!(read_table(&dense, Some(u64::MAX), 5).await.is_empty());
+        // Gaps, a row far beyond the others, and the largest sequence a row can hold.
+        let sparse = vec![0, 1, 3, n + 2, 5 * n, 5 * n + 1, 1 << 40, i64::MAX];
+        assert_eq!(read_table(&sparse, None, usize::MAX).await, sparse);
+        assert_eq!(read_table(&sparse, Some(2), 3).await, [3, n + 2, 5 * n]);
+        assert!(read_table(&[], None, 10).await.is_empty());
+    }
 }

@@ -1,13 +1,13 @@
 //! Streaming verification of stored chains and their checkpoints, in constant memory.
 
+use crate::body::{RowError, check_row};
 use crate::checkpoint::Checkpoint;
 use crate::store::{AuditStore, StoredCheckpoint, StoredRecord};
 use ed25519_dalek::VerifyingKey;
 use gateway_core::audit::AuditError;
-use gateway_core::audit::chain::{
-    ChainFault, ChainVerifier, FaultKind, HashedRecord, VerifyReport,
-};
+use gateway_core::audit::chain::{ChainFault, ChainLink, ChainVerifier, FaultKind, VerifyReport};
 use std::collections::VecDeque;
+use tokio::sync::mpsc;
 
 /// How to verify.
 #[derive(Debug, Clone)]
@@ -94,29 +94,27 @@ fn check_signature(
     Ok(cp)
 }
 
+/// The size of the first page read, at most.
+const FIRST_PAGE: usize = 1024;
+
 /// Below this many rows a page is hashed on one thread (spawning threads would cost more).
 const PARALLEL_MIN_ROWS: usize = 256;
 
-/// One parsed and re-hashed row, or the row's sequence number and why it does not parse.
-type HashedRow = Result<HashedRecord, (i64, String)>;
+/// One row checked against its hash, or the row's sequence number and why it cannot be.
+type CheckedRow = Result<ChainLink, RowError>;
 
-fn hash_row(row: StoredRecord) -> HashedRow {
-    row.to_record()
-        .map(HashedRecord::new)
-        .map_err(|detail| (row.sequence, detail))
-}
-
-/// Parses and re-hashes a page on every available core. A record's hash does not depend on its
-/// place in the chain, so this is embarrassingly parallel; linking (which does) stays
-/// sequential in [`ChainVerifier::push_hashed`]. The output is in the page's order.
-fn hash_page(rows: Vec<StoredRecord>) -> Vec<HashedRow> {
+/// Checks a page's rows against their hashes on every available core ([`check_row`]). A
+/// record's hash does not depend on its place in the chain, so this is embarrassingly parallel;
+/// linking (which does) stays sequential in [`ChainVerifier::push_link`]. The output is in the
+/// page's order.
+fn hash_page(rows: Vec<StoredRecord>) -> Vec<CheckedRow> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .min(rows.len() / PARALLEL_MIN_ROWS)
         .max(1);
     if threads == 1 {
-        return rows.into_iter().map(hash_row).collect();
+        return rows.into_iter().map(check_row).collect();
     }
     let chunk = rows.len().div_ceil(threads);
     let mut chunks: Vec<Vec<StoredRecord>> = Vec::with_capacity(threads);
@@ -128,173 +126,249 @@ fn hash_page(rows: Vec<StoredRecord>) -> Vec<HashedRow> {
         }
         chunks.push(part);
     }
+    // The calling thread takes the first chunk itself: one thread fewer to start per page.
+    let mut chunks = chunks.into_iter();
+    let first = chunks.next().unwrap_or_default();
     std::thread::scope(|scope| {
         let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|part| scope.spawn(move || part.into_iter().map(hash_row).collect::<Vec<_>>()))
+            .map(|part| scope.spawn(move || part.into_iter().map(check_row).collect::<Vec<_>>()))
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(hashed) => hashed,
-                // hash_row does not panic; should it ever, fail closed: the page cannot be
+        let mut checked: Vec<CheckedRow> = first.into_iter().map(check_row).collect();
+        for handle in handles {
+            match handle.join() {
+                Ok(part) => checked.extend(part),
+                // check_row does not panic; should it ever, fail closed: the page cannot be
                 // vouched for, so report its rows as unverifiable rather than skipping them.
-                Err(_) => vec![Err((-1, "verification thread panicked".to_owned()))],
-            })
-            .collect()
+                Err(_) => checked.push(Err((-1, "verification thread panicked".to_owned()))),
+            }
+        }
+        checked
     })
 }
 
 /// Recomputes `stream_id`'s chain and checks its checkpoints, reading page by page (memory does
 /// not grow with the log). Reports the first fault; an `Err` means the store could not be read.
+///
+/// Three stages run at once, handing pages on through small queues so that none waits for the
+/// slowest at every page: reading, checking every row against its hash on all cores
+/// (see the crate docs), and linking the checked rows in order with their checkpoints.
+/// At most a few pages are in flight.
 pub async fn verify_stream<S: AuditStore + ?Sized>(
     store: &S,
     stream_id: &str,
     options: &VerifyOptions,
 ) -> Result<VerifyReport, AuditError> {
     let page_size = options.page_size.max(1);
-    let key = options.public_key.as_ref();
-    let mut verifier = ChainVerifier::new(stream_id);
-    let mut checkpoints = Checkpoints {
-        store,
+    let mut linker = Linker {
         stream_id,
-        page_size,
-        buffer: VecDeque::new(),
-        after: None,
-        done: false,
+        key: options.public_key.as_ref(),
+        max_checkpoint_gap: options.max_checkpoint_gap,
+        verifier: ChainVerifier::new(stream_id),
+        checkpoints: Checkpoints {
+            store,
+            stream_id,
+            page_size,
+            buffer: VecDeque::new(),
+            after: None,
+            done: false,
+        },
+        checked_checkpoints: 0,
+        last_checkpointed: 0,
+        own_fault: None,
     };
-    let mut checked_checkpoints = 0u64;
-    let mut last_checkpointed = 0u64;
-    let mut own_fault: Option<ChainFault> = None;
-    let mut next_page = Some(store.read_raw(stream_id, None, page_size).await);
-
-    'pages: while let Some(page) = next_page.take() {
-        let page = page?;
-        let full = page.len() == page_size;
-        // Pages are keyed by the last row's sequence; a row whose sequence is negative does not
-        // parse, so verification faults on it before another page would be needed.
-        let after = page.last().and_then(|r| u64::try_from(r.sequence).ok());
-        // Hash this page on the blocking pool (all cores) while the next page is read.
-        let hashing = tokio::task::spawn_blocking(move || hash_page(page));
-        let reading = async {
-            match after {
-                Some(after) if full => {
-                    Some(store.read_raw(stream_id, Some(after), page_size).await)
-                }
-                _ => None,
+    let (read_tx, mut read_rx) = mpsc::channel::<Result<Vec<StoredRecord>, AuditError>>(2);
+    let (checked_tx, checked_rx) = mpsc::channel::<Result<Vec<CheckedRow>, AuditError>>(2);
+    let reading = async move {
+        // The first page is smaller, so that checking starts sooner.
+        let mut requested = page_size.min(FIRST_PAGE);
+        let mut after = None;
+        loop {
+            let page = store.read_raw(stream_id, after, requested).await;
+            // Pages are keyed by the last row's sequence; a row whose sequence is negative
+            // does not parse, so verification faults on it before another page is needed. A
+            // short page is the last.
+            let next = page.as_ref().ok().and_then(|rows| {
+                let last = rows.last().and_then(|r| u64::try_from(r.sequence).ok());
+                last.filter(|_| rows.len() == requested)
+            });
+            // A send fails once linking has stopped at a fault: nothing more is needed.
+            if read_tx.send(page).await.is_err() {
+                return;
             }
-        };
-        let (hashed, read) = tokio::join!(hashing, reading);
-        next_page = read;
-        let hashed =
-            hashed.map_err(|e| AuditError::internal("audit verification task failed", e))?;
-        for row in &hashed {
-            let hashed_record = match row {
-                Ok(h) => h,
-                Err((sequence, detail)) => {
-                    let at = u64::try_from(*sequence).unwrap_or(0);
-                    own_fault = Some(fault(stream_id, at, FaultKind::Modified, detail.clone()));
-                    break 'pages;
-                }
-            };
-            if verifier.push_hashed(hashed_record).is_err() {
-                break 'pages;
-            }
-            let record = hashed_record.record();
-            // Checkpoints at this sequence must name this record's hash. The chain is gapless
-            // from 0 here, so every checkpoint at or below the head is met exactly once.
-            while let Some(stored) = checkpoints.peek().await? {
-                let at = stored.sequence;
-                if u64::try_from(at).is_ok_and(|at| at > record.sequence) {
-                    break;
-                }
-                let Some(stored) = checkpoints.pop() else {
-                    break;
-                };
-                let cp = match check_signature(stream_id, &stored, key) {
-                    Ok(cp) => cp,
-                    Err(f) => {
-                        own_fault = Some(f);
-                        break 'pages;
-                    }
-                };
-                if cp.sequence != record.sequence || cp.head_hash != record.hash {
-                    own_fault = Some(fault(
-                        stream_id,
-                        record.sequence,
-                        FaultKind::BadCheckpoint,
-                        format!(
-                            "signed checkpoint says record {} has hash {}, the chain has {} \
-                             (the chain was rewritten)",
-                            cp.sequence, cp.head_hash, record.hash
-                        ),
-                    ));
-                    break 'pages;
-                }
-                if let Some(max) = options.max_checkpoint_gap
-                    && cp.sequence.saturating_sub(last_checkpointed) > max
-                {
-                    own_fault = Some(fault(
-                        stream_id,
-                        last_checkpointed,
-                        FaultKind::BadCheckpoint,
-                        format!(
-                            "no checkpoint between sequences {last_checkpointed} and {} \
-                             (more than {max} records): checkpoints were deleted",
-                            cp.sequence
-                        ),
-                    ));
-                    break 'pages;
-                }
-                last_checkpointed = cp.sequence;
-                checked_checkpoints += 1;
+            match next {
+                Some(last) => (after, requested) = (Some(last), page_size),
+                None => return,
             }
         }
+    };
+    let checking = async move {
+        while let Some(page) = read_rx.recv().await {
+            let checked = match page {
+                Ok(rows) => tokio::task::spawn_blocking(move || hash_page(rows))
+                    .await
+                    .map_err(|e| AuditError::internal("audit verification task failed", e)),
+                Err(e) => Err(e),
+            };
+            let failed = checked.is_err();
+            if checked_tx.send(checked).await.is_err() || failed {
+                return;
+            }
+        }
+    };
+    let linking = async {
+        let mut checked_rx = checked_rx;
+        // Pages arrive in order, so a fault is reported before a later read failure.
+        while let Some(rows) = checked_rx.recv().await {
+            if !linker.link(rows?).await? {
+                break;
+            }
+        }
+        Ok::<(), AuditError>(())
+    };
+    let ((), (), linked) = tokio::join!(reading, checking, linking);
+    linked?;
+    linker.finish().await
+}
+
+/// The sequential half of verification: links checked rows in order and checks the signed
+/// checkpoints each record reaches.
+struct Linker<'a, S: AuditStore + ?Sized> {
+    stream_id: &'a str,
+    key: Option<&'a VerifyingKey>,
+    max_checkpoint_gap: Option<u64>,
+    verifier: ChainVerifier,
+    checkpoints: Checkpoints<'a, S>,
+    checked_checkpoints: u64,
+    last_checkpointed: u64,
+    /// A fault found outside the chain verifier (unreadable row, checkpoint).
+    own_fault: Option<ChainFault>,
+}
+
+impl<S: AuditStore + ?Sized> Linker<'_, S> {
+    /// Links one page; `Ok(false)` once a fault is found (nothing further needs reading).
+    async fn link(&mut self, rows: Vec<CheckedRow>) -> Result<bool, AuditError> {
+        let stream_id = self.stream_id;
+        for row in &rows {
+            let record = match row {
+                Ok(link) => link,
+                Err((sequence, detail)) => {
+                    let at = u64::try_from(*sequence).unwrap_or(0);
+                    self.own_fault =
+                        Some(fault(stream_id, at, FaultKind::Modified, detail.clone()));
+                    return Ok(false);
+                }
+            };
+            if self.verifier.push_link(record).is_err() {
+                return Ok(false);
+            }
+            // Checkpoints at this sequence must name this record's hash. The chain is gapless
+            // from 0 here, so every checkpoint at or below the head is met exactly once.
+            while let Some(stored) = self.checkpoints.peek().await? {
+                let at = stored.sequence;
+                if u64::try_from(at).is_ok_and(|at| at > record.sequence()) {
+                    break;
+                }
+                let Some(stored) = self.checkpoints.pop() else {
+                    break;
+                };
+                if let Err(f) = self.check_checkpoint(&stored, record) {
+                    self.own_fault = Some(f);
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
-    let mut report = verifier.finish();
-    report.checkpoints_checked = checked_checkpoints;
-    if report.fault.is_none() {
-        report.fault = own_fault;
-    }
-    if report.fault.is_some() {
-        return Ok(report);
-    }
-    let head = report.head.as_ref().map(|h| h.0).unwrap_or(0);
-    // A checkpoint beyond the last record: the tail was truncated (or the checkpoint forged).
-    let beyond = match checkpoints.peek().await? {
-        Some(_) => checkpoints.pop(),
-        None => None,
-    };
-    if let Some(stored) = beyond {
-        report.fault = Some(match check_signature(stream_id, &stored, key) {
-            Err(f) => f,
-            Ok(cp) => fault(
+    /// Checks a checkpoint at or below `record` (the next record of the chain).
+    fn check_checkpoint(
+        &mut self,
+        stored: &StoredCheckpoint,
+        record: &ChainLink,
+    ) -> Result<(), ChainFault> {
+        let stream_id = self.stream_id;
+        let cp = check_signature(stream_id, stored, self.key)?;
+        if cp.sequence != record.sequence() || cp.head_hash != record.hash() {
+            return Err(fault(
                 stream_id,
-                head + 1,
-                FaultKind::Truncated,
+                record.sequence(),
+                FaultKind::BadCheckpoint,
                 format!(
-                    "a signed checkpoint covers records up to {}, but the chain ends at {head}",
-                    cp.sequence
+                    "signed checkpoint says record {} has hash {}, the chain has {} \
+                     (the chain was rewritten)",
+                    cp.sequence,
+                    cp.head_hash,
+                    record.hash()
                 ),
-            ),
-        });
-        return Ok(report);
+            ));
+        }
+        if let Some(max) = self.max_checkpoint_gap
+            && cp.sequence.saturating_sub(self.last_checkpointed) > max
+        {
+            return Err(fault(
+                stream_id,
+                self.last_checkpointed,
+                FaultKind::BadCheckpoint,
+                format!(
+                    "no checkpoint between sequences {} and {} \
+                     (more than {max} records): checkpoints were deleted",
+                    self.last_checkpointed, cp.sequence
+                ),
+            ));
+        }
+        self.last_checkpointed = cp.sequence;
+        self.checked_checkpoints += 1;
+        Ok(())
     }
-    if let Some(max) = options.max_checkpoint_gap
-        && head.saturating_sub(last_checkpointed) > max
-    {
-        report.fault = Some(fault(
-            stream_id,
-            last_checkpointed,
-            FaultKind::BadCheckpoint,
-            format!(
-                "records {}..={head} are not covered by a checkpoint (more than {max})",
-                last_checkpointed + 1
-            ),
-        ));
+
+    /// The report, after the checks that need the whole chain: a checkpoint beyond the last
+    /// record (truncation), and the gap after the last checkpoint.
+    async fn finish(mut self) -> Result<VerifyReport, AuditError> {
+        let stream_id = self.stream_id;
+        let mut report = self.verifier.finish();
+        report.checkpoints_checked = self.checked_checkpoints;
+        if report.fault.is_none() {
+            report.fault = self.own_fault;
+        }
+        if report.fault.is_some() {
+            return Ok(report);
+        }
+        let head = report.head.as_ref().map(|h| h.0).unwrap_or(0);
+        // A checkpoint beyond the last record: the tail was truncated (or the checkpoint forged).
+        let beyond = match self.checkpoints.peek().await? {
+            Some(_) => self.checkpoints.pop(),
+            None => None,
+        };
+        if let Some(stored) = beyond {
+            report.fault = Some(match check_signature(stream_id, &stored, self.key) {
+                Err(f) => f,
+                Ok(cp) => fault(
+                    stream_id,
+                    head + 1,
+                    FaultKind::Truncated,
+                    format!(
+                        "a signed checkpoint covers records up to {}, but the chain ends at {head}",
+                        cp.sequence
+                    ),
+                ),
+            });
+            return Ok(report);
+        }
+        if let Some(max) = self.max_checkpoint_gap
+            && head.saturating_sub(self.last_checkpointed) > max
+        {
+            report.fault = Some(fault(
+                stream_id,
+                self.last_checkpointed,
+                FaultKind::BadCheckpoint,
+                format!(
+                    "records {}..={head} are not covered by a checkpoint (more than {max})",
+                    self.last_checkpointed + 1
+                ),
+            ));
+        }
+        Ok(report)
     }
-    Ok(report)
 }
 
 /// Verifies every stream in `store`, one after another.
@@ -312,10 +386,10 @@ pub async fn verify_all<S: AuditStore + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::IndexedColumns;
+    use crate::store::SealedRecord;
     use async_trait::async_trait;
-    use gateway_core::audit::chain::{genesis, seal};
-    use gateway_core::audit::{AuditEvent, AuditEventKind, AuditRecord};
+    use gateway_core::audit::chain::{body_hash, genesis, seal};
+    use gateway_core::audit::{AuditEvent, AuditEventKind};
     use gateway_core::ids::RequestId;
 
     type Edit = Box<dyn Fn(&mut Vec<StoredRecord>)>;
@@ -330,7 +404,7 @@ mod tests {
         }
         async fn append_batch(
             &self,
-            _: &[AuditRecord],
+            _: &[SealedRecord],
             _: Option<&Checkpoint>,
         ) -> Result<(), AuditError> {
             Err(AuditError::internal_msg("read-only"))
@@ -365,7 +439,9 @@ mod tests {
         }
     }
 
-    fn rows(n: u64) -> Vec<StoredRecord> {
+    /// A chain of `n` rows as stored: every row's text is the record's canonical body
+    /// (`bodies`, as written now) or the event's JSON (as written before).
+    fn rows(n: u64, bodies: bool) -> Vec<StoredRecord> {
         let mut records = vec![genesis("s").unwrap()];
         for i in 1..n {
             let prev = records.last().unwrap().hash.clone();
@@ -376,13 +452,20 @@ mod tests {
             records.push(seal("s", i, &prev, ev).unwrap());
         }
         records
-            .iter()
-            .map(|r| StoredRecord {
-                stream_id: r.stream_id.clone(),
-                sequence: r.sequence as i64,
-                prev_hash: r.prev_hash.clone(),
-                hash: r.hash.clone(),
-                event: IndexedColumns::of(r).unwrap().event,
+            .into_iter()
+            .map(|r| {
+                let event = if bodies {
+                    SealedRecord::new(r.clone()).unwrap().body
+                } else {
+                    serde_json::to_string(&r.event).unwrap()
+                };
+                StoredRecord {
+                    stream_id: r.stream_id,
+                    sequence: r.sequence as i64,
+                    prev_hash: r.prev_hash,
+                    hash: r.hash,
+                    event,
+                }
             })
             .collect()
     }
@@ -420,34 +503,155 @@ mod tests {
         report.fault.map(|f| (f.sequence, f.kind))
     }
 
-    /// Parallel hashing across pages reports exactly the fault the sequential verifier does.
+    /// Parallel checking across pages reports exactly the fault the sequential verifier (parse,
+    /// re-encode, hash) does, for rows in either format.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn parallel_verification_finds_the_same_first_fault() {
-        let clean = rows(2500);
-        assert_eq!(parallel(clean.clone()).await, None);
-        let edits: Vec<Edit> = vec![
-            Box::new(|r| r[1777].event = r[1777].event.replace("a1777", "evil")),
-            Box::new(|r| r[699].event = r[699].event.replace("a699", "a69")),
-            Box::new(|r| r[1400].event.push('x')),
-            Box::new(|r| r[2499].hash = "0".repeat(64)),
-            Box::new(|r| {
-                r.remove(1234);
-            }),
-            // Swap two rows' content, keeping the sequence numbers in place.
-            Box::new(|r| {
-                r.swap(10, 1900);
-                r[10].sequence = 10;
-                r[1900].sequence = 1900;
-            }),
-            Box::new(|r| r[900].sequence = -5),
-            Box::new(|r| r[0].prev_hash = "1".repeat(64)),
+        for bodies in [true, false] {
+            let clean = rows(2500, bodies);
+            assert_eq!(parallel(clean.clone()).await, None);
+            let edits: Vec<Edit> = vec![
+                Box::new(|r| r[1777].event = r[1777].event.replace("a1777", "evil")),
+                Box::new(|r| r[699].event = r[699].event.replace("a699", "a69")),
+                Box::new(|r| r[1400].event.push('x')),
+                Box::new(|r| r[2499].hash = "0".repeat(64)),
+                Box::new(|r| {
+                    r.remove(1234);
+                }),
+                // Swap two rows' content, keeping the sequence numbers in place.
+                Box::new(|r| {
+                    r.swap(10, 1900);
+                    r[10].sequence = 10;
+                    r[1900].sequence = 1900;
+                }),
+                Box::new(|r| r[900].sequence = -5),
+                Box::new(|r| r[0].prev_hash = "1".repeat(64)),
+            ];
+            for (i, edit) in edits.iter().enumerate() {
+                let mut tampered = clean.clone();
+                edit(&mut tampered);
+                let expected = sequential(&tampered);
+                assert!(expected.is_some(), "edit {i} is not a fault");
+                assert_eq!(
+                    parallel(tampered).await,
+                    expected,
+                    "edit {i}, bodies {bodies}"
+                );
+            }
+        }
+    }
+
+    /// Rows written before (event JSON) followed by rows written now (bodies) verify as one
+    /// chain: existing databases keep verifying after an upgrade.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_chain_of_both_formats_verifies() {
+        let old = rows(1500, false);
+        let new = rows(1500, true);
+        // The same chain (same hashes) as either format: take the first 700 rows as they were
+        // written before, the rest as written now.
+        let mut mixed = rows_like(&old, &new, 700);
+        assert_eq!(parallel(mixed.clone()).await, None);
+        mixed[1000].event = mixed[1000].event.replace("a1000", "a1001");
+        assert_eq!(parallel(mixed).await, Some((1000, FaultKind::Modified)));
+    }
+
+    /// `old`'s chain with the texts of rows `from..` re-encoded as bodies (`new` is only used to
+    /// check the two helpers produce the same kind of chain).
+    fn rows_like(old: &[StoredRecord], new: &[StoredRecord], from: usize) -> Vec<StoredRecord> {
+        assert_eq!(old.len(), new.len());
+        old.iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let mut row = row.clone();
+                if i >= from {
+                    row.event = SealedRecord::new(row.to_record().unwrap()).unwrap().body;
+                }
+                row
+            })
+            .collect()
+    }
+
+    /// Faults the stored body's own checks must find: a row rewritten and re-hashed over its new
+    /// text (as an attacker without the checkpoint key can) whose body is not canonical, repeats
+    /// a key, or disagrees with the row's columns, and columns changed under an intact body.
+    /// Each is found at row 800 itself; were a check missing, the first fault would be the
+    /// broken link at 801 (or none at all).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn body_rows_must_be_canonical_and_agree_with_their_columns() {
+        let clean = rows(1200, true);
+        // Rewrites row 800's text and re-hashes it over exactly the new text.
+        fn forge(rows: &mut [StoredRecord], edit: impl Fn(&str) -> String) {
+            let row = &mut rows[800];
+            row.event = edit(&row.event);
+            row.hash = body_hash(&row.prev_hash, row.event.as_bytes()).unwrap();
+        }
+        let edits: Vec<(&str, Edit)> = vec![
+            (
+                "whitespace",
+                Box::new(|r| forge(r, |t| t.replacen(",", ", ", 1))),
+            ),
+            (
+                "duplicate key",
+                Box::new(|r| forge(r, |t| t.replacen("{", "{\"action\":\"x\",", 1))),
+            ),
+            (
+                "duplicate details key",
+                Box::new(|r| {
+                    forge(r, |t| {
+                        t.replacen("\"details\":{", "\"details\":{\"x\":1,", 1)
+                    })
+                }),
+            ),
+            (
+                "escaped digits",
+                Box::new(|r| forge(r, |t| t.replacen("a800", "a\\u0038\\u0030\\u0030", 1))),
+            ),
+            (
+                "unknown key",
+                Box::new(|r| forge(r, |t| t.replacen("\"kind\"", "\"jump\":1,\"kind\"", 1))),
+            ),
+            (
+                "body of another sequence",
+                Box::new(|r| forge(r, |t| t.replace("\"sequence\":800", "\"sequence\":801"))),
+            ),
+            (
+                "body of another stream",
+                Box::new(|r| {
+                    forge(r, |t| {
+                        t.replace("\"stream_id\":\"s\"", "\"stream_id\":\"t\"")
+                    })
+                }),
+            ),
+            (
+                // Hashed as the canonical form would be: what a parse-and-re-encode verifier
+                // accepts, but not the bytes that are stored.
+                "hash of the canonical form over other bytes",
+                Box::new(|r| {
+                    let canonical = r[800].event.clone();
+                    r[800].event = canonical.replacen(",", " ,", 1);
+                    r[800].hash = body_hash(&r[800].prev_hash, canonical.as_bytes()).unwrap();
+                }),
+            ),
+            (
+                "sequence columns traded",
+                Box::new(|r| {
+                    r[800].sequence = 801;
+                    r[801].sequence = 800;
+                }),
+            ),
+            ("stream column", Box::new(|r| r[800].stream_id = "t".into())),
         ];
-        for (i, edit) in edits.iter().enumerate() {
+        for (name, edit) in &edits {
             let mut tampered = clean.clone();
             edit(&mut tampered);
-            let expected = sequential(&tampered);
-            assert!(expected.is_some(), "edit {i} is not a fault");
-            assert_eq!(parallel(tampered).await, expected, "edit {i}");
+            assert_ne!(tampered, clean, "{name} changed nothing");
+            let fault = parallel(tampered).await;
+            let expected_kind = if *name == "stream column" {
+                FaultKind::Inserted
+            } else {
+                FaultKind::Modified
+            };
+            assert_eq!(fault, Some((800, expected_kind)), "{name}");
         }
     }
 }

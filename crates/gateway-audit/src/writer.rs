@@ -3,9 +3,9 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::sink::CheckpointPolicy;
-use crate::store::AuditStore;
-use gateway_core::audit::chain::seal;
-use gateway_core::audit::{AuditError, AuditEvent, AuditReceipt, AuditRecord};
+use crate::store::{AuditStore, SealedRecord};
+use gateway_core::audit::chain::seal_with_body;
+use gateway_core::audit::{AuditError, AuditEvent, AuditReceipt};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -15,19 +15,61 @@ const CONFLICT_RETRIES: usize = 3;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, AuditError>>;
 
-/// One queued append.
+/// One caller's events, stored as a unit: contiguous in the chain, in one commit, all or none.
+/// A single append is a unit of one.
 pub(crate) struct Job {
-    pub event: AuditEvent,
-    pub reply: Reply<AuditReceipt>,
+    pub events: Vec<AuditEvent>,
+    pub reply: Answer,
+}
+
+/// Where a [`Job`]'s caller waits.
+pub(crate) enum Answer {
+    /// [`AuditSink::append`](gateway_core::AuditSink::append): one event, one receipt.
+    One(Reply<AuditReceipt>),
+    /// [`AuditSink::append_all`](gateway_core::AuditSink::append_all): receipts in order.
+    All(Reply<Vec<AuditReceipt>>),
+}
+
+impl Answer {
+    fn succeed(self, mut receipts: Vec<AuditReceipt>) {
+        match self {
+            Answer::One(reply) => {
+                let receipt = receipts
+                    .pop()
+                    .ok_or_else(|| AuditError::internal_msg("no receipt for an appended event"));
+                let _ = reply.send(receipt);
+            }
+            Answer::All(reply) => {
+                let _ = reply.send(Ok(receipts));
+            }
+        }
+    }
+
+    fn fail(self, error: AuditError) {
+        match self {
+            Answer::One(reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Answer::All(reply) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
 }
 
 /// What the writer is asked to do.
-// Appends are the hot path and move by value into the queue; boxing them would cost an
-// allocation per event to save queue slots.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum Command {
     Append(Job),
     Checkpoint(Reply<Option<Checkpoint>>),
+}
+
+/// A sealed batch: the records in chain order, and whose they are (each job's answer and how
+/// many consecutive records are its, in job order).
+struct Sealed {
+    records: Vec<SealedRecord>,
+    owners: Vec<(Answer, usize)>,
+    /// The batch's last sequence number and hash.
+    head: (u64, String),
 }
 
 pub(crate) struct Writer<S: AuditStore> {
@@ -94,16 +136,24 @@ impl<S: AuditStore> Writer<S> {
 
     async fn handle(&mut self, first: Command, rx: &mut mpsc::Receiver<Command>) {
         let mut batch = Vec::new();
+        let mut records = 0;
         let mut deferred = None;
         match first {
-            Command::Append(job) => batch.push(job),
+            Command::Append(job) => {
+                records += job.events.len();
+                batch.push(job);
+            }
             Command::Checkpoint(reply) => deferred = Some(reply),
         }
         // Take everything already queued (group commit), stopping at a checkpoint request so it
-        // covers exactly the appends queued before it.
-        while deferred.is_none() && batch.len() < self.max_batch {
+        // covers exactly the appends queued before it. A group is never split, so one may take
+        // the batch past `max_batch`.
+        while deferred.is_none() && records < self.max_batch {
             match rx.try_recv() {
-                Ok(Command::Append(job)) => batch.push(job),
+                Ok(Command::Append(job)) => {
+                    records += job.events.len();
+                    batch.push(job);
+                }
                 Ok(Command::Checkpoint(reply)) => deferred = Some(reply),
                 Err(_) => break,
             }
@@ -133,55 +183,43 @@ impl<S: AuditStore> Writer<S> {
     async fn commit(&mut self, mut jobs: Vec<Job>) {
         let mut attempt = 0;
         loop {
-            let (mut sequence, mut prev_hash) = match self.current_head().await {
+            let head = match self.current_head().await {
                 Ok(head) => head,
-                Err(e) => return fail_all(jobs, &e),
+                Err(e) => return fail_all(jobs.into_iter().map(|j| j.reply), &e),
             };
-            let mut records: Vec<AuditRecord> = Vec::with_capacity(jobs.len());
-            let mut sealed: Vec<Job> = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                let next = match sequence.checked_add(1) {
-                    Some(n) => n,
-                    None => {
-                        let _ = job.reply.send(Err(AuditError::internal_msg(
-                            "audit stream exhausted its sequence numbers",
-                        )));
-                        continue;
-                    }
-                };
-                match seal(&self.stream_id, next, &prev_hash, job.event.clone()) {
-                    Ok(record) => {
-                        sequence = next;
-                        prev_hash = record.hash.clone();
-                        records.push(record);
-                        sealed.push(job);
-                    }
-                    Err(e) => {
-                        let _ = job.reply.send(Err(e));
-                    }
-                }
-            }
-            if records.is_empty() {
+            let Some(sealed) = self.seal(head, jobs) else {
                 return;
-            }
-            let checkpoint = match self.due_checkpoint(records.len() as u64, sequence, &prev_hash) {
-                Ok(cp) => cp,
-                Err(e) => return fail_all(sealed, &e),
             };
-            match self.store.append_batch(&records, checkpoint.as_ref()).await {
+            let added = sealed.records.len() as u64;
+            let (sequence, hash) = sealed.head.clone();
+            let checkpoint = match self.due_checkpoint(added, sequence, &hash) {
+                Ok(cp) => cp,
+                Err(e) => return fail_all(sealed.owners.into_iter().map(|(a, _)| a), &e),
+            };
+            match self
+                .store
+                .append_batch(&sealed.records, checkpoint.as_ref())
+                .await
+            {
                 Ok(()) => {
-                    self.head = Some((sequence, prev_hash));
+                    self.head = Some(sealed.head);
                     if checkpoint.is_some() {
                         self.mark_checkpointed(sequence);
                     } else {
-                        self.since_checkpoint += records.len() as u64;
+                        self.since_checkpoint += added;
                     }
-                    for (job, record) in sealed.into_iter().zip(records) {
-                        let _ = job.reply.send(Ok(AuditReceipt {
-                            stream_id: record.stream_id,
-                            sequence: record.sequence,
-                            hash: record.hash,
-                        }));
+                    let mut records = sealed.records.into_iter();
+                    for (answer, n) in sealed.owners {
+                        let receipts = records
+                            .by_ref()
+                            .take(n)
+                            .map(|s| AuditReceipt {
+                                stream_id: s.record.stream_id,
+                                sequence: s.record.sequence,
+                                hash: s.record.hash,
+                            })
+                            .collect();
+                        answer.succeed(receipts);
                     }
                     return;
                 }
@@ -192,13 +230,59 @@ impl<S: AuditStore> Writer<S> {
                     if conflict && attempt < CONFLICT_RETRIES {
                         attempt += 1;
                         tracing::warn!(stream = %self.stream_id, "audit append lost a race with another writer; re-sealing the batch");
-                        jobs = sealed;
+                        jobs = sealed.unseal();
                         continue;
                     }
-                    return fail_all(sealed, &e);
+                    return fail_all(sealed.owners.into_iter().map(|(a, _)| a), &e);
                 }
             }
         }
+    }
+
+    /// Seals `jobs` onto the chain after `head`, each job's events contiguously. A job any of
+    /// whose events cannot be sealed fails alone, leaving no gap. `None` when none is left.
+    fn seal(&self, head: (u64, String), jobs: Vec<Job>) -> Option<Sealed> {
+        let (mut sequence, mut prev_hash) = head;
+        let total = jobs.iter().map(|j| j.events.len()).sum();
+        let mut records: Vec<SealedRecord> = Vec::with_capacity(total);
+        let mut owners = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let start = records.len();
+            let (job_sequence, job_prev) = (sequence, prev_hash.clone());
+            let mut failure = None;
+            for event in job.events {
+                let sealed = sequence
+                    .checked_add(1)
+                    .ok_or_else(|| {
+                        AuditError::internal_msg("audit stream exhausted its sequence numbers")
+                    })
+                    .and_then(|next| seal_with_body(&self.stream_id, next, &prev_hash, event));
+                match sealed {
+                    Ok((record, body)) => {
+                        sequence = record.sequence;
+                        prev_hash.clone_from(&record.hash);
+                        records.push(SealedRecord { record, body });
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            match failure {
+                None => owners.push((job.reply, records.len() - start)),
+                Some(e) => {
+                    records.truncate(start);
+                    (sequence, prev_hash) = (job_sequence, job_prev);
+                    job.reply.fail(e);
+                }
+            }
+        }
+        (!records.is_empty()).then_some(Sealed {
+            records,
+            owners,
+            head: (sequence, prev_hash),
+        })
     }
 
     /// The checkpoint to commit with a batch ending at `sequence`, if one is due by count.
@@ -249,11 +333,26 @@ impl<S: AuditStore> Writer<S> {
     }
 }
 
+impl Sealed {
+    /// The jobs again, with their events as sealed (times already truncated), for re-sealing
+    /// on another head.
+    fn unseal(self) -> Vec<Job> {
+        let mut records = self.records.into_iter();
+        self.owners
+            .into_iter()
+            .map(|(reply, n)| Job {
+                events: records.by_ref().take(n).map(|s| s.record.event).collect(),
+                reply,
+            })
+            .collect()
+    }
+}
+
 /// Answers every caller of a failed batch with an error of the same kind.
-fn fail_all(jobs: Vec<Job>, error: &AuditError) {
-    tracing::warn!(error = %error, records = jobs.len(), "audit batch failed; callers get an error");
-    for job in jobs {
-        let _ = job.reply.send(Err(replicate(error)));
+fn fail_all(answers: impl ExactSizeIterator<Item = Answer>, error: &AuditError) {
+    tracing::warn!(error = %error, callers = answers.len(), "audit batch failed; callers get an error");
+    for answer in answers {
+        answer.fail(replicate(error));
     }
 }
 

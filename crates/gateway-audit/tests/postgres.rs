@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{event, postgres_schema, postgres_url, unique};
-use gateway_audit::{CheckpointSigner, PostgresAuditSink, PostgresStore, SinkConfig};
+use common::{Flaky, event, postgres_schema, postgres_url, unique};
+use gateway_audit::{ChainedSink, CheckpointSigner, PostgresAuditSink, PostgresStore, SinkConfig};
 use gateway_core::audit::AuditSink;
 use sqlx::Connection;
 use std::collections::BTreeSet;
@@ -192,4 +192,103 @@ async fn two_sinks_on_one_stream_never_fork_it() {
         .map(|r| r.sequence)
         .collect();
     assert!(acked.is_subset(&stored));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_stay_contiguous_under_concurrent_appends() {
+    let Some((store, _, _)) = store("pg_groups").await else {
+        return;
+    };
+    let sink = Arc::new(
+        PostgresAuditSink::open(store, SinkConfig::new("gw"))
+            .await
+            .unwrap(),
+    );
+    common::groups::groups_stay_contiguous_under_concurrent_appends(sink).await;
+}
+
+#[tokio::test]
+async fn a_failed_group_stores_nothing() {
+    let Some((store, _, _)) = store("pg_group_fail").await else {
+        return;
+    };
+    let sink = ChainedSink::open(Flaky::new(store), SinkConfig::new("gw"))
+        .await
+        .unwrap();
+    common::groups::a_failed_group_stores_nothing(sink).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsealable_group_fails_alone() {
+    let Some((store, _, _)) = store("pg_group_unsealable").await else {
+        return;
+    };
+    let sink = Arc::new(
+        PostgresAuditSink::open(store, SinkConfig::new("gw"))
+            .await
+            .unwrap(),
+    );
+    common::groups::an_unsealable_group_fails_alone(sink).await;
+}
+
+#[tokio::test]
+async fn a_large_group_is_one_commit() {
+    let Some((store, _, _)) = store("pg_group_large").await else {
+        return;
+    };
+    let signer = Arc::new(CheckpointSigner::generate());
+    let sink = ChainedSink::open(
+        Flaky::new(store),
+        SinkConfig::new("gw").with_checkpoints(signer, 100, Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    common::groups::a_large_group_is_one_commit(sink).await;
+}
+
+/// Every batch commits its checkpoint in the same statement (`WITH records AS (INSERT …)`), and
+/// two sinks race on one stream: a lost race fails the whole statement, records and checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_checkpointed_batches_never_fork_the_stream() {
+    let Some((store, _, _)) = store("pg_fork_cp").await else {
+        return;
+    };
+    let signer = Arc::new(CheckpointSigner::generate());
+    let config = SinkConfig::new("shared").with_checkpoints(signer, 1, Duration::from_secs(60));
+    let a = Arc::new(
+        PostgresAuditSink::open(store.clone(), config.clone())
+            .await
+            .unwrap(),
+    );
+    let b = Arc::new(PostgresAuditSink::open(store, config).await.unwrap());
+    let tasks: Vec<_> = (0..100u64)
+        .map(|i| {
+            let sink = if i % 2 == 0 {
+                Arc::clone(&a)
+            } else {
+                Arc::clone(&b)
+            };
+            tokio::spawn(async move { sink.append(event(i)).await })
+        })
+        .collect();
+    let mut acked = BTreeSet::new();
+    for t in tasks {
+        if let Ok(r) = t.await.unwrap() {
+            assert!(
+                acked.insert(r.sequence),
+                "duplicate sequence {}",
+                r.sequence
+            );
+        }
+    }
+    assert!(
+        acked.len() >= 75,
+        "too many appends failed: {}",
+        acked.len()
+    );
+    a.append(event(1000)).await.unwrap();
+    b.append(event(1001)).await.unwrap();
+    let report = a.verify().await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.fault);
+    assert!(report.checkpoints_checked >= 2, "{report:?}");
 }

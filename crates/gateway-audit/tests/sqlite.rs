@@ -4,18 +4,17 @@
 
 mod common;
 
-use async_trait::async_trait;
-use common::{Db, event, lit};
+use common::{Db, Flaky, event, lit};
 use gateway_audit::checkpoint::Checkpoint;
 use gateway_audit::{
     AuditStore, ChainedSink, CheckpointSigner, Redactor, SinkConfig, SqliteAuditSink, SqliteStore,
-    StoredCheckpoint, StoredRecord, VerifyOptions, verify_stream,
+    VerifyOptions, verify_stream,
 };
 use gateway_core::audit::chain::FaultKind;
-use gateway_core::audit::{AuditError, AuditRecord, AuditSink};
+use gateway_core::audit::{AuditRecord, AuditSink};
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 async fn open(dir: &tempfile::TempDir, config: SinkConfig) -> SqliteAuditSink {
@@ -227,62 +226,13 @@ async fn timed_checkpoints_are_written() {
     assert_eq!(found[0].sequence as u64, receipt.sequence);
 }
 
-/// A store whose commits fail on demand, to test that the writer survives failed batches.
-struct Flaky {
-    inner: SqliteStore,
-    fail_next: AtomicUsize,
-}
-
-#[async_trait]
-impl AuditStore for Flaky {
-    async fn head(&self, s: &str) -> Result<Option<(u64, String)>, AuditError> {
-        self.inner.head(s).await
-    }
-    async fn append_batch(
-        &self,
-        records: &[AuditRecord],
-        cp: Option<&Checkpoint>,
-    ) -> Result<(), AuditError> {
-        if self
-            .fail_next
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Err(AuditError::unavailable_msg("injected commit failure"));
-        }
-        self.inner.append_batch(records, cp).await
-    }
-    async fn read_raw(
-        &self,
-        s: &str,
-        a: Option<u64>,
-        l: usize,
-    ) -> Result<Vec<StoredRecord>, AuditError> {
-        self.inner.read_raw(s, a, l).await
-    }
-    async fn read_checkpoints(
-        &self,
-        s: &str,
-        a: Option<u64>,
-        l: usize,
-    ) -> Result<Vec<StoredCheckpoint>, AuditError> {
-        self.inner.read_checkpoints(s, a, l).await
-    }
-    async fn streams(&self) -> Result<Vec<String>, AuditError> {
-        self.inner.streams().await
-    }
-}
-
 #[tokio::test]
 async fn a_failed_commit_fails_its_callers_and_the_writer_carries_on() {
     let dir = tempfile::tempdir().unwrap();
     let inner = SqliteStore::open(dir.path().join("audit.db"))
         .await
         .unwrap();
-    let store = Flaky {
-        inner,
-        fail_next: AtomicUsize::new(0),
-    };
+    let store = Flaky::new(inner);
     let sink = ChainedSink::open(store, SinkConfig::new("gw"))
         .await
         .unwrap();
@@ -460,4 +410,89 @@ async fn cli_verify_and_export() {
 
     let out = cli(&["verify", "--db", "/nonexistent/audit.db"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_stay_contiguous_under_concurrent_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(open(&dir, SinkConfig::new("gw")).await);
+    common::groups::groups_stay_contiguous_under_concurrent_appends(sink).await;
+}
+
+#[tokio::test]
+async fn a_failed_group_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = SqliteStore::open(dir.path().join("audit.db"))
+        .await
+        .unwrap();
+    let sink = ChainedSink::open(Flaky::new(inner), SinkConfig::new("gw"))
+        .await
+        .unwrap();
+    common::groups::a_failed_group_stores_nothing(sink).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsealable_group_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(open(&dir, SinkConfig::new("gw")).await);
+    common::groups::an_unsealable_group_fails_alone(sink).await;
+}
+
+#[tokio::test]
+async fn a_large_group_is_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = SqliteStore::open(dir.path().join("audit.db"))
+        .await
+        .unwrap();
+    let signer = Arc::new(CheckpointSigner::generate());
+    let sink = ChainedSink::open(
+        Flaky::new(inner),
+        SinkConfig::new("gw").with_checkpoints(signer, 100, Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    common::groups::a_large_group_is_one_commit(sink).await;
+}
+
+/// Every batch commits a checkpoint (so each is a `BEGIN … COMMIT` query), and two sinks race
+/// on one stream: a lost race rolls its transaction back and the connection carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_checkpointed_batches_never_fork_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Arc::new(CheckpointSigner::generate());
+    let config = SinkConfig::new("shared").with_checkpoints(signer, 1, Duration::from_secs(60));
+    let a = Arc::new(open(&dir, config.clone()).await);
+    let b = Arc::new(open(&dir, config).await);
+    let tasks: Vec<_> = (0..100u64)
+        .map(|i| {
+            let sink = if i % 2 == 0 {
+                Arc::clone(&a)
+            } else {
+                Arc::clone(&b)
+            };
+            tokio::spawn(async move { sink.append(event(i)).await })
+        })
+        .collect();
+    let mut acked = BTreeSet::new();
+    for t in tasks {
+        if let Ok(r) = t.await.unwrap() {
+            assert!(
+                acked.insert(r.sequence),
+                "duplicate sequence {}",
+                r.sequence
+            );
+        }
+    }
+    assert!(
+        acked.len() >= 75,
+        "too many appends failed: {}",
+        acked.len()
+    );
+    // Both writers still work after their lost races.
+    a.append(event(1000)).await.unwrap();
+    b.append(event(1001)).await.unwrap();
+    let report = a.verify().await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.fault);
+    // One checkpoint per committed batch, at least the two last ones.
+    assert!(report.checkpoints_checked >= 2, "{report:?}");
 }

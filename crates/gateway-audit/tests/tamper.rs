@@ -7,10 +7,10 @@ mod common;
 
 use common::{Db, event, lit, postgres_schema, postgres_url};
 use gateway_audit::{
-    AuditStore, ChainedSink, CheckpointSigner, PostgresStore, SinkConfig, SqliteStore,
-    VerifyOptions, verify_stream,
+    AuditStore, ChainedSink, CheckpointSigner, PostgresStore, SealedRecord, SinkConfig,
+    SqliteStore, StoredRecord, VerifyOptions, verify_stream,
 };
-use gateway_core::audit::chain::{GENESIS_PREV_HASH, seal};
+use gateway_core::audit::chain::{FaultKind, GENESIS_PREV_HASH, body_hash, seal};
 use gateway_core::audit::{AuditEvent, AuditSink, EventOutcome};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -76,6 +76,9 @@ struct Case {
     checkpoint_every: u64,
     details: Vec<(String, f64)>,
     tamper: Tamper,
+    /// Whether rewritten rows are stored as record bodies (as written now) or as the event's
+    /// JSON (as written before stored bodies).
+    as_body: bool,
 }
 
 fn case_strategy() -> impl Strategy<Value = Case> {
@@ -90,28 +93,53 @@ fn case_strategy() -> impl Strategy<Value = Case> {
             0..4,
         ),
         tamper_strategy(),
+        any::<bool>(),
     )
-        .prop_map(|(records, checkpoint_every, details, tamper)| Case {
-            records,
-            checkpoint_every,
-            details,
-            tamper,
-        })
+        .prop_map(
+            |(records, checkpoint_every, details, tamper, as_body)| Case {
+                records,
+                checkpoint_every,
+                details,
+                tamper,
+                as_body,
+            },
+        )
 }
 
-fn set_row(stream: &str, seq: u64, event: &AuditEvent, prev: &str, hash: &str) -> String {
-    format!(
-        "UPDATE audit_records SET event = {}, prev_hash = {}, hash = {} \
-         WHERE stream_id = {} AND sequence = {seq};",
-        lit(&serde_json::to_string(event).unwrap()),
-        lit(prev),
-        lit(hash),
-        lit(stream)
-    )
+/// The text a row stores for `event` at `seq`: its record's canonical body, or the event's JSON.
+fn stored_text(stream: &str, seq: u64, event: &AuditEvent, as_body: bool) -> String {
+    if as_body {
+        let record = gateway_core::AuditRecord {
+            stream_id: stream.to_owned(),
+            sequence: seq,
+            event: event.clone(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        SealedRecord::new(record).unwrap().body
+    } else {
+        serde_json::to_string(event).unwrap()
+    }
 }
 
-/// The SQL an attacker runs for `tamper` on a chain whose records are `rows` (0..=head).
-fn attack(stream: &str, rows: &[gateway_core::AuditRecord], tamper: &Tamper) -> String {
+/// The SQL an attacker runs for `tamper` on a chain whose records are `rows` (0..=head),
+/// rewriting rows in either stored format.
+fn attack(
+    stream: &str,
+    rows: &[gateway_core::AuditRecord],
+    tamper: &Tamper,
+    as_body: bool,
+) -> String {
+    let set_row = |stream: &str, seq: u64, event: &AuditEvent, prev: &str, hash: &str| {
+        format!(
+            "UPDATE audit_records SET event = {}, prev_hash = {}, hash = {} \
+             WHERE stream_id = {} AND sequence = {seq};",
+            lit(&stored_text(stream, seq, event, as_body)),
+            lit(prev),
+            lit(hash),
+            lit(stream)
+        )
+    };
     let head = rows.len() - 1; // ≥ 2
     let w = format!("stream_id = {}", lit(stream));
     match *tamper {
@@ -149,7 +177,7 @@ fn attack(stream: &str, rows: &[gateway_core::AuditRecord], tamper: &Tamper) -> 
                 );
             }
             let forged = seal(stream, k as u64, &rows[k - 1].hash, event(999_999)).unwrap();
-            let ev = serde_json::to_string(&forged.event).unwrap();
+            let ev = stored_text(stream, k as u64, &forged.event, as_body);
             sql += &format!(
                 "INSERT INTO audit_records (stream_id, sequence, prev_hash, hash, event, event_time, \
                  correlation_id, kind, agent_id, action, resource, outcome) VALUES \
@@ -245,7 +273,8 @@ async fn run_case<S: AuditStore + Clone>(store: &S, db: &Db, stream: &str, case:
         .iter()
         .map(|r| r.to_record().unwrap())
         .collect();
-    db.tamper(&attack(stream, &rows, &case.tamper)).await;
+    db.tamper(&attack(stream, &rows, &case.tamper, case.as_body))
+        .await;
     let report = verify_stream(store, stream, &options).await.unwrap();
     assert!(
         report.fault.is_some(),
@@ -272,15 +301,18 @@ fn run_property<S: AuditStore + Clone>(
         .run(&case_strategy(), |case| {
             let stream = format!("s{}", counter.fetch_add(1, Ordering::SeqCst));
             rt.block_on(run_case(store, db, &stream, &case));
-            *seen.lock().unwrap().entry(case.tamper.name()).or_insert(0) += 1;
+            let mut seen = seen.lock().unwrap();
+            *seen.entry(case.tamper.name()).or_insert(0) += 1;
+            let format = if case.as_body { "as body" } else { "as event" };
+            *seen.entry(format).or_insert(0) += 1;
             Ok(())
         })
         .unwrap();
     let seen = seen.into_inner().unwrap();
     assert_eq!(
         seen.len(),
-        6,
-        "every tampering kind must be exercised: {seen:?}"
+        8,
+        "every tampering kind, in both stored formats, must be exercised: {seen:?}"
     );
     seen
 }
@@ -305,4 +337,202 @@ fn postgres_tampering_is_always_detected() {
     let store = rt.block_on(PostgresStore::connect(&url)).unwrap();
     let seen = run_property(&rt, &store, &Db::Postgres(url), 96);
     eprintln!("postgres: detected every tampering: {seen:?}");
+}
+
+/// A fresh stream of 1 + `n` records, its rows as read back.
+async fn chain_of<S: AuditStore + Clone>(store: &S, stream: &str, n: u64) -> Vec<StoredRecord> {
+    let sink = ChainedSink::open(store.clone(), SinkConfig::new(stream))
+        .await
+        .unwrap();
+    for i in 0..n {
+        sink.append(event(i)).await.unwrap();
+    }
+    sink.close().await.unwrap();
+    store.read_raw(stream, None, 1000).await.unwrap()
+}
+
+/// Sets row `seq`'s stored text to `text` and its hash to the hash of exactly that text after
+/// its `prev_hash`: a rewrite an attacker without the checkpoint key can do.
+fn rehashed(stream: &str, row: &StoredRecord, text: &str) -> String {
+    let hash = body_hash(&row.prev_hash, text.as_bytes()).unwrap();
+    format!(
+        "UPDATE audit_records SET event = {}, hash = {} WHERE stream_id = {} AND sequence = {};",
+        lit(text),
+        lit(&hash),
+        lit(stream),
+        row.sequence
+    )
+}
+
+/// The stored body on a real database, verified without a key (the chain alone must tell):
+/// bytes changed, the row's own columns changed under an intact body, and rewrites re-hashed
+/// over their new text that only the body's checks can find (were one missing, the fault would
+/// show one row later, as a broken link, or not at all).
+async fn stored_body_faults<S: AuditStore + Clone>(store: &S, db: &Db) {
+    type Attack = fn(&str, &[StoredRecord]) -> String;
+    let cases: Vec<(&str, Attack, u64, FaultKind)> = vec![
+        (
+            "body bytes changed",
+            |s, _| {
+                format!(
+                    "UPDATE audit_records SET event = replace(event, 'db:orders/4', 'db:orders/X') \
+                     WHERE stream_id = {} AND sequence = 5;",
+                    lit(s)
+                )
+            },
+            5,
+            FaultKind::Modified,
+        ),
+        (
+            "sequence columns traded under intact bodies",
+            |s, _| {
+                let w = format!("stream_id = {}", lit(s));
+                format!(
+                    "UPDATE audit_records SET sequence = 1000000 WHERE {w} AND sequence = 5;
+                     UPDATE audit_records SET sequence = 5 WHERE {w} AND sequence = 6;
+                     UPDATE audit_records SET sequence = 6 WHERE {w} AND sequence = 1000000;"
+                )
+            },
+            5,
+            FaultKind::Modified,
+        ),
+        (
+            "stream column changed under an intact body",
+            |s, _| {
+                format!(
+                    "UPDATE audit_records SET stream_id = 'elsewhere' \
+                     WHERE stream_id = {} AND sequence = 5;",
+                    lit(s)
+                )
+            },
+            5,
+            FaultKind::Missing,
+        ),
+        (
+            "body of another sequence, re-hashed",
+            |s, rows| {
+                rehashed(
+                    s,
+                    &rows[5],
+                    &rows[5].event.replace("\"sequence\":5,", "\"sequence\":6,"),
+                )
+            },
+            5,
+            FaultKind::Modified,
+        ),
+        (
+            "body of another stream, re-hashed",
+            |s, rows| {
+                let text = rows[5].event.replace(
+                    &format!("\"stream_id\":\"{s}\""),
+                    "\"stream_id\":\"elsewhere\"",
+                );
+                rehashed(s, &rows[5], &text)
+            },
+            5,
+            FaultKind::Modified,
+        ),
+        (
+            "non-canonical body, re-hashed",
+            |s, rows| rehashed(s, &rows[5], &rows[5].event.replacen(':', ": ", 1)),
+            5,
+            FaultKind::Modified,
+        ),
+        (
+            "duplicate key, re-hashed",
+            |s, rows| {
+                rehashed(
+                    s,
+                    &rows[5],
+                    &rows[5].event.replacen('{', "{\"action\":\"x\",", 1),
+                )
+            },
+            5,
+            FaultKind::Modified,
+        ),
+    ];
+    for (i, (name, attack, at, kind)) in cases.into_iter().enumerate() {
+        let stream = format!("body{i}");
+        let rows = chain_of(store, &stream, 10).await;
+        assert_eq!(rows.len(), 11);
+        assert!(
+            rows[5].event.contains("\"sequence\":5,"),
+            "not a stored body: {}",
+            rows[5].event
+        );
+        let report = verify_stream(store, &stream, &VerifyOptions::default())
+            .await
+            .unwrap();
+        assert!(report.is_ok(), "{name}: false alarm: {:?}", report.fault);
+        db.tamper(&attack(&stream, &rows)).await;
+        let fault = verify_stream(store, &stream, &VerifyOptions::default())
+            .await
+            .unwrap()
+            .fault
+            .unwrap_or_else(|| panic!("{name}: not detected"));
+        assert_eq!((fault.sequence, fault.kind), (at, kind), "{name}: {fault}");
+    }
+}
+
+/// Rows written before stored bodies (the event's JSON) keep verifying, in front of rows
+/// written now, and tampering with them is still found.
+async fn older_rows_keep_verifying<S: AuditStore + Clone>(store: &S, db: &Db) {
+    let stream = "legacy";
+    let rows = chain_of(store, stream, 10).await;
+    // What the previous version stored: the event's serde_json text, the same hashes.
+    let mut sql = String::new();
+    for row in &rows[..8] {
+        let event = serde_json::to_string(&row.to_record().unwrap().event).unwrap();
+        sql += &format!(
+            "UPDATE audit_records SET event = {} WHERE stream_id = {} AND sequence = {};",
+            lit(&event),
+            lit(stream),
+            row.sequence
+        );
+    }
+    db.tamper(&sql).await;
+    let stored = store.read_raw(stream, None, 100).await.unwrap();
+    assert!(
+        !stored[3].event.contains("\"sequence\""),
+        "not an older row"
+    );
+    // Appending through a reopened sink continues the chain with stored bodies.
+    let sink = ChainedSink::open(store.clone(), SinkConfig::new(stream))
+        .await
+        .unwrap();
+    sink.append(event(99)).await.unwrap();
+    let report = sink.verify().await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.fault);
+    assert_eq!(report.records_checked, 12);
+
+    db.tamper(&format!(
+        "UPDATE audit_records SET event = replace(event, 'db:orders/2', 'db:orders/X') \
+         WHERE stream_id = {} AND sequence = 3;",
+        lit(stream)
+    ))
+    .await;
+    let fault = sink.verify().await.unwrap().fault.unwrap();
+    assert_eq!((fault.sequence, fault.kind), (3, FaultKind::Modified));
+}
+
+#[tokio::test]
+async fn sqlite_stored_bodies_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let db = Db::Sqlite(path);
+    stored_body_faults(&store, &db).await;
+    older_rows_keep_verifying(&store, &db).await;
+}
+
+#[tokio::test]
+async fn postgres_stored_bodies_are_checked() {
+    let Some(base) = postgres_url("postgres_stored_bodies_are_checked") else {
+        return;
+    };
+    let (url, _) = postgres_schema(&base, "bodies").await;
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let db = Db::Postgres(url);
+    stored_body_faults(&store, &db).await;
+    older_rows_keep_verifying(&store, &db).await;
 }

@@ -2,6 +2,8 @@
 //! privileged attacker would (direct SQL with the append-only triggers bypassed).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod groups;
+
 use gateway_core::audit::{AuditEvent, AuditEventKind, EventOutcome};
 use gateway_core::ids::{AgentId, RequestId};
 use sqlx::Connection;
@@ -101,5 +103,70 @@ impl Db {
                 conn.close().await.unwrap();
             }
         }
+    }
+}
+
+/// A store whose commits fail on demand (`fail_next` commits fail), counting the commits that
+/// reach it: to test that failures are all-or-nothing and that the writer survives them.
+pub struct Flaky<S> {
+    pub inner: S,
+    pub fail_next: std::sync::atomic::AtomicUsize,
+    pub commits: std::sync::atomic::AtomicUsize,
+}
+
+impl<S> Flaky<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            fail_next: Default::default(),
+            commits: Default::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: gateway_audit::AuditStore> gateway_audit::AuditStore for Flaky<S> {
+    async fn head(
+        &self,
+        s: &str,
+    ) -> Result<Option<(u64, String)>, gateway_core::audit::AuditError> {
+        self.inner.head(s).await
+    }
+    async fn append_batch(
+        &self,
+        records: &[gateway_audit::SealedRecord],
+        cp: Option<&gateway_audit::Checkpoint>,
+    ) -> Result<(), gateway_core::audit::AuditError> {
+        use std::sync::atomic::Ordering;
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        if self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(gateway_core::audit::AuditError::unavailable_msg(
+                "injected commit failure",
+            ));
+        }
+        self.inner.append_batch(records, cp).await
+    }
+    async fn read_raw(
+        &self,
+        s: &str,
+        a: Option<u64>,
+        l: usize,
+    ) -> Result<Vec<gateway_audit::StoredRecord>, gateway_core::audit::AuditError> {
+        self.inner.read_raw(s, a, l).await
+    }
+    async fn read_checkpoints(
+        &self,
+        s: &str,
+        a: Option<u64>,
+        l: usize,
+    ) -> Result<Vec<gateway_audit::StoredCheckpoint>, gateway_core::audit::AuditError> {
+        self.inner.read_checkpoints(s, a, l).await
+    }
+    async fn streams(&self) -> Result<Vec<String>, gateway_core::audit::AuditError> {
+        self.inner.streams().await
     }
 }

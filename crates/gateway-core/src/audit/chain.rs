@@ -292,11 +292,42 @@ pub fn genesis(stream_id: &str) -> Result<AuditRecord, AuditError> {
     seal(stream_id, 0, GENESIS_PREV_HASH, event)
 }
 
+/// 64 hex digits (either case) as bytes. Table-driven: verification decodes one per record,
+/// and branching on each digit's range costs more than hashing the record's prefix.
 fn decode_hash(hex_str: &str) -> Option<[u8; 32]> {
+    let digits = hex_str.as_bytes();
+    if digits.len() != 64 {
+        return None;
+    }
     let mut out = [0u8; 32];
-    hex::decode_to_slice(hex_str, &mut out).ok()?;
-    Some(out)
+    let mut bad = 0u8;
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let (hi, lo) = (
+            HEX_VALUE[usize::from(pair[0])],
+            HEX_VALUE[usize::from(pair[1])],
+        );
+        bad |= (hi | lo) & 0xf0;
+        *byte = (hi << 4) | (lo & 0x0f);
+    }
+    (bad == 0).then_some(out)
 }
+
+/// Each byte's value as a hex digit, or 0xff for a byte that is not one.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
 
 /// What is wrong with a chain at the first bad record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -922,6 +953,73 @@ mod tests {
             assert_eq!(plain.push(r), hashed.push_hashed(&h));
         }
         assert_eq!(plain.finish(), hashed.finish());
+    }
+
+    #[test]
+    fn links_verify_like_records_whether_hashed_as_stored_or_re_encoded() {
+        let mut c = chain(5);
+        c[3].event.action = "evil".into();
+        let mut plain = ChainVerifier::new("s");
+        let mut linked = ChainVerifier::new("s");
+        for r in &c {
+            let body = canonical_body(r).unwrap();
+            let as_stored = ChainLink::of_body(
+                r.stream_id.clone(),
+                r.sequence,
+                r.prev_hash.clone(),
+                r.hash.clone(),
+                r.event.kind,
+                Ok(&body),
+            );
+            let re_encoded = ChainLink::of_record(r.clone());
+            assert_eq!(as_stored.content_matches(), r.sequence != 3);
+            assert_eq!(re_encoded.content_matches(), r.sequence != 3);
+            assert_eq!(
+                (as_stored.sequence(), as_stored.hash()),
+                (r.sequence, &*r.hash)
+            );
+            assert_eq!(plain.push(r), linked.push_link(&as_stored));
+        }
+        assert_eq!(plain.finish(), linked.finish());
+
+        // The caller's reason why a body is not a record's is reported as a modification.
+        let c = chain(2);
+        let mut v = ChainVerifier::new("s");
+        v.push(&c[0]).unwrap();
+        let refused = ChainLink::of_body(
+            "s".into(),
+            1,
+            c[1].prev_hash.clone(),
+            c[1].hash.clone(),
+            AuditEventKind::Requested,
+            Err("not canonical".into()),
+        );
+        let fault = v.push_link(&refused).unwrap_err();
+        assert_eq!((fault.sequence, fault.kind), (1, FaultKind::Modified));
+        assert_eq!(fault.detail, "not canonical");
+        // A genesis body must say it is one.
+        let g = &chain(0)[0];
+        let not_genesis = ChainLink::of_body(
+            "s".into(),
+            0,
+            g.prev_hash.clone(),
+            g.hash.clone(),
+            AuditEventKind::Requested,
+            Ok(&canonical_body(g).unwrap()),
+        );
+        let fault = ChainVerifier::new("s").push_link(&not_genesis).unwrap_err();
+        assert_eq!(fault.kind, FaultKind::BadGenesis);
+    }
+
+    proptest::proptest! {
+        /// The table-driven decoder agrees with the `hex` crate on any text.
+        #[test]
+        fn hash_decoding_matches_hex(
+            text in proptest::prop_oneof!["[0-9a-fA-F]{64}", "[0-9a-fA-Fg-z: ]{60,68}", ".{0,70}"],
+        ) {
+            let expected = hex::decode(&text).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+            proptest::prop_assert_eq!(decode_hash(&text), expected);
+        }
     }
 
     #[test]

@@ -1,0 +1,212 @@
+//! SQLite windows of records as a few long values.
+//!
+//! `sqlx` hands SQLite rows over one at a time from the connection's thread, copying every
+//! column value twice on the way: several times what SQLite itself spends per row, and the
+//! bottleneck of verification. So the SQLite store reads a window of records as one row of
+//! aggregates, each column concatenated over the window's rows (SQLite feeds every aggregate
+//! the rows in the same order):
+//!
+//! * `count(*)`;
+//! * the sequence numbers, comma-separated;
+//! * for `prev_hash`, `hash` and `event`: the byte length of each row's value, comma-separated,
+//!   and the values themselves, concatenated.
+//!
+//! The lengths are computed by SQLite from the stored values, so no value's content can shift
+//! another row's fields, whatever a tampered row holds; a value that is not valid UTF-8 is read
+//! with replacement characters (and then fails verification). A `NULL` would be skipped by the
+//! aggregates, so every list must have exactly `count` entries and every value must be used up,
+//! or the read fails instead of silently misreading the window.
+//!
+//! `stream_id` is not read: the query selects one stream by exact equality.
+
+use crate::store::StoredRecord;
+use gateway_core::audit::AuditError;
+
+/// The columns of `SELECT count(*), group_concat(sequence, ','), …` (see the module docs), in
+/// query order.
+pub(crate) type Window = (
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+);
+
+/// The query reading records `?2..=?3` of stream `?1` as a [`Window`].
+pub(crate) const WINDOW_QUERY: &str = "SELECT count(*), group_concat(sequence, ','),
+        group_concat(length(CAST(prev_hash AS BLOB)), ','),
+        group_concat(length(CAST(hash AS BLOB)), ','),
+        group_concat(length(CAST(event AS BLOB)), ','),
+        CAST(group_concat(prev_hash, '') AS BLOB),
+        CAST(group_concat(hash, '') AS BLOB),
+        CAST(group_concat(event, '') AS BLOB)
+    FROM audit_records WHERE stream_id = ?1 AND sequence BETWEEN ?2 AND ?3";
+
+/// Splits a window of `stream_id` into its records, in sequence order.
+pub(crate) fn decode(stream_id: &str, window: Window) -> Result<Vec<StoredRecord>, AuditError> {
+    let (count, sequences, prev_lengths, hash_lengths, event_lengths, prevs, hashes, events) =
+        window;
+    let count = usize::try_from(count).map_err(|_| malformed("a negative row count"))?;
+    let mut sequences = Numbers::new(sequences.as_deref());
+    let mut prevs = Values::new(prev_lengths.as_deref(), prevs.as_deref());
+    let mut hashes = Values::new(hash_lengths.as_deref(), hashes.as_deref());
+    let mut events = Values::new(event_lengths.as_deref(), events.as_deref());
+    let mut rows = Vec::with_capacity(count);
+    for _ in 0..count {
+        rows.push(StoredRecord {
+            stream_id: stream_id.to_owned(),
+            sequence: sequences.next()?,
+            prev_hash: prevs.next()?,
+            hash: hashes.next()?,
+            event: events.next()?,
+        });
+    }
+    if !(sequences.done() && prevs.done() && hashes.done() && events.done()) {
+        return Err(malformed("more values than rows"));
+    }
+    // Aggregation order is up to SQLite; sequence numbers are unique per stream (the primary
+    // key), so sorting restores the window's order exactly.
+    if !rows.is_sorted_by_key(|r| r.sequence) {
+        rows.sort_by_key(|r| r.sequence);
+    }
+    Ok(rows)
+}
+
+/// A comma-separated list of integers.
+struct Numbers<'a>(Option<std::str::Split<'a, char>>);
+
+impl<'a> Numbers<'a> {
+    fn new(list: Option<&'a str>) -> Self {
+        Self(list.map(|l| l.split(',')))
+    }
+
+    fn next(&mut self) -> Result<i64, AuditError> {
+        let item = self
+            .0
+            .as_mut()
+            .and_then(Iterator::next)
+            .ok_or_else(|| malformed("fewer values than rows (a NULL column?)"))?;
+        item.parse()
+            .map_err(|_| malformed("a value that is not an integer"))
+    }
+
+    fn done(&mut self) -> bool {
+        self.0.as_mut().is_none_or(|items| items.next().is_none())
+    }
+}
+
+/// Concatenated values and the list of their byte lengths.
+struct Values<'a> {
+    lengths: Numbers<'a>,
+    bytes: &'a [u8],
+}
+
+impl<'a> Values<'a> {
+    fn new(lengths: Option<&'a str>, bytes: Option<&'a [u8]>) -> Self {
+        Self {
+            lengths: Numbers::new(lengths),
+            bytes: bytes.unwrap_or_default(),
+        }
+    }
+
+    fn next(&mut self) -> Result<String, AuditError> {
+        let len =
+            usize::try_from(self.lengths.next()?).map_err(|_| malformed("a negative length"))?;
+        let (value, rest) = self
+            .bytes
+            .split_at_checked(len)
+            .ok_or_else(|| malformed("a value runs past the window"))?;
+        self.bytes = rest;
+        // `from_utf8` validates far faster than `from_utf8_lossy`; the lossy form is for
+        // tampered rows only.
+        Ok(match std::str::from_utf8(value) {
+            Ok(text) => text.to_owned(),
+            Err(_) => String::from_utf8_lossy(value).into_owned(),
+        })
+    }
+
+    fn done(&mut self) -> bool {
+        self.bytes.is_empty() && self.lengths.done()
+    }
+}
+
+fn malformed(detail: &str) -> AuditError {
+    AuditError::internal_msg(format!("reading audit records: malformed window: {detail}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Row<'a> = (i64, &'a [u8], &'a [u8], &'a [u8]);
+
+    /// The window SQLite would return for `rows` (its aggregates are NULL over no rows).
+    fn window(rows: &[Row<'_>]) -> Window {
+        let list = |items: Vec<String>| (!rows.is_empty()).then(|| items.join(","));
+        let lengths = |field: for<'r> fn(&'r Row<'r>) -> &'r [u8]| {
+            list(rows.iter().map(|r| field(r).len().to_string()).collect())
+        };
+        let concat = |field: for<'r> fn(&'r Row<'r>) -> &'r [u8]| {
+            (!rows.is_empty()).then(|| rows.iter().flat_map(|r| field(r).to_vec()).collect())
+        };
+        (
+            rows.len() as i64,
+            list(rows.iter().map(|r| r.0.to_string()).collect()),
+            lengths(|r| r.1),
+            lengths(|r| r.2),
+            lengths(|r| r.3),
+            concat(|r| r.1),
+            concat(|r| r.2),
+            concat(|r| r.3),
+        )
+    }
+
+    #[test]
+    fn values_hold_anything_and_windows_come_back_in_order() {
+        // Separators, digits and multi-byte text inside values do not shift other fields.
+        let rows = decode(
+            "s",
+            window(&[
+                (7, b"12,ab", "é,1,".as_bytes(), b"{\"a\":\"3,x\"}"),
+                (-2, b"", b"", b""),
+                (5, &[0xff, b'x'], b"h", "😀".as_bytes()),
+            ]),
+        )
+        .unwrap();
+        let seqs: Vec<i64> = rows.iter().map(|r| r.sequence).collect();
+        assert_eq!(seqs, [-2, 5, 7]);
+        assert_eq!(rows[2].prev_hash, "12,ab");
+        assert_eq!(rows[2].hash, "é,1,");
+        assert_eq!(rows[2].event, "{\"a\":\"3,x\"}");
+        assert_eq!(rows[1].prev_hash, "\u{fffd}x", "invalid UTF-8 is replaced");
+        assert_eq!(rows[1].event, "😀");
+        assert!(rows.iter().all(|r| r.stream_id == "s"));
+        assert!(decode("s", window(&[])).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_short_or_inconsistent_window_is_an_error() {
+        let good = window(&[(1, b"p", b"h", b"e"), (2, b"q", b"i", b"f")]);
+        assert!(decode("s", good.clone()).is_ok());
+        // A row whose column was NULL is missing from that column's aggregates.
+        let mut missing = good.clone();
+        missing.4 = Some("1".into());
+        missing.7 = Some(b"e".to_vec());
+        assert!(decode("s", missing).is_err());
+        let mut extra = good.clone();
+        extra.0 = 1;
+        assert!(decode("s", extra).is_err());
+        let mut short = good.clone();
+        short.7 = Some(b"e".to_vec());
+        assert!(decode("s", short).is_err());
+        let mut long = good.clone();
+        long.7 = Some(b"efg".to_vec());
+        assert!(decode("s", long).is_err());
+        let mut not_a_number = good;
+        not_a_number.1 = Some("1,x".into());
+        assert!(decode("s", not_a_number).is_err());
+    }
+}
