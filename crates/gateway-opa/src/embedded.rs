@@ -242,13 +242,15 @@ impl Prepared {
                     .compile_with_entrypoint(&rule.as_str().into())
                     .map_err(|e| SetupError::policy(format!("{rule}: {e}")))?,
             ),
-            EvalStrategy::Vm => match Evaluator::vm(&engine, &rule, timer) {
-                Ok(vm) => vm,
-                Err(reason) => {
-                    tracing::warn!(%rule, %reason, "policy cannot be compiled to bytecode; using the interpreter pool");
-                    interpreter(engine, true)
+            EvalStrategy::Vm => {
+                match Evaluator::vm(&engine, &rule, vm_timer(config.eval_timeout)) {
+                    Ok(vm) => vm,
+                    Err(reason) => {
+                        tracing::warn!(%rule, %reason, "policy cannot be compiled to bytecode; using the interpreter pool");
+                        interpreter(engine, true)
+                    }
                 }
-            },
+            }
         };
         Ok(Self {
             evaluator,
@@ -339,6 +341,17 @@ impl Evaluator {
             timer,
             pool: Mutex::new(vec![first]),
         })
+    }
+}
+
+/// The machine counts one work unit per instruction, most of which take well under a
+/// microsecond, so reading the clock every 1024 of them still stops a runaway policy close to
+/// its deadline while keeping clock reads off a typical decision's path (a few hundred
+/// instructions).
+fn vm_timer(limit: std::time::Duration) -> ExecutionTimerConfig {
+    ExecutionTimerConfig {
+        limit,
+        check_interval: NonZeroU32::new(1024).unwrap_or(NonZeroU32::MIN),
     }
 }
 
