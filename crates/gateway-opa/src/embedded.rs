@@ -43,6 +43,13 @@ pub enum EvalStrategy {
     /// regorus cannot compile to bytecode (the compiler does not cover every Rego feature yet,
     /// e.g. `with`) is evaluated with [`EvalStrategy::Pool`] instead; a warning is logged and
     /// [`EmbeddedRego::active_strategy`] reports it.
+    ///
+    /// One known difference from OPA and the interpreter: a rule whose definitions produce
+    /// conflicting values is *undefined* on the VM, where they raise an evaluation error. For
+    /// the decision rule itself this is caught (an undefined decision is re-evaluated on the
+    /// interpreter, which reports the conflict); inside helper rules it is not, so write
+    /// policies in which an undefined helper can only deny (as the reference policy does), or
+    /// choose [`EvalStrategy::Pool`].
     #[default]
     Vm,
     /// Clone the prepared interpreter engine for every decision.
