@@ -21,10 +21,8 @@ use crate::store::StoredRecord;
 use gateway_core::audit::chain::{ChainLink, canonical_body};
 use gateway_core::audit::{AuditEvent, AuditEventKind, AuditRecord};
 use gateway_core::ids::AgentId;
-use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
-use std::fmt;
+use gateway_core::strict_json::parse_strict;
+use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -125,8 +123,8 @@ enum Stored {
 
 /// Parses a stored text of either format, refusing duplicate keys.
 fn parse(text: &str) -> Result<Stored, String> {
-    let StrictValue(value) =
-        serde_json::from_str(text).map_err(|e| format!("event JSON does not parse: {e}"))?;
+    let value =
+        parse_strict(text.as_bytes()).map_err(|e| format!("event JSON does not parse: {e}"))?;
     let Value::Object(mut map) = value else {
         return Err("event JSON is not an object".to_owned());
     };
@@ -150,67 +148,6 @@ fn parse(text: &str) -> Result<Stored, String> {
         sequence,
         event: event(map)?,
     })
-}
-
-/// A JSON value that refuses duplicate object keys. `serde_json` silently keeps the last of
-/// two equal keys while other readers (SQL JSON functions, for one) take the first, so a
-/// stored record with duplicates would not mean one thing.
-struct StrictValue(Value);
-
-impl<'de> Deserialize<'de> for StrictValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(StrictValue)
-    }
-}
-
-/// Builds a [`Value`] exactly as `serde_json`'s own visitor does, plus the duplicate check.
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut out = Vec::new();
-        while let Some(StrictValue(v)) = seq.next_element()? {
-            out.push(v);
-        }
-        Ok(Value::Array(out))
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let StrictValue(v) = map.next_value()?;
-            if out.contains_key(&key) {
-                return Err(de::Error::custom(format!("duplicate key {key:?}")));
-            }
-            out.insert(key, v);
-        }
-        Ok(Value::Object(out))
-    }
 }
 
 /// What a canonical body says about its record's place in the chain.

@@ -27,6 +27,7 @@ pub mod policy;
 pub mod runner;
 pub mod secret;
 pub mod static_keys;
+pub mod strict_json;
 pub mod testing;
 
 #[cfg(feature = "conformance")]
