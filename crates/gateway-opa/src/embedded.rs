@@ -176,26 +176,49 @@ struct Prepared {
 
 /// What evaluates decisions for one [`Prepared`] version.
 enum Evaluator {
-    /// regorus's tree-walking interpreter: the prepared engine cloned per decision, or pooled.
-    Interpreter {
-        /// Policies and data loaded, no input. Behind a mutex because regorus engines are
-        /// `Send` but not `Sync`; it is only locked to clone it.
-        template: Mutex<Engine>,
-        /// `None` for [`EvalStrategy::ClonePerCall`].
-        pool: Option<Mutex<Vec<Engine>>>,
-    },
+    /// [`EvalStrategy::ClonePerCall`] and [`EvalStrategy::Pool`].
+    Interpreter(Interpreter),
     /// [`EvalStrategy::Compiled`].
     Compiled(CompiledPolicy),
     /// [`EvalStrategy::Vm`]: the decision rule as bytecode, with pooled machines.
     Vm {
-        /// The interpreter engine, consulted only when the VM finds the decision undefined
-        /// (see [`Prepared::evaluate`]).
-        interpreter: Mutex<Engine>,
+        /// Consulted only when the VM finds the decision undefined (see [`Prepared::evaluate`]).
+        interpreter: Interpreter,
         program: Arc<Program>,
         data: regorus::Value,
         timer: ExecutionTimerConfig,
         pool: Mutex<Vec<RegoVM>>,
     },
+}
+
+/// regorus's tree-walking interpreter: the prepared engine cloned per evaluation, or pooled.
+struct Interpreter {
+    /// Policies and data loaded, no input. Behind a mutex because regorus engines are `Send`
+    /// but not `Sync`; it is only locked to clone it.
+    template: Mutex<Engine>,
+    /// `None` to clone the template for every evaluation.
+    pool: Option<Mutex<Vec<Engine>>>,
+}
+
+impl Interpreter {
+    fn new(engine: Engine, pooled: bool) -> Self {
+        Self {
+            template: Mutex::new(engine),
+            pool: pooled.then(|| Mutex::new(Vec::new())),
+        }
+    }
+
+    fn evaluate(&self, rule: &str, input: regorus::Value) -> anyhow::Result<regorus::Value> {
+        let pooled = self.pool.as_ref().and_then(|p| lock(p).pop());
+        let mut engine = pooled.unwrap_or_else(|| lock(&self.template).clone());
+        engine.set_input(input);
+        let result = engine.eval_rule(rule.to_owned());
+        // Only engines that evaluated without error go back: an error may leave state.
+        if let (Ok(_), Some(pool)) = (&result, &self.pool) {
+            give_back(pool, engine);
+        }
+        result
+    }
 }
 
 /// Machines and engines kept in a pool; more concurrent decisions create extra ones.
@@ -237,10 +260,8 @@ impl Prepared {
                 return Err(SetupError::policy(format!("{rule}: {message}")));
             }
         }
-        let interpreter = |engine: Engine, pooled: bool| Evaluator::Interpreter {
-            template: Mutex::new(engine),
-            pool: pooled.then(|| Mutex::new(Vec::new())),
-        };
+        let interpreter =
+            |engine: Engine, pooled: bool| Evaluator::Interpreter(Interpreter::new(engine, pooled));
         let evaluator = match config.strategy {
             EvalStrategy::ClonePerCall => interpreter(engine, false),
             EvalStrategy::Pool => interpreter(engine, true),
@@ -268,8 +289,8 @@ impl Prepared {
 
     fn strategy(&self) -> EvalStrategy {
         match &self.evaluator {
-            Evaluator::Interpreter { pool: None, .. } => EvalStrategy::ClonePerCall,
-            Evaluator::Interpreter { pool: Some(_), .. } => EvalStrategy::Pool,
+            Evaluator::Interpreter(Interpreter { pool: None, .. }) => EvalStrategy::ClonePerCall,
+            Evaluator::Interpreter(Interpreter { pool: Some(_), .. }) => EvalStrategy::Pool,
             Evaluator::Compiled(_) => EvalStrategy::Compiled,
             Evaluator::Vm { .. } => EvalStrategy::Vm,
         }
@@ -280,17 +301,9 @@ impl Prepared {
             Evaluator::Compiled(compiled) => {
                 compiled.eval_with_input(input).map_err(EvalFailure::from)
             }
-            Evaluator::Interpreter { template, pool } => {
-                let pooled = pool.as_ref().and_then(|p| lock(p).pop());
-                let mut engine = pooled.unwrap_or_else(|| lock(template).clone());
-                engine.set_input(input);
-                let result = engine.eval_rule(self.rule.clone());
-                // Only engines that evaluated without error go back: an error may leave state.
-                if let (Ok(_), Some(pool)) = (&result, pool) {
-                    give_back(pool, engine);
-                }
-                result.map_err(EvalFailure::from)
-            }
+            Evaluator::Interpreter(interpreter) => interpreter
+                .evaluate(&self.rule, input)
+                .map_err(EvalFailure::from),
             Evaluator::Vm {
                 interpreter,
                 program,
@@ -315,13 +328,9 @@ impl Prepared {
                     // a broken or misrouted policy) is therefore re-evaluated on the
                     // interpreter, so a conflict in the decision rule itself is reported as
                     // the same error OPA would give.
-                    Ok(regorus::Value::Undefined) => {
-                        let mut engine = lock(interpreter).clone();
-                        engine.set_input(input);
-                        engine
-                            .eval_rule(self.rule.clone())
-                            .map_err(EvalFailure::from)
-                    }
+                    Ok(regorus::Value::Undefined) => interpreter
+                        .evaluate(&self.rule, input)
+                        .map_err(EvalFailure::from),
                     other => other.map_err(EvalFailure::from),
                 }
             }
@@ -342,7 +351,7 @@ impl Evaluator {
         let data = engine.get_data();
         let first = new_vm(&program, &data, timer)?;
         Ok(Self::Vm {
-            interpreter: Mutex::new(engine.clone()),
+            interpreter: Interpreter::new(engine.clone(), false),
             program,
             data,
             timer,
@@ -485,9 +494,7 @@ impl EmbeddedRego {
         if value == regorus::Value::Undefined {
             return Ok(None);
         }
-        to_json_value(&value).map(Some).map_err(|e| {
-            PolicyError::internal_msg(format!("decision cannot be converted to JSON: {e}"))
-        })
+        to_json_value(&value).map(Some)
     }
 
     /// Decides a raw input document (which must follow the contract).

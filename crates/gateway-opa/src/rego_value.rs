@@ -39,8 +39,10 @@ fn max_string_len(len: usize) -> usize {
 /// Converts a regorus value (a decision document) into JSON, as `serde_json::to_value` would,
 /// refusing documents nested deeper than [`MAX_DECISION_DEPTH`] (so a runaway policy cannot
 /// exhaust the stack here).
-pub(crate) fn to_json_value(value: &Value) -> Result<serde_json::Value, serde_json::Error> {
-    json_at_depth(value, 0)
+pub(crate) fn to_json_value(value: &Value) -> Result<serde_json::Value, PolicyError> {
+    json_at_depth(value, 0).map_err(|e| {
+        PolicyError::internal_msg(format!("decision cannot be converted to JSON: {e}"))
+    })
 }
 
 /// Deeper decision documents are refused; real ones nest three levels.
@@ -93,10 +95,7 @@ pub(crate) fn parse_rego_decision(value: &Value) -> Result<Decision, PolicyError
     if json_shaped(value, 0) {
         return parse_document(value);
     }
-    let document = to_json_value(value).map_err(|e| {
-        PolicyError::internal_msg(format!("decision cannot be converted to JSON: {e}"))
-    })?;
-    parse_decision(&document)
+    parse_decision(&to_json_value(value)?)
 }
 
 /// Whether `value` reads the same here as in its JSON form.
