@@ -5,7 +5,7 @@ use crate::checkpoint::{Checkpoint, CheckpointSigner};
 use crate::redact::Redactor;
 use crate::store::{AuditStore, SealedRecord};
 use crate::verify::{VerifyOptions, verify_stream};
-use crate::writer::{Answer, Command, Job, Writer};
+use crate::writer::{Command, Job, Writer};
 use async_trait::async_trait;
 use gateway_core::audit::chain::genesis;
 use gateway_core::audit::{
@@ -203,14 +203,6 @@ impl<S: AuditStore> ChainedSink<S> {
         result
     }
 
-    /// Queues one job for the writer (waiting while the queue is full).
-    async fn submit(&self, events: Vec<AuditEvent>, reply: Answer) -> Result<(), AuditError> {
-        self.tx
-            .send(Command::Append(Job { events, reply }))
-            .await
-            .map_err(|_| AuditError::unavailable_msg("audit writer stopped; nothing stored"))
-    }
-
     /// Verifies this sink's stream with explicit options (e.g. another trusted key).
     pub async fn verify_with(&self, options: &VerifyOptions) -> Result<VerifyReport, AuditError> {
         verify_stream(self.store.as_ref(), &self.stream_id, options).await
@@ -219,14 +211,11 @@ impl<S: AuditStore> ChainedSink<S> {
 
 #[async_trait]
 impl<S: AuditStore> AuditSink for ChainedSink<S> {
-    async fn append(&self, mut event: AuditEvent) -> Result<AuditReceipt, AuditError> {
-        // Redact in the caller's task: it parallelises and keeps the single writer lean.
-        self.redactor.redact(&mut event);
-        let (reply, rx) = oneshot::channel();
-        self.submit(vec![event], Answer::One(reply)).await?;
-        rx.await.map_err(|_| {
-            AuditError::unavailable_msg("audit writer stopped before acknowledging the event")
-        })?
+    async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
+        let mut receipts = self.append_all(vec![event]).await?;
+        receipts
+            .pop()
+            .ok_or_else(|| AuditError::internal_msg("no receipt for an appended event"))
     }
 
     /// Atomic: the group goes to the writer as one job, so its records are contiguous, in one
@@ -238,11 +227,15 @@ impl<S: AuditStore> AuditSink for ChainedSink<S> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        // Redact in the caller's task: it parallelises and keeps the single writer lean.
         for event in &mut events {
             self.redactor.redact(event);
         }
         let (reply, rx) = oneshot::channel();
-        self.submit(events, Answer::All(reply)).await?;
+        self.tx
+            .send(Command::Append(Job { events, reply }))
+            .await
+            .map_err(|_| AuditError::unavailable_msg("audit writer stopped; nothing stored"))?;
         rx.await.map_err(|_| {
             AuditError::unavailable_msg("audit writer stopped before acknowledging the events")
         })?

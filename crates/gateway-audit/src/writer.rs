@@ -19,42 +19,8 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, AuditError>>;
 /// A single append is a unit of one.
 pub(crate) struct Job {
     pub events: Vec<AuditEvent>,
-    pub reply: Answer,
-}
-
-/// Where a [`Job`]'s caller waits.
-pub(crate) enum Answer {
-    /// [`AuditSink::append`](gateway_core::AuditSink::append): one event, one receipt.
-    One(Reply<AuditReceipt>),
-    /// [`AuditSink::append_all`](gateway_core::AuditSink::append_all): receipts in order.
-    All(Reply<Vec<AuditReceipt>>),
-}
-
-impl Answer {
-    fn succeed(self, mut receipts: Vec<AuditReceipt>) {
-        match self {
-            Answer::One(reply) => {
-                let receipt = receipts
-                    .pop()
-                    .ok_or_else(|| AuditError::internal_msg("no receipt for an appended event"));
-                let _ = reply.send(receipt);
-            }
-            Answer::All(reply) => {
-                let _ = reply.send(Ok(receipts));
-            }
-        }
-    }
-
-    fn fail(self, error: AuditError) {
-        match self {
-            Answer::One(reply) => {
-                let _ = reply.send(Err(error));
-            }
-            Answer::All(reply) => {
-                let _ = reply.send(Err(error));
-            }
-        }
-    }
+    /// The receipts, in event order.
+    pub reply: Reply<Vec<AuditReceipt>>,
 }
 
 /// What the writer is asked to do.
@@ -67,7 +33,7 @@ pub(crate) enum Command {
 /// many consecutive records are its, in job order).
 struct Sealed {
     records: Vec<SealedRecord>,
-    owners: Vec<(Answer, usize)>,
+    owners: Vec<(Reply<Vec<AuditReceipt>>, usize)>,
     /// The batch's last sequence number and hash.
     head: (u64, String),
 }
@@ -219,7 +185,7 @@ impl<S: AuditStore> Writer<S> {
                                 hash: s.record.hash,
                             })
                             .collect();
-                        answer.succeed(receipts);
+                        let _ = answer.send(Ok(receipts));
                     }
                     return;
                 }
@@ -274,7 +240,7 @@ impl<S: AuditStore> Writer<S> {
                 Some(e) => {
                     records.truncate(start);
                     (sequence, prev_hash) = (job_sequence, job_prev);
-                    job.reply.fail(e);
+                    let _ = job.reply.send(Err(e));
                 }
             }
         }
@@ -349,10 +315,10 @@ impl Sealed {
 }
 
 /// Answers every caller of a failed batch with an error of the same kind.
-fn fail_all(answers: impl ExactSizeIterator<Item = Answer>, error: &AuditError) {
+fn fail_all(answers: impl ExactSizeIterator<Item = Reply<Vec<AuditReceipt>>>, error: &AuditError) {
     tracing::warn!(error = %error, callers = answers.len(), "audit batch failed; callers get an error");
     for answer in answers {
-        answer.fail(replicate(error));
+        let _ = answer.send(Err(replicate(error)));
     }
 }
 
