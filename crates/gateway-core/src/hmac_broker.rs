@@ -6,6 +6,7 @@
 //! with the scope it is about to exercise. Expired tokens fail even if never revoked; revoked
 //! tokens fail on the verifier that shares the broker's revocation set.
 
+use crate::expiring::ExpiringSet;
 use crate::grant::{AccessBroker, BrokerError, Grant, GrantRequest};
 use crate::ids::{AgentId, RequestId};
 use crate::secret::Secret;
@@ -16,7 +17,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use time::OffsetDateTime;
 
@@ -69,7 +70,8 @@ pub enum TokenError {
 #[derive(Clone)]
 pub struct TokenVerifier {
     key: Secret,
-    revoked: Arc<Mutex<HashMap<String, i64>>>,
+    /// Revoked grant ids, each until its token's `exp` (Unix seconds).
+    revoked: Arc<Mutex<ExpiringSet>>,
 }
 
 impl TokenVerifier {
@@ -120,7 +122,7 @@ impl TokenVerifier {
             .revoked
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(&claims.gid)
+            .contains(&claims.gid, now.unix_timestamp())
         {
             return Err(TokenError::Revoked);
         }
@@ -144,10 +146,8 @@ impl TokenVerifier {
     fn revoke(&self, gid: &str, exp: i64, now: i64) {
         let mut revoked = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
         // Expired tokens fail on their own; forget them so the set stays small.
-        revoked.retain(|_, e| *e > now);
-        if exp > now {
-            revoked.insert(gid.to_owned(), exp);
-        }
+        revoked.purge(now);
+        revoked.insert(gid, exp, now);
     }
 }
 

@@ -18,6 +18,7 @@ pub mod action;
 pub mod approval;
 pub mod audit;
 pub mod error;
+pub mod expiring;
 pub mod gateway;
 pub mod grant;
 pub mod hmac_broker;

@@ -1,6 +1,6 @@
 //! Single-use tokens: a bounded cache of seen `jti`s, each kept until its token expires.
 
-use std::collections::HashMap;
+use gateway_core::expiring::ExpiringSet;
 use std::sync::Mutex;
 
 /// The longest `jti` accepted, in bytes.
@@ -21,15 +21,23 @@ pub(crate) enum ReplayError {
 #[derive(Debug)]
 pub(crate) struct JtiCache {
     capacity: usize,
-    /// jti -> the time (Unix seconds) after which the token can no longer be presented.
-    seen: Mutex<HashMap<String, f64>>,
+    /// Seen `jti`s, each until the time (Unix milliseconds) after which its token can no longer
+    /// be presented. Expired ones are purged in expiry order, so a cache kept full by an
+    /// attacker costs no scan per request.
+    seen: Mutex<ExpiringSet>,
+}
+
+/// Unix seconds to whole milliseconds, rounded up: an entry is never forgotten early.
+fn millis(seconds: f64) -> i64 {
+    // Saturating float-to-int conversion; the times come from a clock and validated claims.
+    (seconds * 1000.0).ceil() as i64
 }
 
 impl JtiCache {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            seen: Mutex::new(HashMap::new()),
+            seen: Mutex::new(ExpiringSet::new()),
         }
     }
 
@@ -44,20 +52,17 @@ impl JtiCache {
             Some(j) if !j.is_empty() && j.len() <= MAX_JTI_LEN => j,
             _ => return Err(ReplayError::MissingJti),
         };
-        // The map stays consistent even if a holder panicked: each operation is one insert.
+        let now = millis(now);
+        // A poisoned lock is taken over: the set's operations do not panic part-way.
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(until) = seen.get(jti)
-            && *until > now
-        {
+        seen.purge(now);
+        if seen.contains(jti, now) {
             return Err(ReplayError::Replayed);
         }
-        if seen.len() >= self.capacity && !seen.contains_key(jti) {
-            seen.retain(|_, until| *until > now);
-            if seen.len() >= self.capacity {
-                return Err(ReplayError::Full);
-            }
+        if seen.len() >= self.capacity {
+            return Err(ReplayError::Full);
         }
-        seen.insert(jti.to_owned(), forget_after);
+        seen.insert(jti, millis(forget_after), now);
         Ok(())
     }
 }
