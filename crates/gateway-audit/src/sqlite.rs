@@ -39,11 +39,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The SQLite migrations shipped with the crate, in order.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "audit",
-    include_str!("../migrations/sqlite/0001_audit.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "audit",
+        include_str!("../migrations/sqlite/0001_audit.sql"),
+    ),
+    (
+        2,
+        "time_agent_index",
+        include_str!("../migrations/sqlite/0002_time_agent_index.sql"),
+    ),
+];
 
 /// A [`ChainedSink`] over SQLite: the embedded default audit sink.
 pub type SqliteAuditSink = ChainedSink<SqliteStore>;

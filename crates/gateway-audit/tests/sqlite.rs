@@ -58,6 +58,70 @@ async fn settings_are_durable_wal_full() {
     assert_eq!(sync, 2, "synchronous must be FULL (2)");
 }
 
+/// A database made by the first schema (agent index keyed by agent) is migrated on open: its
+/// records still verify, and an agent's records in a time range come from the time index alone.
+#[tokio::test]
+async fn a_first_schema_database_migrates_to_the_time_agent_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    {
+        // The first release's schema, with one record written through it.
+        let store = SqliteStore::open(&path).await.unwrap();
+        let sink = SqliteAuditSink::open(store, SinkConfig::new("gw"))
+            .await
+            .unwrap();
+        sink.append(event(1)).await.unwrap();
+        sink.close().await.unwrap();
+        let pool = sqlx::SqlitePool::connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new().filename(&path),
+        )
+        .await
+        .unwrap();
+        sqlx::raw_sql(
+            "DROP INDEX audit_records_time_agent;
+             CREATE INDEX audit_records_agent ON audit_records (agent_id, event_time);
+             CREATE INDEX audit_records_time ON audit_records (event_time);
+             DELETE FROM gateway_audit_migrations WHERE version > 1;",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_records'
+         AND sql IS NOT NULL ORDER BY name",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        indexes,
+        ["audit_records_correlation", "audit_records_time_agent"]
+    );
+    let plan: Vec<String> = sqlx::query(
+        "EXPLAIN QUERY PLAN SELECT count(*) FROM audit_records
+         WHERE event_time >= '2026-01-01' AND event_time < '2027-01-01' AND agent_id = 'agent:x'",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+    .iter()
+    .map(|row| sqlx::Row::get::<String, _>(row, "detail"))
+    .collect();
+    assert!(
+        plan.iter()
+            .any(|step| step.contains("COVERING INDEX audit_records_time_agent")),
+        "{plan:?}"
+    );
+    let sink = SqliteAuditSink::open(store, SinkConfig::new("gw"))
+        .await
+        .unwrap();
+    sink.append(event(2)).await.unwrap();
+    assert!(sink.verify().await.unwrap().is_ok());
+}
+
 #[tokio::test]
 async fn secrets_are_redacted_before_hashing_and_storage() {
     let dir = tempfile::tempdir().unwrap();
