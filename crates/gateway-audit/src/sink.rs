@@ -7,7 +7,7 @@ use crate::store::{AuditStore, SealedRecord};
 use crate::verify::{VerifyOptions, verify_stream};
 use crate::writer::{Command, Job, Writer};
 use async_trait::async_trait;
-use gateway_core::audit::chain::genesis;
+use gateway_core::audit::chain::{EncodedEvent, genesis};
 use gateway_core::audit::{
     AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink, VerifyReport,
 };
@@ -220,17 +220,19 @@ impl<S: AuditStore> AuditSink for ChainedSink<S> {
 
     /// Atomic: the group goes to the writer as one job, so its records are contiguous, in one
     /// commit, all or none.
-    async fn append_all(
-        &self,
-        mut events: Vec<AuditEvent>,
-    ) -> Result<Vec<AuditReceipt>, AuditError> {
+    async fn append_all(&self, events: Vec<AuditEvent>) -> Result<Vec<AuditReceipt>, AuditError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        // Redact in the caller's task: it parallelises and keeps the single writer lean.
-        for event in &mut events {
-            self.redactor.redact(event);
-        }
+        // Redact and encode in the caller's task: it parallelises and keeps the single writer
+        // lean. An event that cannot be encoded fails its group here, before anything is queued.
+        let events = events
+            .into_iter()
+            .map(|mut event| {
+                self.redactor.redact(&mut event);
+                EncodedEvent::new(&self.stream_id, event)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Append(Job { events, reply }))

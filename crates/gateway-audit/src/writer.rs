@@ -4,8 +4,8 @@
 use crate::checkpoint::Checkpoint;
 use crate::sink::CheckpointPolicy;
 use crate::store::{AuditStore, SealedRecord};
-use gateway_core::audit::chain::seal_with_body;
-use gateway_core::audit::{AuditError, AuditEvent, AuditReceipt};
+use gateway_core::audit::chain::EncodedEvent;
+use gateway_core::audit::{AuditError, AuditReceipt};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -18,7 +18,8 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, AuditError>>;
 /// One caller's events, stored as a unit: contiguous in the chain, in one commit, all or none.
 /// A single append is a unit of one.
 pub(crate) struct Job {
-    pub events: Vec<AuditEvent>,
+    /// Encoded by the caller (see [`EncodedEvent`]): the writer only numbers and hashes them.
+    pub events: Vec<EncodedEvent>,
     /// The receipts, in event order.
     pub reply: Reply<Vec<AuditReceipt>>,
 }
@@ -196,7 +197,7 @@ impl<S: AuditStore> Writer<S> {
                     if conflict && attempt < CONFLICT_RETRIES {
                         attempt += 1;
                         tracing::warn!(stream = %self.stream_id, "audit append lost a race with another writer; re-sealing the batch");
-                        jobs = sealed.unseal();
+                        jobs = sealed.unseal(&self.stream_id);
                         continue;
                     }
                     return fail_all(sealed.owners.into_iter().map(|(a, _)| a), &e);
@@ -222,7 +223,7 @@ impl<S: AuditStore> Writer<S> {
                     .ok_or_else(|| {
                         AuditError::internal_msg("audit stream exhausted its sequence numbers")
                     })
-                    .and_then(|next| seal_with_body(&self.stream_id, next, &prev_hash, event));
+                    .and_then(|next| event.seal(next, &prev_hash));
                 match sealed {
                     Ok((record, body)) => {
                         sequence = record.sequence;
@@ -301,16 +302,25 @@ impl<S: AuditStore> Writer<S> {
 
 impl Sealed {
     /// The jobs again, with their events as sealed (times already truncated), for re-sealing
-    /// on another head.
-    fn unseal(self) -> Vec<Job> {
+    /// on another head. Re-encoding repeats what succeeded when the jobs were queued, so it
+    /// does not fail; should it, that job's caller gets the error.
+    fn unseal(self, stream_id: &str) -> Vec<Job> {
         let mut records = self.records.into_iter();
-        self.owners
-            .into_iter()
-            .map(|(reply, n)| Job {
-                events: records.by_ref().take(n).map(|s| s.record.event).collect(),
-                reply,
-            })
-            .collect()
+        let mut jobs = Vec::with_capacity(self.owners.len());
+        for (reply, n) in self.owners {
+            let events: Result<Vec<EncodedEvent>, AuditError> = records
+                .by_ref()
+                .take(n)
+                .map(|s| EncodedEvent::new(stream_id, s.record.event))
+                .collect();
+            match events {
+                Ok(events) => jobs.push(Job { events, reply }),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+        jobs
     }
 }
 

@@ -5,6 +5,7 @@
 //! is RFC 8785 canonical JSON. Every sink uses these functions, so a chain written by one
 //! backend verifies with any other.
 
+use super::jcs::{write_key, write_object, write_str, write_u64};
 use super::{AuditError, AuditEvent, AuditEventKind, AuditRecord, EventOutcome};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -48,20 +49,20 @@ fn bad_prev_hash(sequence: u64) -> AuditError {
 /// buffers); byte-identical to canonicalising `serde_json::to_value(record)` with the two hash
 /// fields removed (a property test checks this against that reference path). The record's own
 /// keys are fixed ASCII names, so their RFC 8785 order (UTF-16 code units) is plain byte order
-/// and is spelled out below; `details` values are arbitrary JSON and go through
-/// `serde_json_canonicalizer`.
+/// and is spelled out below; `details` values are arbitrary JSON (see [`super::jcs`]).
 pub fn canonical_body(record: &AuditRecord) -> Result<Vec<u8>, AuditError> {
-    let mut out = Vec::with_capacity(512);
-    write_canonical_body(record, &mut out)?;
-    Ok(out)
+    let (parts, at) = encode_without_sequence(&record.event, &record.stream_id)?;
+    splice_sequence(&parts, at, record.sequence)
 }
 
-/// The largest integer every IEEE-754 double represents exactly: up to it, an integer's
-/// ECMAScript form is its decimal digits.
-const MAX_EXACT_INT: u64 = 1 << 53;
-
-fn write_canonical_body(record: &AuditRecord, out: &mut Vec<u8>) -> Result<(), AuditError> {
-    let ev = &record.event;
+/// The canonical body of `event` on `stream_id` with the sequence number left out, and the
+/// offset where it goes: everything a record's body holds except what only the stream's writer
+/// can assign.
+fn encode_without_sequence(
+    ev: &AuditEvent,
+    stream_id: &str,
+) -> Result<(Vec<u8>, usize), AuditError> {
+    let mut out = Vec::with_capacity(512);
     // Same formatting (and the same failure cases) as `time::serde::rfc3339`.
     let time = ev
         .time
@@ -70,139 +71,91 @@ fn write_canonical_body(record: &AuditRecord, out: &mut Vec<u8>) -> Result<(), A
     // Keys in RFC 8785 order: action, agent_id, correlation_id, decision, details, grant_id,
     // kind, origin, outcome, resource, runner_id, sequence, step, stream_id, time.
     out.push(b'{');
-    write_key(out, "action", true);
-    write_str(out, &ev.action);
+    write_key(&mut out, "action", true);
+    write_str(&mut out, &ev.action);
     if let Some(agent) = &ev.agent_id {
-        write_key(out, "agent_id", false);
-        write_str(out, agent.as_str());
+        write_key(&mut out, "agent_id", false);
+        write_str(&mut out, agent.as_str());
     }
-    write_key(out, "correlation_id", false);
+    write_key(&mut out, "correlation_id", false);
     let mut uuid = uuid::Uuid::encode_buffer();
     write_str(
-        out,
+        &mut out,
         ev.correlation_id
             .as_uuid()
             .hyphenated()
             .encode_lower(&mut uuid),
     );
     if let Some(d) = &ev.decision {
-        write_key(out, "decision", false);
+        write_key(&mut out, "decision", false);
         // allow, decision_id, policy_id, reasons.
         out.push(b'{');
-        write_key(out, "allow", true);
+        write_key(&mut out, "allow", true);
         out.extend_from_slice(if d.allow { b"true" } else { b"false" });
         if let Some(id) = &d.decision_id {
-            write_key(out, "decision_id", false);
-            write_str(out, id);
+            write_key(&mut out, "decision_id", false);
+            write_str(&mut out, id);
         }
         if let Some(id) = &d.policy_id {
-            write_key(out, "policy_id", false);
-            write_str(out, id);
+            write_key(&mut out, "policy_id", false);
+            write_str(&mut out, id);
         }
-        write_key(out, "reasons", false);
+        write_key(&mut out, "reasons", false);
         out.push(b'[');
         for (i, reason) in d.reasons.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            write_str(out, reason);
+            write_str(&mut out, reason);
         }
         out.extend_from_slice(b"]}");
     }
     if !ev.details.is_empty() {
-        write_key(out, "details", false);
-        // Arbitrary JSON: the general canonicaliser (key sorting by UTF-16 units, ECMAScript
-        // numbers). JCS is structural, so canonicalising this sub-value in place is the same
-        // as canonicalising the whole record.
-        serde_json_canonicalizer::to_writer(&ev.details, out)
-            .map_err(|e| AuditError::internal("canonicalising audit record", e))?;
+        write_key(&mut out, "details", false);
+        // JCS is structural, so canonicalising this sub-value in place is the same as
+        // canonicalising the whole record.
+        write_object(&mut out, &ev.details)?;
     }
     if let Some(grant) = &ev.grant_id {
-        write_key(out, "grant_id", false);
-        write_str(out, grant);
+        write_key(&mut out, "grant_id", false);
+        write_str(&mut out, grant);
     }
-    write_key(out, "kind", false);
-    write_str(out, kind_name(ev.kind));
+    write_key(&mut out, "kind", false);
+    write_str(&mut out, kind_name(ev.kind));
     if let Some(origin) = &ev.origin {
-        write_key(out, "origin", false);
-        write_str(out, origin);
+        write_key(&mut out, "origin", false);
+        write_str(&mut out, origin);
     }
     if let Some(outcome) = ev.outcome {
-        write_key(out, "outcome", false);
-        write_str(out, outcome_name(outcome));
+        write_key(&mut out, "outcome", false);
+        write_str(&mut out, outcome_name(outcome));
     }
-    write_key(out, "resource", false);
-    write_str(out, &ev.resource);
+    write_key(&mut out, "resource", false);
+    write_str(&mut out, &ev.resource);
     if let Some(runner) = &ev.runner_id {
-        write_key(out, "runner_id", false);
-        write_str(out, runner);
+        write_key(&mut out, "runner_id", false);
+        write_str(&mut out, runner);
     }
-    write_key(out, "sequence", false);
-    write_number(out, record.sequence)?;
-    write_key(out, "step", false);
-    write_number(out, u64::from(ev.step))?;
-    write_key(out, "stream_id", false);
-    write_str(out, &record.stream_id);
-    write_key(out, "time", false);
-    write_str(out, &time);
+    write_key(&mut out, "sequence", false);
+    let at = out.len();
+    write_key(&mut out, "step", false);
+    write_u64(&mut out, u64::from(ev.step))?;
+    write_key(&mut out, "stream_id", false);
+    write_str(&mut out, stream_id);
+    write_key(&mut out, "time", false);
+    write_str(&mut out, &time);
     out.push(b'}');
-    Ok(())
+    Ok((out, at))
 }
 
-fn write_key(out: &mut Vec<u8>, key: &str, first: bool) {
-    if !first {
-        out.push(b',');
-    }
-    write_str(out, key);
-    out.push(b':');
-}
-
-/// A JSON string as RFC 8785 (and `serde_json_canonicalizer`) writes it: only `"`, `\` and
-/// control characters are escaped; the short forms where JSON has them, else `\u00xx`.
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x00..=0x1f => &[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 0xf) as usize],
-            ],
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escape);
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
-}
-
-/// An unsigned integer in ECMAScript form (JSON numbers are doubles in JCS).
-fn write_number(out: &mut Vec<u8>, n: u64) -> Result<(), AuditError> {
-    if n <= MAX_EXACT_INT {
-        use std::io::Write as _;
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, "{n}");
-        Ok(())
-    } else {
-        // Rounded to a double as JCS requires; rare enough to take the general path.
-        serde_json_canonicalizer::to_writer(&n, out)
-            .map_err(|e| AuditError::internal("canonicalising audit record", e))
-    }
+/// The body from [`encode_without_sequence`]'s output, with `sequence` written at `at`.
+fn splice_sequence(parts: &[u8], at: usize, sequence: u64) -> Result<Vec<u8>, AuditError> {
+    let (head, tail) = parts.split_at(at.min(parts.len()));
+    let mut body = Vec::with_capacity(parts.len() + 20);
+    body.extend_from_slice(head);
+    write_u64(&mut body, sequence)?;
+    body.extend_from_slice(tail);
+    Ok(body)
 }
 
 /// The serde name of an event kind (checked against serde by the property test).
@@ -262,26 +215,66 @@ pub fn seal_with_body(
     stream_id: &str,
     sequence: u64,
     prev_hash: &str,
-    mut event: AuditEvent,
+    event: AuditEvent,
 ) -> Result<(AuditRecord, String), AuditError> {
-    let micros = event.time.microsecond();
-    event.time = event
-        .time
-        .replace_microsecond(micros)
-        .map_err(|e| AuditError::internal("normalising event time", e))?;
-    let mut record = AuditRecord {
-        stream_id: stream_id.to_owned(),
-        sequence,
-        event,
-        prev_hash: prev_hash.to_owned(),
-        hash: String::new(),
-    };
-    let body = canonical_body(&record)?;
-    record.hash = body_hash(prev_hash, &body).ok_or_else(|| bad_prev_hash(sequence))?;
-    // The encoder writes only `str` data and ASCII syntax, so this cannot fail.
-    let body = String::from_utf8(body)
-        .map_err(|e| AuditError::internal("canonical body is not UTF-8", e))?;
-    Ok((record, body))
+    EncodedEvent::new(stream_id, event)?.seal(sequence, prev_hash)
+}
+
+/// An event encoded for one stream, waiting for its place in the chain: its canonical body with
+/// only the sequence number missing.
+///
+/// Sealing is the one step of an append that must be serial (each hash covers the previous
+/// one). Encoding first, on the appending caller's task, leaves the stream's writer to splice in
+/// the number and hash, so encoding runs in parallel across callers instead of on the writer.
+#[derive(Debug)]
+pub struct EncodedEvent {
+    stream_id: String,
+    /// The event, its time truncated to microseconds (see [`seal`]).
+    event: AuditEvent,
+    /// The canonical body without the sequence number, and where the number goes.
+    parts: Vec<u8>,
+    at: usize,
+}
+
+impl EncodedEvent {
+    /// Encodes `event` for `stream_id`. Fails on what would make [`seal`] fail for any
+    /// sequence number: a time that cannot be formatted.
+    pub fn new(stream_id: &str, mut event: AuditEvent) -> Result<Self, AuditError> {
+        let micros = event.time.microsecond();
+        event.time = event
+            .time
+            .replace_microsecond(micros)
+            .map_err(|e| AuditError::internal("normalising event time", e))?;
+        let (parts, at) = encode_without_sequence(&event, stream_id)?;
+        Ok(Self {
+            stream_id: stream_id.to_owned(),
+            event,
+            parts,
+            at,
+        })
+    }
+
+    /// The event as it will be sealed.
+    pub fn event(&self) -> &AuditEvent {
+        &self.event
+    }
+
+    /// The record at `sequence` after `prev_hash`, and its canonical body.
+    pub fn seal(self, sequence: u64, prev_hash: &str) -> Result<(AuditRecord, String), AuditError> {
+        let body = splice_sequence(&self.parts, self.at, sequence)?;
+        let hash = body_hash(prev_hash, &body).ok_or_else(|| bad_prev_hash(sequence))?;
+        // The encoder writes only `str` data and ASCII syntax, so this cannot fail.
+        let body = String::from_utf8(body)
+            .map_err(|e| AuditError::internal("canonical body is not UTF-8", e))?;
+        let record = AuditRecord {
+            stream_id: self.stream_id,
+            sequence,
+            event: self.event,
+            prev_hash: prev_hash.to_owned(),
+            hash,
+        };
+        Ok((record, body))
+    }
 }
 
 /// The genesis record (sequence 0) of a new stream.
