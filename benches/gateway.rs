@@ -16,7 +16,10 @@
 //!   `completed` as groups (six records, four commits; the pipeline waits for each commit
 //!   before its next step);
 //! - `memory_doubles`: the same gateway on in-memory doubles (allow-all policy, memory broker,
-//!   runner and audit): the pipeline's own cost, without storage or policy evaluation.
+//!   runner and audit): the pipeline's own cost, without storage or policy evaluation;
+//! - `baseline_four_fsyncs` (1 agent only): four sequential 4 KiB overwrites of a file beside
+//!   the log, each followed by `fdatasync`: the disk's floor for one action's four durable
+//!   commits, below anything SQLite can do.
 //!
 //! Criterion reports the time per iteration (one action per agent) and actions/s. Per-action
 //! latency percentiles (p50/p99, measured around each `execute`) and the issue's targets
@@ -305,7 +308,36 @@ fn bench(c: &mut Criterion) {
             })
         })
     };
-    let cases: [(&'static str, Action); 5] = [
+    let four_fsyncs: Action = {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(dir.path().join("fsync-floor"))
+            .unwrap();
+        // Preallocated and synced, so each sync below flushes data only (the cheapest case).
+        file.write_all_at(&[0u8; 64 * 1024], 0).unwrap();
+        file.sync_all().unwrap();
+        let file = Arc::new(file);
+        let page = Arc::new([1u8; 4096]);
+        Arc::new(move |_| {
+            let (file, page) = (file.clone(), page.clone());
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || {
+                    for i in 0..4u64 {
+                        file.write_all_at(&page[..], i * 4096).unwrap();
+                        file.sync_data().unwrap();
+                    }
+                })
+                .await
+                .unwrap();
+            })
+        })
+    };
+    let cases: [(&'static str, Action); 6] = [
+        ("baseline_four_fsyncs", four_fsyncs),
         ("baseline_decide_append", decide_append),
         ("baseline_audit_trail", audit_trail),
         ("memory_doubles", memory),
@@ -323,6 +355,10 @@ fn bench(c: &mut Criterion) {
     for agents in CONCURRENCY {
         group.throughput(Throughput::Elements(agents as u64));
         for (name, action) in &cases {
+            // Concurrent writers of one plain file share nothing like a group commit.
+            if *name == "baseline_four_fsyncs" && agents > 1 {
+                continue;
+            }
             let recorder = Recorder::default();
             group.bench_with_input(BenchmarkId::new(*name, agents), &agents, |b, &n| {
                 b.to_async(&rt)
@@ -381,6 +417,14 @@ fn report(summaries: &[Summary], isolation: &str, records_per_action: u64) {
                  the sink) and the pipeline on in-memory doubles {:.3} ms",
                 ms(trail.p50),
                 ms(mem.p50)
+            );
+        }
+        if let Some(floor) = find("baseline_four_fsyncs", 1) {
+            println!(
+                "  floor: four sequential 4 KiB writes + fdatasync on this disk take {:.3} ms p50 \
+                 ({:.0}% of the no-op action)",
+                ms(floor.p50),
+                100.0 * ms(floor.p50) / ms(noop.p50).max(f64::MIN_POSITIVE)
             );
         }
     }
