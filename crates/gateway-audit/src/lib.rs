@@ -90,9 +90,11 @@
 //! ## Writing: group commit
 //!
 //! A sink owns one writer task per stream. [`append`](gateway_core::AuditSink::append) redacts
-//! the event in the caller's task, then queues it on a bounded channel (back-pressure: callers
-//! wait when it is full). The writer takes everything queued (up to a batch limit), seals it onto
-//! the chain, and commits the batch as one unit; each caller is answered only after the commit
+//! the event and encodes its canonical body (all but the sequence number, see
+//! [`EncodedEvent`](gateway_core::audit::chain::EncodedEvent)) in the caller's task, then queues
+//! it on a bounded channel (back-pressure: callers wait when it is full). The writer takes
+//! everything queued (up to a batch limit), seals it onto the chain (numbers and hashes it), and
+//! commits the batch as one unit; each caller is answered only after the commit
 //! returned, with its receipt or an error. If a commit fails every caller of the batch gets an
 //! error and the writer reloads the head from the database before the next batch. Two writers
 //! on the same stream cannot fork it: `(stream_id, sequence)` is the primary key, so the loser's

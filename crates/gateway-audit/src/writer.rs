@@ -308,9 +308,11 @@ impl Sealed {
         let mut records = self.records.into_iter();
         let mut jobs = Vec::with_capacity(self.owners.len());
         for (reply, n) in self.owners {
-            let events: Result<Vec<EncodedEvent>, AuditError> = records
-                .by_ref()
-                .take(n)
+            // Take the job's records before encoding, so that a failure cannot leave some of
+            // them to the next job.
+            let own: Vec<SealedRecord> = records.by_ref().take(n).collect();
+            let events: Result<Vec<EncodedEvent>, AuditError> = own
+                .into_iter()
                 .map(|s| EncodedEvent::new(stream_id, s.record.event))
                 .collect();
             match events {
