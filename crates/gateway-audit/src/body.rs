@@ -624,21 +624,8 @@ mod tests {
     use gateway_core::audit::chain::{GENESIS_PREV_HASH, seal_with_body};
     use gateway_core::audit::{DecisionRecord, EventOutcome};
     use gateway_core::ids::RequestId;
+    use gateway_core::testing::strategies::{audit_event, text};
     use proptest::prelude::*;
-    use time::UtcOffset;
-
-    const KINDS: [AuditEventKind; 10] = [
-        AuditEventKind::Genesis,
-        AuditEventKind::Requested,
-        AuditEventKind::Rejected,
-        AuditEventKind::Decided,
-        AuditEventKind::ApprovalRequested,
-        AuditEventKind::ApprovalResolved,
-        AuditEventKind::Granted,
-        AuditEventKind::Started,
-        AuditEventKind::Revoked,
-        AuditEventKind::Completed,
-    ];
 
     /// The exact definition [`recognize`] must agree with: the text parses to a record body
     /// whose canonical encoding is the text itself.
@@ -667,94 +654,6 @@ mod tests {
         (facts.stream_id.to_owned(), facts.sequence, facts.kind)
     }
 
-    /// Text weighted towards what JSON escapes and RFC 8785 orders specially.
-    fn text() -> impl Strategy<Value = String> {
-        prop_oneof![
-            "[a-z0-9_.:/-]{0,10}",
-            any::<String>(),
-            "[\\\"\u{0}-\u{1f}\u{7f}\u{2028}\u{e9}\u{1f600}\u{ff61}a-zA-Z/]{0,12}",
-        ]
-    }
-
-    fn number() -> impl Strategy<Value = serde_json::Value> {
-        prop_oneof![
-            (0u64..1000).prop_map(serde_json::Value::from),
-            any::<i64>().prop_map(serde_json::Value::from),
-            any::<u64>().prop_map(serde_json::Value::from),
-            any::<f64>()
-                .prop_filter("finite", |f| f.is_finite())
-                .prop_map(serde_json::Value::from),
-            (-1e25f64..1e25).prop_map(serde_json::Value::from),
-            (-1e-5f64..1e-5).prop_map(serde_json::Value::from),
-            Just(serde_json::Value::from(12.5)),
-            Just(serde_json::Value::from(-0.0)),
-            Just(serde_json::Value::from(1e21)),
-        ]
-    }
-
-    fn json() -> impl Strategy<Value = serde_json::Value> {
-        let leaf = prop_oneof![
-            Just(serde_json::Value::Null),
-            any::<bool>().prop_map(serde_json::Value::Bool),
-            number(),
-            text().prop_map(serde_json::Value::String),
-        ];
-        leaf.prop_recursive(3, 24, 4, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
-                proptest::collection::btree_map(text(), inner, 0..4)
-                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
-
-    prop_compose! {
-        fn decision()(
-            allow in any::<bool>(),
-            reasons in proptest::collection::vec(text(), 0..3),
-            policy_id in proptest::option::of(text()),
-            decision_id in proptest::option::of(text()),
-        ) -> DecisionRecord {
-            DecisionRecord { allow, reasons, policy_id, decision_id }
-        }
-    }
-
-    prop_compose! {
-        fn event()(
-            unix_secs in -62_000_000_000i64..253_000_000_000,
-            nanos in prop_oneof![Just(0u32), 0u32..1_000_000_000],
-            offset_secs in prop_oneof![Just(0i32), -86_399i32..86_400],
-            step in any::<u32>(),
-            kind in 0usize..KINDS.len(),
-            agent in proptest::option::of("[a-z][a-z0-9-]{0,7}:[A-Za-z0-9._@/-]{1,12}"),
-            action in text(),
-            resource in text(),
-            outcome in proptest::option::of(any::<bool>()),
-            decision in proptest::option::of(decision()),
-            grant_id in proptest::option::of(text()),
-            runner_id in proptest::option::of(text()),
-            origin in proptest::option::of(text()),
-            details in proptest::collection::btree_map(text(), json(), 0..5),
-        ) -> AuditEvent {
-            let mut event = AuditEvent::new(RequestId::new(), step, KINDS[kind]);
-            event.time = OffsetDateTime::from_unix_timestamp(unix_secs)
-                .unwrap()
-                .replace_nanosecond(nanos)
-                .unwrap()
-                .to_offset(UtcOffset::from_whole_seconds(offset_secs).unwrap());
-            event.agent_id = agent.map(|a| AgentId::new(a).unwrap());
-            event.action = action;
-            event.resource = resource;
-            event.outcome = outcome.map(|ok| if ok { EventOutcome::Success } else { EventOutcome::Failure });
-            event.decision = decision;
-            event.grant_id = grant_id;
-            event.runner_id = runner_id;
-            event.origin = origin;
-            event.details = details.into_iter().collect();
-            event
-        }
-    }
-
     prop_compose! {
         /// A sealed record's canonical body (as the writer stores it), if it can be sealed
         /// (times whose offset has seconds cannot be formatted as RFC 3339).
@@ -762,7 +661,7 @@ mod tests {
             stream_id in prop_oneof!["[a-z0-9.:/@_-]{1,20}", text()],
             // Up to 2^53: beyond, JCS writes the nearest double, not the sequence itself.
             sequence in prop_oneof![0u64..1_000_000, 0u64..=(1 << 53)],
-            event in event(),
+            event in audit_event(),
         ) -> Option<(String, u64, AuditEventKind, String)> {
             let kind = event.kind;
             seal_with_body(&stream_id, sequence, GENESIS_PREV_HASH, event)

@@ -765,106 +765,16 @@ mod tests {
 
     mod fast_encoder {
         use super::super::*;
-        use crate::audit::DecisionRecord;
-        use crate::ids::{AgentId, RequestId};
+        use crate::testing::strategies::{KINDS, audit_event, text};
         use proptest::prelude::*;
-        use serde_json::{Map, Value};
-        use time::{OffsetDateTime, UtcOffset};
-
-        const KINDS: [AuditEventKind; 10] = [
-            AuditEventKind::Genesis,
-            AuditEventKind::Requested,
-            AuditEventKind::Rejected,
-            AuditEventKind::Decided,
-            AuditEventKind::ApprovalRequested,
-            AuditEventKind::ApprovalResolved,
-            AuditEventKind::Granted,
-            AuditEventKind::Started,
-            AuditEventKind::Revoked,
-            AuditEventKind::Completed,
-        ];
-
-        /// Any Unicode text, weighted towards characters JSON escapes or JCS sorts specially.
-        fn text() -> impl Strategy<Value = String> {
-            prop_oneof![
-                any::<String>(),
-                "[\\\"\u{0}-\u{1f}\u{7f}\u{2028}\u{e9}\u{1f600}\u{ff61}a-z/]{0,12}",
-            ]
-        }
-
-        fn number() -> impl Strategy<Value = Value> {
-            prop_oneof![
-                any::<i64>().prop_map(Value::from),
-                any::<u64>().prop_map(Value::from),
-                any::<f64>()
-                    .prop_filter("finite", |f| f.is_finite())
-                    .prop_map(Value::from),
-                (-1e25f64..1e25).prop_map(Value::from),
-                (-1e-5f64..1e-5).prop_map(Value::from),
-            ]
-        }
-
-        fn json() -> impl Strategy<Value = Value> {
-            let leaf = prop_oneof![
-                Just(Value::Null),
-                any::<bool>().prop_map(Value::Bool),
-                number(),
-                text().prop_map(Value::String),
-            ];
-            leaf.prop_recursive(3, 24, 4, |inner| {
-                prop_oneof![
-                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                    proptest::collection::btree_map(text(), inner, 0..4)
-                        .prop_map(|m| Value::Object(m.into_iter().collect())),
-                ]
-            })
-        }
-
-        prop_compose! {
-            fn decision()(
-                allow in any::<bool>(),
-                reasons in proptest::collection::vec(text(), 0..3),
-                policy_id in proptest::option::of(text()),
-                decision_id in proptest::option::of(text()),
-            ) -> DecisionRecord {
-                DecisionRecord { allow, reasons, policy_id, decision_id }
-            }
-        }
+        use serde_json::Value;
 
         prop_compose! {
             fn record()(
                 stream_id in text(),
                 sequence in prop_oneof![0u64..1000, any::<u64>(), Just(1u64 << 53), Just((1u64 << 53) + 1)],
-                unix_secs in -62_000_000_000i64..253_000_000_000,
-                nanos in prop_oneof![Just(0u32), 0u32..1_000_000_000],
-                offset_secs in prop_oneof![Just(0i32), -86_399i32..86_400],
-                step in any::<u32>(),
-                kind in 0usize..KINDS.len(),
-                agent in proptest::option::of("[a-z][a-z0-9-]{0,7}:[A-Za-z0-9._@/-]{1,12}"),
-                action in text(),
-                resource in text(),
-                outcome in proptest::option::of(any::<bool>()),
-                decision in proptest::option::of(decision()),
-                grant_id in proptest::option::of(text()),
-                runner_id in proptest::option::of(text()),
-                origin in proptest::option::of(text()),
-                details in proptest::collection::btree_map(text(), json(), 0..5),
+                event in audit_event(),
             ) -> AuditRecord {
-                let mut event = AuditEvent::new(RequestId::new(), step, KINDS[kind]);
-                event.time = OffsetDateTime::from_unix_timestamp(unix_secs)
-                    .unwrap()
-                    .replace_nanosecond(nanos)
-                    .unwrap()
-                    .to_offset(UtcOffset::from_whole_seconds(offset_secs).unwrap());
-                event.agent_id = agent.map(|a| AgentId::new(a).unwrap());
-                event.action = action;
-                event.resource = resource;
-                event.outcome = outcome.map(|ok| if ok { EventOutcome::Success } else { EventOutcome::Failure });
-                event.decision = decision;
-                event.grant_id = grant_id;
-                event.runner_id = runner_id;
-                event.origin = origin;
-                event.details = details.into_iter().collect::<Map<String, Value>>();
                 AuditRecord {
                     stream_id,
                     sequence,

@@ -5,6 +5,8 @@
 mod faults;
 mod journal;
 pub mod script;
+#[cfg(any(test, feature = "strategies"))]
+pub mod strategies;
 
 pub use faults::{Fault, FaultPlan};
 pub use journal::{Entry, Journal};
