@@ -158,40 +158,7 @@ async fn two_sinks_on_one_stream_never_fork_it() {
             .await
             .unwrap(),
     );
-    let mut tasks = Vec::new();
-    for i in 0..200u64 {
-        let sink = if i % 2 == 0 {
-            Arc::clone(&a)
-        } else {
-            Arc::clone(&b)
-        };
-        tasks.push(tokio::spawn(async move { sink.append(event(i)).await }));
-    }
-    let mut acked = BTreeSet::new();
-    for t in tasks {
-        if let Ok(r) = t.await.unwrap() {
-            assert!(
-                acked.insert(r.sequence),
-                "duplicate sequence {}",
-                r.sequence
-            );
-        }
-    }
-    assert!(
-        acked.len() >= 150,
-        "too many appends failed: {}",
-        acked.len()
-    );
-    let report = a.verify().await.unwrap();
-    assert!(report.is_ok(), "{:?}", report.fault);
-    let stored: BTreeSet<u64> = a
-        .read(None, 1000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.sequence)
-        .collect();
-    assert!(acked.is_subset(&stored));
+    common::races::two_sinks_on_one_stream_never_fork_it(a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,34 +228,5 @@ async fn racing_checkpointed_batches_never_fork_the_stream() {
             .unwrap(),
     );
     let b = Arc::new(PostgresAuditSink::open(store, config).await.unwrap());
-    let tasks: Vec<_> = (0..100u64)
-        .map(|i| {
-            let sink = if i % 2 == 0 {
-                Arc::clone(&a)
-            } else {
-                Arc::clone(&b)
-            };
-            tokio::spawn(async move { sink.append(event(i)).await })
-        })
-        .collect();
-    let mut acked = BTreeSet::new();
-    for t in tasks {
-        if let Ok(r) = t.await.unwrap() {
-            assert!(
-                acked.insert(r.sequence),
-                "duplicate sequence {}",
-                r.sequence
-            );
-        }
-    }
-    assert!(
-        acked.len() >= 75,
-        "too many appends failed: {}",
-        acked.len()
-    );
-    a.append(event(1000)).await.unwrap();
-    b.append(event(1001)).await.unwrap();
-    let report = a.verify().await.unwrap();
-    assert!(report.is_ok(), "{:?}", report.fault);
-    assert!(report.checkpoints_checked >= 2, "{report:?}");
+    common::races::racing_checkpointed_batches_never_fork_the_stream(a, b).await;
 }

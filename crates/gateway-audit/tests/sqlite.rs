@@ -324,41 +324,7 @@ async fn two_sinks_on_one_stream_never_fork_it() {
     let dir = tempfile::tempdir().unwrap();
     let a = Arc::new(open(&dir, SinkConfig::new("shared")).await);
     let b = Arc::new(open(&dir, SinkConfig::new("shared")).await);
-    let mut tasks = Vec::new();
-    for i in 0..200u64 {
-        let sink = if i % 2 == 0 {
-            Arc::clone(&a)
-        } else {
-            Arc::clone(&b)
-        };
-        tasks.push(tokio::spawn(async move { sink.append(event(i)).await }));
-    }
-    let mut acked = BTreeSet::new();
-    for t in tasks {
-        // Losing a race may surface as an error after the retries; it must never fork.
-        if let Ok(r) = t.await.unwrap() {
-            assert!(
-                acked.insert(r.sequence),
-                "duplicate sequence {}",
-                r.sequence
-            );
-        }
-    }
-    assert!(
-        acked.len() >= 150,
-        "too many appends failed: {}",
-        acked.len()
-    );
-    let report = a.verify().await.unwrap();
-    assert!(report.is_ok(), "{:?}", report.fault);
-    let stored: BTreeSet<u64> = a
-        .read(None, 1000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.sequence)
-        .collect();
-    assert!(acked.is_subset(&stored));
+    common::races::two_sinks_on_one_stream_never_fork_it(a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -527,36 +493,5 @@ async fn racing_checkpointed_batches_never_fork_the_stream() {
     let config = SinkConfig::new("shared").with_checkpoints(signer, 1, Duration::from_secs(60));
     let a = Arc::new(open(&dir, config.clone()).await);
     let b = Arc::new(open(&dir, config).await);
-    let tasks: Vec<_> = (0..100u64)
-        .map(|i| {
-            let sink = if i % 2 == 0 {
-                Arc::clone(&a)
-            } else {
-                Arc::clone(&b)
-            };
-            tokio::spawn(async move { sink.append(event(i)).await })
-        })
-        .collect();
-    let mut acked = BTreeSet::new();
-    for t in tasks {
-        if let Ok(r) = t.await.unwrap() {
-            assert!(
-                acked.insert(r.sequence),
-                "duplicate sequence {}",
-                r.sequence
-            );
-        }
-    }
-    assert!(
-        acked.len() >= 75,
-        "too many appends failed: {}",
-        acked.len()
-    );
-    // Both writers still work after their lost races.
-    a.append(event(1000)).await.unwrap();
-    b.append(event(1001)).await.unwrap();
-    let report = a.verify().await.unwrap();
-    assert!(report.is_ok(), "{:?}", report.fault);
-    // One checkpoint per committed batch, at least the two last ones.
-    assert!(report.checkpoints_checked >= 2, "{report:?}");
+    common::races::racing_checkpointed_batches_never_fork_the_stream(a, b).await;
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod groups;
+pub mod races;
 
 use gateway_core::audit::{AuditEvent, AuditEventKind, EventOutcome};
 use gateway_core::ids::{AgentId, RequestId};
