@@ -9,7 +9,7 @@ use crate::writer::{Command, Job, Writer};
 use async_trait::async_trait;
 use gateway_core::audit::chain::{EncodedEvent, genesis};
 use gateway_core::audit::{
-    AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink, VerifyReport,
+    AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink, VerifyReport, only_receipt,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -212,10 +212,7 @@ impl<S: AuditStore> ChainedSink<S> {
 #[async_trait]
 impl<S: AuditStore> AuditSink for ChainedSink<S> {
     async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
-        let mut receipts = self.append_all(vec![event]).await?;
-        receipts
-            .pop()
-            .ok_or_else(|| AuditError::internal_msg("no receipt for an appended event"))
+        only_receipt(self.append_all(vec![event]).await?)
     }
 
     /// Atomic: the group goes to the writer as one job, so its records are contiguous, in one

@@ -165,6 +165,14 @@ concern_error!(
     AuditError, "audit"
 );
 
+/// The receipt of a group of one: how a sink whose `append` is its
+/// [`append_all`](AuditSink::append_all) of one event answers.
+pub fn only_receipt(mut receipts: Vec<AuditReceipt>) -> Result<AuditReceipt, AuditError> {
+    receipts
+        .pop()
+        .ok_or_else(|| AuditError::internal_msg("no receipt for an appended event"))
+}
+
 /// An append-only, hash-chained, durable audit log (one chain per sink instance).
 ///
 /// `append` returns only after the event is durable; an event is acknowledged once or the caller

@@ -14,6 +14,7 @@ pub use journal::{Entry, Journal};
 use crate::audit::chain::{ChainVerifier, GENESIS_PREV_HASH, genesis, seal};
 use crate::audit::{
     AuditError, AuditEvent, AuditEventKind, AuditReceipt, AuditRecord, AuditSink, VerifyReport,
+    only_receipt,
 };
 use crate::grant::{AccessBroker, BrokerError, Grant, GrantRequest};
 use crate::identity::{AgentIdentity, AuthMethod, Credential, Identity, IdentityError};
@@ -480,10 +481,7 @@ impl MemoryAuditSink {
 #[async_trait]
 impl AuditSink for MemoryAuditSink {
     async fn append(&self, event: AuditEvent) -> Result<AuditReceipt, AuditError> {
-        let mut receipts = self.append_all(vec![event]).await?;
-        receipts
-            .pop()
-            .ok_or_else(|| AuditError::internal_msg("no receipt for an appended event"))
+        only_receipt(self.append_all(vec![event]).await?)
     }
 
     /// Atomic: one fault check for the whole group, sealed and stored under one lock.
