@@ -205,7 +205,7 @@ pub(crate) fn recognize(text: &str) -> Option<Facts<'_>> {
         c.string()?;
     }
     c.key(b"kind")?;
-    let kind = kind_named(c.plain_string()?)?;
+    let kind = AuditEventKind::from_name(c.plain_string()?)?;
     if c.optional_key(b"origin") {
         c.string()?;
     }
@@ -230,24 +230,6 @@ pub(crate) fn recognize(text: &str) -> Option<Facts<'_>> {
         stream_id,
         sequence,
         kind,
-    })
-}
-
-/// The kind whose serde name is `name` (the names `canonical_body` writes); `None` for any
-/// other (a kind added later takes the parsing path until it is listed here).
-fn kind_named(name: &str) -> Option<AuditEventKind> {
-    Some(match name {
-        "genesis" => AuditEventKind::Genesis,
-        "requested" => AuditEventKind::Requested,
-        "rejected" => AuditEventKind::Rejected,
-        "decided" => AuditEventKind::Decided,
-        "approval_requested" => AuditEventKind::ApprovalRequested,
-        "approval_resolved" => AuditEventKind::ApprovalResolved,
-        "granted" => AuditEventKind::Granted,
-        "started" => AuditEventKind::Started,
-        "revoked" => AuditEventKind::Revoked,
-        "completed" => AuditEventKind::Completed,
-        _ => return None,
     })
 }
 

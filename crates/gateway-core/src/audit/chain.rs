@@ -121,7 +121,7 @@ fn encode_without_sequence(
         write_str(&mut out, grant);
     }
     write_key(&mut out, "kind", false);
-    write_str(&mut out, kind_name(ev.kind));
+    write_str(&mut out, ev.kind.as_str());
     if let Some(origin) = &ev.origin {
         write_key(&mut out, "origin", false);
         write_str(&mut out, origin);
@@ -156,22 +156,6 @@ fn splice_sequence(parts: &[u8], at: usize, sequence: u64) -> Result<Vec<u8>, Au
     write_u64(&mut body, sequence)?;
     body.extend_from_slice(tail);
     Ok(body)
-}
-
-/// The serde name of an event kind (checked against serde by the property test).
-fn kind_name(kind: AuditEventKind) -> &'static str {
-    match kind {
-        AuditEventKind::Genesis => "genesis",
-        AuditEventKind::Requested => "requested",
-        AuditEventKind::Rejected => "rejected",
-        AuditEventKind::Decided => "decided",
-        AuditEventKind::ApprovalRequested => "approval_requested",
-        AuditEventKind::ApprovalResolved => "approval_resolved",
-        AuditEventKind::Granted => "granted",
-        AuditEventKind::Started => "started",
-        AuditEventKind::Revoked => "revoked",
-        AuditEventKind::Completed => "completed",
-    }
 }
 
 /// The serde name of an outcome.
@@ -765,7 +749,7 @@ mod tests {
 
     mod fast_encoder {
         use super::super::*;
-        use crate::testing::strategies::{KINDS, audit_event, text};
+        use crate::testing::strategies::{audit_event, text};
         use proptest::prelude::*;
         use serde_json::Value;
 
@@ -810,12 +794,14 @@ mod tests {
 
         #[test]
         fn every_kind_and_outcome_name_matches_serde() {
-            for kind in KINDS {
+            for kind in AuditEventKind::ALL {
                 assert_eq!(
-                    Value::from(kind_name(kind)),
+                    Value::from(kind.as_str()),
                     serde_json::to_value(kind).unwrap()
                 );
+                assert_eq!(AuditEventKind::from_name(kind.as_str()), Some(kind));
             }
+            assert_eq!(AuditEventKind::from_name("Genesis"), None);
             for outcome in [EventOutcome::Success, EventOutcome::Failure] {
                 assert_eq!(
                     Value::from(outcome_name(outcome)),

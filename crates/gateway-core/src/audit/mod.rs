@@ -41,6 +41,53 @@ pub enum AuditEventKind {
 }
 
 impl AuditEventKind {
+    /// Every kind, in request-path order.
+    pub const ALL: [AuditEventKind; 10] = [
+        Self::Genesis,
+        Self::Requested,
+        Self::Rejected,
+        Self::Decided,
+        Self::ApprovalRequested,
+        Self::ApprovalResolved,
+        Self::Granted,
+        Self::Started,
+        Self::Revoked,
+        Self::Completed,
+    ];
+
+    /// The kind's serialised name (`"approval_requested"`, …), as records store it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Genesis => "genesis",
+            Self::Requested => "requested",
+            Self::Rejected => "rejected",
+            Self::Decided => "decided",
+            Self::ApprovalRequested => "approval_requested",
+            Self::ApprovalResolved => "approval_resolved",
+            Self::Granted => "granted",
+            Self::Started => "started",
+            Self::Revoked => "revoked",
+            Self::Completed => "completed",
+        }
+    }
+
+    /// The kind whose serialised name is `name`; the inverse of [`as_str`](Self::as_str).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "genesis" => Self::Genesis,
+            "requested" => Self::Requested,
+            "rejected" => Self::Rejected,
+            "decided" => Self::Decided,
+            "approval_requested" => Self::ApprovalRequested,
+            "approval_resolved" => Self::ApprovalResolved,
+            "granted" => Self::Granted,
+            "started" => Self::Started,
+            "revoked" => Self::Revoked,
+            "completed" => Self::Completed,
+            _ => return None,
+        })
+    }
+
     /// Whether this kind ends an action's trail.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Rejected | Self::Completed)
