@@ -51,18 +51,25 @@ fn bad_prev_hash(sequence: u64) -> AuditError {
 /// keys are fixed ASCII names, so their RFC 8785 order (UTF-16 code units) is plain byte order
 /// and is spelled out below; `details` values are arbitrary JSON (see [`super::jcs`]).
 pub fn canonical_body(record: &AuditRecord) -> Result<Vec<u8>, AuditError> {
-    let (parts, at) = encode_without_sequence(&record.event, &record.stream_id)?;
-    splice_sequence(&parts, at, record.sequence)
+    let mut out = Vec::with_capacity(512);
+    write_body(
+        &record.event,
+        &record.stream_id,
+        Some(record.sequence),
+        &mut out,
+    )?;
+    Ok(out)
 }
 
-/// The canonical body of `event` on `stream_id` with the sequence number left out, and the
-/// offset where it goes: everything a record's body holds except what only the stream's writer
-/// can assign.
-fn encode_without_sequence(
+/// Writes the canonical body of `ev` on `stream_id` into `out`, with `sequence` if given, or
+/// else without it (everything a record's body holds except what only the stream's writer can
+/// assign, see [`EncodedEvent`]). Returns the offset in `out` where the sequence number goes.
+fn write_body(
     ev: &AuditEvent,
     stream_id: &str,
-) -> Result<(Vec<u8>, usize), AuditError> {
-    let mut out = Vec::with_capacity(512);
+    sequence: Option<u64>,
+    out: &mut Vec<u8>,
+) -> Result<usize, AuditError> {
     // Same formatting (and the same failure cases) as `time::serde::rfc3339`.
     let time = ev
         .time
@@ -71,84 +78,88 @@ fn encode_without_sequence(
     // Keys in RFC 8785 order: action, agent_id, correlation_id, decision, details, grant_id,
     // kind, origin, outcome, resource, runner_id, sequence, step, stream_id, time.
     out.push(b'{');
-    write_key(&mut out, "action", true);
-    write_str(&mut out, &ev.action);
+    write_key(out, "action", true);
+    write_str(out, &ev.action);
     if let Some(agent) = &ev.agent_id {
-        write_key(&mut out, "agent_id", false);
-        write_str(&mut out, agent.as_str());
+        write_key(out, "agent_id", false);
+        write_str(out, agent.as_str());
     }
-    write_key(&mut out, "correlation_id", false);
+    write_key(out, "correlation_id", false);
     let mut uuid = uuid::Uuid::encode_buffer();
     write_str(
-        &mut out,
+        out,
         ev.correlation_id
             .as_uuid()
             .hyphenated()
             .encode_lower(&mut uuid),
     );
     if let Some(d) = &ev.decision {
-        write_key(&mut out, "decision", false);
+        write_key(out, "decision", false);
         // allow, decision_id, policy_id, reasons.
         out.push(b'{');
-        write_key(&mut out, "allow", true);
+        write_key(out, "allow", true);
         out.extend_from_slice(if d.allow { b"true" } else { b"false" });
         if let Some(id) = &d.decision_id {
-            write_key(&mut out, "decision_id", false);
-            write_str(&mut out, id);
+            write_key(out, "decision_id", false);
+            write_str(out, id);
         }
         if let Some(id) = &d.policy_id {
-            write_key(&mut out, "policy_id", false);
-            write_str(&mut out, id);
+            write_key(out, "policy_id", false);
+            write_str(out, id);
         }
-        write_key(&mut out, "reasons", false);
+        write_key(out, "reasons", false);
         out.push(b'[');
         for (i, reason) in d.reasons.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            write_str(&mut out, reason);
+            write_str(out, reason);
         }
         out.extend_from_slice(b"]}");
     }
     if !ev.details.is_empty() {
-        write_key(&mut out, "details", false);
+        write_key(out, "details", false);
         // JCS is structural, so canonicalising this sub-value in place is the same as
         // canonicalising the whole record.
-        write_object(&mut out, &ev.details)?;
+        write_object(out, &ev.details)?;
     }
     if let Some(grant) = &ev.grant_id {
-        write_key(&mut out, "grant_id", false);
-        write_str(&mut out, grant);
+        write_key(out, "grant_id", false);
+        write_str(out, grant);
     }
-    write_key(&mut out, "kind", false);
-    write_str(&mut out, ev.kind.as_str());
+    write_key(out, "kind", false);
+    write_str(out, ev.kind.as_str());
     if let Some(origin) = &ev.origin {
-        write_key(&mut out, "origin", false);
-        write_str(&mut out, origin);
+        write_key(out, "origin", false);
+        write_str(out, origin);
     }
     if let Some(outcome) = ev.outcome {
-        write_key(&mut out, "outcome", false);
-        write_str(&mut out, outcome_name(outcome));
+        write_key(out, "outcome", false);
+        write_str(out, outcome_name(outcome));
     }
-    write_key(&mut out, "resource", false);
-    write_str(&mut out, &ev.resource);
+    write_key(out, "resource", false);
+    write_str(out, &ev.resource);
     if let Some(runner) = &ev.runner_id {
-        write_key(&mut out, "runner_id", false);
-        write_str(&mut out, runner);
+        write_key(out, "runner_id", false);
+        write_str(out, runner);
     }
-    write_key(&mut out, "sequence", false);
+    write_key(out, "sequence", false);
     let at = out.len();
-    write_key(&mut out, "step", false);
-    write_u64(&mut out, u64::from(ev.step))?;
-    write_key(&mut out, "stream_id", false);
-    write_str(&mut out, stream_id);
-    write_key(&mut out, "time", false);
-    write_str(&mut out, &time);
+    if let Some(sequence) = sequence {
+        write_u64(out, sequence)?;
+    }
+    write_key(out, "step", false);
+    write_u64(out, u64::from(ev.step))?;
+    write_key(out, "stream_id", false);
+    write_str(out, stream_id);
+    write_key(out, "time", false);
+    write_str(out, &time);
     out.push(b'}');
-    Ok((out, at))
+    Ok(at)
 }
 
-/// The body from [`encode_without_sequence`]'s output, with `sequence` written at `at`.
+/// The body written by [`write_body`] without a sequence number, with `sequence` written at
+/// `at`.
 fn splice_sequence(parts: &[u8], at: usize, sequence: u64) -> Result<Vec<u8>, AuditError> {
     let (head, tail) = parts.split_at(at.min(parts.len()));
     let mut body = Vec::with_capacity(parts.len() + 20);
@@ -229,7 +240,8 @@ impl EncodedEvent {
             .time
             .replace_microsecond(micros)
             .map_err(|e| AuditError::internal("normalising event time", e))?;
-        let (parts, at) = encode_without_sequence(&event, stream_id)?;
+        let mut parts = Vec::with_capacity(512);
+        let at = write_body(&event, stream_id, None, &mut parts)?;
         Ok(Self {
             stream_id: stream_id.to_owned(),
             event,
@@ -789,6 +801,18 @@ mod tests {
             #[test]
             fn fast_encoder_matches_the_reference(record in record()) {
                 same(&record)?;
+            }
+
+            /// An event encoded ahead of its sequence number seals to the canonical body of
+            /// the record it becomes, and that body's hash is the record's.
+            #[test]
+            fn encoded_events_seal_to_the_canonical_body(record in record()) {
+                let encoded = EncodedEvent::new(&record.stream_id, record.event.clone());
+                if let Ok(encoded) = encoded {
+                    let (sealed, body) = encoded.seal(record.sequence, GENESIS_PREV_HASH).unwrap();
+                    prop_assert_eq!(canonical_body(&sealed).unwrap(), body.as_bytes());
+                    prop_assert_eq!(record_hash(&sealed).unwrap(), sealed.hash);
+                }
             }
         }
 
