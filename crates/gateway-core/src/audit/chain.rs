@@ -388,44 +388,8 @@ impl VerifyReport {
     }
 }
 
-/// A record together with the hash recomputed from its content.
-///
-/// Recomputing a hash does not depend on the record's place in the chain, so a verifier can
-/// hash many records in parallel and then link them in order with
-/// [`ChainVerifier::push_hashed`]. The recomputed hash can only be set by [`HashedRecord::new`],
-/// so a caller cannot vouch for a record's content.
-#[derive(Debug, Clone)]
-pub struct HashedRecord {
-    record: AuditRecord,
-    /// The recomputed hex hash, or why it could not be computed.
-    computed: Result<String, String>,
-}
-
-impl HashedRecord {
-    /// Recomputes `record`'s hash (the expensive part of verification).
-    pub fn new(record: AuditRecord) -> Self {
-        let computed = record_hash(&record).map_err(|e| e.to_string());
-        Self { record, computed }
-    }
-
-    /// The record.
-    pub fn record(&self) -> &AuditRecord {
-        &self.record
-    }
-
-    /// Whether the record's stored hash matches its content (linking is not checked).
-    pub fn content_matches(&self) -> bool {
-        matches!(&self.computed, Ok(h) if *h == self.record.hash)
-    }
-
-    /// The record, dropping the recomputed hash.
-    pub fn into_record(self) -> AuditRecord {
-        self.record
-    }
-}
-
 /// The link view of a record whose hash was recomputed as `computed`.
-fn hashed_view<'a>(record: &'a AuditRecord, computed: &'a Result<String, String>) -> LinkView<'a> {
+fn record_view<'a>(record: &'a AuditRecord, computed: &'a Result<String, String>) -> LinkView<'a> {
     LinkView {
         stream_id: &record.stream_id,
         sequence: record.sequence,
@@ -575,16 +539,7 @@ impl ChainVerifier {
             return Err(fault.clone());
         }
         let computed = record_hash(record).map_err(|e| e.to_string());
-        self.link(hashed_view(record, &computed))
-    }
-
-    /// Like [`push`](Self::push) for a record whose hash was already recomputed by
-    /// [`HashedRecord::new`] (possibly on another thread): only the linking is done here.
-    pub fn push_hashed(&mut self, hashed: &HashedRecord) -> Result<(), ChainFault> {
-        if let Some(fault) = &self.fault {
-            return Err(fault.clone());
-        }
-        self.link(hashed_view(&hashed.record, &hashed.computed))
+        self.link(record_view(record, &computed))
     }
 
     /// Like [`push`](Self::push) for a record whose content was already checked by
@@ -855,25 +810,12 @@ mod tests {
     }
 
     #[test]
-    fn hashed_records_verify_like_plain_ones() {
-        let mut c = chain(5);
-        c[3].event.action = "evil".into();
-        let mut plain = ChainVerifier::new("s");
-        let mut hashed = ChainVerifier::new("s");
-        for r in &c {
-            let h = HashedRecord::new(r.clone());
-            assert_eq!(h.content_matches(), r.sequence != 3);
-            assert_eq!(plain.push(r), hashed.push_hashed(&h));
-        }
-        assert_eq!(plain.finish(), hashed.finish());
-    }
-
-    #[test]
     fn links_verify_like_records_whether_hashed_as_stored_or_re_encoded() {
         let mut c = chain(5);
         c[3].event.action = "evil".into();
         let mut plain = ChainVerifier::new("s");
         let mut linked = ChainVerifier::new("s");
+        let mut re_linked = ChainVerifier::new("s");
         for r in &c {
             let body = canonical_body(r).unwrap();
             let as_stored = ChainLink::of_body(
@@ -891,9 +833,13 @@ mod tests {
                 (as_stored.sequence(), as_stored.hash()),
                 (r.sequence, &*r.hash)
             );
-            assert_eq!(plain.push(r), linked.push_link(&as_stored));
+            let pushed = plain.push(r);
+            assert_eq!(pushed, linked.push_link(&as_stored));
+            assert_eq!(pushed, re_linked.push_link(&re_encoded));
         }
-        assert_eq!(plain.finish(), linked.finish());
+        let plain = plain.finish();
+        assert_eq!(plain, linked.finish());
+        assert_eq!(plain, re_linked.finish());
 
         // The caller's reason why a body is not a record's is reported as a modification.
         let c = chain(2);
