@@ -222,20 +222,12 @@ impl IndexedColumns {
         Ok(Self {
             event_time,
             correlation_id: ev.correlation_id.to_string(),
-            kind: enum_name(&ev.kind),
+            kind: ev.kind.as_str().to_owned(),
             agent_id: ev.agent_id.as_ref().map(|a| clean(a.as_str())),
             action: clean(&ev.action),
             resource: clean(&ev.resource),
-            outcome: ev.outcome.as_ref().map(enum_name),
+            outcome: ev.outcome.map(|o| o.as_str().to_owned()),
         })
-    }
-}
-
-/// The serde name of a unit enum variant.
-fn enum_name<T: serde::Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => String::new(),
     }
 }
 

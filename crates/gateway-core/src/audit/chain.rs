@@ -6,7 +6,7 @@
 //! backend verifies with any other.
 
 use super::jcs::{write_key, write_object, write_str, write_u64};
-use super::{AuditError, AuditEvent, AuditEventKind, AuditRecord, EventOutcome};
+use super::{AuditError, AuditEvent, AuditEventKind, AuditRecord};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -135,7 +135,7 @@ fn write_body(
     }
     if let Some(outcome) = ev.outcome {
         write_key(out, "outcome", false);
-        write_str(out, outcome_name(outcome));
+        write_str(out, outcome.as_str());
     }
     write_key(out, "resource", false);
     write_str(out, &ev.resource);
@@ -167,14 +167,6 @@ fn splice_sequence(parts: &[u8], at: usize, sequence: u64) -> Result<Vec<u8>, Au
     write_u64(&mut body, sequence)?;
     body.extend_from_slice(tail);
     Ok(body)
-}
-
-/// The serde name of an outcome.
-fn outcome_name(outcome: EventOutcome) -> &'static str {
-    match outcome {
-        EventOutcome::Success => "success",
-        EventOutcome::Failure => "failure",
-    }
 }
 
 /// The original canonicalisation path (`serde_json::Value`, then the general canonicaliser):
@@ -716,6 +708,7 @@ mod tests {
 
     mod fast_encoder {
         use super::super::*;
+        use crate::audit::EventOutcome;
         use crate::testing::strategies::{audit_event, text};
         use proptest::prelude::*;
         use serde_json::Value;
@@ -783,7 +776,7 @@ mod tests {
             assert_eq!(AuditEventKind::from_name("Genesis"), None);
             for outcome in [EventOutcome::Success, EventOutcome::Failure] {
                 assert_eq!(
-                    Value::from(outcome_name(outcome)),
+                    Value::from(outcome.as_str()),
                     serde_json::to_value(outcome).unwrap()
                 );
             }

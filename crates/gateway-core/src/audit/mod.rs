@@ -104,6 +104,16 @@ pub enum EventOutcome {
     Failure,
 }
 
+impl EventOutcome {
+    /// The outcome's serialised name (`"success"` or `"failure"`), as records store it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
+}
+
 /// The decision as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionRecord {
