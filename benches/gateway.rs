@@ -20,6 +20,10 @@
 //! - `baseline_four_fsyncs` (1 agent only): four sequential 4 KiB overwrites of a file beside
 //!   the log, each followed by `fdatasync`: the disk's floor for one action's four durable
 //!   commits, below anything SQLite can do.
+//! - `baseline_sqlite_commits` (1 agent only): the trail's four commits (1, 1, 2 and 2 copies of
+//!   a row the gateway wrote) made on one thread through a plain SQLite connection (`rusqlite`,
+//!   same schema, WAL, `synchronous=FULL`): SQLite's own floor, without the sink's writer task,
+//!   `sqlx` or any hand-off between threads.
 //!
 //! Criterion reports the time per iteration (one action per agent) and actions/s. Per-action
 //! latency percentiles (p50/p99, measured around each `execute`) and the issue's targets
@@ -336,8 +340,10 @@ fn bench(c: &mut Criterion) {
             })
         })
     };
-    let cases: [(&'static str, Action); 6] = [
+    let sqlite_commits = sqlite_floor(&dir.path().join("audit.db"), &dir.path().join("floor.db"));
+    let cases: [(&'static str, Action); 7] = [
         ("baseline_four_fsyncs", four_fsyncs),
+        ("baseline_sqlite_commits", sqlite_commits),
         ("baseline_decide_append", decide_append),
         ("baseline_audit_trail", audit_trail),
         ("memory_doubles", memory),
@@ -355,8 +361,9 @@ fn bench(c: &mut Criterion) {
     for agents in CONCURRENCY {
         group.throughput(Throughput::Elements(agents as u64));
         for (name, action) in &cases {
-            // Concurrent writers of one plain file share nothing like a group commit.
-            if *name == "baseline_four_fsyncs" && agents > 1 {
+            // The floors are one writer's sequential commits: nothing like a group commit.
+            let floor = matches!(*name, "baseline_four_fsyncs" | "baseline_sqlite_commits");
+            if floor && agents > 1 {
                 continue;
             }
             let recorder = Recorder::default();
@@ -369,6 +376,56 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
     report(&summaries, &isolation.to_string(), records_per_action);
+}
+
+/// The `baseline_sqlite_commits` action: a fresh database at `floor` with the audit schema, and
+/// rows copied from the last one the gateway wrote to `log`.
+fn sqlite_floor(log: &std::path::Path, floor: &std::path::Path) -> Action {
+    use rusqlite::types::Value;
+    const COLUMNS: &str = "stream_id, sequence, prev_hash, hash, event, event_time, \
+                           correlation_id, kind, agent_id, action, resource, outcome";
+    let row: Vec<Value> = rusqlite::Connection::open(log)
+        .unwrap()
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM audit_records ORDER BY rowid DESC LIMIT 1"),
+            [],
+            |r| (0..12).map(|i| r.get::<_, Value>(i)).collect(),
+        )
+        .unwrap();
+    let conn = rusqlite::Connection::open(floor).unwrap();
+    conn.pragma_update(None, "journal_mode", "wal").unwrap();
+    conn.pragma_update(None, "synchronous", "full").unwrap();
+    for (_, _, sql) in agent_gateway::audit::sqlite::MIGRATIONS {
+        conn.execute_batch(sql).unwrap();
+    }
+    let state = Arc::new(Mutex::new((conn, 0i64)));
+    Arc::new(move |_| {
+        let (state, row) = (state.clone(), row.clone());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut guard = state.lock().unwrap();
+                let (conn, sequence) = &mut *guard;
+                for rows in [1, 1, 2, 2] {
+                    let mut values = Vec::with_capacity(12 * rows);
+                    for _ in 0..rows {
+                        let mut copy = row.clone();
+                        copy[1] = Value::Integer(*sequence);
+                        *sequence += 1;
+                        values.extend(copy);
+                    }
+                    let placeholders = vec!["(?,?,?,?,?,?,?,?,?,?,?,?)"; rows].join(",");
+                    conn.prepare_cached(&format!(
+                        "INSERT INTO audit_records ({COLUMNS}) VALUES {placeholders}"
+                    ))
+                    .unwrap()
+                    .execute(rusqlite::params_from_iter(values))
+                    .unwrap();
+                }
+            })
+            .await
+            .unwrap();
+        })
+    })
 }
 
 fn report(summaries: &[Summary], isolation: &str, records_per_action: u64) {
@@ -417,6 +474,14 @@ fn report(summaries: &[Summary], isolation: &str, records_per_action: u64) {
                  the sink) and the pipeline on in-memory doubles {:.3} ms",
                 ms(trail.p50),
                 ms(mem.p50)
+            );
+        }
+        if let Some(sqlite) = find("baseline_sqlite_commits", 1) {
+            println!(
+                "  floor: the same four commits on a plain SQLite connection (one thread, no sqlx) \
+                 take {:.3} ms p50 ({:.0}% of the no-op action)",
+                ms(sqlite.p50),
+                100.0 * ms(sqlite.p50) / ms(noop.p50).max(f64::MIN_POSITIVE)
             );
         }
         if let Some(floor) = find("baseline_four_fsyncs", 1) {
