@@ -56,6 +56,11 @@
 //! `kind`, `agent_id`, `action`, `resource`, `outcome`). Checkpoints live in
 //! `audit_checkpoints`. Migrations ship in `migrations/` and run on open.
 //!
+//! `event_time` is `timestamptz` on PostgreSQL. On SQLite it is text of one fixed width, UTC
+//! with six fraction digits (`2026-11-26T03:00:00.500000Z`), so comparing the text compares
+//! the times: bound a range with the same form or any prefix of it
+//! (`event_time >= '2026-11-26T03:00' AND event_time < '2026-11-26T04:00'`).
+//!
 //! Indexes, besides the primary key: `correlation_id` (an action's whole trail) and time. On
 //! SQLite the time index is `(event_time, agent_id)`, which also answers "what did agent X do
 //! between T1 and T2" from the index alone; it has no index keyed by agent first, because each

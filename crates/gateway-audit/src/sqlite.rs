@@ -50,6 +50,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "time_agent_index",
         include_str!("../migrations/sqlite/0002_time_agent_index.sql"),
     ),
+    (
+        3,
+        "fixed_width_event_time",
+        include_str!("../migrations/sqlite/0003_fixed_width_event_time.sql"),
+    ),
 ];
 
 /// A [`ChainedSink`] over SQLite: the embedded default audit sink.
@@ -372,7 +377,7 @@ fn bind_record(
     sealed: &SealedRecord,
 ) -> Result<(), AuditError> {
     let record = &sealed.record;
-    let cols = IndexedColumns::of(record)?;
+    let cols = IndexedColumns::of(record);
     bind(arguments, record.stream_id.clone())?;
     bind(arguments, db_sequence(record.sequence)?)?;
     bind(arguments, record.prev_hash.clone())?;

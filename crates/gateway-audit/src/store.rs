@@ -213,22 +213,33 @@ pub(crate) struct IndexedColumns {
 }
 
 impl IndexedColumns {
-    pub(crate) fn of(record: &AuditRecord) -> Result<Self, AuditError> {
+    pub(crate) fn of(record: &AuditRecord) -> Self {
         let ev = &record.event;
-        let event_time = ev
-            .time
-            .format(&time::format_description::well_known::Rfc3339)
-            .map_err(|e| AuditError::internal("formatting event time", e))?;
-        Ok(Self {
-            event_time,
+        Self {
+            event_time: query_time(ev.time),
             correlation_id: ev.correlation_id.to_string(),
             kind: ev.kind.as_str().to_owned(),
             agent_id: ev.agent_id.as_ref().map(|a| clean(a.as_str())),
             action: clean(&ev.action),
             resource: clean(&ev.resource),
             outcome: ev.outcome.map(|o| o.as_str().to_owned()),
-        })
+        }
     }
+}
+
+/// The `event_time` column's text: the time in UTC as `YYYY-MM-DDTHH:MM:SS.ffffffZ`, always
+/// six fraction digits (event times are truncated to microseconds before sealing).
+///
+/// Fixed width, so that comparing the text compares the times: SQLite keeps the column as text,
+/// and RFC 3339 formatting drops trailing zeros of the fraction, which sorts `…:28Z` after
+/// `…:28.5Z` and leaves a record at `03:00:00.5` out of `event_time >= '…T03:00:00Z'`. A bound
+/// may be any prefix of this form (`'2026-11-26'`, `'2026-11-26T03:00'`). PostgreSQL parses
+/// it into its `timestamptz` column.
+pub(crate) fn query_time(time: time::OffsetDateTime) -> String {
+    let utc = time.to_offset(time::UtcOffset::UTC);
+    let (year, month, day) = (utc.year(), u8::from(utc.month()), utc.day());
+    let (hour, minute, second, micros) = utc.to_hms_micro();
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z")
 }
 
 /// PostgreSQL text cannot hold NUL; the indexed copies are not hashed, so replacing it is safe.
@@ -310,6 +321,39 @@ mod tests {
             .iter()
             .map(|r| r.sequence)
             .collect()
+    }
+
+    #[test]
+    fn query_times_are_fixed_width_utc_and_sort_as_text_like_the_times() {
+        use time::macros::datetime;
+        assert_eq!(
+            query_time(datetime!(2026-11-26 03:00:00 UTC)),
+            "2026-11-26T03:00:00.000000Z"
+        );
+        assert_eq!(
+            query_time(datetime!(2026-11-26 05:00:00.5 +02:00)),
+            "2026-11-26T03:00:00.500000Z"
+        );
+        assert_eq!(
+            query_time(datetime!(0001-01-01 00:00:00.000001 UTC)),
+            "0001-01-01T00:00:00.000001Z"
+        );
+        let mut times = [
+            datetime!(2026-11-26 03:00:28.5 UTC),
+            datetime!(2026-11-26 03:00:28 UTC),
+            datetime!(2026-11-26 03:00:28.500001 UTC),
+            datetime!(2026-11-26 03:00:27.999999 UTC),
+            datetime!(2026-11-26 04:00:28.1 +01:00),
+            datetime!(2026-11-25 23:59:59.9 -05:00),
+            datetime!(2025-12-31 23:59:59 UTC),
+        ];
+        let mut texts: Vec<String> = times.iter().map(|t| query_time(*t)).collect();
+        times.sort();
+        texts.sort();
+        let sorted: Vec<String> = times.iter().map(|t| query_time(*t)).collect();
+        assert_eq!(texts, sorted);
+        // A whole-second bound (a prefix) takes in the fractions of that second.
+        assert!(query_time(datetime!(2026-11-26 03:00:00.5 UTC)).as_str() >= "2026-11-26T03:00:00");
     }
 
     #[tokio::test]

@@ -122,6 +122,101 @@ async fn a_first_schema_database_migrates_to_the_time_agent_index() {
     assert!(sink.verify().await.unwrap().is_ok());
 }
 
+/// `event_time` compares as text like the times it holds, for rows written now and for rows an
+/// earlier version wrote as RFC 3339 (trailing zeros of the fraction dropped), which the
+/// migration rewrites; the hashed records are untouched and still verify.
+#[tokio::test]
+async fn event_time_text_sorts_like_the_times_also_after_migrating_older_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let second = time::macros::datetime!(2026-11-26 03:00:00 UTC);
+    // Out of time order on purpose: whole second, half past, a microsecond past.
+    let offsets_us = [500_000, 0, 1, 999_999];
+    let times_in = |path: &std::path::Path| {
+        let path = path.to_owned();
+        async move {
+            let store = SqliteStore::open(&path).await.unwrap();
+            // A whole-second lower bound takes in the whole second.
+            let times: Vec<String> = sqlx::query_scalar(
+                "SELECT event_time FROM audit_records WHERE kind = 'requested'
+                 AND event_time >= '2026-11-26T03:00:00' AND event_time < '2026-11-26T03:00:01'
+                 ORDER BY event_time",
+            )
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+            (store, times)
+        }
+    };
+    let expected = [
+        "2026-11-26T03:00:00.000000Z",
+        "2026-11-26T03:00:00.000001Z",
+        "2026-11-26T03:00:00.500000Z",
+        "2026-11-26T03:00:00.999999Z",
+    ];
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        let sink = SqliteAuditSink::open(store, SinkConfig::new("gw"))
+            .await
+            .unwrap();
+        for (n, us) in offsets_us.iter().enumerate() {
+            let mut ev = event(n as u64);
+            ev.time = second + time::Duration::microseconds(*us);
+            sink.append(ev).await.unwrap();
+        }
+        sink.close().await.unwrap();
+    }
+    assert_eq!(times_in(&path).await.1, expected);
+
+    // What an earlier version stored: RFC 3339 text, and no migration 3 yet.
+    let pool =
+        sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&path))
+            .await
+            .unwrap();
+    sqlx::raw_sql(
+        "DROP TRIGGER audit_records_no_update;
+         UPDATE audit_records SET event_time = CASE
+             WHEN event_time LIKE '%.000000Z' THEN substr(event_time, 1, 19) || 'Z'
+             ELSE rtrim(substr(event_time, 1, 26), '0') || 'Z' END;
+         CREATE TRIGGER audit_records_no_update BEFORE UPDATE ON audit_records
+         BEGIN SELECT RAISE(ABORT, 'audit_records is append-only'); END;
+         DELETE FROM gateway_audit_migrations WHERE version > 2;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let old: Vec<String> = sqlx::query_scalar(
+        "SELECT event_time FROM audit_records WHERE kind = 'requested' ORDER BY sequence",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        old,
+        [
+            "2026-11-26T03:00:00.5Z",
+            "2026-11-26T03:00:00Z",
+            "2026-11-26T03:00:00.000001Z",
+            "2026-11-26T03:00:00.999999Z"
+        ]
+    );
+    pool.close().await;
+
+    let (store, times) = times_in(&path).await;
+    assert_eq!(times, expected);
+    // The trigger is back: the table is still append-only.
+    assert!(
+        sqlx::query("UPDATE audit_records SET event_time = 'x'")
+            .execute(store.pool())
+            .await
+            .is_err()
+    );
+    let sink = SqliteAuditSink::open(store, SinkConfig::new("gw"))
+        .await
+        .unwrap();
+    assert!(sink.verify().await.unwrap().is_ok());
+}
+
 #[tokio::test]
 async fn secrets_are_redacted_before_hashing_and_storage() {
     let dir = tempfile::tempdir().unwrap();
