@@ -168,16 +168,20 @@ async fn event_time_text_sorts_like_the_times_also_after_migrating_older_rows() 
     }
     assert_eq!(times_in(&path).await.1, expected);
 
-    // What an earlier version stored: RFC 3339 text, and no migration 3 yet.
+    // What an earlier version stored: RFC 3339 text (trailing zeros dropped; an event made
+    // with another offset kept it), and no migration 3 yet.
     let pool =
         sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&path))
             .await
             .unwrap();
     sqlx::raw_sql(
         "DROP TRIGGER audit_records_no_update;
-         UPDATE audit_records SET event_time = CASE
-             WHEN event_time LIKE '%.000000Z' THEN substr(event_time, 1, 19) || 'Z'
-             ELSE rtrim(substr(event_time, 1, 26), '0') || 'Z' END;
+         UPDATE audit_records SET event_time = CASE sequence
+             WHEN 1 THEN '2026-11-26T03:00:00.5Z'
+             WHEN 2 THEN '2026-11-26T03:00:00Z'
+             WHEN 3 THEN '2026-11-26T04:30:00.000001+01:30'
+             WHEN 4 THEN '2026-11-26T03:00:00.999999Z' END
+         WHERE kind = 'requested';
          CREATE TRIGGER audit_records_no_update BEFORE UPDATE ON audit_records
          BEGIN SELECT RAISE(ABORT, 'audit_records is append-only'); END;
          DELETE FROM gateway_audit_migrations WHERE version > 2;",
@@ -185,8 +189,11 @@ async fn event_time_text_sorts_like_the_times_also_after_migrating_older_rows() 
     .execute(&pool)
     .await
     .unwrap();
+    // The old text misses the record stored with an offset and sorts `…00Z` last.
     let old: Vec<String> = sqlx::query_scalar(
-        "SELECT event_time FROM audit_records WHERE kind = 'requested' ORDER BY sequence",
+        "SELECT event_time FROM audit_records WHERE kind = 'requested'
+         AND event_time >= '2026-11-26T03:00:00' AND event_time < '2026-11-26T03:00:01'
+         ORDER BY event_time",
     )
     .fetch_all(&pool)
     .await
@@ -195,9 +202,8 @@ async fn event_time_text_sorts_like_the_times_also_after_migrating_older_rows() 
         old,
         [
             "2026-11-26T03:00:00.5Z",
-            "2026-11-26T03:00:00Z",
-            "2026-11-26T03:00:00.000001Z",
-            "2026-11-26T03:00:00.999999Z"
+            "2026-11-26T03:00:00.999999Z",
+            "2026-11-26T03:00:00Z"
         ]
     );
     pool.close().await;

@@ -6,17 +6,21 @@
 -- Writers now store the fixed form; this rewrites the older rows' copies to it. `event_time` is
 -- a query copy, neither hashed nor verified (the `event` text is authoritative and untouched),
 -- so the append-only trigger is lifted for this one statement and put back as it was.
+--
+-- The whole seconds come from `strftime`, which also moves another offset to UTC; the fraction's
+-- digits are the original ones (offsets are whole minutes), cut or padded to six. A value
+-- `strftime` cannot read is left as it was.
 DROP TRIGGER IF EXISTS audit_records_no_update;
-UPDATE audit_records SET event_time = CASE
-    -- UTC with or without a fraction: pad (or cut) the fraction to six digits.
-    WHEN event_time GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]Z'
-        THEN substr(event_time, 1, 19) || '.000000Z'
-    WHEN event_time GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9]*Z'
-        THEN substr(event_time, 1, 20)
-             || substr(substr(event_time, 21, length(event_time) - 21) || '000000', 1, 6) || 'Z'
-    -- Another offset: SQLite converts it to UTC (its time functions keep milliseconds).
-    ELSE coalesce(strftime('%Y-%m-%dT%H:%M:%f', event_time) || '000Z', event_time)
-END
+UPDATE audit_records SET event_time = coalesce(
+    strftime('%Y-%m-%dT%H:%M:%S', event_time) || '.'
+        || substr(
+            CASE WHEN substr(event_time, 20, 1) = '.'
+                THEN substr(event_time, 21,
+                    length(event_time) - 20 - length(ltrim(substr(event_time, 21), '0123456789')))
+                ELSE '' END || '000000',
+            1, 6)
+        || 'Z',
+    event_time)
 WHERE event_time NOT GLOB
     '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z';
 CREATE TRIGGER IF NOT EXISTS audit_records_no_update BEFORE UPDATE ON audit_records
