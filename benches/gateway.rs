@@ -432,7 +432,7 @@ fn report(summaries: &[Summary], isolation: &str, records_per_action: u64) {
     let find = |name: &str, agents: usize| {
         summaries
             .iter()
-            .find(|s| s.name == name && s.agents == agents)
+            .find(|s| s.name == name && s.agents == agents && s.actions > 0)
     };
     println!();
     println!(
@@ -443,7 +443,8 @@ fn report(summaries: &[Summary], isolation: &str, records_per_action: u64) {
         "{:<24} {:>6} {:>8} {:>10} {:>10} {:>10} {:>12} {:>16}",
         "case", "agents", "actions", "p50 ms", "p99 ms", "max ms", "actions/s", "p50 / baseline"
     );
-    for s in summaries {
+    // Cases a `--bench` filter left out have no actions.
+    for s in summaries.iter().filter(|s| s.actions > 0) {
         let ratio = find("baseline_decide_append", s.agents)
             .map(|b| format!("{:.1}x", ms(s.p50) / ms(b.p50).max(f64::MIN_POSITIVE)))
             .unwrap_or_default();
