@@ -28,8 +28,9 @@ use crate::checkpoint::Checkpoint;
 use crate::connection::WriteConnection;
 use crate::sink::ChainedSink;
 use crate::store::{
-    AuditStore, IndexedColumns, SealedRecord, StoredCheckpoint, StoredRecord, db_error, db_limit,
-    db_sequence, decode_checkpoints, read_windows, start_sequence,
+    AuditStore, IndexedColumns, RecordPage, RecordRef, SealedRecord, StoredCheckpoint,
+    StoredRecord, db_error, db_limit, db_sequence, decode_checkpoints, read_windows,
+    start_sequence,
 };
 use async_trait::async_trait;
 use gateway_core::audit::AuditError;
@@ -244,6 +245,15 @@ impl AuditStore for PostgresStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, AuditError> {
+        Ok(self.read_page(stream_id, after, limit).await?.to_records())
+    }
+
+    async fn read_page(
+        &self,
+        stream_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<RecordPage, AuditError> {
         let pool = &self.pool;
         let window = |first: i64, last: i64| async move {
             let rows = sqlx::query(
@@ -268,7 +278,7 @@ impl AuditStore for PostgresStore {
             .await
             .map_err(|e| db_error("reading audit records", e))
         };
-        read_windows(after, limit, window, next).await
+        read_windows(stream_id, after, limit, window, next).await
     }
 
     async fn read_checkpoints(
@@ -410,21 +420,25 @@ fn bind_checkpoint<'q>(query: PgQuery<'q>, cp: &'q Checkpoint) -> Result<PgQuery
         .bind(&cp.signature))
 }
 
-/// Decodes rows of `SELECT sequence, prev_hash, hash, event` of `stream_id`.
+/// Decodes rows of `SELECT sequence, prev_hash, hash, event` of `stream_id` onto a page (the
+/// values are borrowed from the rows and copied once, into the page).
 fn decode_records(
     stream_id: &str,
     rows: &[sqlx::postgres::PgRow],
-) -> Result<Vec<StoredRecord>, AuditError> {
-    rows.iter()
-        .map(|r| {
-            Ok(StoredRecord {
-                stream_id: stream_id.to_owned(),
-                sequence: r.try_get(0)?,
-                prev_hash: r.try_get(1)?,
-                hash: r.try_get(2)?,
-                event: r.try_get(3)?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(|e| db_error("decoding audit records", e))
+) -> Result<RecordPage, AuditError> {
+    let mut page = RecordPage::new(stream_id);
+    for r in rows {
+        page.push(RecordRef {
+            stream_id,
+            sequence: r.try_get(0).map_err(decoding)?,
+            prev_hash: r.try_get(1).map_err(decoding)?,
+            hash: r.try_get(2).map_err(decoding)?,
+            event: r.try_get(3).map_err(decoding)?,
+        });
+    }
+    Ok(page)
+}
+
+fn decoding(e: sqlx::Error) -> AuditError {
+    db_error("decoding audit records", e)
 }
