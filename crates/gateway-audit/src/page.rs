@@ -82,17 +82,24 @@ impl RecordPage {
         }
     }
 
+    /// An empty page of `stream_id` with room for `rows` rows holding `bytes` bytes of text
+    /// between them, pushed with [`push`](Self::push) (growing a page copies it).
+    pub fn with_capacity(stream_id: impl Into<String>, rows: usize, bytes: usize) -> Self {
+        let mut page = Self::new(stream_id);
+        page.texts.push(String::with_capacity(bytes));
+        page.owns_last = true;
+        page.rows.reserve(rows);
+        page
+    }
+
     /// The rows of `records`, in their order, as a page of `stream_id` (a record of another
     /// stream keeps its own stream id).
     pub fn from_records(stream_id: impl Into<String>, records: &[StoredRecord]) -> Self {
-        let mut page = Self::new(stream_id);
         let bytes = records
             .iter()
             .map(|r| r.prev_hash.len() + r.hash.len() + r.event.len())
             .sum();
-        page.texts.push(String::with_capacity(bytes));
-        page.owns_last = true;
-        page.rows.reserve(records.len());
+        let mut page = Self::with_capacity(stream_id, records.len(), bytes);
         for r in records {
             page.push(r.as_record_ref());
         }

@@ -427,14 +427,22 @@ fn decode_records(
     rows: &[sqlx::postgres::PgRow],
 ) -> Result<RecordPage, AuditError> {
     let mut page = RecordPage::new(stream_id);
-    for r in rows {
-        page.push(RecordRef {
+    for (i, r) in rows.iter().enumerate() {
+        let record = RecordRef {
             stream_id,
             sequence: r.try_get(0).map_err(decoding)?,
             prev_hash: r.try_get(1).map_err(decoding)?,
             hash: r.try_get(2).map_err(decoding)?,
             event: r.try_get(3).map_err(decoding)?,
-        });
+        };
+        if i == 0 {
+            // Records of a stream are of similar size: size the page from the first one (with
+            // some slack) rather than regrow (and copy) it several times.
+            let bytes = record.prev_hash.len() + record.hash.len() + record.event.len();
+            let estimate = bytes.saturating_mul(rows.len()).saturating_mul(9) / 8;
+            page = RecordPage::with_capacity(stream_id, rows.len(), estimate);
+        }
+        page.push(record);
     }
     Ok(page)
 }
