@@ -17,7 +17,7 @@
 //! neither) and must then be canonical byte for byte; in both formats a duplicate object key is
 //! a fault, because readers disagree on which of the two values counts.
 
-use crate::store::StoredRecord;
+use crate::page::RecordRef;
 use gateway_core::audit::chain::{ChainLink, canonical_body};
 use gateway_core::audit::{AuditEvent, AuditEventKind, AuditRecord};
 use gateway_core::ids::AgentId;
@@ -30,10 +30,14 @@ use time::format_description::well_known::Rfc3339;
 pub(crate) type RowError = (i64, String);
 
 /// Checks one stored row's content against its hash, in either format; linking it to its
-/// neighbours is left to [`gateway_core::audit::chain::ChainVerifier::push_link`].
-pub(crate) fn check_row(row: StoredRecord) -> Result<ChainLink, RowError> {
-    let StoredRecord {
-        stream_id,
+/// neighbours is left to [`gateway_core::audit::chain::ChainVerifier::push_link`], which must
+/// be the verifier of `stream_id`.
+///
+/// The row is borrowed (from the page it was read into): a row of `stream_id` stored as a body,
+/// the usual case, becomes a link without a heap allocation.
+pub(crate) fn check_row(stream_id: &str, row: RecordRef<'_>) -> Result<ChainLink, RowError> {
+    let RecordRef {
+        stream_id: row_stream,
         sequence: stored_sequence,
         prev_hash,
         hash,
@@ -45,14 +49,28 @@ pub(crate) fn check_row(row: StoredRecord) -> Result<ChainLink, RowError> {
             format!("negative sequence number {stored_sequence}"),
         )
     })?;
-    if let Some(facts) = recognize(&text) {
+    // Only a row of the verified stream may leave its stream id out of the link; any other is
+    // reported as inserted by the verifier.
+    let link = |kind: AuditEventKind, body: Result<&[u8], String>| {
+        if row_stream == stream_id {
+            ChainLink::of_stream_body(sequence, prev_hash, hash, kind, body)
+        } else {
+            ChainLink::of_body(
+                row_stream.to_owned(),
+                sequence,
+                prev_hash.to_owned(),
+                hash.to_owned(),
+                kind,
+                body,
+            )
+        }
+    };
+    if let Some(facts) = recognize(text) {
         let body =
-            agree(&stream_id, sequence, facts.stream_id, facts.sequence).map(|()| text.as_bytes());
-        return Ok(ChainLink::of_body(
-            stream_id, sequence, prev_hash, hash, facts.kind, body,
-        ));
+            agree(row_stream, sequence, facts.stream_id, facts.sequence).map(|()| text.as_bytes());
+        return Ok(link(facts.kind, body));
     }
-    match parse(&text).map_err(|detail| (stored_sequence, detail))? {
+    match parse(text).map_err(|detail| (stored_sequence, detail))? {
         Stored::Body {
             stream_id: body_stream,
             sequence: body_sequence,
@@ -68,22 +86,20 @@ pub(crate) fn check_row(row: StoredRecord) -> Result<ChainLink, RowError> {
             };
             let body = match canonical_body(&record) {
                 Ok(canonical) if canonical == text.as_bytes() => {
-                    agree(&stream_id, sequence, &record.stream_id, record.sequence)
+                    agree(row_stream, sequence, &record.stream_id, record.sequence)
                         .map(|()| text.as_bytes())
                 }
                 Ok(_) => Err("the stored body is not in canonical (RFC 8785) form".to_owned()),
                 Err(e) => Err(e.to_string()),
             };
-            Ok(ChainLink::of_body(
-                stream_id, sequence, prev_hash, hash, kind, body,
-            ))
+            Ok(link(kind, body))
         }
         Stored::Event(event) => Ok(ChainLink::of_record(AuditRecord {
-            stream_id,
+            stream_id: row_stream.to_owned(),
             sequence,
             event,
-            prev_hash,
-            hash,
+            prev_hash: prev_hash.to_owned(),
+            hash: hash.to_owned(),
         })),
     }
 }

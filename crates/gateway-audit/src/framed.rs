@@ -17,9 +17,12 @@
 //! aggregates, so every list must have exactly `count` entries and every value must be used up,
 //! or the read fails instead of silently misreading the window.
 //!
+//! The three concatenated values become the buffers of a [`RecordPage`] as they are, and rows
+//! are offsets into them: no string per value (see the `page` module).
+//!
 //! `stream_id` is not read: the query selects one stream by exact equality.
 
-use crate::store::StoredRecord;
+use crate::page::{RecordPage, malformed};
 use gateway_core::audit::AuditError;
 
 /// The columns of `SELECT count(*), group_concat(sequence, ','), …` (see the module docs), in
@@ -45,34 +48,39 @@ pub(crate) const WINDOW_QUERY: &str = "SELECT count(*), group_concat(sequence, '
         CAST(group_concat(event, '') AS BLOB)
     FROM audit_records WHERE stream_id = ?1 AND sequence BETWEEN ?2 AND ?3";
 
-/// Splits a window of `stream_id` into its records, in sequence order.
-pub(crate) fn decode(stream_id: &str, window: Window) -> Result<Vec<StoredRecord>, AuditError> {
+/// Splits a window of `stream_id` into its records, in sequence order. The concatenated values
+/// become the page's buffers as they are (no copy, no string per value).
+pub(crate) fn decode(stream_id: &str, window: Window) -> Result<RecordPage, AuditError> {
     let (count, sequences, prev_lengths, hash_lengths, event_lengths, prevs, hashes, events) =
         window;
     let count = usize::try_from(count).map_err(|_| malformed("a negative row count"))?;
+    let mut page = RecordPage::new(stream_id);
+    let mut column = |lengths: Option<String>, values: Option<Vec<u8>>| {
+        let mut lengths = Numbers::new(lengths.as_deref());
+        let spans = page.adopt(values.unwrap_or_default(), count, || {
+            usize::try_from(lengths.next()?).map_err(|_| malformed("a negative length"))
+        })?;
+        if lengths.done() {
+            Ok(spans)
+        } else {
+            Err(malformed("more values than rows"))
+        }
+    };
+    let prevs = column(prev_lengths, prevs)?;
+    let hashes = column(hash_lengths, hashes)?;
+    let events = column(event_lengths, events)?;
     let mut sequences = Numbers::new(sequences.as_deref());
-    let mut prevs = Values::new(prev_lengths.as_deref(), prevs.as_deref());
-    let mut hashes = Values::new(hash_lengths.as_deref(), hashes.as_deref());
-    let mut events = Values::new(event_lengths.as_deref(), events.as_deref());
-    let mut rows = Vec::with_capacity(count);
-    for _ in 0..count {
-        rows.push(StoredRecord {
-            stream_id: stream_id.to_owned(),
-            sequence: sequences.next()?,
-            prev_hash: prevs.next()?,
-            hash: hashes.next()?,
-            event: events.next()?,
-        });
+    page.reserve(count);
+    for ((prev, hash), event) in prevs.into_iter().zip(hashes).zip(events) {
+        page.push_spans(sequences.next()?, prev, hash, event);
     }
-    if !(sequences.done() && prevs.done() && hashes.done() && events.done()) {
+    if !sequences.done() {
         return Err(malformed("more values than rows"));
     }
-    // Aggregation order is up to SQLite; sequence numbers are unique per stream (the primary
-    // key), so sorting restores the window's order exactly.
-    if !rows.is_sorted_by_key(|r| r.sequence) {
-        rows.sort_by_key(|r| r.sequence);
-    }
-    Ok(rows)
+    // Aggregation order is up to the database; sequence numbers are unique per stream (the
+    // primary key), so sorting restores the window's order exactly.
+    page.sort_by_sequence();
+    Ok(page)
 }
 
 /// A comma-separated list of integers.
@@ -96,45 +104,6 @@ impl<'a> Numbers<'a> {
     fn done(&mut self) -> bool {
         self.0.as_mut().is_none_or(|items| items.next().is_none())
     }
-}
-
-/// Concatenated values and the list of their byte lengths.
-struct Values<'a> {
-    lengths: Numbers<'a>,
-    bytes: &'a [u8],
-}
-
-impl<'a> Values<'a> {
-    fn new(lengths: Option<&'a str>, bytes: Option<&'a [u8]>) -> Self {
-        Self {
-            lengths: Numbers::new(lengths),
-            bytes: bytes.unwrap_or_default(),
-        }
-    }
-
-    fn next(&mut self) -> Result<String, AuditError> {
-        let len =
-            usize::try_from(self.lengths.next()?).map_err(|_| malformed("a negative length"))?;
-        let (value, rest) = self
-            .bytes
-            .split_at_checked(len)
-            .ok_or_else(|| malformed("a value runs past the window"))?;
-        self.bytes = rest;
-        // `from_utf8` validates far faster than `from_utf8_lossy`; the lossy form is for
-        // tampered rows only.
-        Ok(match std::str::from_utf8(value) {
-            Ok(text) => text.to_owned(),
-            Err(_) => String::from_utf8_lossy(value).into_owned(),
-        })
-    }
-
-    fn done(&mut self) -> bool {
-        self.bytes.is_empty() && self.lengths.done()
-    }
-}
-
-fn malformed(detail: &str) -> AuditError {
-    AuditError::internal_msg(format!("reading audit records: malformed window: {detail}"))
 }
 
 #[cfg(test)]
@@ -175,7 +144,8 @@ mod tests {
                 (5, &[0xff, b'x'], b"h", "😀".as_bytes()),
             ]),
         )
-        .unwrap();
+        .unwrap()
+        .to_records();
         let seqs: Vec<i64> = rows.iter().map(|r| r.sequence).collect();
         assert_eq!(seqs, [-2, 5, 7]);
         assert_eq!(rows[2].prev_hash, "12,ab");
@@ -205,6 +175,26 @@ mod tests {
         let mut long = good.clone();
         long.7 = Some(b"efg".to_vec());
         assert!(decode("s", long).is_err());
+        let mut null_column = good.clone();
+        null_column.3 = None;
+        null_column.6 = None;
+        assert!(decode("s", null_column).is_err());
+        let mut extra_sequence = good.clone();
+        extra_sequence.1 = Some("1,2,3".into());
+        assert!(decode("s", extra_sequence).is_err());
+        let mut missing_sequence = good.clone();
+        missing_sequence.1 = Some("1".into());
+        assert!(decode("s", missing_sequence).is_err());
+        let mut negative = good.clone();
+        negative.2 = Some("-1,3".into());
+        assert!(decode("s", negative).is_err());
+        // Lengths that still add up cannot move a byte between rows unnoticed: the values
+        // differ, so the rows fail verification, but nothing is read out of place.
+        let mut shifted = good.clone();
+        shifted.6 = Some(b"hi".to_vec());
+        shifted.3 = Some("2,0".into());
+        let rows = decode("s", shifted).unwrap().to_records();
+        assert_eq!((&*rows[0].hash, &*rows[1].hash), ("hi", ""));
         let mut not_a_number = good;
         not_a_number.1 = Some("1,x".into());
         assert!(decode("s", not_a_number).is_err());

@@ -123,9 +123,12 @@
 //! [`verify_stream`] reads a stream in windows of sequence numbers (bounded work per query,
 //! whatever the database's planner estimates; a wide window is read as two halves on two
 //! connections at once; SQLite returns a window as one row of concatenated columns, since
-//! fetching rows one by one through `sqlx` costs more than SQLite's own work). While one page
-//! is read, the one before is checked row by row on all cores and the one before that is linked
-//! in order with its checkpoints. Memory does not grow with the log. Per row:
+//! fetching rows one by one through `sqlx` costs more than SQLite's own work). A page of rows
+//! is read into a [`RecordPage`] ([`AuditStore::read_page`]): a few large buffers and each
+//! row's offsets, not a heap string per value, since allocating per row on the reading thread
+//! and freeing on the hashing threads cost more than the hashing. While one page is read, the
+//! one before is checked row by row on all cores, borrowing from the page, and the one before
+//! that is linked in order with its checkpoints. Memory does not grow with the log. Per row:
 //!
 //! * a canonical body (recognised in one pass over the bytes; rare forms, such as escaped or
 //!   non-BMP object keys, are parsed and re-encoded instead): its bytes are hashed as stored,
@@ -160,6 +163,7 @@ mod body;
 pub mod checkpoint;
 mod connection;
 mod framed;
+mod page;
 pub mod postgres;
 pub mod redact;
 pub mod sink;
@@ -173,7 +177,7 @@ pub use postgres::{PostgresAuditSink, PostgresStore};
 pub use redact::Redactor;
 pub use sink::{ChainedSink, CheckpointPolicy, SinkConfig};
 pub use sqlite::{SqliteAuditSink, SqliteStore};
-pub use store::{AuditStore, SealedRecord, StoredCheckpoint, StoredRecord};
+pub use store::{AuditStore, RecordPage, RecordRef, SealedRecord, StoredCheckpoint, StoredRecord};
 pub use verify::{VerifyOptions, verify_all, verify_stream};
 
 /// Re-exported so callers can pass public keys to [`VerifyOptions`].

@@ -28,8 +28,9 @@ use crate::checkpoint::Checkpoint;
 use crate::connection::WriteConnection;
 use crate::sink::ChainedSink;
 use crate::store::{
-    AuditStore, IndexedColumns, SealedRecord, StoredCheckpoint, StoredRecord, db_error, db_limit,
-    db_sequence, decode_checkpoints, read_windows, start_sequence,
+    AuditStore, IndexedColumns, RecordPage, RecordRef, SealedRecord, StoredCheckpoint,
+    StoredRecord, db_error, db_limit, db_sequence, decode_checkpoints, read_windows,
+    start_sequence,
 };
 use async_trait::async_trait;
 use gateway_core::audit::AuditError;
@@ -244,6 +245,22 @@ impl AuditStore for PostgresStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, AuditError> {
+        Ok(self.read_page(stream_id, after, limit).await?.to_records())
+    }
+
+    async fn read_page(
+        &self,
+        stream_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<RecordPage, AuditError> {
+        // A row per record, copied onto the page. Measured against it on a 2-core machine
+        // running the server too (verify, 50k records, as a share of the in-memory baseline of
+        // the same run): the SQLite store's aggregate framing (module `framed`, with
+        // `string_agg`) 0.42 for a whole window and 0.47 per group of 64 records, against 0.53
+        // for rows (it saves the client's per-row work but costs the server more: an aggregate
+        // per column, integer-to-text casts, and multi-megabyte buffers faulted in); a binary
+        // `COPY` parsed by hand 0.57, against 0.58: no gain for a query built as text.
         let pool = &self.pool;
         let window = |first: i64, last: i64| async move {
             let rows = sqlx::query(
@@ -268,7 +285,7 @@ impl AuditStore for PostgresStore {
             .await
             .map_err(|e| db_error("reading audit records", e))
         };
-        read_windows(after, limit, window, next).await
+        read_windows(stream_id, after, limit, window, next).await
     }
 
     async fn read_checkpoints(
@@ -410,21 +427,33 @@ fn bind_checkpoint<'q>(query: PgQuery<'q>, cp: &'q Checkpoint) -> Result<PgQuery
         .bind(&cp.signature))
 }
 
-/// Decodes rows of `SELECT sequence, prev_hash, hash, event` of `stream_id`.
+/// Decodes rows of `SELECT sequence, prev_hash, hash, event` of `stream_id` onto a page (the
+/// values are borrowed from the rows and copied once, into the page).
 fn decode_records(
     stream_id: &str,
     rows: &[sqlx::postgres::PgRow],
-) -> Result<Vec<StoredRecord>, AuditError> {
-    rows.iter()
-        .map(|r| {
-            Ok(StoredRecord {
-                stream_id: stream_id.to_owned(),
-                sequence: r.try_get(0)?,
-                prev_hash: r.try_get(1)?,
-                hash: r.try_get(2)?,
-                event: r.try_get(3)?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(|e| db_error("decoding audit records", e))
+) -> Result<RecordPage, AuditError> {
+    let mut page = RecordPage::new(stream_id);
+    for (i, r) in rows.iter().enumerate() {
+        let record = RecordRef {
+            stream_id,
+            sequence: r.try_get(0).map_err(decoding)?,
+            prev_hash: r.try_get(1).map_err(decoding)?,
+            hash: r.try_get(2).map_err(decoding)?,
+            event: r.try_get(3).map_err(decoding)?,
+        };
+        if i == 0 {
+            // Records of a stream are of similar size: size the page from the first one (with
+            // some slack) rather than regrow (and copy) it several times.
+            let bytes = record.prev_hash.len() + record.hash.len() + record.event.len();
+            let estimate = bytes.saturating_mul(rows.len()).saturating_mul(9) / 8;
+            page = RecordPage::with_capacity(stream_id, rows.len(), estimate);
+        }
+        page.push(record);
+    }
+    Ok(page)
+}
+
+fn decoding(e: sqlx::Error) -> AuditError {
+    db_error("decoding audit records", e)
 }

@@ -23,8 +23,8 @@ use crate::connection::WriteConnection;
 use crate::framed;
 use crate::sink::ChainedSink;
 use crate::store::{
-    AuditStore, IndexedColumns, SealedRecord, StoredCheckpoint, StoredRecord, db_error, db_limit,
-    db_sequence, decode_checkpoints, read_windows, start_sequence,
+    AuditStore, IndexedColumns, RecordPage, SealedRecord, StoredCheckpoint, StoredRecord, db_error,
+    db_limit, db_sequence, decode_checkpoints, read_windows, start_sequence,
 };
 use async_trait::async_trait;
 use gateway_core::audit::AuditError;
@@ -248,6 +248,15 @@ impl AuditStore for SqliteStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, AuditError> {
+        Ok(self.read_page(stream_id, after, limit).await?.to_records())
+    }
+
+    async fn read_page(
+        &self,
+        stream_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<RecordPage, AuditError> {
         // One row of aggregates per window (module `framed`): far cheaper than row by row.
         let pool = &self.pool;
         let window = |first: i64, last: i64| async move {
@@ -270,7 +279,7 @@ impl AuditStore for SqliteStore {
             .await
             .map_err(|e| db_error("reading audit records", e))
         };
-        read_windows(after, limit, window, next).await
+        read_windows(stream_id, after, limit, window, next).await
     }
 
     async fn read_checkpoints(

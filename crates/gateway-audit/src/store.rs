@@ -2,6 +2,7 @@
 //! database; the chain logic (sealing, group commit, verification) is shared.
 
 use crate::checkpoint::Checkpoint;
+pub use crate::page::{RecordPage, RecordRef};
 use async_trait::async_trait;
 use gateway_core::audit::chain::canonical_body;
 use gateway_core::audit::{AuditError, AuditEvent, AuditRecord};
@@ -46,6 +47,17 @@ pub struct StoredRecord {
 }
 
 impl StoredRecord {
+    /// The record borrowed as a [`RecordRef`] (to [`push`](RecordPage::push) it on a page).
+    pub fn as_record_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            stream_id: &self.stream_id,
+            sequence: self.sequence,
+            prev_hash: &self.prev_hash,
+            hash: &self.hash,
+            event: &self.event,
+        }
+    }
+
     /// Parses the stored row back into the record that was sealed (lenient: verification is
     /// what checks it).
     pub fn to_record(&self) -> Result<AuditRecord, String> {
@@ -108,6 +120,20 @@ pub trait AuditStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<StoredRecord>, AuditError>;
 
+    /// What [`read_raw`](Self::read_raw) returns, as one [`RecordPage`]: what verification
+    /// reads. The default builds the page from `read_raw`; a store that can fill a page without
+    /// a heap string per value (the SQLite and PostgreSQL stores) overrides it, and then
+    /// `read_raw` is usually this page's [`to_records`](RecordPage::to_records).
+    async fn read_page(
+        &self,
+        stream_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<RecordPage, AuditError> {
+        let rows = self.read_raw(stream_id, after, limit).await?;
+        Ok(RecordPage::from_records(stream_id, &rows))
+    }
+
     /// Up to `limit` checkpoints of `stream_id` with sequence > `after`, in sequence order.
     async fn read_checkpoints(
         &self,
@@ -126,7 +152,7 @@ pub(crate) const ROWS_PER_WINDOW: usize = 8192;
 /// Below this many rows a window is not split in two (a second query would cost more).
 const SPLIT_MIN_ROWS: usize = 1024;
 
-/// Reads up to `limit` records with sequence > `after`, in sequence order.
+/// Reads up to `limit` records of `stream_id` with sequence > `after`, in sequence order.
 ///
 /// Rows are read by windows of sequence numbers, at most [`ROWS_PER_WINDOW`] wide:
 /// `window(first, last)` returns the rows whose sequence is in `first..=last`, in order. A
@@ -135,23 +161,25 @@ const SPLIT_MIN_ROWS: usize = 1024;
 /// chain is read to its last row all the same. Windows rather than `ORDER BY … LIMIT` keep each
 /// query's work bounded by the window, whatever the database's planner estimates (PostgreSQL,
 /// before a table's first `ANALYZE`, would sort the whole stream for every page). A wide window
-/// is read as two halves at once, on two connections, so the database reads on two cores.
+/// is read as two halves at once, on two connections, so the database reads on two cores. The
+/// windows' pages are joined by moving their buffers, not copying them.
 pub(crate) async fn read_windows<W, WF, N, NF>(
+    stream_id: &str,
     after: Option<u64>,
     limit: usize,
     window: W,
     mut next: N,
-) -> Result<Vec<StoredRecord>, AuditError>
+) -> Result<RecordPage, AuditError>
 where
     W: Fn(i64, i64) -> WF,
-    WF: Future<Output = Result<Vec<StoredRecord>, AuditError>>,
+    WF: Future<Output = Result<RecordPage, AuditError>>,
     N: FnMut(i64) -> NF,
     NF: Future<Output = Result<Option<i64>, AuditError>>,
 {
+    let mut out = RecordPage::new(stream_id);
     let Some(mut first) = start_sequence(after) else {
-        return Ok(Vec::new());
+        return Ok(out);
     };
-    let mut out = Vec::new();
     while out.len() < limit {
         let width = (limit - out.len()).min(ROWS_PER_WINDOW);
         let last = first.saturating_add(db_limit(width) - 1);
@@ -160,13 +188,13 @@ where
         let page = if width >= SPLIT_MIN_ROWS && middle <= last {
             let (low, high) = tokio::join!(window(first, middle - 1), window(middle, last));
             let mut low = low?;
-            low.extend(high?);
+            low.append(high?);
             low
         } else {
             window(first, last).await?
         };
         let full = page.len() == width;
-        out.extend(page);
+        out.append(page);
         let Some(after_window) = last.checked_add(1) else {
             break;
         };
@@ -301,26 +329,28 @@ mod tests {
     /// Windows over a table of sequence numbers, as the stores query it.
     async fn read_table(table: &[i64], after: Option<u64>, limit: usize) -> Vec<i64> {
         let window = |first: i64, last: i64| async move {
-            Ok(table
+            let rows: Vec<_> = table
                 .iter()
                 .filter(|s| (first..=last).contains(*s))
                 .map(|&sequence| StoredRecord {
                     stream_id: "s".into(),
                     sequence,
-                    prev_hash: String::new(),
+                    prev_hash: format!("p{sequence}"),
                     hash: String::new(),
                     event: String::new(),
                 })
-                .collect())
+                .collect();
+            Ok(RecordPage::from_records("s", &rows))
         };
         let next =
             |from: i64| async move { Ok(table.iter().copied().filter(|&s| s >= from).min()) };
-        read_windows(after, limit, window, next)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.sequence)
-            .collect()
+        let page = read_windows("s", after, limit, window, next).await.unwrap();
+        // Each row's values came along with it.
+        assert!(
+            page.iter()
+                .all(|r| r.prev_hash == format!("p{}", r.sequence))
+        );
+        page.iter().map(|r| r.sequence).collect()
     }
 
     #[test]

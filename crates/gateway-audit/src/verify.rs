@@ -2,7 +2,7 @@
 
 use crate::body::{RowError, check_row};
 use crate::checkpoint::Checkpoint;
-use crate::store::{AuditStore, StoredCheckpoint, StoredRecord};
+use crate::store::{AuditStore, RecordPage, StoredCheckpoint};
 use ed25519_dalek::VerifyingKey;
 use gateway_core::audit::AuditError;
 use gateway_core::audit::chain::{ChainFault, ChainLink, ChainVerifier, FaultKind, VerifyReport};
@@ -106,34 +106,34 @@ type CheckedRow = Result<ChainLink, RowError>;
 /// Checks a page's rows against their hashes on every available core ([`check_row`]). A
 /// record's hash does not depend on its place in the chain, so this is embarrassingly parallel;
 /// linking (which does) stays sequential in [`ChainVerifier::push_link`]. The output is in the
-/// page's order.
-fn hash_page(rows: Vec<StoredRecord>) -> Vec<CheckedRow> {
+/// page's order. The threads borrow the rows from the page: nothing is allocated per row.
+fn hash_page(stream_id: &str, page: &RecordPage) -> Vec<CheckedRow> {
+    let rows = page.len();
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .min(rows.len() / PARALLEL_MIN_ROWS)
+        .min(rows / PARALLEL_MIN_ROWS)
         .max(1);
+    let check = |range: std::ops::Range<usize>| -> Vec<CheckedRow> {
+        range
+            .filter_map(|i| page.get(i))
+            .map(|row| check_row(stream_id, row))
+            .collect()
+    };
     if threads == 1 {
-        return rows.into_iter().map(check_row).collect();
+        return check(0..rows);
     }
-    let chunk = rows.len().div_ceil(threads);
-    let mut chunks: Vec<Vec<StoredRecord>> = Vec::with_capacity(threads);
-    let mut rows = rows.into_iter();
-    loop {
-        let part: Vec<StoredRecord> = rows.by_ref().take(chunk).collect();
-        if part.is_empty() {
-            break;
-        }
-        chunks.push(part);
-    }
+    let chunk = rows.div_ceil(threads);
+    let mut ranges = (0..rows)
+        .step_by(chunk)
+        .map(|start| start..(start + chunk).min(rows));
     // The calling thread takes the first chunk itself: one thread fewer to start per page.
-    let mut chunks = chunks.into_iter();
-    let first = chunks.next().unwrap_or_default();
+    let first = ranges.next().unwrap_or_default();
     std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .map(|part| scope.spawn(move || part.into_iter().map(check_row).collect::<Vec<_>>()))
+        let handles: Vec<_> = ranges
+            .map(|range| scope.spawn(move || check(range)))
             .collect();
-        let mut checked: Vec<CheckedRow> = first.into_iter().map(check_row).collect();
+        let mut checked = check(first);
         for handle in handles {
             match handle.join() {
                 Ok(part) => checked.extend(part),
@@ -176,19 +176,19 @@ pub async fn verify_stream<S: AuditStore + ?Sized>(
         last_checkpointed: 0,
         own_fault: None,
     };
-    let (read_tx, mut read_rx) = mpsc::channel::<Result<Vec<StoredRecord>, AuditError>>(2);
+    let (read_tx, mut read_rx) = mpsc::channel::<Result<RecordPage, AuditError>>(2);
     let (checked_tx, checked_rx) = mpsc::channel::<Result<Vec<CheckedRow>, AuditError>>(2);
     let reading = async move {
         // The first page is smaller, so that checking starts sooner.
         let mut requested = page_size.min(FIRST_PAGE);
         let mut after = None;
         loop {
-            let page = store.read_raw(stream_id, after, requested).await;
+            let page = store.read_page(stream_id, after, requested).await;
             // Pages are keyed by the last row's sequence; a row whose sequence is negative
             // does not parse, so verification faults on it before another page is needed. A
             // short page is the last.
             let next = page.as_ref().ok().and_then(|rows| {
-                let last = rows.last().and_then(|r| u64::try_from(r.sequence).ok());
+                let last = rows.last_sequence().and_then(|s| u64::try_from(s).ok());
                 last.filter(|_| rows.len() == requested)
             });
             // A send fails once linking has stopped at a fault: nothing more is needed.
@@ -204,9 +204,12 @@ pub async fn verify_stream<S: AuditStore + ?Sized>(
     let checking = async move {
         while let Some(page) = read_rx.recv().await {
             let checked = match page {
-                Ok(rows) => tokio::task::spawn_blocking(move || hash_page(rows))
-                    .await
-                    .map_err(|e| AuditError::internal("audit verification task failed", e)),
+                Ok(page) => {
+                    let stream_id = stream_id.to_owned();
+                    tokio::task::spawn_blocking(move || hash_page(&stream_id, &page))
+                        .await
+                        .map_err(|e| AuditError::internal("audit verification task failed", e))
+                }
                 Err(e) => Err(e),
             };
             let failed = checked.is_err();
@@ -386,7 +389,7 @@ pub async fn verify_all<S: AuditStore + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::SealedRecord;
+    use crate::store::{SealedRecord, StoredRecord};
     use async_trait::async_trait;
     use gateway_core::audit::chain::{body_hash, genesis, seal};
     use gateway_core::audit::{AuditEvent, AuditEventKind};

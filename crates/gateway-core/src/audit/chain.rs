@@ -383,7 +383,7 @@ impl VerifyReport {
 /// The link view of a record whose hash was recomputed as `computed`.
 fn record_view<'a>(record: &'a AuditRecord, computed: &'a Result<String, String>) -> LinkView<'a> {
     LinkView {
-        stream_id: &record.stream_id,
+        stream_id: Some(&record.stream_id),
         sequence: record.sequence,
         prev_hash: &record.prev_hash,
         hash: &record.hash,
@@ -401,13 +401,19 @@ fn record_view<'a>(record: &'a AuditRecord, computed: &'a Result<String, String>
 ///
 /// Only this module compares hashes: a `ChainLink` says whether `SHA-256(prev_hash ‖ body)`
 /// equals the stored hash, for the canonical body either re-encoded from a parsed record
-/// ([`ChainLink::of_record`]) or as stored ([`ChainLink::of_body`]).
+/// ([`ChainLink::of_record`]) or as stored ([`ChainLink::of_body`],
+/// [`ChainLink::of_stream_body`]).
+///
+/// Verification makes one per stored record, on the hashing threads, and drops it on the
+/// linking thread; so it owns no heap memory in the common case (hashes inline, no copy of the
+/// stream id when the reader vouches for it), which keeps the allocator out of the hot path.
 #[derive(Debug, Clone)]
 pub struct ChainLink {
-    stream_id: String,
+    /// `None`: the stream the link is pushed to (see [`ChainLink::of_stream_body`]).
+    stream_id: Option<String>,
     sequence: u64,
-    prev_hash: String,
-    hash: String,
+    prev_hash: StoredHash,
+    hash: StoredHash,
     genesis: bool,
     /// Why the content does not match `hash`, if it does not.
     content: Result<(), String>,
@@ -423,10 +429,10 @@ impl ChainLink {
         };
         Self {
             genesis: record.event.kind == AuditEventKind::Genesis,
-            stream_id: record.stream_id,
+            stream_id: Some(record.stream_id),
             sequence: record.sequence,
-            prev_hash: record.prev_hash,
-            hash: record.hash,
+            prev_hash: StoredHash::new(&record.prev_hash),
+            hash: StoredHash::new(&record.hash),
             content,
         }
     }
@@ -443,16 +449,34 @@ impl ChainLink {
         kind: AuditEventKind,
         body: Result<&[u8], String>,
     ) -> Self {
-        let content = body.and_then(|body| match decode_hash(&prev_hash) {
-            Some(prev) if hex_eq(&digest(&prev, body), &hash) => Ok(()),
+        let mut link = Self::of_stream_body(sequence, &prev_hash, &hash, kind, body);
+        link.stream_id = Some(stream_id);
+        link
+    }
+
+    /// [`of_body`](Self::of_body) for a record the caller already knows to belong to the stream
+    /// whose verifier it will be pushed to (it was read from that stream by exact match, and its
+    /// body names that stream): the link keeps no copy of the stream id, and
+    /// [`ChainVerifier::push_link`] takes it as the verifier's own. Use
+    /// [`of_body`](Self::of_body) for any other record, so that a record of another stream is
+    /// reported as inserted.
+    pub fn of_stream_body(
+        sequence: u64,
+        prev_hash: &str,
+        hash: &str,
+        kind: AuditEventKind,
+        body: Result<&[u8], String>,
+    ) -> Self {
+        let content = body.and_then(|body| match decode_hash(prev_hash) {
+            Some(prev) if hex_eq(&digest(&prev, body), hash) => Ok(()),
             Some(_) => Err(CONTENT_MISMATCH.to_owned()),
             None => Err(bad_prev_hash(sequence).to_string()),
         });
         Self {
-            stream_id,
+            stream_id: None,
             sequence,
-            prev_hash,
-            hash,
+            prev_hash: StoredHash::new(prev_hash),
+            hash: StoredHash::new(hash),
             genesis: kind == AuditEventKind::Genesis,
             content,
         }
@@ -465,7 +489,7 @@ impl ChainLink {
 
     /// The record's stored hash (hex).
     pub fn hash(&self) -> &str {
-        &self.hash
+        self.hash.as_str()
     }
 
     /// Whether the record's stored hash matches its content (linking is not checked).
@@ -475,13 +499,46 @@ impl ChainLink {
 
     fn view(&self) -> LinkView<'_> {
         LinkView {
-            stream_id: &self.stream_id,
+            stream_id: self.stream_id.as_deref(),
             sequence: self.sequence,
-            prev_hash: &self.prev_hash,
-            hash: &self.hash,
+            prev_hash: self.prev_hash.as_str(),
+            hash: self.hash.as_str(),
             genesis: self.genesis,
             content: self.content.as_ref().map(|_| ()).map_err(String::as_str),
         }
+    }
+}
+
+/// A hash as stored, text for text: 64 ASCII characters (every hash a sound row holds) inline,
+/// anything else (only in a tampered row, which is reported and never linked) on the heap.
+/// The text is kept, not its decoded bytes, because linking compares the texts (a `prev_hash`
+/// in upper case is a broken link, though it hashes the same).
+#[derive(Clone)]
+enum StoredHash {
+    Inline([u8; 64]),
+    Other(Box<str>),
+}
+
+impl StoredHash {
+    fn new(text: &str) -> Self {
+        match <[u8; 64]>::try_from(text.as_bytes()) {
+            Ok(bytes) if bytes.is_ascii() => Self::Inline(bytes),
+            _ => Self::Other(text.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Only ASCII is kept inline, so this is always `Ok`.
+            Self::Inline(bytes) => std::str::from_utf8(bytes).unwrap_or_default(),
+            Self::Other(text) => text,
+        }
+    }
+}
+
+impl fmt::Debug for StoredHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -495,7 +552,8 @@ fn hex_eq(digest: &[u8; 32], hex: &str) -> bool {
 
 /// What [`ChainVerifier`] checks of one record, however its content was checked.
 struct LinkView<'a> {
-    stream_id: &'a str,
+    /// `None`: the verifier's own stream.
+    stream_id: Option<&'a str>,
     sequence: u64,
     prev_hash: &'a str,
     hash: &'a str,
@@ -567,11 +625,13 @@ impl ChainVerifier {
 
     fn check(&self, record: &LinkView<'_>) -> Result<(), ChainFault> {
         let seq = record.sequence;
-        if record.stream_id != self.stream_id {
+        if let Some(stream_id) = record.stream_id
+            && stream_id != self.stream_id
+        {
             return self.fault(
                 seq,
                 FaultKind::Inserted,
-                format!("record belongs to stream {:?}", record.stream_id),
+                format!("record belongs to stream {stream_id:?}"),
             );
         }
         if let Err(detail) = record.content {
@@ -809,6 +869,7 @@ mod tests {
         let mut plain = ChainVerifier::new("s");
         let mut linked = ChainVerifier::new("s");
         let mut re_linked = ChainVerifier::new("s");
+        let mut stream_linked = ChainVerifier::new("s");
         for r in &c {
             let body = canonical_body(r).unwrap();
             let as_stored = ChainLink::of_body(
@@ -820,7 +881,15 @@ mod tests {
                 Ok(&body),
             );
             let re_encoded = ChainLink::of_record(r.clone());
+            let in_stream = ChainLink::of_stream_body(
+                r.sequence,
+                &r.prev_hash,
+                &r.hash,
+                r.event.kind,
+                Ok(&body),
+            );
             assert_eq!(as_stored.content_matches(), r.sequence != 3);
+            assert_eq!(in_stream.content_matches(), r.sequence != 3);
             assert_eq!(re_encoded.content_matches(), r.sequence != 3);
             assert_eq!(
                 (as_stored.sequence(), as_stored.hash()),
@@ -829,10 +898,12 @@ mod tests {
             let pushed = plain.push(r);
             assert_eq!(pushed, linked.push_link(&as_stored));
             assert_eq!(pushed, re_linked.push_link(&re_encoded));
+            assert_eq!(pushed, stream_linked.push_link(&in_stream));
         }
         let plain = plain.finish();
         assert_eq!(plain, linked.finish());
         assert_eq!(plain, re_linked.finish());
+        assert_eq!(plain, stream_linked.finish());
 
         // The caller's reason why a body is not a record's is reported as a modification.
         let c = chain(2);
@@ -861,6 +932,62 @@ mod tests {
         );
         let fault = ChainVerifier::new("s").push_link(&not_genesis).unwrap_err();
         assert_eq!(fault.kind, FaultKind::BadGenesis);
+    }
+
+    /// Links keep stored hashes text for text, whatever a tampered row holds, and a link of
+    /// another stream is an insertion; each fault is the one `push` reports for the record.
+    #[test]
+    fn links_of_tampered_rows_fault_like_records() {
+        let c = chain(3);
+        type Edit = fn(&mut AuditRecord);
+        let edits: Vec<(&str, Edit)> = vec![
+            ("upper-case prev_hash", |r| {
+                r.prev_hash.make_ascii_uppercase()
+            }),
+            ("short prev_hash", |r| {
+                r.prev_hash.pop();
+            }),
+            ("non-hex prev_hash", |r| r.prev_hash.replace_range(..1, "g")),
+            ("multi-byte prev_hash", |r| {
+                r.prev_hash.replace_range(..2, "é")
+            }),
+            ("long hash", |r| r.hash.push('0')),
+            ("multi-byte hash", |r| r.hash.replace_range(..2, "é")),
+            ("empty hash", |r| r.hash.clear()),
+            ("other stream", |r| r.stream_id = "t".into()),
+        ];
+        for (name, edit) in edits {
+            let mut tampered = c.clone();
+            edit(&mut tampered[2]);
+            let mut plain = ChainVerifier::new("s");
+            let mut linked = ChainVerifier::new("s");
+            for r in &tampered {
+                let body = canonical_body(r).unwrap();
+                let link = if r.stream_id == "s" {
+                    ChainLink::of_stream_body(
+                        r.sequence,
+                        &r.prev_hash,
+                        &r.hash,
+                        r.event.kind,
+                        Ok(&body),
+                    )
+                } else {
+                    ChainLink::of_body(
+                        r.stream_id.clone(),
+                        r.sequence,
+                        r.prev_hash.clone(),
+                        r.hash.clone(),
+                        r.event.kind,
+                        Ok(&body),
+                    )
+                };
+                assert_eq!(link.hash(), r.hash, "{name}");
+                assert_eq!(plain.push(r), linked.push_link(&link), "{name}");
+            }
+            let report = plain.finish();
+            assert!(report.fault.is_some(), "{name}");
+            assert_eq!(report, linked.finish(), "{name}");
+        }
     }
 
     proptest::proptest! {
