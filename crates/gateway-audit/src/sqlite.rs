@@ -16,7 +16,11 @@
 //! measured and rejected: on ext4 the background checkpoint's fsync of the database file
 //! contends with the commits' WAL fsyncs, and appends got slower at every percentile (one
 //! writer: mean 190-236 µs → 296-383 µs, p99.9 0.8-1.0 ms → 1.1-2.0 ms; 64 writers:
-//! 63-69k → 49-60k records/s).
+//! 63-69k → 49-60k records/s). Checkpointing less often (`wal_autocheckpoint=10000`) was
+//! measured too and rejected: the whole gateway at 64 agents did 5-10 % more actions/s, but its
+//! p99 went from 10 ms to 30 ms, the commit that runs a checkpoint copying ten times as much
+//! (`benches/gateway.rs`, same run, alternating settings). Nor did larger pages pay (8 and
+//! 16 KiB: no more actions/s, and every commit writes its partly filled pages whole).
 
 use crate::checkpoint::Checkpoint;
 use crate::connection::WriteConnection;
