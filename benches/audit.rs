@@ -1,6 +1,8 @@
 //! Durable audit appends per second (SQLite and PostgreSQL, 1 and 64 concurrent writers; and
 //! 64 writers each appending one action's trail of 4 events as a group with `append_all`) and
-//! verification records per second, each against a baseline measured in the same run:
+//! verification records per second (full, the default, which also checks each row's query
+//! columns against its event; and `-chain-only`), each against a baseline measured in the same
+//! run:
 //! appends against the in-memory `MemoryAuditSink` (hash chain, no storage), verification
 //! against `ChainVerifier` over records already in memory (re-encoding and hashing, no database
 //! reads).
@@ -214,22 +216,25 @@ fn verification(c: &mut Criterion) {
             assert!(v.finish().is_ok());
         })
     });
-    group.bench_function("sqlite", |b| {
-        b.to_async(&rt).iter(|| async {
-            assert!(verify_stream(&sqlite, "v", &options).await.unwrap().is_ok());
-        })
-    });
-    if let Some((store, stream)) = &pg {
-        group.bench_function("postgres", |b| {
+    // Full verification (the default: the chain, checkpoints and each row's query columns),
+    // and the chain and checkpoints only.
+    let chain_only = VerifyOptions {
+        check_copies: false,
+        ..VerifyOptions::default()
+    };
+    for (suffix, options) in [("", &options), ("-chain-only", &chain_only)] {
+        group.bench_function(format!("sqlite{suffix}"), |b| {
             b.to_async(&rt).iter(|| async {
-                assert!(
-                    verify_stream(store, stream, &options)
-                        .await
-                        .unwrap()
-                        .is_ok()
-                );
+                assert!(verify_stream(&sqlite, "v", options).await.unwrap().is_ok());
             })
         });
+        if let Some((store, stream)) = &pg {
+            group.bench_function(format!("postgres{suffix}"), |b| {
+                b.to_async(&rt).iter(|| async {
+                    assert!(verify_stream(store, stream, options).await.unwrap().is_ok());
+                })
+            });
+        }
     }
     group.finish();
 }

@@ -17,12 +17,15 @@
 //! neither) and must then be canonical byte for byte; in both formats a duplicate object key is
 //! a fault, because readers disagree on which of the two values counts.
 
+use crate::copies::{self, Expected};
 use crate::page::RecordRef;
+use crate::store::clean;
 use gateway_core::audit::chain::{ChainLink, canonical_body};
 use gateway_core::audit::{AuditEvent, AuditEventKind, AuditRecord};
 use gateway_core::ids::AgentId;
 use gateway_core::strict_json::parse_strict;
 use serde_json::Value;
+use std::borrow::Cow;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -42,6 +45,7 @@ pub(crate) fn check_row(stream_id: &str, row: RecordRef<'_>) -> Result<ChainLink
         prev_hash,
         hash,
         event: text,
+        copies,
     } = row;
     let sequence = u64::try_from(stored_sequence).map_err(|_| {
         (
@@ -66,8 +70,9 @@ pub(crate) fn check_row(stream_id: &str, row: RecordRef<'_>) -> Result<ChainLink
         }
     };
     if let Some(facts) = recognize(text) {
-        let body =
-            agree(row_stream, sequence, facts.stream_id, facts.sequence).map(|()| text.as_bytes());
+        let body = agree(row_stream, sequence, facts.stream_id, facts.sequence)
+            .and_then(|()| copies::check(copies, &facts.expected()?))
+            .map(|()| text.as_bytes());
         return Ok(link(facts.kind, body));
     }
     match parse(text).map_err(|detail| (stored_sequence, detail))? {
@@ -87,6 +92,7 @@ pub(crate) fn check_row(stream_id: &str, row: RecordRef<'_>) -> Result<ChainLink
             let body = match canonical_body(&record) {
                 Ok(canonical) if canonical == text.as_bytes() => {
                     agree(row_stream, sequence, &record.stream_id, record.sequence)
+                        .and_then(|()| copies::check(copies, &Expected::of_event(&record.event)))
                         .map(|()| text.as_bytes())
                 }
                 Ok(_) => Err("the stored body is not in canonical (RFC 8785) form".to_owned()),
@@ -94,13 +100,17 @@ pub(crate) fn check_row(stream_id: &str, row: RecordRef<'_>) -> Result<ChainLink
             };
             Ok(link(kind, body))
         }
-        Stored::Event(event) => Ok(ChainLink::of_record(AuditRecord {
-            stream_id: row_stream.to_owned(),
-            sequence,
-            event,
-            prev_hash: prev_hash.to_owned(),
-            hash: hash.to_owned(),
-        })),
+        Stored::Event(event) => {
+            copies::check(copies, &Expected::of_event(&event))
+                .map_err(|detail| (stored_sequence, detail))?;
+            Ok(ChainLink::of_record(AuditRecord {
+                stream_id: row_stream.to_owned(),
+                sequence,
+                event,
+                prev_hash: prev_hash.to_owned(),
+                hash: hash.to_owned(),
+            }))
+        }
     }
 }
 
@@ -166,12 +176,34 @@ fn parse(text: &str) -> Result<Stored, String> {
     })
 }
 
-/// What a canonical body says about its record's place in the chain.
+/// What a canonical body says about its record's place in the chain, and the fields its row
+/// keeps copies of (module `copies`), as written in the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Facts<'a> {
     pub stream_id: &'a str,
     pub sequence: u64,
     pub kind: AuditEventKind,
+    pub time: &'a str,
+    pub correlation_id: &'a str,
+    pub agent_id: Option<&'a str>,
+    pub action: Token<'a>,
+    pub resource: Token<'a>,
+    pub outcome: Option<&'a str>,
+}
+
+impl<'a> Facts<'a> {
+    /// What the row's copies must say. A string written with escapes is decoded (rare).
+    fn expected(&self) -> Result<Expected<'a>, String> {
+        Ok(Expected {
+            time: Cow::Borrowed(self.time),
+            correlation_id: Cow::Borrowed(self.correlation_id),
+            kind: self.kind.as_str(),
+            agent_id: self.agent_id.map(Cow::Borrowed),
+            action: self.action.text()?,
+            resource: self.resource.text()?,
+            outcome: self.outcome,
+        })
+    }
 }
 
 /// Nesting deeper than this is left to the parser (whose own limit is 128), so everything
@@ -201,12 +233,15 @@ pub(crate) fn recognize(text: &str) -> Option<Facts<'_>> {
         at: 0,
     };
     c.literal(b"{\"action\":")?;
-    c.string()?;
+    let action = c.string()?;
+    let mut agent_id = None;
     if c.optional_key(b"agent_id") {
-        AgentId::new(c.plain_string()?).ok()?;
+        let agent = c.plain_string()?;
+        AgentId::new(agent).ok()?;
+        agent_id = Some(agent);
     }
     c.key(b"correlation_id")?;
-    c.uuid()?;
+    let correlation_id = c.uuid()?;
     if c.optional_key(b"decision") {
         c.decision()?;
     }
@@ -225,11 +260,16 @@ pub(crate) fn recognize(text: &str) -> Option<Facts<'_>> {
     if c.optional_key(b"origin") {
         c.string()?;
     }
-    if c.optional_key(b"outcome") && !matches!(c.plain_string()?, "success" | "failure") {
-        return None;
+    let mut outcome = None;
+    if c.optional_key(b"outcome") {
+        let value = c.plain_string()?;
+        if !matches!(value, "success" | "failure") {
+            return None;
+        }
+        outcome = Some(value);
     }
     c.key(b"resource")?;
-    c.string()?;
+    let resource = c.string()?;
     if c.optional_key(b"runner_id") {
         c.string()?;
     }
@@ -240,12 +280,19 @@ pub(crate) fn recognize(text: &str) -> Option<Facts<'_>> {
     c.key(b"stream_id")?;
     let stream_id = c.plain_string()?;
     c.key(b"time")?;
-    canonical_time(c.plain_string()?)?;
+    let time = c.plain_string()?;
+    canonical_time(time)?;
     c.literal(b"}")?;
     (c.at == c.bytes.len()).then_some(Facts {
         stream_id,
         sequence,
         kind,
+        time,
+        correlation_id,
+        agent_id,
+        action,
+        resource,
+        outcome,
     })
 }
 
@@ -321,7 +368,8 @@ fn is_plain_utc_time(s: &str) -> bool {
 }
 
 /// A string token as stored.
-struct Token<'a> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Token<'a> {
     /// The text between the quotes, escapes undecoded.
     raw: &'a str,
     /// Whether it holds an escape (its value then differs from `raw`).
@@ -329,6 +377,19 @@ struct Token<'a> {
     /// Whether it holds a character outside the Basic Multilingual Plane (where UTF-8 byte
     /// order and RFC 8785's UTF-16 key order differ).
     astral: bool,
+}
+
+impl<'a> Token<'a> {
+    /// The string's value, as the query copy of it holds it (NUL replaced, see
+    /// `store::clean`; unescaped canonical text holds none).
+    fn text(&self) -> Result<Cow<'a, str>, String> {
+        if !self.escaped {
+            return Ok(Cow::Borrowed(self.raw));
+        }
+        serde_json::from_str::<String>(&format!("\"{}\"", self.raw))
+            .map(|value| Cow::Owned(clean(&value)))
+            .map_err(|e| format!("a string of the body does not decode: {e}"))
+    }
 }
 
 /// A position in the text being recognised. Every method consumes what it checked and returns
@@ -434,14 +495,15 @@ impl<'a> Cursor<'a> {
     }
 
     /// A UUID as the encoder writes it: lowercase, hyphenated.
-    fn uuid(&mut self) -> Option<()> {
-        let s = self.plain_string()?.as_bytes();
+    fn uuid(&mut self) -> Option<&'a str> {
+        let text = self.plain_string()?;
+        let s = text.as_bytes();
         let ok = s.len() == 36
             && s.iter().enumerate().all(|(i, &b)| match i {
                 8 | 13 | 18 | 23 => b == b'-',
                 _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
             });
-        ok.then_some(())
+        ok.then_some(text)
     }
 
     /// `{"allow":…[,"decision_id":…][,"policy_id":…],"reasons":[…]}`.

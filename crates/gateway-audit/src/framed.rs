@@ -22,7 +22,7 @@
 //!
 //! `stream_id` is not read: the query selects one stream by exact equality.
 
-use crate::page::{RecordPage, malformed};
+use crate::page::{RecordPage, Span, malformed};
 use gateway_core::audit::AuditError;
 
 /// The columns of `SELECT count(*), group_concat(sequence, ','), …` (see the module docs), in
@@ -36,23 +36,57 @@ pub(crate) type Window = (
     Option<Vec<u8>>,
     Option<Vec<u8>>,
     Option<Vec<u8>>,
+    Option<Vec<u8>>,
 );
 
-/// The query reading records `?2..=?3` of stream `?1` as a [`Window`].
-pub(crate) const WINDOW_QUERY: &str = "SELECT count(*), group_concat(sequence, ','),
-        group_concat(length(CAST(prev_hash AS BLOB)), ','),
-        group_concat(length(CAST(hash AS BLOB)), ','),
-        group_concat(length(CAST(event AS BLOB)), ','),
-        CAST(group_concat(prev_hash, '') AS BLOB),
-        CAST(group_concat(hash, '') AS BLOB),
-        CAST(group_concat(event, '') AS BLOB)
-    FROM audit_records WHERE stream_id = ?1 AND sequence BETWEEN ?2 AND ?3";
+/// The query reading records `?2..=?3` of stream `?1` as a [`Window`], with the rows' packed
+/// query columns (module `copies`) or without (a NULL last column). The packing needs no list
+/// of lengths: it delimits itself.
+pub(crate) fn window_query(copies: bool) -> &'static str {
+    if copies {
+        WITH_COPIES.as_str()
+    } else {
+        WITHOUT_COPIES.as_str()
+    }
+}
+
+static WITH_COPIES: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| query(crate::copies::SQLITE_PACKED));
+static WITHOUT_COPIES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| query("NULL"));
+
+fn query(copies: &str) -> String {
+    format!(
+        "SELECT count(*), group_concat(sequence, ','),
+            group_concat(length(CAST(prev_hash AS BLOB)), ','),
+            group_concat(length(CAST(hash AS BLOB)), ','),
+            group_concat(length(CAST(event AS BLOB)), ','),
+            CAST(group_concat(prev_hash, '') AS BLOB),
+            CAST(group_concat(hash, '') AS BLOB),
+            CAST(group_concat(event, '') AS BLOB),
+            CAST(group_concat({copies}, '') AS BLOB)
+        FROM audit_records WHERE stream_id = ?1 AND sequence BETWEEN ?2 AND ?3"
+    )
+}
 
 /// Splits a window of `stream_id` into its records, in sequence order. The concatenated values
 /// become the page's buffers as they are (no copy, no string per value).
-pub(crate) fn decode(stream_id: &str, window: Window) -> Result<RecordPage, AuditError> {
-    let (count, sequences, prev_lengths, hash_lengths, event_lengths, prevs, hashes, events) =
-        window;
+/// With `copies`, the window must hold the rows' packed query columns (see [`window_query`]).
+pub(crate) fn decode(
+    stream_id: &str,
+    window: Window,
+    copies_read: bool,
+) -> Result<RecordPage, AuditError> {
+    let (
+        count,
+        sequences,
+        prev_lengths,
+        hash_lengths,
+        event_lengths,
+        prevs,
+        hashes,
+        events,
+        copies,
+    ) = window;
     let count = usize::try_from(count).map_err(|_| malformed("a negative row count"))?;
     let mut page = RecordPage::new(stream_id);
     let mut column = |lengths: Option<String>, values: Option<Vec<u8>>| {
@@ -69,10 +103,24 @@ pub(crate) fn decode(stream_id: &str, window: Window) -> Result<RecordPage, Audi
     let prevs = column(prev_lengths, prevs)?;
     let hashes = column(hash_lengths, hashes)?;
     let events = column(event_lengths, events)?;
+    let copies: Vec<Option<Span>> = if copies_read {
+        let copies = copies.unwrap_or_default();
+        let mut lengths = crate::copies::packed_lengths(&copies, count)
+            .ok_or_else(|| malformed("the packed query columns do not split into the rows"))?
+            .into_iter();
+        let spans = page.adopt(copies, count, || {
+            lengths
+                .next()
+                .ok_or_else(|| malformed("fewer packed query columns than rows"))
+        })?;
+        spans.into_iter().map(Some).collect()
+    } else {
+        vec![None; count]
+    };
     let mut sequences = Numbers::new(sequences.as_deref());
     page.reserve(count);
-    for ((prev, hash), event) in prevs.into_iter().zip(hashes).zip(events) {
-        page.push_spans(sequences.next()?, prev, hash, event);
+    for (((prev, hash), event), copies) in prevs.into_iter().zip(hashes).zip(events).zip(copies) {
+        page.push_spans(sequences.next()?, [prev, hash, event], copies);
     }
     if !sequences.done() {
         return Err(malformed("more values than rows"));
@@ -110,7 +158,15 @@ impl<'a> Numbers<'a> {
 mod tests {
     use super::*;
 
+    /// Sequence, `prev_hash`, `hash`, `event`; the copies are the same packed value each time.
     type Row<'a> = (i64, &'a [u8], &'a [u8], &'a [u8]);
+
+    const COPIES: &[u8] = b"3:a,b-1:x-0:-2:::";
+
+    /// Decodes a window read with the packed query columns.
+    fn decode(stream_id: &str, window: Window) -> Result<RecordPage, AuditError> {
+        super::decode(stream_id, window, true)
+    }
 
     /// The window SQLite would return for `rows` (its aggregates are NULL over no rows).
     fn window(rows: &[Row<'_>]) -> Window {
@@ -130,6 +186,7 @@ mod tests {
             concat(|r| r.1),
             concat(|r| r.2),
             concat(|r| r.3),
+            concat(|_| COPIES),
         )
     }
 
@@ -154,7 +211,14 @@ mod tests {
         assert_eq!(rows[1].prev_hash, "\u{fffd}x", "invalid UTF-8 is replaced");
         assert_eq!(rows[1].event, "😀");
         assert!(rows.iter().all(|r| r.stream_id == "s"));
+        let page = decode("s", window(&[(1, b"p", b"h", b"e")])).unwrap();
+        assert_eq!(page.get(0).unwrap().copies, Some("3:a,b-1:x-0:-2:::"));
         assert!(decode("s", window(&[])).unwrap().is_empty());
+        // Read without them, rows carry none.
+        let mut chain_only = window(&[(1, b"p", b"h", b"e")]);
+        chain_only.8 = None;
+        let page = super::decode("s", chain_only, false).unwrap();
+        assert_eq!(page.get(0).unwrap().copies, None);
     }
 
     #[test]
@@ -195,6 +259,18 @@ mod tests {
         shifted.3 = Some("2,0".into());
         let rows = decode("s", shifted).unwrap().to_records();
         assert_eq!((&*rows[0].hash, &*rows[1].hash), ("hi", ""));
+        // The packed query columns of too few or too many rows, or not splitting into rows.
+        let two = [COPIES, COPIES].concat();
+        for bad_copies in [
+            COPIES.to_vec(),
+            [COPIES, COPIES, COPIES].concat(),
+            [&two[..], b"x"].concat(),
+            [COPIES, b"9:a------"].concat(),
+        ] {
+            let mut copies = good.clone();
+            copies.8 = Some(bad_copies.clone());
+            assert!(decode("s", copies).is_err(), "{bad_copies:?}");
+        }
         let mut not_a_number = good;
         not_a_number.1 = Some("1,x".into());
         assert!(decode("s", not_a_number).is_err());

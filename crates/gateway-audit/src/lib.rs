@@ -81,7 +81,12 @@
 //! are exactly what the hash covers: JCS writes `12.0` as `12` and an integer beyond 2^53 as the
 //! nearest double, so such a value reads back that way.
 //!
-//! `event` is authoritative; the indexed copies are convenience only and are not verified.
+//! `event` is authoritative. The indexed copies are not hashed, but verification checks each
+//! one against the hashed event of its row (module `copies`): a copy changed under an intact
+//! chain (say `agent_id`, which "what did agent X do" queries go by) is reported as a
+//! modification of that record, naming the column. Stores implementing
+//! [`AuditStore::read_page`] themselves hand the copies over in [`RecordRef::copies`]; the
+//! default `read_page` (from `read_raw`) has none, and then only the chain is checked.
 //!
 //! * SQLite: WAL journal, `synchronous=FULL` (every commit fsyncs the WAL before any caller of
 //!   the batch is answered, so a crash or power loss cannot lose an acknowledged record),
@@ -162,6 +167,7 @@
 mod body;
 pub mod checkpoint;
 mod connection;
+mod copies;
 mod framed;
 mod page;
 pub mod postgres;

@@ -35,6 +35,9 @@ struct Row {
     prev_hash: Span,
     hash: Span,
     event: Span,
+    /// The row's query columns, packed (module `copies`); `None` when the store did not read
+    /// them.
+    copies: Option<Span>,
 }
 
 /// A value: `texts[text][start..end]`, on character boundaries.
@@ -58,6 +61,11 @@ pub struct RecordRef<'a> {
     pub hash: &'a str,
     /// The `event` column (see [`StoredRecord::event`]).
     pub event: &'a str,
+    /// The row's query columns (`event_time`, `correlation_id`, `kind`, `agent_id`, `action`,
+    /// `resource`, `outcome`), packed as each one's byte length, `:` and its value, or `-` for
+    /// NULL. Verification checks them against `event` when a store reads them (both stores of
+    /// this crate do); `None` skips that check.
+    pub copies: Option<&'a str>,
 }
 
 impl RecordRef<'_> {
@@ -135,6 +143,7 @@ impl RecordPage {
             prev_hash: copy(record.prev_hash),
             hash: copy(record.hash),
             event: copy(record.event),
+            copies: record.copies.map(copy),
         };
         self.rows.push(row);
     }
@@ -178,6 +187,7 @@ impl RecordPage {
             prev_hash: self.text(row.prev_hash),
             hash: self.text(row.hash),
             event: self.text(row.event),
+            copies: row.copies.map(|s| self.text(s)),
         }
     }
 
@@ -211,6 +221,7 @@ impl RecordPage {
             prev_hash: shift(row.prev_hash),
             hash: shift(row.hash),
             event: shift(row.event),
+            copies: row.copies.map(shift),
         }));
         self.texts.extend(other.texts);
         self.owns_last = other.owns_last;
@@ -284,13 +295,19 @@ impl RecordPage {
     }
 
     /// Appends a row whose values [`adopt`](Self::adopt) placed.
-    pub(crate) fn push_spans(&mut self, sequence: i64, prev_hash: Span, hash: Span, event: Span) {
+    pub(crate) fn push_spans(
+        &mut self,
+        sequence: i64,
+        [prev_hash, hash, event]: [Span; 3],
+        copies: Option<Span>,
+    ) {
         self.rows.push(Row {
             sequence,
             stream_id: None,
             prev_hash,
             hash,
             event,
+            copies,
         });
     }
 
@@ -348,7 +365,7 @@ mod tests {
                 move || Ok(l.next().unwrap())
             })
             .unwrap();
-        adopted.push_spans(9, spans[0], spans[1], spans[2]);
+        adopted.push_spans(9, [spans[0], spans[1], spans[2]], None);
         joined.append(page.clone());
         joined.append(adopted);
         joined.append(RecordPage::from_records("t", &records[..2]));

@@ -26,11 +26,12 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::connection::WriteConnection;
+use crate::copies::pack_value;
 use crate::sink::ChainedSink;
 use crate::store::{
     AuditStore, IndexedColumns, RecordPage, RecordRef, SealedRecord, StoredCheckpoint,
     StoredRecord, db_error, db_limit, db_sequence, decode_checkpoints, read_windows,
-    start_sequence,
+    start_sequence, write_query_time,
 };
 use async_trait::async_trait;
 use gateway_core::audit::AuditError;
@@ -245,7 +246,10 @@ impl AuditStore for PostgresStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, AuditError> {
-        Ok(self.read_page(stream_id, after, limit).await?.to_records())
+        Ok(self
+            .read_page(stream_id, after, limit, false)
+            .await?
+            .to_records())
     }
 
     async fn read_page(
@@ -253,6 +257,7 @@ impl AuditStore for PostgresStore {
         stream_id: &str,
         after: Option<u64>,
         limit: usize,
+        copies: bool,
     ) -> Result<RecordPage, AuditError> {
         // A row per record, copied onto the page. Measured against it on a 2-core machine
         // running the server too (verify, 50k records, as a share of the in-memory baseline of
@@ -262,18 +267,24 @@ impl AuditStore for PostgresStore {
         // per column, integer-to-text casts, and multi-megabyte buffers faulted in); a binary
         // `COPY` parsed by hand 0.57, against 0.58: no gain for a query built as text.
         let pool = &self.pool;
+        let query = if copies {
+            "SELECT sequence, prev_hash, hash, event,
+                    event_time, correlation_id, kind, agent_id, action, resource, outcome
+             FROM audit_records
+             WHERE stream_id = $1 AND sequence BETWEEN $2 AND $3 ORDER BY sequence"
+        } else {
+            "SELECT sequence, prev_hash, hash, event FROM audit_records
+             WHERE stream_id = $1 AND sequence BETWEEN $2 AND $3 ORDER BY sequence"
+        };
         let window = |first: i64, last: i64| async move {
-            let rows = sqlx::query(
-                "SELECT sequence, prev_hash, hash, event FROM audit_records
-                 WHERE stream_id = $1 AND sequence BETWEEN $2 AND $3 ORDER BY sequence",
-            )
-            .bind(stream_id)
-            .bind(first)
-            .bind(last)
-            .fetch_all(pool)
-            .await
-            .map_err(|e| db_error("reading audit records", e))?;
-            decode_records(stream_id, &rows)
+            let rows = sqlx::query(query)
+                .bind(stream_id)
+                .bind(first)
+                .bind(last)
+                .fetch_all(pool)
+                .await
+                .map_err(|e| db_error("reading audit records", e))?;
+            decode_records(stream_id, &rows, copies)
         };
         let next = |from: i64| async move {
             sqlx::query_scalar(
@@ -429,23 +440,44 @@ fn bind_checkpoint<'q>(query: PgQuery<'q>, cp: &'q Checkpoint) -> Result<PgQuery
 
 /// Decodes rows of `SELECT sequence, prev_hash, hash, event` of `stream_id` onto a page (the
 /// values are borrowed from the rows and copied once, into the page).
+/// Rows of `SELECT sequence, prev_hash, hash, event` and, with `copies_read`, the seven query
+/// columns, as a page.
 fn decode_records(
     stream_id: &str,
     rows: &[sqlx::postgres::PgRow],
+    copies_read: bool,
 ) -> Result<RecordPage, AuditError> {
     let mut page = RecordPage::new(stream_id);
+    let (mut copies, mut time_text) = (String::new(), String::new());
     for (i, r) in rows.iter().enumerate() {
+        // The query columns, packed for verification (module `copies`); `event_time` as the
+        // fixed-width UTC text the writers store on SQLite. (NULL only in a rebuilt table: it
+        // then fails the check.)
+        copies.clear();
+        if copies_read {
+            let time: Option<time::OffsetDateTime> = r.try_get(4).map_err(decoding)?;
+            time_text.clear();
+            if let Some(time) = time {
+                write_query_time(&mut time_text, time);
+            }
+            pack_value(&mut copies, time.map(|_| time_text.as_str()));
+            for k in 5..11 {
+                pack_value(&mut copies, r.try_get(k).map_err(decoding)?);
+            }
+        }
         let record = RecordRef {
             stream_id,
             sequence: r.try_get(0).map_err(decoding)?,
             prev_hash: r.try_get(1).map_err(decoding)?,
             hash: r.try_get(2).map_err(decoding)?,
             event: r.try_get(3).map_err(decoding)?,
+            copies: copies_read.then_some(copies.as_str()),
         };
         if i == 0 {
             // Records of a stream are of similar size: size the page from the first one (with
             // some slack) rather than regrow (and copy) it several times.
-            let bytes = record.prev_hash.len() + record.hash.len() + record.event.len();
+            let bytes =
+                record.prev_hash.len() + record.hash.len() + record.event.len() + copies.len();
             let estimate = bytes.saturating_mul(rows.len()).saturating_mul(9) / 8;
             page = RecordPage::with_capacity(stream_id, rows.len(), estimate);
         }

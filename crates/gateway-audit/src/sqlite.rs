@@ -252,7 +252,10 @@ impl AuditStore for SqliteStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, AuditError> {
-        Ok(self.read_page(stream_id, after, limit).await?.to_records())
+        Ok(self
+            .read_page(stream_id, after, limit, false)
+            .await?
+            .to_records())
     }
 
     async fn read_page(
@@ -260,18 +263,20 @@ impl AuditStore for SqliteStore {
         stream_id: &str,
         after: Option<u64>,
         limit: usize,
+        copies: bool,
     ) -> Result<RecordPage, AuditError> {
         // One row of aggregates per window (module `framed`): far cheaper than row by row.
         let pool = &self.pool;
+        let query = framed::window_query(copies);
         let window = |first: i64, last: i64| async move {
-            let window: framed::Window = sqlx::query_as(framed::WINDOW_QUERY)
+            let window: framed::Window = sqlx::query_as(query)
                 .bind(stream_id)
                 .bind(first)
                 .bind(last)
                 .fetch_one(pool)
                 .await
                 .map_err(|e| db_error("reading audit records", e))?;
-            framed::decode(stream_id, window)
+            framed::decode(stream_id, window, copies)
         };
         let next = |from: i64| async move {
             sqlx::query_scalar(

@@ -55,6 +55,7 @@ impl StoredRecord {
             prev_hash: &self.prev_hash,
             hash: &self.hash,
             event: &self.event,
+            copies: None,
         }
     }
 
@@ -121,15 +122,20 @@ pub trait AuditStore: Send + Sync + 'static {
     ) -> Result<Vec<StoredRecord>, AuditError>;
 
     /// What [`read_raw`](Self::read_raw) returns, as one [`RecordPage`]: what verification
-    /// reads. The default builds the page from `read_raw`; a store that can fill a page without
-    /// a heap string per value (the SQLite and PostgreSQL stores) overrides it, and then
-    /// `read_raw` is usually this page's [`to_records`](RecordPage::to_records).
+    /// reads. With `copies`, each row also carries its query columns
+    /// ([`RecordRef::copies`]), which verification then checks against the hashed event.
+    ///
+    /// The default builds the page from `read_raw`, without copies; a store that can fill a
+    /// page without a heap string per value (the SQLite and PostgreSQL stores) overrides it,
+    /// and then `read_raw` is usually this page's [`to_records`](RecordPage::to_records).
     async fn read_page(
         &self,
         stream_id: &str,
         after: Option<u64>,
         limit: usize,
+        copies: bool,
     ) -> Result<RecordPage, AuditError> {
+        let _ = copies;
         let rows = self.read_raw(stream_id, after, limit).await?;
         Ok(RecordPage::from_records(stream_id, &rows))
     }
@@ -228,8 +234,9 @@ pub(crate) fn db_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-/// The copies of event fields every backend stores beside the record, for querying (not
-/// hashed, not verified: the `event` text is authoritative).
+/// The copies of event fields every backend stores beside the record, for querying. Not
+/// hashed: the `event` text is authoritative, and verification checks these against it
+/// (module `copies`).
 pub(crate) struct IndexedColumns {
     pub event_time: String,
     pub correlation_id: String,
@@ -264,14 +271,26 @@ impl IndexedColumns {
 /// may be any prefix of this form (`'2026-11-26'`, `'2026-11-26T03:00'`). PostgreSQL parses
 /// it into its `timestamptz` column.
 pub(crate) fn query_time(time: time::OffsetDateTime) -> String {
+    let mut out = String::with_capacity(27);
+    write_query_time(&mut out, time);
+    out
+}
+
+/// Appends [`query_time`]`(time)` to `out`.
+pub(crate) fn write_query_time(out: &mut String, time: time::OffsetDateTime) {
+    use std::fmt::Write as _;
     let utc = time.to_offset(time::UtcOffset::UTC);
     let (year, month, day) = (utc.year(), u8::from(utc.month()), utc.day());
     let (hour, minute, second, micros) = utc.to_hms_micro();
-    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z")
+    // Writing to a `String` cannot fail.
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z"
+    );
 }
 
 /// PostgreSQL text cannot hold NUL; the indexed copies are not hashed, so replacing it is safe.
-fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     if s.contains('\0') {
         s.replace('\0', "\u{FFFD}")
     } else {

@@ -21,6 +21,11 @@ pub struct VerifyOptions {
     /// If set, more than this many records without a checkpoint (between two checkpoints or
     /// after the last one) is a fault: it catches deleted checkpoints.
     pub max_checkpoint_gap: Option<u64>,
+    /// Whether each row's query columns (`agent_id`, `event_time`, …) are checked against its
+    /// hashed event (the default). They are what queries filter on but are not hashed, so
+    /// without this check a copy changed under an intact chain goes unnoticed; turning it off
+    /// checks the chain and checkpoints only, faster (see `benches/audit.rs`).
+    pub check_copies: bool,
 }
 
 impl Default for VerifyOptions {
@@ -29,6 +34,7 @@ impl Default for VerifyOptions {
             public_key: None,
             page_size: 5000,
             max_checkpoint_gap: None,
+            check_copies: true,
         }
     }
 }
@@ -183,7 +189,9 @@ pub async fn verify_stream<S: AuditStore + ?Sized>(
         let mut requested = page_size.min(FIRST_PAGE);
         let mut after = None;
         loop {
-            let page = store.read_page(stream_id, after, requested).await;
+            let page = store
+                .read_page(stream_id, after, requested, options.check_copies)
+                .await;
             // Pages are keyed by the last row's sequence; a row whose sequence is negative
             // does not parse, so verification faults on it before another page is needed. A
             // short page is the last.

@@ -364,6 +364,14 @@ fn rehashed(stream: &str, row: &StoredRecord, text: &str) -> String {
     )
 }
 
+/// Sets a query column of row 5 of stream `s` (`assignment`, e.g. `agent_id = 'x'`).
+fn set_copy(s: &str, assignment: &str) -> String {
+    format!(
+        "UPDATE audit_records SET {assignment} WHERE stream_id = {} AND sequence = 5;",
+        lit(s)
+    )
+}
+
 /// The stored body on a real database, verified without a key (the chain alone must tell):
 /// bytes changed, the row's own columns changed under an intact body, and rewrites re-hashed
 /// over their new text that only the body's checks can find (were one missing, the fault would
@@ -451,7 +459,28 @@ async fn stored_body_faults<S: AuditStore + Clone>(store: &S, db: &Db) {
             FaultKind::Modified,
         ),
     ];
-    for (i, (name, attack, at, kind)) in cases.into_iter().enumerate() {
+    // A query column changed under an intact body: the hash chain is whole, but queries on the
+    // column would lie. Each is reported at its row.
+    let copy_attacks: [(&str, Attack); 8] = [
+        ("agent_id", |s, _| set_copy(s, "agent_id = 'agent:mallory'")),
+        ("agent_id", |s, _| set_copy(s, "agent_id = NULL")),
+        ("action", |s, _| set_copy(s, "action = 'db.drop'")),
+        ("resource", |s, _| set_copy(s, "resource = 'db:other'")),
+        ("outcome", |s, _| set_copy(s, "outcome = 'failure'")),
+        ("kind", |s, _| set_copy(s, "kind = 'completed'")),
+        ("correlation_id", |s, _| {
+            set_copy(s, "correlation_id = '00000000-0000-7000-8000-000000000000'")
+        }),
+        ("event_time", |s, _| {
+            set_copy(s, "event_time = '2020-01-01T00:00:00.000000Z'")
+        }),
+    ];
+    let cases = cases.into_iter().chain(
+        copy_attacks
+            .into_iter()
+            .map(|(column, attack)| (column, attack, 5, FaultKind::Modified)),
+    );
+    for (i, (name, attack, at, kind)) in cases.enumerate() {
         let stream = format!("body{i}");
         let rows = chain_of(store, &stream, 10).await;
         assert_eq!(rows.len(), 11);
@@ -513,6 +542,40 @@ async fn older_rows_keep_verifying<S: AuditStore + Clone>(store: &S, db: &Db) {
     .await;
     let fault = sink.verify().await.unwrap().fault.unwrap();
     assert_eq!((fault.sequence, fault.kind), (3, FaultKind::Modified));
+
+    // A query column of an older row is checked against its event too.
+    let stream = "legacy-copies";
+    let rows = chain_of(store, stream, 4).await;
+    let event = serde_json::to_string(&rows[2].to_record().unwrap().event).unwrap();
+    db.tamper(&format!(
+        "UPDATE audit_records SET event = {} WHERE stream_id = {} AND sequence = 2;",
+        lit(&event),
+        lit(stream)
+    ))
+    .await;
+    let report = verify_stream(store, stream, &VerifyOptions::default())
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{:?}", report.fault);
+    db.tamper(&format!(
+        "UPDATE audit_records SET resource = 'db:other' WHERE stream_id = {} AND sequence = 2;",
+        lit(stream)
+    ))
+    .await;
+    let fault = verify_stream(store, stream, &VerifyOptions::default())
+        .await
+        .unwrap()
+        .fault
+        .unwrap();
+    assert_eq!((fault.sequence, fault.kind), (2, FaultKind::Modified));
+    assert!(fault.detail.contains("resource column"), "{fault}");
+    // Asked to check the chain only, verification does not see it (the chain is intact).
+    let chain_only = VerifyOptions {
+        check_copies: false,
+        ..VerifyOptions::default()
+    };
+    let report = verify_stream(store, stream, &chain_only).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.fault);
 }
 
 #[tokio::test]

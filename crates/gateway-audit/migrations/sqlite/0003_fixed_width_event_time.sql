@@ -4,8 +4,9 @@
 -- Rows written before held RFC 3339 text, which drops the fraction's trailing zeros: `…:28Z`
 -- sorted after `…:28.5Z`, and `event_time >= '…T03:00:00Z'` left out a record at 03:00:00.5.
 -- Writers now store the fixed form; this rewrites the older rows' copies to it. `event_time` is
--- a query copy, neither hashed nor verified (the `event` text is authoritative and untouched),
--- so the append-only trigger is lifted for this one statement and put back as it was.
+-- a query copy, not hashed (the `event` text is authoritative and untouched; verification checks
+-- the copy against it and takes either form), so the append-only trigger is lifted for this one
+-- statement and put back as it was.
 --
 -- The whole seconds come from `strftime`, which also moves another offset to UTC; the fraction's
 -- digits are the original ones (offsets are whole minutes), cut or padded to six. A value
