@@ -141,7 +141,9 @@
 //! * any other text must parse as an event (an earlier version's row) and is re-encoded with the
 //!   row's columns and hashed; a text with a top-level `stream_id` or `sequence` claims to be a
 //!   body and must then be canonical byte for byte;
-//! * in both, a duplicate object key is a fault (JSON readers disagree on which value counts).
+//! * in both, a duplicate object key is a fault (JSON readers disagree on which value counts);
+//! * unless [`VerifyOptions::check_copies`] is off, the row's query columns must say what its
+//!   event says (module `copies`; the recogniser hands over the fields as written in the body).
 //!
 //! A row rewritten in the older event format is checked the older way, so it can differ from
 //! what was sealed only by values JCS does not tell apart (e.g. integers beyond 2^53 that round
