@@ -49,7 +49,8 @@ fn bad_prev_hash(sequence: u64) -> AuditError {
 /// buffers); byte-identical to canonicalising `serde_json::to_value(record)` with the two hash
 /// fields removed (a property test checks this against that reference path). The record's own
 /// keys are fixed ASCII names, so their RFC 8785 order (UTF-16 code units) is plain byte order
-/// and is spelled out below; `details` values are arbitrary JSON (see [`super::jcs`]).
+/// and is spelled out below; `details` values are arbitrary JSON, written by the
+/// crate's RFC 8785 encoder (module `audit::jcs`).
 pub fn canonical_body(record: &AuditRecord) -> Result<Vec<u8>, AuditError> {
     let mut out = Vec::with_capacity(512);
     write_body(
