@@ -20,6 +20,10 @@
 //! The three concatenated values become the buffers of a [`RecordPage`] as they are, and rows
 //! are offsets into them: no string per value (see the `page` module).
 //!
+//! When verification asks for them, the seven query columns follow, each as its values joined
+//! by NUL bytes (module `copies`, which also says what happens when a tampered value holds a
+//! NUL: this module then reports that the copies did not split, and the store reads them again).
+//!
 //! `stream_id` is not read: the query selects one stream by exact equality.
 
 use crate::page::{RecordPage, Span, malformed};
@@ -37,11 +41,16 @@ pub(crate) type Window = (
     Option<Vec<u8>>,
     Option<Vec<u8>>,
     Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
 );
 
-/// The query reading records `?2..=?3` of stream `?1` as a [`Window`], with the rows' packed
-/// query columns (module `copies`) or without (a NULL last column). The packing needs no list
-/// of lengths: it delimits itself.
+/// The query reading records `?2..=?3` of stream `?1` as a [`Window`], with the rows' query
+/// columns (module `copies`) or without (seven NULL columns).
 pub(crate) fn window_query(copies: bool) -> &'static str {
     if copies {
         WITH_COPIES.as_str()
@@ -50,9 +59,16 @@ pub(crate) fn window_query(copies: bool) -> &'static str {
     }
 }
 
-static WITH_COPIES: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| query(crate::copies::SQLITE_PACKED));
-static WITHOUT_COPIES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| query("NULL"));
+static WITH_COPIES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    query(
+        &(0..crate::copies::COLUMNS.len())
+            .map(crate::copies::joined_column)
+            .collect::<Vec<_>>()
+            .join(",\n            "),
+    )
+});
+static WITHOUT_COPIES: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| query(&["NULL"; 7].join(", ")));
 
 fn query(copies: &str) -> String {
     format!(
@@ -63,9 +79,27 @@ fn query(copies: &str) -> String {
             CAST(group_concat(prev_hash, '') AS BLOB),
             CAST(group_concat(hash, '') AS BLOB),
             CAST(group_concat(event, '') AS BLOB),
-            CAST(group_concat({copies}, '') AS BLOB)
+            {copies}
         FROM audit_records WHERE stream_id = ?1 AND sequence BETWEEN ?2 AND ?3"
     )
+}
+
+/// The query reading the packed query columns (module `copies`) of records `?2..=?3` of stream
+/// `?1`, a row at a time: for a window whose joined copies did not split into its rows.
+pub(crate) static PACKED_COPIES_QUERY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT sequence, CAST({} AS BLOB) FROM audit_records
+             WHERE stream_id = ?1 AND sequence BETWEEN ?2 AND ?3",
+            crate::copies::SQLITE_PACKED
+        )
+    });
+
+/// A decoded window: its page, and whether its query columns still have to be read row by row
+/// (a tampered value held a NUL, see the module docs); the page's rows then have none.
+pub(crate) struct Decoded {
+    pub page: RecordPage,
+    pub copies_unsplit: bool,
 }
 
 /// Splits a window of `stream_id` into its records, in sequence order. The concatenated values
@@ -75,7 +109,7 @@ pub(crate) fn decode(
     stream_id: &str,
     window: Window,
     copies_read: bool,
-) -> Result<RecordPage, AuditError> {
+) -> Result<Decoded, AuditError> {
     let (
         count,
         sequences,
@@ -85,7 +119,13 @@ pub(crate) fn decode(
         prevs,
         hashes,
         events,
-        copies,
+        c0,
+        c1,
+        c2,
+        c3,
+        c4,
+        c5,
+        c6,
     ) = window;
     let count = usize::try_from(count).map_err(|_| malformed("a negative row count"))?;
     let mut page = RecordPage::new(stream_id);
@@ -103,20 +143,32 @@ pub(crate) fn decode(
     let prevs = column(prev_lengths, prevs)?;
     let hashes = column(hash_lengths, hashes)?;
     let events = column(event_lengths, events)?;
-    let copies: Vec<Option<Span>> = if copies_read {
-        let copies = copies.unwrap_or_default();
-        let mut lengths = crate::copies::packed_lengths(&copies, count)
-            .ok_or_else(|| malformed("the packed query columns do not split into the rows"))?
-            .into_iter();
-        let spans = page.adopt(copies, count, || {
-            lengths
-                .next()
-                .ok_or_else(|| malformed("fewer packed query columns than rows"))
-        })?;
-        spans.into_iter().map(Some).collect()
-    } else {
-        vec![None; count]
-    };
+    let mut copies: Vec<Option<[Option<Span>; 7]>> = vec![None; count];
+    let mut copies_unsplit = false;
+    if copies_read {
+        let mut columns = Vec::with_capacity(7);
+        for column in [c0, c1, c2, c3, c4, c5, c6] {
+            match page.adopt_joined(column.unwrap_or_default(), count) {
+                Some(spans) => columns.push(spans),
+                None => {
+                    copies_unsplit = true;
+                    break;
+                }
+            }
+        }
+        if !copies_unsplit {
+            for (row, copy) in copies.iter_mut().enumerate() {
+                let mut spans = [None; 7];
+                for (i, column) in columns.iter().enumerate() {
+                    spans[i] = column.get(row).copied().and_then(|span| {
+                        crate::copies::joined_value(i, page.text(span))
+                            .map(|marker| span.skip(marker))
+                    });
+                }
+                *copy = Some(spans);
+            }
+        }
+    }
     let mut sequences = Numbers::new(sequences.as_deref());
     page.reserve(count);
     for (((prev, hash), event), copies) in prevs.into_iter().zip(hashes).zip(events).zip(copies) {
@@ -128,7 +180,10 @@ pub(crate) fn decode(
     // Aggregation order is up to the database; sequence numbers are unique per stream (the
     // primary key), so sorting restores the window's order exactly.
     page.sort_by_sequence();
-    Ok(page)
+    Ok(Decoded {
+        page,
+        copies_unsplit,
+    })
 }
 
 /// A comma-separated list of integers.
@@ -158,14 +213,35 @@ impl<'a> Numbers<'a> {
 mod tests {
     use super::*;
 
-    /// Sequence, `prev_hash`, `hash`, `event`; the copies are the same packed value each time.
+    use crate::page::Copies;
+
+    /// Sequence, `prev_hash`, `hash`, `event`; every row has the query columns [`COPIES`].
     type Row<'a> = (i64, &'a [u8], &'a [u8], &'a [u8]);
 
-    const COPIES: &[u8] = b"3:a,b-1:x-0:-2:::";
+    const COPIES: Copies<'static> = [
+        Some("t"),
+        Some("c,1"),
+        Some("k"),
+        Some("agent:a"),
+        Some(""),
+        Some("é"),
+        None,
+    ];
 
-    /// Decodes a window read with the packed query columns.
+    /// Decodes a window read with the query columns, which must have split into the rows.
     fn decode(stream_id: &str, window: Window) -> Result<RecordPage, AuditError> {
-        super::decode(stream_id, window, true)
+        let decoded = super::decode(stream_id, window, true)?;
+        assert!(!decoded.copies_unsplit);
+        Ok(decoded.page)
+    }
+
+    /// Query column `i` of `rows` rows as SQLite joins it (see `copies::joined_column`).
+    fn joined(rows: usize, i: usize) -> Option<Vec<u8>> {
+        let value = match (i, COPIES[i]) {
+            (3 | 6, Some(v)) => format!("={v}"),
+            (_, v) => v.unwrap_or_default().to_owned(),
+        };
+        (rows > 0).then(|| vec![value; rows].join("\0").into_bytes())
     }
 
     /// The window SQLite would return for `rows` (its aggregates are NULL over no rows).
@@ -186,7 +262,13 @@ mod tests {
             concat(|r| r.1),
             concat(|r| r.2),
             concat(|r| r.3),
-            concat(|_| COPIES),
+            joined(rows.len(), 0),
+            joined(rows.len(), 1),
+            joined(rows.len(), 2),
+            joined(rows.len(), 3),
+            joined(rows.len(), 4),
+            joined(rows.len(), 5),
+            joined(rows.len(), 6),
         )
     }
 
@@ -211,14 +293,36 @@ mod tests {
         assert_eq!(rows[1].prev_hash, "\u{fffd}x", "invalid UTF-8 is replaced");
         assert_eq!(rows[1].event, "😀");
         assert!(rows.iter().all(|r| r.stream_id == "s"));
-        let page = decode("s", window(&[(1, b"p", b"h", b"e")])).unwrap();
-        assert_eq!(page.get(0).unwrap().copies, Some("3:a,b-1:x-0:-2:::"));
+        let page = decode("s", window(&[(1, b"p", b"h", b"e"), (2, b"", b"", b"")])).unwrap();
+        assert_eq!(page.get(0).unwrap().copies, Some(COPIES));
+        assert_eq!(page.get(1).unwrap().copies, Some(COPIES));
         assert!(decode("s", window(&[])).unwrap().is_empty());
-        // Read without them, rows carry none.
+        // Read without them (seven NULL columns), rows carry none.
         let mut chain_only = window(&[(1, b"p", b"h", b"e")]);
-        chain_only.8 = None;
-        let page = super::decode("s", chain_only, false).unwrap();
+        (chain_only.8, chain_only.9, chain_only.14) = (None, None, None);
+        (chain_only.10, chain_only.11, chain_only.12, chain_only.13) = (None, None, None, None);
+        let page = super::decode("s", chain_only, false).unwrap().page;
         assert_eq!(page.get(0).unwrap().copies, None);
+    }
+
+    #[test]
+    fn query_columns_that_do_not_split_into_the_rows_are_left_to_be_read_again() {
+        let rows = [(1, &b"p"[..], &b"h"[..], &b"e"[..]), (2, b"q", b"i", b"f")];
+        // A value holding a NUL, a NULL left out, a value that is not UTF-8 on its own.
+        let bad: [(usize, &[u8]); 3] = [(4, b"\0x\0"), (0, b"t"), (5, &[0xff, 0, b'a'])];
+        for (column, value) in bad {
+            let mut w = window(&rows);
+            let slot = match column {
+                0 => &mut w.8,
+                4 => &mut w.12,
+                _ => &mut w.13,
+            };
+            *slot = Some(value.to_vec());
+            let decoded = super::decode("s", w, true).unwrap();
+            assert!(decoded.copies_unsplit, "column {column}");
+            assert!(decoded.page.iter().all(|r| r.copies.is_none()));
+            assert_eq!(decoded.page.len(), 2);
+        }
     }
 
     #[test]
@@ -259,18 +363,6 @@ mod tests {
         shifted.3 = Some("2,0".into());
         let rows = decode("s", shifted).unwrap().to_records();
         assert_eq!((&*rows[0].hash, &*rows[1].hash), ("hi", ""));
-        // The packed query columns of too few or too many rows, or not splitting into rows.
-        let two = [COPIES, COPIES].concat();
-        for bad_copies in [
-            COPIES.to_vec(),
-            [COPIES, COPIES, COPIES].concat(),
-            [&two[..], b"x"].concat(),
-            [COPIES, b"9:a------"].concat(),
-        ] {
-            let mut copies = good.clone();
-            copies.8 = Some(bad_copies.clone());
-            assert!(decode("s", copies).is_err(), "{bad_copies:?}");
-        }
         let mut not_a_number = good;
         not_a_number.1 = Some("1,x".into());
         assert!(decode("s", not_a_number).is_err());

@@ -35,9 +35,8 @@ struct Row {
     prev_hash: Span,
     hash: Span,
     event: Span,
-    /// The row's query columns, packed (module `copies`); `None` when the store did not read
-    /// them.
-    copies: Option<Span>,
+    /// The row's query columns (module `copies`); `None` when the store did not read them.
+    copies: Option<[Option<Span>; 7]>,
 }
 
 /// A value: `texts[text][start..end]`, on character boundaries.
@@ -46,6 +45,17 @@ pub(crate) struct Span {
     text: usize,
     start: usize,
     end: usize,
+}
+
+impl Span {
+    /// The span without its first `bytes` bytes (a marker in front of a value; ASCII, so the
+    /// rest starts on a character boundary).
+    pub(crate) fn skip(self, bytes: usize) -> Self {
+        Self {
+            start: self.start.saturating_add(bytes).min(self.end),
+            ..self
+        }
+    }
 }
 
 /// One stored record, borrowed from a [`RecordPage`]: the fields of a [`StoredRecord`].
@@ -61,12 +71,15 @@ pub struct RecordRef<'a> {
     pub hash: &'a str,
     /// The `event` column (see [`StoredRecord::event`]).
     pub event: &'a str,
-    /// The row's query columns (`event_time`, `correlation_id`, `kind`, `agent_id`, `action`,
-    /// `resource`, `outcome`), packed as each one's byte length, `:` and its value, or `-` for
-    /// NULL. Verification checks them against `event` when a store reads them (both stores of
-    /// this crate do); `None` skips that check.
-    pub copies: Option<&'a str>,
+    /// The row's query columns, in this order: `event_time`, `correlation_id`, `kind`,
+    /// `agent_id`, `action`, `resource`, `outcome` (`None` for NULL); `event_time` in the
+    /// fixed-width UTC text SQLite stores (see the crate docs). Verification checks them against
+    /// `event` when a store reads them (both stores of this crate do); `None` skips that check.
+    pub copies: Option<Copies<'a>>,
 }
+
+/// A row's query columns (see [`RecordRef::copies`]).
+pub type Copies<'a> = [Option<&'a str>; 7];
 
 impl RecordRef<'_> {
     /// The record as an owned [`StoredRecord`].
@@ -143,7 +156,7 @@ impl RecordPage {
             prev_hash: copy(record.prev_hash),
             hash: copy(record.hash),
             event: copy(record.event),
-            copies: record.copies.map(copy),
+            copies: record.copies.map(|values| values.map(|v| v.map(&mut copy))),
         };
         self.rows.push(row);
     }
@@ -187,14 +200,16 @@ impl RecordPage {
             prev_hash: self.text(row.prev_hash),
             hash: self.text(row.hash),
             event: self.text(row.event),
-            copies: row.copies.map(|s| self.text(s)),
+            copies: row
+                .copies
+                .map(|spans| spans.map(|span| span.map(|s| self.text(s)))),
         }
     }
 
     /// A span's text. Spans are made only by this module, on character boundaries of a text
     /// that is never changed below them, so the lookup cannot fail; were that broken it would
     /// read as an empty value (which fails verification) rather than panic.
-    fn text(&self, span: Span) -> &str {
+    pub(crate) fn text(&self, span: Span) -> &str {
         self.texts
             .get(span.text)
             .and_then(|t| t.get(span.start..span.end))
@@ -221,7 +236,7 @@ impl RecordPage {
             prev_hash: shift(row.prev_hash),
             hash: shift(row.hash),
             event: shift(row.event),
-            copies: row.copies.map(shift),
+            copies: row.copies.map(|spans| spans.map(|span| span.map(shift))),
         }));
         self.texts.extend(other.texts);
         self.owns_last = other.owns_last;
@@ -294,12 +309,78 @@ impl RecordPage {
         Ok(spans)
     }
 
+    /// Takes `bytes`, `count` values joined by NUL bytes, and returns where each value is; `None`
+    /// unless there are exactly `count` of them (a value holding a NUL splits in two) and each
+    /// is UTF-8 on its own. (Nothing is taken then.)
+    pub(crate) fn adopt_joined(&mut self, bytes: Vec<u8>, count: usize) -> Option<Vec<Span>> {
+        let mut ranges = Vec::with_capacity(count);
+        let mut start = 0;
+        if count > 0 {
+            for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == 0) {
+                ranges.push(start..i);
+                start = i + 1;
+            }
+            ranges.push(start..bytes.len());
+        } else if !bytes.is_empty() {
+            return None;
+        }
+        if ranges.len() != count {
+            return None;
+        }
+        let whole = String::from_utf8(bytes).ok()?;
+        if !ranges
+            .iter()
+            .all(|r| whole.is_char_boundary(r.start) && whole.is_char_boundary(r.end))
+        {
+            return None;
+        }
+        let text = self.texts.len();
+        self.texts.push(whole);
+        self.owns_last = false;
+        Some(
+            ranges
+                .into_iter()
+                .map(|r| Span {
+                    text,
+                    start: r.start,
+                    end: r.end,
+                })
+                .collect(),
+        )
+    }
+
+    /// Sets the query columns of the row with sequence `sequence` (copied onto the page), if
+    /// there is one.
+    pub(crate) fn set_copies(&mut self, sequence: i64, values: Copies<'_>) {
+        let Ok(index) = self.rows.binary_search_by_key(&sequence, |r| r.sequence) else {
+            return;
+        };
+        if !self.owns_last {
+            self.texts.push(String::new());
+            self.owns_last = true;
+        }
+        let text = self.texts.len() - 1;
+        let own = &mut self.texts[text];
+        let spans = values.map(|value| {
+            value.map(|v| {
+                let start = own.len();
+                own.push_str(v);
+                Span {
+                    text,
+                    start,
+                    end: own.len(),
+                }
+            })
+        });
+        self.rows[index].copies = Some(spans);
+    }
+
     /// Appends a row whose values [`adopt`](Self::adopt) placed.
     pub(crate) fn push_spans(
         &mut self,
         sequence: i64,
         [prev_hash, hash, event]: [Span; 3],
-        copies: Option<Span>,
+        copies: Option<[Option<Span>; 7]>,
     ) {
         self.rows.push(Row {
             sequence,

@@ -26,7 +26,7 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::connection::WriteConnection;
-use crate::copies::pack_value;
+use crate::page::Copies;
 use crate::sink::ChainedSink;
 use crate::store::{
     AuditStore, IndexedColumns, RecordPage, RecordRef, SealedRecord, StoredCheckpoint,
@@ -448,36 +448,39 @@ fn decode_records(
     copies_read: bool,
 ) -> Result<RecordPage, AuditError> {
     let mut page = RecordPage::new(stream_id);
-    let (mut copies, mut time_text) = (String::new(), String::new());
+    let mut time_text = String::new();
     for (i, r) in rows.iter().enumerate() {
-        // The query columns, packed for verification (module `copies`); `event_time` as the
+        // The query columns for verification (module `copies`); `event_time` as the
         // fixed-width UTC text the writers store on SQLite. (NULL only in a rebuilt table: it
         // then fails the check.)
-        copies.clear();
-        if copies_read {
+        let copies = if copies_read {
             let time: Option<time::OffsetDateTime> = r.try_get(4).map_err(decoding)?;
             time_text.clear();
             if let Some(time) = time {
                 write_query_time(&mut time_text, time);
             }
-            pack_value(&mut copies, time.map(|_| time_text.as_str()));
-            for k in 5..11 {
-                pack_value(&mut copies, r.try_get(k).map_err(decoding)?);
+            let mut values: Copies<'_> = [None; 7];
+            values[0] = time.map(|_| time_text.as_str());
+            for (k, value) in values.iter_mut().enumerate().skip(1) {
+                *value = r.try_get(4 + k).map_err(decoding)?;
             }
-        }
+            Some(values)
+        } else {
+            None
+        };
         let record = RecordRef {
             stream_id,
             sequence: r.try_get(0).map_err(decoding)?,
             prev_hash: r.try_get(1).map_err(decoding)?,
             hash: r.try_get(2).map_err(decoding)?,
             event: r.try_get(3).map_err(decoding)?,
-            copies: copies_read.then_some(copies.as_str()),
+            copies,
         };
         if i == 0 {
             // Records of a stream are of similar size: size the page from the first one (with
             // some slack) rather than regrow (and copy) it several times.
-            let bytes =
-                record.prev_hash.len() + record.hash.len() + record.event.len() + copies.len();
+            let copied: usize = copies.iter().flatten().flatten().map(|v| v.len()).sum();
+            let bytes = record.prev_hash.len() + record.hash.len() + record.event.len() + copied;
             let estimate = bytes.saturating_mul(rows.len()).saturating_mul(9) / 8;
             page = RecordPage::with_capacity(stream_id, rows.len(), estimate);
         }

@@ -276,7 +276,30 @@ impl AuditStore for SqliteStore {
                 .fetch_one(pool)
                 .await
                 .map_err(|e| db_error("reading audit records", e))?;
-            framed::decode(stream_id, window, copies)
+            let decoded = framed::decode(stream_id, window, copies)?;
+            let mut page = decoded.page;
+            if decoded.copies_unsplit {
+                // A tampered value held a NUL: the copies again, packed a row at a time.
+                let rows: Vec<(i64, Vec<u8>)> =
+                    sqlx::query_as(framed::PACKED_COPIES_QUERY.as_str())
+                        .bind(stream_id)
+                        .bind(first)
+                        .bind(last)
+                        .fetch_all(pool)
+                        .await
+                        .map_err(|e| db_error("reading audit records", e))?;
+                // A row without readable copies gets all NULL, which fails the check.
+                let sequences: Vec<i64> = page.iter().map(|r| r.sequence).collect();
+                for sequence in sequences {
+                    page.set_copies(sequence, [None; 7]);
+                }
+                for (sequence, packed) in rows {
+                    let packed = String::from_utf8_lossy(&packed);
+                    let values = crate::copies::unpack(&packed).unwrap_or([None; 7]);
+                    page.set_copies(sequence, values);
+                }
+            }
+            Ok(page)
         };
         let next = |from: i64| async move {
             sqlx::query_scalar(

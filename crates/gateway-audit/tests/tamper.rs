@@ -586,6 +586,24 @@ async fn sqlite_stored_bodies_are_checked() {
     let db = Db::Sqlite(path);
     stored_body_faults(&store, &db).await;
     older_rows_keep_verifying(&store, &db).await;
+
+    // A copy holding a NUL (SQLite text can; the writers never store one) does not split the
+    // window's joined query columns: they are read again row by row, and the row is found.
+    let stream = "nul";
+    chain_of(&store, stream, 10).await;
+    db.tamper(&format!(
+        "UPDATE audit_records SET action = action || char(0) || 'x'
+         WHERE stream_id = {} AND sequence = 5;",
+        lit(stream)
+    ))
+    .await;
+    let fault = verify_stream(&store, stream, &VerifyOptions::default())
+        .await
+        .unwrap()
+        .fault
+        .unwrap();
+    assert_eq!((fault.sequence, fault.kind), (5, FaultKind::Modified));
+    assert!(fault.detail.contains("action column"), "{fault}");
 }
 
 #[tokio::test]
