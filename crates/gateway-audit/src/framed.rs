@@ -95,6 +95,23 @@ pub(crate) static PACKED_COPIES_QUERY: std::sync::LazyLock<String> =
         )
     });
 
+/// Gives the rows of `page` their query columns from the rows of [`PACKED_COPIES_QUERY`]
+/// (`(sequence, packed)`). A row without readable copies gets all NULL, which fails the check.
+pub(crate) fn set_packed_copies(page: &mut RecordPage, rows: Vec<(i64, Vec<u8>)>) {
+    let packed: std::collections::HashMap<i64, String> = rows
+        .into_iter()
+        .map(|(sequence, bytes)| (sequence, String::from_utf8_lossy(&bytes).into_owned()))
+        .collect();
+    let sequences: Vec<i64> = page.iter().map(|r| r.sequence).collect();
+    for sequence in sequences {
+        let values = packed
+            .get(&sequence)
+            .and_then(|p| crate::copies::unpack(p))
+            .unwrap_or([None; 7]);
+        page.set_copies(sequence, values);
+    }
+}
+
 /// A decoded window: its page, and whether its query columns still have to be read row by row
 /// (a tampered value held a NUL, see the module docs); the page's rows then have none.
 pub(crate) struct Decoded {
@@ -323,6 +340,22 @@ mod tests {
             assert!(decoded.page.iter().all(|r| r.copies.is_none()));
             assert_eq!(decoded.page.len(), 2);
         }
+        // Read again packed, each row gets its own; a row the second read lacks gets NULLs.
+        let mut w = window(&rows);
+        w.12 = Some(b"\0x\0".to_vec());
+        let mut page = super::decode("s", w, true).unwrap().page;
+        set_packed_copies(&mut page, vec![(2, b"1:t3:c,11:k-2:\0x0:-".to_vec())]);
+        assert_eq!(page.get(0).unwrap().copies, Some([None; 7]));
+        let second = [
+            Some("t"),
+            Some("c,1"),
+            Some("k"),
+            None,
+            Some("\0x"),
+            Some(""),
+            None,
+        ];
+        assert_eq!(page.get(1).unwrap().copies, Some(second));
     }
 
     #[test]

@@ -288,16 +288,7 @@ impl AuditStore for SqliteStore {
                         .fetch_all(pool)
                         .await
                         .map_err(|e| db_error("reading audit records", e))?;
-                // A row without readable copies gets all NULL, which fails the check.
-                let sequences: Vec<i64> = page.iter().map(|r| r.sequence).collect();
-                for sequence in sequences {
-                    page.set_copies(sequence, [None; 7]);
-                }
-                for (sequence, packed) in rows {
-                    let packed = String::from_utf8_lossy(&packed);
-                    let values = crate::copies::unpack(&packed).unwrap_or([None; 7]);
-                    page.set_copies(sequence, values);
-                }
+                framed::set_packed_copies(&mut page, rows);
             }
             Ok(page)
         };
