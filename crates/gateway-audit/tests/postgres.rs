@@ -203,14 +203,7 @@ async fn a_large_group_is_one_commit() {
     let Some((store, _, _)) = store("pg_group_large").await else {
         return;
     };
-    let signer = Arc::new(CheckpointSigner::generate());
-    let sink = ChainedSink::open(
-        Flaky::new(store),
-        SinkConfig::new("gw").with_checkpoints(signer, 100, Duration::from_secs(60)),
-    )
-    .await
-    .unwrap();
-    common::groups::a_large_group_is_one_commit(sink).await;
+    common::groups::a_large_group_is_one_commit(store).await;
 }
 
 /// Every batch commits its checkpoint in the same statement (`WITH records AS (INSERT …)`), and

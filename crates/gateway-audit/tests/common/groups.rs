@@ -1,11 +1,12 @@
 //! `append_all` on a real store: a group is one unit in the chain and in one commit.
 
 use super::{Flaky, event};
-use gateway_audit::{AuditStore, ChainedSink};
+use gateway_audit::{AuditStore, ChainedSink, CheckpointSigner, SinkConfig};
 use gateway_core::audit::{AuditEvent, AuditSink};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 use time::UtcOffset;
 
 /// 64 tasks append single events while 8 others append groups of 5: every group's records
@@ -139,9 +140,17 @@ pub async fn an_unsealable_group_fails_alone<S: AuditStore>(sink: Arc<ChainedSin
     assert!(sink.verify().await.unwrap().is_ok());
 }
 
-/// A group larger than one statement can bind, with checkpoints due inside it, is still one
-/// commit: contiguous, verified, its checkpoint covering its last record.
-pub async fn a_large_group_is_one_commit<S: AuditStore>(sink: ChainedSink<Flaky<S>>) {
+/// A group larger than one statement can bind, with checkpoints due inside it (every 100
+/// records), is still one commit on `store`: contiguous, verified, its checkpoint covering its
+/// last record.
+pub async fn a_large_group_is_one_commit<S: AuditStore>(store: S) {
+    let signer = Arc::new(CheckpointSigner::generate());
+    let sink = ChainedSink::open(
+        Flaky::new(store),
+        SinkConfig::new("gw").with_checkpoints(signer, 100, Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
     let commits = sink.store().commits.load(Ordering::SeqCst);
     let group: Vec<AuditEvent> = (0..3000).map(|i| event(10_000 + i)).collect();
     let receipts = sink.append_all(group).await.unwrap();
