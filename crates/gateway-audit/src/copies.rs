@@ -16,7 +16,7 @@
 //! no value can shift.
 
 use crate::page::Copies;
-use crate::store::{clean, query_time};
+use crate::store::{IndexedColumns, query_time};
 use gateway_core::audit::AuditEvent;
 use std::borrow::Cow;
 use time::OffsetDateTime;
@@ -108,18 +108,17 @@ pub(crate) struct Expected<'a> {
 }
 
 impl Expected<'static> {
-    /// The copies of a parsed event (rows the one-pass recogniser leaves to the parser).
+    /// The copies of a parsed event (rows the one-pass recogniser leaves to the parser): what
+    /// the writers store ([`IndexedColumns::of`]), with the time as its RFC 3339 text.
     pub(crate) fn of_event(event: &AuditEvent) -> Self {
+        let columns = IndexedColumns::of(event);
         Self {
             time: Cow::Owned(event.time.format(&Rfc3339).unwrap_or_default()),
-            correlation_id: Cow::Owned(event.correlation_id.to_string()),
+            correlation_id: Cow::Owned(columns.correlation_id),
             kind: event.kind.as_str(),
-            agent_id: event
-                .agent_id
-                .as_ref()
-                .map(|a| Cow::Owned(clean(a.as_str()))),
-            action: Cow::Owned(clean(&event.action)),
-            resource: Cow::Owned(clean(&event.resource)),
+            agent_id: columns.agent_id.map(Cow::Owned),
+            action: Cow::Owned(columns.action),
+            resource: Cow::Owned(columns.resource),
             outcome: event.outcome.map(|o| o.as_str()),
         }
     }

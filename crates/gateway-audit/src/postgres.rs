@@ -398,7 +398,7 @@ fn bind_records<'q>(
     let mut outcomes = Vec::with_capacity(n);
     for sealed in records {
         let record = &sealed.record;
-        let cols = IndexedColumns::of(record);
+        let cols = IndexedColumns::of(&record.event);
         stream_ids.push(record.stream_id.as_str());
         sequences.push(db_sequence(record.sequence)?);
         prev_hashes.push(record.prev_hash.as_str());

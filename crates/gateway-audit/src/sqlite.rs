@@ -409,7 +409,7 @@ fn bind_record(
     sealed: &SealedRecord,
 ) -> Result<(), AuditError> {
     let record = &sealed.record;
-    let cols = IndexedColumns::of(record);
+    let cols = IndexedColumns::of(&record.event);
     bind(arguments, record.stream_id.clone())?;
     bind(arguments, db_sequence(record.sequence)?)?;
     bind(arguments, record.prev_hash.clone())?;

@@ -248,8 +248,8 @@ pub(crate) struct IndexedColumns {
 }
 
 impl IndexedColumns {
-    pub(crate) fn of(record: &AuditRecord) -> Self {
-        let ev = &record.event;
+    /// The copies of `ev`'s fields, as the stores write them (and verification expects them).
+    pub(crate) fn of(ev: &AuditEvent) -> Self {
         Self {
             event_time: query_time(ev.time),
             correlation_id: ev.correlation_id.to_string(),
