@@ -7,13 +7,8 @@
 //! an intact chain. So verification compares each copy with the body and reports a difference as
 //! a modification of that record.
 //!
-//! A store hands a row's copies over as [`Copies`]. SQLite reads each column of a window as one
-//! aggregate, its values joined by NUL bytes (module `framed`), which costs no work per row.
-//! Written values never hold a NUL (the writers replace it, see `store::clean`), but a tampered
-//! one can, and then the column does not split into one value per row: that window's copies are
-//! read again a row at a time, each packed by SQLite into one self-delimiting value
-//! ([`SQLITE_PACKED`]: each column as its byte length, `:` and the value, or `-` for NULL), which
-//! no value can shift.
+//! A store hands a row's copies over as [`Copies`], read with the row (module `sqlite_rows`, and
+//! the Postgres store's own query).
 
 use crate::page::Copies;
 use crate::store::{IndexedColumns, query_time};
@@ -32,68 +27,6 @@ pub(crate) const COLUMNS: [&str; 7] = [
     "resource",
     "outcome",
 ];
-
-/// The columns that may be NULL; the SQLite aggregates write them as `=value`, or empty for
-/// NULL (see [`joined_column`]).
-const NULLABLE: [bool; 7] = [false, false, false, true, false, false, true];
-
-/// The SQLite aggregate reading column `i` of [`COLUMNS`] over a window, values joined by NUL.
-/// A NULL in a column that may not hold one (only in a rebuilt table) is left out, so the
-/// column does not split into the rows and the window is read again row by row.
-pub(crate) fn joined_column(i: usize) -> String {
-    let column = COLUMNS[i];
-    if NULLABLE[i] {
-        format!("CAST(group_concat(coalesce('=' || {column}, ''), char(0)) AS BLOB)")
-    } else {
-        format!("CAST(group_concat({column}, char(0)) AS BLOB)")
-    }
-}
-
-/// How a value of [`joined_column`] `i` holds the column's value: `None` for NULL, else the
-/// length of the marker in front of it.
-pub(crate) fn joined_value(i: usize, text: &str) -> Option<usize> {
-    if !NULLABLE[i] {
-        Some(0)
-    } else if text.starts_with('=') {
-        Some(1)
-    } else if text.is_empty() {
-        None
-    } else {
-        // Not written by `joined_column`; kept whole, so that it fails the check.
-        Some(0)
-    }
-}
-
-/// The SQLite expression packing a row's copies into one value (see the module docs).
-/// Concatenation, not `format`: `format`'s `%s` would stop at a NUL inside a value.
-pub(crate) const SQLITE_PACKED: &str = "
-        coalesce(octet_length(event_time) || ':' || event_time, '-')
-        || coalesce(octet_length(correlation_id) || ':' || correlation_id, '-')
-        || coalesce(octet_length(kind) || ':' || kind, '-')
-        || coalesce(octet_length(agent_id) || ':' || agent_id, '-')
-        || coalesce(octet_length(action) || ':' || action, '-')
-        || coalesce(octet_length(resource) || ':' || resource, '-')
-        || coalesce(octet_length(outcome) || ':' || outcome, '-')";
-
-/// The seven values of a row packed by [`SQLITE_PACKED`], or `None` if it is not seven
-/// well-formed fields.
-pub(crate) fn unpack(mut packed: &str) -> Option<Copies<'_>> {
-    let mut values = [None; 7];
-    for value in &mut values {
-        if let Some(rest) = packed.strip_prefix('-') {
-            packed = rest;
-            continue;
-        }
-        let (length, rest) = packed.split_once(':')?;
-        if length.is_empty() || !length.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let (v, rest) = rest.split_at_checked(length.parse().ok()?)?;
-        *value = Some(v);
-        packed = rest;
-    }
-    packed.is_empty().then_some(values)
-}
 
 /// What a record's copies must say, from its hashed body.
 pub(crate) struct Expected<'a> {
@@ -214,14 +147,6 @@ mod tests {
         None,
     ];
 
-    /// What [`SQLITE_PACKED`] makes of `values`.
-    fn packed(values: Copies<'_>) -> String {
-        values
-            .iter()
-            .map(|v| v.map_or("-".to_owned(), |v| format!("{}:{v}", v.len())))
-            .collect()
-    }
-
     #[test]
     fn copies_that_say_what_the_body_says_pass() {
         assert_eq!(check(Some(GOOD), &expected()), Ok(()));
@@ -253,41 +178,6 @@ mod tests {
         assert!(check(Some(time), &expected()).is_err());
         time[0] = Some("2026-11-26T03:00:00.50Z");
         assert!(check(Some(time), &expected()).is_err());
-    }
-
-    #[test]
-    fn joined_values_mark_null_and_packed_rows_unpack_whatever_they_hold() {
-        assert_eq!(joined_value(3, "=agent:a"), Some(1));
-        assert_eq!(joined_value(3, ""), None);
-        assert_eq!(joined_value(6, "="), Some(1));
-        assert_eq!(joined_value(0, ""), Some(0));
-        assert_eq!(joined_value(0, "=x"), Some(0));
-        // Values holding the packing's own characters stay apart.
-        let odd = [
-            Some("1:-"),
-            None,
-            Some(""),
-            None,
-            Some("9:"),
-            Some("é"),
-            Some("-"),
-        ];
-        assert_eq!(unpack(&packed(odd)), Some(odd));
-        assert_eq!(unpack(&packed(GOOD)), Some(GOOD));
-        let good = packed(GOOD);
-        for bad in [
-            "",
-            "-",
-            "x:abc",
-            "99:abc",
-            ":",
-            "18446744073709551616:a------",
-            "1:é------",
-            &good[..good.len() - 1],
-            &format!("{good}-"),
-        ] {
-            assert_eq!(unpack(bad), None, "{bad:?}");
-        }
     }
 
     #[test]

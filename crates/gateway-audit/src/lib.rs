@@ -127,8 +127,8 @@
 //!
 //! [`verify_stream`] reads a stream in windows of sequence numbers (bounded work per query,
 //! whatever the database's planner estimates; a wide window is read as two halves on two
-//! connections at once; SQLite returns a window as one row of concatenated columns, since
-//! fetching rows one by one through `sqlx` costs more than SQLite's own work). A page of rows
+//! connections at once; SQLite's rows are stepped through its C API, since fetching them
+//! through `sqlx` costs several times SQLite's own work, see [`sqlite`]). A page of rows
 //! is read into a [`RecordPage`] ([`AuditStore::read_page`]): a few large buffers and each
 //! row's offsets, not a heap string per value, since allocating per row on the reading thread
 //! and freeing on the hashing threads cost more than the hashing. While one page is read, the
@@ -170,12 +170,12 @@ mod body;
 pub mod checkpoint;
 mod connection;
 mod copies;
-mod framed;
 mod page;
 pub mod postgres;
 pub mod redact;
 pub mod sink;
 pub mod sqlite;
+mod sqlite_rows;
 pub mod store;
 pub mod verify;
 mod writer;

@@ -3,13 +3,11 @@
 //! Verification reads a few thousand rows at a time and checks them on every core. As
 //! [`StoredRecord`]s that cost four heap strings per row, allocated on the reading thread and
 //! freed on the hashing threads: the allocator's locks, not the hashing, bounded the speed. A
-//! [`RecordPage`] holds the same rows as a handful of large buffers (a native store adopts the
-//! database's own concatenated values as they are, see the `framed` module) plus offsets, and
-//! the checking threads borrow each row from it.
+//! [`RecordPage`] holds the same rows as a handful of large buffers (the SQLite store copies
+//! each value from SQLite's page straight into one, see the `sqlite_rows` module) plus offsets,
+//! and the checking threads borrow each row from it.
 
 use crate::store::StoredRecord;
-use gateway_core::audit::AuditError;
-use std::ops::Range;
 
 /// Stored records of one stream, in one owned block of text: what verification reads
 /// ([`AuditStore::read_page`](crate::AuditStore::read_page)). The rows are [`RecordRef`]s
@@ -18,11 +16,8 @@ use std::ops::Range;
 pub struct RecordPage {
     /// The stream the page was read for.
     stream_id: String,
-    /// The text the rows point into.
+    /// The text the rows point into; [`RecordPage::push`] grows the last one.
     texts: Vec<String>,
-    /// Whether the last of `texts` is the page's own (grown by [`RecordPage::push`]) rather
-    /// than one adopted from a store.
-    owns_last: bool,
     rows: Vec<Row>,
 }
 
@@ -41,21 +36,10 @@ struct Row {
 
 /// A value: `texts[text][start..end]`, on character boundaries.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Span {
+struct Span {
     text: usize,
     start: usize,
     end: usize,
-}
-
-impl Span {
-    /// The span without its first `bytes` bytes (a marker in front of a value; ASCII, so the
-    /// rest starts on a character boundary).
-    pub(crate) fn skip(self, bytes: usize) -> Self {
-        Self {
-            start: self.start.saturating_add(bytes).min(self.end),
-            ..self
-        }
-    }
 }
 
 /// One stored record, borrowed from a [`RecordPage`]: the fields of a [`StoredRecord`].
@@ -108,7 +92,6 @@ impl RecordPage {
     pub fn with_capacity(stream_id: impl Into<String>, rows: usize, bytes: usize) -> Self {
         let mut page = Self::new(stream_id);
         page.texts.push(String::with_capacity(bytes));
-        page.owns_last = true;
         page.rows.reserve(rows);
         page
     }
@@ -134,9 +117,8 @@ impl RecordPage {
 
     /// Appends a copy of `record`.
     pub fn push(&mut self, record: RecordRef<'_>) {
-        if !self.owns_last {
+        if self.texts.is_empty() {
             self.texts.push(String::new());
-            self.owns_last = true;
         }
         let text = self.texts.len() - 1;
         let mut copy = |value: &str| {
@@ -209,7 +191,7 @@ impl RecordPage {
     /// A span's text. Spans are made only by this module, on character boundaries of a text
     /// that is never changed below them, so the lookup cannot fail; were that broken it would
     /// read as an empty value (which fails verification) rather than panic.
-    pub(crate) fn text(&self, span: Span) -> &str {
+    fn text(&self, span: Span) -> &str {
         self.texts
             .get(span.text)
             .and_then(|t| t.get(span.start..span.end))
@@ -239,174 +221,7 @@ impl RecordPage {
             copies: row.copies.map(|spans| spans.map(|span| span.map(shift))),
         }));
         self.texts.extend(other.texts);
-        self.owns_last = other.owns_last;
     }
-
-    /// Takes `bytes`, the values of `count` rows concatenated, whose byte lengths `lengths`
-    /// yields in order, and returns where each value is. Fails unless there are exactly `count`
-    /// lengths and they use up exactly `bytes`: a tampered table must not make values run into
-    /// each other. A value that is not UTF-8 is kept with replacement characters (and then fails
-    /// verification).
-    pub(crate) fn adopt(
-        &mut self,
-        bytes: Vec<u8>,
-        count: usize,
-        mut lengths: impl FnMut() -> Result<usize, AuditError>,
-    ) -> Result<Vec<Span>, AuditError> {
-        let text = self.texts.len();
-        let mut ranges: Vec<Range<usize>> = Vec::with_capacity(count);
-        let mut at = 0usize;
-        for _ in 0..count {
-            let end = at
-                .checked_add(lengths()?)
-                .filter(|&end| end <= bytes.len())
-                .ok_or_else(|| malformed("a value runs past the window"))?;
-            ranges.push(at..end);
-            at = end;
-        }
-        if at != bytes.len() {
-            return Err(malformed("more bytes than the values' lengths"));
-        }
-        // The usual case: valid UTF-8 cut at character boundaries, adopted without a copy
-        // (`from_utf8` validates far faster than `from_utf8_lossy`, which is for tampered rows).
-        let bytes = match String::from_utf8(bytes) {
-            Ok(whole)
-                if ranges
-                    .iter()
-                    .all(|r| whole.is_char_boundary(r.start) && whole.is_char_boundary(r.end)) =>
-            {
-                self.texts.push(whole);
-                self.owns_last = false;
-                return Ok(ranges
-                    .into_iter()
-                    .map(|r| Span {
-                        text,
-                        start: r.start,
-                        end: r.end,
-                    })
-                    .collect());
-            }
-            Ok(whole) => whole.into_bytes(),
-            Err(e) => e.into_bytes(),
-        };
-        // A value that is not UTF-8 on its own: each value converted separately, so that no
-        // replacement crosses into a neighbour.
-        let mut own = String::with_capacity(bytes.len());
-        let spans = ranges
-            .into_iter()
-            .map(|r| {
-                let start = own.len();
-                own.push_str(&String::from_utf8_lossy(&bytes[r]));
-                Span {
-                    text,
-                    start,
-                    end: own.len(),
-                }
-            })
-            .collect();
-        self.texts.push(own);
-        self.owns_last = false;
-        Ok(spans)
-    }
-
-    /// Takes `bytes`, `count` values joined by NUL bytes, and returns where each value is; `None`
-    /// unless there are exactly `count` of them (a value holding a NUL splits in two) and each
-    /// is UTF-8 on its own. (Nothing is taken then.)
-    pub(crate) fn adopt_joined(&mut self, bytes: Vec<u8>, count: usize) -> Option<Vec<Span>> {
-        let mut ranges = Vec::with_capacity(count);
-        let mut start = 0;
-        if count > 0 {
-            for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == 0) {
-                ranges.push(start..i);
-                start = i + 1;
-            }
-            ranges.push(start..bytes.len());
-        } else if !bytes.is_empty() {
-            return None;
-        }
-        if ranges.len() != count {
-            return None;
-        }
-        let whole = String::from_utf8(bytes).ok()?;
-        if !ranges
-            .iter()
-            .all(|r| whole.is_char_boundary(r.start) && whole.is_char_boundary(r.end))
-        {
-            return None;
-        }
-        let text = self.texts.len();
-        self.texts.push(whole);
-        self.owns_last = false;
-        Some(
-            ranges
-                .into_iter()
-                .map(|r| Span {
-                    text,
-                    start: r.start,
-                    end: r.end,
-                })
-                .collect(),
-        )
-    }
-
-    /// Sets the query columns of the row with sequence `sequence` (copied onto the page), if
-    /// there is one.
-    pub(crate) fn set_copies(&mut self, sequence: i64, values: Copies<'_>) {
-        let Ok(index) = self.rows.binary_search_by_key(&sequence, |r| r.sequence) else {
-            return;
-        };
-        if !self.owns_last {
-            self.texts.push(String::new());
-            self.owns_last = true;
-        }
-        let text = self.texts.len() - 1;
-        let own = &mut self.texts[text];
-        let spans = values.map(|value| {
-            value.map(|v| {
-                let start = own.len();
-                own.push_str(v);
-                Span {
-                    text,
-                    start,
-                    end: own.len(),
-                }
-            })
-        });
-        self.rows[index].copies = Some(spans);
-    }
-
-    /// Appends a row whose values [`adopt`](Self::adopt) placed.
-    pub(crate) fn push_spans(
-        &mut self,
-        sequence: i64,
-        [prev_hash, hash, event]: [Span; 3],
-        copies: Option<[Option<Span>; 7]>,
-    ) {
-        self.rows.push(Row {
-            sequence,
-            stream_id: None,
-            prev_hash,
-            hash,
-            event,
-            copies,
-        });
-    }
-
-    /// Reserves room for `additional` more rows.
-    pub(crate) fn reserve(&mut self, additional: usize) {
-        self.rows.reserve(additional);
-    }
-
-    /// Puts the rows in sequence order (stable: rows of one sequence keep their order).
-    pub(crate) fn sort_by_sequence(&mut self) {
-        if !self.rows.is_sorted_by_key(|r| r.sequence) {
-            self.rows.sort_by_key(|r| r.sequence);
-        }
-    }
-}
-
-pub(crate) fn malformed(detail: &str) -> AuditError {
-    AuditError::internal_msg(format!("reading audit records: malformed window: {detail}"))
 }
 
 #[cfg(test)]
@@ -437,64 +252,16 @@ mod tests {
         assert_eq!(page.get(1).unwrap().stream_id, "t");
         assert!(page.get(3).is_none());
 
-        // Appending moves buffers (adopted or not) and keeps every row's values.
+        // Appending moves buffers and keeps every row's values.
         let mut joined = RecordPage::new("s");
-        let mut adopted = RecordPage::new("s");
-        let spans = adopted
-            .adopt(b"abcdef".to_vec(), 3, {
-                let mut l = [1usize, 2, 3].into_iter();
-                move || Ok(l.next().unwrap())
-            })
-            .unwrap();
-        adopted.push_spans(9, [spans[0], spans[1], spans[2]], None);
         joined.append(page.clone());
-        joined.append(adopted);
+        joined.append(RecordPage::from_records("s", &records[1..]));
         joined.append(RecordPage::from_records("t", &records[..2]));
         joined.push(records[0].as_record_ref());
         let got = joined.to_records();
         assert_eq!(got[..3], records[..]);
-        assert_eq!(
-            (
-                got[3].sequence,
-                &*got[3].prev_hash,
-                &*got[3].hash,
-                &*got[3].event
-            ),
-            (9, "a", "bc", "def")
-        );
-        assert_eq!(got[4..6], records[..2]);
-        assert_eq!(got[6], records[0]);
-    }
-
-    fn adopt(bytes: &[u8], lengths: &[usize]) -> Result<Vec<String>, AuditError> {
-        let mut page = RecordPage::new("s");
-        let mut l = lengths.iter().copied();
-        let spans = page.adopt(bytes.to_vec(), lengths.len(), || {
-            l.next().ok_or_else(|| malformed("fewer lengths"))
-        })?;
-        Ok(spans.into_iter().map(|s| page.text(s).to_owned()).collect())
-    }
-
-    #[test]
-    fn adopted_values_stay_apart_whatever_their_bytes() {
-        assert_eq!(adopt(b"ab,c", &[1, 0, 3]).unwrap(), ["a", "", "b,c"]);
-        // Valid as a whole but cut inside a character: each value is converted on its own.
-        let e = "é".as_bytes();
-        assert_eq!(
-            adopt(&[e[0], e[1], b'x'], &[1, 2]).unwrap(),
-            ["\u{fffd}", "\u{fffd}x"]
-        );
-        // Invalid UTF-8: replaced in its own value only.
-        assert_eq!(
-            adopt(&[0xff, b'a', b'b'], &[2, 1]).unwrap(),
-            ["\u{fffd}a", "b"]
-        );
-        assert!(adopt(b"abc", &[1, 1]).is_err(), "bytes left over");
-        assert!(adopt(b"abc", &[2, 2]).is_err(), "a value runs past the end");
-        assert!(
-            adopt(b"abc", &[usize::MAX, 1]).is_err(),
-            "a length overflows"
-        );
-        assert!(adopt(b"", &[]).unwrap().is_empty());
+        assert_eq!(got[3..5], records[1..]);
+        assert_eq!(got[5..7], records[..2]);
+        assert_eq!(got[7], records[0]);
     }
 }

@@ -10,6 +10,12 @@
 //! bind), `BEGIN IMMEDIATE; INSERT …; …; COMMIT` sent as one query: still one round trip and one
 //! fsync.
 //!
+//! Records are read (for verification and export) on connections of their own, through SQLite's
+//! C API (`rusqlite`, on the same SQLite library as `sqlx`) rather than `sqlx`, whose per-row
+//! copying cost several times SQLite's own work; everything else goes through `sqlx`. Those
+//! reads open the database by its name: a file, or the in-memory database of `sqlite::memory:`
+//! (other in-memory forms, such as `mode=memory` URLs, cannot be read back).
+//!
 //! WAL checkpoints are SQLite's own: the committing connection copies the WAL back into the
 //! database file once it passes 1000 pages (`wal_autocheckpoint`, the default). Moving them to a
 //! background connection (`wal_autocheckpoint=0` plus periodic `PASSIVE` checkpoints) was
@@ -24,8 +30,8 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::connection::WriteConnection;
-use crate::framed;
 use crate::sink::ChainedSink;
+use crate::sqlite_rows::RowReader;
 use crate::store::{
     AuditStore, IndexedColumns, RecordPage, SealedRecord, StoredCheckpoint, StoredRecord, db_error,
     db_limit, db_sequence, decode_checkpoints, read_windows, start_sequence,
@@ -71,6 +77,9 @@ const RECORD_COLUMNS: usize = 12;
 /// parameters per statement.
 const ROWS_PER_INSERT: usize = 32_766 / RECORD_COLUMNS;
 
+/// How long a connection waits for a lock held by another (see SQLite's `busy_timeout`).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Audit chains in a SQLite database file.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -78,6 +87,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Appends; `None` when opened read-only.
     writer: Option<Arc<WriteConnection<SqliteConnection>>>,
+    /// Record reads (module `sqlite_rows`).
+    rows: Arc<RowReader>,
 }
 
 impl SqliteStore {
@@ -101,13 +112,20 @@ impl SqliteStore {
     /// Opens an existing database read-only (for verification and export); no migrations run
     /// and appends fail.
     pub async fn open_read_only(path: impl AsRef<Path>) -> Result<Self, AuditError> {
-        let options = SqliteConnectOptions::new().filename(path).read_only(true);
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| db_error("opening the SQLite audit database", e))?;
-        Ok(Self { pool, writer: None })
+        Ok(Self {
+            pool,
+            writer: None,
+            rows: RowReader::new(options.get_filename(), BUSY_TIMEOUT),
+        })
     }
 
     /// Opens with explicit options and applies the migrations; WAL, `synchronous=FULL` and a
@@ -116,7 +134,7 @@ impl SqliteStore {
         let options = options
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.clone())
@@ -124,6 +142,7 @@ impl SqliteStore {
             .map_err(|e| db_error("opening the SQLite audit database", e))?;
         let store = Self {
             pool,
+            rows: RowReader::new(options.get_filename(), BUSY_TIMEOUT),
             writer: Some(Arc::new(WriteConnection::new(options))),
         };
         store.migrate().await?;
@@ -265,33 +284,8 @@ impl AuditStore for SqliteStore {
         limit: usize,
         copies: bool,
     ) -> Result<RecordPage, AuditError> {
-        // One row of aggregates per window (module `framed`): far cheaper than row by row.
         let pool = &self.pool;
-        let query = framed::window_query(copies);
-        let window = |first: i64, last: i64| async move {
-            let window: framed::Window = sqlx::query_as(query)
-                .bind(stream_id)
-                .bind(first)
-                .bind(last)
-                .fetch_one(pool)
-                .await
-                .map_err(|e| db_error("reading audit records", e))?;
-            let decoded = framed::decode(stream_id, window, copies)?;
-            let mut page = decoded.page;
-            if decoded.copies_unsplit {
-                // A tampered value held a NUL: the copies again, packed a row at a time.
-                let rows: Vec<(i64, Vec<u8>)> =
-                    sqlx::query_as(framed::PACKED_COPIES_QUERY.as_str())
-                        .bind(stream_id)
-                        .bind(first)
-                        .bind(last)
-                        .fetch_all(pool)
-                        .await
-                        .map_err(|e| db_error("reading audit records", e))?;
-                framed::set_packed_copies(&mut page, rows);
-            }
-            Ok(page)
-        };
+        let window = |first: i64, last: i64| self.rows.window(stream_id, first, last, copies);
         let next = |from: i64| async move {
             sqlx::query_scalar(
                 "SELECT min(sequence) FROM audit_records WHERE stream_id = ? AND sequence >= ?",

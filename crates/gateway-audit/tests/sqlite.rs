@@ -601,3 +601,24 @@ async fn racing_checkpointed_batches_never_fork_the_stream() {
     let b = Arc::new(open(&dir, config).await);
     common::races::racing_checkpointed_batches_never_fork_the_stream(a, b).await;
 }
+
+/// `sqlite::memory:` (handy in an embedding service's own tests) is written through `sqlx` and
+/// read back on connections of the store's own: both must reach the same database.
+#[tokio::test]
+async fn an_in_memory_database_is_read_back_and_verifies() {
+    let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    let sink = SqliteAuditSink::open(store.clone(), SinkConfig::new("mem"))
+        .await
+        .unwrap();
+    for n in 0..20 {
+        sink.append(event(n)).await.unwrap();
+    }
+    let report = verify_stream(&store, "mem", &VerifyOptions::default())
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{:?}", report.fault);
+    assert_eq!(report.records_checked, 21);
+    // A second in-memory store is a database of its own.
+    let other = SqliteStore::connect("sqlite::memory:").await.unwrap();
+    assert!(other.read_raw("mem", None, 10).await.unwrap().is_empty());
+}

@@ -587,8 +587,8 @@ async fn sqlite_stored_bodies_are_checked() {
     stored_body_faults(&store, &db).await;
     older_rows_keep_verifying(&store, &db).await;
 
-    // A copy holding a NUL (SQLite text can; the writers never store one) does not split the
-    // window's joined query columns: they are read again row by row, and the row is found.
+    // A copy holding a NUL (SQLite text can; the writers never store one) is read whole, and
+    // the row is found.
     let stream = "nul";
     chain_of(&store, stream, 10).await;
     db.tamper(&format!(
@@ -604,6 +604,38 @@ async fn sqlite_stored_bodies_are_checked() {
         .unwrap();
     assert_eq!((fault.sequence, fault.kind), (5, FaultKind::Modified));
     assert!(fault.detail.contains("action column"), "{fault}");
+
+    // Values that are not text, even holding exactly the right bytes: SQL compares a blob
+    // unequal to text, so a query on the column would miss the row. Each is found at its row.
+    let not_text = [
+        ("agent_id = CAST(agent_id AS BLOB)", "agent_id column"),
+        (
+            "resource = CAST(CAST(resource AS BLOB) || x'ff' AS TEXT)",
+            "resource column",
+        ),
+        ("hash = CAST(hash AS BLOB)", ""),
+        ("event = CAST(event AS BLOB)", ""),
+    ];
+    for (i, (assignment, named)) in not_text.into_iter().enumerate() {
+        let stream = format!("not-text{i}");
+        chain_of(&store, &stream, 10).await;
+        db.tamper(&format!(
+            "UPDATE audit_records SET {assignment} WHERE stream_id = {} AND sequence = 5;",
+            lit(&stream)
+        ))
+        .await;
+        let fault = verify_stream(&store, &stream, &VerifyOptions::default())
+            .await
+            .unwrap()
+            .fault
+            .unwrap_or_else(|| panic!("{assignment}: not detected"));
+        assert_eq!(
+            (fault.sequence, fault.kind),
+            (5, FaultKind::Modified),
+            "{assignment}: {fault}"
+        );
+        assert!(fault.detail.contains(named), "{assignment}: {fault}");
+    }
 }
 
 #[tokio::test]
