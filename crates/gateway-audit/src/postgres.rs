@@ -29,9 +29,9 @@ use crate::connection::WriteConnection;
 use crate::page::Copies;
 use crate::sink::ChainedSink;
 use crate::store::{
-    AuditStore, IndexedColumns, RecordPage, RecordRef, SealedRecord, StoredCheckpoint,
-    StoredRecord, db_error, db_limit, db_sequence, decode_checkpoints, read_windows,
-    start_sequence, write_query_time,
+    AuditStore, IndexedColumns, RecordPage, RecordQueries, RecordRef, SealedRecord,
+    StoredCheckpoint, StoredRecord, db_error, db_limit, db_sequence, decode_checkpoints,
+    read_windows, start_sequence, write_query_time,
 };
 use async_trait::async_trait;
 use gateway_core::audit::AuditError;
@@ -51,6 +51,10 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
 
 /// Serialises concurrent migrations (a transaction-scoped advisory lock with this key).
 const MIGRATION_LOCK: i64 = 0x6761_7465_6175_6469; // "gateaudi"
+
+/// The Postgres store's record queries.
+static QUERIES: std::sync::LazyLock<RecordQueries> =
+    std::sync::LazyLock::new(|| RecordQueries::new(|n| format!("${n}")));
 
 /// A [`ChainedSink`] over PostgreSQL.
 pub type PostgresAuditSink = ChainedSink<PostgresStore>;
@@ -267,15 +271,7 @@ impl AuditStore for PostgresStore {
         // per column, integer-to-text casts, and multi-megabyte buffers faulted in); a binary
         // `COPY` parsed by hand 0.57, against 0.58: no gain for a query built as text.
         let pool = &self.pool;
-        let query = if copies {
-            "SELECT sequence, prev_hash, hash, event,
-                    event_time, correlation_id, kind, agent_id, action, resource, outcome
-             FROM audit_records
-             WHERE stream_id = $1 AND sequence BETWEEN $2 AND $3 ORDER BY sequence"
-        } else {
-            "SELECT sequence, prev_hash, hash, event FROM audit_records
-             WHERE stream_id = $1 AND sequence BETWEEN $2 AND $3 ORDER BY sequence"
-        };
+        let query = QUERIES.window(copies);
         let window = |first: i64, last: i64| async move {
             let rows = sqlx::query(query)
                 .bind(stream_id)
@@ -287,14 +283,12 @@ impl AuditStore for PostgresStore {
             decode_records(stream_id, &rows, copies)
         };
         let next = |from: i64| async move {
-            sqlx::query_scalar(
-                "SELECT min(sequence) FROM audit_records WHERE stream_id = $1 AND sequence >= $2",
-            )
-            .bind(stream_id)
-            .bind(from)
-            .fetch_one(pool)
-            .await
-            .map_err(|e| db_error("reading audit records", e))
+            sqlx::query_scalar(QUERIES.next.as_str())
+                .bind(stream_id)
+                .bind(from)
+                .fetch_one(pool)
+                .await
+                .map_err(|e| db_error("reading audit records", e))
         };
         read_windows(stream_id, after, limit, window, next).await
     }

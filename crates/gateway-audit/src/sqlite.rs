@@ -31,7 +31,7 @@
 use crate::checkpoint::Checkpoint;
 use crate::connection::WriteConnection;
 use crate::sink::ChainedSink;
-use crate::sqlite_rows::RowReader;
+use crate::sqlite_rows::{self, RowReader};
 use crate::store::{
     AuditStore, IndexedColumns, RecordPage, SealedRecord, StoredCheckpoint, StoredRecord, db_error,
     db_limit, db_sequence, decode_checkpoints, read_windows, start_sequence,
@@ -287,14 +287,12 @@ impl AuditStore for SqliteStore {
         let pool = &self.pool;
         let window = |first: i64, last: i64| self.rows.window(stream_id, first, last, copies);
         let next = |from: i64| async move {
-            sqlx::query_scalar(
-                "SELECT min(sequence) FROM audit_records WHERE stream_id = ? AND sequence >= ?",
-            )
-            .bind(stream_id)
-            .bind(from)
-            .fetch_one(pool)
-            .await
-            .map_err(|e| db_error("reading audit records", e))
+            sqlx::query_scalar(sqlite_rows::QUERIES.next.as_str())
+                .bind(stream_id)
+                .bind(from)
+                .fetch_one(pool)
+                .await
+                .map_err(|e| db_error("reading audit records", e))
         };
         read_windows(stream_id, after, limit, window, next).await
     }

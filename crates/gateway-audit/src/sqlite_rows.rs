@@ -25,9 +25,8 @@
 //! the in-memory database of `sqlite::memory:`) and kept for the next read. In WAL mode a
 //! reader sees every commit made before its query started and never blocks the writer.
 
-use crate::copies;
 use crate::page::{RecordPage, RecordRef};
-use crate::store::ROWS_PER_WINDOW;
+use crate::store::{ROWS_PER_WINDOW, RecordQueries};
 use gateway_core::audit::AuditError;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, ffi};
@@ -129,18 +128,9 @@ impl RowReader {
     }
 }
 
-static WITH_COPIES: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| query(&format!(", {}", copies::COLUMNS.join(", "))));
-static WITHOUT_COPIES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| query(""));
-
-/// The query reading records `?2..=?3` of stream `?1` in order, with `copies` (the query
-/// columns, each after a comma) after the chain columns.
-fn query(copies: &str) -> String {
-    format!(
-        "SELECT sequence, prev_hash, hash, event{copies} FROM audit_records
-         WHERE stream_id = ?1 AND sequence BETWEEN ?2 AND ?3 ORDER BY sequence"
-    )
-}
+/// The SQLite store's record queries.
+pub(crate) static QUERIES: std::sync::LazyLock<RecordQueries> =
+    std::sync::LazyLock::new(|| RecordQueries::new(|n| format!("?{n}")));
 
 fn read_rows(
     connection: &Connection,
@@ -150,12 +140,9 @@ fn read_rows(
     copies: bool,
 ) -> Result<RecordPage, AuditError> {
     let failed = |e| read_error("reading audit records", e);
-    let sql = if copies {
-        &WITH_COPIES
-    } else {
-        &WITHOUT_COPIES
-    };
-    let mut statement = connection.prepare_cached(sql).map_err(failed)?;
+    let mut statement = connection
+        .prepare_cached(QUERIES.window(copies))
+        .map_err(failed)?;
     let width = usize::try_from(last.saturating_sub(first).saturating_add(1))
         .unwrap_or(0)
         .min(ROWS_PER_WINDOW);

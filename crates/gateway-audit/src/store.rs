@@ -216,6 +216,47 @@ where
     Ok(out)
 }
 
+/// The SQL the stores read records with ([`read_windows`]), written once for both dialects.
+pub(crate) struct RecordQueries {
+    window: String,
+    window_with_copies: String,
+    /// The lowest sequence number of stream `1` at or above `2`, or NULL.
+    pub next: String,
+}
+
+impl RecordQueries {
+    /// The queries with parameter `n` written as `param(n)` (`?n` or `$n`).
+    pub(crate) fn new(param: fn(u8) -> String) -> Self {
+        let (stream, first, last) = (param(1), param(2), param(3));
+        let window = |copies: &str| {
+            format!(
+                "SELECT sequence, prev_hash, hash, event{copies} FROM audit_records
+                 WHERE stream_id = {stream} AND sequence BETWEEN {first} AND {last}
+                 ORDER BY sequence"
+            )
+        };
+        Self {
+            window: window(""),
+            window_with_copies: window(&format!(", {}", crate::copies::COLUMNS.join(", "))),
+            next: format!(
+                "SELECT min(sequence) FROM audit_records
+                 WHERE stream_id = {stream} AND sequence >= {first}"
+            ),
+        }
+    }
+
+    /// The records of stream `1` whose sequence is in `2..=3`, in order: `sequence`,
+    /// `prev_hash`, `hash`, `event`, then with `copies` the query columns in
+    /// [`Copies`](crate::page::Copies) order.
+    pub(crate) fn window(&self, copies: bool) -> &str {
+        if copies {
+            &self.window_with_copies
+        } else {
+            &self.window
+        }
+    }
+}
+
 /// The first sequence number a read after `after` starts at, or `None` when nothing can follow.
 pub(crate) fn start_sequence(after: Option<u64>) -> Option<i64> {
     match after {
