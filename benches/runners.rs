@@ -5,6 +5,14 @@
 //! `scripts/services/docker.sh`; without it only the local runner is measured). Targets: Docker
 //! ≤ 1.0× the CLI, Docker with a warm pool ≤ 0.4× the CLI, local process ≤ 5 ms. The ratios are
 //! printed at the end from criterion's estimates.
+//!
+//! The local sandbox is measured beside what its parts cost, in the same run (as root):
+//! - `bwrap_bare`: the sandbox as it was before jobs got a uid, a cgroup and a seccomp filter
+//!   of their own (`prlimit` + bubblewrap with a bound temporary directory, run as the caller);
+//! - `launch_chain`: the extra programs of the launcher alone (`sh`, `prlimit`, `setpriv`,
+//!   then `/bin/true`), without bubblewrap;
+//! - `cgroup_v1_roundtrip`: what the runner asks of the kernel for a job's cgroups on a v1
+//!   host (three directories, five limit files, three removals), without any process.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use criterion::{Criterion, criterion_group};
@@ -72,6 +80,8 @@ fn bench(c: &mut Criterion) {
             &mut group
         }
     };
+
+    sandbox_parts(&mut group);
 
     let Some(image) = std::env::var("GATEWAY_TEST_DOCKER_IMAGE")
         .ok()
@@ -157,6 +167,171 @@ fn bench(c: &mut Criterion) {
     });
 }
 
+fn system(name: &str) -> String {
+    ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+        .iter()
+        .map(|d| format!("{d}/{name}"))
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| name.to_string())
+}
+
+fn run_ok(cmd: &mut std::process::Command) {
+    let status = cmd
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The baselines of the local sandbox's parts (see the module docs); skipped where bwrap or
+/// root is missing.
+fn sandbox_parts(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    if !std::path::Path::new(&system("bwrap")).exists() || !is_root() {
+        eprintln!("sandbox part baselines skipped: needs bwrap and root");
+        return;
+    }
+    let (prlimit, bwrap, setpriv, sh) = (
+        system("prlimit"),
+        system("bwrap"),
+        system("setpriv"),
+        system("sh"),
+    );
+    group.bench_function("bwrap_bare", |b| {
+        b.iter(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut cmd = std::process::Command::new(&prlimit);
+            cmd.args([
+                "--cpu=61",
+                "--as=536870912",
+                "--nofile=256",
+                "--nproc=64",
+                "--",
+            ])
+            .arg(&bwrap)
+            .args([
+                "--unshare-all",
+                "--unshare-user",
+                "--uid",
+                "65534",
+                "--gid",
+                "65534",
+                "--die-with-parent",
+                "--new-session",
+                "--cap-drop",
+                "ALL",
+                "--hostname",
+                "sandbox",
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                "--tmpfs",
+                "/tmp",
+            ]);
+            for p in [
+                "/usr",
+                "/bin",
+                "/sbin",
+                "/lib",
+                "/lib64",
+                "/etc/passwd",
+                "/etc/group",
+            ] {
+                cmd.args(["--ro-bind-try", p, p]);
+            }
+            cmd.arg("--bind").arg(dir.path()).args([
+                "/work",
+                "--remount-ro",
+                "/",
+                "--chdir",
+                "/work",
+                "--",
+            ]);
+            cmd.args(["/bin/sh", "-c", "exit 0"]);
+            run_ok(&mut cmd);
+        })
+    });
+    group.bench_function("launch_chain", |b| {
+        b.iter(|| {
+            run_ok(
+                std::process::Command::new(&sh)
+                    .args([
+                        "-c",
+                        "exec \"$@\"",
+                        "agw-launch",
+                        &prlimit,
+                        "--nofile=256",
+                        "--nproc=66",
+                        "--",
+                    ])
+                    .args([
+                        &setpriv,
+                        "--reuid=1879048192",
+                        "--regid=1879048192",
+                        "--clear-groups",
+                        "--no-new-privs",
+                        "--",
+                        "/bin/true",
+                    ]),
+            );
+        })
+    });
+    if let Some(parents) = v1_parents() {
+        let mut n = 0u64;
+        group.bench_function("cgroup_v1_roundtrip", |b| {
+            b.iter(|| {
+                n += 1;
+                let dirs: Vec<_> = parents
+                    .iter()
+                    .map(|p| p.join(format!("job-bench-{n}")))
+                    .collect();
+                for d in &dirs {
+                    std::fs::create_dir(d).unwrap();
+                }
+                std::fs::write(dirs[0].join("memory.limit_in_bytes"), "536870912").unwrap();
+                std::fs::write(dirs[0].join("memory.memsw.limit_in_bytes"), "536870912").ok();
+                std::fs::write(dirs[1].join("pids.max"), "66").unwrap();
+                std::fs::write(dirs[2].join("cpu.cfs_period_us"), "100000").unwrap();
+                std::fs::write(dirs[2].join("cpu.cfs_quota_us"), "100000").unwrap();
+                for d in &dirs {
+                    std::fs::remove_dir(d).unwrap();
+                }
+            })
+        });
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The runner's v1 parents (memory, pids, cpu) under this process's own cgroups, if the host
+/// has the v1 layout (the runner has created them by then).
+fn v1_parents() -> Option<Vec<std::path::PathBuf>> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    ["memory", "pids", "cpu"]
+        .iter()
+        .map(|c| {
+            let path = own.lines().find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, cs, p) = (f.next()?, f.next()?, f.next()?);
+                cs.split(',').any(|x| x == *c).then(|| p.to_string())
+            })?;
+            let dir = std::path::PathBuf::from(format!("/sys/fs/cgroup/{c}{path}/agent-gateway"));
+            dir.exists().then_some(dir)
+        })
+        .collect()
+}
+
 /// Criterion's mean estimate for a benchmark of this run, in nanoseconds.
 fn mean_ns(name: &str) -> Option<f64> {
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
@@ -172,6 +347,9 @@ fn report() {
     for name in [
         "local_process",
         "local_bwrap",
+        "bwrap_bare",
+        "launch_chain",
+        "cgroup_v1_roundtrip",
         "docker_cli",
         "docker",
         "docker_pool",
@@ -182,6 +360,13 @@ fn report() {
     }
     if let Some(ns) = mean_ns("local_process") {
         println!("local process {:.2} ms (target ≤ 5 ms)", ms(ns));
+    }
+    if let (Some(sandbox), Some(bare)) = (mean_ns("local_bwrap"), mean_ns("bwrap_bare")) {
+        println!(
+            "local sandbox / bare bwrap = {:.2} (+{:.2} ms for uid, cgroup, seccomp)",
+            sandbox / bare,
+            ms(sandbox - bare)
+        );
     }
     if let Some(cli) = mean_ns("docker_cli") {
         if let Some(d) = mean_ns("docker") {

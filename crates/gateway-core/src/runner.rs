@@ -119,7 +119,10 @@ pub enum IsolationLevel {
     None,
     /// Own process group, cleared environment, temporary directory, rlimits.
     Process,
-    /// Additionally Linux namespaces: no network, read-only system, private /tmp (bubblewrap).
+    /// Additionally Linux namespaces and whole-job limits: no network, read-only system and
+    /// kernel settings, private sized tmpfs, an unprivileged host uid of the job's own (never
+    /// host root), a cgroup bounding memory, processes and CPU rate, and a seccomp filter
+    /// (the local runner under bubblewrap).
     Namespaces,
     /// A hardened container (no capabilities, seccomp, read-only root, cgroup limits).
     Container,

@@ -324,3 +324,74 @@ async fn bwrap_timeout_kills_processes_that_left_the_group() {
         String::from_utf8_lossy(&ps.stdout)
     );
 }
+
+#[test]
+fn a_missing_part_of_the_sandbox_fails_closed_and_is_named() {
+    if bwrap_runner().is_none() {
+        return;
+    }
+    // Each part the namespaced level needs, taken away in turn: the runner would otherwise
+    // build at the process level, and `require` turns that into an error naming the part.
+    let cases = [
+        (
+            LocalRunner::builder().job_ids(65_000, 1_000),
+            "inside the job id range",
+        ),
+        (LocalRunner::builder().job_ids(0, 10), "starts at root"),
+        (
+            LocalRunner::builder().cgroup_parent("/../../escape"),
+            "outside the mounted hierarchy",
+        ),
+        (
+            LocalRunner::builder().bwrap_path("/nonexistent/bwrap"),
+            "bubblewrap",
+        ),
+    ];
+    for (builder, expected) in cases {
+        let err = builder
+            .clone()
+            .require(IsolationLevel::Namespaces)
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, RunnerError::Unsupported { .. }), "{err}");
+        assert!(
+            err.to_string().contains(expected),
+            "{expected:?} not in: {err}"
+        );
+        // Without the requirement it is a visible downgrade, never a silent one.
+        let runner = builder.build().unwrap();
+        assert_eq!(runner.isolation(), IsolationLevel::Process);
+    }
+}
+
+#[tokio::test]
+async fn namespaced_jobs_run_as_ids_of_the_configured_range() {
+    if bwrap_runner().is_none() {
+        return;
+    }
+    let runner = LocalRunner::builder()
+        .job_ids(1_900_000_000, 4)
+        .require(IsolationLevel::Namespaces)
+        .build()
+        .unwrap();
+    // The job sees itself as nobody; its files, seen from outside its user namespace (the
+    // tmpfs mount options name the owner), belong to the range.
+    let out = runner
+        .run(
+            sh("id -u; grep ' /work ' /proc/self/mounts"),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(out.succeeded(), "{out:?}");
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next(), Some("65534"), "{out:?}");
+    let mount = lines.next().unwrap_or_default();
+    let uid: u32 = mount
+        .split([',', ' '])
+        .find_map(|o| o.strip_prefix("uid="))
+        .and_then(|u| u.parse().ok())
+        .unwrap_or_else(|| panic!("no owner in {mount:?}"));
+    assert!((1_900_000_000..1_900_000_004).contains(&uid), "{mount}");
+    assert!(mount.contains("nosuid"), "{mount}");
+}

@@ -7,21 +7,40 @@
 //! tree: SIGTERM, a grace period, then SIGKILL.
 //!
 //! Two isolation levels, reported in every outcome:
-//! - [`IsolationLevel::Namespaces`] when `bwrap` (Debian's `bubblewrap`) works here: no network
-//!   (only a private loopback), read-only system directories, private `/tmp` and `/proc`, no view
-//!   of the rest of the host (the gateway's files included), uid `nobody` in a user namespace, no
-//!   capabilities. Killing bwrap tears the whole pid namespace down, so nothing survives a job.
-//! - [`IsolationLevel::Process`] otherwise. This level does **not** isolate the network or the
-//!   file system, and a job can leave its process group on purpose (`setsid`); callers that need
-//!   more require [`IsolationLevel::Namespaces`] with [`LocalRunnerBuilder::require`] and the
-//!   runner fails closed where bwrap is unusable.
+//! - [`IsolationLevel::Namespaces`] when every part of the sandbox works here (checked once, by
+//!   running a job through it, when the runner is built):
+//!   - bubblewrap namespaces: no network (only a private loopback), read-only system
+//!     directories and `/proc/sys`, no `/sys`, no view of the rest of the host (the gateway's
+//!     files included), a pid namespace torn down with the job, no capabilities, no further
+//!     user namespaces;
+//!   - a dedicated host uid and gid per job from a reserved range ([`job_ids`]), never host
+//!     root, so that nothing the job does or writes carries any host privilege (its files
+//!     live in its own `nosuid` tmpfs, owned by that uid);
+//!   - a cgroup per job bounding memory (tmpfs included), processes and CPU rate
+//!     for the whole job, removed afterwards;
+//!   - a seccomp filter modelled on Docker's default profile.
 //!
-//! RLIMIT_NPROC is per user: it is ignored for root, and for another user it counts all of that
-//! user's processes, so it is a coarse fork-bomb brake here; the Docker runner's pids cgroup is
-//! the precise one. Landlock was considered and left out: bwrap's mount namespace already hides
-//! the host, and Landlock would need a helper binary of our own inside the sandbox.
+//!   This needs the gateway to run as root (to switch to the job's uid and to create
+//!   cgroups), `bwrap` 0.8 or newer, util-linux's `prlimit` and `setpriv`, and writable
+//!   cgroups (v2 with memory, pids and cpu delegated, or the three v1 hierarchies).
+//!   The cgroup, seccomp and launch details are documented in the sources of the private
+//!   modules `cgroup`, `seccomp` and `launch`.
+//! - [`IsolationLevel::Process`] otherwise, with the reason logged. This level does **not**
+//!   isolate the network or the file system, runs the job as the gateway's own user, and a
+//!   job can leave its process group on purpose (`setsid`); callers that need more require
+//!   [`IsolationLevel::Namespaces`] with [`LocalRunnerBuilder::require`], and the runner then
+//!   fails to build, naming what is missing, rather than run jobs with less.
+//!
+//! At the process level, RLIMIT_NPROC is per user: it is ignored for root, and for another
+//! user it counts all of that user's processes, so it is only a coarse fork-bomb brake there.
+//! Landlock was considered and left out: bwrap's mount namespace already hides the host, and
+//! Landlock would need a helper binary of our own inside the sandbox.
 
+mod cgroup;
+pub mod job_ids;
+mod launch;
 mod sandbox;
+mod seccomp;
 mod tree;
 
 use crate::output::BoundedOutput;
@@ -47,7 +66,7 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// How long leftover output pipes may stay open after the job's processes are gone.
 const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
-/// How long the runner waits for a killed process tree to disappear.
+/// How long the runner waits for a killed process tree (or cgroup) to be empty.
 const KILL_CONFIRM: Duration = Duration::from_secs(5);
 
 /// Builds a [`LocalRunner`]; see [`LocalRunner::builder`].
@@ -59,6 +78,8 @@ pub struct LocalRunnerBuilder {
     grace: Duration,
     temp_root: Option<PathBuf>,
     bwrap: Option<PathBuf>,
+    job_ids: (u32, u32),
+    cgroup_parent: Option<PathBuf>,
 }
 
 impl Default for LocalRunnerBuilder {
@@ -70,6 +91,8 @@ impl Default for LocalRunnerBuilder {
             grace: Duration::from_secs(2),
             temp_root: None,
             bwrap: None,
+            job_ids: (job_ids::DEFAULT_FIRST_JOB_ID, job_ids::DEFAULT_JOB_ID_COUNT),
+            cgroup_parent: None,
         }
     }
 }
@@ -101,8 +124,8 @@ impl LocalRunnerBuilder {
         self
     }
 
-    /// Directory under which per-job temporary directories are created (default: the system's
-    /// temporary directory).
+    /// Directory under which process-level jobs' temporary directories are created (default:
+    /// the system's temporary directory). Namespaced jobs work in a tmpfs of their own.
     pub fn temp_root(mut self, dir: impl Into<PathBuf>) -> Self {
         self.temp_root = Some(dir.into());
         self
@@ -114,8 +137,26 @@ impl LocalRunnerBuilder {
         self
     }
 
-    /// Detects what this machine offers (runs bwrap once, blocking, to check it really works)
-    /// and builds the runner with the strongest level allowed.
+    /// The host uids (and gids) namespaced jobs run as: `count` ids from `first`, one per
+    /// job, round-robin. Reserve them: they must belong to no account and own no file. The
+    /// default is [`job_ids::DEFAULT_JOB_ID_COUNT`] ids from [`job_ids::DEFAULT_FIRST_JOB_ID`].
+    pub fn job_ids(mut self, first: u32, count: u32) -> Self {
+        self.job_ids = (first, count);
+        self
+    }
+
+    /// The cgroup (a path inside each cgroup hierarchy, e.g. `/system.slice/gateway/jobs`)
+    /// under which job cgroups are created, instead of `agent-gateway` under the gateway's own
+    /// cgroup. Needed on cgroup v2 when the gateway's cgroup holds processes (it then cannot
+    /// delegate controllers): name a delegated cgroup holding none.
+    pub fn cgroup_parent(mut self, path: impl Into<PathBuf>) -> Self {
+        self.cgroup_parent = Some(path.into());
+        self
+    }
+
+    /// Detects what this machine offers (runs a job through the sandbox once, blocking, to
+    /// check that every part of it really works) and builds the runner with the strongest
+    /// level allowed.
     pub fn build(self) -> Result<LocalRunner, RunnerError> {
         let unsupported = |message: String| RunnerError::Unsupported { message };
         if self.minimum > self.maximum {
@@ -133,22 +174,15 @@ impl LocalRunnerBuilder {
         let prlimit = sandbox::find_system_binary("prlimit").ok_or_else(|| {
             unsupported("`prlimit` (util-linux) not found: rlimits cannot be enforced".into())
         })?;
-        let mut bwrap = None;
-        let mut why_not = String::from("bwrap not allowed by configuration");
-        if self.maximum >= IsolationLevel::Namespaces {
-            match self
-                .bwrap
-                .clone()
-                .or_else(|| sandbox::find_system_binary("bwrap"))
-            {
-                None => why_not = "bwrap (bubblewrap) is not installed".into(),
-                Some(path) => match sandbox::probe_bwrap(&path) {
-                    Ok(()) => bwrap = Some(path),
-                    Err(e) => why_not = e,
-                },
+        let (sandbox, why_not) = if self.maximum >= IsolationLevel::Namespaces {
+            match Sandbox::detect(&self) {
+                Ok(sandbox) => (Some(std::sync::Arc::new(sandbox)), String::new()),
+                Err(why) => (None, why),
             }
-        }
-        let level = if bwrap.is_some() {
+        } else {
+            (None, "namespaces not allowed by configuration".to_string())
+        };
+        let level = if sandbox.is_some() {
             IsolationLevel::Namespaces
         } else {
             IsolationLevel::Process
@@ -159,13 +193,13 @@ impl LocalRunnerBuilder {
                 self.minimum
             )));
         }
-        if bwrap.is_none() {
+        if sandbox.is_none() {
             tracing::info!(reason = %why_not, "local runner: process-level isolation only");
         }
         Ok(LocalRunner {
             level,
             prlimit,
-            bwrap,
+            sandbox,
             instance: self
                 .instance
                 .unwrap_or_else(|| format!("local-{}", uuid::Uuid::now_v7())),
@@ -175,15 +209,113 @@ impl LocalRunnerBuilder {
     }
 }
 
-/// Runs jobs as local processes, under bwrap when available. See the module docs.
+/// Everything namespaced jobs need, found and checked once when the runner is built.
+#[derive(Debug)]
+struct Sandbox {
+    programs: launch::Programs,
+    profile: seccomp::Profile,
+    ids: job_ids::JobIds,
+    cgroups: cgroup::CgroupRoot,
+}
+
+impl Sandbox {
+    /// Every part, or the first reason one is missing.
+    fn detect(config: &LocalRunnerBuilder) -> Result<Self, String> {
+        let bwrap = config
+            .bwrap
+            .clone()
+            .or_else(|| sandbox::find_system_binary("bwrap"))
+            .ok_or("bwrap (bubblewrap) is not installed")?;
+        if !sandbox::is_executable(&bwrap) {
+            return Err(format!(
+                "bwrap (bubblewrap) not found at {}",
+                bwrap.display()
+            ));
+        }
+        let programs = launch::Programs::find(bwrap)?;
+        let ids = job_ids::JobIds::new(config.job_ids.0, config.job_ids.1)?;
+        let cgroups = cgroup::CgroupRoot::detect(config.cgroup_parent.as_deref())?;
+        let profile = seccomp::Profile::compile()?;
+        let sandbox = Self {
+            programs,
+            profile,
+            ids,
+            cgroups,
+        };
+        sandbox.probe()?;
+        Ok(sandbox)
+    }
+
+    /// The job's cgroup and its launch command.
+    fn prepare(&self, spec: &JobSpec, name: &str) -> Result<(cgroup::JobCgroup, Command), String> {
+        let limits = cgroup::CgroupLimits {
+            memory_bytes: spec.limits.memory_bytes,
+            pids: spec.limits.pids.saturating_add(sandbox::SANDBOX_PROCESSES),
+            cpu_millis: spec.limits.cpu_millis,
+        };
+        let cgroup = self.cgroups.create(name, limits)?;
+        let (program, args) = launch::argv(
+            &self.programs,
+            &self.profile,
+            &cgroup,
+            self.ids.take(),
+            spec,
+        );
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args).current_dir("/");
+        Ok((cgroup, Command::from(cmd)))
+    }
+
+    /// Runs `exit 0` through the whole chain once: bwrap may be installed but unusable (no
+    /// user namespaces, a seccomp'd container, too old for `--disable-userns`, …).
+    fn probe(&self) -> Result<(), String> {
+        let spec = JobSpec::new(
+            gateway_core::RequestId::new(),
+            gateway_core::AgentId::new("agent:probe").map_err(|e| e.to_string())?,
+            vec!["/bin/sh".into(), "-c".into(), "exit 0".into()],
+        );
+        let (cgroup, cmd) =
+            self.prepare(&spec, &format!("probe-{}", uuid::Uuid::now_v7().simple()))?;
+        let mut cmd = cmd.into_std();
+        let output = cmd
+            .env_clear()
+            .env("PATH", DEFAULT_PATH)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.programs.sh.display()))?;
+        let removed = cgroup.remove(KILL_CONFIRM);
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(format!(
+                "the sandbox does not start here ({}): {}",
+                output.status,
+                stderr.chars().take(300).collect::<String>().trim()
+            ));
+        }
+        removed
+    }
+}
+
+/// Runs jobs as local processes, sandboxed when the machine allows it. See the module docs.
 #[derive(Debug, Clone)]
 pub struct LocalRunner {
     level: IsolationLevel,
     prlimit: PathBuf,
-    bwrap: Option<PathBuf>,
+    sandbox: Option<std::sync::Arc<Sandbox>>,
     instance: String,
     grace: Duration,
     temp_root: Option<PathBuf>,
+}
+
+/// What the supervision of a started job observed.
+struct Supervised {
+    status: JobStatus,
+    duration: Duration,
+    stdout: (String, bool),
+    stderr: (String, bool),
+    notes: Vec<String>,
 }
 
 impl LocalRunner {
@@ -192,7 +324,8 @@ impl LocalRunner {
         LocalRunnerBuilder::default()
     }
 
-    /// The strongest runner this machine supports (namespaces if bwrap works, else process).
+    /// The strongest runner this machine supports (namespaces if the sandbox works, else
+    /// process).
     pub fn detect() -> Result<Self, RunnerError> {
         Self::builder().build()
     }
@@ -231,7 +364,7 @@ impl LocalRunner {
                 message: "the local runner cannot enforce a network allowlist".into(),
             });
         }
-        if !spec.mounts.is_empty() && self.bwrap.is_none() {
+        if !spec.mounts.is_empty() && self.sandbox.is_none() {
             return Err(RunnerError::Unsupported {
                 message: "read-only mounts need namespaces isolation (bwrap)".into(),
             });
@@ -249,7 +382,7 @@ impl LocalRunner {
             .map(String::as_str)
             .unwrap_or(DEFAULT_PATH);
         let found = if program.contains('/') {
-            self.bwrap.is_some() || sandbox::is_executable(Path::new(program))
+            self.sandbox.is_some() || sandbox::is_executable(Path::new(program))
         } else {
             path.split(':')
                 .any(|dir| sandbox::is_executable(&Path::new(dir).join(program)))
@@ -262,22 +395,26 @@ impl LocalRunner {
         Ok(())
     }
 
-    fn command(&self, spec: &JobSpec, workdir: &Path) -> Command {
+    /// A process-level job: prlimit, then the job, in its temporary directory.
+    fn process_command(&self, spec: &JobSpec, workdir: &Path) -> Command {
         let mut cmd = Command::new(&self.prlimit);
-        cmd.args(sandbox::prlimit_args(&spec.limits));
-        let (home, tmp) = match &self.bwrap {
-            Some(bwrap) => {
-                cmd.arg(bwrap).args(sandbox::bwrap_args(spec, workdir));
-                (
-                    PathBuf::from(sandbox::SANDBOX_WORKDIR),
-                    PathBuf::from("/tmp"),
-                )
-            }
-            None => (workdir.to_path_buf(), workdir.to_path_buf()),
-        };
-        cmd.args(&spec.command)
-            .current_dir(workdir)
-            .env_clear()
+        cmd.args(sandbox::prlimit_args(&spec.limits))
+            .args(&spec.command)
+            .current_dir(workdir);
+        cmd
+    }
+
+    /// Starts `cmd` with the job's environment and supervises it to its end: exit, timeout or
+    /// cancellation, then the whole process group killed and the output collected.
+    async fn supervise(
+        &self,
+        mut cmd: Command,
+        spec: &JobSpec,
+        home: &Path,
+        tmp: &Path,
+        cancel: CancellationToken,
+    ) -> Result<Supervised, RunnerError> {
+        cmd.env_clear()
             .env("PATH", DEFAULT_PATH)
             .env("HOME", home)
             .env("TMPDIR", tmp)
@@ -291,7 +428,140 @@ impl LocalRunner {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        cmd
+        let cap = spec.limits.max_output_bytes;
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| RunnerError::unavailable("cannot start the job", e))?;
+        // Armed from here on: dropping this future SIGKILLs the whole group.
+        let mut group = tree::ProcessGroup::new(child.id());
+        let stdout = capture(child.stdout.take(), cap);
+        let stderr = capture(child.stderr.take(), cap);
+
+        let status = tokio::select! {
+            exit = child.wait() => match exit {
+                Ok(exit) => status_of(exit),
+                Err(e) => {
+                    group.kill();
+                    return Err(RunnerError::internal("cannot wait for the job", e));
+                }
+            },
+            () = tokio::time::sleep(spec.limits.timeout) => {
+                stop(&mut child, &group, self.grace).await;
+                JobStatus::TimedOut
+            }
+            () = cancel.cancelled() => {
+                stop(&mut child, &group, self.grace).await;
+                JobStatus::Cancelled
+            }
+        };
+        let duration = started.elapsed();
+
+        // Whatever the job left behind in its group (background processes) goes too.
+        let mut notes = Vec::new();
+        if !group.kill_and_confirm(KILL_CONFIRM).await {
+            notes.push("processes of the job's group survived SIGKILL".to_string());
+        }
+        let stdout = collect(stdout, cap, &mut notes, "stdout").await;
+        let stderr = collect(stderr, cap, &mut notes, "stderr").await;
+        Ok(Supervised {
+            status,
+            duration,
+            stdout,
+            stderr,
+            notes,
+        })
+    }
+
+    async fn run_process(
+        &self,
+        spec: JobSpec,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, RunnerError> {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("agw-job-");
+        let workdir = match &self.temp_root {
+            Some(root) => builder.tempdir_in(root),
+            None => builder.tempdir(),
+        }
+        .map_err(|e| RunnerError::unavailable("cannot create the job's directory", e))?;
+        let environment_id = workdir.path().display().to_string();
+        let cmd = self.process_command(&spec, workdir.path());
+        tracing::debug!(environment = %environment_id, isolation = %self.level, "local job starting");
+        let mut run = self
+            .supervise(cmd, &spec, workdir.path(), workdir.path(), cancel)
+            .await?;
+        if let Err(e) = workdir.close() {
+            run.notes
+                .push(format!("cannot remove the job's directory: {e}"));
+        }
+        Ok(self.outcome(run, environment_id))
+    }
+
+    async fn run_namespaced(
+        &self,
+        sandbox: &Sandbox,
+        spec: JobSpec,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, RunnerError> {
+        let name = uuid::Uuid::now_v7().simple().to_string();
+        let environment_id = format!("local-job-{name}");
+        let (cgroup, cmd) = sandbox.prepare(&spec, &name).map_err(|message| {
+            RunnerError::unavailable_msg(format!("cannot prepare the job's cgroup: {message}"))
+        })?;
+        tracing::debug!(environment = %environment_id, isolation = %self.level, "local job starting");
+        let home = Path::new(sandbox::SANDBOX_WORKDIR);
+        let mut run = self
+            .supervise(cmd, &spec, home, Path::new("/tmp"), cancel)
+            .await?;
+        let oom_kills = cgroup.oom_kills();
+        let removed = tokio::task::spawn_blocking(move || cgroup.remove(KILL_CONFIRM))
+            .await
+            .unwrap_or_else(|e| Err(format!("cgroup removal panicked: {e}")));
+        if let Err(e) = removed {
+            run.notes.push(e);
+        }
+        if run.status
+            == (JobStatus::Exited {
+                code: launch::LAUNCH_FAILED,
+            })
+            && run.stderr.0.starts_with(launch::LAUNCH_MESSAGE)
+        {
+            return Err(RunnerError::unavailable_msg(format!(
+                "the sandbox did not start: {}",
+                run.stderr.0.trim()
+            )));
+        }
+        if oom_kills > 0
+            && matches!(
+                run.status,
+                JobStatus::Exited { .. } | JobStatus::Signaled { .. }
+            )
+        {
+            run.status = JobStatus::OomKilled;
+        }
+        Ok(self.outcome(run, environment_id))
+    }
+
+    fn outcome(&self, run: Supervised, environment_id: String) -> JobOutcome {
+        let teardown = Teardown {
+            complete: run.notes.is_empty(),
+            detail: run.notes.join("; "),
+        };
+        if !teardown.complete {
+            tracing::warn!(environment = %environment_id, detail = %teardown.detail, "local job teardown incomplete");
+        }
+        JobOutcome {
+            status: run.status,
+            stdout: run.stdout.0,
+            stderr: run.stderr.0,
+            stdout_truncated: run.stdout.1,
+            stderr_truncated: run.stderr.1,
+            duration: run.duration,
+            environment_id,
+            isolation: self.level,
+            teardown,
+        }
     }
 }
 
@@ -373,74 +643,9 @@ impl Runner for LocalRunner {
         cancel: CancellationToken,
     ) -> Result<JobOutcome, RunnerError> {
         self.check(&spec)?;
-        let mut builder = tempfile::Builder::new();
-        builder.prefix("agw-job-");
-        let workdir = match &self.temp_root {
-            Some(root) => builder.tempdir_in(root),
-            None => builder.tempdir(),
+        match &self.sandbox {
+            Some(sandbox) => self.run_namespaced(sandbox, spec, cancel).await,
+            None => self.run_process(spec, cancel).await,
         }
-        .map_err(|e| RunnerError::unavailable("cannot create the job's directory", e))?;
-        let environment_id = workdir.path().display().to_string();
-        let cap = spec.limits.max_output_bytes;
-
-        let started = Instant::now();
-        let mut child = self
-            .command(&spec, workdir.path())
-            .spawn()
-            .map_err(|e| RunnerError::unavailable("cannot start the job", e))?;
-        // Armed from here on: dropping this future SIGKILLs the whole group.
-        let mut group = tree::ProcessGroup::new(child.id());
-        let stdout = capture(child.stdout.take(), cap);
-        let stderr = capture(child.stderr.take(), cap);
-        tracing::debug!(environment = %environment_id, isolation = %self.level, "local job started");
-
-        let status = tokio::select! {
-            exit = child.wait() => match exit {
-                Ok(exit) => status_of(exit),
-                Err(e) => {
-                    group.kill();
-                    return Err(RunnerError::internal("cannot wait for the job", e));
-                }
-            },
-            () = tokio::time::sleep(spec.limits.timeout) => {
-                stop(&mut child, &group, self.grace).await;
-                JobStatus::TimedOut
-            }
-            () = cancel.cancelled() => {
-                stop(&mut child, &group, self.grace).await;
-                JobStatus::Cancelled
-            }
-        };
-        let duration = started.elapsed();
-
-        // Whatever the job left behind in its group (background processes) goes too.
-        let mut notes = Vec::new();
-        let group_gone = group.kill_and_confirm(KILL_CONFIRM).await;
-        if !group_gone {
-            notes.push("processes of the job's group survived SIGKILL".to_string());
-        }
-        let (stdout, stdout_truncated) = collect(stdout, cap, &mut notes, "stdout").await;
-        let (stderr, stderr_truncated) = collect(stderr, cap, &mut notes, "stderr").await;
-        if let Err(e) = workdir.close() {
-            notes.push(format!("cannot remove the job's directory: {e}"));
-        }
-        let teardown = Teardown {
-            complete: notes.is_empty(),
-            detail: notes.join("; "),
-        };
-        if !teardown.complete {
-            tracing::warn!(environment = %environment_id, detail = %teardown.detail, "local job teardown incomplete");
-        }
-        Ok(JobOutcome {
-            status,
-            stdout,
-            stderr,
-            stdout_truncated,
-            stderr_truncated,
-            duration,
-            environment_id,
-            isolation: self.level,
-            teardown,
-        })
     }
 }

@@ -1,14 +1,14 @@
-//! How a local job is launched, without any `unsafe` in our code (`unsafe_code` is forbidden
-//! workspace-wide, and `Command::pre_exec`, the usual way to set rlimits in the child, is unsafe):
+//! The arguments of the programs a local job is started with, and where they are found.
 //!
-//! - rlimits: the job runs under util-linux's `prlimit --cpu= --as= --nofile= --nproc= --`,
-//!   which sets the limits on itself and `exec`s the job, so the limits cover the job and all
-//!   its descendants and cost one extra `exec`. util-linux is essential on Debian.
-//! - own process group: std's safe `CommandExt::process_group(0)`; the runner kills the group.
+//! - rlimits: util-linux's `prlimit --… --` sets the limits on itself and `exec`s the rest, so
+//!   they cover the job and all its descendants (`Command::pre_exec`, the usual way, is
+//!   `unsafe`, which this workspace forbids). util-linux is essential on Debian.
 //! - namespaces: Debian's `bwrap` (bubblewrap) with a new user, pid, network, ipc, uts and
-//!   cgroup namespace, a read-only root with read-only system directories, a private `/tmp`, the job's temporary
-//!   directory as the only writable host path, all capabilities dropped, a new session (no
-//!   controlling terminal to inject keystrokes into) and `--die-with-parent`.
+//!   cgroup namespace, no further user namespaces, a read-only root with read-only system
+//!   directories and `/proc/sys`, sized private tmpfs for `/tmp` and the working directory,
+//!   all capabilities dropped, the seccomp programs on fds 3 and 4, a new session (no
+//!   controlling terminal to inject keystrokes into) and `--die-with-parent`. See
+//!   [`launch`](super::launch) for the chain that starts it.
 //!
 //! Secrets travel in the environment of the spawned process only, never on a command line
 //! (command lines are world-readable in `/proc`).
@@ -16,13 +16,28 @@
 use gateway_core::{JobLimits, JobSpec};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 /// Where the job's temporary directory appears inside the bwrap sandbox.
 pub(crate) const SANDBOX_WORKDIR: &str = "/work";
 
-/// The uid/gid the job runs as inside the bwrap user namespace (`nobody`).
+/// The uid/gid the job runs as inside the bwrap user namespace (`nobody`); on the host it is
+/// the job's dedicated id ([`job_ids`](super::job_ids)).
 const SANDBOX_ID: &str = "65534";
+
+/// Processes of bubblewrap itself in the job's cgroup and under its uid: the outer `bwrap`
+/// and its init (pid 1 of the job's pid namespace). The job's own limit comes on top.
+pub(crate) const SANDBOX_PROCESSES: u32 = 2;
+
+/// Parts of `/proc` that control the kernel rather than describe the job: made read-only by
+/// binding them over themselves (Docker's `readonlyPaths`). The rest of the job's `/proc` shows
+/// its own pid namespace only.
+const PROC_READ_ONLY: &[&str] = &[
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/irq",
+    "/proc/bus",
+    "/proc/fs",
+];
 
 /// System directories made visible read-only inside the sandbox (skipped when absent). On a
 /// merged-/usr system `/bin`, `/lib`, … are symlinks and bind the same directories.
@@ -52,6 +67,19 @@ pub(crate) fn prlimit_args(limits: &JobLimits) -> Vec<String> {
     ]
 }
 
+/// The rlimits for a namespaced job. Memory is bounded by the job's cgroup, which counts all
+/// its processes and its tmpfs together; RLIMIT_AS would only bound each process's address
+/// space, and breaks runtimes that reserve more than they use (Go, JVMs). The process count
+/// is per host uid, and every job has a uid of its own, so it bounds this job alone.
+pub(crate) fn namespaced_prlimit_args(limits: &JobLimits) -> Vec<String> {
+    vec![
+        format!("--cpu={}", cpu_seconds(limits)),
+        format!("--nofile={}", limits.open_files),
+        format!("--nproc={}", limits.pids.saturating_add(SANDBOX_PROCESSES)),
+        "--".into(),
+    ]
+}
+
 /// RLIMIT_CPU counts CPU seconds, while the spec gives a rate (millicores): a job may use the
 /// rate for the whole wall-clock limit, plus one second of slack for start-up.
 pub(crate) fn cpu_seconds(limits: &JobLimits) -> u64 {
@@ -61,11 +89,14 @@ pub(crate) fn cpu_seconds(limits: &JobLimits) -> u64 {
         .saturating_add(1)
 }
 
-/// `bwrap` arguments up to and including the final `--`; the job's argv follows.
-pub(crate) fn bwrap_args(spec: &JobSpec, workdir: &Path) -> Vec<OsString> {
+/// `bwrap` arguments up to and including the final `--`; the job's argv follows. Expects the
+/// seccomp programs on fds 3 and 4 (the launcher opens them).
+pub(crate) fn bwrap_args(spec: &JobSpec) -> Vec<OsString> {
+    let tmpfs_size = spec.limits.memory_bytes.to_string();
     let mut args: Vec<OsString> = [
         "--unshare-all",
         "--unshare-user",
+        "--disable-userns",
         "--uid",
         SANDBOX_ID,
         "--gid",
@@ -78,14 +109,24 @@ pub(crate) fn bwrap_args(spec: &JobSpec, workdir: &Path) -> Vec<OsString> {
         "sandbox",
         "--proc",
         "/proc",
-        "--dev",
-        "/dev",
-        "--tmpfs",
-        "/tmp",
     ]
     .iter()
     .map(OsString::from)
     .collect();
+    for path in PROC_READ_ONLY {
+        args.extend(["--ro-bind-try".into(), (*path).into(), (*path).into()]);
+    }
+    args.extend(["--dev".into(), "/dev".into()]);
+    // Both tmpfs are charged to the job's memory cgroup as well; the size keeps either from
+    // taking all of it.
+    for dir in ["/tmp", SANDBOX_WORKDIR] {
+        args.extend([
+            OsString::from("--size"),
+            tmpfs_size.clone().into(),
+            "--tmpfs".into(),
+            dir.into(),
+        ]);
+    }
     for path in SYSTEM_DIRS.iter().chain(ETC_FILES) {
         args.extend(["--ro-bind-try".into(), (*path).into(), (*path).into()]);
     }
@@ -97,15 +138,16 @@ pub(crate) fn bwrap_args(spec: &JobSpec, workdir: &Path) -> Vec<OsString> {
         ]);
     }
     args.extend([
-        OsString::from("--bind"),
-        workdir.as_os_str().to_owned(),
-        SANDBOX_WORKDIR.into(),
         // bwrap's root is a scratch tmpfs; make it (and so /etc) read-only too, last, after
         // every mount point has been created in it.
-        "--remount-ro".into(),
+        OsString::from("--remount-ro"),
         "/".into(),
         "--chdir".into(),
         SANDBOX_WORKDIR.into(),
+        "--add-seccomp-fd".into(),
+        "3".into(),
+        "--add-seccomp-fd".into(),
+        "4".into(),
         "--".into(),
     ]);
     args
@@ -126,40 +168,6 @@ pub(crate) fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path)
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
-}
-
-/// Runs a trivial job under exactly the sandbox a real job gets, once: bwrap may be installed
-/// but unusable (no user namespaces, seccomp'd container, …).
-pub(crate) fn probe_bwrap(bwrap: &Path) -> Result<(), String> {
-    let dir = tempfile::Builder::new()
-        .prefix("agw-probe-")
-        .tempdir()
-        .map_err(|e| format!("cannot create a probe directory: {e}"))?;
-    let spec = JobSpec::new(
-        gateway_core::RequestId::new(),
-        gateway_core::AgentId::new("agent:probe").map_err(|e| e.to_string())?,
-        vec!["/bin/sh".into(), "-c".into(), "exit 0".into()],
-    );
-    let output = std::process::Command::new(bwrap)
-        .args(bwrap_args(&spec, dir.path()))
-        .args(&spec.command)
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", bwrap.display()))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        Err(format!(
-            "{} failed ({}): {}",
-            bwrap.display(),
-            output.status,
-            stderr.chars().take(300).collect::<String>().trim()
-        ))
-    }
 }
 
 #[cfg(test)]
@@ -189,6 +197,40 @@ mod tests {
         assert!(args.contains(&format!("--as={}", 512 * 1024 * 1024)));
         assert!(args.contains(&"--nofile=256".to_string()));
         assert!(args.contains(&"--nproc=64".to_string()));
+        assert_eq!(args.last().map(String::as_str), Some("--"));
+    }
+
+    #[test]
+    fn namespaced_jobs_get_no_address_space_limit_and_room_for_bwrap() {
+        let args = namespaced_prlimit_args(&JobLimits::default());
+        assert!(!args.iter().any(|a| a.starts_with("--as")), "{args:?}");
+        assert!(args.contains(&"--nproc=66".to_string()), "{args:?}");
+    }
+
+    #[test]
+    fn bwrap_args_size_both_tmpfs_and_forbid_user_namespaces() {
+        let mut spec = JobSpec::new(
+            gateway_core::RequestId::new(),
+            gateway_core::AgentId::new("agent:t").unwrap(),
+            vec!["/bin/true".into()],
+        );
+        spec.limits.memory_bytes = 1234;
+        let args: Vec<String> = bwrap_args(&spec)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        let joined = args.join(" ");
+        assert!(joined.contains("--size 1234 --tmpfs /tmp"), "{joined}");
+        assert!(joined.contains("--size 1234 --tmpfs /work"), "{joined}");
+        assert!(
+            joined.contains("--ro-bind-try /proc/sys /proc/sys"),
+            "{joined}"
+        );
+        assert!(joined.contains("--disable-userns"), "{joined}");
+        assert!(
+            !joined.contains("--bind "),
+            "no writable host path: {joined}"
+        );
         assert_eq!(args.last().map(String::as_str), Some("--"));
     }
 }
