@@ -4,14 +4,30 @@
 //! a root gateway, that is host root: a job could then write host sysctls through `/proc/sys`
 //! and leave set-uid-root files behind. So the launcher drops to a dedicated uid and gid before
 //! it starts bubblewrap, taken from a range the operator reserves for jobs: it must own nothing
-//! on the host and belong to no account. Each job takes the next id of the range, so two jobs
-//! running at the same time are two different host users, and RLIMIT_NPROC (counted per user)
-//! is a second, per-job bound on processes beside the pids cgroup.
+//! on the host and belong to no account. Each job takes the next id of the range (one counter
+//! for every runner of the process, starting at a random point), so two jobs running at the
+//! same time are two different host users, and RLIMIT_NPROC (counted per user) is a second,
+//! per-job bound on processes beside the pids cgroup. Two gateway processes on one host should
+//! be given ranges of their own: sharing one, two of their jobs may share a uid, and then share
+//! that second bound (the pids cgroup, the one that counts, stays per job).
 //!
 //! The default range, 65,536 ids from 1,879,048,192 (`0x7000_0000`), lies above the ranges
 //! Debian and systemd hand out to accounts, dynamic users and containers.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Jobs started by this process so far, from a random start (so that two processes sharing a
+/// range are unlikely to hand out the same ids at the same time).
+fn next_job() -> u32 {
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    NEXT.get_or_init(|| {
+        // The low bits of a v7 uuid are random.
+        let random = uuid::Uuid::now_v7().as_u128();
+        AtomicU32::new(random as u32)
+    })
+    .fetch_add(1, Ordering::Relaxed)
+}
 
 /// The first id of the default range.
 pub const DEFAULT_FIRST_JOB_ID: u32 = 0x7000_0000;
@@ -23,7 +39,6 @@ pub const DEFAULT_JOB_ID_COUNT: u32 = 65_536;
 pub(crate) struct JobIds {
     first: u32,
     count: u32,
-    next: AtomicU32,
 }
 
 impl JobIds {
@@ -54,17 +69,12 @@ impl JobIds {
                 ));
             }
         }
-        Ok(Self {
-            first,
-            count,
-            next: AtomicU32::new(0),
-        })
+        Ok(Self { first, count })
     }
 
     /// The id for the next job (used as both uid and gid).
     pub(crate) fn take(&self) -> u32 {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.count;
-        self.first + n
+        self.first + next_job() % self.count
     }
 
     /// Whether `id` lies in the range.
@@ -90,17 +100,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_come_round_robin_from_the_range() {
+    fn ids_come_from_the_range_and_cycle_through_it() {
         if !rustix::process::geteuid().is_root() {
             return;
         }
         let ids = JobIds::new(3_000_000_000, 3).unwrap();
-        let taken: Vec<u32> = (0..4).map(|_| ids.take()).collect();
-        assert_eq!(
-            taken,
-            [3_000_000_000, 3_000_000_001, 3_000_000_002, 3_000_000_000]
-        );
-        assert!(ids.contains(3_000_000_002) && !ids.contains(3_000_000_003));
+        // Other tests take ids concurrently from the same counter, so only the range and the
+        // cycling are certain.
+        let taken: std::collections::BTreeSet<u32> = (0..300).map(|_| ids.take()).collect();
+        assert!(taken.iter().all(|id| ids.contains(*id)), "{taken:?}");
+        assert_eq!(taken.len(), 3, "{taken:?}");
+        assert!(!ids.contains(2_999_999_999) && !ids.contains(3_000_000_003));
     }
 
     #[test]

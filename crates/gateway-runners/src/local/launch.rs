@@ -35,7 +35,11 @@ pub(crate) const LAUNCH_MESSAGE: &str = "agent-gateway launcher:";
 
 /// `$1`, `$2`: the seccomp programs; `$3`: how many cgroup.procs files follow; then the files;
 /// then the command to `exec`.
-const LAUNCHER: &str = r#"exec 3<"$1" 4<"$2"
+const LAUNCHER: &str = r#"if ! true <"$1" 2>/dev/null || ! true <"$2" 2>/dev/null; then
+  echo "agent-gateway launcher: cannot open the seccomp programs" >&2
+  exit 125
+fi
+exec 3<"$1" 4<"$2"
 n=$3
 shift 3
 while [ "$n" -gt 0 ]; do
