@@ -383,7 +383,7 @@ async fn main() -> Result<(), BoxError> {
             Some(fault) => println!("AUDIT CHAIN FAULT: {fault}"),
         }
         println!(
-            "audit log: {} (inspect: cargo run -p gateway-audit --bin gateway-audit -- verify --db sqlite://{})",
+            "audit log: {} (inspect: cargo run -p gateway-audit --features cli --bin gateway-audit -- verify --db sqlite://{})",
             audit_path.display(),
             audit_path.display()
         );

@@ -1,21 +1,39 @@
 //! # agent-gateway
 //!
 //! A secure, least-privilege gateway through which AI agents run infrastructure actions. This
-//! facade crate re-exports the member crates:
+//! facade crate re-exports the member crates, each behind the feature that brings it in:
 //!
-//! - [`core`] (`gateway-core`): types, traits, the [`Gateway`] pipeline, embedded identity and
-//!   broker, test doubles;
-//! - [`opa`] (`gateway-opa`): policy deciders;
-//! - [`runners`] (`gateway-runners`): job runners;
-//! - [`audit`] (`gateway-audit`): audit sinks and chain verification.
+//! | module | crate | feature |
+//! |---|---|---|
+//! | `core` | `gateway-core`: types, traits, the [`Gateway`] pipeline, static keys, HMAC grants, test doubles | always |
+//! | `opa` | `gateway-opa`: policy deciders (embedded Rego, OPA over HTTP) | `embedded`, `opa-http` |
+//! | `runners` | `gateway-runners`: the local sandbox, and Docker with `docker` | `embedded`, `docker` |
+//! | `audit` | `gateway-audit`: hash-chained audit on SQLite, and PostgreSQL with `postgres` | `embedded`, `postgres`, `cli` |
+//! | `identity` | `gateway-identity`: JWT/JWKS workload identities | `jwt` |
+//! | `kubernetes` | `gateway-kubernetes`: Job runner and RBAC broker | `kubernetes` |
+//! | `server` | `gateway-server`: HTTP API, approvals, MCP front (`otel` adds trace export) | `server` |
+//!
+//! The default feature set is `embedded`: everything on one machine with no external service.
+//! Backends are values given to [`Gateway::builder`]; features only decide what is compiled.
 
+#[cfg(feature = "embedded")]
 pub mod embedded;
+#[cfg(feature = "embedded")]
 pub mod reference;
 
+#[cfg(any(feature = "embedded", feature = "postgres", feature = "cli"))]
 pub use gateway_audit as audit;
 pub use gateway_core as core;
+#[cfg(feature = "jwt")]
+pub use gateway_identity as identity;
+#[cfg(feature = "kubernetes")]
+pub use gateway_kubernetes as kubernetes;
+#[cfg(any(feature = "embedded", feature = "opa-http"))]
 pub use gateway_opa as opa;
+#[cfg(any(feature = "embedded", feature = "docker"))]
 pub use gateway_runners as runners;
+#[cfg(feature = "server")]
+pub use gateway_server as server;
 
 pub use gateway_core::{
     ActionCatalog, ActionDef, ActionOutcome, ActionRequest, Credential, Gateway, GatewayConfig,

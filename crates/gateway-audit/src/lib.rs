@@ -171,6 +171,7 @@ pub mod checkpoint;
 mod connection;
 mod copies;
 mod page;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod redact;
 pub mod sink;
@@ -181,6 +182,7 @@ pub mod verify;
 mod writer;
 
 pub use checkpoint::{Checkpoint, CheckpointSigner};
+#[cfg(feature = "postgres")]
 pub use postgres::{PostgresAuditSink, PostgresStore};
 pub use redact::Redactor;
 pub use sink::{ChainedSink, CheckpointPolicy, SinkConfig};

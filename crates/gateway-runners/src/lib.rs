@@ -6,15 +6,17 @@
 //!   bubblewrap, cgroups), a sandbox: namespaces (no network, read-only system and
 //!   `/proc/sys`, sized private tmpfs), a dedicated unprivileged host uid per job, a cgroup per
 //!   job for memory, processes and CPU rate, and a seccomp filter.
-//! - [`DockerRunner`]: one hardened container per job (no network, no capabilities, read-only
+//! - `DockerRunner` (feature `docker`, on by default): one hardened container per job (no network, no capabilities, read-only
 //!   root, non-root user, memory/CPU/pids limits, default seccomp), labelled with the runner's
 //!   instance, with a crash reaper and an optional pool of pre-created containers.
 
 mod output;
 
+#[cfg(feature = "docker")]
 pub mod docker;
 
 pub mod local;
 
+#[cfg(feature = "docker")]
 pub use docker::{DockerRunner, DockerRunnerBuilder, reap_instance};
 pub use local::{LocalRunner, LocalRunnerBuilder};

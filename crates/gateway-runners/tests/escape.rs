@@ -8,7 +8,7 @@
 use gateway_core::{
     AgentId, CancellationToken, IsolationLevel, JobOutcome, JobSpec, JobStatus, RequestId, Runner,
 };
-use gateway_runners::{DockerRunner, LocalRunner};
+use gateway_runners::LocalRunner;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +66,7 @@ fn local() -> Option<Target> {
 }
 
 /// The Docker runner, or `None` (skip) outside CI when the service script did not run.
+#[cfg(feature = "docker")]
 async fn docker() -> Option<Target> {
     let image = match std::env::var("GATEWAY_TEST_DOCKER_IMAGE") {
         Ok(image) if !image.is_empty() => image,
@@ -75,7 +76,7 @@ async fn docker() -> Option<Target> {
             return None;
         }
     };
-    let runner = DockerRunner::from_env()
+    let runner = gateway_runners::DockerRunner::from_env()
         .unwrap()
         .instance(format!("escape-{}", RequestId::new()))
         .build()
@@ -454,6 +455,7 @@ macro_rules! probes {
                 }
             )*
         }
+        #[cfg(feature = "docker")]
         mod docker_runner {
             use super::*;
             $(
