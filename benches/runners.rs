@@ -332,10 +332,18 @@ fn v1_parents() -> Option<Vec<std::path::PathBuf>> {
         .collect()
 }
 
+/// When this run started: estimates written before it belong to an earlier run (a filter
+/// skipped the case this time) and are left out of the report.
+static STARTED: std::sync::OnceLock<std::time::SystemTime> = std::sync::OnceLock::new();
+
 /// Criterion's mean estimate for a benchmark of this run, in nanoseconds.
 fn mean_ns(name: &str) -> Option<f64> {
     let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     let path = format!("{target}/criterion/{GROUP}/{name}/new/estimates.json");
+    let written = std::fs::metadata(&path).ok()?.modified().ok()?;
+    if STARTED.get().is_some_and(|started| written < *started) {
+        return None;
+    }
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     json["mean"]["point_estimate"].as_f64()
@@ -381,6 +389,7 @@ fn report() {
 criterion_group!(benches, bench);
 
 fn main() {
+    STARTED.get_or_init(std::time::SystemTime::now);
     benches();
     Criterion::default().configure_from_args().final_summary();
     report();
