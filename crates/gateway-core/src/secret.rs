@@ -2,17 +2,19 @@
 
 use std::fmt;
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 /// Secret bytes (API keys, tokens, passwords). `Debug` prints `Secret([redacted])`, it has no
 /// `Display` and no `Serialize`, so it cannot leak into logs or audit records by accident.
-/// Read it deliberately with [`Secret::expose`].
+/// Read it deliberately with [`Secret::expose`]. The bytes are zeroed when it is dropped, with
+/// writes the compiler may not remove (`zeroize`), over the whole allocation.
 #[derive(Clone, Default)]
-pub struct Secret(Vec<u8>);
+pub struct Secret(Zeroizing<Vec<u8>>);
 
 impl Secret {
     /// Wraps secret bytes.
     pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        Self(bytes.into())
+        Self(Zeroizing::new(bytes.into()))
     }
 
     /// The secret bytes. Call sites are easy to grep for when reviewing what touches secrets.
@@ -38,13 +40,13 @@ impl Secret {
 
 impl From<&str> for Secret {
     fn from(s: &str) -> Self {
-        Self(s.as_bytes().to_vec())
+        Self::new(s.as_bytes())
     }
 }
 
 impl From<String> for Secret {
     fn from(s: String) -> Self {
-        Self(s.into_bytes())
+        Self::new(s.into_bytes())
     }
 }
 
@@ -60,15 +62,6 @@ impl Eq for Secret {}
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret([redacted])")
-    }
-}
-
-impl Drop for Secret {
-    fn drop(&mut self) {
-        // Best effort: overwrite before the allocation is freed.
-        for b in self.0.iter_mut() {
-            *b = 0;
-        }
     }
 }
 
