@@ -1,4 +1,4 @@
-//! How a namespaced job is started: a chain of small, well-known programs, each `exec`ing the
+//! How a namespaced job is started ([`Sandbox`]: what it needs, found and probed once): a chain of small, well-known programs, each `exec`ing the
 //! next, so that every step applies to the job and everything it starts, with no `unsafe` code
 //! of ours (`unsafe_code` is forbidden workspace-wide, so `pre_exec` is out):
 //!
@@ -20,12 +20,15 @@
 //! to the job) can change what it does. A step that fails before the job runs exits with
 //! [`LAUNCH_FAILED`] and a message prefixed with [`LAUNCH_MESSAGE`] on stderr.
 
-use super::cgroup::JobCgroup;
-use super::sandbox;
+use super::cgroup::{CgroupLimits, CgroupRoot, JobCgroup};
+use super::job_ids::JobIds;
 use super::seccomp::Profile;
+use super::{DEFAULT_PATH, KILL_CONFIRM, LocalRunnerBuilder, sandbox};
 use gateway_core::JobSpec;
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::process::Stdio;
+use tokio::process::Command;
 
 /// Exit code of the launcher when it could not start the job.
 pub(crate) const LAUNCH_FAILED: i32 = 125;
@@ -52,6 +55,99 @@ while [ "$n" -gt 0 ]; do
 done
 exec "$@"
 "#;
+
+/// Everything namespaced jobs need, found and checked once when the runner is built.
+#[derive(Debug)]
+pub(crate) struct Sandbox {
+    programs: Programs,
+    profile: Profile,
+    ids: JobIds,
+    cgroups: CgroupRoot,
+}
+
+impl Sandbox {
+    /// Every part, or the first reason one is missing.
+    pub(crate) fn detect(config: &LocalRunnerBuilder) -> Result<Self, String> {
+        let bwrap = config
+            .bwrap
+            .clone()
+            .or_else(|| sandbox::find_system_binary("bwrap"))
+            .ok_or("bwrap (bubblewrap) is not installed")?;
+        if !sandbox::is_executable(&bwrap) {
+            return Err(format!(
+                "bwrap (bubblewrap) not found at {}",
+                bwrap.display()
+            ));
+        }
+        let programs = Programs::find(bwrap)?;
+        let ids = JobIds::new(config.job_ids.0, config.job_ids.1)?;
+        let cgroups = CgroupRoot::detect(config.cgroup_parent.as_deref())?;
+        let profile = Profile::compile()?;
+        let sandbox = Self {
+            programs,
+            profile,
+            ids,
+            cgroups,
+        };
+        sandbox.probe()?;
+        Ok(sandbox)
+    }
+
+    /// The job's cgroup and its launch command.
+    pub(crate) fn prepare(
+        &self,
+        spec: &JobSpec,
+        name: &str,
+    ) -> Result<(JobCgroup, Command), String> {
+        let limits = CgroupLimits {
+            memory_bytes: spec.limits.memory_bytes,
+            pids: spec.limits.pids.saturating_add(sandbox::SANDBOX_PROCESSES),
+            cpu_millis: spec.limits.cpu_millis,
+        };
+        let cgroup = self.cgroups.create(name, limits)?;
+        let (program, args) = argv(
+            &self.programs,
+            &self.profile,
+            &cgroup,
+            self.ids.take(),
+            spec,
+        );
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args).current_dir("/");
+        Ok((cgroup, Command::from(cmd)))
+    }
+
+    /// Runs `exit 0` through the whole chain once: bwrap may be installed but unusable (no
+    /// user namespaces, a seccomp'd container, too old for `--disable-userns`, …).
+    fn probe(&self) -> Result<(), String> {
+        let spec = JobSpec::new(
+            gateway_core::RequestId::new(),
+            gateway_core::AgentId::new("agent:probe").map_err(|e| e.to_string())?,
+            vec!["/bin/sh".into(), "-c".into(), "exit 0".into()],
+        );
+        let (cgroup, cmd) =
+            self.prepare(&spec, &format!("probe-{}", uuid::Uuid::now_v7().simple()))?;
+        let mut cmd = cmd.into_std();
+        let output = cmd
+            .env_clear()
+            .env("PATH", DEFAULT_PATH)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.programs.sh.display()))?;
+        let removed = cgroup.remove(KILL_CONFIRM);
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(format!(
+                "the sandbox does not start here ({}): {}",
+                output.status,
+                stderr.chars().take(300).collect::<String>().trim()
+            ));
+        }
+        removed
+    }
+}
 
 /// The programs of the chain, found once in the system directories.
 #[derive(Debug, Clone)]

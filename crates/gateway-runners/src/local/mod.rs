@@ -175,7 +175,7 @@ impl LocalRunnerBuilder {
             unsupported("`prlimit` (util-linux) not found: rlimits cannot be enforced".into())
         })?;
         let (sandbox, why_not) = if self.maximum >= IsolationLevel::Namespaces {
-            match Sandbox::detect(&self) {
+            match launch::Sandbox::detect(&self) {
                 Ok(sandbox) => (Some(std::sync::Arc::new(sandbox)), String::new()),
                 Err(why) => (None, why),
             }
@@ -209,101 +209,12 @@ impl LocalRunnerBuilder {
     }
 }
 
-/// Everything namespaced jobs need, found and checked once when the runner is built.
-#[derive(Debug)]
-struct Sandbox {
-    programs: launch::Programs,
-    profile: seccomp::Profile,
-    ids: job_ids::JobIds,
-    cgroups: cgroup::CgroupRoot,
-}
-
-impl Sandbox {
-    /// Every part, or the first reason one is missing.
-    fn detect(config: &LocalRunnerBuilder) -> Result<Self, String> {
-        let bwrap = config
-            .bwrap
-            .clone()
-            .or_else(|| sandbox::find_system_binary("bwrap"))
-            .ok_or("bwrap (bubblewrap) is not installed")?;
-        if !sandbox::is_executable(&bwrap) {
-            return Err(format!(
-                "bwrap (bubblewrap) not found at {}",
-                bwrap.display()
-            ));
-        }
-        let programs = launch::Programs::find(bwrap)?;
-        let ids = job_ids::JobIds::new(config.job_ids.0, config.job_ids.1)?;
-        let cgroups = cgroup::CgroupRoot::detect(config.cgroup_parent.as_deref())?;
-        let profile = seccomp::Profile::compile()?;
-        let sandbox = Self {
-            programs,
-            profile,
-            ids,
-            cgroups,
-        };
-        sandbox.probe()?;
-        Ok(sandbox)
-    }
-
-    /// The job's cgroup and its launch command.
-    fn prepare(&self, spec: &JobSpec, name: &str) -> Result<(cgroup::JobCgroup, Command), String> {
-        let limits = cgroup::CgroupLimits {
-            memory_bytes: spec.limits.memory_bytes,
-            pids: spec.limits.pids.saturating_add(sandbox::SANDBOX_PROCESSES),
-            cpu_millis: spec.limits.cpu_millis,
-        };
-        let cgroup = self.cgroups.create(name, limits)?;
-        let (program, args) = launch::argv(
-            &self.programs,
-            &self.profile,
-            &cgroup,
-            self.ids.take(),
-            spec,
-        );
-        let mut cmd = std::process::Command::new(program);
-        cmd.args(args).current_dir("/");
-        Ok((cgroup, Command::from(cmd)))
-    }
-
-    /// Runs `exit 0` through the whole chain once: bwrap may be installed but unusable (no
-    /// user namespaces, a seccomp'd container, too old for `--disable-userns`, …).
-    fn probe(&self) -> Result<(), String> {
-        let spec = JobSpec::new(
-            gateway_core::RequestId::new(),
-            gateway_core::AgentId::new("agent:probe").map_err(|e| e.to_string())?,
-            vec!["/bin/sh".into(), "-c".into(), "exit 0".into()],
-        );
-        let (cgroup, cmd) =
-            self.prepare(&spec, &format!("probe-{}", uuid::Uuid::now_v7().simple()))?;
-        let mut cmd = cmd.into_std();
-        let output = cmd
-            .env_clear()
-            .env("PATH", DEFAULT_PATH)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", self.programs.sh.display()))?;
-        let removed = cgroup.remove(KILL_CONFIRM);
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            return Err(format!(
-                "the sandbox does not start here ({}): {}",
-                output.status,
-                stderr.chars().take(300).collect::<String>().trim()
-            ));
-        }
-        removed
-    }
-}
-
 /// Runs jobs as local processes, sandboxed when the machine allows it. See the module docs.
 #[derive(Debug, Clone)]
 pub struct LocalRunner {
     level: IsolationLevel,
     prlimit: PathBuf,
-    sandbox: Option<std::sync::Arc<Sandbox>>,
+    sandbox: Option<std::sync::Arc<launch::Sandbox>>,
     instance: String,
     grace: Duration,
     temp_root: Option<PathBuf>,
@@ -500,7 +411,7 @@ impl LocalRunner {
 
     async fn run_namespaced(
         &self,
-        sandbox: &Sandbox,
+        sandbox: &launch::Sandbox,
         spec: JobSpec,
         cancel: CancellationToken,
     ) -> Result<JobOutcome, RunnerError> {
