@@ -1,6 +1,6 @@
 //! The [`Gateway`]: the fail-closed request pipeline that ties the backends together.
 //!
-//! See `pipeline.rs` for the ten steps of DESIGN.md and the guarantees they give.
+//! See `pipeline.rs` for the ten steps of the request path (`docs/design.md`) and the guarantees they give.
 
 mod error;
 mod guard;

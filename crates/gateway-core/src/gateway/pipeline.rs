@@ -1,4 +1,4 @@
-//! The ten steps of the request path (DESIGN.md), failing closed at each:
+//! The ten steps of the request path (`docs/design.md`), failing closed at each:
 //!
 //! 1. authenticate;
 //! 2. validate (and rate-limit);
