@@ -168,8 +168,14 @@ class DataApiHandler(http.server.BaseHTTPRequestHandler):
     POST /v1/data/{path} with {"input": ...}  -> 200 {"result": ...}, or 200 {} when undefined
     GET  /v1/data/{path}                        -> the same without input
     malformed body                              -> 400 {"code": "invalid_parameter", "message": ...}
-    evaluation error                            -> 500 {"code": "internal_error", "message": ...,
-                                                        "errors": [{"code", "message"}]}
+    no "input" key                              -> 200 {"result": ..., "warning": {"code":
+                                                        "api_usage_warning", ...}}
+    evaluation error                            -> 500 {"code": "internal_error", "message":
+                                                        "error(s) occurred while evaluating
+                                                        query", "errors": [{"code", "message",
+                                                        "location"}]}
+    The engine runs with strict builtin errors (see the module docs), so a failing builtin is
+    a 500 here where a default OPA server makes the expression undefined.
     other paths                                 -> 404 {"code": "resource_not_found", ...}
     GET /health                                 -> 200 {}
     """
@@ -197,7 +203,7 @@ class DataApiHandler(http.server.BaseHTTPRequestHandler):
             return path[len("/v1/data/"):].strip("/").replace("/", ".")
         return None
 
-    def _evaluate(self, doc, raw_input):
+    def _evaluate(self, doc, raw_input, warning=False):
         try:
             value = raw_eval(self.engine, doc, raw_input) if raw_input is not None else \
                 self.engine.eval_document(doc)
@@ -206,10 +212,14 @@ class DataApiHandler(http.server.BaseHTTPRequestHandler):
         except OpaError as e:
             return self._send(500, {
                 "code": "internal_error",
-                "message": f"1 error occurred: {e.message}",
-                "errors": [{"code": e.code, "message": e.message}],
+                "message": "error(s) occurred while evaluating query",
+                "errors": [eval_error(e)],
             })
-        self._send(200, {"result": value})
+        body = {"result": value}
+        if warning:
+            body["warning"] = {"code": "api_usage_warning",
+                               "message": "'input' key missing from the request"}
+        self._send(200, body)
 
     def do_GET(self):
         if self.path.split("?", 1)[0] == "/health":
@@ -242,7 +252,20 @@ class DataApiHandler(http.server.BaseHTTPRequestHandler):
                 })
             if "input" in parsed:
                 raw_input = extract_input_text(text)
-        self._evaluate(doc, raw_input)
+        self._evaluate(doc, raw_input, warning=raw_input is None)
+
+
+EVAL_ERROR = re.compile(r"^(?P<file>[^:]+):(?P<row>[0-9]+): (?P<code>[a-z_]+): (?P<message>.*)$", re.S)
+
+
+def eval_error(e):
+    """One entry of the `errors` array of OPA's error document, from the engine's message
+    (`file:row: code: message`)."""
+    m = EVAL_ERROR.match(e.message)
+    if not m:
+        return {"code": e.code, "message": e.message}
+    return {"code": m.group("code"), "message": m.group("message"),
+            "location": {"file": m.group("file"), "row": int(m.group("row")), "col": 1}}
 
 
 def extract_input_text(body):
