@@ -24,7 +24,8 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
 /// gateway sends to OPA) keeps the nearest `f64`, so `4.0000000000000001` would become `4`
 /// and `9007199254740993` would become `9007199254740992`, where OPA reading the client's text
 /// sees the exact value. A number is accepted when its written value equals the shortest
-/// decimal that round-trips its `f64` (`0.1`, `1.5`, `1e20`, `-0` are; `1e400` is not).
+/// decimal that round-trips its `f64` (`0.1`, `1.5`, `1e20`, `-0` are; `1e400` is not) and,
+/// from 2^53 on, when it is exactly that `f64`'s integer (`1e20` is, `1e308` is not).
 /// Services that hand client JSON to a policy should parse it with this function.
 pub fn parse_exact(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     let value = parse_strict(bytes)?;
@@ -70,7 +71,14 @@ fn number_round_trips(token: &str) -> bool {
     let Ok(float) = token.parse::<f64>() else {
         return false;
     };
-    float.is_finite() && decimal(token) == decimal(&format!("{float:e}"))
+    if !float.is_finite() || decimal(token) != decimal(&format!("{float:e}")) {
+        return false;
+    }
+    // From 2^53 on every float is an integer, usually not the written one (1e308 is
+    // 100000000000000001097906…): engines that compute with the float (OPA's round, floor and
+    // ceil; every regorus operation) and engines that compare the written value then disagree.
+    // Such numbers must be exactly the float's integer.
+    float.abs() < 9_007_199_254_740_992.0 || decimal(token) == decimal(&format!("{float:.0}"))
 }
 
 /// A decimal number as (negative, significant digits without leading or trailing zeros,
@@ -203,7 +211,8 @@ mod tests {
             "2.50",
             "-7e-3",
             "9007199254740992",
-            "1.7976931348623157e308",
+            "9007199254740994",
+            "1e22",
             "5e-324",
         ] {
             let text = format!(r#"{{"n":[{good}],"s":"4.0000000000000001"}}"#);
@@ -218,6 +227,10 @@ mod tests {
             "1e-400",
             "18446744073709551617",
             "0.30000000000000000001",
+            "1e308",
+            "-1e308",
+            "1.7976931348623157e308",
+            "1e23",
         ] {
             let text = format!(r#"{{"a":{{"n":[1,{bad}]}}}}"#);
             let err = parse_exact(text.as_bytes()).unwrap_err().to_string();

@@ -70,6 +70,7 @@
 mod contract;
 mod embedded;
 mod error;
+mod go_compat;
 mod http;
 mod rego_test;
 mod rego_value;
