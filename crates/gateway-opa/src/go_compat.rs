@@ -69,7 +69,7 @@ fn replacement(name: &str) -> Option<Builtin> {
         "regex.match" => |s, p, a, st| with_go_pattern("regex.match", 0, s, p, a, st),
         "regex.is_valid" => regex_is_valid,
         "regex.find_n" => |s, p, a, st| with_go_pattern("regex.find_n", 0, s, p, a, st),
-        "regex.split" => |s, p, a, st| with_go_pattern("regex.split", 0, s, p, a, st),
+        "regex.split" => regex_split,
         "regex.replace" => |s, p, a, st| with_go_pattern("regex.replace", 1, s, p, a, st),
         "regex.find_all_string_submatch_n" => {
             |s, p, a, st| with_go_pattern("regex.find_all_string_submatch_n", 0, s, p, a, st)
@@ -103,9 +103,9 @@ pub(crate) fn install_in_engine(engine: &mut Engine) -> anyhow::Result<()> {
             arity,
             Box::new(move |args: Vec<Value>| {
                 let (span, params) = dummy_call(args.len());
-                // Extensions see failures as errors; regorus's non-strict mode then makes
-                // the expression undefined, as for its own builtins.
-                f(&span, &params, &args, false)
+                // regorus treats an extension's error as fatal; a failing builtin in OPA's
+                // default (non-strict) mode makes its expression undefined instead.
+                Ok(f(&span, &params, &args, false).unwrap_or(Value::Undefined))
             }),
         )?;
     }
@@ -197,10 +197,17 @@ fn lower(_: &Span, _: &[Ref<Expr>], args: &[Value], _: bool) -> anyhow::Result<V
 }
 
 /// Unicode versions differ between Rust's standard library and the Go release OPA v1.20.2 is
-/// built with: these letters got case mappings after Unicode 15.0, which Go does not know.
+/// built with: these letters got case mappings in Unicode 16.0 and 17.0, which Go does not know
+/// (found by `tests/builtins_differential.rs`, which compares every code point with OPA).
 fn unknown_to_go(c: char) -> bool {
-    matches!(c as u32,
-        0x1C89..=0x1C8A | 0xA7CB..=0xA7CD | 0xA7DA..=0xA7DC | 0x10D50..=0x10D65 | 0x10D70..=0x10D85)
+    matches!(
+        c as u32,
+        // Unicode 16.0
+        0x1C89..=0x1C8A | 0xA7CB..=0xA7CD | 0xA7DA..=0xA7DC | 0x10D50..=0x10D65 | 0x10D70..=0x10D85
+        // Unicode 17.0
+        | 0x019B | 0x0264 | 0xA7CE..=0xA7CF | 0xA7D2..=0xA7D5 | 0x16EA0..=0x16EB8
+        | 0x16EBB..=0x16ED3
+    )
 }
 
 /// `unicode.ToUpper`: the simple uppercase mapping.
@@ -455,6 +462,51 @@ fn with_go_pattern(
             anyhow::bail!("{name}: unsupported pattern")
         }
     }
+}
+
+/// Go's `Regexp.Split(s, -1)`: like Rust's split, except that an empty match at the start
+/// does not produce a leading `""`, an empty match at the end does not produce a trailing
+/// `""`, and an empty subject gives `[""]` for a non-empty pattern.
+fn regex_split(
+    span: &Span,
+    params: &[Ref<Expr>],
+    args: &[Value],
+    strict: bool,
+) -> anyhow::Result<Value> {
+    let pieces = with_go_pattern("regex.split", 0, span, params, args, strict)?;
+    let (Some(Value::String(pattern)), Some(Value::String(subject))) = (args.first(), args.get(1))
+    else {
+        return Ok(pieces);
+    };
+    if subject.is_empty() {
+        return Ok(Value::from(if pattern.is_empty() {
+            Vec::new()
+        } else {
+            vec![Value::String("".into())]
+        }));
+    }
+    // regorus's find_n reads its three parameter expressions.
+    let (span3, params3) = dummy_call(3);
+    let matches = with_go_pattern(
+        "regex.find_n",
+        0,
+        &span3,
+        &params3,
+        &[args[0].clone(), args[1].clone(), Value::from(-1i64)],
+        strict,
+    )?;
+    let (Value::Array(pieces), Value::Array(matches)) = (&pieces, &matches) else {
+        return Ok(pieces);
+    };
+    let empty = |v: Option<&Value>| matches!(v, Some(Value::String(s)) if s.is_empty());
+    let mut pieces: Vec<Value> = pieces.to_vec();
+    if empty(matches.last()) && empty(pieces.last()) {
+        pieces.pop();
+    }
+    if empty(matches.first()) && empty(pieces.first()) {
+        pieces.remove(0);
+    }
+    Ok(Value::from(pieces))
 }
 
 fn regex_is_valid(_: &Span, _: &[Ref<Expr>], args: &[Value], _: bool) -> anyhow::Result<Value> {
