@@ -516,3 +516,65 @@ fn vm_and_interpreter_agree_across_the_reference_policy() {
     }
     assert_eq!(compared, 3 * 4 * 21 * 3);
 }
+
+/// A builtin regorus evaluates differently from OPA, with no OPA-compatible replacement, is
+/// refused when the policy loads, naming the file, the line and the reason; mentioning it in a
+/// comment is not a use.
+#[test]
+fn divergent_builtins_are_refused_at_load_time() {
+    let policy = "package p\n\n# regex.template_match(...) in a comment is fine\nallow if regex.template_match(\"{a}\", input.x, \"{\", \"}\")\n";
+    let err = EmbeddedRego::builder()
+        .policy("p.rego", policy)
+        .decision_path("data.p.allow")
+        .build()
+        .unwrap_err();
+    match &err {
+        SetupError::Parse {
+            file,
+            line,
+            message,
+            ..
+        } => {
+            assert_eq!((file.as_str(), *line), ("p.rego", 4), "{err}");
+            assert!(message.contains("regex.template_match"), "{message}");
+            assert!(message.contains("Go RE2"), "{message}");
+        }
+        other => panic!("not a parse error: {other:?}"),
+    }
+    let ok = EmbeddedRego::builder()
+        .policy(
+            "p.rego",
+            "package p\n\n# time.parse_ns(layout, value) is refused\nallow if input.x == 1\n",
+        )
+        .decision_path("data.p.allow")
+        .build();
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+/// A pattern OPA accepts but the embedded engine cannot evaluate as OPA would denies the
+/// whole decision with an error naming the pattern, even under `not` (where a silent
+/// non-match would allow).
+#[tokio::test]
+async fn untranslatable_regex_fails_the_decision() {
+    let engine = EmbeddedRego::builder()
+        .policy(
+            "p.rego",
+            "package p\n\ndecision := {\"allow\": true} if not regex.match(input.pattern, \"x\")\n",
+        )
+        .decision_path("data.p.decision")
+        .build()
+        .unwrap();
+    let err = engine
+        .decide_document(&json!({"pattern": "[a--b]"}))
+        .unwrap_err();
+    assert!(err.to_string().contains("[a--b]"), "{err}");
+    // A pattern Go also refuses is an ordinary failing builtin: undefined, so `not` holds.
+    let d = engine.decide_document(&json!({"pattern": "a**"})).unwrap();
+    assert!(d.allow);
+    // And a translatable one matches as Go would (so `not` fails and the rule is undefined).
+    let d = engine
+        .decide_document(&json!({"pattern": "\\bx\\b"}))
+        .unwrap();
+    assert!(!d.allow);
+    assert_eq!(d.reasons, vec![POLICY_UNDEFINED.to_owned()]);
+}
