@@ -501,8 +501,8 @@ fn vm_and_interpreter_agree_across_the_reference_policy() {
                     let a = vm.evaluate_document(&input).unwrap();
                     let b = interpreter.evaluate_document(&input).unwrap();
                     assert_eq!(a, b, "engines disagree on {input}");
-                    // The policy writes its conditions twice (grant and reasons): they must
-                    // agree, i.e. a request is allowed exactly when it has no reason.
+                    // `grant` and `deny` use the same conditions (positively, and as `not`):
+                    // a request is allowed exactly when it has no reason.
                     let doc = a.expect("the reference policy always decides");
                     assert_eq!(
                         doc["allow"].as_bool(),
