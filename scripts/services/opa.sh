@@ -8,7 +8,8 @@
 #
 # opa_start
 #   - installs python3 and python3-pip when `python3 -m pip` is missing, then the wheel into
-#     $OPA_CACHE_ROOT/<version>/ (default /var/cache/agent-gateway/opa/0.4.4/) unless present;
+#     $OPA_CACHE_ROOT/<version>/ (default /var/cache/agent-gateway/opa/0.4.4/, or
+#     ~/.cache/agent-gateway/opa/0.4.4/ when /var/cache is not writable) unless present;
 #   - checks that the library loads and runs a query;
 #   - starts tools/opa/opa_harness.py serve (a Data API server backed by the real engine,
 #     loaded with policies/) on a free loopback port and waits until it answers;
@@ -23,7 +24,15 @@ OPA_BINDINGS_VERSION=0.4.4
 OPA_ENGINE_VERSION=v1.20.2
 OPA_WHEEL=opa_golib_python_bindings-0.4.4-py3-none-manylinux_2_34_x86_64.whl
 OPA_WHEEL_SHA256=d411c901e14b8c7c3023e23e4a944f4cf429c1d31baf80e959e57d11efbfd24a
-OPA_CACHE_ROOT="${OPA_CACHE_ROOT:-/var/cache/agent-gateway/opa}"
+# The cache: /var/cache/agent-gateway/opa when it can be written (CI runs as root), else the
+# user's cache directory.
+if [ -z "${OPA_CACHE_ROOT:-}" ]; then
+  if mkdir -p /var/cache/agent-gateway/opa 2>/dev/null && [ -w /var/cache/agent-gateway/opa ]; then
+    OPA_CACHE_ROOT=/var/cache/agent-gateway/opa
+  else
+    OPA_CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/agent-gateway/opa"
+  fi
+fi
 _OPA_SERVER_PID=""
 _OPA_LOG=""
 
