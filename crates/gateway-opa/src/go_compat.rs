@@ -392,21 +392,23 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 // ---------------------------------------------------------------------------------------------
 // Regular expressions: Go RE2 patterns translated into Rust patterns with the same meaning.
 
-/// Translated patterns, per thread (evaluation is synchronous): `Ok(rust pattern)` or
-/// `Err(why the pattern cannot be evaluated as Go would)`.
+/// Translated patterns, per thread (evaluation is synchronous): `Ok(rust pattern)` (a shared
+/// string value, so a hit costs no allocation) or `Err(why the pattern cannot be evaluated as
+/// Go would)`.
 const MAX_CACHED_PATTERNS: usize = 256;
 
 thread_local! {
-    static PATTERNS: RefCell<HashMap<String, Result<String, Refusal>>> = RefCell::new(HashMap::new());
+    static PATTERNS: RefCell<HashMap<String, Result<Value, Refusal>>> = RefCell::new(HashMap::new());
 }
 
-fn translated(pattern: &str) -> Result<String, Refusal> {
+fn translated(pattern: &str) -> Result<Value, Refusal> {
     if let Some(hit) = PATTERNS.with(|p| p.borrow().get(pattern).cloned()) {
         return hit;
     }
     let result = go_pattern(pattern).and_then(|rust| {
+        let rust = Value::String(rust.into());
         // A translation Rust does not compile: Go's meaning is not reproduced.
-        match call_builtin("regex.is_valid", &[Value::String(rust.as_str().into())]) {
+        match call_builtin("regex.is_valid", std::slice::from_ref(&rust)) {
             Ok(Value::Bool(true)) => Ok(rust),
             _ => Err(Refusal::Unsupported(
                 "the translated pattern does not compile in Rust".to_owned(),
@@ -449,7 +451,7 @@ fn with_go_pattern(
     match translated(pattern) {
         Ok(rust) => {
             let mut args = args.to_vec();
-            args[pattern_index] = Value::String(rust.into());
+            args[pattern_index] = rust;
             original(span, params, &args, strict)
         }
         // OPA fails on this pattern too: the same error (undefined in non-strict mode).
