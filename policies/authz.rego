@@ -8,7 +8,8 @@
 # Structure: each condition is one named rule, written once. `grant` is the only rule that can
 # allow: one body per action, listing that action's conditions. `deny` explains refusals with
 # one reason per condition that does not hold (`not condition`), so a missing or mistyped field
-# makes its condition undefined, which can only deny.
+# makes its condition undefined, which can only deny. Negations apply to named rules only: OPA
+# and regorus disagree on `not f(x)` when x is undefined (the embedded engine refuses that form).
 package agent_gateway.authz
 
 # Grant lifetime caps per action, in seconds.
@@ -75,7 +76,9 @@ deny contains sprintf("unsupported contract_version %v", [input.contract_version
 
 deny contains "the request carries no authenticated agent" if not authenticated
 
-deny contains sprintf("unknown action \"%v\"", [input.action]) if not ttl_caps[input.action]
+known_action if ttl_caps[input.action]
+
+deny contains sprintf("unknown action \"%v\"", [input.action]) if not known_action
 
 deny contains reason if {
 	input.action == "k8s.scale"

@@ -24,7 +24,8 @@
 //! resolved builtins ([`install_in_program`]) and as interpreter extensions, which regorus
 //! consults before its builtins ([`install_in_engine`]). A policy that calls a builtin whose
 //! regorus behaviour is known to differ and that has no replacement here is refused at load
-//! time ([`refuse_divergent_builtins`]).
+//! time ([`refuse_divergent_builtins`]), and so is a negation the two engines evaluate
+//! differently ([`refuse_negated_calls`]).
 
 use regorus::unstable::{BUILTINS, Expr, Ref, Source, Span};
 use regorus::{Engine, Value};
@@ -929,6 +930,167 @@ pub(crate) fn refuse_divergent_builtins(
         }
     }
     None
+}
+
+/// A negated expression whose value OPA and regorus compute differently: `not` over a function
+/// call (or a lookup with a computed key) whose argument may be undefined. OPA's compiler moves
+/// such arguments out of the negation, so an undefined argument fails the whole rule body;
+/// regorus evaluates the negation to true. (`not startswith(input.missing, "a")`: undefined on
+/// OPA, true embedded.) Returns (file, line, reason) of the first one.
+pub(crate) fn refuse_negated_calls(
+    modules: &[(String, String)],
+) -> Result<Option<(String, u32, String)>, anyhow::Error> {
+    use regorus::unstable::{Expr, Literal, Parser, Query, Rule, RuleHead};
+    for (file, text) in modules {
+        let source = Source::from_contents(file.clone(), text.clone())?;
+        let mut parser = Parser::new(&source)?;
+        parser.enable_rego_v1()?;
+        let module = parser.parse()?;
+        // Names that are not local variables: rules of the module, imports, input and data.
+        let mut globals: Vec<String> = vec!["input".into(), "data".into()];
+        let head_name = |refr: &Expr| -> Option<String> {
+            let mut e = refr;
+            loop {
+                match e {
+                    Expr::Var { span, .. } => return Some(span.text().to_owned()),
+                    Expr::RefDot { refr, .. } | Expr::RefBrack { refr, .. } => e = refr,
+                    _ => return None,
+                }
+            }
+        };
+        for rule in &module.policy {
+            let refr = match rule.as_ref() {
+                Rule::Spec { head, .. } => match head {
+                    RuleHead::Compr { refr, .. }
+                    | RuleHead::Set { refr, .. }
+                    | RuleHead::Func { refr, .. } => refr,
+                },
+                Rule::Default { refr, .. } => refr,
+            };
+            globals.extend(head_name(refr));
+        }
+        for import in &module.imports {
+            match (&import.r#as, import.refr.as_ref()) {
+                (Some(alias), _) => globals.push(alias.text().to_owned()),
+                (None, Expr::RefDot { field, .. }) => globals.push(field.0.text().to_owned()),
+                _ => {}
+            }
+        }
+        let may_be_undefined = |e: &Expr| match e {
+            Expr::RefDot { .. } | Expr::RefBrack { .. } | Expr::Call { .. } => true,
+            Expr::Var { span, .. } => globals.iter().any(|g| g == span.text()),
+            _ => false,
+        };
+        // The first divergent sub-expression of a negated expression.
+        fn divergent<'e>(e: &'e Expr, undefined: &dyn Fn(&Expr) -> bool) -> Option<&'e Expr> {
+            let children: Vec<&Expr> = match e {
+                Expr::Call { params, .. } => {
+                    if params.iter().any(|p| undefined(p)) {
+                        return Some(e);
+                    }
+                    params.iter().map(|p| p.as_ref()).collect()
+                }
+                Expr::RefBrack { refr, index, .. } => {
+                    if undefined(index) {
+                        return Some(e);
+                    }
+                    vec![refr.as_ref(), index.as_ref()]
+                }
+                Expr::RefDot { refr, .. } => vec![refr.as_ref()],
+                Expr::UnaryExpr { expr, .. } => vec![expr.as_ref()],
+                Expr::BinExpr { lhs, rhs, .. }
+                | Expr::BoolExpr { lhs, rhs, .. }
+                | Expr::ArithExpr { lhs, rhs, .. }
+                | Expr::AssignExpr { lhs, rhs, .. } => vec![lhs.as_ref(), rhs.as_ref()],
+                Expr::Membership {
+                    key,
+                    value,
+                    collection,
+                    ..
+                } => key
+                    .iter()
+                    .map(|k| k.as_ref())
+                    .chain([value.as_ref(), collection.as_ref()])
+                    .collect(),
+                Expr::Array { items, .. } | Expr::Set { items, .. } => {
+                    items.iter().map(|i| i.as_ref()).collect()
+                }
+                Expr::Object { fields, .. } => fields
+                    .iter()
+                    .flat_map(|(_, k, v)| [k.as_ref(), v.as_ref()])
+                    .collect(),
+                _ => Vec::new(),
+            };
+            children.into_iter().find_map(|c| divergent(c, undefined))
+        }
+        fn walk(q: &Query, undefined: &dyn Fn(&Expr) -> bool, found: &mut Option<(u32, String)>) {
+            for stmt in &q.stmts {
+                if found.is_some() {
+                    return;
+                }
+                if let Literal::NotExpr { expr, .. } = &stmt.literal
+                    && let Some(e) = divergent(expr, undefined)
+                {
+                    *found = Some((e.span().line, e.span().text().to_owned()));
+                    return;
+                }
+                // Negations inside comprehensions and `every` bodies.
+                let mut nested: Vec<&Query> = Vec::new();
+                let mut exprs: Vec<&Expr> = Vec::new();
+                match &stmt.literal {
+                    Literal::Expr { expr, .. } | Literal::NotExpr { expr, .. } => exprs.push(expr),
+                    Literal::SomeIn { collection, .. } => exprs.push(collection),
+                    Literal::Every { query, domain, .. } => {
+                        nested.push(query);
+                        exprs.push(domain);
+                    }
+                    Literal::SomeVars { .. } => {}
+                }
+                while let Some(e) = exprs.pop() {
+                    match e {
+                        Expr::ArrayCompr { query, .. }
+                        | Expr::SetCompr { query, .. }
+                        | Expr::ObjectCompr { query, .. } => nested.push(query),
+                        Expr::Call { params, .. } => {
+                            exprs.extend(params.iter().map(|p| p.as_ref()))
+                        }
+                        Expr::BinExpr { lhs, rhs, .. }
+                        | Expr::BoolExpr { lhs, rhs, .. }
+                        | Expr::ArithExpr { lhs, rhs, .. }
+                        | Expr::AssignExpr { lhs, rhs, .. } => {
+                            exprs.extend([lhs.as_ref(), rhs.as_ref()])
+                        }
+                        Expr::Array { items, .. } | Expr::Set { items, .. } => {
+                            exprs.extend(items.iter().map(|i| i.as_ref()))
+                        }
+                        _ => {}
+                    }
+                }
+                for q in nested {
+                    walk(q, undefined, found);
+                }
+            }
+        }
+        let mut found = None;
+        for rule in &module.policy {
+            if let Rule::Spec { bodies, .. } = rule.as_ref() {
+                for body in bodies {
+                    walk(&body.query, &may_be_undefined, &mut found);
+                }
+            }
+        }
+        if let Some((line, text)) = found {
+            let shown: String = text.chars().take(80).collect();
+            return Ok(Some((
+                file.clone(),
+                line,
+                format!(
+                    "`not` over `{shown}`, whose argument may be undefined: OPA then fails the whole rule body, the embedded engine (regorus) makes the negation true; name the condition as a rule (`ok if {shown}`) and negate that (`not ok`)"
+                ),
+            )));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -100,9 +100,12 @@
 //! `\w`, `\d`, `\s` are ASCII in Go), `upper`/`lower` map one character at a time with
 //! Unicode's simple mapping, `time.parse_rfc3339_ns` is a port of Go's parser, `regex.split`
 //! drops empty matches at the ends as Go does. A pattern OPA accepts whose meaning cannot be
-//! reproduced fails the decision (a deny, even under `not`). Policies calling
-//! `regex.template_match` or `time.parse_ns` are refused at load time with
-//! [`SetupError::Parse`] naming the file and line. The OPA bindings evaluate with strict
+//! reproduced fails the decision (a deny, even under `not`). Refused at load time with
+//! [`SetupError::Parse`] naming the file and line: policies calling `regex.template_match` or
+//! `time.parse_ns`, and `not` over a call or computed lookup whose argument may be undefined
+//! (`not startswith(input.x, "a")`, `not caps[input.action]`), which OPA makes undefined and
+//! regorus true; negate a named rule instead (`prefixed if startswith(input.x, "a")`,
+//! `not prefixed`). The OPA bindings evaluate with strict
 //! builtin errors (an OPA server does not), so the tests count an OPA error and an undefined
 //! result alike as "the builtin failed".
 //!

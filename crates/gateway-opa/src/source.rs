@@ -148,6 +148,19 @@ impl LoadedPolicies {
                 .add_policy(name.clone(), text.clone())
                 .map_err(|e| parse_error(name, &e.to_string()))?;
         }
+        // A negation OPA and regorus evaluate differently: refused (the modules parse here,
+        // after the engine has reported any syntax error).
+        if let Some((file, line, message)) =
+            crate::go_compat::refuse_negated_calls(&self.modules)
+                .map_err(|e| SetupError::policy(format!("cannot analyse the policies: {e:#}")))?
+        {
+            return Err(SetupError::Parse {
+                file,
+                line,
+                column: 0,
+                message,
+            });
+        }
         for (file, value) in &self.data {
             if !value.is_object() {
                 return Err(SetupError::Data {

@@ -559,7 +559,7 @@ async fn untranslatable_regex_fails_the_decision() {
     let engine = EmbeddedRego::builder()
         .policy(
             "p.rego",
-            "package p\n\ndecision := {\"allow\": true} if not regex.match(input.pattern, \"x\")\n",
+            "package p\n\nmatches if regex.match(input.pattern, \"x\")\n\ndecision := {\"allow\": true} if not matches\n",
         )
         .decision_path("data.p.decision")
         .build()
@@ -577,4 +577,54 @@ async fn untranslatable_regex_fails_the_decision() {
         .unwrap();
     assert!(!d.allow);
     assert_eq!(d.reasons, vec![POLICY_UNDEFINED.to_owned()]);
+}
+
+/// `not f(x)` with an argument that may be undefined is undefined on OPA (its compiler moves the
+/// argument out of the negation) and true on regorus: refused at load time, naming the line;
+/// the same condition negated through a named rule loads.
+#[test]
+fn negated_calls_over_maybe_undefined_arguments_are_refused() {
+    for (body, line) in [
+        ("allow if not startswith(input.resource, \"k8s:\")", 3),
+        ("caps := {\"a\": 1}\n\nallow if not caps[input.action]", 5),
+        (
+            "allow if {\n\tinput.x == 1\n\tnot count(input.items) > 0\n}",
+            5,
+        ),
+        (
+            "allow if every x in input.xs { not startswith(data.prefix, x) }",
+            3,
+        ),
+    ] {
+        let policy = format!("package p\n\n{body}\n");
+        let err = EmbeddedRego::builder()
+            .policy("p.rego", policy.clone())
+            .decision_path("data.p.allow")
+            .build()
+            .unwrap_err();
+        match &err {
+            SetupError::Parse {
+                file,
+                line: at,
+                message,
+                ..
+            } => {
+                assert_eq!((file.as_str(), *at), ("p.rego", line), "{policy}: {err}");
+                assert!(message.contains("`not`"), "{message}");
+            }
+            other => panic!("{policy}: not a parse error: {other:?}"),
+        }
+    }
+    for ok in [
+        "prefixed if startswith(input.resource, \"k8s:\")\n\nallow if not prefixed",
+        "allow if not input.missing",
+        "allow if not input.x == 1",
+        "allow if {\n\tx := input.x\n\tnot startswith(x, \"a\")\n}",
+    ] {
+        let built = EmbeddedRego::builder()
+            .policy("p.rego", format!("package p\n\n{ok}\n"))
+            .decision_path("data.p.allow")
+            .build();
+        assert!(built.is_ok(), "{ok}: {built:?}");
+    }
 }
