@@ -2,22 +2,14 @@
 #
 # The gateway queries data.agent_gateway.authz.decision with the input document described in
 # policies/README.md and expects the decision document described there. Rego v1 syntax: the
-# same file runs unchanged on an OPA 1.x server and in the embedded engine (regorus).
+# same file runs unchanged on OPA (tested against OPA v1.20.2) and in the embedded engine
+# (regorus); gateway-opa's differential test runs both on a generated corpus.
 #
-# Structure: `grant` is the only rule that can allow. It has one body per action holding every
-# condition of that action, and its value is what a permitted request gets (scopes, whether a
-# human must approve). `decision` is the allowed document when the contract version is known,
-# the agent is authenticated and `grant` matches, and the refused document otherwise. `deny`
-# explains refusals: each reason names one failed condition of `decision` or `grant`, so a
-# missing or mistyped field can only ever deny, and only refused requests pay for the
-# explanations. The conditions are therefore written twice, once positively in `grant` and
-# once as reasons; gateway-opa's tests check over a grid of inputs that a request is allowed
-# exactly when it has no reason, and the unit tests pin every reason.
-#
-# Cost: the policy sits on every request's path. In regorus every rule evaluated costs about
-# as much as a few builtin calls, so the allowed path evaluates few rules (`grant` inlines its
-# checks) and uses string builtins rather than regexes (measured with
-# `cargo bench --bench policy`).
+# Structure: each condition is one named rule, written once. `grant` is the only rule that can
+# allow: one body per action, listing that action's conditions. `deny` explains refusals with
+# one reason per condition that does not hold (`not condition`), so a missing or mistyped field
+# makes its condition undefined, which can only deny. Negations apply to named rules only: OPA
+# and regorus disagree on `not f(x)` when x is undefined (the embedded engine refuses that form).
 package agent_gateway.authz
 
 # Grant lifetime caps per action, in seconds.
@@ -39,10 +31,8 @@ decision := {
 	"require_approval": grant.require_approval,
 	"runner": {"network": {"mode": "none"}},
 } if {
-	# contract_ok and authenticated, inline (each rule evaluated costs).
-	input.contract_version == 1
-	is_string(input.agent.id)
-	input.agent.id != ""
+	contract_ok
+	authenticated
 	grant
 } else := {
 	"allow": false,
@@ -86,9 +76,10 @@ deny contains sprintf("unsupported contract_version %v", [input.contract_version
 
 deny contains "the request carries no authenticated agent" if not authenticated
 
-deny contains sprintf("unknown action \"%v\"", [input.action]) if not ttl_caps[input.action]
+known_action if ttl_caps[input.action]
 
-# Each action's reasons, built only for that action.
+deny contains sprintf("unknown action \"%v\"", [input.action]) if not known_action
+
 deny contains reason if {
 	input.action == "k8s.scale"
 	some reason in k8s_deny
@@ -109,76 +100,23 @@ deny contains reason if {
 # attributes.namespaces list the namespace, up to data's max_replicas, within business hours.
 
 grant := {
-	"scopes": [concat("", ["k8s:", namespace, ":deployments/", name, ":patch"])],
-	"require_approval": namespace in production_names,
+	"scopes": [sprintf("k8s:%s:deployments/%s:patch", [k8s_target.namespace, k8s_target.name])],
+	"require_approval": k8s_target.namespace in production_names,
 } if {
 	input.action == "k8s.scale"
-
-	# k8s_target, inline (see there)
-	resource := input.resource
-	is_string(resource)
-	startswith(resource, "k8s:")
-	[namespace, "deployments", name] := split(substring(resource, 4, -1), "/")
-	namespace != ""
-	trim(namespace, "abcdefghijklmnopqrstuvwxyz0123456789-") == ""
-	trim(namespace, "-") == namespace
-	name != ""
-	trim(name, "abcdefghijklmnopqrstuvwxyz0123456789-.") == ""
-	trim(name, "-.") == name
-
-	# namespace_granted
-	namespaces := input.agent.attributes.namespaces
-	is_array(namespaces)
-	namespace in namespaces
-
-	# replicas_valid, within the configured limit
-	replicas := input.params.replicas
-	is_number(replicas)
-	replicas == round(replicas)
-	replicas >= 0
-	max_replicas := data.agent_gateway.limits.max_replicas
-	is_number(max_replicas)
-	replicas <= max_replicas
-
-	# business_hours_configured and within_business_hours
-	hours := data.agent_gateway.business_hours
-	is_number(hours.start_hour)
-	is_number(hours.end_hour)
-	[hour, _, _] := time.clock(time.parse_rfc3339_ns(input.request_time))
-	hours.start_hour <= hour
-	hour < hours.end_hour
+	namespace_granted
+	replicas_within_limit
+	within_business_hours
 }
 
-# The resource's namespace and name (for explanations; `grant` repeats these checks inline),
-# checked with string builtins rather than a regex (cheaper in regorus); they accept exactly
-# the language of
-# ^k8s:[a-z0-9]([-a-z0-9]*[a-z0-9])?/deployments/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$
+# The resource's namespace and name: lower-case DNS labels (letters, digits, `-`; names also
+# `.`), each starting and ending with a letter or digit.
 k8s_target := {"namespace": namespace, "name": name} if {
 	input.action == "k8s.scale"
-	resource := input.resource
-	is_string(resource)
-	startswith(resource, "k8s:")
-	[namespace, "deployments", name] := split(substring(resource, 4, -1), "/")
-
-	# Each part is non-empty, made of lower-case letters, digits and its separators, and
-	# starts and ends with a letter or digit.
-	namespace != ""
-	trim(namespace, "abcdefghijklmnopqrstuvwxyz0123456789-") == ""
-	trim(namespace, "-") == namespace
-	name != ""
-	trim(name, "abcdefghijklmnopqrstuvwxyz0123456789-.") == ""
-	trim(name, "-.") == name
+	is_string(input.resource)
+	regex.match(`^k8s:[a-z0-9]([-a-z0-9]*[a-z0-9])?/deployments/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$`, input.resource)
+	[namespace, _, name] := split(substring(input.resource, 4, -1), "/")
 }
-
-# The request hour (UTC), from input.request_time (RFC 3339).
-# (Indexing a call's result directly, `time.clock(...)[0]`, is several times slower in regorus
-# than destructuring it.)
-request_hour := hour if {
-	input.action == "k8s.scale"
-	[hour, _, _] := time.clock(time.parse_rfc3339_ns(input.request_time))
-}
-
-# The explanations: one reason per failed condition of the k8s.scale grant.
 
 namespace_granted if {
 	is_array(input.agent.attributes.namespaces)
@@ -186,10 +124,17 @@ namespace_granted if {
 }
 
 replicas_valid if {
-	replicas := input.params.replicas
-	is_number(replicas)
-	replicas == round(replicas)
-	replicas >= 0
+	is_number(input.params.replicas)
+	input.params.replicas == round(input.params.replicas)
+	input.params.replicas >= 0
+}
+
+max_replicas_configured if is_number(data.agent_gateway.limits.max_replicas)
+
+replicas_within_limit if {
+	replicas_valid
+	max_replicas_configured
+	input.params.replicas <= data.agent_gateway.limits.max_replicas
 }
 
 business_hours_configured if {
@@ -197,7 +142,21 @@ business_hours_configured if {
 	is_number(data.agent_gateway.business_hours.end_hour)
 }
 
+# RFC 3339 as both engines parse it the same way: two-digit fields in range, upper-case `T`
+# and `Z`, no leap second. Checked before parsing, so a malformed time is never handed to
+# time.parse_rfc3339_ns (whose accepted strings differ between OPA and regorus).
+rfc3339_pattern := `^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
+
+# The request hour (UTC), from input.request_time.
+request_hour := hour if {
+	input.action == "k8s.scale"
+	is_string(input.request_time)
+	regex.match(rfc3339_pattern, input.request_time)
+	[hour, _, _] := time.clock(time.parse_rfc3339_ns(input.request_time))
+}
+
 within_business_hours if {
+	business_hours_configured
 	data.agent_gateway.business_hours.start_hour <= request_hour
 	request_hour < data.agent_gateway.business_hours.end_hour
 }
@@ -212,16 +171,18 @@ k8s_deny contains "params.replicas must be a non-negative integer" if not replic
 
 k8s_deny contains sprintf("replicas %v exceeds the limit of %v", [input.params.replicas, data.agent_gateway.limits.max_replicas]) if {
 	replicas_valid
-	input.params.replicas > data.agent_gateway.limits.max_replicas
+	max_replicas_configured
+	not replicas_within_limit
 }
 
 k8s_deny contains "data.agent_gateway.limits.max_replicas is not configured" if {
-	not is_number(data.agent_gateway.limits.max_replicas)
+	not max_replicas_configured
 }
 
 k8s_deny contains "request_time is missing or not RFC 3339" if not request_hour
 
 k8s_deny contains sprintf("outside business hours: %v:00 UTC is not in [%v:00, %v:00)", [request_hour, data.agent_gateway.business_hours.start_hour, data.agent_gateway.business_hours.end_hour]) if {
+	business_hours_configured
 	not within_business_hours
 }
 
@@ -232,10 +193,24 @@ k8s_deny contains "data.agent_gateway.business_hours is not configured" if {
 # ---------------------------------------------------------------------------------------------
 # db.query: resource db:<database>, params {"sql": string}; read-only SQL for db-readers.
 
-db_target := trim_prefix(input.resource, "db:") if {
+grant := {
+	"scopes": [sprintf("db:%s:select", [db_target])],
+	"require_approval": db_target in production_names,
+} if {
+	input.action == "db.query"
+	db_reader
+	sql_read_only
+}
+
+db_target := substring(input.resource, 3, -1) if {
 	input.action == "db.query"
 	is_string(input.resource)
 	regex.match(`^db:[A-Za-z0-9_-]+$`, input.resource)
+}
+
+db_reader if {
+	input.action == "db.query"
+	input.agent.attributes.role == "db-reader"
 }
 
 # The SQL, upper-cased and trimmed, so the checks below are case-insensitive.
@@ -256,18 +231,8 @@ sql_write_keyword := keyword if {
 	[keyword] := regex.find_n(write_keywords, normalized_sql, 1)
 }
 
-db_reader if {
-	input.action == "db.query"
-	input.agent.attributes.role == "db-reader"
-}
-
-grant := {
-	"scopes": [concat("", ["db:", db_target, ":select"])],
-	"require_approval": db_target in production_names,
-} if {
-	input.action == "db.query"
+sql_read_only if {
 	db_target
-	db_reader
 	sql_starts_read_only
 	not sql_chains_statements
 	not sql_write_keyword
@@ -291,16 +256,16 @@ db_deny contains sprintf("SQL contains the non-read-only keyword %v", [sql_write
 # ---------------------------------------------------------------------------------------------
 # diag.echo: resource diag:<anything>, params {"message": string}; any authenticated agent.
 
+grant := {"scopes": ["diag:echo"], "require_approval": false} if {
+	input.action == "diag.echo"
+	diag_request_valid
+}
+
 diag_request_valid if {
 	input.action == "diag.echo"
 	is_string(input.resource)
 	startswith(input.resource, "diag:")
 	is_string(input.params.message)
-}
-
-grant := {"scopes": ["diag:echo"], "require_approval": false} if {
-	input.action == "diag.echo"
-	diag_request_valid
 }
 
 diag_deny contains "diag.echo needs resource diag:<anything> and a string params.message" if {

@@ -1,4 +1,5 @@
-//! JSON parsing that rejects duplicate object keys.
+//! JSON parsing that rejects duplicate object keys, and (with [`parse_exact`]) numbers that
+//! would not reach a policy as the client wrote them.
 //!
 //! `serde_json` keeps the last of two equal keys, so `{"sub":"a","sub":"b"}` would mean `b` here
 //! and possibly `a` in another parser that saw the same text (SQL JSON functions, for one, take
@@ -16,6 +17,93 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     let value = de.deserialize_any(StrictVisitor)?;
     de.end()?;
     Ok(value)
+}
+
+/// [`parse_strict`], and also fails on a number whose written value does not survive the trip
+/// through a 64-bit float: `serde_json` (and so the embedded policy engine, and the JSON the
+/// gateway sends to OPA) keeps the nearest `f64`, so `4.0000000000000001` would become `4`
+/// and `9007199254740993` would become `9007199254740992`, where OPA reading the client's text
+/// sees the exact value. A number is accepted when its written value equals the shortest
+/// decimal that round-trips its `f64` (`0.1`, `1.5`, `1e20`, `-0` are; `1e400` is not) and,
+/// from 2^53 on, when it is exactly that `f64`'s integer (`1e20` is, `1e308` is not).
+/// Services that hand client JSON to a policy should parse it with this function.
+pub fn parse_exact(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    let value = parse_strict(bytes)?;
+    // The text is valid JSON, so every number token lies outside strings.
+    let mut i = 0;
+    let mut in_string = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+        } else if b == b'"' {
+            in_string = true;
+            i += 1;
+        } else if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            while i < bytes.len()
+                && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+            {
+                i += 1;
+            }
+            let token = std::str::from_utf8(&bytes[start..i]).unwrap_or_default();
+            if !number_round_trips(token) {
+                let shown: String = token.chars().take(40).collect();
+                return Err(de::Error::custom(format_args!(
+                    "the number {shown} cannot be represented exactly (its nearest 64-bit float has a different value)"
+                )));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    Ok(value)
+}
+
+/// Whether the JSON number `token` has the same decimal value as the shortest representation
+/// of the `f64` nearest to it.
+fn number_round_trips(token: &str) -> bool {
+    let Ok(float) = token.parse::<f64>() else {
+        return false;
+    };
+    if !float.is_finite() || decimal(token) != decimal(&format!("{float:e}")) {
+        return false;
+    }
+    // From 2^53 on every float is an integer, usually not the written one (1e308 is
+    // 100000000000000001097906…): engines that compute with the float (OPA's round, floor and
+    // ceil; every regorus operation) and engines that compare the written value then disagree.
+    // Such numbers must be exactly the float's integer.
+    float.abs() < 9_007_199_254_740_992.0 || decimal(token) == decimal(&format!("{float:.0}"))
+}
+
+/// A decimal number as (negative, significant digits without leading or trailing zeros,
+/// exponent of the last digit); zero is `(false, "", 0)` whatever its sign.
+fn decimal(text: &str) -> Option<(bool, String, i64)> {
+    let (negative, rest) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match rest.find(['e', 'E']) {
+        Some(at) => (&rest[..at], rest[at + 1..].parse::<i64>().ok()?),
+        None => (rest, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut digits: String = int.chars().chain(frac.chars()).collect();
+    let mut exponent = exponent.checked_sub(i64::try_from(frac.len()).ok()?)?;
+    while digits.ends_with('0') {
+        digits.pop();
+        exponent = exponent.checked_add(1)?;
+    }
+    let digits = digits.trim_start_matches('0').to_owned();
+    if digits.is_empty() {
+        return Some((false, digits, 0));
+    }
+    Some((negative, digits, exponent))
 }
 
 struct StrictValue(Value);
@@ -106,5 +194,53 @@ mod tests {
         }
         assert!(parse_strict(b"{} trailing").is_err());
         assert!(parse_strict(b"{\"a\":1}\x00").is_err());
+    }
+
+    #[test]
+    fn numbers_that_change_in_a_float_are_refused() {
+        for good in [
+            "0",
+            "-0",
+            "-0.0",
+            "3",
+            "10.0",
+            "1.5",
+            "0.1",
+            "1e20",
+            "1E1",
+            "2.50",
+            "-7e-3",
+            "9007199254740992",
+            "9007199254740994",
+            "1e22",
+            "5e-324",
+        ] {
+            let text = format!(r#"{{"n":[{good}],"s":"4.0000000000000001"}}"#);
+            assert!(parse_exact(text.as_bytes()).is_ok(), "{good} refused");
+        }
+        for bad in [
+            "4.0000000000000001",
+            "10.000000000000000001",
+            "9007199254740993",
+            "1e400",
+            "-1e400",
+            "1e-400",
+            "18446744073709551617",
+            "0.30000000000000000001",
+            "1e308",
+            "-1e308",
+            "1.7976931348623157e308",
+            "1e23",
+        ] {
+            let text = format!(r#"{{"a":{{"n":[1,{bad}]}}}}"#);
+            let err = parse_exact(text.as_bytes()).unwrap_err().to_string();
+            // serde_json refuses some itself (`number out of range`).
+            assert!(
+                err.contains("cannot be represented exactly") || err.contains("out of range"),
+                "{bad}: {err}"
+            );
+        }
+        // Still strict about keys.
+        assert!(parse_exact(br#"{"a":1,"a":1}"#).is_err());
     }
 }

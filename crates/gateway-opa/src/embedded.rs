@@ -9,6 +9,7 @@
 
 use crate::contract::{DecisionPath, InputLimits, POLICY_UNDEFINED};
 use crate::error::SetupError;
+use crate::go_compat;
 use crate::rego_value::{parse_rego_decision, to_json_value, to_rego_value};
 use crate::source::{LoadedPolicies, Source};
 use async_trait::async_trait;
@@ -296,7 +297,18 @@ impl Prepared {
         }
     }
 
+    /// Evaluates the decision rule; a decision that met a construct the embedded engine cannot
+    /// evaluate as OPA would (see [`go_compat`]) is an error, whatever it produced.
     fn evaluate(&self, input: regorus::Value) -> Result<regorus::Value, EvalFailure> {
+        go_compat::reset_divergence();
+        let result = self.evaluate_unchecked(input);
+        match go_compat::take_divergence() {
+            Some(divergence) => Err(EvalFailure::Error(divergence)),
+            None => result,
+        }
+    }
+
+    fn evaluate_unchecked(&self, input: regorus::Value) -> Result<regorus::Value, EvalFailure> {
         match &self.evaluator {
             Evaluator::Compiled(compiled) => {
                 compiled.eval_with_input(input).map_err(EvalFailure::from)
@@ -348,6 +360,10 @@ impl Evaluator {
             .map_err(|e| format!("{e:#}"))?;
         let program =
             Compiler::compile_from_policy(&compiled, &[rule]).map_err(|e| format!("{e:#}"))?;
+        // OPA's semantics for the builtins where regorus's differ (see go_compat).
+        let mut program = Arc::try_unwrap(program).unwrap_or_else(|shared| (*shared).clone());
+        go_compat::install_in_program(&mut program);
+        let program = Arc::new(program);
         let data = engine.get_data();
         let first = new_vm(&program, &data, timer)?;
         Ok(Self::Vm {

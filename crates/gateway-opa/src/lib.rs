@@ -66,10 +66,66 @@
 //! message. The gateway turns every error into a deny whose reason is the error message.
 //! Every decision carries a `policy_id` (the rule and a version), and OPA's `decision_id` when
 //! OPA returns one.
+//!
+//! **Numbers reach the policy as the client wrote them.** Both deciders see numbers as 64-bit
+//! floats (serde_json), and the JSON [`OpaHttp`] sends carries those floats, so the embedded
+//! engine and an OPA server decide on the same values. A client's text can hold more than a
+//! float does (`4.0000000000000001`, `9007199254740993`, `1e308`): an OPA reading that text
+//! sees the exact value and can decide otherwise (`x == round(x)`). Services that turn client
+//! JSON into a request must parse it with [`gateway_core::strict_json::parse_exact`], which
+//! refuses any number whose written value is not what the float holds (non-integral numbers
+//! must be the shortest decimal of their float, integers from 2^53 on exactly the float's
+//! integer). Arithmetic on non-integral numbers still differs (OPA computes in decimal,
+//! regorus in binary floating point: `0.1 + 0.2 == 0.3` holds only on OPA); policies should
+//! compare numbers rather than compute with fractions.
+//!
+//! ## The same Rego on OPA and embedded
+//!
+//! The contract is tested against **OPA v1.20.2** (Go), through PyPI's
+//! `opa-golib-python-bindings` 0.4.4, which `scripts/services/opa.sh` installs into
+//! `/var/cache/agent-gateway/opa/0.4.4/` (outside the clone) for `scripts/test`:
+//!
+//! - `tests/rego_unit.rs`: `policies/*_test.rego` pass on regorus and on OPA (the
+//!   `opa test` equivalent `tools/opa/opa_harness.py test`), with the same outcomes;
+//! - `tests/opa_real.rs`: [`OpaHttp`] against a Data API server backed by the real engine;
+//! - `tests/differential.rs`: 12,000 generated inputs (valid and malformed, Unicode in every
+//!   string, numbers at the edges as written, all hours, five data configurations) through
+//!   [`EmbeddedRego`] and OPA; any input the embedded engine allows and OPA does not, or any
+//!   difference in scopes, TTL, approval or runner obligations, fails; expected deny-only
+//!   differences are listed, with their reasons, in its `ALLOWLIST`;
+//! - `tests/builtins_differential.rs`: the builtins below on both engines, for any policy.
+//!
+//! Where regorus's builtins answer differently from OPA's, the embedded engine uses OPA's
+//! semantics: regex patterns are translated from Go RE2 to equivalent Rust patterns (`\b`,
+//! `\w`, `\d`, `\s` are ASCII in Go), `upper`/`lower` map one character at a time with
+//! Unicode's simple mapping, `time.parse_rfc3339_ns` is a port of Go's parser, `regex.split`
+//! drops empty matches at the ends as Go does. A pattern OPA accepts whose meaning cannot be
+//! reproduced fails the decision (a deny, even under `not`). Refused at load time with
+//! [`SetupError::Parse`] naming the file and line: policies calling `regex.template_match` or
+//! `time.parse_ns`, and `not` over a call or computed lookup whose argument may be undefined
+//! (`not startswith(input.x, "a")`, `not caps[input.action]`), which OPA makes undefined and
+//! regorus true; negate a named rule instead (`prefixed if startswith(input.x, "a")`,
+//! `not prefixed`). The OPA bindings evaluate with strict
+//! builtin errors (an OPA server does not), so the tests count an OPA error and an undefined
+//! result alike as "the builtin failed".
+//!
+//! Run the real-OPA tests locally, without the rest of the suite:
+//!
+//! ```sh
+//! source scripts/lib.sh && source scripts/services/opa.sh && opa_start   # installs, serves
+//! cargo test -p gateway-opa --test differential --test builtins_differential \
+//!     --test rego_unit --test opa_real
+//! opa_stop
+//! ```
+//!
+//! (`scripts/test` runs them with everything else). `GATEWAY_DIFF_CASES` and
+//! `GATEWAY_DIFF_SEED` change the differential corpus. Without the exported variables the
+//! real-OPA tests print `SKIPPED`; under `CI=true` they fail.
 
 mod contract;
 mod embedded;
 mod error;
+mod go_compat;
 mod http;
 mod rego_test;
 mod rego_value;

@@ -121,15 +121,45 @@ impl LoadedPolicies {
 
     /// Parses every module and merges every data document into a fresh engine.
     pub(crate) fn engine(&self) -> Result<Engine, SetupError> {
+        // A builtin regorus evaluates differently from OPA, with no replacement: refused.
+        if let Some((file, line, builtin, reason)) =
+            crate::go_compat::refuse_divergent_builtins(&self.modules)
+        {
+            return Err(SetupError::Parse {
+                file,
+                line,
+                column: 0,
+                message: format!(
+                    "{builtin} is not supported by the embedded engine: {reason} (the policy could decide differently than on OPA)"
+                ),
+            });
+        }
         let mut engine = Engine::new();
         // OPA's default: a builtin that fails (e.g. parsing a malformed date) makes its
         // expression undefined instead of aborting the query, so the same policy behaves the
         // same on both backends.
         engine.set_strict_builtin_errors(false);
+        // OPA's semantics for the builtins where regorus's differ (see go_compat).
+        crate::go_compat::install_in_engine(&mut engine).map_err(|e| {
+            SetupError::policy(format!("cannot install OPA-compatible builtins: {e:#}"))
+        })?;
         for (name, text) in &self.modules {
             engine
                 .add_policy(name.clone(), text.clone())
                 .map_err(|e| parse_error(name, &e.to_string()))?;
+        }
+        // A negation OPA and regorus evaluate differently: refused (the modules parse here,
+        // after the engine has reported any syntax error).
+        if let Some((file, line, message)) =
+            crate::go_compat::refuse_negated_calls(&self.modules)
+                .map_err(|e| SetupError::policy(format!("cannot analyse the policies: {e:#}")))?
+        {
+            return Err(SetupError::Parse {
+                file,
+                line,
+                column: 0,
+                message,
+            });
         }
         for (file, value) in &self.data {
             if !value.is_object() {

@@ -501,8 +501,8 @@ fn vm_and_interpreter_agree_across_the_reference_policy() {
                     let a = vm.evaluate_document(&input).unwrap();
                     let b = interpreter.evaluate_document(&input).unwrap();
                     assert_eq!(a, b, "engines disagree on {input}");
-                    // The policy writes its conditions twice (grant and reasons): they must
-                    // agree, i.e. a request is allowed exactly when it has no reason.
+                    // `grant` and `deny` use the same conditions (positively, and as `not`):
+                    // a request is allowed exactly when it has no reason.
                     let doc = a.expect("the reference policy always decides");
                     assert_eq!(
                         doc["allow"].as_bool(),
@@ -515,4 +515,116 @@ fn vm_and_interpreter_agree_across_the_reference_policy() {
         }
     }
     assert_eq!(compared, 3 * 4 * 21 * 3);
+}
+
+/// A builtin regorus evaluates differently from OPA, with no OPA-compatible replacement, is
+/// refused when the policy loads, naming the file, the line and the reason; mentioning it in a
+/// comment is not a use.
+#[test]
+fn divergent_builtins_are_refused_at_load_time() {
+    let policy = "package p\n\n# regex.template_match(...) in a comment is fine\nallow if regex.template_match(\"{a}\", input.x, \"{\", \"}\")\n";
+    let err = EmbeddedRego::builder()
+        .policy("p.rego", policy)
+        .decision_path("data.p.allow")
+        .build()
+        .unwrap_err();
+    match &err {
+        SetupError::Parse {
+            file,
+            line,
+            message,
+            ..
+        } => {
+            assert_eq!((file.as_str(), *line), ("p.rego", 4), "{err}");
+            assert!(message.contains("regex.template_match"), "{message}");
+            assert!(message.contains("Go RE2"), "{message}");
+        }
+        other => panic!("not a parse error: {other:?}"),
+    }
+    let ok = EmbeddedRego::builder()
+        .policy(
+            "p.rego",
+            "package p\n\n# time.parse_ns(layout, value) is refused\nallow if input.x == 1\n",
+        )
+        .decision_path("data.p.allow")
+        .build();
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+/// A pattern OPA accepts but the embedded engine cannot evaluate as OPA would denies the
+/// whole decision with an error naming the pattern, even under `not` (where a silent
+/// non-match would allow).
+#[tokio::test]
+async fn untranslatable_regex_fails_the_decision() {
+    let engine = EmbeddedRego::builder()
+        .policy(
+            "p.rego",
+            "package p\n\nmatches if regex.match(input.pattern, \"x\")\n\ndecision := {\"allow\": true} if not matches\n",
+        )
+        .decision_path("data.p.decision")
+        .build()
+        .unwrap();
+    let err = engine
+        .decide_document(&json!({"pattern": "[a--b]"}))
+        .unwrap_err();
+    assert!(err.to_string().contains("[a--b]"), "{err}");
+    // A pattern Go also refuses is an ordinary failing builtin: undefined, so `not` holds.
+    let d = engine.decide_document(&json!({"pattern": "a**"})).unwrap();
+    assert!(d.allow);
+    // And a translatable one matches as Go would (so `not` fails and the rule is undefined).
+    let d = engine
+        .decide_document(&json!({"pattern": "\\bx\\b"}))
+        .unwrap();
+    assert!(!d.allow);
+    assert_eq!(d.reasons, vec![POLICY_UNDEFINED.to_owned()]);
+}
+
+/// `not f(x)` with an argument that may be undefined is undefined on OPA (its compiler moves the
+/// argument out of the negation) and true on regorus: refused at load time, naming the line;
+/// the same condition negated through a named rule loads.
+#[test]
+fn negated_calls_over_maybe_undefined_arguments_are_refused() {
+    for (body, line) in [
+        ("allow if not startswith(input.resource, \"k8s:\")", 3),
+        ("caps := {\"a\": 1}\n\nallow if not caps[input.action]", 5),
+        (
+            "allow if {\n\tinput.x == 1\n\tnot count(input.items) > 0\n}",
+            5,
+        ),
+        (
+            "allow if every x in input.xs { not startswith(data.prefix, x) }",
+            3,
+        ),
+    ] {
+        let policy = format!("package p\n\n{body}\n");
+        let err = EmbeddedRego::builder()
+            .policy("p.rego", policy.clone())
+            .decision_path("data.p.allow")
+            .build()
+            .unwrap_err();
+        match &err {
+            SetupError::Parse {
+                file,
+                line: at,
+                message,
+                ..
+            } => {
+                assert_eq!((file.as_str(), *at), ("p.rego", line), "{policy}: {err}");
+                assert!(message.contains("`not`"), "{message}");
+            }
+            other => panic!("{policy}: not a parse error: {other:?}"),
+        }
+    }
+    for ok in [
+        "prefixed if startswith(input.resource, \"k8s:\")\n\nallow if not prefixed",
+        "allow if not input.missing",
+        "allow if not input.x == 1",
+        "allow if {\n\tx := input.x\n\tnot startswith(x, \"a\")\n}",
+    ] {
+        let built = EmbeddedRego::builder()
+            .policy("p.rego", format!("package p\n\n{ok}\n"))
+            .decision_path("data.p.allow")
+            .build();
+        assert!(built.is_ok(), "{ok}: {built:?}");
+    }
 }

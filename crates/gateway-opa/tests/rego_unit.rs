@@ -1,13 +1,12 @@
 //! The reference policies' Rego unit tests (`policies/*_test.rego`) pass in the embedded engine,
-//! and the runner reports failing tests rather than passing everything.
+//! and the runner reports failing tests rather than passing everything; on the real OPA engine the
+//! same tests have the same outcomes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use gateway_opa::run_rego_tests;
-use std::path::PathBuf;
+mod common;
 
-fn policies_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policies")
-}
+use common::policies_dir;
+use gateway_opa::run_rego_tests;
 
 #[test]
 fn reference_policy_rego_tests_pass() {
@@ -48,4 +47,40 @@ fn failing_rego_tests_are_reported() {
             ("data.p_test.test_value", false)
         ]
     );
+}
+
+/// `opa test policies/` on the real OPA engine: every test passes there too, and both engines
+/// find the same tests with the same outcome.
+#[test]
+fn reference_policy_rego_tests_agree_on_real_opa() {
+    let Some(opa) = common::real_opa("reference_policy_rego_tests_agree_on_real_opa") else {
+        return;
+    };
+    let dir = policies_dir();
+    let out = opa.run(
+        &["test", "--policies", dir.to_str().unwrap()],
+        Vec::new(),
+        std::time::Duration::from_secs(60),
+    );
+    let on_opa: Vec<(String, Option<String>)> = out
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            (
+                v["name"].as_str().unwrap().to_owned(),
+                v["failure"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    let failures: Vec<_> = on_opa.iter().filter(|(_, f)| f.is_some()).collect();
+    assert!(failures.is_empty(), "failing on OPA: {failures:#?}");
+    let embedded = run_rego_tests(&dir).unwrap();
+    let on_regorus: Vec<(String, bool)> = embedded
+        .results
+        .iter()
+        .map(|r| (r.name.clone(), r.failure.is_none()))
+        .collect();
+    let on_opa: Vec<(String, bool)> = on_opa.into_iter().map(|(n, f)| (n, f.is_none())).collect();
+    assert_eq!(on_opa, on_regorus);
+    assert!(on_opa.len() >= 20, "only {} tests found", on_opa.len());
 }

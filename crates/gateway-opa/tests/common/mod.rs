@@ -134,3 +134,106 @@ impl Respond for RegoAsOpa {
         }
     }
 }
+
+/// The real OPA engine (OPA v1.20.2 through tools/opa/opa_harness.py), as installed and
+/// exported by `scripts/services/opa.sh`. Missing: a failure under `CI=true`, otherwise a skip
+/// notice and `None`.
+pub struct RealOpa {
+    pub harness: PathBuf,
+    pub pythonpath: String,
+}
+
+fn missing_service(test: &str, what: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "{test}: {what} is not set (CI=true: the real OPA engine is required; run scripts/test)"
+        );
+    }
+    eprintln!("SKIPPED {test}: {what} is not set (run scripts/test)");
+}
+
+pub fn real_opa(test: &str) -> Option<RealOpa> {
+    let harness = std::env::var("GATEWAY_TEST_OPA_HARNESS")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let pythonpath = std::env::var("GATEWAY_TEST_OPA_PYTHONPATH")
+        .ok()
+        .filter(|v| !v.is_empty());
+    match (harness, pythonpath) {
+        (Some(harness), Some(pythonpath)) => Some(RealOpa {
+            harness: harness.into(),
+            pythonpath,
+        }),
+        _ => {
+            missing_service(
+                test,
+                "GATEWAY_TEST_OPA_HARNESS / GATEWAY_TEST_OPA_PYTHONPATH",
+            );
+            None
+        }
+    }
+}
+
+/// The base URL of the Data API server backed by the real OPA engine.
+pub fn real_opa_url(test: &str) -> Option<String> {
+    match std::env::var("GATEWAY_TEST_OPA_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            missing_service(test, "GATEWAY_TEST_OPA_URL");
+            None
+        }
+    }
+}
+
+impl RealOpa {
+    /// Runs the harness with `args`, feeding `stdin`; panics (failing the test) when it does
+    /// not finish within `limit` or exits non-zero. Returns its standard output.
+    pub fn run(&self, args: &[&str], stdin: Vec<u8>, limit: std::time::Duration) -> String {
+        use std::io::{Read, Write};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new("python3")
+            .arg(&self.harness)
+            .args(args)
+            .env("PYTHONPATH", &self.pythonpath)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 starts");
+        let mut child_stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            let _ = child_stdin.write_all(&stdin);
+        });
+        let mut stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            stdout.read_to_string(&mut out).map(|_| out)
+        });
+        let mut stderr = child.stderr.take().unwrap();
+        let err_reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            let _ = stderr.read_to_string(&mut out);
+            out
+        });
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the OPA harness {args:?} did not finish within {limit:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        writer.join().unwrap();
+        let out = reader.join().unwrap().expect("harness output is UTF-8");
+        let err = err_reader.join().unwrap();
+        assert!(
+            status.success(),
+            "the OPA harness {args:?} failed ({status}): {err}"
+        );
+        out
+    }
+}
