@@ -43,7 +43,7 @@ pub use audit::{
 pub use error::ErrorKind;
 pub use gateway::{
     ActionOutcome, AgentLimits, Gateway, GatewayBuilder, GatewayConfig, GatewayError, GrantSummary,
-    RequestContext,
+    RequestContext, Stage,
 };
 pub use grant::{AccessBroker, BrokerError, Grant, GrantRequest};
 pub use hmac_broker::HmacBroker;

@@ -8,7 +8,7 @@ use gateway_core::testing::{Entry, Fault};
 use gateway_core::{
     ActionRequest, AgentLimits, ApprovalVerdict, AuditEventKind, AuditSink, Credential, Decision,
     ErrorKind, EventOutcome, GatewayError, JobStatus, NetworkAccess, Obligations,
-    RunnerObligations, Secret,
+    RunnerObligations, Secret, Stage,
 };
 use std::time::Duration;
 
@@ -219,7 +219,7 @@ async fn runner_error_panic_and_hang_still_revoke() {
         parts.runner.faults.clone().always(fault);
         let h = harness(parts);
         let err = h.gateway.execute(agent_a(), echo("hi")).await.unwrap_err();
-        assert_eq!(err.stage(), Some("run"), "{fault:?}: {err}");
+        assert_eq!(err.stage(), Some(Stage::Run), "{fault:?}: {err}");
         let revocations = h.broker.revocations();
         assert_eq!(revocations.len(), 1, "{fault:?}");
         assert!(revocations.values().all(|n| *n == 1));
@@ -235,7 +235,7 @@ async fn broker_failure_means_no_run() {
         parts.broker.grant_faults.clone().always(fault);
         let h = harness(parts);
         let err = h.gateway.execute(agent_a(), echo("hi")).await.unwrap_err();
-        assert_eq!(err.stage(), Some("grant"), "{fault:?}");
+        assert_eq!(err.stage(), Some(Stage::Grant), "{fault:?}");
         assert!(h.runner.runs().is_empty());
     }
 }
@@ -248,7 +248,7 @@ async fn audit_failure_at_any_step_before_the_run_means_no_run() {
         parts.audit.faults.clone().on_call(n, Fault::Error);
         let h = harness(parts);
         let err = h.gateway.execute(agent_a(), echo("hi")).await.unwrap_err();
-        assert_eq!(err.stage(), Some("audit"), "append {n}: {err}");
+        assert_eq!(err.stage(), Some(Stage::Audit), "append {n}: {err}");
         assert_eq!(err.kind(), ErrorKind::Unavailable);
         assert!(
             h.runner.runs().is_empty(),

@@ -2,14 +2,21 @@
 //!
 //! See `pipeline.rs` for the ten steps of DESIGN.md and the guarantees they give.
 
+mod bounds;
+mod close;
 mod error;
+mod events;
 mod guard;
 mod limits;
 mod pipeline;
+mod stop;
 mod trail;
 
-pub use error::{ActionOutcome, GatewayError, GrantSummary};
+pub use bounds::OverIssued;
+pub use error::{ActionOutcome, GatewayError, GrantSummary, Stage};
+pub use guard::CallFailure;
 pub use limits::AgentLimits;
+pub use pipeline::GrantExpired;
 
 use crate::action::{ActionCatalog, ActionRequest};
 use crate::approval::ApprovalGate;
@@ -210,10 +217,10 @@ impl Gateway {
             tracing::error!(%correlation_id, error = %join_error, "gateway pipeline task failed");
             Err(GatewayError::Backend {
                 correlation_id,
-                stage: "pipeline",
+                stage: Stage::Pipeline,
                 kind: crate::error::ErrorKind::Internal,
                 message: format!("pipeline task failed: {join_error}"),
-                source: None,
+                source: Box::new(join_error),
             })
         })
     }
