@@ -25,6 +25,7 @@ pub mod hmac_broker;
 pub mod identity;
 pub mod ids;
 pub mod policy;
+pub mod redact;
 pub mod runner;
 pub mod secret;
 pub mod static_keys;
@@ -53,6 +54,7 @@ pub use policy::{
     Decision, NetworkAccess, Obligations, PolicyDecider, PolicyError, PolicyInput,
     RunnerObligations,
 };
+pub use redact::Redactor;
 pub use runner::{
     IsolationLevel, JobLimits, JobOutcome, JobSpec, JobStatus, Runner, RunnerError, RunnerInfo,
     Teardown,

@@ -628,3 +628,12 @@ async fn dropping_before_the_grant_cancels_without_running() {
     assert!(h.runner.runs().is_empty());
     assert!(h.broker.issued().is_empty());
 }
+
+/// The gateway redacts every event before the sink sees it: the in-memory sink stores events as
+/// given, so anything it holds came from the gateway as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_params_intent_and_output_reach_no_in_memory_sink() {
+    let sink = std::sync::Arc::new(gateway_core::testing::MemoryAuditSink::new());
+    gateway_core::conformance::redaction::secrets_reach_no_sink(sink.clone()).await;
+    assert!(sink.verify().await.unwrap().is_ok());
+}

@@ -24,6 +24,7 @@ use crate::audit::AuditSink;
 use crate::grant::AccessBroker;
 use crate::identity::{Credential, Identity};
 use crate::policy::PolicyDecider;
+use crate::redact::Redactor;
 use crate::runner::{JobLimits, Runner, RunnerInfo};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -97,6 +98,7 @@ pub struct GatewayBuilder {
     runner: Option<Arc<dyn Runner>>,
     audit: Option<Arc<dyn AuditSink>>,
     approvals: Option<Arc<dyn ApprovalGate>>,
+    redactor: Redactor,
     catalog: ActionCatalog,
     config: GatewayConfig,
 }
@@ -138,6 +140,14 @@ impl GatewayBuilder {
         self
     }
 
+    /// Sets the redactor applied to every audit event before the sink sees it (default: the
+    /// built-in patterns, [`Redactor::new`]). Configured paths add to what is redacted; nothing
+    /// turns the built-in patterns off.
+    pub fn redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
+    }
+
     /// Sets the action catalog.
     pub fn catalog(mut self, catalog: ActionCatalog) -> Self {
         self.catalog = catalog;
@@ -159,6 +169,7 @@ impl GatewayBuilder {
             runner: self.runner.ok_or(BuildError("runner"))?,
             audit: self.audit.ok_or(BuildError("audit sink"))?,
             approvals: self.approvals,
+            redactor: Arc::new(self.redactor),
             catalog: self.catalog,
             limiter: limits::Limiter::new(self.config.agent_limits.clone()),
             config: self.config,

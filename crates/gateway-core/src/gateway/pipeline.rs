@@ -39,6 +39,7 @@ use crate::ids::RequestId;
 use crate::policy::{
     Decision, POLICY_CONTRACT_VERSION, PolicyDecider, PolicyInput, RunnerObligations,
 };
+use crate::redact::Redactor;
 use crate::runner::{JobOutcome, JobSpec, JobStatus, Runner, RunnerInfo};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +59,7 @@ pub(crate) struct Pipeline {
     pub(crate) broker: Arc<dyn AccessBroker>,
     pub(crate) runner: Arc<dyn Runner>,
     pub(crate) audit: Arc<dyn AuditSink>,
+    pub(crate) redactor: Arc<Redactor>,
     pub(crate) approvals: Option<Arc<dyn ApprovalGate>>,
     pub(crate) catalog: ActionCatalog,
     pub(crate) limiter: Limiter,
@@ -113,6 +115,7 @@ impl Pipeline {
     ) -> Result<ActionOutcome, GatewayError> {
         let mut trail = Trail::new(
             Arc::clone(&self.audit),
+            Arc::clone(&self.redactor),
             self.config.audit_timeout,
             request.id,
             &request.action,

@@ -11,6 +11,7 @@ use super::guard::guarded;
 use crate::audit::{AuditError, AuditEvent, AuditReceipt, AuditSink};
 use crate::error::BoxError;
 use crate::ids::{AgentId, RequestId};
+use crate::redact::Redactor;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -24,6 +25,8 @@ pub(crate) struct AuditFailure {
 
 pub(crate) struct Trail {
     sink: Arc<dyn AuditSink>,
+    /// Applied to every event before the sink sees it.
+    redactor: Arc<Redactor>,
     timeout: Duration,
     correlation_id: RequestId,
     agent_id: Option<AgentId>,
@@ -40,6 +43,7 @@ pub(crate) struct Trail {
 impl Trail {
     pub(crate) fn new(
         sink: Arc<dyn AuditSink>,
+        redactor: Arc<Redactor>,
         timeout: Duration,
         correlation_id: RequestId,
         action: &str,
@@ -48,6 +52,7 @@ impl Trail {
     ) -> Self {
         Self {
             sink,
+            redactor,
             timeout,
             correlation_id,
             agent_id: None,
@@ -133,7 +138,8 @@ impl Trail {
         self.pending.push(event);
     }
 
-    /// Stamps `event` with its step and the trail's common fields.
+    /// Stamps `event` with its step and the trail's common fields, and redacts it: no sink ever
+    /// sees an unredacted event.
     fn next_event(&mut self, event: Event) -> AuditEvent {
         self.step += 1;
         let mut stamped = AuditEvent::new(self.correlation_id, self.step, event.kind);
@@ -146,6 +152,7 @@ impl Trail {
         stamped.grant_id = event.grant_id;
         stamped.runner_id = event.runner_id;
         stamped.details = event.details;
+        self.redactor.redact(&mut stamped);
         stamped
     }
 }
