@@ -35,7 +35,10 @@ pub mod testing;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use action::{ActionCatalog, ActionDef, ActionRequest, RequestLimits};
+pub use action::{
+    ActionCatalog, ActionDef, ActionRequest, JobBuildError, ParamsError, RequestError,
+    RequestLimits,
+};
 pub use approval::{ApprovalGate, ApprovalRequest, ApprovalVerdict, PendingApprovals};
 pub use audit::{
     AuditError, AuditEvent, AuditEventKind, AuditReceipt, AuditRecord, AuditSink, EventOutcome,

@@ -29,7 +29,7 @@ use super::limits::Limiter;
 use super::stop::Stop;
 use super::trail::Trail;
 use super::{GatewayConfig, RequestContext};
-use crate::action::{ActionCatalog, ActionDef, ActionRequest};
+use crate::action::{ActionCatalog, ActionDef, ActionRequest, RequestError};
 use crate::approval::{ApprovalGate, ApprovalRequest, ApprovalVerdict};
 use crate::audit::AuditSink;
 use crate::error::{BoxError, ErrorKind};
@@ -263,7 +263,7 @@ impl Pipeline {
     fn admit<'a>(&'a self, request: &ActionRequest, identity: &AgentIdentity) -> Admission<'a> {
         let validated = self.catalog.validate(request).and_then(|def| {
             if request.requested_ttl_seconds == 0 {
-                Err("requested_ttl_seconds must be at least 1".to_owned())
+                Err(RequestError::ZeroTtl)
             } else {
                 Ok(def)
             }
@@ -603,7 +603,7 @@ fn build_job(
 /// Step 2's verdict, acted on after `requested` is stored.
 enum Admission<'a> {
     /// The request failed the catalog's checks.
-    Invalid(String),
+    Invalid(RequestError),
     /// The agent is over its rate or concurrency limit.
     Limited(String),
     /// The request may proceed, holding one of the agent's concurrency slots.
@@ -627,14 +627,17 @@ impl<'a> Admission<'a> {
                 *slot = Some(permit);
                 Ok(def)
             }
-            Self::Invalid(reason) => Err(Stop::rejected(
-                ErrorKind::InvalidInput,
-                reason.clone(),
-                GatewayError::InvalidInput {
-                    correlation_id: id,
-                    reason,
-                },
-            )),
+            Self::Invalid(error) => {
+                let reason = error.to_string();
+                Err(Stop::rejected(
+                    error.kind(),
+                    reason.clone(),
+                    GatewayError::InvalidInput {
+                        correlation_id: id,
+                        reason,
+                    },
+                ))
+            }
             Self::Limited(reason) => Err(Stop::rejected(
                 ErrorKind::RateLimited,
                 reason.clone(),
