@@ -25,7 +25,7 @@ use super::close::{Ran, close};
 use super::error::{ActionOutcome, GatewayError, GrantSummary, Stage};
 use super::events::{Completion, Event, RecordedStage, Status};
 use super::guard::{CallError, guarded};
-use super::limits::Limiter;
+use super::limits::{Limited, Limiter, Slot};
 use super::stop::Stop;
 use super::trail::Trail;
 use super::{GatewayConfig, RequestContext};
@@ -44,7 +44,6 @@ use crate::runner::{JobOutcome, JobSpec, JobStatus, Runner, RunnerInfo};
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -134,7 +133,7 @@ impl Pipeline {
     async fn execute_inner(
         &self,
         trail: &mut Trail,
-        slot: &mut Option<OwnedSemaphorePermit>,
+        slot: &mut Option<Slot>,
         credential: Credential,
         request: ActionRequest,
         context: RequestContext,
@@ -605,9 +604,9 @@ enum Admission<'a> {
     /// The request failed the catalog's checks.
     Invalid(RequestError),
     /// The agent is over its rate or concurrency limit.
-    Limited(String),
+    Limited(Limited),
     /// The request may proceed, holding one of the agent's concurrency slots.
-    Admitted(&'a ActionDef, OwnedSemaphorePermit),
+    Admitted(&'a ActionDef, Slot),
 }
 
 impl<'a> Admission<'a> {
@@ -617,11 +616,7 @@ impl<'a> Admission<'a> {
     }
 
     /// The action, with its slot moved into `slot`; or the rejection.
-    fn accept(
-        self,
-        id: RequestId,
-        slot: &mut Option<OwnedSemaphorePermit>,
-    ) -> Result<&'a ActionDef, Stop> {
+    fn accept(self, id: RequestId, slot: &mut Option<Slot>) -> Result<&'a ActionDef, Stop> {
         match self {
             Self::Admitted(def, permit) => {
                 *slot = Some(permit);
@@ -638,14 +633,17 @@ impl<'a> Admission<'a> {
                     },
                 ))
             }
-            Self::Limited(reason) => Err(Stop::rejected(
-                ErrorKind::RateLimited,
-                reason.clone(),
-                GatewayError::RateLimited {
-                    correlation_id: id,
-                    reason,
-                },
-            )),
+            Self::Limited(limit) => {
+                let reason = limit.to_string();
+                Err(Stop::rejected(
+                    ErrorKind::RateLimited,
+                    reason.clone(),
+                    GatewayError::RateLimited {
+                        correlation_id: id,
+                        reason,
+                    },
+                ))
+            }
         }
     }
 }
