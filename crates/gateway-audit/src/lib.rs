@@ -164,7 +164,9 @@
 //! Before an event is sealed, [`Redactor`] replaces values under configured JSON paths and any
 //! credential-looking value (bearer tokens, PEM private keys, JWTs, Luhn-valid card numbers,
 //! keeping the last 4 digits, and values of `password`/`secret`/`token`-like keys) so secrets
-//! never reach the stored or hashed record.
+//! never reach the stored or hashed record. The redactor is gateway-core's: the
+//! [`Gateway`](gateway_core::Gateway) already applies it before any sink sees an event, and
+//! these sinks apply it again, as defence in depth for events that reach them some other way.
 
 mod body;
 pub mod checkpoint;

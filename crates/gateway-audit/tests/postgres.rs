@@ -223,3 +223,31 @@ async fn racing_checkpointed_batches_never_fork_the_stream() {
     let b = Arc::new(PostgresAuditSink::open(store, config).await.unwrap());
     common::races::racing_checkpointed_batches_never_fork_the_stream(a, b).await;
 }
+
+/// Through the gateway, secrets an agent sends (params, intent, resource) and a job prints
+/// reach no column of any row the PostgreSQL sink stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_through_the_gateway_reach_no_row() {
+    use gateway_core::conformance::redaction::{SECRETS, secrets_reach_no_sink};
+    let Some((store, url, _)) = store("pg_redaction").await else {
+        return;
+    };
+    let sink = Arc::new(
+        PostgresAuditSink::open(store, SinkConfig::new("gw"))
+            .await
+            .unwrap(),
+    );
+    secrets_reach_no_sink(sink.clone()).await;
+    assert!(sink.verify().await.unwrap().is_ok());
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let rows: Vec<String> = sqlx::query_scalar("SELECT t::text FROM audit_records t")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert!(rows.len() >= 14, "{} rows", rows.len());
+    for row in &rows {
+        for secret in SECRETS {
+            assert!(!row.contains(secret), "{secret} is stored: {row}");
+        }
+    }
+}

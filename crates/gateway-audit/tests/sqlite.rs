@@ -622,3 +622,34 @@ async fn an_in_memory_database_is_read_back_and_verifies() {
     let other = SqliteStore::connect("sqlite::memory:").await.unwrap();
     assert!(other.read_raw("mem", None, 10).await.unwrap().is_empty());
 }
+
+/// Through the gateway, secrets an agent sends (params, intent, resource) and a job prints
+/// reach neither the SQLite sink's records nor any byte of its database files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_through_the_gateway_reach_no_row_or_file() {
+    use gateway_core::conformance::redaction::{SECRETS, secrets_reach_no_sink};
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Arc::new(open(&dir, SinkConfig::new("gw")).await);
+    secrets_reach_no_sink(sink.clone()).await;
+    assert!(sink.verify().await.unwrap().is_ok());
+    if let Ok(sink) = Arc::try_unwrap(sink) {
+        sink.close().await.unwrap();
+    }
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        // Closing removes SQLite's side files (-shm) as we list them.
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        files += 1;
+        for secret in SECRETS {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret} is in {}",
+                path.display()
+            );
+        }
+    }
+    assert!(files >= 1);
+}

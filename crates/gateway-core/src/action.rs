@@ -1,5 +1,6 @@
 //! Action requests and the catalog of actions a gateway will run.
 
+use crate::error::{BoxError, ErrorKind};
 use crate::identity::AgentIdentity;
 use crate::ids::RequestId;
 use crate::runner::JobSpec;
@@ -69,13 +70,145 @@ impl ActionRequest {
     }
 }
 
-/// Checks an action's params beyond size and shape; returns a message on rejection.
-pub type ParamsValidator = Arc<dyn Fn(&serde_json::Value) -> Result<(), String> + Send + Sync>;
+/// Why a [`ParamsValidator`] refused an action's params.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ParamsError {
+    message: String,
+    #[source]
+    source: Option<BoxError>,
+}
 
-/// Builds the job for an allowed request; returns a message if the request cannot be turned into
-/// a job. The gateway then applies limits, network, grant and labels to the returned spec.
+/// Why a [`JobBuilder`] could not turn a request into a job.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct JobBuildError {
+    message: String,
+    #[source]
+    source: Option<BoxError>,
+}
+
+macro_rules! message_error {
+    ($name:ident) => {
+        impl $name {
+            /// An error with this message.
+            pub fn new(message: impl Into<String>) -> Self {
+                Self {
+                    message: message.into(),
+                    source: None,
+                }
+            }
+
+            /// An error with this message, caused by `source`.
+            pub fn with_source(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+                Self {
+                    message: message.into(),
+                    source: Some(source.into()),
+                }
+            }
+
+            /// The message (as recorded in the audit trail).
+            pub fn message(&self) -> &str {
+                &self.message
+            }
+
+            /// The backend-neutral kind: always [`ErrorKind::InvalidInput`], the request is
+            /// at fault.
+            pub fn kind(&self) -> ErrorKind {
+                ErrorKind::InvalidInput
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(message: String) -> Self {
+                Self::new(message)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(message: &str) -> Self {
+                Self::new(message)
+            }
+        }
+    };
+}
+
+message_error!(ParamsError);
+message_error!(JobBuildError);
+
+/// Why a request was refused before anything was decided: it does not fit the catalog.
+/// Every variant is [`ErrorKind::InvalidInput`]; the message is what the audit trail records.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The action name is too long.
+    #[error("action name longer than {max} bytes")]
+    ActionNameTooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// No such action is registered.
+    #[error("unknown action {0:?}")]
+    UnknownAction(String),
+    /// The resource is empty.
+    #[error("resource is empty")]
+    EmptyResource,
+    /// The resource is too long.
+    #[error("resource longer than {max} bytes")]
+    ResourceTooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// The resource contains control characters.
+    #[error("resource contains control characters")]
+    ResourceHasControlCharacters,
+    /// The intent is too long.
+    #[error("intent longer than {max} bytes")]
+    IntentTooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// The params are not a JSON object.
+    #[error("params must be a JSON object")]
+    ParamsNotAnObject,
+    /// The params are nested too deeply.
+    #[error("params nested deeper than {max}")]
+    ParamsTooDeep {
+        /// The limit.
+        max: usize,
+    },
+    /// The params are too large.
+    #[error("params are {size} bytes, more than the {max} allowed for {action}")]
+    ParamsTooLarge {
+        /// Their serialised size.
+        size: usize,
+        /// The action's limit.
+        max: usize,
+        /// The action.
+        action: String,
+    },
+    /// The action's validator refused the params.
+    #[error("invalid params: {0}")]
+    InvalidParams(#[source] ParamsError),
+    /// The requested grant lifetime is zero.
+    #[error("requested_ttl_seconds must be at least 1")]
+    ZeroTtl,
+}
+
+impl RequestError {
+    /// The backend-neutral kind: always [`ErrorKind::InvalidInput`].
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+}
+
+/// Checks an action's params beyond size and shape.
+pub type ParamsValidator = Arc<dyn Fn(&serde_json::Value) -> Result<(), ParamsError> + Send + Sync>;
+
+/// Builds the job for an allowed request, or says why the request cannot be turned into a job.
+/// The gateway then applies limits, network, grant and labels to the returned spec.
 pub type JobBuilder =
-    Arc<dyn Fn(&ActionRequest, &AgentIdentity) -> Result<JobSpec, String> + Send + Sync>;
+    Arc<dyn Fn(&ActionRequest, &AgentIdentity) -> Result<JobSpec, JobBuildError> + Send + Sync>;
 
 /// One registered action.
 #[derive(Clone)]
@@ -109,7 +242,10 @@ impl ActionDef {
     pub fn new(
         name: impl Into<String>,
         description: impl Into<String>,
-        job: impl Fn(&ActionRequest, &AgentIdentity) -> Result<JobSpec, String> + Send + Sync + 'static,
+        job: impl Fn(&ActionRequest, &AgentIdentity) -> Result<JobSpec, JobBuildError>
+        + Send
+        + Sync
+        + 'static,
     ) -> Self {
         Self {
             name: name.into(),
@@ -136,7 +272,7 @@ impl ActionDef {
     /// Sets a params validator.
     pub fn with_validator(
         mut self,
-        validator: impl Fn(&serde_json::Value) -> Result<(), String> + Send + Sync + 'static,
+        validator: impl Fn(&serde_json::Value) -> Result<(), ParamsError> + Send + Sync + 'static,
     ) -> Self {
         self.validator = Some(Arc::new(validator));
         self
@@ -203,46 +339,52 @@ impl ActionCatalog {
     }
 
     /// Checks a request against the catalog; on success returns its action.
-    pub fn validate(&self, request: &ActionRequest) -> Result<&ActionDef, String> {
+    pub fn validate(&self, request: &ActionRequest) -> Result<&ActionDef, RequestError> {
         let l = &self.limits;
         if request.action.len() > l.max_action_len {
-            return Err(format!(
-                "action name longer than {} bytes",
-                l.max_action_len
-            ));
+            return Err(RequestError::ActionNameTooLong {
+                max: l.max_action_len,
+            });
         }
         let Some(def) = self.actions.get(&request.action) else {
-            return Err(format!("unknown action {:?}", request.action));
+            return Err(RequestError::UnknownAction(request.action.clone()));
         };
         if request.resource.is_empty() {
-            return Err("resource is empty".into());
+            return Err(RequestError::EmptyResource);
         }
         if request.resource.len() > l.max_resource_len {
-            return Err(format!("resource longer than {} bytes", l.max_resource_len));
+            return Err(RequestError::ResourceTooLong {
+                max: l.max_resource_len,
+            });
         }
         if request.resource.chars().any(char::is_control) {
-            return Err("resource contains control characters".into());
+            return Err(RequestError::ResourceHasControlCharacters);
         }
         if request.intent.len() > l.max_intent_len {
-            return Err(format!("intent longer than {} bytes", l.max_intent_len));
+            return Err(RequestError::IntentTooLong {
+                max: l.max_intent_len,
+            });
         }
         if !request.params.is_object() {
-            return Err("params must be a JSON object".into());
+            return Err(RequestError::ParamsNotAnObject);
         }
         if json_depth(&request.params) > l.max_params_depth {
-            return Err(format!("params nested deeper than {}", l.max_params_depth));
+            return Err(RequestError::ParamsTooDeep {
+                max: l.max_params_depth,
+            });
         }
         let size = serde_json::to_vec(&request.params)
             .map(|v| v.len())
             .unwrap_or(usize::MAX);
         if size > def.max_params_bytes {
-            return Err(format!(
-                "params are {size} bytes, more than the {} allowed for {}",
-                def.max_params_bytes, def.name
-            ));
+            return Err(RequestError::ParamsTooLarge {
+                size,
+                max: def.max_params_bytes,
+                action: def.name.clone(),
+            });
         }
         if let Some(validator) = &def.validator {
-            validator(&request.params).map_err(|m| format!("invalid params: {m}"))?;
+            validator(&request.params).map_err(RequestError::InvalidParams)?;
         }
         Ok(def)
     }

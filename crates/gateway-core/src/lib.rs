@@ -25,6 +25,7 @@ pub mod hmac_broker;
 pub mod identity;
 pub mod ids;
 pub mod policy;
+pub mod redact;
 pub mod runner;
 pub mod secret;
 pub mod static_keys;
@@ -34,7 +35,10 @@ pub mod testing;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use action::{ActionCatalog, ActionDef, ActionRequest, RequestLimits};
+pub use action::{
+    ActionCatalog, ActionDef, ActionRequest, JobBuildError, ParamsError, RequestError,
+    RequestLimits,
+};
 pub use approval::{ApprovalGate, ApprovalRequest, ApprovalVerdict, PendingApprovals};
 pub use audit::{
     AuditError, AuditEvent, AuditEventKind, AuditReceipt, AuditRecord, AuditSink, EventOutcome,
@@ -43,7 +47,7 @@ pub use audit::{
 pub use error::ErrorKind;
 pub use gateway::{
     ActionOutcome, AgentLimits, Gateway, GatewayBuilder, GatewayConfig, GatewayError, GrantSummary,
-    RequestContext,
+    RequestContext, Stage,
 };
 pub use grant::{AccessBroker, BrokerError, Grant, GrantRequest};
 pub use hmac_broker::HmacBroker;
@@ -53,6 +57,7 @@ pub use policy::{
     Decision, NetworkAccess, Obligations, PolicyDecider, PolicyError, PolicyInput,
     RunnerObligations,
 };
+pub use redact::Redactor;
 pub use runner::{
     IsolationLevel, JobLimits, JobOutcome, JobSpec, JobStatus, Runner, RunnerError, RunnerInfo,
     Teardown,

@@ -8,7 +8,7 @@ use gateway_core::testing::{Entry, Fault};
 use gateway_core::{
     ActionRequest, AgentLimits, ApprovalVerdict, AuditEventKind, AuditSink, Credential, Decision,
     ErrorKind, EventOutcome, GatewayError, JobStatus, NetworkAccess, Obligations,
-    RunnerObligations, Secret,
+    RunnerObligations, Secret, Stage,
 };
 use std::time::Duration;
 
@@ -219,7 +219,7 @@ async fn runner_error_panic_and_hang_still_revoke() {
         parts.runner.faults.clone().always(fault);
         let h = harness(parts);
         let err = h.gateway.execute(agent_a(), echo("hi")).await.unwrap_err();
-        assert_eq!(err.stage(), Some("run"), "{fault:?}: {err}");
+        assert_eq!(err.stage(), Some(Stage::Run), "{fault:?}: {err}");
         let revocations = h.broker.revocations();
         assert_eq!(revocations.len(), 1, "{fault:?}");
         assert!(revocations.values().all(|n| *n == 1));
@@ -235,7 +235,7 @@ async fn broker_failure_means_no_run() {
         parts.broker.grant_faults.clone().always(fault);
         let h = harness(parts);
         let err = h.gateway.execute(agent_a(), echo("hi")).await.unwrap_err();
-        assert_eq!(err.stage(), Some("grant"), "{fault:?}");
+        assert_eq!(err.stage(), Some(Stage::Grant), "{fault:?}");
         assert!(h.runner.runs().is_empty());
     }
 }
@@ -248,7 +248,7 @@ async fn audit_failure_at_any_step_before_the_run_means_no_run() {
         parts.audit.faults.clone().on_call(n, Fault::Error);
         let h = harness(parts);
         let err = h.gateway.execute(agent_a(), echo("hi")).await.unwrap_err();
-        assert_eq!(err.stage(), Some("audit"), "append {n}: {err}");
+        assert_eq!(err.stage(), Some(Stage::Audit), "append {n}: {err}");
         assert_eq!(err.kind(), ErrorKind::Unavailable);
         assert!(
             h.runner.runs().is_empty(),
@@ -627,4 +627,13 @@ async fn dropping_before_the_grant_cancels_without_running() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(h.runner.runs().is_empty());
     assert!(h.broker.issued().is_empty());
+}
+
+/// The gateway redacts every event before the sink sees it: the in-memory sink stores events as
+/// given, so anything it holds came from the gateway as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_params_intent_and_output_reach_no_in_memory_sink() {
+    let sink = std::sync::Arc::new(gateway_core::testing::MemoryAuditSink::new());
+    gateway_core::conformance::redaction::secrets_reach_no_sink(sink.clone()).await;
+    assert!(sink.verify().await.unwrap().is_ok());
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use gateway_core::testing::{Entry, Fault};
-use gateway_core::{AuditEventKind, AuditSink, GatewayError};
+use gateway_core::{AuditEventKind, AuditSink, GatewayError, Stage};
 use proptest::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -104,7 +104,12 @@ fn run_case(schedule: &Schedule, exit_code: i32) -> Result<(), TestCaseError> {
         // No panic escapes execute: every failure is a typed error from a pipeline step.
         for r in &results {
             if let Err(e) = r {
-                prop_assert_ne!(e.stage(), Some("pipeline"), "pipeline task died: {}", e);
+                prop_assert_ne!(
+                    e.stage(),
+                    Some(Stage::Pipeline),
+                    "pipeline task died: {}",
+                    e
+                );
             }
         }
 
@@ -210,7 +215,7 @@ fn run_case(schedule: &Schedule, exit_code: i32) -> Result<(), TestCaseError> {
                 Err(e) => e.correlation_id() == *id,
             });
             let audit_error = matches!(result, Some(Err(GatewayError::OutcomeNotRecorded { .. })))
-                || matches!(result, Some(Err(e)) if e.stage() == Some("audit"));
+                || matches!(result, Some(Err(e)) if e.stage() == Some(Stage::Audit));
             prop_assert!(
                 closed || (audit_faults > 0 && audit_error),
                 "trail {} not closed: {:?}",

@@ -100,9 +100,10 @@ impl From<&GatewayError> for ApiError {
             GatewayError::Denied { reasons, .. } => api.reasons = Some(reasons.clone()),
             GatewayError::OutcomeNotRecorded { outcome, .. } => api.outcome = Some(outcome.clone()),
             // An audit failure means the action was stopped before it ran (fail closed).
-            GatewayError::Backend { stage: "audit", .. } => {
-                api.status = StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::Backend {
+                stage: gateway_core::gateway::Stage::Audit,
+                ..
+            } => api.status = StatusCode::SERVICE_UNAVAILABLE,
             _ => {}
         }
         api

@@ -130,7 +130,8 @@ pub struct DecisionRecord {
 }
 
 /// One audit event as the gateway emits it. Never holds secrets: credentials and grant tokens
-/// are not part of it, and sinks redact secret-looking values in `details` before hashing.
+/// are not part of it, and the gateway redacts secret-looking values
+/// ([`Redactor`](crate::redact::Redactor)) before any sink sees the event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// When it happened (UTC).

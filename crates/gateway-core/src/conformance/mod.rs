@@ -16,4 +16,5 @@ pub mod audit;
 pub mod broker;
 pub mod identity;
 pub mod policy;
+pub mod redaction;
 pub mod runner;

@@ -7,6 +7,7 @@ use crate::ids::{AgentId, RequestId};
 use crate::policy::Decision;
 use crate::runner::{JobOutcome, RunnerInfo};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use time::OffsetDateTime;
 
 /// The grant as reported to the caller: no secret material.
@@ -103,15 +104,16 @@ pub enum GatewayError {
     Backend {
         /// The request's id.
         correlation_id: RequestId,
-        /// The pipeline step, e.g. `audit`, `grant`, `run`.
-        stage: &'static str,
+        /// The pipeline step that failed.
+        stage: Stage,
         /// The backend-neutral kind.
         kind: ErrorKind,
-        /// What happened.
+        /// What happened (as recorded in the audit trail).
         message: String,
-        /// The backend's error.
+        /// The backend's error, or the gateway's own when the backend gave none (a deadline
+        /// passed, a panic, a grant beyond its request).
         #[source]
-        source: Option<BoxError>,
+        source: BoxError,
     },
     /// The caller cancelled the request; cleanup (revoke, teardown, audit) still ran.
     #[error("cancelled")]
@@ -127,6 +129,9 @@ pub enum GatewayError {
         outcome: Box<ActionOutcome>,
         /// The audit failure.
         message: String,
+        /// The audit sink's error.
+        #[source]
+        source: BoxError,
     },
 }
 
@@ -158,10 +163,48 @@ impl GatewayError {
     }
 
     /// The backend stage that failed, for [`GatewayError::Backend`].
-    pub fn stage(&self) -> Option<&'static str> {
+    pub fn stage(&self) -> Option<Stage> {
         match self {
-            Self::Backend { stage, .. } => Some(stage),
+            Self::Backend { stage, .. } => Some(*stage),
             _ => None,
         }
+    }
+}
+
+/// The step of the request path at which a backend failed ([`GatewayError::Backend`]).
+///
+/// Its name ([`Stage::as_str`]) is what audit records store as `details.stage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Stage {
+    /// Authentication (an identity backend that is down or broken).
+    Identity,
+    /// An audit record could not be stored.
+    Audit,
+    /// The access broker could not issue a usable grant.
+    Grant,
+    /// The runner failed, or the job could not start in time.
+    Run,
+    /// The gateway's own task failed.
+    Pipeline,
+}
+
+impl Stage {
+    /// The stable name, as recorded in audit trails.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Identity => "identity",
+            Self::Audit => "audit",
+            Self::Grant => "grant",
+            Self::Run => "run",
+            Self::Pipeline => "pipeline",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }

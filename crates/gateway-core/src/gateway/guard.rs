@@ -1,6 +1,7 @@
 //! Calling a backend defensively: with a deadline, catching panics, and optionally giving up
 //! when the caller cancels.
 
+use crate::error::BoxError;
 use futures::FutureExt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -20,14 +21,73 @@ pub(crate) enum CallError<E> {
     Cancelled,
 }
 
+/// A guarded backend call that produced neither a value nor an error of its own: the source
+/// of a [`GatewayError::Backend`](super::GatewayError::Backend) in those cases.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallFailure {
+    /// The deadline passed.
+    #[error("{what} did not answer within {after:?}")]
+    TimedOut {
+        /// The backend, e.g. `runner`.
+        what: &'static str,
+        /// The deadline.
+        after: Duration,
+    },
+    /// The backend panicked.
+    #[error("{what} panicked: {message}")]
+    Panicked {
+        /// The backend, e.g. `runner`.
+        what: &'static str,
+        /// The panic payload, if it was a string.
+        message: String,
+    },
+    /// The caller cancelled before the backend answered.
+    #[error("cancelled while waiting for {what}")]
+    Cancelled {
+        /// The backend, e.g. `runner`.
+        what: &'static str,
+    },
+}
+
+impl<E> CallError<E> {
+    /// The gateway's own account of the call, or the backend's error.
+    fn split(self, what: &'static str) -> Result<CallFailure, E> {
+        match self {
+            Self::Failed(e) => Err(e),
+            Self::TimedOut(after) => Ok(CallFailure::TimedOut { what, after }),
+            Self::Panicked(message) => Ok(CallFailure::Panicked { what, message }),
+            Self::Cancelled => Ok(CallFailure::Cancelled { what }),
+        }
+    }
+}
+
 impl<E: std::fmt::Display> CallError<E> {
     /// A one-line description for errors and audit records.
-    pub(crate) fn describe(&self, what: &str) -> String {
+    pub(crate) fn describe(&self, what: &'static str) -> String {
         match self {
             Self::Failed(e) => e.to_string(),
-            Self::TimedOut(d) => format!("{what} did not answer within {d:?}"),
-            Self::Panicked(m) => format!("{what} panicked: {m}"),
-            Self::Cancelled => format!("cancelled while waiting for {what}"),
+            Self::TimedOut(after) => CallFailure::TimedOut {
+                what,
+                after: *after,
+            }
+            .to_string(),
+            Self::Panicked(message) => CallFailure::Panicked {
+                what,
+                message: message.clone(),
+            }
+            .to_string(),
+            Self::Cancelled => CallFailure::Cancelled { what }.to_string(),
+        }
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> CallError<E> {
+    /// The error as a typed source: the backend's own, or a [`CallFailure`].
+    pub(crate) fn into_source(self, what: &'static str) -> BoxError {
+        match self.split(what) {
+            Ok(failure) => Box::new(failure),
+            Err(backend) => Box::new(backend),
         }
     }
 }

@@ -2,14 +2,21 @@
 //!
 //! See `pipeline.rs` for the ten steps of the request path (`docs/design.md`) and the guarantees they give.
 
+mod bounds;
+mod close;
 mod error;
+mod events;
 mod guard;
 mod limits;
 mod pipeline;
+mod stop;
 mod trail;
 
-pub use error::{ActionOutcome, GatewayError, GrantSummary};
+pub use bounds::OverIssued;
+pub use error::{ActionOutcome, GatewayError, GrantSummary, Stage};
+pub use guard::CallFailure;
 pub use limits::AgentLimits;
+pub use pipeline::GrantExpired;
 
 use crate::action::{ActionCatalog, ActionRequest};
 use crate::approval::ApprovalGate;
@@ -17,6 +24,7 @@ use crate::audit::AuditSink;
 use crate::grant::AccessBroker;
 use crate::identity::{Credential, Identity};
 use crate::policy::PolicyDecider;
+use crate::redact::Redactor;
 use crate::runner::{JobLimits, Runner, RunnerInfo};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -90,6 +98,7 @@ pub struct GatewayBuilder {
     runner: Option<Arc<dyn Runner>>,
     audit: Option<Arc<dyn AuditSink>>,
     approvals: Option<Arc<dyn ApprovalGate>>,
+    redactor: Redactor,
     catalog: ActionCatalog,
     config: GatewayConfig,
 }
@@ -131,6 +140,14 @@ impl GatewayBuilder {
         self
     }
 
+    /// Sets the redactor applied to every audit event before the sink sees it (default: the
+    /// built-in patterns, [`Redactor::new`]). Configured paths add to what is redacted; nothing
+    /// turns the built-in patterns off.
+    pub fn redactor(mut self, redactor: Redactor) -> Self {
+        self.redactor = redactor;
+        self
+    }
+
     /// Sets the action catalog.
     pub fn catalog(mut self, catalog: ActionCatalog) -> Self {
         self.catalog = catalog;
@@ -152,6 +169,7 @@ impl GatewayBuilder {
             runner: self.runner.ok_or(BuildError("runner"))?,
             audit: self.audit.ok_or(BuildError("audit sink"))?,
             approvals: self.approvals,
+            redactor: Arc::new(self.redactor),
             catalog: self.catalog,
             limiter: limits::Limiter::new(self.config.agent_limits.clone()),
             config: self.config,
@@ -210,10 +228,10 @@ impl Gateway {
             tracing::error!(%correlation_id, error = %join_error, "gateway pipeline task failed");
             Err(GatewayError::Backend {
                 correlation_id,
-                stage: "pipeline",
+                stage: Stage::Pipeline,
                 kind: crate::error::ErrorKind::Internal,
                 message: format!("pipeline task failed: {join_error}"),
-                source: None,
+                source: Box::new(join_error),
             })
         })
     }

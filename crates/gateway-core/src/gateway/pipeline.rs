@@ -20,24 +20,27 @@
 //! abandons anything: the job is cancelled through its token, and revoke and the outcome record
 //! always run.
 
-use super::error::{ActionOutcome, GatewayError, GrantSummary};
+use super::bounds;
+use super::close::{Ran, close};
+use super::error::{ActionOutcome, GatewayError, GrantSummary, Stage};
+use super::events::{Completion, Event, RecordedStage, Status};
 use super::guard::{CallError, guarded};
-use super::limits::Limiter;
+use super::limits::{Limited, Limiter, Slot};
+use super::stop::Stop;
 use super::trail::Trail;
 use super::{GatewayConfig, RequestContext};
-use crate::action::{ActionCatalog, ActionRequest};
+use crate::action::{ActionCatalog, ActionDef, ActionRequest, RequestError};
 use crate::approval::{ApprovalGate, ApprovalRequest, ApprovalVerdict};
-use crate::audit::{AuditEventKind, AuditSink, DecisionRecord, EventOutcome};
-use crate::error::ErrorKind;
+use crate::audit::AuditSink;
+use crate::error::{BoxError, ErrorKind};
 use crate::grant::{AccessBroker, Grant, GrantRequest};
 use crate::identity::{AgentIdentity, Credential, Identity, IdentityError, MAX_CREDENTIAL_LEN};
 use crate::ids::RequestId;
 use crate::policy::{
     Decision, POLICY_CONTRACT_VERSION, PolicyDecider, PolicyInput, RunnerObligations,
 };
-use crate::runner::{JobLimits, JobOutcome, JobSpec, JobStatus, Runner};
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use crate::redact::Redactor;
+use crate::runner::{JobOutcome, JobSpec, JobStatus, Runner, RunnerInfo};
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -55,29 +58,11 @@ pub(crate) struct Pipeline {
     pub(crate) broker: Arc<dyn AccessBroker>,
     pub(crate) runner: Arc<dyn Runner>,
     pub(crate) audit: Arc<dyn AuditSink>,
+    pub(crate) redactor: Arc<Redactor>,
     pub(crate) approvals: Option<Arc<dyn ApprovalGate>>,
     pub(crate) catalog: ActionCatalog,
     pub(crate) limiter: Limiter,
     pub(crate) config: GatewayConfig,
-}
-
-/// Terminal statuses recorded in `completed` events (`details.status`).
-mod status {
-    pub const SUCCEEDED: &str = "succeeded";
-    pub const FAILED: &str = "failed";
-    pub const DENIED: &str = "denied";
-    pub const ERROR: &str = "error";
-    pub const CANCELLED: &str = "cancelled";
-}
-
-fn audit_failed(correlation_id: RequestId, message: String) -> GatewayError {
-    GatewayError::Backend {
-        correlation_id,
-        stage: "audit",
-        kind: ErrorKind::Unavailable,
-        message: format!("audit record not stored, action stopped: {message}"),
-        source: None,
-    }
 }
 
 fn kind_of<E>(e: &CallError<E>, kind: impl Fn(&E) -> ErrorKind) -> ErrorKind {
@@ -89,30 +74,14 @@ fn kind_of<E>(e: &CallError<E>, kind: impl Fn(&E) -> ErrorKind) -> ErrorKind {
     }
 }
 
-/// Hex SHA-256 of the params, recorded when the params themselves are not.
-fn params_digest(params: &Value) -> String {
-    let bytes = serde_json::to_vec(params).unwrap_or_default();
-    hex::encode(Sha256::digest(&bytes))
-}
-
-/// The tighter of two limits, field by field.
-fn tighten(spec: &JobLimits, max: &JobLimits) -> JobLimits {
-    JobLimits {
-        cpu_millis: spec.cpu_millis.min(max.cpu_millis),
-        memory_bytes: spec.memory_bytes.min(max.memory_bytes),
-        pids: spec.pids.min(max.pids),
-        open_files: spec.open_files.min(max.open_files),
-        timeout: spec.timeout.min(max.timeout),
-        max_output_bytes: spec.max_output_bytes.min(max.max_output_bytes),
-    }
-}
-
-fn job_status_name(outcome: &JobOutcome) -> &'static str {
-    match outcome.status {
-        JobStatus::Exited { code: 0 } => status::SUCCEEDED,
-        JobStatus::Cancelled => status::CANCELLED,
-        _ => status::FAILED,
-    }
+/// Stores `event`; a failure stops the action (fail closed).
+async fn record(trail: &mut Trail, event: Event) -> Result<(), Stop> {
+    let id = trail.correlation_id();
+    trail
+        .record(event)
+        .await
+        .map(drop)
+        .map_err(|failure| Stop::audit(id, failure))
 }
 
 impl Pipeline {
@@ -134,9 +103,8 @@ impl Pipeline {
             .await
     }
 
-    /// Runs the steps, then makes sure a begun trail ends with a terminal record: any step
-    /// that stops early on an audit failure leaves the trail open, and one more attempt is made
-    /// here (the sink may have recovered).
+    /// Runs the steps, then writes the terminal record (step 10). The agent's concurrency
+    /// slot is held until the trail is closed.
     async fn execute_and_close(
         &self,
         credential: Credential,
@@ -146,181 +114,181 @@ impl Pipeline {
     ) -> Result<ActionOutcome, GatewayError> {
         let mut trail = Trail::new(
             Arc::clone(&self.audit),
+            Arc::clone(&self.redactor),
             self.config.audit_timeout,
             request.id,
             &request.action,
             &request.resource,
             context.origin.clone(),
         );
+        let mut slot = None;
         let result = self
-            .execute_inner(&mut trail, credential, request, context, cancel)
+            .execute_inner(&mut trail, &mut slot, credential, request, context, cancel)
             .await;
-        if !trail.is_open() {
-            return result;
-        }
-        match result {
-            Ok(outcome) => Ok(outcome),
-            Err(GatewayError::OutcomeNotRecorded {
-                mut outcome,
-                message,
-            }) => {
-                let job = &outcome.job;
-                let retried = self
-                    .complete(
-                        &mut trail,
-                        job_status_name(job),
-                        if job.succeeded() {
-                            EventOutcome::Success
-                        } else {
-                            EventOutcome::Failure
-                        },
-                        |d| {
-                            d.insert("exit_code".into(), json!(job.exit_code()));
-                            d.insert("grant_revoked".into(), json!(outcome.grant.revoked));
-                            d.insert("note".into(), json!("outcome record retried"));
-                        },
-                    )
-                    .await;
-                match (retried, trail.last_receipt()) {
-                    (Ok(()), Some(receipt)) => {
-                        outcome.audit = receipt.clone();
-                        Ok(*outcome)
-                    }
-                    _ => Err(GatewayError::OutcomeNotRecorded { outcome, message }),
-                }
-            }
-            Err(error) => {
-                let status = if error.kind() == ErrorKind::Cancelled {
-                    status::CANCELLED
-                } else {
-                    status::ERROR
-                };
-                let recorded = self
-                    .complete(&mut trail, status, EventOutcome::Failure, |d| {
-                        d.insert("error_kind".into(), json!(error.kind()));
-                        d.insert("reason".into(), json!(error.to_string()));
-                        if let Some(stage) = error.stage() {
-                            d.insert("stage".into(), json!(stage));
-                        }
-                    })
-                    .await;
-                if let Err(message) = recorded {
-                    tracing::error!(%message, "the action's trail could not be closed");
-                }
-                Err(error)
-            }
-        }
+        close(&mut trail, result).await
     }
 
+    /// Steps 1 to 9, one call each; every step stops the action with the error and the
+    /// terminal record it calls for.
     async fn execute_inner(
         &self,
         trail: &mut Trail,
+        slot: &mut Option<Slot>,
         credential: Credential,
         request: ActionRequest,
         context: RequestContext,
         cancel: CancellationToken,
-    ) -> Result<ActionOutcome, GatewayError> {
+    ) -> Result<Ran, Stop> {
         let id = request.id;
-
         // 1. Authenticate.
-        let identity = match self.authenticate(&credential, &cancel).await {
-            Ok(identity) => identity,
-            Err((kind, reason)) => {
-                // A single terminal record: there is no agent to attribute an action to.
-                let recorded = trail
-                    .record(
-                        AuditEventKind::Rejected,
-                        Some(EventOutcome::Failure),
-                        |ev| {
-                            ev.details.insert("error_kind".into(), json!(kind.as_str()));
-                            ev.details.insert("reason".into(), json!(reason));
-                        },
-                    )
-                    .await;
-                if let Err(message) = recorded {
-                    tracing::warn!(%message, "rejected authentication could not be recorded");
-                }
-                return Err(match kind {
-                    ErrorKind::Unauthenticated => GatewayError::Unauthenticated {
-                        correlation_id: id,
-                        reason,
-                    },
-                    ErrorKind::Cancelled => GatewayError::Cancelled { correlation_id: id },
-                    kind => GatewayError::Backend {
-                        correlation_id: id,
-                        stage: "identity",
-                        kind,
-                        message: reason,
-                        source: None,
-                    },
-                });
-            }
-        };
+        let identity = self.authenticate(id, &credential, &cancel).await?;
         tracing::Span::current().record("agent", identity.id.as_str());
         trail.set_agent(identity.id.clone());
+        // 2. Validate and rate-limit; acted on once `requested` is stored, so the trail
+        //    shows both.
+        let admission = self.admit(&request, &identity);
+        // 3. Record `requested` (write-ahead).
+        let requested = Event::requested(&request, &identity, admission.params_valid());
+        record(trail, requested).await?;
+        let def = admission.accept(id, slot)?;
+        // 4. Decide. Every failure to get a well-formed decision is a deny.
+        let decision = self.decide(&request, &identity, &context, &cancel).await?;
+        // 5. Record `decided`; a deny ends here.
+        record_decision(trail, id, &decision).await?;
+        // 6. Human approval, if the policy requires it.
+        let approved_by = self
+            .approve(trail, &request, &identity, &decision, &cancel)
+            .await?;
+        // A request that cannot become a job needs no credential.
+        let mut spec = build_job(def, &request, &identity)?;
+        // 7. Grant just-in-time access.
+        let issued = self.grant(&request, &identity, &decision, &cancel).await?;
+        // 7 (record) and 8. Run, while the grant is live.
+        let ran = self
+            .with_grant(
+                trail,
+                &issued,
+                &decision.obligations.runner,
+                &mut spec,
+                &cancel,
+            )
+            .await;
+        // 9. Revoke, on every path, exactly once.
+        let revoked = self.revoke(trail, &issued.grant).await;
+        let (job, runner) = ran.map_err(|failure| failure.stop(id, revoked))?;
+        let mut grant = GrantSummary::new(&issued.grant, issued.ttl_seconds);
+        grant.revoked = revoked;
+        Ok(Ran {
+            agent: identity.id,
+            action: request.action,
+            decision,
+            approved_by,
+            grant,
+            runner,
+            job,
+        })
+    }
 
-        // 2. Validate and rate-limit (recorded after `requested`, so the trail shows both).
-        let validated = self.catalog.validate(&request).and_then(|def| {
+    /// Step 1.
+    async fn authenticate(
+        &self,
+        id: RequestId,
+        credential: &Credential,
+        cancel: &CancellationToken,
+    ) -> Result<AgentIdentity, Stop> {
+        let refuse = |reason: String| {
+            Stop::rejected(
+                ErrorKind::Unauthenticated,
+                reason.clone(),
+                GatewayError::Unauthenticated {
+                    correlation_id: id,
+                    reason,
+                },
+            )
+        };
+        let secret = credential.secret();
+        if secret.is_empty() {
+            return Err(refuse("empty credential".into()));
+        }
+        if secret.len() > MAX_CREDENTIAL_LEN {
+            return Err(refuse(format!(
+                "credential longer than {MAX_CREDENTIAL_LEN} bytes"
+            )));
+        }
+        let e = match guarded(
+            self.identity.authenticate(credential),
+            self.config.identity_timeout,
+            Some(cancel),
+        )
+        .instrument(tracing::info_span!("identity.authenticate"))
+        .await
+        {
+            Ok(identity) => return Ok(identity),
+            Err(e) => e,
+        };
+        let kind = match &e {
+            // An identity backend that is down is not the caller's fault: report it as
+            // unavailable, but the request is refused all the same.
+            CallError::Failed(IdentityError::Unavailable { .. }) => ErrorKind::Unavailable,
+            CallError::Failed(IdentityError::Timeout { .. }) | CallError::TimedOut(_) => {
+                ErrorKind::Unavailable
+            }
+            CallError::Failed(IdentityError::Internal { .. }) | CallError::Panicked(_) => {
+                ErrorKind::Internal
+            }
+            CallError::Cancelled => ErrorKind::Cancelled,
+            CallError::Failed(_) => ErrorKind::Unauthenticated,
+        };
+        let reason = e.describe("identity backend");
+        let error = match kind {
+            ErrorKind::Unauthenticated => GatewayError::Unauthenticated {
+                correlation_id: id,
+                reason: reason.clone(),
+            },
+            ErrorKind::Cancelled => GatewayError::Cancelled { correlation_id: id },
+            kind => GatewayError::Backend {
+                correlation_id: id,
+                stage: Stage::Identity,
+                kind,
+                message: reason.clone(),
+                source: e.into_source("identity backend"),
+            },
+        };
+        // A single terminal record: there is no agent to attribute an action to.
+        Err(Stop::rejected(kind, reason, error))
+    }
+
+    /// Step 2: the catalog's checks, then the agent's rate and concurrency limits.
+    fn admit<'a>(&'a self, request: &ActionRequest, identity: &AgentIdentity) -> Admission<'a> {
+        let validated = self.catalog.validate(request).and_then(|def| {
             if request.requested_ttl_seconds == 0 {
-                Err("requested_ttl_seconds must be at least 1".to_owned())
+                Err(RequestError::ZeroTtl)
             } else {
                 Ok(def)
             }
         });
-        let slot = match &validated {
-            Ok(_) => self
-                .limiter
-                .check_rate(&identity.id)
-                .and_then(|()| self.limiter.acquire_slot(&identity.id))
-                .map(Some),
-            Err(_) => Ok(None),
-        };
-
-        // 3. Record `requested` (write-ahead).
-        let params_ok = validated.is_ok();
-        trail
-            .record(AuditEventKind::Requested, None, |ev| {
-                ev.details.insert("intent".into(), json!(request.intent));
-                ev.details.insert(
-                    "requested_ttl_seconds".into(),
-                    json!(request.requested_ttl_seconds),
-                );
-                ev.details.insert("owner".into(), json!(identity.owner));
-                ev.details.insert("auth".into(), json!(identity.auth));
-                if params_ok {
-                    ev.details.insert("params".into(), request.params.clone());
-                } else {
-                    ev.details.insert(
-                        "params_sha256".into(),
-                        json!(params_digest(&request.params)),
-                    );
-                }
-            })
-            .await
-            .map_err(|m| audit_failed(id, m))?;
-
         let def = match validated {
             Ok(def) => def,
-            Err(reason) => {
-                self.reject(trail, ErrorKind::InvalidInput, &reason).await;
-                return Err(GatewayError::InvalidInput {
-                    correlation_id: id,
-                    reason,
-                });
-            }
+            Err(reason) => return Admission::Invalid(reason),
         };
-        let _slot = match slot {
-            Ok(slot) => slot,
-            Err(reason) => {
-                self.reject(trail, ErrorKind::RateLimited, &reason).await;
-                return Err(GatewayError::RateLimited {
-                    correlation_id: id,
-                    reason,
-                });
-            }
-        };
+        match self
+            .limiter
+            .check_rate(&identity.id)
+            .and_then(|()| self.limiter.acquire_slot(&identity.id))
+        {
+            Ok(slot) => Admission::Admitted(def, slot),
+            Err(reason) => Admission::Limited(reason),
+        }
+    }
 
-        // 4. Decide. Every failure to get a well-formed decision is a deny.
+    /// Step 4.
+    async fn decide(
+        &self,
+        request: &ActionRequest,
+        identity: &AgentIdentity,
+        context: &RequestContext,
+        cancel: &CancellationToken,
+    ) -> Result<Decision, Stop> {
         let input = PolicyInput {
             contract_version: POLICY_CONTRACT_VERSION,
             agent: identity.clone(),
@@ -330,19 +298,19 @@ impl Pipeline {
             intent: request.intent.clone(),
             requested_ttl_seconds: request.requested_ttl_seconds,
             request_time: OffsetDateTime::now_utc(),
-            correlation_id: id,
+            correlation_id: request.id,
             context: context.attributes.clone(),
         };
-        let decision = match guarded(
+        match guarded(
             self.policy.decide(&input),
             self.config.policy_timeout,
-            Some(&cancel),
+            Some(cancel),
         )
         .instrument(tracing::info_span!("policy.decide"))
         .await
         {
-            Ok(decision) => sanity_check(decision),
-            Err(CallError::Cancelled) => return self.cancelled(trail).await,
+            Ok(decision) => Ok(sanity_check(decision)),
+            Err(CallError::Cancelled) => Err(Stop::cancelled(request.id)),
             Err(e) => {
                 let kind = kind_of(&e, |e| e.kind());
                 let mut d = Decision::deny(format!(
@@ -350,335 +318,13 @@ impl Pipeline {
                     e.describe("policy decider")
                 ));
                 d.policy_id = Some("gateway:fail-closed".into());
-                d
+                Ok(d)
             }
-        };
-
-        // 5. Record `decided`.
-        trail
-            .record(
-                AuditEventKind::Decided,
-                Some(if decision.allow {
-                    EventOutcome::Success
-                } else {
-                    EventOutcome::Failure
-                }),
-                |ev| {
-                    ev.decision = Some(DecisionRecord {
-                        allow: decision.allow,
-                        reasons: decision.reasons.clone(),
-                        policy_id: decision.policy_id.clone(),
-                        decision_id: decision.decision_id.clone(),
-                    });
-                    if decision.allow {
-                        ev.details
-                            .insert("obligations".into(), json!(decision.obligations));
-                    }
-                },
-            )
-            .await
-            .map_err(|m| audit_failed(id, m))?;
-        if !decision.allow {
-            let reasons = decision.reasons.clone();
-            self.complete(trail, status::DENIED, EventOutcome::Failure, |d| {
-                d.insert("reasons".into(), json!(reasons));
-            })
-            .await
-            .map_err(|m| audit_failed(id, m))?;
-            return Err(GatewayError::Denied {
-                correlation_id: id,
-                reasons: decision.reasons,
-            });
-        }
-
-        // 6. Human approval, if the policy requires it.
-        let approved_by = if decision.obligations.require_approval {
-            match self
-                .approve(trail, &request, &identity, &decision, &cancel)
-                .await?
-            {
-                Ok(approver) => Some(approver),
-                Err(reason) => {
-                    self.complete(trail, status::DENIED, EventOutcome::Failure, |d| {
-                        d.insert("reasons".into(), json!([reason]));
-                    })
-                    .await
-                    .map_err(|m| audit_failed(id, m))?;
-                    return Err(GatewayError::Denied {
-                        correlation_id: id,
-                        reasons: vec![reason],
-                    });
-                }
-            }
-        } else {
-            None
-        };
-
-        // Build the job before granting anything: a request that cannot become a job needs no
-        // credential.
-        let mut spec = match (def.job)(&request, &identity) {
-            Ok(spec) => spec,
-            Err(reason) => {
-                let reason = format!("cannot build the job: {reason}");
-                self.complete(trail, status::ERROR, EventOutcome::Failure, |d| {
-                    d.insert("error_kind".into(), json!(ErrorKind::InvalidInput));
-                    d.insert("reason".into(), json!(reason));
-                })
-                .await
-                .map_err(|m| audit_failed(id, m))?;
-                return Err(GatewayError::InvalidInput {
-                    correlation_id: id,
-                    reason,
-                });
-            }
-        };
-
-        // 7. Grant just-in-time access.
-        let ttl_seconds = request
-            .requested_ttl_seconds
-            .min(decision.obligations.max_ttl_seconds.unwrap_or(u64::MAX))
-            .min(self.config.max_grant_ttl.as_secs());
-        let grant_request = GrantRequest {
-            correlation_id: id,
-            agent: identity.id.clone(),
-            action: request.action.clone(),
-            resource: request.resource.clone(),
-            scopes: decision.obligations.scopes.clone(),
-            ttl: Duration::from_secs(ttl_seconds),
-        };
-        let requested_at = OffsetDateTime::now_utc();
-        let grant = match guarded(
-            self.broker.grant(&grant_request),
-            self.config.broker_timeout,
-            Some(&cancel),
-        )
-        .instrument(tracing::info_span!("broker.grant", ttl_seconds))
-        .await
-        {
-            Ok(grant) => grant,
-            Err(CallError::Cancelled) => return self.cancelled(trail).await,
-            Err(e) => {
-                let kind = kind_of(&e, |e| e.kind());
-                let message = e.describe("access broker");
-                self.complete(trail, status::ERROR, EventOutcome::Failure, |d| {
-                    d.insert("stage".into(), json!("grant"));
-                    d.insert("error_kind".into(), json!(kind));
-                    d.insert("reason".into(), json!(message));
-                })
-                .await
-                .map_err(|m| audit_failed(id, m))?;
-                return Err(GatewayError::Backend {
-                    correlation_id: id,
-                    stage: "grant",
-                    kind,
-                    message,
-                    source: None,
-                });
-            }
-        };
-        // From here on the grant is revoked on every path, exactly once.
-        let mut summary = GrantSummary::new(&grant, ttl_seconds);
-        let result = self
-            .with_grant(
-                trail,
-                LiveGrant {
-                    grant: &grant,
-                    asked: &grant_request,
-                    requested_at,
-                },
-                &decision.obligations.runner,
-                &mut spec,
-                &cancel,
-            )
-            .await;
-        summary.revoked = self.revoke(trail, &grant).await;
-
-        // 10. Record the outcome.
-        let (job, runner) = match result {
-            Ok(pair) => pair,
-            Err(failure) => {
-                let (status_name, stage, reason, error) = match failure {
-                    GrantedFailure::Cancelled => (
-                        status::CANCELLED,
-                        "cancel",
-                        "cancelled".to_owned(),
-                        GatewayError::Cancelled { correlation_id: id },
-                    ),
-                    GrantedFailure::Failed {
-                        stage,
-                        kind,
-                        message,
-                    } => (
-                        status::ERROR,
-                        stage,
-                        message.clone(),
-                        GatewayError::Backend {
-                            correlation_id: id,
-                            stage,
-                            kind,
-                            message,
-                            source: None,
-                        },
-                    ),
-                };
-                self.complete(trail, status_name, EventOutcome::Failure, |d| {
-                    d.insert("stage".into(), json!(stage));
-                    d.insert("error_kind".into(), json!(error.kind()));
-                    d.insert("reason".into(), json!(reason));
-                    d.insert("grant_revoked".into(), json!(summary.revoked));
-                })
-                .await
-                .map_err(|m| audit_failed(id, m))?;
-                return Err(error);
-            }
-        };
-        let status_name = job_status_name(&job);
-        let outcome_kind = if job.succeeded() {
-            EventOutcome::Success
-        } else {
-            EventOutcome::Failure
-        };
-        let runner_id = format!(
-            "{}:{}/{}",
-            runner.backend, runner.instance, job.environment_id
-        );
-        let recorded = self
-            .complete_with(trail, status_name, outcome_kind, Some(runner_id), |d| {
-                d.insert("job".into(), json!(job.status));
-                d.insert("exit_code".into(), json!(job.exit_code()));
-                d.insert("duration_ms".into(), json!(job.duration.as_millis()));
-                d.insert("isolation".into(), json!(job.isolation));
-                d.insert("teardown".into(), json!(job.teardown));
-                d.insert("stdout_bytes".into(), json!(job.stdout.len()));
-                d.insert("stderr_bytes".into(), json!(job.stderr.len()));
-                d.insert(
-                    "output_truncated".into(),
-                    json!(job.stdout_truncated || job.stderr_truncated),
-                );
-                d.insert("grant_revoked".into(), json!(summary.revoked));
-            })
-            .await;
-        let outcome = ActionOutcome {
-            correlation_id: id,
-            agent: identity.id.clone(),
-            action: request.action.clone(),
-            decision,
-            approved_by,
-            grant: summary,
-            runner,
-            job,
-            audit: trail
-                .last_receipt()
-                .cloned()
-                .unwrap_or_else(|| crate::audit::AuditReceipt {
-                    stream_id: String::new(),
-                    sequence: 0,
-                    hash: String::new(),
-                }),
-        };
-        match recorded {
-            Ok(_) => Ok(outcome),
-            Err(message) => Err(GatewayError::OutcomeNotRecorded {
-                outcome: Box::new(outcome),
-                message,
-            }),
         }
     }
 
-    async fn authenticate(
-        &self,
-        credential: &Credential,
-        cancel: &CancellationToken,
-    ) -> Result<AgentIdentity, (ErrorKind, String)> {
-        let secret = credential.secret();
-        if secret.is_empty() {
-            return Err((ErrorKind::Unauthenticated, "empty credential".into()));
-        }
-        if secret.len() > MAX_CREDENTIAL_LEN {
-            return Err((
-                ErrorKind::Unauthenticated,
-                format!("credential longer than {MAX_CREDENTIAL_LEN} bytes"),
-            ));
-        }
-        guarded(
-            self.identity.authenticate(credential),
-            self.config.identity_timeout,
-            Some(cancel),
-        )
-        .instrument(tracing::info_span!("identity.authenticate"))
-        .await
-        .map_err(|e| {
-            let kind = match &e {
-                // An identity backend that is down is not the caller's fault: report it as
-                // unavailable, but the request is refused all the same.
-                CallError::Failed(IdentityError::Unavailable { .. }) => ErrorKind::Unavailable,
-                CallError::Failed(IdentityError::Timeout { .. }) | CallError::TimedOut(_) => {
-                    ErrorKind::Unavailable
-                }
-                CallError::Failed(IdentityError::Internal { .. }) | CallError::Panicked(_) => {
-                    ErrorKind::Internal
-                }
-                CallError::Cancelled => ErrorKind::Cancelled,
-                CallError::Failed(_) => ErrorKind::Unauthenticated,
-            };
-            (kind, e.describe("identity backend"))
-        })
-    }
-
-    async fn reject(&self, trail: &mut Trail, kind: ErrorKind, reason: &str) {
-        let recorded = trail
-            .record(
-                AuditEventKind::Rejected,
-                Some(EventOutcome::Failure),
-                |ev| {
-                    ev.details.insert("error_kind".into(), json!(kind));
-                    ev.details.insert("reason".into(), json!(reason));
-                },
-            )
-            .await;
-        if let Err(message) = recorded {
-            tracing::warn!(%message, "rejection could not be recorded");
-        }
-    }
-
-    async fn complete(
-        &self,
-        trail: &mut Trail,
-        status: &str,
-        outcome: EventOutcome,
-        fill: impl FnOnce(&mut serde_json::Map<String, Value>),
-    ) -> Result<(), String> {
-        self.complete_with(trail, status, outcome, None, fill).await
-    }
-
-    async fn complete_with(
-        &self,
-        trail: &mut Trail,
-        status: &str,
-        outcome: EventOutcome,
-        runner_id: Option<String>,
-        fill: impl FnOnce(&mut serde_json::Map<String, Value>),
-    ) -> Result<(), String> {
-        trail
-            .record(AuditEventKind::Completed, Some(outcome), |ev| {
-                ev.runner_id = runner_id;
-                ev.details.insert("status".into(), json!(status));
-                fill(&mut ev.details);
-            })
-            .await
-            .map(|_| ())
-    }
-
-    /// Ends a trail cancelled before any grant was issued.
-    async fn cancelled(&self, trail: &mut Trail) -> Result<ActionOutcome, GatewayError> {
-        let id = trail.correlation_id();
-        self.complete(trail, status::CANCELLED, EventOutcome::Failure, |_| {})
-            .await
-            .map_err(|m| audit_failed(id, m))?;
-        Err(GatewayError::Cancelled { correlation_id: id })
-    }
-
-    /// Step 6. The outer `Err` is an audit failure (stop); the inner one a refusal.
+    /// Step 6. `None` when the policy asks for no approval; otherwise the approver, or a
+    /// denial.
     async fn approve(
         &self,
         trail: &mut Trail,
@@ -686,10 +332,14 @@ impl Pipeline {
         identity: &AgentIdentity,
         decision: &Decision,
         cancel: &CancellationToken,
-    ) -> Result<Result<String, String>, GatewayError> {
+    ) -> Result<Option<String>, Stop> {
         let id = request.id;
+        if !decision.obligations.require_approval {
+            return Ok(None);
+        }
+        let deny = |reason: String| Stop::denied(id, vec![reason]);
         let Some(gate) = &self.approvals else {
-            return Ok(Err(
+            return Err(deny(
                 "the policy requires human approval but no approver is configured".into(),
             ));
         };
@@ -704,13 +354,7 @@ impl Pipeline {
             reasons: decision.reasons.clone(),
             deadline,
         };
-        trail
-            .record(AuditEventKind::ApprovalRequested, None, |ev| {
-                ev.details
-                    .insert("deadline".into(), json!(deadline.unix_timestamp()));
-            })
-            .await
-            .map_err(|m| audit_failed(id, m))?;
+        record(trail, Event::approval_requested(deadline)).await?;
         // The gate's own deadline handling is trusted only up to ours plus a second.
         let verdict = match guarded(
             gate.await_approval(&approval),
@@ -723,104 +367,125 @@ impl Pipeline {
             Ok(verdict) => verdict,
             Err(CallError::TimedOut(_)) => ApprovalVerdict::Expired,
             Err(CallError::Cancelled) => {
-                trail
-                    .record(
-                        AuditEventKind::ApprovalResolved,
-                        Some(EventOutcome::Failure),
-                        |ev| {
-                            ev.details.insert("verdict".into(), json!("cancelled"));
-                        },
-                    )
-                    .await
-                    .map_err(|m| audit_failed(id, m))?;
-                return Ok(Err("cancelled while waiting for approval".into()));
+                record(trail, Event::approval_cancelled()).await?;
+                return Err(deny("cancelled while waiting for approval".into()));
             }
             Err(e) => {
                 let reason = e.describe("approval gate");
-                trail
-                    .record(
-                        AuditEventKind::ApprovalResolved,
-                        Some(EventOutcome::Failure),
-                        |ev| {
-                            ev.details.insert("verdict".into(), json!("error"));
-                            ev.details.insert("reason".into(), json!(reason));
-                        },
-                    )
-                    .await
-                    .map_err(|m| audit_failed(id, m))?;
-                return Ok(Err(format!("approval failed: {reason}")));
+                record(trail, Event::approval_failed(&reason)).await?;
+                return Err(deny(format!("approval failed: {reason}")));
             }
         };
-        let approved = matches!(verdict, ApprovalVerdict::Approved { .. });
-        trail
-            .record(
-                AuditEventKind::ApprovalResolved,
-                Some(if approved {
-                    EventOutcome::Success
-                } else {
-                    EventOutcome::Failure
-                }),
-                |ev| {
-                    ev.details.insert("verdict".into(), json!(verdict));
-                },
-            )
-            .await
-            .map_err(|m| audit_failed(id, m))?;
-        Ok(match verdict {
-            ApprovalVerdict::Approved { approver } => Ok(approver),
+        record(trail, Event::approval_resolved(&verdict)).await?;
+        match verdict {
+            ApprovalVerdict::Approved { approver } => Ok(Some(approver)),
             ApprovalVerdict::Denied { approver, reason } => {
-                Err(format!("approval denied by {approver}: {reason}"))
+                Err(deny(format!("approval denied by {approver}: {reason}")))
             }
-            ApprovalVerdict::Expired => Err("approval deadline passed without a verdict".into()),
-        })
+            ApprovalVerdict::Expired => {
+                Err(deny("approval deadline passed without a verdict".into()))
+            }
+        }
+    }
+
+    /// Step 7: asks the broker for a grant of TTL min(requested, policy, gateway).
+    async fn grant(
+        &self,
+        request: &ActionRequest,
+        identity: &AgentIdentity,
+        decision: &Decision,
+        cancel: &CancellationToken,
+    ) -> Result<Issued, Stop> {
+        let id = request.id;
+        let ttl_seconds = bounds::grant_ttl_seconds(
+            request.requested_ttl_seconds,
+            decision.obligations.max_ttl_seconds,
+            self.config.max_grant_ttl,
+        );
+        let asked = GrantRequest {
+            correlation_id: id,
+            agent: identity.id.clone(),
+            action: request.action.clone(),
+            resource: request.resource.clone(),
+            scopes: decision.obligations.scopes.clone(),
+            ttl: Duration::from_secs(ttl_seconds),
+        };
+        let requested_at = OffsetDateTime::now_utc();
+        match guarded(
+            self.broker.grant(&asked),
+            self.config.broker_timeout,
+            Some(cancel),
+        )
+        .instrument(tracing::info_span!("broker.grant", ttl_seconds))
+        .await
+        {
+            Ok(grant) => Ok(Issued {
+                grant,
+                asked,
+                requested_at,
+                ttl_seconds,
+            }),
+            Err(CallError::Cancelled) => Err(Stop::cancelled(id)),
+            Err(e) => {
+                let kind = kind_of(&e, |e| e.kind());
+                let message = e.describe("access broker");
+                Err(Stop::completed(
+                    Completion::Stopped {
+                        status: Status::Error,
+                        stage: Some(RecordedStage::Stage(Stage::Grant)),
+                        kind,
+                        reason: message.clone(),
+                        grant_revoked: None,
+                    },
+                    GatewayError::Backend {
+                        correlation_id: id,
+                        stage: Stage::Grant,
+                        kind,
+                        message,
+                        source: e.into_source("access broker"),
+                    },
+                ))
+            }
+        }
     }
 
     /// Steps 7 (record) and 8, while the grant is live. Never revokes: the caller does that once.
     async fn with_grant(
         &self,
         trail: &mut Trail,
-        live: LiveGrant<'_>,
+        issued: &Issued,
         obligations: &RunnerObligations,
         spec: &mut JobSpec,
         cancel: &CancellationToken,
-    ) -> Result<(JobOutcome, crate::runner::RunnerInfo), GrantedFailure> {
-        let LiveGrant {
+    ) -> Result<(JobOutcome, RunnerInfo), GrantedFailure> {
+        let Issued {
             grant,
             asked,
             requested_at,
-        } = live;
-        // A broker must never hand out more than it was asked for.
-        let slack = time::Duration::seconds(1);
-        let too_long = grant.not_after > requested_at + asked.ttl + slack;
-        let extra_scope = grant.scopes.iter().find(|s| !asked.scopes.contains(s));
-        if too_long || extra_scope.is_some() || grant.agent != asked.agent {
+            ..
+        } = issued;
+        if let Err(over) = bounds::check_issued(grant, asked, *requested_at) {
             return Err(GrantedFailure::Failed {
-                stage: "grant",
+                stage: Stage::Grant,
                 kind: ErrorKind::Internal,
-                message: format!(
-                    "broker issued a grant beyond the request (ttl too long: {too_long}, extra scope: {:?}, agent matches: {})",
-                    extra_scope,
-                    grant.agent == asked.agent
-                ),
+                message: over.to_string(),
+                source: Box::new(over),
             });
         }
         // Stored with `started` (or, if the job never starts, with the revocation and outcome):
         // nothing between here and there acts on the grant, so it needs no commit of its own.
-        trail.defer(AuditEventKind::Granted, Some(EventOutcome::Success), |ev| {
-            ev.grant_id = Some(grant.id.clone());
-            ev.details.insert("scopes".into(), json!(grant.scopes));
-            ev.details
-                .insert("ttl_seconds".into(), json!(asked.ttl.as_secs()));
-            ev.details
-                .insert("not_after".into(), json!(grant.not_after.unix_timestamp()));
-        });
+        trail.defer(Event::granted(grant, asked.ttl));
         if cancel.is_cancelled() {
             return Err(GrantedFailure::Cancelled);
         }
 
         // Shape the job: the gateway's maximum, tightened by the policy, capped by the grant.
-        let max = self.job_limit_ceiling(obligations, grant);
-        spec.limits = tighten(&spec.limits, &max);
+        let max = bounds::job_limit_ceiling(
+            &self.config.max_job_limits,
+            obligations,
+            grant.remaining(OffsetDateTime::now_utc()),
+        );
+        spec.limits = bounds::tighten(&spec.limits, &max);
         // The network is the policy's to open; a job template cannot open it by itself.
         spec.network = obligations.network.clone();
         spec.correlation_id = asked.correlation_id;
@@ -837,28 +502,26 @@ impl Pipeline {
         }
         if spec.limits.timeout.is_zero() {
             return Err(GrantedFailure::Failed {
-                stage: "run",
+                stage: Stage::Run,
                 kind: ErrorKind::Timeout,
-                message: "the grant expired before the job could start".into(),
+                message: GrantExpired.to_string(),
+                source: Box::new(GrantExpired),
             });
         }
 
         let runner = self.runner.info();
         // Write-ahead: `granted` and `started` are durable before the job runs.
         trail
-            .record(AuditEventKind::Started, None, |ev| {
-                ev.grant_id = Some(grant.id.clone());
-                ev.runner_id = Some(format!("{}:{}", runner.backend, runner.instance));
-                ev.details.insert("limits".into(), json!(spec.limits));
-                ev.details.insert("network".into(), json!(spec.network));
-                ev.details
-                    .insert("isolation".into(), json!(runner.isolation));
-            })
+            .record(Event::started(grant, &runner, spec))
             .await
-            .map_err(|message| GrantedFailure::Failed {
-                stage: "audit",
+            .map_err(|failure| GrantedFailure::Failed {
+                stage: Stage::Audit,
                 kind: ErrorKind::Unavailable,
-                message: format!("audit record not stored, action stopped: {message}"),
+                message: format!(
+                    "audit record not stored, action stopped: {}",
+                    failure.message
+                ),
+                source: failure.source,
             })?;
 
         // The runner gets the cancellation token and must tear down itself; we only abandon it
@@ -875,33 +538,12 @@ impl Pipeline {
             Ok(outcome) if outcome.status == JobStatus::Cancelled => Err(GrantedFailure::Cancelled),
             Ok(outcome) => Ok((outcome, runner)),
             Err(e) => Err(GrantedFailure::Failed {
-                stage: "run",
+                stage: Stage::Run,
                 kind: kind_of(&e, |e| e.kind()),
                 message: e.describe("runner"),
+                source: e.into_source("runner"),
             }),
         }
-    }
-
-    /// The most this job may use: the gateway's maximum, tightened by the policy's runner
-    /// obligations, with the wall timeout capped by the grant's remaining lifetime.
-    fn job_limit_ceiling(&self, obligations: &RunnerObligations, grant: &Grant) -> JobLimits {
-        let mut max = self.config.max_job_limits.clone();
-        if let Some(cpu) = obligations.cpu_millis {
-            max.cpu_millis = max.cpu_millis.min(cpu);
-        }
-        if let Some(memory) = obligations.memory_bytes {
-            max.memory_bytes = max.memory_bytes.min(memory);
-        }
-        if let Some(pids) = obligations.pids {
-            max.pids = max.pids.min(pids);
-        }
-        if let Some(seconds) = obligations.timeout_seconds {
-            max.timeout = max.timeout.min(Duration::from_secs(seconds));
-        }
-        let remaining = grant.remaining(OffsetDateTime::now_utc());
-        // Never let the job outlive the grant.
-        max.timeout = max.timeout.min(remaining);
-        max
     }
 
     /// Step 9: exactly one revocation attempt. Returns whether it succeeded. The `revoked` event
@@ -910,48 +552,163 @@ impl Pipeline {
         let result = guarded(self.broker.revoke(grant), self.config.broker_timeout, None)
             .instrument(tracing::info_span!("broker.revoke"))
             .await;
-        let (ok, detail) = match &result {
-            Ok(()) => (true, String::new()),
-            Err(e) => (false, e.describe("access broker")),
-        };
-        if !ok {
+        let failure = result.err().map(|e| e.describe("access broker"));
+        if let Some(detail) = &failure {
             tracing::error!(grant_id = %grant.id, %detail, "revocation failed; the grant lives until it expires");
         }
-        trail.defer(
-            AuditEventKind::Revoked,
-            Some(if ok {
-                EventOutcome::Success
-            } else {
-                EventOutcome::Failure
-            }),
-            |ev| {
-                ev.grant_id = Some(grant.id.clone());
-                if !ok {
-                    ev.details.insert("reason".into(), json!(detail));
-                    ev.details
-                        .insert("expires_at".into(), json!(grant.not_after.unix_timestamp()));
-                }
+        trail.defer(Event::revoked(grant, failure.as_deref()));
+        failure.is_none()
+    }
+}
+
+/// Step 5: stores the decision; a deny stops the action.
+async fn record_decision(
+    trail: &mut Trail,
+    id: RequestId,
+    decision: &Decision,
+) -> Result<(), Stop> {
+    record(trail, Event::decided(decision)).await?;
+    if decision.allow {
+        Ok(())
+    } else {
+        Err(Stop::denied(id, decision.reasons.clone()))
+    }
+}
+
+/// Builds the job before anything is granted.
+fn build_job(
+    def: &ActionDef,
+    request: &ActionRequest,
+    identity: &AgentIdentity,
+) -> Result<JobSpec, Stop> {
+    (def.job)(request, identity).map_err(|reason| {
+        let reason = format!("cannot build the job: {reason}");
+        Stop::completed(
+            Completion::Stopped {
+                status: Status::Error,
+                stage: None,
+                kind: ErrorKind::InvalidInput,
+                reason: reason.clone(),
+                grant_revoked: None,
             },
-        );
-        ok
+            GatewayError::InvalidInput {
+                correlation_id: request.id,
+                reason,
+            },
+        )
+    })
+}
+
+/// Step 2's verdict, acted on after `requested` is stored.
+enum Admission<'a> {
+    /// The request failed the catalog's checks.
+    Invalid(RequestError),
+    /// The agent is over its rate or concurrency limit.
+    Limited(Limited),
+    /// The request may proceed, holding one of the agent's concurrency slots.
+    Admitted(&'a ActionDef, Slot),
+}
+
+impl<'a> Admission<'a> {
+    /// Whether the params passed validation (and so may be recorded as they are).
+    fn params_valid(&self) -> bool {
+        !matches!(self, Self::Invalid(_))
+    }
+
+    /// The action, with its slot moved into `slot`; or the rejection.
+    fn accept(self, id: RequestId, slot: &mut Option<Slot>) -> Result<&'a ActionDef, Stop> {
+        match self {
+            Self::Admitted(def, permit) => {
+                *slot = Some(permit);
+                Ok(def)
+            }
+            Self::Invalid(error) => {
+                let reason = error.to_string();
+                Err(Stop::rejected(
+                    error.kind(),
+                    reason.clone(),
+                    GatewayError::InvalidInput {
+                        correlation_id: id,
+                        reason,
+                    },
+                ))
+            }
+            Self::Limited(limit) => {
+                let reason = limit.to_string();
+                Err(Stop::rejected(
+                    ErrorKind::RateLimited,
+                    reason.clone(),
+                    GatewayError::RateLimited {
+                        correlation_id: id,
+                        reason,
+                    },
+                ))
+            }
+        }
     }
 }
 
 /// A grant just issued, with what was asked for.
-struct LiveGrant<'a> {
-    grant: &'a Grant,
-    asked: &'a GrantRequest,
+struct Issued {
+    grant: Grant,
+    asked: GrantRequest,
     requested_at: OffsetDateTime,
+    ttl_seconds: u64,
 }
+
+/// The grant ran out before the job could start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the grant expired before the job could start")]
+pub struct GrantExpired;
 
 /// A failure while the grant was live.
 enum GrantedFailure {
     Cancelled,
     Failed {
-        stage: &'static str,
+        stage: Stage,
         kind: ErrorKind,
         message: String,
+        source: BoxError,
     },
+}
+
+impl GrantedFailure {
+    /// The stop, once the grant is revoked (or not: `revoked`).
+    fn stop(self, id: RequestId, revoked: bool) -> Stop {
+        match self {
+            Self::Cancelled => Stop::completed(
+                Completion::Stopped {
+                    status: Status::Cancelled,
+                    stage: Some(RecordedStage::Cancel),
+                    kind: ErrorKind::Cancelled,
+                    reason: "cancelled".to_owned(),
+                    grant_revoked: Some(revoked),
+                },
+                GatewayError::Cancelled { correlation_id: id },
+            ),
+            Self::Failed {
+                stage,
+                kind,
+                message,
+                source,
+            } => Stop::completed(
+                Completion::Stopped {
+                    status: Status::Error,
+                    stage: Some(RecordedStage::Stage(stage)),
+                    kind,
+                    reason: message.clone(),
+                    grant_revoked: Some(revoked),
+                },
+                GatewayError::Backend {
+                    correlation_id: id,
+                    stage,
+                    kind,
+                    message,
+                    source,
+                },
+            ),
+        }
+    }
 }
 
 /// Rejects decisions that are allowed but unusable.

@@ -6,15 +6,27 @@
 //! group), instead of costing a commit of its own. The pipeline defers `granted` (stored with
 //! `started`, before the job runs) and `revoked` (stored with the outcome).
 
+use super::events::Event;
 use super::guard::guarded;
-use crate::audit::{AuditEvent, AuditEventKind, AuditReceipt, AuditSink, EventOutcome};
+use crate::audit::{AuditError, AuditEvent, AuditReceipt, AuditSink};
+use crate::error::BoxError;
 use crate::ids::{AgentId, RequestId};
+use crate::redact::Redactor;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
+/// An event the sink did not store: a description for records and logs, and the typed cause.
+#[derive(Debug)]
+pub(crate) struct AuditFailure {
+    pub(crate) message: String,
+    pub(crate) source: BoxError,
+}
+
 pub(crate) struct Trail {
     sink: Arc<dyn AuditSink>,
+    /// Applied to every event before the sink sees it.
+    redactor: Arc<Redactor>,
     timeout: Duration,
     correlation_id: RequestId,
     agent_id: Option<AgentId>,
@@ -31,6 +43,7 @@ pub(crate) struct Trail {
 impl Trail {
     pub(crate) fn new(
         sink: Arc<dyn AuditSink>,
+        redactor: Arc<Redactor>,
         timeout: Duration,
         correlation_id: RequestId,
         action: &str,
@@ -39,6 +52,7 @@ impl Trail {
     ) -> Self {
         Self {
             sink,
+            redactor,
             timeout,
             correlation_id,
             agent_id: None,
@@ -74,13 +88,9 @@ impl Trail {
     /// they are durable. `Err` carries a description; the event is then *not* stored and the
     /// caller must fail closed. Deferred events stay deferred after an error, so the next
     /// record (e.g. the pipeline's retry of the terminal record) still stores them.
-    pub(crate) async fn record(
-        &mut self,
-        kind: AuditEventKind,
-        outcome: Option<EventOutcome>,
-        fill: impl FnOnce(&mut AuditEvent),
-    ) -> Result<AuditReceipt, String> {
-        let event = self.next_event(kind, outcome, fill);
+    pub(crate) async fn record(&mut self, event: Event) -> Result<AuditReceipt, AuditFailure> {
+        let kind = event.kind;
+        let event = self.next_event(event);
         let span = tracing::info_span!("audit.append", kind = ?kind, step = self.step, deferred = self.pending.len());
         let result = if self.pending.is_empty() {
             guarded(self.sink.append(event), self.timeout, None)
@@ -102,11 +112,20 @@ impl Trail {
                 self.terminal_stored |= kind.is_terminal();
                 Ok(receipt)
             }
-            Ok(None) => Err("audit sink acknowledged no record".into()),
+            Ok(None) => {
+                let message = "audit sink acknowledged no record";
+                Err(AuditFailure {
+                    message: message.to_owned(),
+                    source: Box::new(AuditError::internal_msg(message)),
+                })
+            }
             Err(e) => {
                 let message = e.describe("audit sink");
                 tracing::error!(correlation_id = %self.correlation_id, ?kind, %message, "audit append failed");
-                Err(message)
+                Err(AuditFailure {
+                    message,
+                    source: e.into_source("audit sink"),
+                })
             }
         }
     }
@@ -114,31 +133,27 @@ impl Trail {
     /// Prepares the next event and stores it with the next [`record`](Self::record). Only for
     /// events that need not be durable before the next step: the caller must record another
     /// event before acting on anything this one reports.
-    pub(crate) fn defer(
-        &mut self,
-        kind: AuditEventKind,
-        outcome: Option<EventOutcome>,
-        fill: impl FnOnce(&mut AuditEvent),
-    ) {
-        let event = self.next_event(kind, outcome, fill);
+    pub(crate) fn defer(&mut self, event: Event) {
+        let event = self.next_event(event);
         self.pending.push(event);
     }
 
-    fn next_event(
-        &mut self,
-        kind: AuditEventKind,
-        outcome: Option<EventOutcome>,
-        fill: impl FnOnce(&mut AuditEvent),
-    ) -> AuditEvent {
+    /// Stamps `event` with its step and the trail's common fields, and redacts it: no sink ever
+    /// sees an unredacted event.
+    fn next_event(&mut self, event: Event) -> AuditEvent {
         self.step += 1;
-        let mut event = AuditEvent::new(self.correlation_id, self.step, kind);
-        event.agent_id = self.agent_id.clone();
-        event.action = self.action.clone();
-        event.resource = self.resource.clone();
-        event.origin = self.origin.clone();
-        event.outcome = outcome;
-        fill(&mut event);
-        event
+        let mut stamped = AuditEvent::new(self.correlation_id, self.step, event.kind);
+        stamped.agent_id = self.agent_id.clone();
+        stamped.action = self.action.clone();
+        stamped.resource = self.resource.clone();
+        stamped.origin = self.origin.clone();
+        stamped.outcome = event.outcome;
+        stamped.decision = event.decision;
+        stamped.grant_id = event.grant_id;
+        stamped.runner_id = event.runner_id;
+        stamped.details = event.details;
+        self.redactor.redact(&mut stamped);
+        stamped
     }
 }
 

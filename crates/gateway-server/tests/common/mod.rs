@@ -42,7 +42,7 @@ pub fn catalog() -> ActionCatalog {
     ) -> impl Fn(
         &gateway_core::ActionRequest,
         &gateway_core::AgentIdentity,
-    ) -> Result<JobSpec, String>
+    ) -> Result<JobSpec, gateway_core::action::JobBuildError>
     + Send
     + Sync
     + 'static {
