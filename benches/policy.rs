@@ -8,7 +8,15 @@
 //!   wall time per decision (so < 1-thread time means the strategies scale);
 //! - `opa_http/round_trip`: `OpaHttp::decide` against a local keep-alive HTTP stub that
 //!   answers a fixed decision at once, i.e. the client's own overhead (encode, HTTP/1.1 on
-//!   loopback, capped read, parse).
+//!   loopback, capped read, parse);
+//! - the real OPA engine (OPA v1.20.2, Go, in-process through the ctypes bindings of
+//!   `tools/opa/opa_harness.py bench`), same policy and same input JSON, in the same run: the
+//!   harness times single evaluations, and the same for a trivial policy
+//!   (`decision := {"allow": true}`) whose p50 (the ctypes call, JSON in and out, Python) is
+//!   subtracted. The ratio compares that net OPA p50 with the embedded `decide_sync` p50, which
+//!   includes the gateway's own input encoding and decision parsing. Needs
+//!   `GATEWAY_TEST_OPA_PYTHONPATH` (exported by `scripts/services/opa.sh`; default
+//!   `/var/cache/agent-gateway/opa/0.4.4`); skipped with a note when the engine is missing.
 //!
 //! `cargo bench --bench policy`
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -171,6 +179,64 @@ fn print_percentiles(input: &PolicyInput, limits: &InputLimits, fixed: &serde_js
         d.active_strategy(),
         p50 / base50,
         if p50 <= 10.0 { "met" } else { "NOT met" }
+    );
+    compare_with_real_opa(input, limits, p50);
+}
+
+/// The same policy and input on the real OPA engine (see the module docs).
+fn compare_with_real_opa(input: &PolicyInput, limits: &InputLimits, embedded_p50: f64) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let pythonpath = std::env::var("GATEWAY_TEST_OPA_PYTHONPATH")
+        .unwrap_or_else(|_| "/var/cache/agent-gateway/opa/0.4.4".into());
+    if !PathBuf::from(&pythonpath).join("opa_bindings").is_dir() {
+        println!("real OPA: not installed at {pythonpath} (run scripts/test once); skipped");
+        return;
+    }
+    let mut child = std::process::Command::new("python3")
+        .arg(root.join("tools/opa/opa_harness.py"))
+        .args(["bench", "--policies"])
+        .arg(root.join("policies"))
+        .args([
+            "--path",
+            "agent_gateway.authz.decision",
+            "--iterations",
+            "20000",
+        ])
+        .env("PYTHONPATH", &pythonpath)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 starts");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(limits.encode(input).unwrap().as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the OPA timing harness failed");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["decision"]["allow"], true,
+        "OPA must allow the benchmark input too"
+    );
+    let us = |key: &str| report[key].as_f64().unwrap() / 1000.0;
+    let net = us("net_p50_ns");
+    println!(
+        "real OPA {} in-process, 20000 single decisions: p50 {:.1} µs, p99 {:.1} µs; trivial policy \
+         through the same bindings p50 {:.1} µs; net OPA p50 {net:.1} µs; embedded p50 {embedded_p50:.1} µs; \
+         embedded is {:.1}x faster (goal >= 5x): {}",
+        report["opa_version"].as_str().unwrap_or("?"),
+        us("policy_p50_ns"),
+        us("policy_p99_ns"),
+        us("trivial_p50_ns"),
+        net / embedded_p50,
+        if net / embedded_p50 >= 5.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
 }
 

@@ -10,6 +10,11 @@
 # one reason per condition that does not hold (`not condition`), so a missing or mistyped field
 # makes its condition undefined, which can only deny. Negations apply to named rules only: OPA
 # and regorus disagree on `not f(x)` when x is undefined (the embedded engine refuses that form).
+#
+# Cost (`cargo bench --bench policy`, same run, busy 2-core machine): an allowed k8s.scale takes
+# about 1.35x as long as with the former layout that wrote every condition twice, in both
+# engines, and the embedded engine stays about 8x faster than OPA in-process; no measured need
+# for the less readable layout remains.
 package agent_gateway.authz
 
 # Grant lifetime caps per action, in seconds.

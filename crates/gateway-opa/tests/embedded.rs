@@ -498,8 +498,12 @@ fn vm_and_interpreter_agree_across_the_reference_policy() {
                         "correlation_id": "0193f5d2-6a1b-7c3d-8e4f-001122334455",
                         "context": {},
                     });
-                    let a = vm.evaluate_document(&input).unwrap();
-                    let b = interpreter.evaluate_document(&input).unwrap();
+                    let a = vm
+                        .evaluate_document(&input)
+                        .unwrap_or_else(|e| panic!("VM on {input}: {e}"));
+                    let b = interpreter
+                        .evaluate_document(&input)
+                        .unwrap_or_else(|e| panic!("interpreter on {input}: {e}"));
                     assert_eq!(a, b, "engines disagree on {input}");
                     // `grant` and `deny` use the same conditions (positively, and as `not`):
                     // a request is allowed exactly when it has no reason.
