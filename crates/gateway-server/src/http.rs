@@ -171,13 +171,17 @@ async fn submit_action(
 ) -> Result<Response, ApiError> {
     let credential = auth::credential(&headers).map_err(ApiError::unauthenticated)?;
     let body = body.map_err(|r| body_error(&r, state.config().max_body_bytes))?;
-    let request: ActionRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            ErrorKind::InvalidInput,
-            format!("body is not a valid ActionRequest: {e}"),
-            None,
-        )
-    })?;
+    // Parsed exactly as the client wrote it: a duplicate key, or a number the policy would see
+    // rounded to a float (where OPA reading the same text would not), is refused here.
+    let request: ActionRequest = gateway_core::strict_json::parse_exact(&body)
+        .and_then(serde_json::from_value)
+        .map_err(|e| {
+            ApiError::new(
+                ErrorKind::InvalidInput,
+                format!("body is not a valid ActionRequest: {e}"),
+                None,
+            )
+        })?;
     let id = request.id;
     let mut rx = state.submit(credential, request, &origin(&addr))?;
     let phase = settle(&mut rx, state.config().action_wait).await;

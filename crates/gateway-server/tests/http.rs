@@ -161,6 +161,33 @@ async fn invalid_input_is_422() {
 }
 
 #[tokio::test]
+async fn bodies_are_read_exactly_as_written() {
+    // A number a float would change, and a key written twice, would reach the policy as
+    // something the client did not write: refused before anything is recorded or granted.
+    let h = start(Options::default()).await;
+    let body = action("ops.echo").to_string();
+    for text in [
+        body.replacen("{", "{\"params\":{\"n\":4.0000000000000001},", 1),
+        body.replacen("{", "{\"params\":{\"n\":9007199254740993},", 1),
+        body.replacen("{", "{\"action\":\"ops.nope\",", 1),
+    ] {
+        let resp = h
+            .http
+            .post(format!("{}/v1/actions", h.base))
+            .bearer_auth(token(&h.agent_a))
+            .header("content-type", "application/json")
+            .body(text.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 422, "{text}");
+        let err: Value = resp.json().await.unwrap();
+        assert_error(&err, "invalid_input", None);
+    }
+    assert!(h.runner.runs().is_empty());
+}
+
+#[tokio::test]
 async fn oversized_body_is_413() {
     let h = start(Options {
         server: ServerConfig {
