@@ -70,6 +70,19 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 const KILL_CONFIRM: Duration = Duration::from_secs(5);
 
 /// Builds a [`LocalRunner`]; see [`LocalRunner::builder`].
+///
+/// ```no_run
+/// use gateway_core::IsolationLevel;
+/// use gateway_runners::LocalRunner;
+///
+/// // Refuse to start rather than run jobs with less than the full sandbox.
+/// let runner = LocalRunner::builder()
+///     .require(IsolationLevel::Namespaces)
+///     .job_ids(0x7000_0000, 65_536)
+///     .build()?;
+/// assert_eq!(runner.isolation(), IsolationLevel::Namespaces);
+/// # Ok::<(), gateway_core::RunnerError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct LocalRunnerBuilder {
     minimum: IsolationLevel,
