@@ -135,8 +135,37 @@ impl Redactor {
 }
 
 fn is_secret_key(key: &str) -> bool {
-    let lower = key.to_ascii_lowercase();
-    SECRET_KEY_PARTS.iter().any(|part| lower.contains(part))
+    SECRET_KEY_PARTS
+        .iter()
+        .any(|part| contains_ignore_ascii_case(key, part))
+}
+
+/// Whether `haystack` contains `needle` (lower-case ASCII), ignoring ASCII case: the same as
+/// `haystack.to_ascii_lowercase().contains(needle)`, without the allocation.
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    h.len() >= n.len() && h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+}
+
+/// Whether [`BEARER`] can match `text`. Its words are matched case-insensitively by Unicode
+/// rules (`ſ` is an `s`, the Kelvin sign a `k`), so text that is not ASCII always goes to the
+/// regex; in ASCII text a match needs one of the words in some ASCII case.
+fn may_hold_auth_word(text: &str) -> bool {
+    !text.is_ascii()
+        || ["bearer", "basic", "token"]
+            .iter()
+            .any(|word| contains_ignore_ascii_case(text, word))
+}
+
+/// Integers below 10^12 have at most 12 digits: never a card number (13 to 19 digits).
+fn too_short_for_a_card(n: &serde_json::Number) -> bool {
+    const SHORTEST_CARD: u64 = 1_000_000_000_000;
+    match (n.as_u64(), n.as_i64()) {
+        (Some(u), _) => u < SHORTEST_CARD,
+        (None, Some(i)) => i.unsigned_abs() < SHORTEST_CARD,
+        // Floats keep the full check.
+        (None, None) => false,
+    }
 }
 
 fn redact_path(value: &mut Value, path: &[String]) {
@@ -167,6 +196,7 @@ fn redact_path(value: &mut Value, path: &[String]) {
 fn redact_value(value: &mut Value) {
     match value {
         Value::String(s) => redact_in_place(s),
+        Value::Number(n) if too_short_for_a_card(n) => {}
         Value::Number(n) => {
             let digits = n.to_string();
             if let Some(masked) = mask_card(&digits) {
@@ -208,12 +238,16 @@ fn redact_text(text: &str) -> Cow<'_, str> {
     {
         out = Cow::Owned(s);
     }
-    if let Cow::Owned(s) = BEARER.replace_all(&out, |c: &Captures<'_>| {
-        format!("{}{}{REDACTED}", &c[1], &c[2])
-    }) {
+    if may_hold_auth_word(&out)
+        && let Cow::Owned(s) = BEARER.replace_all(&out, |c: &Captures<'_>| {
+            format!("{}{}{REDACTED}", &c[1], &c[2])
+        })
+    {
         out = Cow::Owned(s);
     }
-    if let Cow::Owned(s) = AWS_ACCESS_KEY.replace_all(&out, REDACTED) {
+    if (out.contains("AKIA") || out.contains("ASIA"))
+        && let Cow::Owned(s) = AWS_ACCESS_KEY.replace_all(&out, REDACTED)
+    {
         out = Cow::Owned(s);
     }
     if out.bytes().filter(u8::is_ascii_digit).count() >= 13
@@ -341,6 +375,71 @@ mod tests {
         assert_eq!(ev.details["env"]["HOME"], "/root");
         let err = Redactor::new().with_path("no-slash").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    }
+
+    /// `redact_text` without its pre-checks: every pattern runs on every string.
+    fn reference_text(text: &str) -> String {
+        let out = PEM_PRIVATE_KEY.replace_all(text, "[REDACTED PRIVATE KEY]");
+        let out = JWT.replace_all(&out, "[REDACTED JWT]").into_owned();
+        let out = BEARER
+            .replace_all(&out, |c: &Captures<'_>| {
+                format!("{}{}{REDACTED}", &c[1], &c[2])
+            })
+            .into_owned();
+        let out = AWS_ACCESS_KEY.replace_all(&out, REDACTED).into_owned();
+        CARD.replace_all(&out, |c: &Captures<'_>| {
+            mask_card(&c[0]).unwrap_or_else(|| c[0].to_owned())
+        })
+        .into_owned()
+    }
+
+    fn fragments() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let fragment = prop_oneof![
+            Just(String::from("Bearer ")),
+            Just(String::from("bEaReR\t")),
+            Just(String::from("BASIC  ")),
+            Just(String::from("toKen ")),
+            Just(String::from("baſic ")),
+            Just(String::from("\u{212A}")),
+            Just(String::from("AKIA")),
+            Just(String::from("ASIA")),
+            Just(String::from("ABCDEFGHIJKLMNOP")),
+            Just(String::from("4111 1111 1111 1111")),
+            Just(String::from("0123456789")),
+            Just(String::from("eyJabcd.efgh.ij")),
+            Just(String::from("-----BEGIN PRIVATE KEY-----")),
+            Just(String::from(" ")),
+            Just(String::from("x")),
+            Just(String::from("é")),
+            "[a-zA-Z0-9 ._~+/=-]{0,8}",
+        ];
+        proptest::collection::vec(fragment, 0..8).prop_map(|parts| parts.concat())
+    }
+
+    proptest::proptest! {
+        /// The pre-checks only skip patterns that cannot match.
+        #[test]
+        fn pre_checks_change_nothing(text in fragments()) {
+            proptest::prop_assert_eq!(redact_text(&text).into_owned(), reference_text(&text));
+        }
+
+        /// Integers too short to be cards are left alone, as the full check would.
+        #[test]
+        fn short_integers_are_never_cards(n in proptest::prelude::any::<i64>()) {
+            let number = serde_json::Number::from(n);
+            if too_short_for_a_card(&number) {
+                proptest::prop_assert_eq!(mask_card(&number.to_string()), None);
+            }
+        }
+    }
+
+    #[test]
+    fn secret_keys_ignore_ascii_case_only() {
+        assert!(is_secret_key("X-API_KEY"));
+        assert!(is_secret_key("dbPassWord"));
+        assert!(!is_secret_key("passwörd"));
+        assert!(!is_secret_key("pass"));
     }
 
     #[test]
