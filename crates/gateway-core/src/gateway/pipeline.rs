@@ -517,10 +517,7 @@ impl Pipeline {
             .map_err(|failure| GrantedFailure::Failed {
                 stage: Stage::Audit,
                 kind: ErrorKind::Unavailable,
-                message: format!(
-                    "audit record not stored, action stopped: {}",
-                    failure.message
-                ),
+                message: failure.stopped_message(),
                 source: failure.source,
             })?;
 

@@ -95,10 +95,7 @@ pub(crate) fn audit_failed(correlation_id: RequestId, failure: AuditFailure) -> 
         correlation_id,
         stage: Stage::Audit,
         kind: ErrorKind::Unavailable,
-        message: format!(
-            "audit record not stored, action stopped: {}",
-            failure.message
-        ),
+        message: failure.stopped_message(),
         source: failure.source,
     }
 }

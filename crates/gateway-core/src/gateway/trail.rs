@@ -23,6 +23,13 @@ pub(crate) struct AuditFailure {
     pub(crate) source: BoxError,
 }
 
+impl AuditFailure {
+    /// What the caller is told when an action stops because this record was not stored.
+    pub(crate) fn stopped_message(&self) -> String {
+        format!("audit record not stored, action stopped: {}", self.message)
+    }
+}
+
 pub(crate) struct Trail {
     sink: Arc<dyn AuditSink>,
     /// Applied to every event before the sink sees it.
