@@ -17,9 +17,9 @@
 //! neither) and must then be canonical byte for byte; in both formats a duplicate object key is
 //! a fault, because readers disagree on which of the two values counts.
 
+use crate::copies::clean;
 use crate::copies::{self, Expected};
 use crate::page::RecordRef;
-use crate::store::clean;
 use gateway_core::audit::chain::{ChainLink, canonical_body};
 use gateway_core::audit::{AuditEvent, AuditEventKind, AuditRecord};
 use gateway_core::ids::AgentId;
@@ -381,7 +381,7 @@ pub(crate) struct Token<'a> {
 
 impl<'a> Token<'a> {
     /// The string's value, as the query copy of it holds it (NUL replaced, see
-    /// `store::clean`; unescaped canonical text holds none).
+    /// `copies::clean`; unescaped canonical text holds none).
     fn text(&self) -> Result<Cow<'a, str>, String> {
         if !self.escaped {
             return Ok(Cow::Borrowed(self.raw));

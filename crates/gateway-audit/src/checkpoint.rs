@@ -1,13 +1,26 @@
 //! Ed25519-signed checkpoints: a signature over `(stream_id, sequence, head_hash, time)` that
 //! lets anyone holding the public key detect a truncated tail or a rewritten chain.
 
-use crate::store::StoredCheckpoint;
+use crate::record::StoredCheckpoint;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use gateway_core::audit::AuditError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+/// When the writer signs checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointPolicy {
+    /// The secret signing key.
+    pub signer: Arc<CheckpointSigner>,
+    /// Sign after this many records (≥ 1).
+    pub every_records: u64,
+    /// Sign after this long if records were appended since the last checkpoint.
+    pub every: Duration,
+}
 
 /// Domain separation: these bytes prefix every signed message, so a checkpoint signature can
 /// never be replayed as a signature over anything else.

@@ -2,7 +2,7 @@
 //!
 //! Besides the hashed `event` text, every row keeps copies of a few of its fields for queries
 //! (`event_time`, `correlation_id`, `kind`, `agent_id`, `action`, `resource`, `outcome`, see
-//! `store::IndexedColumns`). They are not hashed: a row whose `agent_id` was changed while its
+//! [`IndexedColumns`]). They are not hashed: a row whose `agent_id` was changed while its
 //! `event` was left alone would make "what did agent X do between T1 and T2" answer falsely over
 //! an intact chain. So verification compares each copy with the body and reports a difference as
 //! a modification of that record.
@@ -11,11 +11,74 @@
 //! the Postgres store's own query).
 
 use crate::page::Copies;
-use crate::store::{IndexedColumns, query_time};
 use gateway_core::audit::AuditEvent;
 use std::borrow::Cow;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+/// The copies of event fields every backend stores beside the record, for querying. Not
+/// hashed: the `event` text is authoritative, and verification checks these against it
+/// (module `copies`).
+pub(crate) struct IndexedColumns {
+    pub event_time: String,
+    pub correlation_id: String,
+    pub kind: String,
+    pub agent_id: Option<String>,
+    pub action: String,
+    pub resource: String,
+    pub outcome: Option<String>,
+}
+
+impl IndexedColumns {
+    /// The copies of `ev`'s fields, as the stores write them (and verification expects them).
+    pub(crate) fn of(ev: &AuditEvent) -> Self {
+        Self {
+            event_time: query_time(ev.time),
+            correlation_id: ev.correlation_id.to_string(),
+            kind: ev.kind.as_str().to_owned(),
+            agent_id: ev.agent_id.as_ref().map(|a| clean(a.as_str())),
+            action: clean(&ev.action),
+            resource: clean(&ev.resource),
+            outcome: ev.outcome.map(|o| o.as_str().to_owned()),
+        }
+    }
+}
+
+/// The `event_time` column's text: the time in UTC as `YYYY-MM-DDTHH:MM:SS.ffffffZ`, always
+/// six fraction digits (event times are truncated to microseconds before sealing).
+///
+/// Fixed width, so that comparing the text compares the times: SQLite keeps the column as text,
+/// and RFC 3339 formatting drops trailing zeros of the fraction, which sorts `…:28Z` after
+/// `…:28.5Z` and leaves a record at `03:00:00.5` out of `event_time >= '…T03:00:00Z'`. A bound
+/// may be any prefix of this form (`'2026-11-26'`, `'2026-11-26T03:00'`). PostgreSQL parses
+/// it into its `timestamptz` column.
+pub(crate) fn query_time(time: time::OffsetDateTime) -> String {
+    let mut out = String::with_capacity(27);
+    write_query_time(&mut out, time);
+    out
+}
+
+/// Appends [`query_time`]`(time)` to `out`.
+pub(crate) fn write_query_time(out: &mut String, time: time::OffsetDateTime) {
+    use std::fmt::Write as _;
+    let utc = time.to_offset(time::UtcOffset::UTC);
+    let (year, month, day) = (utc.year(), u8::from(utc.month()), utc.day());
+    let (hour, minute, second, micros) = utc.to_hms_micro();
+    // Writing to a `String` cannot fail.
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z"
+    );
+}
+
+/// PostgreSQL text cannot hold NUL; the indexed copies are not hashed, so replacing it is safe.
+pub(crate) fn clean(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s.to_owned()
+    }
+}
 
 /// The copied columns, in [`Copies`] order.
 pub(crate) const COLUMNS: [&str; 7] = [
@@ -123,6 +186,39 @@ fn same_time(stored: &str, rfc3339: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn query_times_are_fixed_width_utc_and_sort_as_text_like_the_times() {
+        use time::macros::datetime;
+        assert_eq!(
+            query_time(datetime!(2026-11-26 03:00:00 UTC)),
+            "2026-11-26T03:00:00.000000Z"
+        );
+        assert_eq!(
+            query_time(datetime!(2026-11-26 05:00:00.5 +02:00)),
+            "2026-11-26T03:00:00.500000Z"
+        );
+        assert_eq!(
+            query_time(datetime!(0001-01-01 00:00:00.000001 UTC)),
+            "0001-01-01T00:00:00.000001Z"
+        );
+        let mut times = [
+            datetime!(2026-11-26 03:00:28.5 UTC),
+            datetime!(2026-11-26 03:00:28 UTC),
+            datetime!(2026-11-26 03:00:28.500001 UTC),
+            datetime!(2026-11-26 03:00:27.999999 UTC),
+            datetime!(2026-11-26 04:00:28.1 +01:00),
+            datetime!(2026-11-25 23:59:59.9 -05:00),
+            datetime!(2025-12-31 23:59:59 UTC),
+        ];
+        let mut texts: Vec<String> = times.iter().map(|t| query_time(*t)).collect();
+        times.sort();
+        texts.sort();
+        let sorted: Vec<String> = times.iter().map(|t| query_time(*t)).collect();
+        assert_eq!(texts, sorted);
+        // A whole-second bound (a prefix) takes in the fractions of that second.
+        assert!(query_time(datetime!(2026-11-26 03:00:00.5 UTC)).as_str() >= "2026-11-26T03:00:00");
+    }
+
     use super::*;
 
     fn expected() -> Expected<'static> {

@@ -175,8 +175,10 @@ mod copies;
 mod page;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod record;
 pub mod redact;
 pub mod sink;
+mod sql;
 pub mod sqlite;
 mod sqlite_rows;
 pub mod store;

@@ -7,7 +7,7 @@
 //! each value from SQLite's page straight into one, see the `sqlite_rows` module) plus offsets,
 //! and the checking threads borrow each row from it.
 
-use crate::store::StoredRecord;
+use crate::record::StoredRecord;
 
 /// Stored records of one stream, in one owned block of text: what verification reads
 /// ([`AuditStore::read_page`](crate::AuditStore::read_page)). The rows are [`RecordRef`]s
@@ -221,6 +221,20 @@ impl RecordPage {
             copies: row.copies.map(|spans| spans.map(|span| span.map(shift))),
         }));
         self.texts.extend(other.texts);
+    }
+}
+
+impl StoredRecord {
+    /// The record borrowed as a [`RecordRef`] (to [`push`](RecordPage::push) it on a page).
+    pub fn as_record_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            stream_id: &self.stream_id,
+            sequence: self.sequence,
+            prev_hash: &self.prev_hash,
+            hash: &self.hash,
+            event: &self.event,
+            copies: None,
+        }
     }
 }
 

@@ -26,12 +26,15 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::connection::WriteConnection;
+use crate::copies::{IndexedColumns, write_query_time};
 use crate::page::Copies;
 use crate::sink::ChainedSink;
+use crate::sql::{
+    RecordQueries, db_error, db_limit, db_sequence, decode_checkpoints, read_windows,
+    start_sequence,
+};
 use crate::store::{
-    AuditStore, IndexedColumns, RecordPage, RecordQueries, RecordRef, SealedRecord,
-    StoredCheckpoint, StoredRecord, db_error, db_limit, db_sequence, decode_checkpoints,
-    read_windows, start_sequence, write_query_time,
+    AuditStore, RecordPage, RecordRef, SealedRecord, StoredCheckpoint, StoredRecord,
 };
 use async_trait::async_trait;
 use gateway_core::audit::AuditError;

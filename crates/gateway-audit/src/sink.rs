@@ -1,6 +1,7 @@
 //! [`ChainedSink`]: the [`AuditSink`] shared by every backend (redaction, group commit,
 //! checkpoints, verification) over an [`AuditStore`].
 
+pub use crate::checkpoint::CheckpointPolicy;
 use crate::checkpoint::{Checkpoint, CheckpointSigner};
 use crate::redact::Redactor;
 use crate::store::{AuditStore, SealedRecord};
@@ -18,17 +19,6 @@ use tokio::task::JoinHandle;
 
 /// The longest stream id accepted, in bytes.
 pub const MAX_STREAM_ID_LEN: usize = 128;
-
-/// When the writer signs checkpoints.
-#[derive(Debug, Clone)]
-pub struct CheckpointPolicy {
-    /// The secret signing key.
-    pub signer: Arc<CheckpointSigner>,
-    /// Sign after this many records (≥ 1).
-    pub every_records: u64,
-    /// Sign after this long if records were appended since the last checkpoint.
-    pub every: Duration,
-}
 
 /// How a [`ChainedSink`] writes its stream.
 #[derive(Debug, Clone)]

@@ -30,12 +30,13 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::connection::WriteConnection;
+use crate::copies::IndexedColumns;
 use crate::sink::ChainedSink;
-use crate::sqlite_rows::{self, RowReader};
-use crate::store::{
-    AuditStore, IndexedColumns, RecordPage, SealedRecord, StoredCheckpoint, StoredRecord, db_error,
-    db_limit, db_sequence, decode_checkpoints, read_windows, start_sequence,
+use crate::sql::{
+    db_error, db_limit, db_sequence, decode_checkpoints, read_windows, start_sequence,
 };
+use crate::sqlite_rows::{self, RowReader};
+use crate::store::{AuditStore, RecordPage, SealedRecord, StoredCheckpoint, StoredRecord};
 use async_trait::async_trait;
 use gateway_core::audit::AuditError;
 use sqlx::sqlite::{

@@ -26,7 +26,7 @@
 //! reader sees every commit made before its query started and never blocks the writer.
 
 use crate::page::{RecordPage, RecordRef};
-use crate::store::{ROWS_PER_WINDOW, RecordQueries};
+use crate::sql::{ROWS_PER_WINDOW, RecordQueries};
 use gateway_core::audit::AuditError;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, ffi};
@@ -202,7 +202,7 @@ fn text(value: ValueRef<'_>) -> Option<Cow<'_, str>> {
 }
 
 /// What a value that is not valid text starts with when read: a NUL, which no value the
-/// writers store holds (`store::clean`), so that no check accepts it.
+/// writers store holds (`copies::clean`), so that no check accepts it.
 const NOT_TEXT: char = '\0';
 
 /// A SQLite failure as an [`AuditError`]: the database busy, locked or unreachable is

@@ -426,7 +426,7 @@ mod tests {
             after: Option<u64>,
             limit: usize,
         ) -> Result<Vec<StoredRecord>, AuditError> {
-            let start = crate::store::start_sequence(after).unwrap_or(i64::MAX);
+            let start = crate::sql::start_sequence(after).unwrap_or(i64::MAX);
             let mut rows: Vec<_> = self
                 .0
                 .iter()

@@ -1,8 +1,7 @@
 //! The single writer of one stream: batches queued appends into one transaction (group commit)
 //! and answers each caller only after the commit.
 
-use crate::checkpoint::Checkpoint;
-use crate::sink::CheckpointPolicy;
+use crate::checkpoint::{Checkpoint, CheckpointPolicy};
 use crate::store::{AuditStore, SealedRecord};
 use gateway_core::audit::chain::EncodedEvent;
 use gateway_core::audit::{AuditError, AuditReceipt};
