@@ -30,12 +30,12 @@ async fn passes_the_conformance_suite() {
     )
     .await
     .unwrap();
-    gateway_core::conformance::audit::run(&sink).await;
+    gateway_core::conformance::audit::run_all(&sink).await;
     sink.close().await.unwrap();
     let sink = PostgresAuditSink::open(store, SinkConfig::new("gw-1"))
         .await
         .unwrap();
-    gateway_core::conformance::audit::run(&sink).await;
+    gateway_core::conformance::audit::run_all(&sink).await;
 }
 
 #[tokio::test]

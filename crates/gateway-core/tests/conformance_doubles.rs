@@ -38,7 +38,7 @@ async fn memory_identity() {
     let identity = MemoryIdentity::new()
         .with_agent("tok-a", "agent:a")
         .with_agent("tok-b", "agent:b");
-    conformance::identity::run(
+    conformance::identity::run_all(
         &identity,
         conformance::identity::IdentityFixture {
             valid: vec![
@@ -68,7 +68,7 @@ async fn static_keys() {
     let mut wrong = a.expose().to_vec();
     let last = wrong.len() - 1;
     wrong[last] ^= 1;
-    conformance::identity::run(
+    conformance::identity::run_all(
         &keys,
         conformance::identity::IdentityFixture {
             valid: vec![
@@ -97,7 +97,7 @@ async fn memory_policy() {
             Decision::deny("not ok")
         }
     });
-    conformance::policy::run(
+    conformance::policy::run_all(
         &policy,
         conformance::policy::PolicyFixture {
             allowed: input("ok"),
@@ -109,12 +109,12 @@ async fn memory_policy() {
 
 #[tokio::test]
 async fn memory_broker() {
-    conformance::broker::run(&MemoryBroker::new(), vec!["s:read".into()]).await;
+    conformance::broker::run_all(&MemoryBroker::new(), vec!["s:read".into()]).await;
 }
 
 #[tokio::test]
 async fn hmac_broker() {
-    conformance::broker::run(
+    conformance::broker::run_all(
         &HmacBroker::generate(),
         vec!["s:read".into(), "s:write".into()],
     )
@@ -123,10 +123,10 @@ async fn hmac_broker() {
 
 #[tokio::test]
 async fn memory_runner() {
-    conformance::runner::run(&MemoryRunner::new(), &MemoryRenderer).await;
+    conformance::runner::run_all(&MemoryRunner::new(), &MemoryRenderer).await;
 }
 
 #[tokio::test]
 async fn memory_audit() {
-    conformance::audit::run(&MemoryAuditSink::new()).await;
+    conformance::audit::run_all(&MemoryAuditSink::new()).await;
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use gateway_core::conformance::identity::{IdentityFixture, run};
+use gateway_core::conformance::identity::{IdentityFixture, run_all};
 use gateway_core::testing::MemoryIdentity;
 use gateway_core::{AgentId, Credential, Identity, IdentityChain, IdentityError, StaticKeys};
 use gateway_identity::{JwtIdentity, KeySet};
@@ -28,7 +28,7 @@ async fn conformance_static_keys() {
     let stranger = TestKey::p256("ec");
     let id = jwt_identity(&[&ec, &ed]);
     let now = now();
-    run(
+    run_all(
         &id,
         IdentityFixture {
             valid: vec![
@@ -67,7 +67,7 @@ async fn conformance_jwks() {
         .owner_claim("owner")
         .build()
         .unwrap();
-    run(
+    run_all(
         &id,
         IdentityFixture {
             valid: vec![

@@ -190,7 +190,7 @@ async fn broker_conformance() {
     let Some(client) = admin().await else { return };
     let inst = instance();
     let ns = create_namespace(&client).await;
-    gateway_core::conformance::broker::run(
+    gateway_core::conformance::broker::run_all(
         &broker(&client, &inst),
         vec![format!("k8s:{ns}:configmaps:get")],
     )
@@ -532,7 +532,7 @@ async fn runner_conformance() {
     let Some(image) = node_image() else { return };
     let inst = instance();
     let r = runner(&client, &inst, &image);
-    gateway_core::conformance::runner::run(&r, &ShellRenderer { image: Some(image) }).await;
+    gateway_core::conformance::runner::run_all(&r, &ShellRenderer { image: Some(image) }).await;
     assert_nothing_left(&client, &inst).await;
 }
 

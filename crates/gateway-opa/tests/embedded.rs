@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use gateway_core::conformance::policy::{PolicyFixture, run};
+use gateway_core::conformance::policy::{PolicyFixture, run_all};
 use gateway_core::{ErrorKind, PolicyDecider, PolicyError};
 use gateway_opa::{EmbeddedRego, EvalStrategy, InputLimits, POLICY_UNDEFINED, SetupError};
 use serde_json::json;
@@ -32,7 +32,7 @@ fn reference(strategy: EvalStrategy) -> EmbeddedRego {
 async fn conformance_with_every_strategy() {
     for strategy in STRATEGIES {
         let decider = reference(strategy);
-        run(
+        run_all(
             &decider,
             PolicyFixture {
                 allowed: echo(),

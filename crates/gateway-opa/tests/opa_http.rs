@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use gateway_core::conformance::policy::{PolicyFixture, run};
+use gateway_core::conformance::policy::{PolicyFixture, run_all};
 use gateway_core::{ErrorKind, PolicyDecider, PolicyError};
 use gateway_opa::{EmbeddedRego, OpaHttp, OpaHttpBuilder, POLICY_UNDEFINED, SetupError};
 use serde_json::json;
@@ -460,7 +460,7 @@ async fn conformance_against_an_opa_speaking_the_reference_policy() {
     let engine = Arc::new(EmbeddedRego::from_dir(policies_dir()).unwrap());
     let server = RegoAsOpa::serve(engine).await;
     let opa = client(&server);
-    run(
+    run_all(
         &opa,
         PolicyFixture {
             allowed: echo(),

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use gateway_core::conformance::policy::{PolicyFixture, run};
+use gateway_core::conformance::policy::{PolicyFixture, run_all};
 use gateway_core::{PolicyDecider, PolicyError, PolicyInput};
 use gateway_opa::{EmbeddedRego, OpaHttp, POLICY_UNDEFINED};
 use serde_json::json;
@@ -48,7 +48,7 @@ async fn real_opa_passes_the_policy_conformance_suite() {
         return;
     };
     let opa = OpaHttp::builder(url).build().unwrap();
-    run(
+    run_all(
         &opa,
         PolicyFixture {
             allowed: echo(),

@@ -95,7 +95,8 @@ async fn conformance() {
     let inst = instance();
     let runner = runner(&inst).await;
     assert_eq!(runner.info().isolation, IsolationLevel::Container);
-    gateway_core::conformance::runner::run(&runner, &ShellRenderer { image: Some(image) }).await;
+    gateway_core::conformance::runner::run_all(&runner, &ShellRenderer { image: Some(image) })
+        .await;
     assert_none_left(&inst).await;
 }
 
@@ -111,7 +112,8 @@ async fn conformance_with_pool() {
         .await
         .unwrap();
     assert!(runner.wait_pool_ready(2, Duration::from_secs(30)).await);
-    gateway_core::conformance::runner::run(&runner, &ShellRenderer { image: Some(image) }).await;
+    gateway_core::conformance::runner::run_all(&runner, &ShellRenderer { image: Some(image) })
+        .await;
     runner.shutdown().await;
     assert_none_left(&inst).await;
 }

@@ -49,14 +49,14 @@ fn sh(script: &str) -> JobSpec {
 async fn conformance_process_level() {
     let runner = process_runner();
     assert_eq!(runner.info().isolation, IsolationLevel::Process);
-    gateway_core::conformance::runner::run(&runner, &ShellRenderer { image: None }).await;
+    gateway_core::conformance::runner::run_all(&runner, &ShellRenderer { image: None }).await;
 }
 
 #[tokio::test]
 async fn conformance_bwrap_level() {
     let Some(runner) = bwrap_runner() else { return };
     assert_eq!(runner.info().isolation, IsolationLevel::Namespaces);
-    gateway_core::conformance::runner::run(&runner, &ShellRenderer { image: None }).await;
+    gateway_core::conformance::runner::run_all(&runner, &ShellRenderer { image: None }).await;
 }
 
 #[tokio::test]

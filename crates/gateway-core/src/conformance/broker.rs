@@ -17,14 +17,23 @@ pub fn request(scopes: Vec<String>, ttl: Duration) -> GrantRequest {
     }
 }
 
-/// Runs the suite with grants of the given scopes (valid for the backend under test).
-pub async fn run(broker: &dyn AccessBroker, scopes: Vec<String>) {
-    let ttl = Duration::from_secs(120);
+const TTL: Duration = Duration::from_secs(120);
+
+/// Runs every case with grants of the given scopes (valid for the backend under test).
+pub async fn run_all(broker: &dyn AccessBroker, scopes: Vec<String>) {
+    grants_match_the_request_and_its_ttl(broker, &scopes).await;
+    secrets_stay_out_of_debug_and_json(broker, &scopes).await;
+    grant_ids_are_unique(broker, &scopes).await;
+    revocation_is_idempotent(broker, &scopes).await;
+}
+
+/// A grant names the request's task and agent, holds no scope beyond the request, and lives no
+/// longer than the requested TTL.
+pub async fn grants_match_the_request_and_its_ttl(broker: &dyn AccessBroker, scopes: &[String]) {
     let before = OffsetDateTime::now_utc();
-    let req = request(scopes.clone(), ttl);
+    let req = request(scopes.to_vec(), TTL);
     let grant = broker.grant(&req).await.expect("grant");
     let after = OffsetDateTime::now_utc();
-
     assert_eq!(grant.correlation_id, req.correlation_id);
     assert_eq!(grant.agent, req.agent);
     assert!(
@@ -33,11 +42,18 @@ pub async fn run(broker: &dyn AccessBroker, scopes: Vec<String>) {
     );
     assert!(grant.not_after > before, "grant already expired");
     assert!(
-        grant.not_after <= after + ttl + time::Duration::seconds(1),
+        grant.not_after <= after + TTL + time::Duration::seconds(1),
         "grant outlives its requested TTL"
     );
+    broker.revoke(&grant).await.expect("revoke");
+}
 
-    // Secrets never appear in Debug or serialised output.
+/// A grant's secrets never appear in its `Debug` or serialised form.
+pub async fn secrets_stay_out_of_debug_and_json(broker: &dyn AccessBroker, scopes: &[String]) {
+    let grant = broker
+        .grant(&request(scopes.to_vec(), TTL))
+        .await
+        .expect("grant");
     let debug = format!("{grant:?}");
     let json = serde_json::to_string(&grant).expect("grant serialises");
     for secret in grant.job_env.values() {
@@ -46,19 +62,33 @@ pub async fn run(broker: &dyn AccessBroker, scopes: Vec<String>) {
             assert!(!json.contains(s), "grant JSON leaks its secret");
         }
     }
+    broker.revoke(&grant).await.expect("revoke");
+}
 
-    // Distinct grants get distinct ids.
+/// Two grants get distinct ids.
+pub async fn grant_ids_are_unique(broker: &dyn AccessBroker, scopes: &[String]) {
+    let first = broker
+        .grant(&request(scopes.to_vec(), TTL))
+        .await
+        .expect("grant");
     let second = broker
-        .grant(&request(scopes.clone(), ttl))
+        .grant(&request(scopes.to_vec(), TTL))
         .await
         .expect("second grant");
-    assert_ne!(grant.id, second.id, "grant ids must be unique");
+    assert_ne!(first.id, second.id, "grant ids must be unique");
+    broker.revoke(&first).await.expect("revoke");
+    broker.revoke(&second).await.expect("revoke second");
+}
 
-    // Revocation is idempotent.
+/// Revoking a grant twice succeeds both times.
+pub async fn revocation_is_idempotent(broker: &dyn AccessBroker, scopes: &[String]) {
+    let grant = broker
+        .grant(&request(scopes.to_vec(), TTL))
+        .await
+        .expect("grant");
     broker.revoke(&grant).await.expect("revoke");
     broker
         .revoke(&grant)
         .await
         .expect("revoking twice must succeed");
-    broker.revoke(&second).await.expect("revoke second");
 }

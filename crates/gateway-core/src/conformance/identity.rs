@@ -14,8 +14,20 @@ pub struct IdentityFixture {
     pub invalid: Vec<Credential>,
 }
 
-/// Runs the suite.
-pub async fn run(identity: &dyn Identity, fixture: IdentityFixture) {
+/// Runs every case.
+pub async fn run_all(identity: &dyn Identity, fixture: IdentityFixture) {
+    valid_credentials_map_to_their_agents(identity, &fixture).await;
+    invalid_credentials_are_unauthenticated(identity, &fixture).await;
+    garbage_is_unauthenticated_and_not_echoed(identity).await;
+    concurrent_authentication_agrees(identity, &fixture).await;
+}
+
+/// Each valid credential maps to its agent, the same way every time, and two credentials to two
+/// distinct agents.
+pub async fn valid_credentials_map_to_their_agents(
+    identity: &dyn Identity,
+    fixture: &IdentityFixture,
+) {
     assert!(
         fixture.valid.len() >= 2,
         "fixture needs at least two valid credentials"
@@ -39,7 +51,13 @@ pub async fn run(identity: &dyn Identity, fixture: IdentityFixture) {
         seen.len() >= 2,
         "distinct credentials must map to distinct agents in the fixture"
     );
+}
 
+/// Each invalid credential of the backend's own format is refused as unauthenticated.
+pub async fn invalid_credentials_are_unauthenticated(
+    identity: &dyn Identity,
+    fixture: &IdentityFixture,
+) {
     for credential in &fixture.invalid {
         let err = identity
             .authenticate(credential)
@@ -51,8 +69,11 @@ pub async fn run(identity: &dyn Identity, fixture: IdentityFixture) {
             "wrong kind for invalid credential: {err}"
         );
     }
+}
 
-    // Garbage of every shape is rejected as unauthenticated, never a panic or another kind.
+/// Garbage of every shape is refused as unauthenticated, never a panic or another kind, and the
+/// error never echoes it.
+pub async fn garbage_is_unauthenticated_and_not_echoed(identity: &dyn Identity) {
     let garbage: Vec<Vec<u8>> = vec![
         Vec::new(),
         b" ".to_vec(),
@@ -74,14 +95,15 @@ pub async fn run(identity: &dyn Identity, fixture: IdentityFixture) {
             ErrorKind::Unauthenticated,
             "garbage of {len} bytes: {err}"
         );
-        // The error message never echoes the credential.
         assert!(
             err.to_string().len() < 512,
             "error message too long: echoes input?"
         );
     }
+}
 
-    // Concurrent use.
+/// 32 concurrent authentications each map to the right agent.
+pub async fn concurrent_authentication_agrees(identity: &dyn Identity, fixture: &IdentityFixture) {
     let tasks = fixture
         .valid
         .iter()

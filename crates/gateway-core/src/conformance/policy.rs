@@ -10,8 +10,17 @@ pub struct PolicyFixture {
     pub denied: PolicyInput,
 }
 
-/// Runs the suite.
-pub async fn run(decider: &dyn PolicyDecider, fixture: PolicyFixture) {
+/// Runs every case.
+pub async fn run_all(decider: &dyn PolicyDecider, fixture: PolicyFixture) {
+    inputs_decide_as_the_fixture_says(decider, &fixture).await;
+    decisions_are_stable_under_concurrency(decider, &fixture).await;
+}
+
+/// The allowed input is allowed; the denied one is denied, with a reason.
+pub async fn inputs_decide_as_the_fixture_says(
+    decider: &dyn PolicyDecider,
+    fixture: &PolicyFixture,
+) {
     let allow = decider
         .decide(&fixture.allowed)
         .await
@@ -24,8 +33,13 @@ pub async fn run(decider: &dyn PolicyDecider, fixture: PolicyFixture) {
         .expect("decision for the denied input");
     assert!(!deny.allow, "denied input was allowed");
     assert!(!deny.reasons.is_empty(), "a deny must say why");
+}
 
-    // Deterministic and safe under concurrency.
+/// 32 concurrent decisions over both inputs each come out as decided alone.
+pub async fn decisions_are_stable_under_concurrency(
+    decider: &dyn PolicyDecider,
+    fixture: &PolicyFixture,
+) {
     let inputs = [&fixture.allowed, &fixture.denied];
     let tasks = (0..32).map(|i| {
         let input = inputs[i % 2];

@@ -19,11 +19,20 @@ fn spec(renderer: &dyn ScriptRenderer, steps: &[Step]) -> JobSpec {
     spec
 }
 
-/// Runs the suite. `renderer` turns test scripts into commands the runner understands.
-pub async fn run(runner: &dyn Runner, renderer: &dyn ScriptRenderer) {
-    let go = || CancellationToken::new();
+/// Runs every case. `renderer` turns test scripts into commands the runner understands.
+pub async fn run_all(runner: &dyn Runner, renderer: &dyn ScriptRenderer) {
+    exit_codes_are_reported(runner, renderer).await;
+    stdout_and_stderr_are_kept_apart(runner, renderer).await;
+    plain_and_secret_env_arrive(runner, renderer).await;
+    output_is_capped(runner, renderer).await;
+    timeout_stops_the_job(runner, renderer).await;
+    cancellation_stops_the_job(runner, renderer).await;
+    an_empty_command_is_invalid_input(runner, renderer).await;
+}
 
-    // Exit codes.
+/// A job's exit code is reported, 0 as success, and teardown completes.
+pub async fn exit_codes_are_reported(runner: &dyn Runner, renderer: &dyn ScriptRenderer) {
+    let go = CancellationToken::new;
     let ok = runner
         .run(spec(renderer, &[Step::Exit(0)]), go())
         .await
@@ -40,8 +49,11 @@ pub async fn run(runner: &dyn Runner, renderer: &dyn ScriptRenderer) {
         .await
         .expect("run exit 3");
     assert_eq!(three.exit_code(), Some(3));
+}
 
-    // stdout and stderr, separately.
+/// stdout and stderr are captured separately.
+pub async fn stdout_and_stderr_are_kept_apart(runner: &dyn Runner, renderer: &dyn ScriptRenderer) {
+    let go = CancellationToken::new;
     let out = runner
         .run(
             spec(
@@ -58,8 +70,11 @@ pub async fn run(runner: &dyn Runner, renderer: &dyn ScriptRenderer) {
     assert_eq!(out.stdout, "hello out");
     assert_eq!(out.stderr, "hello err");
     assert!(!out.stdout_truncated && !out.stderr_truncated);
+}
 
-    // Environment: plain and secret variables arrive.
+/// Plain and secret environment variables reach the job.
+pub async fn plain_and_secret_env_arrive(runner: &dyn Runner, renderer: &dyn ScriptRenderer) {
+    let go = CancellationToken::new;
     let mut env_spec = spec(
         renderer,
         &[
@@ -76,8 +91,11 @@ pub async fn run(runner: &dyn Runner, renderer: &dyn ScriptRenderer) {
         .insert("CONFORMANCE_SECRET".into(), Secret::from("secret-value"));
     let env = runner.run(env_spec, go()).await.expect("run env");
     assert_eq!(env.stdout, "plain-value|secret-value");
+}
 
-    // Output cap.
+/// Output beyond `max_output_bytes` is dropped and flagged.
+pub async fn output_is_capped(runner: &dyn Runner, renderer: &dyn ScriptRenderer) {
+    let go = CancellationToken::new;
     let mut big = spec(renderer, &[Step::StdoutBytes(10_000)]);
     big.limits.max_output_bytes = 1000;
     let capped = runner.run(big, go()).await.expect("run big output");
@@ -87,8 +105,11 @@ pub async fn run(runner: &dyn Runner, renderer: &dyn ScriptRenderer) {
         "kept {} bytes over a 1000-byte cap",
         capped.stdout.len()
     );
+}
 
-    // Wall-clock timeout.
+/// A job past its wall-clock timeout is stopped, reported as timed out, and torn down.
+pub async fn timeout_stops_the_job(runner: &dyn Runner, renderer: &dyn ScriptRenderer) {
+    let go = CancellationToken::new;
     let mut slow = spec(renderer, &[Step::SleepSeconds(60)]);
     slow.limits.timeout = Duration::from_secs(1);
     let started = Instant::now();
@@ -104,8 +125,10 @@ pub async fn run(runner: &dyn Runner, renderer: &dyn ScriptRenderer) {
         "teardown after timeout: {}",
         timed_out.teardown.detail
     );
+}
 
-    // Cancellation.
+/// A cancelled job is stopped promptly, reported as cancelled, and torn down.
+pub async fn cancellation_stops_the_job(runner: &dyn Runner, renderer: &dyn ScriptRenderer) {
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     tokio::spawn(async move {
@@ -128,8 +151,11 @@ pub async fn run(runner: &dyn Runner, renderer: &dyn ScriptRenderer) {
         "teardown after cancel: {}",
         cancelled.teardown.detail
     );
+}
 
-    // Empty command is invalid input, not a panic.
+/// An empty command is invalid input, not a panic.
+pub async fn an_empty_command_is_invalid_input(runner: &dyn Runner, renderer: &dyn ScriptRenderer) {
+    let go = CancellationToken::new;
     let mut empty = spec(renderer, &[]);
     empty.command.clear();
     let err = runner
