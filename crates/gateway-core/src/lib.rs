@@ -30,6 +30,7 @@ pub mod runner;
 pub mod secret;
 pub mod static_keys;
 pub mod strict_json;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 #[cfg(feature = "conformance")]

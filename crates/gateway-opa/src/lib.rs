@@ -126,6 +126,7 @@ mod contract;
 mod embedded;
 mod error;
 mod go_compat;
+#[cfg(feature = "http")]
 mod http;
 mod rego_test;
 mod rego_value;
@@ -137,5 +138,6 @@ pub use contract::{
 };
 pub use embedded::{EmbeddedRego, EmbeddedRegoBuilder, EvalStrategy};
 pub use error::SetupError;
+#[cfg(feature = "http")]
 pub use http::{OpaHttp, OpaHttpBuilder};
 pub use rego_test::{RegoTestReport, RegoTestResult, run_rego_tests};
