@@ -20,7 +20,46 @@ use tokio::task::JoinHandle;
 /// The longest stream id accepted, in bytes.
 pub const MAX_STREAM_ID_LEN: usize = 128;
 
-/// How a [`ChainedSink`] writes its stream.
+/// How a [`ChainedSink`] writes its stream: the sink's builder, whatever the store.
+///
+/// On SQLite (the embedded default):
+///
+/// ```
+/// use gateway_audit::{CheckpointSigner, SinkConfig, SqliteAuditSink, SqliteStore};
+/// use gateway_core::audit::{AuditEvent, AuditEventKind, AuditSink as _};
+/// use gateway_core::ids::RequestId;
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("audit.db");
+/// let signer = Arc::new(CheckpointSigner::generate());
+/// let config = SinkConfig::new("gateway-1")
+///     .with_max_batch(256)
+///     .with_checkpoints(signer, 1000, Duration::from_secs(60));
+/// let sink = SqliteAuditSink::open(SqliteStore::open(&path).await?, config).await?;
+/// sink.append(AuditEvent::new(RequestId::new(), 1, AuditEventKind::Requested)).await?;
+/// assert!(sink.verify().await?.is_ok());
+/// sink.close().await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// On PostgreSQL, only the store differs:
+///
+/// ```no_run
+/// # #[cfg(feature = "postgres")]
+/// # async fn demo() -> Result<(), gateway_core::audit::AuditError> {
+/// use gateway_audit::{PostgresAuditSink, PostgresStore, SinkConfig};
+///
+/// let store = PostgresStore::connect("postgres://gateway_audit@db.internal/audit").await?;
+/// let sink = PostgresAuditSink::open(store, SinkConfig::new("gateway-1")).await?;
+/// # let _ = sink;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
     stream_id: String,

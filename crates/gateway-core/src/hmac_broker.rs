@@ -151,7 +151,39 @@ impl TokenVerifier {
     }
 }
 
-/// Issues HMAC capability tokens as grants.
+/// Issues HMAC capability tokens as grants: the embedded default broker, for targets that run a
+/// [`TokenVerifier`] sharing the broker's key.
+///
+/// ```
+/// use gateway_core::grant::{AccessBroker, GrantRequest};
+/// use gateway_core::hmac_broker::{HmacBroker, TOKEN_ENV};
+/// use gateway_core::ids::{AgentId, RequestId};
+/// use std::time::Duration;
+/// use time::OffsetDateTime;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let broker = HmacBroker::generate();
+/// let grant = broker
+///     .grant(&GrantRequest {
+///         correlation_id: RequestId::new(),
+///         agent: AgentId::new("agent:reporter")?,
+///         action: "db.query".into(),
+///         resource: "db:reports".into(),
+///         scopes: vec!["db:reports:read".into()],
+///         ttl: Duration::from_secs(60),
+///     })
+///     .await?;
+/// // The job receives the token as a secret environment variable; the target verifies it.
+/// let token = grant.job_env[TOKEN_ENV].expose_str().expect("tokens are text");
+/// let now = OffsetDateTime::now_utc();
+/// assert!(broker.verify(token, "db:reports:read", now).is_ok());
+/// assert!(broker.verify(token, "db:reports:write", now).is_err());
+/// broker.revoke(&grant).await?;
+/// assert!(broker.verify(token, "db:reports:read", now).is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct HmacBroker {
     verifier: TokenVerifier,

@@ -40,7 +40,33 @@ pub enum StaticKeyError {
     InvalidHash,
 }
 
-/// An [`Identity`] backend over a fixed set of hashed API keys.
+/// An [`Identity`] backend over a fixed set of hashed API keys: the gateway keeps only each
+/// key's hash, so its configuration can be read without revealing a key.
+///
+/// ```
+/// use gateway_core::identity::{Credential, Identity};
+/// use gateway_core::ids::AgentId;
+/// use gateway_core::static_keys::StaticKeys;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Once, offline: make a key, hand it to the agent, keep only its hash in configuration.
+/// let (key, hash) = StaticKeys::generate_key("deployer-1")?;
+/// let agent = AgentId::new("agent:deployer")?;
+/// let keys = StaticKeys::new().with_key_hash(
+///     "deployer-1",
+///     &hash,
+///     gateway_core::identity::AgentIdentity::new(
+///         agent.clone(),
+///         "team-platform",
+///         gateway_core::identity::AuthMethod::StaticKey { key_id: "deployer-1".into() },
+///     ),
+/// )?;
+/// assert_eq!(keys.authenticate(&Credential::Bearer(key)).await?.id, agent);
+/// assert!(keys.authenticate(&Credential::bearer("agk_guess")).await.is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Default)]
 pub struct StaticKeys {
     keys: HashMap<String, Entry>,

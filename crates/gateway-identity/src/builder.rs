@@ -118,6 +118,24 @@ impl Default for JwtIdentityBuilder {
 impl JwtIdentity {
     /// A builder with the defaults: asymmetric algorithms only, 30 s leeway, single-audience
     /// tokens, agent id `agent:<sub>`, 8 KiB token cap, no replay protection.
+    ///
+    /// ```
+    /// use gateway_identity::JwtIdentity;
+    ///
+    /// // Keys are fetched from the issuer's JWKS when first needed, not when building.
+    /// let identity = JwtIdentity::builder()
+    ///     .issuer("https://idp.example.com")
+    ///     .audience("agent-gateway")
+    ///     .jwks_url("https://idp.example.com/.well-known/jwks.json")
+    ///     .owner_claim("team")
+    ///     .single_use(true)
+    ///     .build()?;
+    /// # let _ = identity;
+    /// // A builder missing a required part says which.
+    /// let err = JwtIdentity::builder().audience("agent-gateway").build().unwrap_err();
+    /// assert!(err.to_string().contains("issuer"), "{err}");
+    /// # Ok::<(), gateway_identity::ConfigError>(())
+    /// ```
     pub fn builder() -> JwtIdentityBuilder {
         JwtIdentityBuilder::default()
     }

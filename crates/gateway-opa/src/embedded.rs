@@ -465,7 +465,25 @@ impl std::fmt::Debug for EmbeddedRego {
 }
 
 impl EmbeddedRego {
-    /// A builder.
+    /// A builder. Policies come from a directory ([`policy_dir`](EmbeddedRegoBuilder::policy_dir))
+    /// or as text; the decision rule must produce the decision document of the crate docs.
+    ///
+    /// ```
+    /// use gateway_opa::EmbeddedRego;
+    /// use serde_json::json;
+    ///
+    /// let rego = r#"
+    ///     package agent_gateway.authz
+    ///     default decision := {"allow": false, "reasons": ["not a read"]}
+    ///     decision := {"allow": true, "max_ttl_seconds": 60} if input.action == "db.read"
+    /// "#;
+    /// let decider = EmbeddedRego::builder().policy("authz.rego", rego).build()?;
+    /// let decision = decider.decide_document(&json!({"contract_version": 1, "action": "db.read"}))?;
+    /// assert!(decision.allow);
+    /// let decision = decider.decide_document(&json!({"contract_version": 1, "action": "db.drop"}))?;
+    /// assert_eq!(decision.reasons, ["not a read"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn builder() -> EmbeddedRegoBuilder {
         EmbeddedRegoBuilder::default()
     }

@@ -264,7 +264,23 @@ impl std::fmt::Debug for OpaHttp {
 }
 
 impl OpaHttp {
-    /// A builder for the OPA server at `base_url`.
+    /// A builder for the OPA server at `base_url`. Building checks the settings and connects to
+    /// nothing; each decision is one `POST /v1/data/<decision path>`.
+    ///
+    /// ```
+    /// use gateway_opa::OpaHttp;
+    /// use std::time::Duration;
+    ///
+    /// let opa = OpaHttp::builder("http://127.0.0.1:8181")
+    ///     .decision_path("agent_gateway/authz/decision")
+    ///     .timeout(Duration::from_millis(500))
+    ///     .retries(1, Duration::from_millis(20))
+    ///     .build()?;
+    /// # let _ = opa;
+    /// // A path that is not a Data API path is refused when building, not at the first request.
+    /// assert!(OpaHttp::builder("http://127.0.0.1:8181").decision_path("../x").build().is_err());
+    /// # Ok::<(), gateway_opa::SetupError>(())
+    /// ```
     pub fn builder(base_url: impl Into<String>) -> OpaHttpBuilder {
         OpaHttpBuilder::new(base_url)
     }

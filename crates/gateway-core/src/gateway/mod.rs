@@ -188,7 +188,53 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A builder.
+    /// A builder. Every part is a value: pick each backend at run time.
+    ///
+    /// Here the identity (static API keys) and the broker (HMAC grants) are the embedded
+    /// backends of this crate; the policy, runner and audit sink are the in-memory doubles of
+    /// [`testing`](crate::testing). A deployment passes `gateway_opa::EmbeddedRego`, a runner of
+    /// `gateway-runners` and a sink of `gateway-audit` instead, or takes all five from the
+    /// facade's `embedded` module.
+    ///
+    /// ```
+    /// use gateway_core::action::{ActionCatalog, ActionDef, ActionRequest};
+    /// use gateway_core::audit::AuditSink as _;
+    /// use gateway_core::gateway::Gateway;
+    /// use gateway_core::hmac_broker::HmacBroker;
+    /// use gateway_core::identity::Credential;
+    /// use gateway_core::ids::AgentId;
+    /// use gateway_core::runner::JobSpec;
+    /// use gateway_core::static_keys::StaticKeys;
+    /// use gateway_core::testing::{MemoryAuditSink, MemoryPolicy, MemoryRunner};
+    /// use std::sync::Arc;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let agent = AgentId::new("agent:deployer")?;
+    /// let (keys, key) = StaticKeys::new().with_generated_key("k1", agent.clone(), "team-a")?;
+    /// let catalog = ActionCatalog::new().register(ActionDef::new(
+    ///     "app.restart",
+    ///     "restarts one app",
+    ///     |req, who| Ok(JobSpec::new(req.id, who.id.clone(), vec!["restart".into()])),
+    /// ));
+    /// let audit = Arc::new(MemoryAuditSink::new());
+    /// let gateway = Gateway::builder()
+    ///     .identity(Arc::new(keys))
+    ///     .policy(Arc::new(MemoryPolicy::allow_all()))
+    ///     .broker(Arc::new(HmacBroker::generate()))
+    ///     .runner(Arc::new(MemoryRunner::new()))
+    ///     .audit(audit.clone())
+    ///     .catalog(catalog)
+    ///     .build()?;
+    ///
+    /// let request = ActionRequest::new("app.restart", "app:billing").with_ttl_seconds(60);
+    /// let outcome = gateway.execute(Credential::Bearer(key), request).await?;
+    /// assert!(outcome.job.succeeded());
+    /// // Requested, decided, granted, started, revoked, completed: all on the chain.
+    /// assert!(audit.verify().await?.is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn builder() -> GatewayBuilder {
         GatewayBuilder::default()
     }
