@@ -14,8 +14,11 @@
 //!
 //! The container is removed on every path: exit, non-zero exit, timeout, OOM, cancellation,
 //! daemon errors, and when the caller drops the future (a guard removes it in the background).
-//! What a crash leaves behind carries the runner's [`INSTANCE_LABEL`]; [`DockerRunner::reap`]
-//! (run by [`DockerRunnerBuilder::build`]) and [`reap_instance`] remove it, and only it.
+//! Containers carry the labels of [`gateway_core::labels`]: the runner's
+//! [`INSTANCE`](gateway_core::labels::INSTANCE), the request's correlation id and agent. What a
+//! crash leaves behind carries the instance label; [`DockerRunner::reap`] (run by
+//! [`DockerRunnerBuilder::build`]) and [`reap_instance`] remove it, and only it, also when an
+//! older version labelled it with the [legacy](gateway_core::labels::legacy) key.
 //!
 //! Secrets: a directly created container gets them in its `Env`, which anyone with access to
 //! the Docker socket can inspect while it exists (such a user is root-equivalent anyway). A
@@ -25,10 +28,8 @@ mod config;
 mod pool;
 mod reaper;
 
-pub use config::{CORRELATION_LABEL, INSTANCE_LABEL, POOL_LABEL};
 pub use reaper::reap_instance;
 
-use crate::output::BoundedOutput;
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::LogOutput;
@@ -39,6 +40,7 @@ use bollard::query_parameters::{
 };
 use config::Hardening;
 use futures::StreamExt;
+use gateway_core::output::BoundedOutput;
 use gateway_core::{
     IsolationLevel, JobLimits, JobOutcome, JobSpec, JobStatus, Runner, RunnerError, RunnerInfo,
     Teardown,
@@ -310,7 +312,8 @@ impl DockerRunner {
         DockerRunnerBuilder::new(docker)
     }
 
-    /// This runner's instance id (the value of [`INSTANCE_LABEL`] on its containers).
+    /// This runner's instance id (the value of [`gateway_core::labels::INSTANCE`] on its
+    /// containers).
     pub fn instance(&self) -> &str {
         &self.hardening.instance
     }
