@@ -24,6 +24,7 @@ pub mod labels;
 pub mod scope;
 
 mod broker;
+mod gone;
 mod hints;
 mod pod;
 mod reap;

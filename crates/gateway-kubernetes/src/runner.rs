@@ -2,6 +2,7 @@
 //! deleted on every path.
 
 use crate::error::{self, deleted_or_gone};
+use crate::gone;
 use crate::labels;
 use crate::pod::{
     self, BuildError, CONTAINER, PodSettings, StderrCapture, TERMINATION_MESSAGE_LIMIT,
@@ -564,39 +565,32 @@ impl Inner {
         let force_at = started
             + Duration::from_secs(u64::try_from(self.settings.grace_seconds).unwrap_or(0))
             + FORCE_DELETE_SLACK;
+        let (jobs, pods) = (self.jobs(), self.pods());
+        let wait_gone = || gone::job_and_pods(&jobs, &pods, id, &selector);
         let mut forced = false;
-        let mut gone = false;
-        while Instant::now() < deadline {
-            let pods_left = self
-                .pods()
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map(|l| l.items);
-            let job_left = self.jobs().get_opt(id).await.map(|j| j.is_some());
-            match (&pods_left, &job_left) {
-                (Ok(pods), Ok(false)) if pods.is_empty() => {
-                    gone = true;
-                    break;
-                }
-                (Ok(pods), _) if !forced && Instant::now() >= force_at => {
-                    forced = true;
-                    let now = DeleteParams {
-                        grace_period_seconds: Some(0),
-                        ..Default::default()
-                    };
-                    for p in pods {
+        let mut gone = tokio::time::timeout_at(force_at.min(deadline), wait_gone())
+            .await
+            .is_ok();
+        if !gone && Instant::now() < deadline {
+            forced = true;
+            let now = DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            };
+            match pods.list(&ListParams::default().labels(&selector)).await {
+                Ok(list) => {
+                    for p in list.items {
                         let name = p.metadata.name.clone().unwrap_or_default();
                         tracing::warn!(pod = %name, "pod outlived its grace period; force-deleting");
-                        if let Err(e) =
-                            deleted_or_gone(self.pods().delete(&name, &now).await.map(|_| ()))
+                        if let Err(e) = deleted_or_gone(pods.delete(&name, &now).await.map(|_| ()))
                         {
                             problems.push(format!("force-deleting pod {name}: {e}"));
                         }
                     }
                 }
-                _ => {}
+                Err(e) => tracing::warn!(error = %e, "listing pods to force-delete failed"),
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            gone = tokio::time::timeout_at(deadline, wait_gone()).await.is_ok();
         }
         if gone && forced {
             // The object is gone but the kubelet may still be stopping the container: keep the
