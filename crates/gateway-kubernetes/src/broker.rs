@@ -42,6 +42,29 @@ struct Plan<'a> {
 }
 
 /// Builds a [`KubernetesBroker`].
+///
+/// ```no_run
+/// use gateway_core::{AccessBroker, BrokerError, GrantRequest};
+/// use gateway_kubernetes::{HINT_SERVICE_ACCOUNT, KubernetesBrokerBuilder};
+/// use std::time::Duration;
+///
+/// # async fn example(request: GrantRequest) -> Result<(), BrokerError> {
+/// // KUBECONFIG, or the in-cluster service account; `KubernetesBroker::builder(client)` takes
+/// // a client of your own.
+/// let broker = KubernetesBrokerBuilder::from_env()
+///     .await?
+///     .instance("payments-gw-1")
+///     // Where the grant's ServiceAccount lives: the namespace the runner's jobs run in.
+///     .namespace("agent-jobs")
+///     .max_ttl(Duration::from_secs(900))
+///     .build()?;
+/// // `request.scopes` are strings such as `k8s:prod:deployments/web:patch`.
+/// let grant = broker.grant(&request).await?;
+/// assert!(grant.hints.contains_key(HINT_SERVICE_ACCOUNT));
+/// broker.revoke(&grant).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct KubernetesBrokerBuilder {
     client: Client,

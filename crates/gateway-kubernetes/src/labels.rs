@@ -82,7 +82,7 @@ pub fn base(instance: &str, correlation_id: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// Formats an expiry for the [`EXPIRES_AT`](gateway_core::labels::EXPIRES_AT) annotation.
+/// Formats an expiry for the [`EXPIRES_AT`] annotation.
 pub fn format_expiry(at: OffsetDateTime) -> String {
     // Formatting a UTC OffsetDateTime as RFC 3339 only fails for years outside 0..=9999.
     at.format(&Rfc3339)

@@ -30,6 +30,29 @@ use tokio::time::Instant;
 const FORCE_DELETE_SLACK: Duration = Duration::from_secs(3);
 
 /// Builds a [`KubernetesRunner`].
+///
+/// ```no_run
+/// use gateway_kubernetes::{KubernetesRunnerBuilder, StderrCapture};
+/// use std::time::Duration;
+///
+/// # async fn example() -> Result<(), gateway_core::RunnerError> {
+/// // KUBECONFIG, or the in-cluster service account; `KubernetesRunner::builder(client)` takes
+/// // a client of your own.
+/// let runner = KubernetesRunnerBuilder::from_env()
+///     .await?
+///     // Stable across restarts, so the reaper finds a crashed predecessor's Jobs.
+///     .instance("payments-gw-1")
+///     .namespace("agent-jobs")
+///     .default_image("registry.example/tools@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+///     .stderr_capture(StderrCapture::TerminationMessage)
+///     .teardown_timeout(Duration::from_secs(30))
+///     .build()?;
+/// // Before the first job: nobody will collect a predecessor's results.
+/// let report = runner.reap_all().await?;
+/// assert!(report.failed.is_empty(), "{:?}", report.failed);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct KubernetesRunnerBuilder {
     client: Client,

@@ -147,6 +147,26 @@ impl Drop for ContainerGuard {
 }
 
 /// Builds a [`DockerRunner`]. Start with [`DockerRunner::from_env`] or [`DockerRunner::builder`].
+///
+/// ```no_run
+/// use gateway_core::JobLimits;
+/// use gateway_runners::DockerRunner;
+///
+/// # async fn example() -> Result<(), gateway_core::RunnerError> {
+/// // Images are pinned by digest: a tag could be re-pointed under the gateway's feet.
+/// let image = "registry.example/tools@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+/// let runner = DockerRunner::from_env()?
+///     // Stable across restarts, so `build` reaps a crashed predecessor's containers.
+///     .instance("payments-gw-1")
+///     .default_image(image)
+///     .pool(image, 2, JobLimits::default())
+///     .build()
+///     .await?;
+/// assert_eq!(runner.instance(), "payments-gw-1");
+/// runner.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct DockerRunnerBuilder {
     docker: Docker,
