@@ -228,6 +228,11 @@ struct Inner {
 /// `nofile`) and are not enforced per job. Host mounts are refused (hostPath is forbidden by the
 /// restricted profile); network allowlists must be IPs or CIDRs, enforced by a NetworkPolicy,
 /// which requires a CNI plugin that enforces NetworkPolicies.
+///
+/// The runner's own identity needs, in the jobs' namespace: `create`, `get`, `list`, `watch`
+/// and `delete` on Jobs, `list`, `watch` and `delete` on Pods (the waits are list-then-watch,
+/// through `kube::runtime`), `get` on `pods/log`, and `create`, `list` and `delete` on Secrets
+/// and NetworkPolicies.
 #[derive(Clone)]
 pub struct KubernetesRunner {
     inner: Arc<Inner>,
