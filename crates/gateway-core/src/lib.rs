@@ -24,6 +24,8 @@ pub mod grant;
 pub mod hmac_broker;
 pub mod identity;
 pub mod ids;
+pub mod labels;
+pub mod output;
 pub mod policy;
 pub mod redact;
 pub mod runner;

@@ -49,7 +49,7 @@ async fn allowed_action_runs_with_its_grant_and_is_fully_audited() {
     let run = &h.runner.runs()[0];
     assert!(run.secret_env.contains_key("GATEWAY_GRANT_TOKEN"));
     assert_eq!(
-        run.labels["agent-gateway/correlation-id"],
+        run.labels["agent-gateway.io/correlation-id"],
         out.correlation_id.to_string()
     );
     assert_eq!(run.command, vec!["echo".to_string(), "hi".to_string()]);

@@ -1,11 +1,13 @@
 //! [`KubernetesBroker`]: just-in-time RBAC grants (ServiceAccount + Role + RoleBinding +
 //! TokenRequest token) that exist only while a job runs.
 
-use crate::error;
+use crate::error::{self, deleted_or_gone};
+use crate::hints::{HINT_NAMESPACE, HINT_SERVICE_ACCOUNT, HINT_TARGET_NAMESPACE};
 use crate::labels;
-use crate::runner::ReapReport;
-use crate::scope::parse_grant_scopes;
+use crate::reap::{ReapReport, reap_kind};
+use crate::scope::{K8sScope, parse_grant_scopes};
 use gateway_core::grant::{AccessBroker, BrokerError, Grant, GrantRequest};
+use gateway_core::labels as keys;
 use gateway_core::{Secret, async_trait};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
@@ -21,12 +23,6 @@ use std::fmt::Debug;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-/// Grant hint: the ServiceAccount a runner mounts into the job's Pod.
-pub const HINT_SERVICE_ACCOUNT: &str = "kubernetes.service_account";
-/// Grant hint: the namespace of that ServiceAccount (where the job must run).
-pub const HINT_NAMESPACE: &str = "kubernetes.namespace";
-/// Grant hint: the namespace the grant's Role applies to.
-pub const HINT_TARGET_NAMESPACE: &str = "kubernetes.target_namespace";
 /// The job environment variable holding the grant's TokenRequest token.
 pub const TOKEN_ENV: &str = "GATEWAY_KUBERNETES_TOKEN";
 /// The shortest token lifetime the TokenRequest API accepts, in seconds.
@@ -42,10 +38,33 @@ struct Plan<'a> {
     labels: &'a BTreeMap<String, String>,
     annotations: &'a BTreeMap<String, String>,
     token_seconds: i64,
-    first: &'a crate::K8sScope,
+    first: &'a K8sScope,
 }
 
 /// Builds a [`KubernetesBroker`].
+///
+/// ```no_run
+/// use gateway_core::{AccessBroker, BrokerError, GrantRequest};
+/// use gateway_kubernetes::{HINT_SERVICE_ACCOUNT, KubernetesBrokerBuilder};
+/// use std::time::Duration;
+///
+/// # async fn example(request: GrantRequest) -> Result<(), BrokerError> {
+/// // KUBECONFIG, or the in-cluster service account; `KubernetesBroker::builder(client)` takes
+/// // a client of your own.
+/// let broker = KubernetesBrokerBuilder::from_env()
+///     .await?
+///     .instance("payments-gw-1")
+///     // Where the grant's ServiceAccount lives: the namespace the runner's jobs run in.
+///     .namespace("agent-jobs")
+///     .max_ttl(Duration::from_secs(900))
+///     .build()?;
+/// // `request.scopes` are strings such as `k8s:prod:deployments/web:patch`.
+/// let grant = broker.grant(&request).await?;
+/// assert!(grant.hints.contains_key(HINT_SERVICE_ACCOUNT));
+/// broker.revoke(&grant).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct KubernetesBrokerBuilder {
     client: Client,
@@ -143,7 +162,7 @@ impl KubernetesBrokerBuilder {
 /// Issues just-in-time Kubernetes access: per grant a ServiceAccount (in the jobs' namespace), a
 /// Role with exactly the grant's scopes and a RoleBinding (in the scopes' namespace), and a
 /// TokenRequest token (`job_env[`[`TOKEN_ENV`]`]`). The ServiceAccount's name is the hint
-/// [`HINT_SERVICE_ACCOUNT`], which [`crate::KubernetesRunner`] mounts as a projected token.
+/// [`HINT_SERVICE_ACCOUNT`], which `KubernetesRunner` mounts as a projected token.
 ///
 /// # Lifetimes shorter than ten minutes
 ///
@@ -177,13 +196,6 @@ impl Debug for KubernetesBroker {
             .field("instance", &self.instance)
             .field("namespace", &self.namespace)
             .finish_non_exhaustive()
-    }
-}
-
-fn gone_ok(r: Result<(), kube::Error>) -> Result<(), kube::Error> {
-    match r {
-        Err(e) if error::status_code(&e) == Some(404) => Ok(()),
-        other => other,
     }
 }
 
@@ -232,11 +244,11 @@ impl KubernetesBroker {
         let sa: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.namespace);
         // The binding first: from then on the token can do nothing, whatever fails next.
         let results = [
-            gone_ok(rb.delete(name, &dp).await.map(|_| ()))
+            deleted_or_gone(rb.delete(name, &dp).await.map(|_| ()))
                 .map_err(|e| error::broker("deleting the grant's RoleBinding", e)),
-            gone_ok(role.delete(name, &dp).await.map(|_| ()))
+            deleted_or_gone(role.delete(name, &dp).await.map(|_| ()))
                 .map_err(|e| error::broker("deleting the grant's Role", e)),
-            gone_ok(sa.delete(name, &dp).await.map(|_| ()))
+            deleted_or_gone(sa.delete(name, &dp).await.map(|_| ()))
                 .map_err(|e| error::broker("deleting the grant's ServiceAccount", e)),
         ];
         results
@@ -247,7 +259,7 @@ impl KubernetesBroker {
 
     /// Waits until the API server's authorizer allows the first scope to the ServiceAccount
     /// (RBAC is served from a cache that lags writes by a little).
-    async fn wait_effective(&self, name: &str, scope: &crate::K8sScope) -> Result<(), BrokerError> {
+    async fn wait_effective(&self, name: &str, scope: &K8sScope) -> Result<(), BrokerError> {
         if self.effective_timeout.is_zero() {
             return Ok(());
         }
@@ -378,34 +390,17 @@ impl KubernetesBroker {
         let now = OffsetDateTime::now_utc();
         let mut report = ReapReport::default();
         let dp = DeleteParams::default();
-        let to_broker = |e: gateway_core::RunnerError| BrokerError::Unavailable {
-            message: e.to_string(),
-            source: None,
-        };
+        // The listing helper is shared with the runner and speaks RunnerError; every failure of
+        // it means the API server refused or failed, so it is this broker's Unavailable.
+        let to_broker = |e: gateway_core::RunnerError| BrokerError::unavailable(e.to_string(), e);
         // Bindings first, so an expired grant loses its permissions before anything else.
-        crate::runner::reap_kind::<RoleBinding>(
-            &self.client,
-            None,
-            &selector,
-            false,
-            now,
-            &dp,
-            &mut report,
-        )
-        .await
-        .map_err(to_broker)?;
-        crate::runner::reap_kind::<Role>(
-            &self.client,
-            None,
-            &selector,
-            false,
-            now,
-            &dp,
-            &mut report,
-        )
-        .await
-        .map_err(to_broker)?;
-        crate::runner::reap_kind::<ServiceAccount>(
+        reap_kind::<RoleBinding>(&self.client, None, &selector, false, now, &dp, &mut report)
+            .await
+            .map_err(to_broker)?;
+        reap_kind::<Role>(&self.client, None, &selector, false, now, &dp, &mut report)
+            .await
+            .map_err(to_broker)?;
+        reap_kind::<ServiceAccount>(
             &self.client,
             Some(&self.namespace),
             &selector,
@@ -436,16 +431,16 @@ impl AccessBroker for KubernetesBroker {
         let not_after = issued_at + ttl;
         let correlation = request.correlation_id.to_string();
         let mut object_labels = labels::base(&self.instance, &correlation);
-        object_labels.insert(labels::GRANT.to_owned(), name.clone());
+        object_labels.insert(keys::GRANT.to_owned(), name.clone());
         let annotations = BTreeMap::from([
             (
-                labels::EXPIRES_AT.to_owned(),
+                keys::EXPIRES_AT.to_owned(),
                 labels::format_expiry(not_after),
             ),
-            (labels::AGENT.to_owned(), request.agent.to_string()),
+            (keys::AGENT.to_owned(), request.agent.to_string()),
         ]);
         let token_seconds = i64::try_from(ttl.as_secs().max(MIN_TOKEN_SECONDS)).unwrap_or(i64::MAX);
-        let rules = scopes.iter().map(crate::K8sScope::rule).collect();
+        let rules = scopes.iter().map(K8sScope::rule).collect();
         // `parse_grant_scopes` guarantees at least one scope.
         let Some(first) = scopes.first() else {
             return Err(BrokerError::ScopeRefused {

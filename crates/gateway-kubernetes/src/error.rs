@@ -20,6 +20,14 @@ pub(crate) fn status_code(e: &kube::Error) -> Option<u16> {
     }
 }
 
+/// A delete that found nothing to delete (404) has done its job: the object is gone.
+pub(crate) fn deleted_or_gone(r: Result<(), kube::Error>) -> Result<(), kube::Error> {
+    match r {
+        Err(e) if status_code(&e) == Some(404) => Ok(()),
+        other => other,
+    }
+}
+
 pub(crate) fn classify(e: &kube::Error) -> Class {
     match e {
         kube::Error::Api(s) => match s.code {

@@ -1,28 +1,20 @@
-//! Labels and annotations on every object this crate creates, and the names it gives them.
+//! Label and annotation *values* on every object this crate creates, and the names it gives
+//! them. The keys are the gateway's one vocabulary, [`gateway_core::labels`]; only
+//! [`MANAGED_BY`], Kubernetes' own recommended label, is defined here.
 //!
 //! The instance label scopes the reapers: a gateway only ever deletes objects of its own
 //! instance. The expiry annotation lets a reaper delete what a crashed gateway left behind.
 
+use gateway_core::labels::{CORRELATION_ID, EXPIRES_AT, INSTANCE};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// Marks objects created by agent-gateway (value `agent-gateway`).
+/// Marks objects created by agent-gateway (value `agent-gateway`): the Kubernetes recommended
+/// label, which tools outside the gateway already understand.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// The value of [`MANAGED_BY`].
 pub const MANAGED_BY_VALUE: &str = "agent-gateway";
-/// The gateway instance (runner or broker instance id) that created the object.
-pub const INSTANCE: &str = "agent-gateway.io/instance";
-/// The correlation id of the action request the object serves.
-pub const CORRELATION_ID: &str = "agent-gateway.io/correlation-id";
-/// The job id (runner objects).
-pub const JOB: &str = "agent-gateway.io/job";
-/// The grant id (broker objects).
-pub const GRANT: &str = "agent-gateway.io/grant";
-/// Annotation: when the object must be gone at the latest (RFC 3339, UTC).
-pub const EXPIRES_AT: &str = "agent-gateway.io/expires-at";
-/// Annotation: the agent the object serves (agent ids are not always valid label values).
-pub const AGENT: &str = "agent-gateway.io/agent";
 
 /// Whether `value` is a valid label value (≤ 63 characters, alphanumerics and `-_.`, starting
 /// and ending alphanumeric, or empty).

@@ -24,16 +24,18 @@ pub mod labels;
 pub mod scope;
 
 mod broker;
+mod gone;
+mod hints;
 mod pod;
+mod reap;
 mod runner;
 mod watch;
 
-pub use broker::{
-    HINT_NAMESPACE, HINT_SERVICE_ACCOUNT, HINT_TARGET_NAMESPACE, KubernetesBroker,
-    KubernetesBrokerBuilder, MIN_TOKEN_SECONDS, TOKEN_ENV,
-};
+pub use broker::{KubernetesBroker, KubernetesBrokerBuilder, MIN_TOKEN_SECONDS, TOKEN_ENV};
+pub use hints::{HINT_NAMESPACE, HINT_SERVICE_ACCOUNT, HINT_TARGET_NAMESPACE};
 pub use pod::{StderrCapture, TOKEN_MOUNT_PATH, restricted_profile_violations};
-pub use runner::{KubernetesRunner, KubernetesRunnerBuilder, ReapReport};
+pub use reap::ReapReport;
+pub use runner::{KubernetesRunner, KubernetesRunnerBuilder};
 pub use scope::{K8sScope, ScopeError};
 
 /// Re-exported so callers use the same Kubernetes types.

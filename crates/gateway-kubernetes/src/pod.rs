@@ -3,8 +3,10 @@
 //!
 //! Pure construction: nothing here talks to the API server.
 
+use crate::hints::{HINT_NAMESPACE, HINT_SERVICE_ACCOUNT};
 use crate::labels;
 use gateway_core::NetworkAccess;
+use gateway_core::labels as keys;
 use gateway_core::runner::JobSpec;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{Job, JobSpec as K8sJobSpec};
@@ -98,7 +100,7 @@ pub(crate) fn build(
     }
     let correlation = spec.correlation_id.to_string();
     let mut labels = labels::base(&settings.instance, &correlation);
-    labels.insert(labels::JOB.to_owned(), id.to_owned());
+    labels.insert(keys::JOB.to_owned(), id.to_owned());
     // Caller labels may add to but never replace the runner's own.
     let mut pod_labels = BTreeMap::new();
     for (k, v) in &spec.labels {
@@ -118,11 +120,8 @@ pub(crate) fn build(
     let expires =
         now + time::Duration::seconds(timeout_secs.saturating_add(settings.expiry_slack_seconds));
     let annotations = BTreeMap::from([
-        (
-            labels::EXPIRES_AT.to_owned(),
-            labels::format_expiry(expires),
-        ),
-        (labels::AGENT.to_owned(), spec.agent.to_string()),
+        (keys::EXPIRES_AT.to_owned(), labels::format_expiry(expires)),
+        (keys::AGENT.to_owned(), spec.agent.to_string()),
     ]);
     let meta = |name: String| ObjectMeta {
         name: Some(name),
@@ -196,17 +195,14 @@ pub(crate) fn build(
         mount_path: "/tmp".into(),
         ..Default::default()
     }];
-    let service_account = spec
-        .grant_hints
-        .get(crate::broker::HINT_SERVICE_ACCOUNT)
-        .cloned();
+    let service_account = spec.grant_hints.get(HINT_SERVICE_ACCOUNT).cloned();
     if let Some(sa) = &service_account {
         if !labels::is_dns_subdomain(sa) {
             return Err(BuildError::Invalid(
                 "grant service account is not a valid name".into(),
             ));
         }
-        if let Some(ns) = spec.grant_hints.get(crate::broker::HINT_NAMESPACE)
+        if let Some(ns) = spec.grant_hints.get(HINT_NAMESPACE)
             && ns != &settings.namespace
         {
             return Err(BuildError::Invalid(format!(
@@ -335,7 +331,7 @@ pub(crate) fn build(
         metadata: meta(format!("{id}-net")),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([(labels::JOB.to_owned(), id.to_owned())])),
+                match_labels: Some(BTreeMap::from([(keys::JOB.to_owned(), id.to_owned())])),
                 match_expressions: None,
             }),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
@@ -583,9 +579,9 @@ mod tests {
         assert_eq!(limits["cpu"].0, "1000m");
         assert_eq!(limits["memory"].0, (512u64 * 1024 * 1024).to_string());
         let labels = o.job.metadata.labels.as_ref().unwrap();
-        assert_eq!(labels[labels::INSTANCE], "test");
+        assert_eq!(labels[keys::INSTANCE], "test");
         assert_eq!(
-            labels[labels::CORRELATION_ID],
+            labels[keys::CORRELATION_ID],
             spec.correlation_id.to_string()
         );
         let pod_labels = js
@@ -596,7 +592,7 @@ mod tests {
             .labels
             .as_ref()
             .unwrap();
-        assert_eq!(pod_labels[labels::JOB], "agw-job-1");
+        assert_eq!(pod_labels[keys::JOB], "agw-job-1");
         assert!(o.secret.is_none());
         let np = o.network_policy.spec.unwrap();
         assert_eq!(np.policy_types.unwrap(), vec!["Ingress", "Egress"]);
@@ -626,11 +622,11 @@ mod tests {
     fn grant_service_account_is_mounted_as_a_projected_token() {
         let mut spec = job_spec();
         spec.grant_hints.insert(
-            crate::broker::HINT_SERVICE_ACCOUNT.into(),
+            crate::hints::HINT_SERVICE_ACCOUNT.into(),
             "agw-grant-x".into(),
         );
         spec.grant_hints
-            .insert(crate::broker::HINT_NAMESPACE.into(), "jobs".into());
+            .insert(crate::hints::HINT_NAMESPACE.into(), "jobs".into());
         let o = build(
             "agw-job-3",
             &spec,
@@ -659,7 +655,7 @@ mod tests {
         );
 
         spec.grant_hints
-            .insert(crate::broker::HINT_NAMESPACE.into(), "elsewhere".into());
+            .insert(crate::hints::HINT_NAMESPACE.into(), "elsewhere".into());
         assert!(matches!(
             build(
                 "agw-job-4",

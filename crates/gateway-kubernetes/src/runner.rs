@@ -1,13 +1,17 @@
 //! [`KubernetesRunner`]: one hardened `batch/v1` Job per job spec, watched to its end and
 //! deleted on every path.
 
-use crate::error;
+use crate::error::{self, deleted_or_gone};
+use crate::gone;
 use crate::labels;
 use crate::pod::{
     self, BuildError, CONTAINER, PodSettings, StderrCapture, TERMINATION_MESSAGE_LIMIT,
 };
+use crate::reap::{ReapReport, reap_kind, record};
 use crate::watch::{self, End};
 use futures::AsyncReadExt;
+use gateway_core::labels as keys;
+use gateway_core::output::BoundedOutput;
 use gateway_core::runner::{
     IsolationLevel, JobOutcome, JobSpec, JobStatus, Runner, RunnerError, RunnerInfo, Teardown,
 };
@@ -17,7 +21,6 @@ use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
 use kube::{Api, Client, Resource};
-use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,17 +29,30 @@ use tokio::time::Instant;
 /// How long after its grace period a Pod that is still there is force-deleted.
 const FORCE_DELETE_SLACK: Duration = Duration::from_secs(3);
 
-/// What a reaper deleted, and what it could not delete (`kind/namespace/name` entries).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReapReport {
-    /// Objects deleted.
-    pub deleted: Vec<String>,
-    /// Objects that could not be deleted (or must wait, e.g. a NetworkPolicy whose Pod is
-    /// still terminating), with the reason.
-    pub failed: Vec<String>,
-}
-
 /// Builds a [`KubernetesRunner`].
+///
+/// ```no_run
+/// use gateway_kubernetes::{KubernetesRunnerBuilder, StderrCapture};
+/// use std::time::Duration;
+///
+/// # async fn example() -> Result<(), gateway_core::RunnerError> {
+/// // KUBECONFIG, or the in-cluster service account; `KubernetesRunner::builder(client)` takes
+/// // a client of your own.
+/// let runner = KubernetesRunnerBuilder::from_env()
+///     .await?
+///     // Stable across restarts, so the reaper finds a crashed predecessor's Jobs.
+///     .instance("payments-gw-1")
+///     .namespace("agent-jobs")
+///     .default_image("registry.example/tools@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+///     .stderr_capture(StderrCapture::TerminationMessage)
+///     .teardown_timeout(Duration::from_secs(30))
+///     .build()?;
+/// // Before the first job: nobody will collect a predecessor's results.
+/// let report = runner.reap_all().await?;
+/// assert!(report.failed.is_empty(), "{:?}", report.failed);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct KubernetesRunnerBuilder {
     client: Client,
@@ -212,6 +228,11 @@ struct Inner {
 /// `nofile`) and are not enforced per job. Host mounts are refused (hostPath is forbidden by the
 /// restricted profile); network allowlists must be IPs or CIDRs, enforced by a NetworkPolicy,
 /// which requires a CNI plugin that enforces NetworkPolicies.
+///
+/// The runner's own identity needs, in the jobs' namespace: `create`, `get`, `list`, `watch`
+/// and `delete` on Jobs, `list`, `watch` and `delete` on Pods (the waits are list-then-watch,
+/// through `kube::runtime`), `get` on `pods/log`, and `create`, `list` and `delete` on Secrets
+/// and NetworkPolicies.
 #[derive(Clone)]
 pub struct KubernetesRunner {
     inner: Arc<Inner>,
@@ -334,7 +355,7 @@ impl Runner for KubernetesRunner {
         let end = match created {
             Ok(()) => {
                 let deadline = started + spec.limits.timeout;
-                let selector = format!("{}={id}", labels::JOB);
+                let selector = format!("{}={id}", keys::JOB);
                 watch::wait_for_end(
                     &inner.pods(),
                     &inner.jobs(),
@@ -359,7 +380,7 @@ impl Runner for KubernetesRunner {
                         StderrCapture::TerminationMessage => {
                             let msg = state.message.clone().unwrap_or_default().into_bytes();
                             let at_kubelet_cap = msg.len() >= TERMINATION_MESSAGE_LIMIT;
-                            let (s, t) = cap(msg, max_out);
+                            let (s, t) = BoundedOutput::capture(&msg, max_out);
                             (s, t || at_kubelet_cap)
                         }
                         StderrCapture::Merged => (String::new(), false),
@@ -455,25 +476,6 @@ pub(crate) fn status_of(state: &ContainerStateTerminated) -> Result<JobStatus, R
     }
 }
 
-/// Keeps at most `max` bytes as lossy UTF-8; reports whether anything was cut.
-pub(crate) fn cap(mut bytes: Vec<u8>, max: usize) -> (String, bool) {
-    let truncated = bytes.len() > max;
-    bytes.truncate(max);
-    let mut s = String::from_utf8_lossy(&bytes).into_owned();
-    // A cut multi-byte character becomes U+FFFD, which may be longer than what it replaced.
-    while s.len() > max {
-        s.pop();
-    }
-    (s, truncated)
-}
-
-fn deleted_or_gone(r: Result<(), kube::Error>) -> Result<(), kube::Error> {
-    match r {
-        Err(e) if error::status_code(&e) == Some(404) => Ok(()),
-        other => other,
-    }
-}
-
 impl Inner {
     fn api<K>(&self) -> Api<K>
     where
@@ -527,7 +529,7 @@ impl Inner {
             Ok::<_, kube::Error>(buf)
         };
         match tokio::time::timeout(Duration::from_secs(10), read).await {
-            Ok(Ok(buf)) => cap(buf, max),
+            Ok(Ok(buf)) => BoundedOutput::capture(&buf, max),
             Ok(Err(e)) => {
                 tracing::warn!(pod, error = %e, "reading job logs failed");
                 (String::new(), false)
@@ -542,7 +544,7 @@ impl Inner {
     /// Deletes the job's objects and waits until they are gone. The NetworkPolicy goes last,
     /// only once no Pod of the job is left, so a dying Pod is never without it.
     async fn teardown(&self, id: &str) -> Teardown {
-        let selector = format!("{}={id}", labels::JOB);
+        let selector = format!("{}={id}", keys::JOB);
         let mut problems = Vec::new();
         let background = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
@@ -591,39 +593,32 @@ impl Inner {
         let force_at = started
             + Duration::from_secs(u64::try_from(self.settings.grace_seconds).unwrap_or(0))
             + FORCE_DELETE_SLACK;
+        let (jobs, pods) = (self.jobs(), self.pods());
+        let wait_gone = || gone::job_and_pods(&jobs, &pods, id, &selector);
         let mut forced = false;
-        let mut gone = false;
-        while Instant::now() < deadline {
-            let pods_left = self
-                .pods()
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map(|l| l.items);
-            let job_left = self.jobs().get_opt(id).await.map(|j| j.is_some());
-            match (&pods_left, &job_left) {
-                (Ok(pods), Ok(false)) if pods.is_empty() => {
-                    gone = true;
-                    break;
-                }
-                (Ok(pods), _) if !forced && Instant::now() >= force_at => {
-                    forced = true;
-                    let now = DeleteParams {
-                        grace_period_seconds: Some(0),
-                        ..Default::default()
-                    };
-                    for p in pods {
+        let mut gone = tokio::time::timeout_at(force_at.min(deadline), wait_gone())
+            .await
+            .is_ok();
+        if !gone && Instant::now() < deadline {
+            forced = true;
+            let now = DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            };
+            match pods.list(&ListParams::default().labels(&selector)).await {
+                Ok(list) => {
+                    for p in list.items {
                         let name = p.metadata.name.clone().unwrap_or_default();
                         tracing::warn!(pod = %name, "pod outlived its grace period; force-deleting");
-                        if let Err(e) =
-                            deleted_or_gone(self.pods().delete(&name, &now).await.map(|_| ()))
+                        if let Err(e) = deleted_or_gone(pods.delete(&name, &now).await.map(|_| ()))
                         {
                             problems.push(format!("force-deleting pod {name}: {e}"));
                         }
                     }
                 }
-                _ => {}
+                Err(e) => tracing::warn!(error = %e, "listing pods to force-delete failed"),
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            gone = tokio::time::timeout_at(deadline, wait_gone()).await.is_ok();
         }
         if gone && forced {
             // The object is gone but the kubelet may still be stopping the container: keep the
@@ -677,7 +672,7 @@ impl Inner {
         let live_jobs: Vec<String> = pods
             .items
             .iter()
-            .filter_map(|p| p.metadata.labels.as_ref()?.get(labels::JOB).cloned())
+            .filter_map(|p| p.metadata.labels.as_ref()?.get(keys::JOB).cloned())
             .collect();
         let nps = self.api::<NetworkPolicy>();
         let list = nps
@@ -689,7 +684,7 @@ impl Inner {
             if !all && !labels::is_expired(np.metadata.annotations.as_ref(), now) {
                 continue;
             }
-            let job = np.metadata.labels.as_ref().and_then(|l| l.get(labels::JOB));
+            let job = np.metadata.labels.as_ref().and_then(|l| l.get(keys::JOB));
             if job.is_some_and(|j| live_jobs.contains(j)) {
                 report.failed.push(format!(
                     "NetworkPolicy/{}/{name}: its Pod is still terminating",
@@ -713,66 +708,9 @@ impl Inner {
     }
 }
 
-fn record(report: &mut ReapReport, kind: &str, ns: &str, name: &str, r: Result<(), kube::Error>) {
-    match r {
-        Ok(()) => report.deleted.push(format!("{kind}/{ns}/{name}")),
-        Err(e) => report.failed.push(format!("{kind}/{ns}/{name}: {e}")),
-    }
-}
-
-/// Deletes the objects of one kind matching `selector` that have expired (or all).
-pub(crate) async fn reap_kind<K>(
-    client: &Client,
-    namespace: Option<&str>,
-    selector: &str,
-    all: bool,
-    now: time::OffsetDateTime,
-    dp: &DeleteParams,
-    report: &mut ReapReport,
-) -> Result<(), RunnerError>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
-    <K as Resource>::DynamicType: Default,
-{
-    let kind = K::kind(&Default::default()).into_owned();
-    let api: Api<K> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let list = api
-        .list(&ListParams::default().labels(selector))
-        .await
-        .map_err(|e| error::runner(&format!("listing {kind} objects to reap"), e))?;
-    for obj in list.items {
-        let meta = obj.meta();
-        if meta.deletion_timestamp.is_some() {
-            continue;
-        }
-        if !all && !labels::is_expired(meta.annotations.as_ref(), now) {
-            continue;
-        }
-        let name = meta.name.clone().unwrap_or_default();
-        let ns = meta.namespace.clone().unwrap_or_default();
-        // Delete through the object's own namespace (a cluster-wide Api cannot address it).
-        let api: Api<K> = Api::namespaced(client.clone(), &ns);
-        let r = deleted_or_gone(api.delete(&name, dp).await.map(|_| ()));
-        record(report, &kind, &ns, &name, r);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cap_respects_the_byte_limit_even_for_cut_characters() {
-        let (s, t) = cap("héllo".as_bytes().to_vec(), 2);
-        assert!(t);
-        assert!(s.len() <= 2, "{s:?}");
-        let (s, t) = cap(b"abc".to_vec(), 3);
-        assert_eq!((s.as_str(), t), ("abc", false));
-    }
 
     #[test]
     fn terminated_states_map_to_statuses() {

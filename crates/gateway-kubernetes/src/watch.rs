@@ -1,22 +1,22 @@
-//! Watching one job until it ends: list, then watch from the list's resource version; relist
-//! when the watch ends or the server answers 410 Gone. No tight polling loop.
+//! Watching one job until it ends, with [`kube::runtime::watcher`]: it lists, watches from the
+//! list's resource version, re-watches when a watch call ends and relists when the server
+//! answers 410 Gone. No polling loop.
 
 use crate::error;
 use crate::pod::CONTAINER;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use gateway_core::RunnerError;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use kube::Api;
-use kube::api::{ListParams, WatchEvent, WatchParams};
+use kube::runtime::watcher::{self, Event, ListSemantic, watcher};
+use std::pin::pin;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How long one watch request stays open before the runner relists (and rechecks the Job).
-const WATCH_WINDOW_SECONDS: u32 = 10;
-/// Pause after a failed list or watch before trying again.
+/// Pause after a failed list, watch or Job read before trying again.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// Waiting reasons after which the container will never start by itself.
@@ -100,7 +100,8 @@ pub(crate) fn job_deadline_exceeded(job: &Job) -> bool {
 }
 
 /// Watches job `name` (its Pods by `selector`) until it ends, the deadline passes or `cancel`
-/// fires. API errors while waiting are retried until then; the deadline bounds every wait.
+/// fires. Watch errors are retried until then (the watcher relists by itself after a 410
+/// Gone); the deadline bounds every wait.
 pub(crate) async fn wait_for_end(
     pods: &Api<Pod>,
     jobs: &Api<Job>,
@@ -124,80 +125,53 @@ pub(crate) async fn wait_for_end(
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     };
-    loop {
-        let cycle = async {
-            // 1. The current state, and the resource version to watch from.
-            let list = pods
-                .list(&ListParams::default().labels(selector))
-                .await
-                .map_err(|e| error::runner("listing job pods", e))?;
-            for pod in &list.items {
-                remember(pod);
-                if let Some(end) = judge_pod(pod) {
-                    return Ok(Some(end));
-                }
-            }
-            if let Some(job) = jobs
-                .get_opt(name)
-                .await
-                .map_err(|e| error::runner("reading the job", e))?
-                && job_deadline_exceeded(&job)
-            {
-                return Ok(Some(End::TimedOut { pod: last() }));
-            }
-            let version = list.metadata.resource_version.unwrap_or_else(|| "0".into());
-            // 2. Changes from there, until the window closes or the server says 410 Gone.
-            let params = WatchParams::default()
-                .labels(selector)
-                .timeout(WATCH_WINDOW_SECONDS);
-            let mut stream = pods
-                .watch(&params, &version)
-                .await
-                .map_err(|e| error::runner("watching job pods", e))?
-                .boxed();
-            while let Some(event) = stream
-                .try_next()
-                .await
-                .map_err(|e| error::runner("reading the pod watch", e))?
-            {
-                match event {
-                    WatchEvent::Added(pod) | WatchEvent::Modified(pod) => {
-                        remember(&pod);
-                        if let Some(end) = judge_pod(&pod) {
-                            return Ok(Some(end));
-                        }
-                    }
-                    // The Job controller deletes Pods when the deadline passes: relist.
-                    WatchEvent::Deleted(_) => return Ok(None),
-                    WatchEvent::Bookmark(_) => {}
-                    // 410 Gone (history compacted) or another error event: relist.
-                    WatchEvent::Error(status) => {
-                        tracing::debug!(code = status.code, "pod watch error event; relisting");
-                        return Ok(None);
+    let config = watcher::Config::default()
+        .labels(selector)
+        // A consistent list, as a plain GET would give, rather than the API server's cache.
+        .list_semantic(ListSemantic::MostRecent);
+    let watch = async {
+        let mut events = pin!(watcher(pods.clone(), config));
+        loop {
+            match events.next().await {
+                Some(Ok(Event::InitApply(pod) | Event::Apply(pod))) => {
+                    remember(&pod);
+                    if let Some(end) = judge_pod(&pod) {
+                        return Ok(end);
                     }
                 }
-            }
-            Ok::<_, RunnerError>(None)
-        };
-        let outcome = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Ok(End::Cancelled { pod: last() }),
-            () = tokio::time::sleep_until(deadline) => return Ok(End::TimedOut { pod: last() }),
-            r = cycle => r,
-        };
-        match outcome {
-            Ok(Some(end)) => return Ok(end),
-            Ok(None) => {}
-            Err(e) => {
-                // Transient API trouble: keep trying until the deadline or cancellation decide.
-                tracing::warn!(error = %e, "watching job {name} failed; retrying");
-                tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => return Ok(End::Cancelled { pod: last() }),
-                    () = tokio::time::sleep_until(deadline) => return Ok(End::TimedOut { pod: last() }),
-                    () = tokio::time::sleep(RETRY_PAUSE) => {}
+                // After every (re)list, and whenever a Pod disappears (the Job controller
+                // deletes Pods when the Job's deadline passes), ask the Job itself.
+                Some(Ok(Event::InitDone | Event::Delete(_))) => match jobs.get_opt(name).await {
+                    Ok(Some(job)) if job_deadline_exceeded(&job) => {
+                        return Ok(End::TimedOut { pod: last() });
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let e = error::runner("reading the job", e);
+                        tracing::warn!(error = %e, "watching job {name}: retrying");
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
+                },
+                Some(Ok(Event::Init)) => {}
+                // The watcher recovers by itself on the next poll (re-watch, or relist after
+                // 410 Gone); the pause keeps a failing API server from being hammered.
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "watching job {name}: retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                // A watcher never ends by itself.
+                None => {
+                    return Err(RunnerError::internal_msg(
+                        "the pod watch ended unexpectedly",
+                    ));
                 }
             }
         }
+    };
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Ok(End::Cancelled { pod: last() }),
+        () = tokio::time::sleep_until(deadline) => Ok(End::TimedOut { pod: last() }),
+        r = watch => r,
     }
 }

@@ -420,7 +420,7 @@ async fn job_and_pod_are_hardened_and_cleaned_up() {
             .contains_key("memory")
     );
     assert_eq!(
-        pod.metadata.labels.as_ref().unwrap()[labels::CORRELATION_ID],
+        pod.metadata.labels.as_ref().unwrap()[gateway_core::labels::CORRELATION_ID],
         correlation
     );
     assert!(

@@ -378,6 +378,20 @@ async fn gone_watch_relists_and_the_outcome_comes_from_the_terminated_state() {
                     )
                 }
             }
+            // The teardown's wait for the Job (a list by name, then a watch), answered as an
+            // API server does: an empty list once the Job is deleted.
+            "GET" if uri.contains("fieldSelector=metadata.name") => {
+                if st.1 {
+                    (200, list(vec![]))
+                } else {
+                    (
+                        200,
+                        list(vec![
+                            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}}),
+                        ]),
+                    )
+                }
+            }
             "GET" if uri.contains("/jobs/") => {
                 if st.1 {
                     status(404, "NotFound")
@@ -446,6 +460,8 @@ async fn forbidden_job_create_is_unavailable_and_cleans_up() {
         "POST" if s.uri.contains("/jobs") => status(403, "Forbidden"),
         "POST" => echo_created(s),
         "GET" if s.uri.contains("/pods") => (200, list(vec![])),
+        // A list of Jobs by name (the teardown's wait): there is none.
+        "GET" if s.uri.contains("fieldSelector=metadata.name") => (200, list(vec![])),
         "GET" => status(404, "NotFound"),
         "DELETE" => status(404, "NotFound"),
         _ => status(500, "InternalError"),
@@ -511,4 +527,88 @@ async fn image_pull_failure_is_an_error_not_an_outcome() {
             .iter()
             .any(|s| s.method == "DELETE" && s.uri.contains("/jobs/"))
     );
+}
+
+/// The Job controller deletes a Pod when the Job's deadline passes: a Pod deleted while the
+/// runner waits makes it ask the Job, which reports DeadlineExceeded, so the job ends as timed
+/// out then, not only when the runner's own (longer) deadline passes.
+#[tokio::test]
+async fn pod_deleted_while_waiting_asks_the_job_and_times_out() {
+    // (watches, torn down)
+    let state = Arc::new(Mutex::new((0u32, false)));
+    let st = Arc::clone(&state);
+    let seen_cell: Arc<Mutex<Option<SeenLog>>> = Arc::new(Mutex::new(None));
+    let seen_for_route = Arc::clone(&seen_cell);
+    let (client, seen) = mock(move |s| {
+        let seen = seen_for_route.lock().unwrap().clone().unwrap();
+        let name = job_name(&seen);
+        let mut st = st.lock().unwrap();
+        let uri = s.uri.as_str();
+        let job = |deadline_passed: bool| {
+            let mut j =
+                json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}});
+            if deadline_passed {
+                j["status"] = json!({"conditions": [{"type": "Failed", "status": "True",
+                    "reason": "DeadlineExceeded"}]});
+            }
+            j
+        };
+        match s.method.as_str() {
+            "POST" => echo_created(s),
+            "GET" if uri.contains("/log") => (200, "partial".into()),
+            "GET" if uri.contains("watch=true") => {
+                st.0 += 1;
+                if st.0 == 1 {
+                    let mut pod = pod_json(&name, None);
+                    // A real event carries the object's resource version (without one the
+                    // watcher would relist, which would hide what this test checks).
+                    pod["metadata"]["resourceVersion"] = json!("101");
+                    let event = json!({"type": "DELETED", "object": pod});
+                    (200, format!("{event}\n"))
+                } else {
+                    // Later watches see nothing happen.
+                    (200, String::new())
+                }
+            }
+            "GET" if uri.contains("/pods") => {
+                if st.1 {
+                    (200, list(vec![]))
+                } else {
+                    (200, list(vec![pod_json(&name, None)]))
+                }
+            }
+            "GET" if uri.contains("fieldSelector=metadata.name") => {
+                if st.1 {
+                    (200, list(vec![]))
+                } else {
+                    (200, list(vec![job(st.0 > 0)]))
+                }
+            }
+            "GET" if uri.contains("/jobs/") => (200, job(st.0 > 0).to_string()),
+            "DELETE" => {
+                if uri.contains("/jobs/") {
+                    st.1 = true;
+                }
+                deleted()
+            }
+            _ => status(500, "InternalError"),
+        }
+    });
+    *seen_cell.lock().unwrap() = Some(Arc::clone(&seen));
+    let mut spec = job();
+    spec.limits.timeout = Duration::from_secs(8);
+    let started = std::time::Instant::now();
+    let out = runner(client)
+        .run(spec, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(out.status, JobStatus::TimedOut);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "ended by the runner's own deadline ({:?}), not by the Job's condition",
+        started.elapsed()
+    );
+    assert_eq!(out.stdout, "partial", "the last Pod seen is the one logged");
+    assert!(out.teardown.complete, "{}", out.teardown.detail);
+    assert!(state.lock().unwrap().0 >= 1);
 }

@@ -10,8 +10,6 @@
 //!   root, non-root user, memory/CPU/pids limits, default seccomp), labelled with the runner's
 //!   instance, with a crash reaper and an optional pool of pre-created containers.
 
-mod output;
-
 #[cfg(feature = "docker")]
 pub mod docker;
 

@@ -4,12 +4,12 @@
 //! instance may remain.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use gateway_core::labels::INSTANCE as INSTANCE_LABEL;
 use gateway_core::testing::script::ShellRenderer;
 use gateway_core::{
     AgentId, CancellationToken, ErrorKind, IsolationLevel, JobLimits, JobSpec, JobStatus,
     NetworkAccess, RequestId, Runner, RunnerError, Secret,
 };
-use gateway_runners::docker::INSTANCE_LABEL;
 use gateway_runners::{DockerRunner, reap_instance};
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,7 @@ async fn runner(instance: &str) -> DockerRunner {
         .expect("dockerd must answer when GATEWAY_TEST_DOCKER_IMAGE is set")
 }
 
-/// `docker ps -a --filter label=agent-gateway/instance=<instance> -q`, via the CLI.
+/// `docker ps -a --filter label=agent-gateway.io/instance=<instance> -q`, via the CLI.
 fn containers_of(instance: &str) -> Vec<String> {
     let out = std::process::Command::new("docker")
         .args(["ps", "-a", "-q", "--filter"])
@@ -340,4 +340,73 @@ async fn builder_reaps_its_instance_at_start_up() {
     assert_eq!(containers_of(&inst).len(), 1);
     let _second = runner(&inst).await;
     assert_none_left(&inst).await;
+}
+
+/// `docker ps -a -q` of the containers carrying `key=value`.
+fn containers_labelled(key: &str, value: &str) -> Vec<String> {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-a", "-q", "--filter"])
+        .arg(format!("label={key}={value}"))
+        .output()
+        .expect("docker CLI");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A container as the previous version labelled it (`agent-gateway/instance`, no DNS prefix):
+/// what a crash of that version left behind must still be reaped, and only for its instance.
+#[tokio::test]
+async fn reaper_removes_what_an_older_version_left() {
+    let Some(image) = image() else { return };
+    let inst = instance();
+    let create = |instance: &str| {
+        let out = std::process::Command::new("docker")
+            .args(["create", "--network", "none", "--label"])
+            .arg(format!(
+                "{}={instance}",
+                gateway_core::labels::legacy::INSTANCE
+            ))
+            .arg("--label")
+            .arg(format!(
+                "{}={}",
+                gateway_core::labels::legacy::CORRELATION_ID,
+                RequestId::new()
+            ))
+            .args([&image, "sleep", "60"])
+            .output()
+            .expect("docker CLI");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let ours = create(&inst);
+    let other_inst = instance();
+    let other = create(&other_inst);
+    let legacy = gateway_core::labels::legacy::INSTANCE;
+    assert_eq!(containers_labelled(legacy, &inst).len(), 1);
+    assert!(
+        containers_of(&inst).is_empty(),
+        "an old container has no new key"
+    );
+
+    let docker = bollard::Docker::connect_with_defaults().unwrap();
+    let removed = reap_instance(&docker, &inst).await;
+    // Clean up the other instance's container before asserting, whatever happened.
+    let still_other = containers_labelled(legacy, &other_inst);
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", &other])
+        .output();
+    assert_eq!(
+        removed.unwrap(),
+        1,
+        "the old container {ours} was not reaped"
+    );
+    assert!(containers_labelled(legacy, &inst).is_empty());
+    assert_eq!(
+        still_other.len(),
+        1,
+        "another instance's old container was touched"
+    );
 }

@@ -420,10 +420,7 @@ async fn nothing_of_the_job_remains(t: &Target) {
     #[cfg(feature = "docker")]
     if let Some(instance) = &t.docker_instance {
         // A timed-out container may be removed in the background: give it a moment.
-        let label = format!(
-            "label={}={instance}",
-            gateway_runners::docker::INSTANCE_LABEL
-        );
+        let label = format!("label={}={instance}", gateway_core::labels::INSTANCE);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let ps = std::process::Command::new("docker")

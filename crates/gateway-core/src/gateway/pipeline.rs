@@ -36,6 +36,7 @@ use crate::error::{BoxError, ErrorKind};
 use crate::grant::{AccessBroker, Grant, GrantRequest};
 use crate::identity::{AgentIdentity, Credential, Identity, IdentityError, MAX_CREDENTIAL_LEN};
 use crate::ids::RequestId;
+use crate::labels;
 use crate::policy::{
     Decision, POLICY_CONTRACT_VERSION, PolicyDecider, PolicyInput, RunnerObligations,
 };
@@ -46,11 +47,6 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-
-/// Label runners attach to every environment: the request's correlation id.
-pub const LABEL_CORRELATION_ID: &str = "agent-gateway/correlation-id";
-/// Label runners attach to every environment: the agent id.
-pub const LABEL_AGENT: &str = "agent-gateway/agent";
 
 pub(crate) struct Pipeline {
     pub(crate) identity: Arc<dyn Identity>,
@@ -491,11 +487,11 @@ impl Pipeline {
         spec.correlation_id = asked.correlation_id;
         spec.agent = asked.agent.clone();
         spec.labels.insert(
-            LABEL_CORRELATION_ID.into(),
+            labels::CORRELATION_ID.into(),
             asked.correlation_id.to_string(),
         );
         spec.labels
-            .insert(LABEL_AGENT.into(), asked.agent.to_string());
+            .insert(labels::AGENT.into(), asked.agent.to_string());
         spec.grant_hints.extend(grant.hints.clone());
         for (k, v) in &grant.job_env {
             spec.secret_env.insert(k.clone(), v.clone());

@@ -4,15 +4,9 @@
 use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, ResourcesUlimits,
 };
+use gateway_core::labels;
 use gateway_core::{JobLimits, JobSpec, NetworkAccess, RunnerError};
 use std::collections::HashMap;
-
-/// Label holding the runner instance; the reaper's key.
-pub const INSTANCE_LABEL: &str = "agent-gateway/instance";
-/// Label holding the correlation id of the request a container serves.
-pub const CORRELATION_LABEL: &str = "agent-gateway/correlation-id";
-/// Label marking a pre-created pool container (not yet bound to a job).
-pub const POOL_LABEL: &str = "agent-gateway/pool";
 
 /// Settings shared by every container of a runner.
 #[derive(Debug, Clone)]
@@ -130,16 +124,19 @@ pub(crate) fn mounts(spec: &JobSpec) -> Result<Vec<Mount>, RunnerError> {
 
 /// The runner's labels plus the spec's; the runner's own keys win, so a spec cannot hide a
 /// container from the reaper.
-pub(crate) fn labels(
+pub(crate) fn container_labels(
     hardening: &Hardening,
     spec_labels: &std::collections::BTreeMap<String, String>,
 ) -> HashMap<String, String> {
-    let mut labels: HashMap<String, String> = spec_labels
+    let mut out: HashMap<String, String> = spec_labels
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    labels.insert(INSTANCE_LABEL.into(), hardening.instance.clone());
-    labels
+    out.insert(labels::INSTANCE.into(), hardening.instance.clone());
+    // The reaper also honours the old instance key (containers of older versions): a spec
+    // must not be able to hand its container to another instance's reaper through it.
+    out.remove(labels::legacy::INSTANCE);
+    out
 }
 
 /// The full create body for one job run directly (not from the pool).
@@ -150,9 +147,9 @@ pub(crate) fn job_container(
 ) -> Result<ContainerCreateBody, RunnerError> {
     let network = network_mode(hardening, &spec.network)?;
     let mounts = mounts(spec)?;
-    let mut labels = labels(hardening, &spec.labels);
-    labels
-        .entry(CORRELATION_LABEL.into())
+    let mut all_labels = container_labels(hardening, &spec.labels);
+    all_labels
+        .entry(labels::CORRELATION_ID.into())
         .or_insert_with(|| spec.correlation_id.to_string());
     let mut env = Vec::with_capacity(spec.env.len() + spec.secret_env.len());
     for (k, v) in &spec.env {
@@ -175,7 +172,7 @@ pub(crate) fn job_container(
         cmd: Some(args.to_vec()),
         env: Some(env),
         user: Some(hardening.user.clone()),
-        labels: Some(labels),
+        labels: Some(all_labels),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         attach_stdin: Some(false),
@@ -234,10 +231,12 @@ mod tests {
     #[test]
     fn spec_labels_cannot_override_the_instance() {
         let mut spec_labels = std::collections::BTreeMap::new();
-        spec_labels.insert(INSTANCE_LABEL.to_string(), "other".to_string());
+        spec_labels.insert(labels::INSTANCE.to_string(), "other".to_string());
+        spec_labels.insert(labels::legacy::INSTANCE.to_string(), "other".to_string());
         spec_labels.insert("team".to_string(), "payments".to_string());
-        let labels = labels(&hardening(), &spec_labels);
-        assert_eq!(labels[INSTANCE_LABEL], "i");
-        assert_eq!(labels["team"], "payments");
+        let got = container_labels(&hardening(), &spec_labels);
+        assert_eq!(got[labels::INSTANCE], "i");
+        assert_eq!(got.get(labels::legacy::INSTANCE), None);
+        assert_eq!(got["team"], "payments");
     }
 }

@@ -14,8 +14,11 @@
 //!
 //! The container is removed on every path: exit, non-zero exit, timeout, OOM, cancellation,
 //! daemon errors, and when the caller drops the future (a guard removes it in the background).
-//! What a crash leaves behind carries the runner's [`INSTANCE_LABEL`]; [`DockerRunner::reap`]
-//! (run by [`DockerRunnerBuilder::build`]) and [`reap_instance`] remove it, and only it.
+//! Containers carry the labels of [`gateway_core::labels`]: the runner's
+//! [`INSTANCE`](gateway_core::labels::INSTANCE), the request's correlation id and agent. What a
+//! crash leaves behind carries the instance label; [`DockerRunner::reap`] (run by
+//! [`DockerRunnerBuilder::build`]) and [`reap_instance`] remove it, and only it, also when an
+//! older version labelled it with the [legacy](gateway_core::labels::legacy) key.
 //!
 //! Secrets: a directly created container gets them in its `Env`, which anyone with access to
 //! the Docker socket can inspect while it exists (such a user is root-equivalent anyway). A
@@ -25,10 +28,8 @@ mod config;
 mod pool;
 mod reaper;
 
-pub use config::{CORRELATION_LABEL, INSTANCE_LABEL, POOL_LABEL};
 pub use reaper::reap_instance;
 
-use crate::output::BoundedOutput;
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::LogOutput;
@@ -39,6 +40,7 @@ use bollard::query_parameters::{
 };
 use config::Hardening;
 use futures::StreamExt;
+use gateway_core::output::BoundedOutput;
 use gateway_core::{
     IsolationLevel, JobLimits, JobOutcome, JobSpec, JobStatus, Runner, RunnerError, RunnerInfo,
     Teardown,
@@ -145,6 +147,26 @@ impl Drop for ContainerGuard {
 }
 
 /// Builds a [`DockerRunner`]. Start with [`DockerRunner::from_env`] or [`DockerRunner::builder`].
+///
+/// ```no_run
+/// use gateway_core::JobLimits;
+/// use gateway_runners::DockerRunner;
+///
+/// # async fn example() -> Result<(), gateway_core::RunnerError> {
+/// // Images are pinned by digest: a tag could be re-pointed under the gateway's feet.
+/// let image = "registry.example/tools@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+/// let runner = DockerRunner::from_env()?
+///     // Stable across restarts, so `build` reaps a crashed predecessor's containers.
+///     .instance("payments-gw-1")
+///     .default_image(image)
+///     .pool(image, 2, JobLimits::default())
+///     .build()
+///     .await?;
+/// assert_eq!(runner.instance(), "payments-gw-1");
+/// runner.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct DockerRunnerBuilder {
     docker: Docker,
@@ -310,7 +332,8 @@ impl DockerRunner {
         DockerRunnerBuilder::new(docker)
     }
 
-    /// This runner's instance id (the value of [`INSTANCE_LABEL`] on its containers).
+    /// This runner's instance id (the value of [`gateway_core::labels::INSTANCE`] on its
+    /// containers).
     pub fn instance(&self) -> &str {
         &self.hardening.instance
     }

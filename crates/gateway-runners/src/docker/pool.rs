@@ -5,7 +5,7 @@
 //! stdin (`export K='v'` lines, then `exec 'argv'…`). Each container runs exactly one job and is
 //! removed afterwards; a background task keeps `size` of them ready.
 
-use super::config::{self, Hardening, POOL_LABEL};
+use super::config::{self, Hardening};
 use super::{daemon_error, remove};
 use bollard::Docker;
 use bollard::models::ContainerCreateBody;
@@ -183,8 +183,8 @@ fn quote_into(out: &mut Vec<u8>, value: &[u8]) {
 }
 
 fn pooled_container(inner: &Inner) -> ContainerCreateBody {
-    let mut labels = config::labels(&inner.hardening, &Default::default());
-    labels.insert(POOL_LABEL.into(), "true".into());
+    let mut labels = config::container_labels(&inner.hardening, &Default::default());
+    labels.insert(gateway_core::labels::POOL.into(), "true".into());
     ContainerCreateBody {
         image: Some(inner.image.clone()),
         entrypoint: Some(vec!["/bin/sh".into()]),

@@ -1,46 +1,55 @@
 //! Removes what a crashed runner left behind: every container carrying one instance's label,
 //! and nothing else (other instances and other users of the daemon are never touched).
+//!
+//! Containers of versions before [`gateway_core::labels`] carry the instance under the legacy
+//! key [`labels::legacy::INSTANCE`]; they are reaped too, so a crash left by the previous
+//! version is cleaned up by the next one.
 
-use super::config::INSTANCE_LABEL;
 use super::{daemon_error, remove};
 use bollard::Docker;
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use gateway_core::RunnerError;
-use std::collections::HashMap;
+use gateway_core::labels;
+use std::collections::{BTreeSet, HashMap};
 
-/// Force-removes every container (running or not) labelled with `instance`; returns how many.
+/// The instance keys a reaper honours: the current one and the legacy one.
+const INSTANCE_KEYS: [&str; 2] = [labels::INSTANCE, labels::legacy::INSTANCE];
+
+/// Force-removes every container (running or not) labelled with `instance`, under the current
+/// or the legacy instance key; returns how many.
 pub async fn reap_instance(docker: &Docker, instance: &str) -> Result<usize, RunnerError> {
     if instance.is_empty() {
         // An empty value would still filter on the key alone and match every instance.
         return Err(RunnerError::invalid_input("empty instance id"));
     }
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![format!("{INSTANCE_LABEL}={instance}")],
-    )]);
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let containers = docker
-        .list_containers(Some(options))
-        .await
-        .map_err(|e| daemon_error("listing this instance's containers", e))?;
-    let mut removed = 0;
-    for container in containers {
-        // Belt and braces: re-check the label on what the daemon returned.
-        let ours = container
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(INSTANCE_LABEL))
-            .is_some_and(|v| v == instance);
-        let Some(id) = container.id.filter(|_| ours) else {
-            continue;
-        };
-        remove(docker, &id)
+    // Docker ANDs label filters, so each key is its own listing.
+    let mut ids = BTreeSet::new();
+    for key in INSTANCE_KEYS {
+        let filters = HashMap::from([("label".to_string(), vec![format!("{key}={instance}")])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| daemon_error("listing this instance's containers", e))?;
+        for container in containers {
+            // Belt and braces: re-check the label on what the daemon returned.
+            let ours = container
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(key))
+                .is_some_and(|v| v == instance);
+            if let Some(id) = container.id.filter(|_| ours) {
+                ids.insert(id);
+            }
+        }
+    }
+    for id in &ids {
+        remove(docker, id)
             .await
             .map_err(|e| daemon_error("removing a leftover container", e))?;
-        removed += 1;
     }
-    Ok(removed)
+    Ok(ids.len())
 }

@@ -43,8 +43,8 @@ mod sandbox;
 mod seccomp;
 mod tree;
 
-use crate::output::BoundedOutput;
 use async_trait::async_trait;
+use gateway_core::output::BoundedOutput;
 use gateway_core::{
     IsolationLevel, JobOutcome, JobSpec, JobStatus, NetworkAccess, Runner, RunnerError, RunnerInfo,
     Teardown,
