@@ -14,8 +14,12 @@
 //! Params reach jobs only as environment variables, never spliced into the script, so they
 //! cannot inject shell code.
 
+use gateway_core::action::JobBuildError;
+use gateway_core::params_schema::SchemaError;
 use gateway_core::{ActionCatalog, ActionDef, ActionRequest, AgentIdentity, JobSpec};
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use serde_json::json;
 
 /// The `/bin/sh` script of each job (params arrive as environment variables).
 mod scripts {
@@ -43,30 +47,48 @@ fn shell_job(
     spec
 }
 
-fn int_in(params: &Value, key: &str, max: u64) -> Result<Option<u64>, String> {
-    match params.get(key) {
-        None => Ok(None),
-        Some(v) => match v.as_u64() {
-            Some(n) if n <= max => Ok(Some(n)),
-            _ => Err(format!("{key} must be an integer from 0 to {max}")),
-        },
+/// Reads an action's params, already accepted by its schema, as the job's typed params. The
+/// schema is the one definition of what is valid (it is what agents are shown); this only
+/// reads, so a failure here means the types below and the schema disagree (a bug, which the
+/// tests look for).
+fn typed<T: DeserializeOwned>(request: &ActionRequest) -> Result<T, JobBuildError> {
+    serde_json::from_value(request.params.clone()).map_err(|e| {
+        JobBuildError::with_source("params passed the schema but do not read as the job's", e)
+    })
+}
+
+/// A JSON Schema `integer` is any number with a zero fraction (`3` and `3.0` alike).
+fn whole<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(u) = n.as_u64() {
+        return Ok(u);
+    }
+    match n.as_f64() {
+        // Exact: the schemas bound these far below 2^53.
+        Some(f) if f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&f) => Ok(f as u64),
+        _ => Err(serde::de::Error::custom(format!(
+            "{n} is not a whole number"
+        ))),
     }
 }
 
-fn string_up_to<'a>(params: &'a Value, key: &str, max: usize) -> Result<Option<&'a str>, String> {
-    match params.get(key) {
-        None => Ok(None),
-        Some(Value::String(s)) if s.len() <= max => Ok(Some(s)),
-        Some(_) => Err(format!("{key} must be a string of at most {max} bytes")),
-    }
+#[derive(Deserialize)]
+struct ScaleParams {
+    #[serde(deserialize_with = "whole")]
+    replicas: u64,
 }
 
-fn only_keys(params: &Value, allowed: &[&str]) -> Result<(), String> {
-    let obj = params.as_object().ok_or("params must be an object")?;
-    match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(format!("unknown parameter {k:?}")),
-        None => Ok(()),
-    }
+#[derive(Deserialize)]
+struct QueryParams {
+    sql: String,
+}
+
+#[derive(Deserialize)]
+struct EchoParams {
+    #[serde(default)]
+    message: String,
+    #[serde(default, deserialize_with = "whole")]
+    exit_code: u64,
 }
 
 /// `k8s:<namespace>/deployments/<name>` → (namespace, name), DNS-label characters only.
@@ -110,16 +132,21 @@ pub fn catalog() -> ActionCatalog {
 
 /// The reference catalog; container runners get `image` (it needs `/bin/sh` and `printf`).
 pub fn catalog_with_image(image: Option<String>) -> ActionCatalog {
+    // The reference schemas are constants; `every_reference_schema_compiles` compiles them.
+    #[allow(clippy::expect_used)]
+    reference_catalog(image).expect("the reference schemas compile")
+}
+
+fn reference_catalog(image: Option<String>) -> Result<ActionCatalog, SchemaError> {
     let (i1, i2, i3) = (image.clone(), image.clone(), image);
-    ActionCatalog::new()
+    Ok(ActionCatalog::new()
         .register(
             ActionDef::new(
                 "k8s.scale",
                 "Scale a Kubernetes deployment (resource k8s:<namespace>/deployments/<name>)",
                 move |req, who| {
                     let (ns, name) = parse_deployment(&req.resource)?;
-                    let replicas =
-                        int_in(&req.params, "replicas", 1000)?.ok_or("replicas is required")?;
+                    let ScaleParams { replicas } = typed(req)?;
                     Ok(shell_job(
                         req,
                         who,
@@ -138,12 +165,7 @@ pub fn catalog_with_image(image: Option<String>) -> ActionCatalog {
                 "properties": {"replicas": {"type": "integer", "minimum": 0, "maximum": 1000}},
                 "required": ["replicas"],
                 "additionalProperties": false
-            }))
-            .with_validator(|p| {
-                only_keys(p, &["replicas"])?;
-                int_in(p, "replicas", 1000)?.ok_or("replicas is required")?;
-                Ok(())
-            }),
+            }))?,
         )
         .register(
             ActionDef::new(
@@ -151,13 +173,13 @@ pub fn catalog_with_image(image: Option<String>) -> ActionCatalog {
                 "Run a read-only SQL query (resource db:<database>)",
                 move |req, who| {
                     let db = parse_database(&req.resource)?;
-                    let sql = string_up_to(&req.params, "sql", 4096)?.ok_or("sql is required")?;
+                    let QueryParams { sql } = typed(req)?;
                     Ok(shell_job(
                         req,
                         who,
                         i2.as_deref(),
                         scripts::DB_QUERY,
-                        &[("DATABASE", db), ("SQL", sql.to_owned())],
+                        &[("DATABASE", db), ("SQL", sql)],
                     ))
                 },
             )
@@ -166,29 +188,20 @@ pub fn catalog_with_image(image: Option<String>) -> ActionCatalog {
                 "properties": {"sql": {"type": "string", "maxLength": 4096}},
                 "required": ["sql"],
                 "additionalProperties": false
-            }))
-            .with_validator(|p| {
-                only_keys(p, &["sql"])?;
-                string_up_to(p, "sql", 4096)?.ok_or("sql is required")?;
-                Ok(())
-            }),
+            }))?,
         )
         .register(
             ActionDef::new(
                 "diag.echo",
                 "Print a message and exit with a code (harmless smoke test)",
                 move |req, who| {
-                    let message = string_up_to(&req.params, "message", 1024)?.unwrap_or("");
-                    let code = int_in(&req.params, "exit_code", 255)?.unwrap_or(0);
+                    let EchoParams { message, exit_code } = typed(req)?;
                     Ok(shell_job(
                         req,
                         who,
                         i3.as_deref(),
                         scripts::DIAG_ECHO,
-                        &[
-                            ("MESSAGE", message.to_owned()),
-                            ("EXIT_CODE", code.to_string()),
-                        ],
+                        &[("MESSAGE", message), ("EXIT_CODE", exit_code.to_string())],
                     ))
                 },
             )
@@ -199,14 +212,8 @@ pub fn catalog_with_image(image: Option<String>) -> ActionCatalog {
                     "exit_code": {"type": "integer", "minimum": 0, "maximum": 255}
                 },
                 "additionalProperties": false
-            }))
-            .with_validator(|p| {
-                only_keys(p, &["message", "exit_code"])?;
-                string_up_to(p, "message", 1024)?;
-                int_in(p, "exit_code", 255)?;
-                Ok(())
-            }),
-        )
+            }))?,
+        ))
 }
 
 #[cfg(test)]
@@ -232,6 +239,111 @@ mod tests {
         assert_eq!(parse_database("db:orders").unwrap(), "orders");
         assert!(parse_database("db:").is_err());
         assert!(parse_database("db:a b").is_err());
+    }
+
+    #[test]
+    fn every_reference_schema_compiles() {
+        let catalog = reference_catalog(None).unwrap();
+        assert_eq!(catalog.actions().count(), 3);
+    }
+
+    fn request(action: &str, params: serde_json::Value) -> ActionRequest {
+        let resource = match action {
+            "k8s.scale" => "k8s:staging/deployments/web",
+            "db.query" => "db:orders",
+            _ => "diag:x",
+        };
+        ActionRequest::new(action, resource).with_params(params)
+    }
+
+    /// For each action, params its schema accepts (the gateway accepts them and the job builds)
+    /// and params it refuses (the refusal names the place).
+    #[test]
+    fn the_schema_is_the_whole_validation() {
+        let cat = catalog();
+        let who = AgentIdentity::new(
+            gateway_core::AgentId::new("agent:t").unwrap(),
+            "team",
+            gateway_core::AuthMethod::StaticKey { key_id: "k".into() },
+        );
+        let accepted = [
+            ("k8s.scale", json!({"replicas": 0})),
+            ("k8s.scale", json!({"replicas": 1000})),
+            ("k8s.scale", json!({"replicas": 3.0})),
+            ("db.query", json!({"sql": "select 1"})),
+            ("db.query", json!({"sql": "é".repeat(4096)})),
+            ("diag.echo", json!({})),
+            ("diag.echo", json!({"message": "hi", "exit_code": 255})),
+        ];
+        for (action, params) in accepted {
+            let req = request(action, params.clone());
+            let def = cat
+                .validate(&req)
+                .unwrap_or_else(|e| panic!("{action} {params} refused: {e}"));
+            (def.job)(&req, &who).unwrap_or_else(|e| panic!("{action} {params}: {e}"));
+        }
+        let refused = [
+            ("k8s.scale", json!({}), "/:"),
+            ("k8s.scale", json!({"replicas": -1}), "/replicas"),
+            ("k8s.scale", json!({"replicas": 1001}), "/replicas"),
+            ("k8s.scale", json!({"replicas": 2.5}), "/replicas"),
+            ("k8s.scale", json!({"replicas": "3"}), "/replicas"),
+            (
+                "k8s.scale",
+                json!({"replicas": 3, "x": 1}),
+                "additionalProperties",
+            ),
+            ("db.query", json!({"sql": 1}), "/sql"),
+            ("db.query", json!({"sql": "x".repeat(4097)}), "/sql"),
+            ("diag.echo", json!({"exit_code": 256}), "/exit_code"),
+            ("diag.echo", json!({"message": ["x"]}), "/message"),
+        ];
+        for (action, params, place) in refused {
+            let err = cat.validate(&request(action, params.clone())).unwrap_err();
+            assert!(err.to_string().contains(place), "{action} {params}: {err}");
+        }
+    }
+
+    use proptest::prelude::*;
+
+    proptest::proptest! {
+        /// Whatever an agent sends, params the schema accepts always build a job: the schema
+        /// and the job's reading of the params cannot drift apart.
+        #[test]
+        fn accepted_params_always_build(
+            action in proptest::sample::select(vec!["k8s.scale", "db.query", "diag.echo"]),
+            keys in proptest::collection::vec(
+                proptest::sample::select(vec!["replicas", "sql", "message", "exit_code", "x"]),
+                0..3,
+            ),
+            values in proptest::collection::vec(
+                proptest::prop_oneof![
+                    (-2i64..1100).prop_map(|n| json!(n)),
+                    (-2.0f64..1100.0).prop_map(|f| json!(f)),
+                    (0u32..300).prop_map(|n| json!(f64::from(n))),
+                    "[a-zé ]{0,8}".prop_map(|s| json!(s)),
+                    proptest::strategy::Just(json!(null)),
+                    proptest::strategy::Just(json!([1])),
+                ],
+                3,
+            ),
+        ) {
+            let params: serde_json::Map<_, _> = keys
+                .iter()
+                .zip(&values)
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect();
+            let req = request(action, params.into());
+            let who = AgentIdentity::new(
+                gateway_core::AgentId::new("agent:t").unwrap(),
+                "team",
+                gateway_core::AuthMethod::StaticKey { key_id: "k".into() },
+            );
+            if let Ok(def) = catalog().validate(&req) {
+                let built = (def.job)(&req, &who);
+                prop_assert!(built.is_ok(), "{} accepted but: {:?}", req.params, built.err());
+            }
+        }
     }
 
     #[test]

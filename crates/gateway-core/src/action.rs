@@ -3,6 +3,7 @@
 use crate::error::{BoxError, ErrorKind};
 use crate::identity::AgentIdentity;
 use crate::ids::RequestId;
+use crate::params_schema::{ParamsSchema, SchemaError};
 use crate::runner::JobSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -217,11 +218,12 @@ pub struct ActionDef {
     pub name: String,
     /// What it does (shown to agents, e.g. as an MCP tool description).
     pub description: String,
-    /// JSON Schema of the params (published to agents; enforcement is `validator`'s job).
-    pub params_schema: serde_json::Value,
+    /// JSON Schema of the params: published to agents as written, and checked on every
+    /// request before anything else sees the params.
+    pub params_schema: ParamsSchema,
     /// Largest accepted params, serialised, in bytes.
     pub max_params_bytes: usize,
-    /// Extra checks on params.
+    /// Checks on params that JSON Schema cannot say, run after the schema accepted them.
     pub validator: Option<ParamsValidator>,
     /// Turns a request into a job.
     pub job: JobBuilder,
@@ -250,17 +252,18 @@ impl ActionDef {
         Self {
             name: name.into(),
             description: description.into(),
-            params_schema: serde_json::json!({"type": "object"}),
+            params_schema: ParamsSchema::any_object(),
             max_params_bytes: 16 * 1024,
             validator: None,
             job: Arc::new(job),
         }
     }
 
-    /// Sets the params JSON Schema.
-    pub fn with_schema(mut self, schema: serde_json::Value) -> Self {
-        self.params_schema = schema;
-        self
+    /// Sets the params JSON Schema (draft 2020-12, see [`ParamsSchema`]): compiled here, so a
+    /// schema that does not compile is refused when the action is defined, naming it.
+    pub fn with_schema(mut self, schema: serde_json::Value) -> Result<Self, SchemaError> {
+        self.params_schema = ParamsSchema::new(schema).map_err(|e| e.for_action(&self.name))?;
+        Ok(self)
     }
 
     /// Sets the params size cap.
@@ -269,7 +272,8 @@ impl ActionDef {
         self
     }
 
-    /// Sets a params validator.
+    /// Sets a params validator, for what JSON Schema cannot say (it runs after the schema has
+    /// accepted the params). Prefer the schema: only it is published to agents.
     pub fn with_validator(
         mut self,
         validator: impl Fn(&serde_json::Value) -> Result<(), ParamsError> + Send + Sync + 'static,
@@ -383,6 +387,9 @@ impl ActionCatalog {
                 action: def.name.clone(),
             });
         }
+        def.params_schema
+            .validate(&request.params)
+            .map_err(RequestError::InvalidParams)?;
         if let Some(validator) = &def.validator {
             validator(&request.params).map_err(RequestError::InvalidParams)?;
         }

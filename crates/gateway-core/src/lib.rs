@@ -26,6 +26,7 @@ pub mod identity;
 pub mod ids;
 pub mod labels;
 pub mod output;
+pub mod params_schema;
 pub mod policy;
 pub mod redact;
 pub mod runner;

@@ -61,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "type": "object",
                 "properties": {"replicas": {"type": "integer", "minimum": 0, "maximum": 50}},
                 "required": ["replicas"]
-            })),
+            }))?,
         )
         .register(ActionDef {
             name: "db.migrate".into(),

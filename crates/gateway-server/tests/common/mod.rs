@@ -65,7 +65,8 @@ pub fn catalog() -> ActionCatalog {
                 "type": "object",
                 "properties": {"message": {"type": "string"}},
                 "additionalProperties": false
-            })),
+            }))
+            .expect("a constant schema"),
         )
         .register(ActionDef::new(
             "ops.fail",
