@@ -89,9 +89,14 @@ fn decimal(text: &str) -> Option<(bool, String, i64)> {
         None => (false, text),
     };
     let (mantissa, exponent) = match rest.find(['e', 'E']) {
-        Some(at) => (&rest[..at], rest[at + 1..].parse::<i64>().ok()?),
-        None => (rest, 0),
+        Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+        None => (rest, None),
     };
+    // Zero is zero whatever its exponent, which need not fit an i64 (`0e99999999999999999999`).
+    if !mantissa.bytes().any(|b| matches!(b, b'1'..=b'9')) {
+        return Some((false, String::new(), 0));
+    }
+    let exponent = exponent.map_or(Some(0), |e| e.parse::<i64>().ok())?;
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let mut digits: String = int.chars().chain(frac.chars()).collect();
     let mut exponent = exponent.checked_sub(i64::try_from(frac.len()).ok()?)?;
@@ -242,5 +247,29 @@ mod tests {
         }
         // Still strict about keys.
         assert!(parse_exact(br#"{"a":1,"a":1}"#).is_err());
+    }
+
+    /// Found by the `strict_json` fuzz target: a zero whose exponent does not fit an i64 is
+    /// still exactly zero (it was refused as inexact), while a non-zero digit with such an
+    /// exponent stays refused.
+    #[test]
+    fn zero_with_any_exponent_is_exact() {
+        for zero in [
+            "0E199998799994938351419",
+            "-0.000e-99999999999999999999",
+            "0e9223372036854775807",
+            "0.0e-9223372036854775808",
+        ] {
+            let text = format!("[{zero}]");
+            assert!(parse_exact(text.as_bytes()).is_ok(), "{zero} refused");
+        }
+        for bad in [
+            "1e-99999999999999999999",
+            "0.1e-400",
+            "1e99999999999999999999",
+        ] {
+            let text = format!("[{bad}]");
+            assert!(parse_exact(text.as_bytes()).is_err(), "{bad} accepted");
+        }
     }
 }
