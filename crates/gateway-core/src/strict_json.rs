@@ -71,7 +71,11 @@ fn number_round_trips(token: &str) -> bool {
     let Ok(float) = token.parse::<f64>() else {
         return false;
     };
-    if !float.is_finite() || decimal(token) != decimal(&format!("{float:e}")) {
+    // The shortest digits as serde_json prints them, which is the text the gateway hands on (to
+    // OPA, say). Not std's `{:e}`: of the two shortest digit strings of an exact tie
+    // (574567850989900.25 is as close to …900.2 as to …900.3) std may pick the other one.
+    let printed = serde_json::to_string(&float).unwrap_or_default();
+    if !float.is_finite() || decimal(token) != decimal(&printed) {
         return false;
     }
     // From 2^53 on every float is an integer, usually not the written one (1e308 is
@@ -271,5 +275,15 @@ mod tests {
             let text = format!("[{bad}]");
             assert!(parse_exact(text.as_bytes()).is_err(), "{bad} accepted");
         }
+    }
+
+    /// Found by the `strict_json` fuzz target: 574567850989900.2 and …900.3 are equally close
+    /// to their double (…900.25). serde_json (like V8 and Python) prints …900.2, so that is the
+    /// text a policy engine gets and the one accepted; …900.3 reaches it as …900.2: refused.
+    #[test]
+    fn a_shortest_tie_is_accepted_as_serde_json_prints_it() {
+        let value = parse_exact(b"[574567850989900.2]").unwrap();
+        assert_eq!(value.to_string(), "[574567850989900.2]");
+        assert!(parse_exact(b"[574567850989900.3]").is_err());
     }
 }
