@@ -136,7 +136,7 @@ fn agree(
 }
 
 /// A stored text, parsed.
-enum Stored {
+pub(crate) enum Stored {
     /// A record body, not yet known to be canonical.
     Body {
         stream_id: String,
@@ -148,7 +148,7 @@ enum Stored {
 }
 
 /// Parses a stored text of either format, refusing duplicate keys.
-fn parse(text: &str) -> Result<Stored, String> {
+pub(crate) fn parse(text: &str) -> Result<Stored, String> {
     let value =
         parse_strict(text.as_bytes()).map_err(|e| format!("event JSON does not parse: {e}"))?;
     let Value::Object(mut map) = value else {
@@ -193,7 +193,7 @@ pub(crate) struct Facts<'a> {
 
 impl<'a> Facts<'a> {
     /// What the row's copies must say. A string written with escapes is decoded (rare).
-    fn expected(&self) -> Result<Expected<'a>, String> {
+    pub(crate) fn expected(&self) -> Result<Expected<'a>, String> {
         Ok(Expected {
             time: Cow::Borrowed(self.time),
             correlation_id: Cow::Borrowed(self.correlation_id),

@@ -172,6 +172,9 @@ mod body;
 pub mod checkpoint;
 mod connection;
 mod copies;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod page;
 #[cfg(feature = "postgres")]
 pub mod postgres;

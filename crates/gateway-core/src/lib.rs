@@ -38,6 +38,9 @@ pub mod testing;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use action::{
     ActionCatalog, ActionDef, ActionRequest, JobBuildError, ParamsError, RequestError,

@@ -71,7 +71,11 @@ fn number_round_trips(token: &str) -> bool {
     let Ok(float) = token.parse::<f64>() else {
         return false;
     };
-    if !float.is_finite() || decimal(token) != decimal(&format!("{float:e}")) {
+    // The shortest digits as serde_json prints them, which is the text the gateway hands on (to
+    // OPA, say). Not std's `{:e}`: of the two shortest digit strings of an exact tie
+    // (574567850989900.25 is as close to …900.2 as to …900.3) std may pick the other one.
+    let printed = serde_json::to_string(&float).unwrap_or_default();
+    if !float.is_finite() || decimal(token) != decimal(&printed) {
         return false;
     }
     // From 2^53 on every float is an integer, usually not the written one (1e308 is
@@ -89,9 +93,14 @@ fn decimal(text: &str) -> Option<(bool, String, i64)> {
         None => (false, text),
     };
     let (mantissa, exponent) = match rest.find(['e', 'E']) {
-        Some(at) => (&rest[..at], rest[at + 1..].parse::<i64>().ok()?),
-        None => (rest, 0),
+        Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+        None => (rest, None),
     };
+    // Zero is zero whatever its exponent, which need not fit an i64 (`0e99999999999999999999`).
+    if !mantissa.bytes().any(|b| matches!(b, b'1'..=b'9')) {
+        return Some((false, String::new(), 0));
+    }
+    let exponent = exponent.map_or(Some(0), |e| e.parse::<i64>().ok())?;
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let mut digits: String = int.chars().chain(frac.chars()).collect();
     let mut exponent = exponent.checked_sub(i64::try_from(frac.len()).ok()?)?;
@@ -242,5 +251,39 @@ mod tests {
         }
         // Still strict about keys.
         assert!(parse_exact(br#"{"a":1,"a":1}"#).is_err());
+    }
+
+    /// Found by the `strict_json` fuzz target: a zero whose exponent does not fit an i64 is
+    /// still exactly zero (it was refused as inexact), while a non-zero digit with such an
+    /// exponent stays refused.
+    #[test]
+    fn zero_with_any_exponent_is_exact() {
+        for zero in [
+            "0E199998799994938351419",
+            "-0.000e-99999999999999999999",
+            "0e9223372036854775807",
+            "0.0e-9223372036854775808",
+        ] {
+            let text = format!("[{zero}]");
+            assert!(parse_exact(text.as_bytes()).is_ok(), "{zero} refused");
+        }
+        for bad in [
+            "1e-99999999999999999999",
+            "0.1e-400",
+            "1e99999999999999999999",
+        ] {
+            let text = format!("[{bad}]");
+            assert!(parse_exact(text.as_bytes()).is_err(), "{bad} accepted");
+        }
+    }
+
+    /// Found by the `strict_json` fuzz target: 574567850989900.2 and …900.3 are equally close
+    /// to their double (…900.25). serde_json (like V8 and Python) prints …900.2, so that is the
+    /// text a policy engine gets and the one accepted; …900.3 reaches it as …900.2: refused.
+    #[test]
+    fn a_shortest_tie_is_accepted_as_serde_json_prints_it() {
+        let value = parse_exact(b"[574567850989900.2]").unwrap();
+        assert_eq!(value.to_string(), "[574567850989900.2]");
+        assert!(parse_exact(b"[574567850989900.3]").is_err());
     }
 }

@@ -27,6 +27,9 @@ pub mod alg;
 pub mod builder;
 pub mod claims;
 pub mod env;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 mod json;
 pub mod jwks;

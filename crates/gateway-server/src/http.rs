@@ -163,6 +163,21 @@ fn accepted(doc: StatusDoc) -> Response {
     response
 }
 
+/// An action body, parsed exactly as the client wrote it: a duplicate key, or a number the
+/// policy would see rounded to a float (where OPA reading the same text would not), is refused
+/// here.
+pub(crate) fn action_request(body: &[u8]) -> Result<ActionRequest, ApiError> {
+    gateway_core::strict_json::parse_exact(body)
+        .and_then(serde_json::from_value)
+        .map_err(|e| {
+            ApiError::new(
+                ErrorKind::InvalidInput,
+                format!("body is not a valid ActionRequest: {e}"),
+                None,
+            )
+        })
+}
+
 async fn submit_action(
     State(state): State<AppState>,
     addr: ClientAddr,
@@ -171,17 +186,7 @@ async fn submit_action(
 ) -> Result<Response, ApiError> {
     let credential = auth::credential(&headers).map_err(ApiError::unauthenticated)?;
     let body = body.map_err(|r| body_error(&r, state.config().max_body_bytes))?;
-    // Parsed exactly as the client wrote it: a duplicate key, or a number the policy would see
-    // rounded to a float (where OPA reading the same text would not), is refused here.
-    let request: ActionRequest = gateway_core::strict_json::parse_exact(&body)
-        .and_then(serde_json::from_value)
-        .map_err(|e| {
-            ApiError::new(
-                ErrorKind::InvalidInput,
-                format!("body is not a valid ActionRequest: {e}"),
-                None,
-            )
-        })?;
+    let request = action_request(&body)?;
     let id = request.id;
     let mut rx = state.submit(credential, request, &origin(&addr))?;
     let phase = settle(&mut rx, state.config().action_wait).await;

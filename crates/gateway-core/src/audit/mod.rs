@@ -2,7 +2,7 @@
 //! [`AuditSink`] trait.
 
 pub mod chain;
-mod jcs;
+pub(crate) mod jcs;
 
 use crate::error::concern_error;
 use crate::ids::{AgentId, RequestId};
