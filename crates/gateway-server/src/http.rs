@@ -36,6 +36,7 @@ pub fn rest_router(state: AppState) -> Router {
     let limit = state.config().max_body_bytes;
     let mut bounded = Router::new()
         .route("/v1/actions/{id}", get(action_status))
+        .route("/v1/catalog", get(catalog))
         .route("/v1/approvals", get(list_approvals))
         .route("/v1/approvals/{id}", post(resolve_approval))
         .route("/healthz", get(healthz))
@@ -217,6 +218,33 @@ async fn action_status(
     };
     let phase = state.phase_for(&credential, id).await?;
     Ok(Json(status_doc(id, &phase)))
+}
+
+/// `GET /v1/catalog`: the actions an agent may ask for, each with its params schema exactly as
+/// the gateway enforces it (the same document MCP `tools/list` embeds).
+async fn catalog(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let credential = auth::credential(&headers).map_err(ApiError::unauthenticated)?;
+    state
+        .identity()
+        .authenticate(&credential)
+        .await
+        .map_err(|e| ApiError::new(e.kind(), e.to_string(), None))?;
+    let actions: Vec<Value> = state
+        .gateway()
+        .catalog()
+        .actions()
+        .map(|def| {
+            json!({
+                "name": def.name,
+                "description": def.description,
+                "params_schema": def.params_schema.as_value(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "actions": actions })))
 }
 
 fn approver(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `POST /v1/actions` | agent (bearer) | body: `ActionRequest`; 200 with the outcome, 202 + `Location` when waiting for approval (or still running after `action_wait`), errors as JSON |
 //! | `GET /v1/actions/{id}` | the same agent | status document; 404 for anyone else |
+//! | `GET /v1/catalog` | agent (bearer) | the actions with their params schemas (as enforced) |
 //! | `GET /v1/approvals` | human approver (bearer `apr_…`) | pending approvals |
 //! | `POST /v1/approvals/{id}` | human approver | `{"verdict": "approve"\|"deny", "reason": "…"}` |
 //! | `GET /healthz` | anyone | liveness |

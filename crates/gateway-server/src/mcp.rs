@@ -94,7 +94,7 @@ pub fn action_tool(def: &ActionDef) -> Tool {
         "type": "object",
         "properties": {
             "resource": {"type": "string", "description": "What the action touches, e.g. k8s:staging/deployments/web."},
-            "params": def.params_schema,
+            "params": def.params_schema.as_value(),
             "intent": {"type": "string", "description": "Why you want this; recorded and shown to policies and approvers."},
             "ttl_seconds": {"type": "integer", "minimum": 1, "description": "Lifetime of the just-in-time grant you ask for; the gateway may shorten it."},
             "request_id": {"type": "string", "format": "uuid", "description": "Optional idempotency/correlation id (UUID)."}

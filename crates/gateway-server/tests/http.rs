@@ -491,3 +491,38 @@ async fn health_readiness_and_metrics() {
     let _plan = h.policy.faults.clone().always(Fault::Hang);
     assert_eq!(h.get("/readyz", None).await.0, 503);
 }
+
+/// `GET /v1/catalog` serves each action's params schema byte for byte as defined, to agents
+/// only; a request the schema refuses is refused with the failing path.
+#[tokio::test]
+async fn catalog_serves_the_enforced_schemas() {
+    let h = start(Options::default()).await;
+    let (status, _) = h.get("/v1/catalog", None).await;
+    assert_eq!(status, 401);
+    let (status, body) = h.get("/v1/catalog", Some(&h.agent_a)).await;
+    assert_eq!(status, 200, "{body}");
+    let catalog = common::catalog();
+    let served = body["actions"].as_array().unwrap();
+    assert_eq!(served.len(), catalog.actions().count());
+    for def in catalog.actions() {
+        let entry = served
+            .iter()
+            .find(|a| a["name"] == def.name.as_str())
+            .unwrap();
+        assert_eq!(
+            serde_json::to_vec(&entry["params_schema"]).unwrap(),
+            serde_json::to_vec(def.params_schema.as_value()).unwrap(),
+            "{}",
+            def.name
+        );
+    }
+    let (status, body) = h
+        .post(
+            "/v1/actions",
+            Some(&h.agent_a),
+            &serde_json::json!({"action": "ops.echo", "resource": "ops:staging/web", "params": {"message": 3}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("/message"), "{body}");
+}

@@ -211,3 +211,59 @@ async fn mcp_endpoint_requires_a_valid_agent_credential() {
         assert_eq!(body["error"]["kind"], "unauthenticated");
     }
 }
+
+/// The params schema an MCP client sees is the definition itself, byte for byte, and the
+/// gateway enforces it: a value cannot pass one and fail the other.
+#[tokio::test]
+async fn published_params_schemas_are_the_definitions_and_are_enforced() {
+    let h = start(Options::default()).await;
+    let client = connect(&h.base, &h.agent_a).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let catalog = common::catalog();
+    let mut seen = 0;
+    for def in catalog.actions() {
+        let tool = tools.iter().find(|t| t.name == def.name).unwrap();
+        let published = serde_json::to_value(tool.input_schema.as_ref()).unwrap();
+        let published = &published["properties"]["params"];
+        assert_eq!(
+            serde_json::to_vec(published).unwrap(),
+            serde_json::to_vec(def.params_schema.as_value()).unwrap(),
+            "{}",
+            def.name
+        );
+        // Compiled independently from what was published, it agrees with the gateway on a
+        // table of params of every shape.
+        let compiled = gateway_core::params_schema::ParamsSchema::new(published.clone()).unwrap();
+        for params in [
+            json!({}),
+            json!({"message": "x"}),
+            json!({"message": 3}),
+            json!({"message": null}),
+            json!({"message": "x", "other": 1}),
+            json!({"other": [1, 2]}),
+            json!({"message": {"nested": "x"}}),
+        ] {
+            let request = gateway_core::ActionRequest::new(def.name.clone(), "ops:staging/web")
+                .with_params(params.clone());
+            assert_eq!(
+                compiled.validate(&params).is_ok(),
+                catalog.validate(&request).is_ok(),
+                "{} {params}",
+                def.name
+            );
+        }
+        seen += 1;
+    }
+    assert!(seen >= 4);
+    // A call the schema refuses is refused by the gateway, naming the path.
+    let refused = client
+        .call_tool(call(
+            "ops.echo",
+            json!({"resource": "ops:staging/web", "params": {"message": 3}}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(refused.is_error, Some(true), "{refused:?}");
+    assert!(text(&refused).contains("/message"), "{}", text(&refused));
+    client.cancel().await.unwrap();
+}
