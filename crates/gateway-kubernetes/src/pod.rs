@@ -104,6 +104,11 @@ pub(crate) fn build(
     // Caller labels may add to but never replace the runner's own.
     let mut pod_labels = BTreeMap::new();
     for (k, v) in &spec.labels {
+        // The agent id is kept as an annotation (from `spec.agent`, below): agent ids such as
+        // `agent:a` are not valid label values, and refusing them would refuse every agent.
+        if k == keys::AGENT {
+            continue;
+        }
         if !labels::is_label_value(v) || k.is_empty() || k.len() > 253 {
             return Err(BuildError::Invalid(format!(
                 "label {:?} is not a valid Kubernetes label",
@@ -545,6 +550,37 @@ mod tests {
         );
         s.limits.timeout = Duration::from_millis(1500);
         s
+    }
+
+    #[test]
+    fn the_agent_label_the_gateway_sets_becomes_an_annotation() {
+        let mut spec = job_spec();
+        spec.labels
+            .insert(keys::AGENT.to_owned(), spec.agent.to_string());
+        let o = build(
+            "agw-job-1",
+            &spec,
+            &settings(),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        let meta = &o.job.metadata;
+        assert!(!meta.labels.as_ref().unwrap().contains_key(keys::AGENT));
+        assert_eq!(
+            meta.annotations.as_ref().unwrap()[keys::AGENT],
+            "agent:test"
+        );
+        // Other labels are still checked.
+        spec.labels.insert("team".to_owned(), "a:b".to_owned());
+        assert!(
+            build(
+                "agw-job-1",
+                &spec,
+                &settings(),
+                time::OffsetDateTime::now_utc()
+            )
+            .is_err()
+        );
     }
 
     #[test]
