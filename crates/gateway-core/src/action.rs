@@ -389,7 +389,7 @@ impl ActionCatalog {
         }
         def.params_schema
             .validate(&request.params)
-            .map_err(RequestError::InvalidParams)?;
+            .map_err(|v| RequestError::InvalidParams(ParamsError::with_source(v.to_string(), v)))?;
         if let Some(validator) = &def.validator {
             validator(&request.params).map_err(RequestError::InvalidParams)?;
         }

@@ -8,7 +8,8 @@
 //! published.
 //!
 //! Choices, and why:
-//! - **Draft 2020-12**, always, whatever `$schema` says: one dialect to document and test.
+//! - **Draft 2020-12** only: one dialect to document and test. A `$schema` naming another
+//!   draft is refused rather than read under other rules.
 //! - **No retrieval.** A `$ref` to anything outside the schema itself is refused when the
 //!   schema is compiled: checking params must never make the gateway reach the network or the
 //!   disk (and the crate is built without its HTTP and file resolvers).
@@ -19,12 +20,21 @@
 //! - **Errors name where and which keyword, never the value**: an agent's params may hold
 //!   secrets, and refusals are recorded in the audit trail and returned to the caller.
 
-use crate::action::ParamsError;
 use std::fmt;
 use std::sync::Arc;
 
+/// The only draft a params schema may declare in `$schema`.
+pub const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
+
 /// The most failures one refusal lists (the rest are counted).
 const MAX_REPORTED: usize = 8;
+
+/// Params a schema refused: where and which keyword, values masked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SchemaViolation {
+    message: String,
+}
 
 /// A params JSON Schema, compiled.
 #[derive(Clone)]
@@ -89,6 +99,14 @@ impl ParamsSchema {
     /// Compiles `schema` (draft 2020-12). A schema that is not valid JSON Schema, refers to
     /// anything outside itself, or uses a pattern the linear-time engine cannot run is refused.
     pub fn new(schema: serde_json::Value) -> Result<Self, SchemaError> {
+        if let Some(declared) = schema.get("$schema")
+            && declared.as_str() != Some(DRAFT_2020_12)
+        {
+            return Err(SchemaError {
+                action: None,
+                message: format!("$schema must be {DRAFT_2020_12:?} or absent"),
+            });
+        }
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
             .with_retriever(NoRetrieval)
@@ -119,7 +137,7 @@ impl ParamsSchema {
 
     /// Checks `params`. A refusal lists up to eight failures, each as its instance path (JSON
     /// Pointer) and keyword, with the values masked.
-    pub fn validate(&self, params: &serde_json::Value) -> Result<(), ParamsError> {
+    pub fn validate(&self, params: &serde_json::Value) -> Result<(), SchemaViolation> {
         let mut failures = Vec::new();
         let mut more = 0usize;
         for error in self.validator.iter_errors(params) {
@@ -146,7 +164,7 @@ impl ParamsSchema {
         if more > 0 {
             message.push_str(&format!("; and {more} more"));
         }
-        Err(ParamsError::new(message))
+        Err(SchemaViolation { message })
     }
 }
 
@@ -245,6 +263,7 @@ mod tests {
     fn bad_remote_and_backtracking_schemas_are_refused_when_compiled() {
         for bad in [
             json!({"type": "no-such-type"}),
+            json!({"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"}),
             json!({"$ref": "https://example.com/schema.json"}),
             json!({"$ref": "file:///etc/passwd"}),
             json!({"type": "string", "pattern": "^(?=a)a$"}),
@@ -252,7 +271,8 @@ mod tests {
         ] {
             assert!(ParamsSchema::new(bad.clone()).is_err(), "accepted {bad}");
         }
-        // A reference inside the schema is fine.
+        // The 2020-12 meta-schema may be named, and a reference inside the schema is fine.
+        assert!(ParamsSchema::new(json!({"$schema": DRAFT_2020_12, "type": "object"})).is_ok());
         let local = ParamsSchema::new(json!({
             "$defs": {"n": {"type": "integer"}},
             "type": "object",
