@@ -35,6 +35,7 @@ pub mod static_keys;
 pub mod strict_json;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod text;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -20,6 +20,7 @@
 //! - **Errors name where and which keyword, never the value**: an agent's params may hold
 //!   secrets, and refusals are recorded in the audit trail and returned to the caller.
 
+use crate::text::truncate;
 use std::fmt;
 use std::sync::Arc;
 
@@ -172,17 +173,6 @@ impl serde::Serialize for ParamsSchema {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.value.serialize(serializer)
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use crate::audit::{AuditError, AuditEvent, AuditReceipt, AuditSink};
 use crate::error::BoxError;
 use crate::ids::{AgentId, RequestId};
 use crate::redact::Redactor;
+use crate::text::truncate;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -162,15 +163,4 @@ impl Trail {
         self.redactor.redact(&mut stamped);
         stamped
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
