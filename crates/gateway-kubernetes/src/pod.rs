@@ -527,6 +527,11 @@ mod tests {
     use gateway_core::ids::{AgentId, RequestId};
     use std::time::Duration;
 
+    /// [`build`] with the test settings, now.
+    fn build_now(id: &str, spec: &JobSpec) -> Result<JobObjects, BuildError> {
+        build(id, spec, &settings(), time::OffsetDateTime::now_utc())
+    }
+
     fn settings() -> PodSettings {
         PodSettings {
             instance: "test".into(),
@@ -557,13 +562,7 @@ mod tests {
         let mut spec = job_spec();
         spec.labels
             .insert(keys::AGENT.to_owned(), spec.agent.to_string());
-        let o = build(
-            "agw-job-1",
-            &spec,
-            &settings(),
-            time::OffsetDateTime::now_utc(),
-        )
-        .unwrap();
+        let o = build_now("agw-job-1", &spec).unwrap();
         let meta = &o.job.metadata;
         assert!(!meta.labels.as_ref().unwrap().contains_key(keys::AGENT));
         assert_eq!(
@@ -572,27 +571,13 @@ mod tests {
         );
         // Other labels are still checked.
         spec.labels.insert("team".to_owned(), "a:b".to_owned());
-        assert!(
-            build(
-                "agw-job-1",
-                &spec,
-                &settings(),
-                time::OffsetDateTime::now_utc()
-            )
-            .is_err()
-        );
+        assert!(build_now("agw-job-1", &spec).is_err());
     }
 
     #[test]
     fn hardened_job_shape() {
         let spec = job_spec();
-        let o = build(
-            "agw-job-1",
-            &spec,
-            &settings(),
-            time::OffsetDateTime::now_utc(),
-        )
-        .unwrap();
+        let o = build_now("agw-job-1", &spec).unwrap();
         let js = o.job.spec.as_ref().unwrap();
         assert_eq!(js.backoff_limit, Some(0));
         assert_eq!(js.active_deadline_seconds, Some(2), "timeout rounds up");
@@ -640,13 +625,7 @@ mod tests {
         let mut spec = job_spec();
         spec.secret_env
             .insert("TOKEN".into(), CoreSecret::from("s3cr3t-value"));
-        let o = build(
-            "agw-job-2",
-            &spec,
-            &settings(),
-            time::OffsetDateTime::now_utc(),
-        )
-        .unwrap();
+        let o = build_now("agw-job-2", &spec).unwrap();
         let job_json = serde_json::to_string(&o.job).unwrap();
         assert!(!job_json.contains("s3cr3t-value"));
         let secret = o.secret.unwrap();
@@ -663,13 +642,7 @@ mod tests {
         );
         spec.grant_hints
             .insert(crate::hints::HINT_NAMESPACE.into(), "jobs".into());
-        let o = build(
-            "agw-job-3",
-            &spec,
-            &settings(),
-            time::OffsetDateTime::now_utc(),
-        )
-        .unwrap();
+        let o = build_now("agw-job-3", &spec).unwrap();
         let pod = o.job.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.service_account_name.as_deref(), Some("agw-grant-x"));
         assert_eq!(pod.automount_service_account_token, Some(false));
@@ -693,12 +666,7 @@ mod tests {
         spec.grant_hints
             .insert(crate::hints::HINT_NAMESPACE.into(), "elsewhere".into());
         assert!(matches!(
-            build(
-                "agw-job-4",
-                &spec,
-                &settings(),
-                time::OffsetDateTime::now_utc()
-            ),
+            build_now("agw-job-4", &spec),
             Err(BuildError::Invalid(_))
         ));
     }
@@ -710,7 +678,7 @@ mod tests {
             destinations: vec!["example.com:443".into()],
         };
         assert!(matches!(
-            build("j", &spec, &settings(), time::OffsetDateTime::now_utc()),
+            build_now("j", &spec),
             Err(BuildError::Unsupported(_))
         ));
         spec.network = NetworkAccess::Allowlist {
@@ -720,7 +688,7 @@ mod tests {
                 "[::1]:80".into(),
             ],
         };
-        let o = build("j", &spec, &settings(), time::OffsetDateTime::now_utc()).unwrap();
+        let o = build_now("j", &spec).unwrap();
         let egress = o.network_policy.spec.unwrap().egress.unwrap();
         assert_eq!(egress.len(), 3);
         assert_eq!(
@@ -751,13 +719,13 @@ mod tests {
         let mut empty = job_spec();
         empty.command.clear();
         assert!(matches!(
-            build("j", &empty, &settings(), time::OffsetDateTime::now_utc()),
+            build_now("j", &empty),
             Err(BuildError::Invalid(_))
         ));
         let mut bad_env = job_spec();
         bad_env.env.insert("A=B".into(), "x".into());
         assert!(matches!(
-            build("j", &bad_env, &settings(), time::OffsetDateTime::now_utc()),
+            build_now("j", &bad_env),
             Err(BuildError::Invalid(_))
         ));
         let mut mounts = job_spec();
@@ -766,7 +734,7 @@ mod tests {
             job_path: "/etc".into(),
         });
         assert!(matches!(
-            build("j", &mounts, &settings(), time::OffsetDateTime::now_utc()),
+            build_now("j", &mounts),
             Err(BuildError::Unsupported(_))
         ));
     }
