@@ -52,7 +52,7 @@ fn shell_job(
 /// reads, so a failure here means the types below and the schema disagree (a bug, which the
 /// tests look for).
 fn typed<T: DeserializeOwned>(request: &ActionRequest) -> Result<T, JobBuildError> {
-    serde_json::from_value(request.params.clone()).map_err(|e| {
+    T::deserialize(&request.params).map_err(|e| {
         JobBuildError::with_source("params passed the schema but do not read as the job's", e)
     })
 }
