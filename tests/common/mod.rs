@@ -275,13 +275,7 @@ impl Harness {
     /// Jobs handed to the real runner so far, whatever their status (counted by the metrics
     /// wrapper around it), and grants issued.
     pub fn runs_and_grants(&self) -> (u64, u64) {
-        let text = self.metrics.render();
-        let runs = text
-            .lines()
-            .filter(|l| l.starts_with("gateway_runs_total{"))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
-            .sum();
-        (runs, self.metrics.grants().0)
+        (self.metrics.runs(), self.metrics.grants().0)
     }
 
     /// Polls the status URL until the action leaves `running`/`pending_approval`, or 15 s pass.

@@ -26,8 +26,8 @@ pub struct ServerConfig {
     /// `Host` header values the MCP endpoint accepts (DNS-rebinding protection). Loopback names
     /// by default; add the public host names of a real deployment.
     pub mcp_allowed_hosts: Vec<String>,
-    /// Whether `GET /metrics` is served (Prometheus text format, unauthenticated: keep it on an
-    /// internal network or turn it off).
+    /// Whether `GET /metrics` is served (OpenMetrics or the Prometheus text format, chosen by
+    /// `Accept`; unauthenticated: keep it on an internal network or turn it off).
     pub expose_metrics: bool,
 }
 

@@ -2,7 +2,7 @@
 
 use crate::auth;
 use crate::error::ApiError;
-use crate::metrics::PROBE_ATTRIBUTE;
+use crate::metrics::{Format, PROBE_ATTRIBUTE};
 use crate::state::AppState;
 use crate::tracker::{Phase, settle};
 use axum::Json;
@@ -402,13 +402,16 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
     Ok(Json(json!({ "status": "ready" })))
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics().render(),
-    )
-        .into_response()
+/// `GET /metrics`: OpenMetrics when the scraper asks for it, else the Prometheus text format.
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
+    let body = state.metrics().render(format).map_err(|e| {
+        ApiError::new(
+            ErrorKind::Internal,
+            format!("metrics could not be encoded: {e}"),
+            None,
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }

@@ -11,7 +11,7 @@
 //! | `POST /v1/approvals/{id}` | human approver | `{"verdict": "approve"\|"deny", "reason": "…"}` |
 //! | `GET /healthz` | anyone | liveness |
 //! | `GET /readyz` | anyone | 200 only when policy and audit answer |
-//! | `GET /metrics` | anyone (disable with `expose_metrics`) | Prometheus text |
+//! | `GET /metrics` | anyone (disable with `expose_metrics`) | OpenMetrics or Prometheus text, by `Accept` ([`metrics`]) |
 //! | `/mcp` | agent (bearer) | MCP streamable HTTP: catalog actions as tools |
 //!
 //! Errors are `{"error": {"kind", "message", "correlation_id"}}` (plus `reasons` on denials) with

@@ -9,7 +9,7 @@ use gateway_core::{
     ActionCatalog, ActionDef, AgentId, AgentLimits, Decision, Gateway, GatewayConfig, HmacBroker,
     Identity, JobSpec, Secret, StaticKeys,
 };
-use gateway_server::{Approvers, Frontend, ServerConfig};
+use gateway_server::{Approvers, Frontend, Metrics, ServerConfig};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,7 @@ pub struct Harness {
     pub policy: Arc<MemoryPolicy>,
     pub broker: Arc<HmacBroker>,
     pub http: reqwest::Client,
+    pub metrics: Arc<Metrics>,
     stop: CancellationToken,
 }
 
@@ -172,6 +173,7 @@ pub async fn start(options: Options) -> Harness {
             .timeout(Duration::from_secs(20))
             .build()
             .unwrap(),
+        metrics: m,
         stop,
     }
 }
@@ -207,6 +209,22 @@ impl Harness {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// `GET /metrics` with this `Accept` header: the status, the `Content-Type` and the body.
+    pub async fn scrape(&self, accept: Option<&str>) -> (u16, String, String) {
+        let mut req = self.http.get(format!("{}/metrics", self.base));
+        if let Some(accept) = accept {
+            req = req.header("accept", accept);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, content_type, resp.text().await.unwrap())
     }
 
     /// Polls the status URL until the action leaves `running`/`pending_approval`, or 10 s pass.
