@@ -114,9 +114,12 @@ fn run_case(schedule: &Schedule, exit_code: i32) -> Result<(), TestCaseError> {
         }
 
         let journal = h.journal.entries();
-        // No job runs unless `requested`, `decided(allow)`, `granted` and `started` were
-        // acknowledged before it (the last two may share one commit).
+        // Write-ahead, two commits (`docs/design.md`): no job runs, so no credential leaves,
+        // unless `requested`, `decided(allow)`, `granted` and `started` were acknowledged
+        // before it (commit 1).
         let mut requested = HashSet::new();
+        let mut granted_for = HashSet::new();
+        let mut commits: HashMap<gateway_core::RequestId, u32> = HashMap::new();
         let mut allowed = HashSet::new();
         let mut granted = HashSet::new();
         let mut started = HashSet::new();
@@ -165,13 +168,25 @@ fn run_case(schedule: &Schedule, exit_code: i32) -> Result<(), TestCaseError> {
                     );
                 }
                 Entry::Granted { correlation_id, .. } => {
-                    prop_assert!(
-                        allowed.contains(correlation_id),
-                        "grant issued before `decided(allow)` was durable"
-                    );
+                    granted_for.insert(*correlation_id);
+                }
+                Entry::AuditCommitted { correlation_id, .. } => {
+                    *commits.entry(*correlation_id).or_default() += 1;
                 }
                 _ => {}
             }
+        }
+        // A grant is issued (before commit 1) only for an action the policy allowed: once its
+        // trail is stored at all, it holds `decided(allow)`.
+        for id in &granted_for {
+            let stored = journal.iter().any(
+                |e| matches!(e, Entry::AuditAcked { correlation_id, .. } if correlation_id == id),
+            );
+            prop_assert!(
+                !stored || allowed.contains(id),
+                "grant issued for {} without an allow decision",
+                id
+            );
         }
 
         // Every issued grant is revoked exactly once; nothing else is revoked.
@@ -220,6 +235,24 @@ fn run_case(schedule: &Schedule, exit_code: i32) -> Result<(), TestCaseError> {
                 closed || (audit_faults > 0 && audit_error),
                 "trail {} not closed: {:?}",
                 id,
+                kinds
+            );
+            // The commit budget: a trail with a job is two commits (commit 1 before the job,
+            // then the outcome, or its retry); any other trail is one (its terminal record,
+            // holding everything deferred). Failed groups are not commits; an open trail may
+            // have fewer.
+            let budget = if kinds.contains(&AuditEventKind::Started) {
+                2
+            } else {
+                1
+            };
+            let made = commits.get(id).copied().unwrap_or(0);
+            prop_assert!(
+                made == budget || (!closed && made < budget),
+                "trail {} took {} commits, budget {}: {:?}",
+                id,
+                made,
+                budget,
                 kinds
             );
             // Steps are strictly increasing from 1.

@@ -2,23 +2,32 @@
 //!
 //! 1. authenticate;
 //! 2. validate (and rate-limit);
-//! 3. record `requested`;
+//! 3. `requested` (deferred: stored with the next record);
 //! 4. decide (any error, timeout or panic is a deny);
-//! 5. record `decided`;
+//! 5. `decided` (deferred likewise);
 //! 6. approve, if the policy says so;
 //! 7. grant (TTL = min(requested, policy, gateway));
 //! 8. run (wall timeout ≤ grant TTL);
 //! 9. revoke on every path, exactly once;
 //! 10. record the outcome.
 //!
-//! Write-ahead: no grant is asked for and no job started before the `requested` and
-//! `decided(allow)` records are acknowledged durable by the sink, and no job starts before the
-//! `granted` and `started` records are. A successful action costs four durable appends:
-//! `requested`; `decided`; `granted` + `started` as one group ([`AuditSink::append_all`]);
-//! `revoked` + `completed` as one group. Every backend call is guarded
-//! by a deadline and a panic catcher. After the grant, the caller's cancellation no longer
-//! abandons anything: the job is cancelled through its token, and revoke and the outcome record
-//! always run.
+//! Write-ahead (`docs/design.md`, "Two commits"): nothing anyone outside the gateway can
+//! observe or use happens before it is durably recorded. The decision has no side effect, and a
+//! grant is usable by nobody until its credential leaves the gateway, so the events before the
+//! job are *deferred* ([`Trail::defer`]) and stored as one group ([`AuditSink::append_all`])
+//! just before anything leaves:
+//!
+//! - a refused action is one commit: `requested` + `decided(deny)` + `completed`;
+//! - an allowed action is two: `requested` + `decided(allow)` + `granted` + `started`, after the
+//!   grant is issued and before the credential reaches the runner; then `revoked` + `completed`;
+//! - an approval stores its own events as it goes (`approval_requested` before a human is asked,
+//!   which takes the deferred ones with it); a failure at any step still ends the trail with a
+//!   terminal record, stored with whatever was deferred.
+//!
+//! A grant issued by a gateway that dies before commit 1 is never handed out and expires (brokers
+//! that create objects reap them by expiry). Every backend call is guarded by a deadline and a
+//! panic catcher. After the grant, the caller's cancellation no longer abandons anything: the
+//! job is cancelled through its token, and revoke and the outcome record always run.
 
 use super::bounds;
 use super::close::{Ran, close};
@@ -143,14 +152,15 @@ impl Pipeline {
         // 2. Validate and rate-limit; acted on once `requested` is stored, so the trail
         //    shows both.
         let admission = self.admit(&request, &identity);
-        // 3. Record `requested` (write-ahead).
+        // 3. `requested`: deferred, stored with the next record (the decision has no side
+        //    effect; a refusal's terminal record, or `started`, stores it).
         let requested = Event::requested(&request, &identity, admission.params_valid());
-        record(trail, requested).await?;
+        trail.defer(requested);
         let def = admission.accept(id, slot)?;
         // 4. Decide. Every failure to get a well-formed decision is a deny.
         let decision = self.decide(&request, &identity, &context, &cancel).await?;
-        // 5. Record `decided`; a deny ends here.
-        record_decision(trail, id, &decision).await?;
+        // 5. `decided`, deferred like `requested`; a deny ends here.
+        record_decision(trail, id, &decision)?;
         // 6. Human approval, if the policy requires it.
         let approved_by = self
             .approve(trail, &request, &identity, &decision, &cancel)
@@ -469,7 +479,7 @@ impl Pipeline {
             });
         }
         // Stored with `started` (or, if the job never starts, with the revocation and outcome):
-        // nothing between here and there acts on the grant, so it needs no commit of its own.
+        // nothing between here and there hands the grant out, so it needs no commit of its own.
         trail.defer(Event::granted(grant, asked.ttl));
         if cancel.is_cancelled() {
             return Err(GrantedFailure::Cancelled);
@@ -506,7 +516,8 @@ impl Pipeline {
         }
 
         let runner = self.runner.info();
-        // Write-ahead: `granted` and `started` are durable before the job runs.
+        // Commit 1: `requested`, `decided(allow)`, `granted` and `started` are durable before
+        // the credential reaches the runner.
         trail
             .record(Event::started(grant, &runner, spec))
             .await
@@ -554,13 +565,10 @@ impl Pipeline {
     }
 }
 
-/// Step 5: stores the decision; a deny stops the action.
-async fn record_decision(
-    trail: &mut Trail,
-    id: RequestId,
-    decision: &Decision,
-) -> Result<(), Stop> {
-    record(trail, Event::decided(decision)).await?;
+/// Step 5: defers the decision (stored with the next record: `started`, an approval request or
+/// the terminal record); a deny stops the action.
+fn record_decision(trail: &mut Trail, id: RequestId, decision: &Decision) -> Result<(), Stop> {
+    trail.defer(Event::decided(decision));
     if decision.allow {
         Ok(())
     } else {

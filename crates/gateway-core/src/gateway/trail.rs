@@ -3,8 +3,10 @@
 //!
 //! An event that guards no side effect of its own can be *deferred*: it is stored together with
 //! the trail's next event, in one [`AuditSink::append_all`] (one durable commit on sinks that
-//! group), instead of costing a commit of its own. The pipeline defers `granted` (stored with
-//! `started`, before the job runs) and `revoked` (stored with the outcome).
+//! group), instead of costing a commit of its own. The pipeline defers `requested`, `decided`
+//! and `granted` (stored with `started` before the job runs, or with the terminal record of a
+//! refusal) and `revoked` (stored with the outcome): two commits per allowed action, one per
+//! refused one.
 
 use super::events::Event;
 use super::guard::guarded;
@@ -83,9 +85,10 @@ impl Trail {
         self.correlation_id
     }
 
-    /// Whether the trail has begun (something is stored) but has no terminal record yet.
+    /// Whether the trail has begun (something is stored, or deferred to be) but has no terminal
+    /// record yet.
     pub(crate) fn is_open(&self) -> bool {
-        self.last_receipt.is_some() && !self.terminal_stored
+        (self.last_receipt.is_some() || !self.pending.is_empty()) && !self.terminal_stored
     }
 
     pub(crate) fn last_receipt(&self) -> Option<&AuditReceipt> {

@@ -17,6 +17,18 @@ pub enum Entry {
         /// For `decided`: whether it allowed.
         allow: Option<bool>,
     },
+    /// The audit double stored one group of events (one [`append`] or [`append_all`] call:
+    /// one durable commit on a sink that groups), after their [`Entry::AuditAcked`] entries.
+    ///
+    /// [`append`]: crate::audit::AuditSink::append
+    /// [`append_all`]: crate::audit::AuditSink::append_all
+    AuditCommitted {
+        /// Correlation id of the group's first event (the pipeline never mixes trails in a
+        /// group).
+        correlation_id: RequestId,
+        /// How many events the group held.
+        events: usize,
+    },
     /// The broker issued a grant.
     Granted {
         /// Correlation id.

@@ -504,6 +504,9 @@ impl AuditSink for MemoryAuditSink {
             sealed.push(record);
         }
         let mut receipts = Vec::with_capacity(sealed.len());
+        let group = sealed
+            .first()
+            .map(|r| (r.event.correlation_id, sealed.len()));
         for record in sealed {
             receipts.push(AuditReceipt {
                 stream_id: self.stream_id.clone(),
@@ -519,6 +522,12 @@ impl AuditSink for MemoryAuditSink {
                 });
             }
             records.push(record);
+        }
+        if let (Some(j), Some((correlation_id, events))) = (&self.journal, group) {
+            j.push(Entry::AuditCommitted {
+                correlation_id,
+                events,
+            });
         }
         Ok(receipts)
     }

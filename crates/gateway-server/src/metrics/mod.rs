@@ -190,6 +190,14 @@ impl Metrics {
         )
     }
 
+    /// Revocations that succeeded, and ones that failed.
+    pub fn revocations(&self) -> (u64, u64) {
+        (
+            count(&self.revocations, RevocationLabel::Ok),
+            count(&self.revocations, RevocationLabel::Failed),
+        )
+    }
+
     /// Jobs the runner finished with status `succeeded` (exit 0).
     pub fn runs_succeeded(&self) -> u64 {
         count(&self.runs, RunLabel::Succeeded)
