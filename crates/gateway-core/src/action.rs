@@ -11,7 +11,11 @@ use std::fmt;
 use std::sync::Arc;
 
 /// What an agent asks the gateway to do.
+///
+/// Deserialising refuses fields it does not know (`deny_unknown_fields`): a misspelt
+/// `requested_ttl_secs` is an error, not a silent default of 300 s.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ActionRequest {
     /// The request's id (and correlation id); generated if the client leaves it out.
     #[serde(default)]
@@ -194,6 +198,14 @@ pub enum RequestError {
     /// The requested grant lifetime is zero.
     #[error("requested_ttl_seconds must be at least 1")]
     ZeroTtl,
+    /// A string holds a NUL byte, which no program argument, environment variable or C API
+    /// downstream can carry (refused here, before any decision or grant, rather than by the
+    /// runner after one).
+    #[error("{field} contains a NUL byte")]
+    NulByte {
+        /// `action`, `intent` or `params` (a key or a string value anywhere inside).
+        field: &'static str,
+    },
 }
 
 impl RequestError {
@@ -364,6 +376,12 @@ impl ActionCatalog {
         if request.resource.chars().any(char::is_control) {
             return Err(RequestError::ResourceHasControlCharacters);
         }
+        if request.action.contains('\0') {
+            return Err(RequestError::NulByte { field: "action" });
+        }
+        if request.intent.contains('\0') {
+            return Err(RequestError::NulByte { field: "intent" });
+        }
         if request.intent.len() > l.max_intent_len {
             return Err(RequestError::IntentTooLong {
                 max: l.max_intent_len,
@@ -371,6 +389,9 @@ impl ActionCatalog {
         }
         if !request.params.is_object() {
             return Err(RequestError::ParamsNotAnObject);
+        }
+        if holds_nul(&request.params) {
+            return Err(RequestError::NulByte { field: "params" });
         }
         if json_depth(&request.params) > l.max_params_depth {
             return Err(RequestError::ParamsTooDeep {
@@ -395,6 +416,26 @@ impl ActionCatalog {
         }
         Ok(def)
     }
+}
+
+/// Whether any string of `value`, object keys included, holds a NUL byte; without recursion,
+/// like [`json_depth`].
+fn holds_nul(value: &serde_json::Value) -> bool {
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::String(s) if s.contains('\0') => return true,
+            serde_json::Value::Array(a) => stack.extend(a),
+            serde_json::Value::Object(o) => {
+                if o.keys().any(|k| k.contains('\0')) {
+                    return true;
+                }
+                stack.extend(o.values());
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Nesting depth of a JSON value (a scalar is 0), computed without recursion so hostile input

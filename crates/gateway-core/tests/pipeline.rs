@@ -393,13 +393,27 @@ async fn invalid_requests_are_rejected_and_recorded() {
         echo("x").with_params(serde_json::json!({"message": "a".repeat(20_000)})),
         echo("x").with_ttl_seconds(0),
         ActionRequest::new("broken.job", "x"),
+        // NUL bytes, which no argv, environment or C API downstream can carry: refused before
+        // the decision, so no grant is issued for a job that could never start.
+        echo("a\0b"),
+        echo("x").with_params(serde_json::json!({"message": "x", "\0": 1})),
+        echo("x").with_intent("why\0not"),
     ];
     for req in cases {
         let err = h.gateway.execute(agent_a(), req.clone()).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{req:?}: {err}");
+        assert!(h.broker.issued().is_empty(), "{req:?}: a grant was issued");
         let kinds = statuses(&h, req.id);
         assert_eq!(kinds.first(), Some(&AuditEventKind::Requested));
         assert!(kinds.last().unwrap().is_terminal());
+    }
+    for req in [
+        echo("a\0b"),
+        echo("x").with_params(serde_json::json!({"message": "x", "\0": 1})),
+        echo("x").with_intent("why\0not"),
+    ] {
+        let err = h.gateway.execute(agent_a(), req.clone()).await.unwrap_err();
+        assert!(err.to_string().contains("NUL byte"), "{req:?}: {err}");
     }
     // Deep nesting is refused without recursion trouble.
     let mut deep = serde_json::json!(1);

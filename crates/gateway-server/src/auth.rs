@@ -19,9 +19,13 @@ const MAX_AUTHORIZATION_LEN: usize = 16 * 1024;
 
 /// The bearer token of a request, or why there is none. Never returns the header on error.
 pub fn bearer(headers: &HeaderMap) -> Result<Secret, &'static str> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or("missing Authorization header")?;
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next().ok_or("missing Authorization header")?;
+    // Two credentials on one request: which one a proxy, a log or a verifier sees differs, so
+    // neither is used.
+    if values.next().is_some() {
+        return Err("more than one Authorization header");
+    }
     if value.len() > MAX_AUTHORIZATION_LEN {
         return Err("Authorization header too long");
     }

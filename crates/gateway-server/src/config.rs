@@ -29,6 +29,18 @@ pub struct ServerConfig {
     /// Whether `GET /metrics` is served (OpenMetrics or the Prometheus text format, chosen by
     /// `Accept`; unauthenticated: keep it on an internal network or turn it off).
     pub expose_metrics: bool,
+    /// How long a connection may take to deliver a complete request head (its first request and
+    /// every keep-alive one); hyper closes it after that. Bounds slow-loris connections.
+    pub header_read_timeout: Duration,
+    /// How long a request body may take to arrive in full once its head is in; after that the
+    /// read fails and the request gets 408.
+    pub body_read_timeout: Duration,
+    /// How long shutdown waits for in-flight requests before dropping their connections.
+    pub shutdown_drain: Duration,
+    /// Longest request target (path and query) answered; longer ones get 414.
+    pub max_uri_bytes: usize,
+    /// Largest total size of a request's headers; larger ones get 431.
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +55,11 @@ impl Default for ServerConfig {
             mcp_call_wait: Duration::from_secs(60),
             mcp_allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             expose_metrics: true,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            shutdown_drain: Duration::from_secs(10),
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 32 * 1024,
         }
     }
 }

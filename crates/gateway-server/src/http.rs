@@ -8,7 +8,7 @@ use crate::tracker::{Phase, settle};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -49,6 +49,7 @@ pub fn rest_router(state: AppState) -> Router {
     bounded
         .route(ACTIONS_PATH, post(submit_action))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
@@ -68,6 +69,21 @@ async fn timeout(State(state): State<AppState>, request: Request, next: Next) ->
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        ..ApiError::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} is not allowed on {}",
+                request.method(),
+                request.uri().path()
+            ),
+            None,
+        )
+    }
 }
 
 /// The client's address, when the server was started with connect info (see [`crate::serve`]).
@@ -93,9 +109,25 @@ fn origin(addr: &ClientAddr) -> String {
     }
 }
 
+/// The request id in a path; a segment that is not one (nor even UTF-8) is "no such id", so a
+/// stranger learns nothing from the difference, and the answer is in the JSON error shape.
+fn path_id(segment: Result<Path<String>, PathRejection>) -> Result<RequestId, ()> {
+    let Path(segment) = segment.map_err(drop)?;
+    segment.parse().map_err(drop)
+}
+
 fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::too_large(limit)
+    } else if crate::limits::is_body_timeout(rejection) {
+        ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            ..ApiError::new(
+                ErrorKind::Timeout,
+                "the request body did not arrive within the body read timeout",
+                None,
+            )
+        }
     } else {
         ApiError::new(ErrorKind::InvalidInput, rejection.body_text(), None)
     }
@@ -204,10 +236,10 @@ async fn submit_action(
 async fn action_status(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<StatusDoc>, ApiError> {
     let credential = auth::credential(&headers).map_err(ApiError::unauthenticated)?;
-    let Ok(id) = id.parse::<RequestId>() else {
+    let Ok(id) = path_id(id) else {
         // Authenticate first, so the answer to a bad id says nothing to strangers.
         state
             .identity()
@@ -290,7 +322,7 @@ pub enum VerdictChoice {
 async fn resolve_approval(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let who = approver(&state, &headers)?;
@@ -309,9 +341,7 @@ async fn resolve_approval(
             None,
         ));
     }
-    let id: RequestId = id
-        .parse()
-        .map_err(|_| ApiError::not_found("no pending approval with that id"))?;
+    let id = path_id(id).map_err(|()| ApiError::not_found("no pending approval with that id"))?;
     let verdict = match answer.verdict {
         VerdictChoice::Approve => ApprovalVerdict::Approved {
             approver: who.clone(),

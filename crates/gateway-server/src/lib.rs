@@ -15,8 +15,11 @@
 //! | `/mcp` | agent (bearer) | MCP streamable HTTP: catalog actions as tools |
 //!
 //! Errors are `{"error": {"kind", "message", "correlation_id"}}` (plus `reasons` on denials) with
-//! 401 unauthenticated, 403 denied, 404, 409 duplicate request id, 413 body too large, 422
-//! invalid input, 429 rate limited, 503 unavailable (audit down: nothing ran), 504 timeout.
+//! 401 unauthenticated, 403 denied, 404, 405 method not allowed, 408 body not received in time,
+//! 409 duplicate request id, 413 body too large (by `Content-Length`, before reading), 414
+//! request target too long, 422 invalid input, 429 rate limited, 431 headers too large, 503
+//! unavailable (audit down: nothing ran), 504 timeout. The connection-level limits (header read
+//! deadline, bounded shutdown drain) are [`serve`]'s.
 //!
 //! Wire it with [`Frontend`]: it holds the approval queue, the status tracker and the metrics,
 //! whose gate and backend wrappers go into the gateway builder; then [`Frontend::into_state`]
@@ -29,10 +32,12 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+mod limits;
 pub mod mcp;
 pub mod metrics;
 #[cfg(feature = "otel")]
 pub mod otel;
+mod serve;
 pub mod state;
 pub mod tracker;
 
@@ -40,33 +45,12 @@ pub use auth::Approvers;
 pub use config::ServerConfig;
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use serve::{serve, serve_with_shutdown};
 pub use state::{AppState, Frontend};
-
-use std::future::Future;
-use std::net::SocketAddr;
-use tokio::net::TcpListener;
 
 /// All routes: the REST API and the MCP endpoint.
 pub fn router(state: AppState) -> axum::Router {
-    http::rest_router(state.clone()).merge(mcp::router(state))
-}
-
-/// Serves [`router`] on `listener` (with client addresses recorded as the request origin) until
-/// the process ends.
-pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
-    serve_with_shutdown(listener, state, std::future::pending()).await
-}
-
-/// [`serve`], stopping gracefully when `shutdown` completes.
-pub async fn serve_with_shutdown(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    http::rest_router(state.clone())
+        .merge(mcp::router(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(state, limits::guard))
 }

@@ -245,7 +245,11 @@ impl Pipeline {
             CallError::Cancelled => ErrorKind::Cancelled,
             CallError::Failed(_) => ErrorKind::Unauthenticated,
         };
-        let reason = e.describe("identity backend");
+        let reason = match &e {
+            // Already says what it is; `GatewayError::Unauthenticated` adds "unauthenticated: ".
+            CallError::Failed(IdentityError::Unauthenticated { reason }) => reason.clone(),
+            e => e.describe("identity backend"),
+        };
         let error = match kind {
             ErrorKind::Unauthenticated => GatewayError::Unauthenticated {
                 correlation_id: id,

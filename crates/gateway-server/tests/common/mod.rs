@@ -26,7 +26,10 @@ pub struct Harness {
     pub broker: Arc<HmacBroker>,
     pub http: reqwest::Client,
     pub metrics: Arc<Metrics>,
+    /// The server's address, for raw TCP clients.
+    pub addr: std::net::SocketAddr,
     stop: CancellationToken,
+    server: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Harness {
@@ -154,8 +157,9 @@ pub async fn start(options: Options) -> Harness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
+    let addr = listener.local_addr().unwrap();
     let s = stop.clone();
-    tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         gateway_server::serve_with_shutdown(listener, state, async move { s.cancelled().await })
             .await
             .unwrap();
@@ -174,7 +178,9 @@ pub async fn start(options: Options) -> Harness {
             .build()
             .unwrap(),
         metrics: m,
+        addr,
         stop,
+        server: std::sync::Mutex::new(Some(server)),
     }
 }
 
@@ -209,6 +215,15 @@ impl Harness {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// Asks the server to stop and waits until `serve_with_shutdown` returns; how long it took.
+    pub async fn shut_down(&self) -> Duration {
+        let started = std::time::Instant::now();
+        self.stop.cancel();
+        let server = self.server.lock().unwrap().take().expect("shut down once");
+        server.await.unwrap();
+        started.elapsed()
     }
 
     /// `GET /metrics` with this `Accept` header: the status, the `Content-Type` and the body.
