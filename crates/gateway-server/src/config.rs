@@ -26,6 +26,10 @@ pub struct ServerConfig {
     /// `Host` header values the MCP endpoint accepts (DNS-rebinding protection). Loopback names
     /// by default; add the public host names of a real deployment.
     pub mcp_allowed_hosts: Vec<String>,
+    /// Browser origins (`scheme://host[:port]`, `:*` for any port, or `null`) that may use the
+    /// MCP endpoint. A request carrying any other `Origin` gets 403; requests without `Origin`
+    /// (non-browser clients) are not affected. Empty by default: no web page may call it.
+    pub mcp_allowed_origins: Vec<String>,
     /// Whether `GET /metrics` is served (OpenMetrics or the Prometheus text format, chosen by
     /// `Accept`; unauthenticated: keep it on an internal network or turn it off).
     pub expose_metrics: bool,
@@ -54,6 +58,7 @@ impl Default for ServerConfig {
             tracker_retention: Duration::from_secs(15 * 60),
             mcp_call_wait: Duration::from_secs(60),
             mcp_allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            mcp_allowed_origins: Vec::new(),
             expose_metrics: true,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),

@@ -35,6 +35,7 @@ pub mod http;
 mod limits;
 pub mod mcp;
 pub mod metrics;
+mod origin;
 #[cfg(feature = "otel")]
 pub mod otel;
 mod serve;

@@ -297,8 +297,20 @@ pub fn service(state: AppState) -> StreamableHttpService<GatewayMcp, LocalSessio
     )
 }
 
-/// Refuses MCP HTTP requests without a bearer credential the identity backend accepts.
+/// Refuses MCP HTTP requests from a browser origin that is not allowed (403, before the
+/// credential is looked at: `crate::origin`), and those without a bearer credential the
+/// identity backend accepts.
 async fn require_agent(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(origin) = request.headers().get(axum::http::header::ORIGIN)
+        && !state.allowed_origins().allows(origin.as_bytes())
+    {
+        return ApiError::new(
+            gateway_core::ErrorKind::Denied,
+            "this Origin may not use the MCP endpoint (add it to mcp_allowed_origins)",
+            None,
+        )
+        .into_response();
+    }
     let credential = match auth::credential(request.headers()) {
         Ok(c) => c,
         Err(m) => return ApiError::unauthenticated(m).into_response(),

@@ -4,6 +4,7 @@ use crate::auth::Approvers;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::origin::AllowedOrigins;
 use crate::tracker::{ActionTracker, Phase, TrackError, TrackingGate};
 use gateway_core::{
     ActionRequest, ApprovalGate, Credential, ErrorKind, Gateway, Identity, PendingApprovals,
@@ -90,6 +91,7 @@ impl Frontend {
                 approvals: self.approvals,
                 tracker: self.tracker,
                 metrics: self.metrics,
+                allowed_origins: AllowedOrigins::new(&self.config.mcp_allowed_origins),
                 config: self.config,
             }),
         }
@@ -103,6 +105,8 @@ struct Inner {
     approvals: Arc<PendingApprovals>,
     tracker: Arc<ActionTracker>,
     metrics: Arc<Metrics>,
+    /// `config.mcp_allowed_origins`, parsed once.
+    allowed_origins: AllowedOrigins,
     config: ServerConfig,
 }
 
@@ -156,6 +160,11 @@ impl AppState {
     /// The configuration.
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
+    }
+
+    /// The browser origins the MCP endpoint accepts.
+    pub(crate) fn allowed_origins(&self) -> &AllowedOrigins {
+        &self.inner.allowed_origins
     }
 
     /// Submits an action: tracks it and runs it on its own task (so it is never abandoned when

@@ -212,6 +212,46 @@ async fn mcp_endpoint_requires_a_valid_agent_credential() {
     }
 }
 
+/// A browser page on another origin cannot use the endpoint, credential or not (DNS
+/// rebinding); a listed origin and a client that sends none (the SDKs) can.
+#[tokio::test]
+async fn mcp_refuses_origins_that_are_not_allowed() {
+    let h = start(Options {
+        server: gateway_server::ServerConfig {
+            mcp_allowed_origins: vec!["https://console.example:*".into()],
+            ..gateway_server::ServerConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let list = |origin: Option<&str>| {
+        let mut req = h
+            .http
+            .post(format!("{}/mcp", h.base))
+            .bearer_auth(token(&h.agent_a))
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
+        if let Some(origin) = origin {
+            req = req.header("origin", origin);
+        }
+        req.send()
+    };
+    for evil in [
+        "http://evil.example",
+        "https://console.example.evil.example",
+        "null",
+    ] {
+        let resp = list(Some(evil)).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 403, "{evil}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["kind"], "denied", "{body}");
+    }
+    for ok in [None, Some("https://console.example:8443")] {
+        let resp = list(ok).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{ok:?}");
+    }
+}
+
 /// The params schema an MCP client sees is the definition itself, byte for byte, and the
 /// gateway enforces it: a value cannot pass one and fail the other.
 #[tokio::test]
