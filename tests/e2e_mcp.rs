@@ -101,7 +101,9 @@ async fn allowed_call_returns_the_job_output_and_denied_call_is_a_tool_error() {
         .await
         .unwrap();
     assert_ne!(ok.is_error, Some(true), "{ok:?}");
-    let outcome = ok.structured_content.clone().unwrap();
+    let doc = ok.structured_content.clone().unwrap();
+    assert_eq!(doc["status"], "completed", "{doc}");
+    let outcome = &doc["outcome"];
     assert_eq!(outcome["agent"], "agent:deployer");
     assert_eq!(outcome["grant"]["revoked"], true);
     assert_eq!(

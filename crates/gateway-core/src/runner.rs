@@ -162,6 +162,19 @@ pub enum JobStatus {
     Cancelled,
 }
 
+/// For people: `exited with code 0`, `killed by signal 9`, `timed out`, …
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exited { code } => write!(f, "exited with code {code}"),
+            Self::Signaled { signal } => write!(f, "killed by signal {signal}"),
+            Self::TimedOut => f.write_str("timed out (killed at its wall-clock limit)"),
+            Self::OomKilled => f.write_str("killed: out of memory"),
+            Self::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
 /// The result of one job. The environment it ran in has already been destroyed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobOutcome {

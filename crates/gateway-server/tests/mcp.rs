@@ -4,8 +4,8 @@
 mod common;
 
 use common::{Options, start, token};
-use gateway_core::Secret;
 use gateway_core::testing::Fault;
+use gateway_core::{RequestId, Secret};
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::{RoleClient, RunningService};
@@ -13,6 +13,8 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
 use std::time::Duration;
+
+const STATUS: &str = gateway_server::mcp::STATUS_TOOL;
 
 async fn connect(base: &str, bearer: &Secret) -> RunningService<RoleClient, ()> {
     let transport = StreamableHttpClientTransport::from_config(
@@ -77,7 +79,9 @@ async fn tools_call_executes_allowed_and_reports_denials_as_tool_errors() {
         .await
         .unwrap();
     assert_ne!(ok.is_error, Some(true), "{ok:?}");
-    let outcome = ok.structured_content.clone().unwrap();
+    let doc = ok.structured_content.clone().unwrap();
+    assert_eq!(doc["status"], "completed", "{doc}");
+    let outcome = &doc["outcome"];
     assert_eq!(outcome["agent"], "agent:a");
     assert_eq!(outcome["grant"]["ttl_seconds"], 60);
     assert_eq!(outcome["grant"]["revoked"], true);
@@ -210,6 +214,114 @@ async fn mcp_endpoint_requires_a_valid_agent_credential() {
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"]["kind"], "unauthenticated");
     }
+}
+
+/// Every result, whatever happened, carries `structuredContent` that validates against the
+/// `outputSchema` its tool declares (what the official SDKs check), and a summary without Rust
+/// `Debug` text.
+#[tokio::test]
+async fn every_result_matches_the_declared_output_schema() {
+    let mut options = Options::default();
+    options.server.mcp_call_wait = Duration::from_millis(200);
+    let h = start(options).await;
+    let client = connect(&h.base, &h.agent_a).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let schema_of = |name: &str| {
+        let tool = tools.iter().find(|t| t.name == name).unwrap();
+        let schema = Value::Object((**tool.output_schema.as_ref().unwrap()).clone());
+        jsonschema::draft202012::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap()
+    };
+    let pending = client
+        .call_tool(call("ops.approve", json!({"resource": "ops:prod/db"})))
+        .await
+        .unwrap();
+    let pending_id = pending.structured_content.as_ref().unwrap()["id"].clone();
+    let results = [
+        (
+            "ops.echo",
+            client
+                .call_tool(call(
+                    "ops.echo",
+                    json!({"resource": "ops:staging/web", "params": {"message": "x"}}),
+                ))
+                .await
+                .unwrap(),
+        ),
+        (
+            "ops.fail",
+            client
+                .call_tool(call("ops.fail", json!({"resource": "ops:staging/web"})))
+                .await
+                .unwrap(),
+        ),
+        (
+            "ops.frozen",
+            client
+                .call_tool(call("ops.frozen", json!({"resource": "ops:prod/web"})))
+                .await
+                .unwrap(),
+        ),
+        ("ops.approve", pending),
+        (
+            STATUS,
+            client
+                .call_tool(call(STATUS, json!({"request_id": pending_id})))
+                .await
+                .unwrap(),
+        ),
+        (
+            STATUS,
+            client
+                .call_tool(call(STATUS, json!({"request_id": RequestId::new()})))
+                .await
+                .unwrap(),
+        ),
+    ];
+    let mut statuses = Vec::new();
+    for (tool, result) in &results {
+        let doc = result.structured_content.clone().unwrap();
+        let validator = schema_of(tool);
+        let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{tool}: {errors:?}\n{doc}");
+        let summary = text(result);
+        assert!(
+            !summary.contains("Exited {") && !summary.contains("Some("),
+            "{summary}"
+        );
+        statuses.push((
+            doc["status"].as_str().unwrap().to_owned(),
+            result.is_error == Some(true),
+        ));
+    }
+    assert_eq!(
+        statuses,
+        [
+            ("completed".to_owned(), false),
+            ("completed".to_owned(), true),
+            ("failed".to_owned(), true),
+            ("pending_approval".to_owned(), false),
+            ("pending_approval".to_owned(), false),
+            ("failed".to_owned(), true),
+        ]
+    );
+    assert!(
+        text(&results[0].1).contains("exited with code 0"),
+        "{}",
+        text(&results[0].1)
+    );
+    assert!(
+        text(&results[1].1).contains("exited with code 3"),
+        "{}",
+        text(&results[1].1)
+    );
+    // The schema is not vacuous: a grant summary with an extra field (a token, say) fails it.
+    let mut leaked = results[0].1.structured_content.clone().unwrap();
+    leaked["outcome"]["grant"]["token"] = json!("secret");
+    assert!(!schema_of("ops.echo").is_valid(&leaked));
+    client.cancel().await.unwrap();
 }
 
 /// A browser page on another origin cannot use the endpoint, credential or not (DNS

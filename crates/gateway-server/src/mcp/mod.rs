@@ -4,10 +4,12 @@
 //! - `tools/list`: one tool per registered action (its description, and an input schema that
 //!   wraps the action's params schema with `resource`, `intent`, `ttl_seconds` and an optional
 //!   `request_id`), plus [`STATUS_TOOL`] to poll actions waiting for approval.
-//! - `tools/call`: runs `Gateway::execute` with the caller's credential. Refusals (denied,
+//! - `tools/call`: runs `Gateway::execute` with the caller's credential. Every result, success
+//!   or not, carries `structuredContent` in one shape, the [status document](result) that
+//!   every tool declares as its `outputSchema`, and a readable text summary. Refusals (denied,
 //!   invalid, rate limited, unavailable, …) come back as tool errors (`isError: true`) with the
 //!   reasons; an action still waiting for a human after [`ServerConfig::mcp_call_wait`] returns
-//!   its request id to poll.
+//!   its request id to poll. Malformed arguments are JSON-RPC errors (`-32602`).
 //!
 //! Every HTTP request to the endpoint must carry a bearer credential the gateway's identity
 //! backend accepts (401 otherwise), so nothing, not even the tool list, is shown to strangers.
@@ -16,18 +18,18 @@
 
 use crate::auth;
 use crate::error::ApiError;
-use crate::http::status_doc;
 use crate::state::AppState;
-use crate::tracker::{Phase, settle};
+use crate::tracker::settle;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use gateway_core::{ActionDef, ActionRequest, RequestId};
+use result::{phase_result, tool_error};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, Implementation, JsonObject, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::StreamableHttpServerConfig;
@@ -40,6 +42,8 @@ use std::sync::Arc;
 
 /// The path the MCP endpoint is served at by [`router`].
 pub const MCP_PATH: &str = "/mcp";
+
+pub mod result;
 
 /// The built-in tool that reports an action's status (`request_id` in, status document out).
 pub const STATUS_TOOL: &str = "gateway.action_status";
@@ -76,7 +80,7 @@ impl GatewayMcp {
                 "required": ["request_id"],
                 "additionalProperties": false
             }))),
-        ));
+        ).with_raw_output_schema(Arc::new(object(result::output_schema()))));
         tools
     }
 }
@@ -107,6 +111,7 @@ pub fn action_tool(def: &ActionDef) -> Tool {
         def.description.clone(),
         Arc::new(object(schema)),
     )
+    .with_raw_output_schema(Arc::new(object(result::output_schema())))
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,68 +138,6 @@ fn args<T: serde::de::DeserializeOwned>(request: &CallToolRequestParams) -> Resu
     let value = Value::Object(request.arguments.clone().unwrap_or_default());
     serde_json::from_value(value)
         .map_err(|e| McpError::invalid_params(format!("invalid arguments: {e}"), None))
-}
-
-fn tool_error(api: &ApiError) -> CallToolResult {
-    // Gateway errors already start with their kind ("denied: …"); do not say it twice.
-    let kind = api.kind.to_string();
-    let mut text = if api.message.starts_with(&format!("{kind}:")) {
-        api.message.clone()
-    } else {
-        format!("{kind}: {}", api.message)
-    };
-    if let Some(reasons) = &api.reasons
-        && !reasons.is_empty()
-    {
-        text.push_str("\nreasons:\n- ");
-        text.push_str(&reasons.join("\n- "));
-    }
-    let mut result = CallToolResult::error(vec![ContentBlock::text(text)]);
-    result.structured_content = Some(json!({ "error": api }));
-    result
-}
-
-fn phase_result(id: RequestId, phase: &Phase) -> CallToolResult {
-    match phase {
-        Phase::Done(result) => match result.as_ref() {
-            Ok(outcome) => {
-                let summary = format!(
-                    "{} on {}: job {:?} in {} ms (grant {} for {} s, revoked: {})\n{}",
-                    outcome.action,
-                    outcome.correlation_id,
-                    outcome.job.status,
-                    outcome.job.duration.as_millis(),
-                    outcome.grant.id,
-                    outcome.grant.ttl_seconds,
-                    outcome.grant.revoked,
-                    outcome.job.stdout
-                );
-                let mut r = if outcome.job.succeeded() {
-                    CallToolResult::success(vec![ContentBlock::text(summary)])
-                } else {
-                    // It ran, but failed: the agent should see that as an error.
-                    CallToolResult::error(vec![ContentBlock::text(summary)])
-                };
-                r.structured_content = serde_json::to_value(outcome).ok();
-                r
-            }
-            Err(e) => tool_error(&ApiError::from(e)),
-        },
-        _ => {
-            let doc = status_doc(id, phase);
-            let text = match phase {
-                Phase::PendingApproval { deadline } => format!(
-                    "action {id} is waiting for human approval (deadline {deadline}); call {STATUS_TOOL} with this request_id to follow it"
-                ),
-                _ => format!(
-                    "action {id} is still running; call {STATUS_TOOL} with this request_id to follow it"
-                ),
-            };
-            let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
-            r.structured_content = serde_json::to_value(&doc).ok();
-            r
-        }
-    }
 }
 
 impl ServerHandler for GatewayMcp {
@@ -237,16 +180,8 @@ impl ServerHandler for GatewayMcp {
         if request.name == STATUS_TOOL {
             let StatusArgs { request_id } = args(&request)?;
             return Ok(match self.state.phase_for(&credential, request_id).await {
-                Ok(phase) => {
-                    let doc = status_doc(request_id, &phase);
-                    let mut r = CallToolResult::success(vec![ContentBlock::text(format!(
-                        "action {request_id}: {}",
-                        doc.status
-                    ))]);
-                    r.structured_content = serde_json::to_value(&doc).ok();
-                    r
-                }
-                Err(api) => tool_error(&api),
+                Ok(phase) => phase_result(request_id, &phase),
+                Err(api) => tool_error(request_id, &api),
             }
             .into());
         }
@@ -276,7 +211,7 @@ impl ServerHandler for GatewayMcp {
         let id = action.id;
         let mut rx = match self.state.submit(credential, action, "mcp") {
             Ok(rx) => rx,
-            Err(api) => return Ok(tool_error(&api).into()),
+            Err(api) => return Ok(tool_error(id, &api).into()),
         };
         let phase = settle(&mut rx, self.state.config().mcp_call_wait).await;
         Ok(phase_result(id, &phase).into())
