@@ -276,3 +276,28 @@ diag_request_valid if {
 diag_deny contains "diag.echo needs resource diag:<anything> and a string params.message" if {
 	not diag_request_valid
 }
+
+# ---------------------------------------------------------------------------------------------
+# Catalog listing (contract rule `visible_actions`): which of input.actions this agent may ask
+# for at all. The gateway shows an agent only these (MCP tools/list, GET /v1/catalog); whether
+# one request is then allowed is still `decision`'s. The input is described in
+# policies/README.md ("Listing").
+
+visible_actions contains action if {
+	contract_ok
+	authenticated
+	some action in input.actions
+	action in may_ask
+}
+
+# diag.echo: any authenticated agent.
+may_ask contains "diag.echo"
+
+# k8s.scale: agents granted at least one namespace.
+may_ask contains "k8s.scale" if {
+	is_array(input.agent.attributes.namespaces)
+	count(input.agent.attributes.namespaces) > 0
+}
+
+# db.query: db-readers.
+may_ask contains "db.query" if input.agent.attributes.role == "db-reader"

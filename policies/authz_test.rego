@@ -209,3 +209,38 @@ test_missing_agent_denied if {
 	not d.allow
 	"the request carries no authenticated agent" in d.reasons
 }
+
+# --- catalog listing (visible_actions) -------------------------------------------------------
+
+listing(agent) := {
+	"contract_version": 1,
+	"agent": agent,
+	"actions": ["db.query", "diag.echo", "k8s.scale", "not.in.policy"],
+	"request_time": "2025-01-06T10:30:00Z",
+	"context": {},
+}
+
+test_deployer_sees_scale_and_echo if {
+	authz.visible_actions == {"diag.echo", "k8s.scale"} with input as listing(deployer)
+}
+
+test_reader_sees_query_and_echo if {
+	authz.visible_actions == {"db.query", "diag.echo"} with input as listing(db_reader)
+}
+
+test_agent_without_attributes_sees_echo_only if {
+	agent := {"id": "agent:plain", "owner": "x", "attributes": {}, "auth": {"method": "static_key", "key_id": "k3"}}
+	authz.visible_actions == {"diag.echo"} with input as listing(agent)
+}
+
+test_listing_shows_only_listed_actions if {
+	authz.visible_actions == {"diag.echo"} with input as object.union(listing(deployer), {"actions": ["diag.echo"]})
+}
+
+test_listing_of_unknown_contract_is_empty if {
+	count(authz.visible_actions) == 0 with input as object.union(listing(deployer), {"contract_version": 2})
+}
+
+test_listing_without_agent_is_empty if {
+	count(authz.visible_actions) == 0 with input as object.remove(listing(deployer), ["agent"])
+}

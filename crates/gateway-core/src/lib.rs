@@ -62,7 +62,7 @@ pub use hmac_broker::HmacBroker;
 pub use identity::{AgentIdentity, AuthMethod, Credential, Identity, IdentityChain, IdentityError};
 pub use ids::{AgentId, RequestId, SpiffeId};
 pub use policy::{
-    Decision, NetworkAccess, Obligations, PolicyDecider, PolicyError, PolicyInput,
+    Decision, ListingInput, NetworkAccess, Obligations, PolicyDecider, PolicyError, PolicyInput,
     RunnerObligations,
 };
 pub use redact::Redactor;

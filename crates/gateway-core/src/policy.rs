@@ -154,6 +154,25 @@ concern_error!(
     }
 );
 
+/// What a catalog listing asks the policy (contract rule `visible_actions`, policies/README.md):
+/// which of these actions may this agent ask for at all? What it may then do with one is still
+/// the decision's, request by request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListingInput {
+    /// Always [`POLICY_CONTRACT_VERSION`] for inputs built by this version.
+    pub contract_version: u32,
+    /// The authenticated agent.
+    pub agent: AgentIdentity,
+    /// The registered action names, sorted.
+    pub actions: Vec<String>,
+    /// When the gateway received the listing request (RFC 3339, UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub request_time: OffsetDateTime,
+    /// Extra context supplied by the embedding service.
+    #[serde(default)]
+    pub context: BTreeMap<String, serde_json::Value>,
+}
+
 /// Decides whether an action request may go ahead.
 ///
 /// A backend returns `Ok(decision)` only for a well-formed decision; anything else is an error,
@@ -162,4 +181,15 @@ concern_error!(
 pub trait PolicyDecider: Send + Sync + 'static {
     /// Decides one request.
     async fn decide(&self, input: &PolicyInput) -> Result<Decision, PolicyError>;
+
+    /// The names of `input.actions` the agent may see in a catalog listing (MCP `tools/list`,
+    /// `GET /v1/catalog`). The gateway keeps only names of `input.actions` and shows nothing
+    /// when this fails. The default fails: a decider that does not implement the listing rule
+    /// lists nothing, it never lists everything.
+    async fn visible_actions(&self, input: &ListingInput) -> Result<Vec<String>, PolicyError> {
+        let _ = input;
+        Err(PolicyError::unavailable_msg(
+            "this policy decider does not answer catalog listings (visible_actions)",
+        ))
+    }
 }

@@ -7,13 +7,16 @@
 
 use crate::error::SetupError;
 use gateway_core::policy::{
-    Decision, NetworkAccess, Obligations, PolicyError, PolicyInput, RunnerObligations,
+    Decision, ListingInput, NetworkAccess, Obligations, PolicyError, PolicyInput, RunnerObligations,
 };
 use serde_json::Value;
 use std::fmt;
 
 /// The rule the gateway queries unless configured otherwise.
 pub const DEFAULT_DECISION_PATH: &str = "data.agent_gateway.authz.decision";
+
+/// The catalog listing rule queried by default (`visible_actions`, policies/README.md).
+pub const DEFAULT_LISTING_PATH: &str = "data.agent_gateway.authz.visible_actions";
 
 /// The deepest input document accepted (the document itself is depth 1).
 pub const MAX_INPUT_DEPTH: usize = 64;
@@ -116,6 +119,28 @@ impl InputLimits {
         let encoded = serde_json::to_string(input).map_err(cannot_encode)?;
         self.check_size(encoded.len())?;
         Ok(encoded)
+    }
+
+    /// Checks and encodes a catalog listing's input, like [`encode`](Self::encode).
+    pub fn encode_listing(&self, input: &ListingInput) -> Result<String, PolicyError> {
+        self.check_listing_nesting(input)?;
+        let encoded = serde_json::to_string(input).map_err(cannot_encode)?;
+        self.check_size(encoded.len())?;
+        Ok(encoded)
+    }
+
+    /// The depth checks of [`encode_listing`](Self::encode_listing): only the agent's
+    /// attributes and the context are free-form.
+    pub(crate) fn check_listing_nesting(&self, input: &ListingInput) -> Result<(), PolicyError> {
+        for (key, value) in &input.context {
+            check_depth(value, 3, self.max_depth, || format!("context.{key}"))?;
+        }
+        for (key, value) in &input.agent.attributes {
+            check_depth(value, 4, self.max_depth, || {
+                format!("agent.attributes.{key}")
+            })?;
+        }
+        Ok(())
     }
 
     /// Checks and encodes a raw input document (for callers that build their own document):
@@ -305,6 +330,30 @@ impl Document for Value {
             _ => None,
         }
     }
+}
+
+/// Turns the value of the listing rule into action names: a set or array of strings (OPA's
+/// Data API returns a set as an array). Undefined (`None`: the rule has no value for this
+/// input) lists nothing. Anything else is [`PolicyError::Malformed`]; the gateway then lists
+/// nothing.
+pub fn parse_listing(value: Option<&Value>) -> Result<Vec<String>, PolicyError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let malformed = |what: &str| PolicyError::Malformed {
+        message: format!("visible_actions must be a set of action names, got {what}"),
+    };
+    let Value::Array(items) = value else {
+        return Err(malformed(type_name(value)));
+    };
+    items
+        .iter()
+        .map(|item| {
+            item.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| malformed(&format!("an element of type {}", type_name(item))))
+        })
+        .collect()
 }
 
 /// Turns a decision document (the value of the decision rule) into a [`Decision`].

@@ -7,13 +7,15 @@
 //! never share mutable state. A reload prepares new policies off to the side and swaps them in
 //! atomically: decisions already running finish on the policies they started with.
 
-use crate::contract::{DecisionPath, InputLimits, POLICY_UNDEFINED};
+use crate::contract::{
+    DEFAULT_LISTING_PATH, DecisionPath, InputLimits, POLICY_UNDEFINED, parse_listing,
+};
 use crate::error::SetupError;
 use crate::go_compat;
 use crate::rego_value::{parse_rego_decision, to_json_value, to_rego_value};
 use crate::source::{LoadedPolicies, Source};
 use async_trait::async_trait;
-use gateway_core::policy::{Decision, PolicyDecider, PolicyError, PolicyInput};
+use gateway_core::policy::{Decision, ListingInput, PolicyDecider, PolicyError, PolicyInput};
 use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::RegoVM;
 use regorus::rvm::program::Program;
@@ -69,6 +71,7 @@ pub enum EvalStrategy {
 pub struct EmbeddedRegoBuilder {
     sources: Vec<Source>,
     path: Result<DecisionPath, String>,
+    listing: Result<DecisionPath, String>,
     limits: InputLimits,
     strategy: EvalStrategy,
     eval_timeout: Duration,
@@ -79,6 +82,7 @@ impl Default for EmbeddedRegoBuilder {
         Self {
             sources: Vec::new(),
             path: Ok(DecisionPath::default()),
+            listing: DecisionPath::parse(DEFAULT_LISTING_PATH).map_err(|e| e.to_string()),
             limits: InputLimits::default(),
             strategy: EvalStrategy::default(),
             eval_timeout: Duration::from_millis(250),
@@ -116,6 +120,13 @@ impl EmbeddedRegoBuilder {
         self
     }
 
+    /// The catalog listing rule (default [`crate::DEFAULT_LISTING_PATH`]), evaluated by
+    /// [`PolicyDecider::visible_actions`]. A policy without it lists nothing.
+    pub fn listing_path(mut self, path: &str) -> Self {
+        self.listing = DecisionPath::parse(path).map_err(|e| e.to_string());
+        self
+    }
+
     /// Bounds on input documents (default [`InputLimits::default`]).
     pub fn input_limits(mut self, limits: InputLimits) -> Self {
         self.limits = limits;
@@ -138,6 +149,7 @@ impl EmbeddedRegoBuilder {
     /// Loads, parses and prepares the policies.
     pub fn build(self) -> Result<EmbeddedRego, SetupError> {
         let path = self.path.map_err(SetupError::config)?;
+        let listing = self.listing.map_err(SetupError::config)?;
         if self.sources.is_empty() {
             return Err(SetupError::policy("no policy sources configured"));
         }
@@ -147,6 +159,7 @@ impl EmbeddedRegoBuilder {
         let config = Config {
             sources: self.sources,
             path,
+            listing,
             limits: self.limits,
             strategy: self.strategy,
             eval_timeout: self.eval_timeout,
@@ -163,6 +176,7 @@ impl EmbeddedRegoBuilder {
 struct Config {
     sources: Vec<Source>,
     path: DecisionPath,
+    listing: DecisionPath,
     limits: InputLimits,
     strategy: EvalStrategy,
     eval_timeout: Duration,
@@ -172,6 +186,10 @@ struct Config {
 struct Prepared {
     evaluator: Evaluator,
     rule: String,
+    /// The listing rule, on the interpreter: listings are rare (an MCP session's tools/list),
+    /// so they need neither bytecode nor a pool.
+    listing: Interpreter,
+    listing_rule: String,
     policy_id: String,
 }
 
@@ -261,6 +279,7 @@ impl Prepared {
                 return Err(SetupError::policy(format!("{rule}: {message}")));
             }
         }
+        let listing = Interpreter::new(engine.clone(), false);
         let interpreter =
             |engine: Engine, pooled: bool| Evaluator::Interpreter(Interpreter::new(engine, pooled));
         let evaluator = match config.strategy {
@@ -285,6 +304,8 @@ impl Prepared {
             evaluator,
             policy_id: format!("{}@{}", config.path.rule(), loaded.digest()),
             rule,
+            listing,
+            listing_rule: config.listing.rule(),
         })
     }
 
@@ -302,6 +323,19 @@ impl Prepared {
     fn evaluate(&self, input: regorus::Value) -> Result<regorus::Value, EvalFailure> {
         go_compat::reset_divergence();
         let result = self.evaluate_unchecked(input);
+        match go_compat::take_divergence() {
+            Some(divergence) => Err(EvalFailure::Error(divergence)),
+            None => result,
+        }
+    }
+
+    /// Evaluates the listing rule, with the same divergence check as decisions.
+    fn evaluate_listing(&self, input: regorus::Value) -> Result<regorus::Value, EvalFailure> {
+        go_compat::reset_divergence();
+        let result = self
+            .listing
+            .evaluate(&self.listing_rule, input)
+            .map_err(EvalFailure::from);
         match go_compat::take_divergence() {
             Some(divergence) => Err(EvalFailure::Error(divergence)),
             None => result,
@@ -543,6 +577,17 @@ impl EmbeddedRego {
         self.decide_checked(input)
     }
 
+    /// Evaluates the listing rule synchronously ([`PolicyDecider::visible_actions`] calls
+    /// this): the names it lists, undefined listing nothing.
+    pub fn visible_actions_sync(&self, input: &ListingInput) -> Result<Vec<String>, PolicyError> {
+        self.config.limits.check_listing_nesting(input)?;
+        let (value, _) = self.evaluate_with(input, Prepared::evaluate_listing)?;
+        if value == regorus::Value::Undefined {
+            return parse_listing(None);
+        }
+        parse_listing(Some(&to_json_value(&value)?))
+    }
+
     fn current(&self) -> Arc<Prepared> {
         self.current
             .read()
@@ -568,6 +613,15 @@ impl EmbeddedRego {
         &self,
         input: &T,
     ) -> Result<(regorus::Value, String), PolicyError> {
+        self.evaluate_with(input, Prepared::evaluate)
+    }
+
+    /// [`evaluate`](Self::evaluate) with `rule` choosing which rule of the prepared policies.
+    fn evaluate_with<T: Serialize + ?Sized>(
+        &self,
+        input: &T,
+        rule: fn(&Prepared, regorus::Value) -> Result<regorus::Value, EvalFailure>,
+    ) -> Result<(regorus::Value, String), PolicyError> {
         let prepared = self.current();
         // The input is already in memory in another form, so converting it before the size
         // check costs at most a copy; the conversion also bounds its JSON length.
@@ -577,7 +631,7 @@ impl EmbeddedRego {
         self.config
             .limits
             .check_size_within(input, json_len_bound)?;
-        let outcome = catch_unwind(AssertUnwindSafe(|| prepared.evaluate(rego_input)))
+        let outcome = catch_unwind(AssertUnwindSafe(|| rule(&prepared, rego_input)))
             .map_err(|_| PolicyError::internal_msg("the Rego engine panicked"))?;
         let value = outcome.map_err(|e| self.engine_error(e))?;
         Ok((value, prepared.policy_id.clone()))
@@ -599,5 +653,9 @@ impl EmbeddedRego {
 impl PolicyDecider for EmbeddedRego {
     async fn decide(&self, input: &PolicyInput) -> Result<Decision, PolicyError> {
         self.decide_sync(input)
+    }
+
+    async fn visible_actions(&self, input: &ListingInput) -> Result<Vec<String>, PolicyError> {
+        self.visible_actions_sync(input)
     }
 }

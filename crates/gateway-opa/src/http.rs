@@ -6,11 +6,14 @@
 //! documents and warnings all become errors (the gateway denies); an undefined decision (HTTP
 //! 200 without `result`) is a deny with reason [`POLICY_UNDEFINED`].
 
-use crate::contract::{DecisionPath, InputLimits, POLICY_UNDEFINED, parse_decision, type_name};
+use crate::contract::{
+    DEFAULT_LISTING_PATH, DecisionPath, InputLimits, POLICY_UNDEFINED, parse_decision,
+    parse_listing, type_name,
+};
 use crate::error::SetupError;
 use async_trait::async_trait;
 use gateway_core::Secret;
-use gateway_core::policy::{Decision, PolicyDecider, PolicyError, PolicyInput};
+use gateway_core::policy::{Decision, ListingInput, PolicyDecider, PolicyError, PolicyInput};
 use reqwest::{StatusCode, Url, header};
 use serde_json::Value;
 use std::net::IpAddr;
@@ -26,6 +29,7 @@ pub struct OpaHttpBuilder {
     base_url: String,
     token: Option<Secret>,
     path: Result<DecisionPath, String>,
+    listing: Result<DecisionPath, String>,
     timeout: Duration,
     connect_timeout: Duration,
     retries: u32,
@@ -43,6 +47,7 @@ impl OpaHttpBuilder {
             base_url: base_url.into(),
             token: None,
             path: Ok(DecisionPath::default()),
+            listing: DecisionPath::parse(DEFAULT_LISTING_PATH).map_err(|e| e.to_string()),
             timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_millis(250),
             retries: 2,
@@ -98,6 +103,13 @@ impl OpaHttpBuilder {
         self
     }
 
+    /// The catalog listing rule (default [`crate::DEFAULT_LISTING_PATH`]), queried by
+    /// [`PolicyDecider::visible_actions`].
+    pub fn listing_path(mut self, path: &str) -> Self {
+        self.listing = DecisionPath::parse(path).map_err(|e| e.to_string());
+        self
+    }
+
     /// Deadline of one decision, retries and reading the answer included (default 1 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -147,6 +159,7 @@ impl OpaHttpBuilder {
     /// Validates the configuration and builds the client.
     pub fn build(self) -> Result<OpaHttp, SetupError> {
         let path = self.path.map_err(SetupError::config)?;
+        let listing = self.listing.map_err(SetupError::config)?;
         let base = Url::parse(&self.base_url)
             .map_err(|e| SetupError::config(format!("OPA URL is invalid: {e}")))?;
         match base.scheme() {
@@ -191,13 +204,16 @@ impl OpaHttpBuilder {
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(SetupError::config("timeouts must be positive"));
         }
-        let endpoint = format!(
-            "{}/v1/data/{}",
-            base.as_str().trim_end_matches('/'),
-            path.url_path()
-        );
-        let endpoint = Url::parse(&endpoint)
-            .map_err(|e| SetupError::config(format!("OPA URL is invalid: {e}")))?;
+        let data_url = |path: &DecisionPath| {
+            let url = format!(
+                "{}/v1/data/{}",
+                base.as_str().trim_end_matches('/'),
+                path.url_path()
+            );
+            Url::parse(&url).map_err(|e| SetupError::config(format!("OPA URL is invalid: {e}")))
+        };
+        let endpoint = data_url(&path)?;
+        let listing_endpoint = data_url(&listing)?;
         let client = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -226,6 +242,7 @@ impl OpaHttpBuilder {
         Ok(OpaHttp {
             client,
             endpoint,
+            listing_endpoint,
             authorization,
             timeout: self.timeout,
             retries: self.retries,
@@ -242,6 +259,7 @@ impl OpaHttpBuilder {
 pub struct OpaHttp {
     client: reqwest::Client,
     endpoint: Url,
+    listing_endpoint: Url,
     authorization: Option<header::HeaderValue>,
     timeout: Duration,
     retries: u32,
@@ -297,6 +315,17 @@ impl OpaHttp {
     }
 
     async fn decide_encoded(&self, encoded_input: &str) -> Result<Decision, PolicyError> {
+        let (status, bytes) = self.query(&self.endpoint, encoded_input).await?;
+        self.interpret(status, &bytes)
+    }
+
+    /// POSTs `{"input": …}` to `endpoint` within the timeout (retrying only connections that
+    /// never reached OPA) and reads the capped answer.
+    async fn query(
+        &self,
+        endpoint: &Url,
+        encoded_input: &str,
+    ) -> Result<(StatusCode, Vec<u8>), PolicyError> {
         let body = format!("{{\"input\":{encoded_input}}}");
         let deadline = Instant::now() + self.timeout;
         let mut attempt = 0u32;
@@ -307,7 +336,7 @@ impl OpaHttp {
             }
             let mut request = self
                 .client
-                .post(self.endpoint.clone())
+                .post(endpoint.clone())
                 .timeout(remaining)
                 .header(header::CONTENT_TYPE, "application/json")
                 .header(header::ACCEPT, "application/json")
@@ -345,7 +374,7 @@ impl OpaHttp {
         };
         let status = response.status();
         let bytes = self.read_capped(response).await?;
-        self.interpret(status, &bytes)
+        Ok((status, bytes))
     }
 
     fn timed_out(&self) -> PolicyError {
@@ -396,30 +425,7 @@ impl OpaHttp {
     }
 
     fn interpret(&self, status: StatusCode, body: &[u8]) -> Result<Decision, PolicyError> {
-        let parsed: Result<Value, _> = serde_json::from_slice(body);
-        if status != StatusCode::OK {
-            let detail = match &parsed {
-                Ok(document) => opa_error_message(document),
-                Err(_) => snippet(body),
-            };
-            let message = truncate(format!("OPA answered HTTP {}: {detail}", status.as_u16()));
-            return Err(match status {
-                StatusCode::BAD_REQUEST => PolicyError::InvalidInput { message },
-                StatusCode::NOT_FOUND => PolicyError::NotFound { message },
-                StatusCode::INTERNAL_SERVER_ERROR
-                    if parsed.as_ref().is_ok_and(|d| d.get("errors").is_some()) =>
-                {
-                    PolicyError::Evaluation { message }
-                }
-                _ => PolicyError::Unavailable {
-                    message,
-                    source: None,
-                },
-            });
-        }
-        let document = parsed.map_err(|e| PolicyError::Malformed {
-            message: format!("OPA response is not JSON ({e}): {}", snippet(body)),
-        })?;
+        let document = response_document(status, body)?;
         let Value::Object(response) = &document else {
             return Err(PolicyError::Malformed {
                 message: format!(
@@ -454,6 +460,36 @@ impl OpaHttp {
         decision.decision_id = decision_id;
         Ok(decision)
     }
+}
+
+/// OPA's answer as a JSON document: an HTTP error becomes the typed error for its status, with
+/// OPA's own message; a body that is not JSON is [`PolicyError::Malformed`].
+fn response_document(status: StatusCode, body: &[u8]) -> Result<Value, PolicyError> {
+    let parsed: Result<Value, _> = serde_json::from_slice(body);
+    if status != StatusCode::OK {
+        let detail = match &parsed {
+            Ok(document) => opa_error_message(document),
+            Err(_) => snippet(body),
+        };
+        let message = truncate(format!("OPA answered HTTP {}: {detail}", status.as_u16()));
+        return Err(match status {
+            StatusCode::BAD_REQUEST => PolicyError::InvalidInput { message },
+            StatusCode::NOT_FOUND => PolicyError::NotFound { message },
+            StatusCode::INTERNAL_SERVER_ERROR
+                if parsed.as_ref().is_ok_and(|d| d.get("errors").is_some()) =>
+            {
+                PolicyError::Evaluation { message }
+            }
+            _ => PolicyError::Unavailable {
+                message,
+                source: None,
+            },
+        });
+    }
+    let document = parsed.map_err(|e| PolicyError::Malformed {
+        message: format!("OPA response is not JSON ({e}): {}", snippet(body)),
+    })?;
+    Ok(document)
 }
 
 /// OPA's error document (`{"code","message","errors":[{"code","message","location"}]}`) on
@@ -503,5 +539,16 @@ impl PolicyDecider for OpaHttp {
     async fn decide(&self, input: &PolicyInput) -> Result<Decision, PolicyError> {
         let encoded = self.limits.encode(input)?;
         self.decide_encoded(&encoded).await
+    }
+
+    async fn visible_actions(&self, input: &ListingInput) -> Result<Vec<String>, PolicyError> {
+        let encoded = self.limits.encode_listing(input)?;
+        let (status, bytes) = self.query(&self.listing_endpoint, &encoded).await?;
+        match response_document(status, &bytes)? {
+            Value::Object(response) => parse_listing(response.get("result")),
+            other => Err(PolicyError::Malformed {
+                message: format!("OPA response must be an object, got {}", type_name(&other)),
+            }),
+        }
     }
 }

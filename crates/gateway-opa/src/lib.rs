@@ -12,9 +12,12 @@
 //!
 //! ## The policy contract (version 1)
 //!
-//! The gateway queries one rule, by default [`DEFAULT_DECISION_PATH`]
-//! (`data.agent_gateway.authz.decision`), with this **input document** (the serde form of
-//! [`PolicyInput`](gateway_core::PolicyInput)):
+//! The gateway queries two rules. Catalog listings (which actions an agent is shown) ask
+//! [`DEFAULT_LISTING_PATH`] (`data.agent_gateway.authz.visible_actions`) for a set of action
+//! names, with the input of [`ListingInput`](gateway_core::ListingInput) (policies/README.md,
+//! "Listing"; anything but a set of strings lists nothing). Every request is decided by
+//! [`DEFAULT_DECISION_PATH`] (`data.agent_gateway.authz.decision`), with this **input
+//! document** (the serde form of [`PolicyInput`](gateway_core::PolicyInput)):
 //!
 //! ```json
 //! {
@@ -133,8 +136,8 @@ mod rego_value;
 mod source;
 
 pub use contract::{
-    DEFAULT_DECISION_PATH, DEFAULT_MAX_INPUT_BYTES, DecisionPath, InputLimits, MAX_INPUT_DEPTH,
-    NO_REASON, POLICY_UNDEFINED, parse_decision,
+    DEFAULT_DECISION_PATH, DEFAULT_LISTING_PATH, DEFAULT_MAX_INPUT_BYTES, DecisionPath,
+    InputLimits, MAX_INPUT_DEPTH, NO_REASON, POLICY_UNDEFINED, parse_decision, parse_listing,
 };
 pub use embedded::{EmbeddedRego, EmbeddedRegoBuilder, EvalStrategy};
 pub use error::SetupError;

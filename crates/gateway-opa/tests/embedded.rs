@@ -632,3 +632,36 @@ fn negated_calls_over_maybe_undefined_arguments_are_refused() {
         assert!(built.is_ok(), "{ok}: {built:?}");
     }
 }
+
+/// The listing rule of the reference policies, and a policy without one: it lists nothing
+/// (an error, which the gateway shows as an empty list), never everything.
+#[tokio::test]
+async fn listing_follows_the_policy_and_fails_closed_without_a_rule() {
+    use gateway_core::ListingInput;
+    let listing = |agent| ListingInput {
+        contract_version: 1,
+        agent,
+        actions: vec!["db.query".into(), "diag.echo".into(), "k8s.scale".into()],
+        request_time: time::OffsetDateTime::now_utc(),
+        context: Default::default(),
+    };
+    let reference = EmbeddedRego::from_dir(policies_dir()).unwrap();
+    let mut seen = reference
+        .visible_actions(&listing(deployer()))
+        .await
+        .unwrap();
+    seen.sort();
+    assert_eq!(seen, ["diag.echo", "k8s.scale"]);
+    let without = EmbeddedRego::builder()
+        .policy(
+            "p.rego",
+            "package agent_gateway.authz\ndecision := {\"allow\": true}",
+        )
+        .build()
+        .unwrap();
+    let answer = without.visible_actions(&listing(deployer())).await;
+    assert!(
+        answer.as_ref().is_ok_and(Vec::is_empty) || answer.is_err(),
+        "{answer:?}"
+    );
+}

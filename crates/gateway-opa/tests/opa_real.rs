@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use gateway_core::conformance::policy::{PolicyFixture, run_all};
-use gateway_core::{PolicyDecider, PolicyError, PolicyInput};
+use gateway_core::{ListingInput, PolicyDecider, PolicyError, PolicyInput};
 use gateway_opa::{EmbeddedRego, OpaHttp, POLICY_UNDEFINED};
 use serde_json::json;
 
@@ -111,5 +111,57 @@ async fn real_opa_decision_without_allow_is_malformed() {
     assert!(
         matches!(&err, PolicyError::Malformed { .. }) && err.to_string().contains("allow"),
         "{err:?}"
+    );
+}
+
+fn listing(agent: gateway_core::AgentIdentity) -> ListingInput {
+    ListingInput {
+        contract_version: 1,
+        agent,
+        actions: ["db.query", "diag.echo", "k8s.scale", "not.in.policy"]
+            .map(str::to_owned)
+            .to_vec(),
+        request_time: time::OffsetDateTime::now_utc(),
+        context: Default::default(),
+    }
+}
+
+/// The catalog listing rule (`visible_actions`) answers the same on the real OPA and in the
+/// embedded engine, for agents that may see different actions; an undefined rule lists
+/// nothing on both.
+#[tokio::test]
+async fn real_opa_and_embedded_engine_list_alike() {
+    let Some(url) = real_opa_url("real_opa_and_embedded_engine_list_alike") else {
+        return;
+    };
+    let opa = OpaHttp::builder(&url).build().unwrap();
+    let embedded = EmbeddedRego::from_dir(policies_dir()).unwrap();
+    let plain = agent("agent:plain", json!({}));
+    let mut stale = listing(deployer());
+    stale.contract_version = 2;
+    let cases = [
+        (listing(deployer()), vec!["diag.echo", "k8s.scale"]),
+        (listing(analyst()), vec!["db.query", "diag.echo"]),
+        (listing(plain), vec!["diag.echo"]),
+        (stale, vec![]),
+    ];
+    for (input, expected) in cases {
+        let mut on_opa = opa.visible_actions(&input).await.unwrap();
+        let mut local = embedded.visible_actions(&input).await.unwrap();
+        on_opa.sort();
+        local.sort();
+        assert_eq!(on_opa, expected, "{}", input.agent.id);
+        assert_eq!(local, expected, "{}", input.agent.id);
+    }
+    let undefined = OpaHttp::builder(&url)
+        .listing_path("agent_gateway/authz/no_such_rule")
+        .build()
+        .unwrap();
+    assert!(
+        undefined
+            .visible_actions(&listing(deployer()))
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

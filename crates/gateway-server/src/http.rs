@@ -252,22 +252,16 @@ async fn action_status(
     Ok(Json(status_doc(id, &phase)))
 }
 
-/// `GET /v1/catalog`: the actions an agent may ask for, each with its params schema exactly as
-/// the gateway enforces it (the same document MCP `tools/list` embeds).
+/// `GET /v1/catalog`: the actions the policy's listing rule shows this agent (the same as MCP
+/// `tools/list`), each with its params schema exactly as the gateway enforces it.
 async fn catalog(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let credential = auth::credential(&headers).map_err(ApiError::unauthenticated)?;
-    state
-        .identity()
-        .authenticate(&credential)
-        .await
-        .map_err(|e| ApiError::new(e.kind(), e.to_string(), None))?;
-    let actions: Vec<Value> = state
-        .gateway()
-        .catalog()
-        .actions()
+    let visible = state.visible_actions(&credential).await?;
+    let actions: Vec<Value> = visible
+        .iter()
         .map(|def| {
             json!({
                 "name": def.name,

@@ -7,9 +7,10 @@ use crate::metrics::Metrics;
 use crate::origin::AllowedOrigins;
 use crate::tracker::{ActionTracker, Phase, TrackError, TrackingGate};
 use gateway_core::{
-    ActionRequest, ApprovalGate, Credential, ErrorKind, Gateway, Identity, PendingApprovals,
-    RequestContext, RequestId,
+    ActionDef, ActionRequest, ApprovalGate, Credential, ErrorKind, Gateway, Identity,
+    PendingApprovals, RequestContext, RequestId,
 };
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -211,6 +212,37 @@ impl AppState {
             .instrument(span),
         );
         Ok(rx)
+    }
+
+    /// The catalog actions `credential`'s agent may see, as the policy's listing rule answers
+    /// (`Gateway::visible_actions`), or 401. A policy that fails lists nothing: the error is
+    /// logged and the list is empty (fail closed), never the whole catalog.
+    pub async fn visible_actions(
+        &self,
+        credential: &Credential,
+    ) -> Result<Vec<ActionDef>, ApiError> {
+        if self.approvers().is_approver_token(credential.secret()) {
+            return Err(ApiError::unauthenticated(
+                "approver credentials cannot act as agents",
+            ));
+        }
+        let agent = self
+            .identity()
+            .authenticate(credential)
+            .await
+            .map_err(|e| ApiError::new(e.kind(), e.to_string(), None))?;
+        let gateway = self.gateway();
+        let names = match gateway.visible_actions(&agent, BTreeMap::new()).await {
+            Ok(names) => names,
+            Err(e) => {
+                tracing::warn!(agent = %agent.id, error = %e, "the policy's listing failed: showing no actions");
+                Vec::new()
+            }
+        };
+        Ok(names
+            .iter()
+            .filter_map(|name| gateway.catalog().get(name).cloned())
+            .collect())
     }
 
     /// The id of a tracked request for `credential`'s agent, or 401/404.

@@ -324,6 +324,45 @@ async fn every_result_matches_the_declared_output_schema() {
     client.cancel().await.unwrap();
 }
 
+/// `tools/list` (and `GET /v1/catalog`) show each agent what the policy's listing rule shows
+/// it; when the policy fails, nothing but the status tool.
+#[tokio::test]
+async fn each_agent_is_listed_what_the_policy_shows_it() {
+    let h = start(Options::default()).await;
+    let names = |tools: Vec<rmcp::model::Tool>| {
+        let mut names: Vec<String> = tools.into_iter().map(|t| t.name.to_string()).collect();
+        names.sort();
+        names
+    };
+    let a = connect(&h.base, &h.agent_a).await;
+    let b = connect(&h.base, &h.agent_b).await;
+    let for_a = names(a.list_all_tools().await.unwrap());
+    let for_b = names(b.list_all_tools().await.unwrap());
+    assert!(for_a.contains(&"ops.approve".to_owned()), "{for_a:?}");
+    assert!(!for_b.contains(&"ops.approve".to_owned()), "{for_b:?}");
+    assert_eq!(for_a.len(), for_b.len() + 1);
+    // The REST catalog lists the same.
+    let (status, catalog) = h.get("/v1/catalog", Some(&h.agent_b)).await;
+    assert_eq!(status, 200, "{catalog}");
+    let mut rest: Vec<String> = catalog["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_owned())
+        .collect();
+    rest.push(STATUS.to_owned());
+    rest.sort();
+    assert_eq!(rest, for_b);
+    // A failing policy lists nothing (fail closed), never the whole catalog.
+    let _down = h.policy.faults.clone().always(Fault::Error);
+    assert_eq!(names(a.list_all_tools().await.unwrap()), [STATUS]);
+    let (status, catalog) = h.get("/v1/catalog", Some(&h.agent_a)).await;
+    assert_eq!(status, 200);
+    assert_eq!(catalog["actions"], json!([]));
+    a.cancel().await.unwrap();
+    b.cancel().await.unwrap();
+}
+
 /// A browser page on another origin cannot use the endpoint, credential or not (DNS
 /// rebinding); a listed origin and a client that sends none (the SDKs) can.
 #[tokio::test]

@@ -22,14 +22,16 @@ use crate::action::{ActionCatalog, ActionRequest};
 use crate::approval::ApprovalGate;
 use crate::audit::AuditSink;
 use crate::grant::AccessBroker;
+use crate::identity::AgentIdentity;
 use crate::identity::{Credential, Identity};
-use crate::policy::PolicyDecider;
+use crate::policy::{ListingInput, POLICY_CONTRACT_VERSION, PolicyDecider, PolicyError};
 use crate::redact::Redactor;
 use crate::runner::{JobLimits, Runner, RunnerInfo};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Tunables of the pipeline. Every timeout bounds one backend call; a call that passes it fails
 /// closed.
@@ -295,6 +297,43 @@ impl Gateway {
     /// The policy decider.
     pub fn policy(&self) -> Arc<dyn PolicyDecider> {
         Arc::clone(&self.inner.policy)
+    }
+
+    /// The catalog actions `agent` may see in a listing, sorted, as the policy's listing rule
+    /// answers ([`PolicyDecider::visible_actions`], within the policy deadline). Names the
+    /// catalog does not hold are dropped. `Err` (the policy failed, timed out or panicked)
+    /// means the listing must be shown empty: fail closed, never the whole catalog.
+    pub async fn visible_actions(
+        &self,
+        agent: &AgentIdentity,
+        context: BTreeMap<String, serde_json::Value>,
+    ) -> Result<Vec<String>, PolicyError> {
+        let input = ListingInput {
+            contract_version: POLICY_CONTRACT_VERSION,
+            agent: agent.clone(),
+            actions: self
+                .inner
+                .catalog
+                .actions()
+                .map(|d| d.name.clone())
+                .collect(),
+            request_time: time::OffsetDateTime::now_utc(),
+            context,
+        };
+        let deadline = self.inner.config.policy_timeout;
+        let answer = guard::guarded(self.inner.policy.visible_actions(&input), deadline, None)
+            .instrument(tracing::info_span!("policy.visible_actions"))
+            .await;
+        let mut names = match answer {
+            Ok(names) => names,
+            Err(guard::CallError::Failed(e)) => return Err(e),
+            Err(guard::CallError::TimedOut(after)) => return Err(PolicyError::Timeout { after }),
+            Err(e) => return Err(PolicyError::internal_msg(e.describe("policy decider"))),
+        };
+        names.retain(|name| self.inner.catalog.get(name).is_some());
+        names.sort_unstable();
+        names.dedup();
+        Ok(names)
     }
 
     /// The runner's description.

@@ -19,7 +19,7 @@ use crate::audit::{
 use crate::grant::{AccessBroker, BrokerError, Grant, GrantRequest};
 use crate::identity::{AgentIdentity, AuthMethod, Credential, Identity, IdentityError};
 use crate::ids::AgentId;
-use crate::policy::{Decision, PolicyDecider, PolicyError, PolicyInput};
+use crate::policy::{Decision, ListingInput, PolicyDecider, PolicyError, PolicyInput};
 use crate::runner::{
     IsolationLevel, JobOutcome, JobSpec, JobStatus, Runner, RunnerError, RunnerInfo, Teardown,
 };
@@ -84,10 +84,14 @@ impl Identity for MemoryIdentity {
 
 type DecideFn = dyn Fn(&PolicyInput) -> Decision + Send + Sync;
 
-/// A policy double: a function from input to decision (allow-all by default).
+type ListingFn = dyn Fn(&ListingInput) -> Vec<String> + Send + Sync;
+
+/// A policy double: a function from input to decision (allow-all by default), and one from a
+/// listing to the visible actions (all of them by default).
 pub struct MemoryPolicy {
     decide: Arc<DecideFn>,
-    /// Faults on `decide`.
+    listing: Arc<ListingFn>,
+    /// Faults on `decide` and `visible_actions` alike.
     pub faults: FaultPlan,
     inputs: Mutex<Vec<PolicyInput>>,
 }
@@ -108,9 +112,19 @@ impl MemoryPolicy {
     pub fn from_fn(f: impl Fn(&PolicyInput) -> Decision + Send + Sync + 'static) -> Self {
         Self {
             decide: Arc::new(f),
+            listing: Arc::new(|input| input.actions.clone()),
             faults: FaultPlan::new(),
             inputs: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Answers catalog listings with `f` instead of showing every action.
+    pub fn with_listing(
+        mut self,
+        f: impl Fn(&ListingInput) -> Vec<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.listing = Arc::new(f);
+        self
     }
 
     /// The inputs seen so far.
@@ -128,6 +142,14 @@ impl PolicyDecider for MemoryPolicy {
             .map_err(|()| PolicyError::unavailable_msg("injected fault"))?;
         lock(&self.inputs).push(input.clone());
         Ok((self.decide)(input))
+    }
+
+    async fn visible_actions(&self, input: &ListingInput) -> Result<Vec<String>, PolicyError> {
+        self.faults
+            .enter()
+            .await
+            .map_err(|()| PolicyError::unavailable_msg("injected fault"))?;
+        Ok((self.listing)(input))
     }
 }
 

@@ -25,7 +25,7 @@ use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use gateway_core::{ActionDef, ActionRequest, RequestId};
+use gateway_core::{ActionDef, ActionRequest, Credential, RequestId};
 use result::{phase_result, tool_error};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, Implementation, JsonObject, ListToolsResult,
@@ -60,12 +60,9 @@ impl GatewayMcp {
         Self { state }
     }
 
-    fn tools(&self) -> Vec<Tool> {
-        let mut tools: Vec<Tool> = self
-            .state
-            .gateway()
-            .catalog()
-            .actions()
+    /// The tools of `actions`, and the status tool.
+    fn tools<'a>(actions: impl Iterator<Item = &'a ActionDef>) -> Vec<Tool> {
+        let mut tools: Vec<Tool> = actions
             .filter(|def| def.name != STATUS_TOOL)
             .map(action_tool)
             .collect();
@@ -154,16 +151,26 @@ impl ServerHandler for GatewayMcp {
             )
     }
 
+    /// Only the actions the policy's listing rule shows this agent (none if it fails).
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(self.tools()))
+        let credential = credential(&context)?;
+        let visible = self
+            .state
+            .visible_actions(&credential)
+            .await
+            .map_err(|api| McpError::invalid_request(api.message, None))?;
+        Ok(ListToolsResult::with_all_items(Self::tools(visible.iter())))
     }
 
+    /// Any catalog action (a call is decided by the policy whatever the listing showed).
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.tools().into_iter().find(|t| t.name == name)
+        Self::tools(self.state.gateway().catalog().actions())
+            .into_iter()
+            .find(|t| t.name == name)
     }
 
     async fn call_tool(
@@ -171,12 +178,7 @@ impl ServerHandler for GatewayMcp {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let parts = context
-            .extensions
-            .get::<Parts>()
-            .ok_or_else(|| McpError::internal_error("no HTTP request attached", None))?;
-        let credential = auth::credential(&parts.headers)
-            .map_err(|m| McpError::invalid_request(m.to_owned(), None))?;
+        let credential = credential(&context)?;
         if request.name == STATUS_TOOL {
             let StatusArgs { request_id } = args(&request)?;
             return Ok(match self.state.phase_for(&credential, request_id).await {
@@ -216,6 +218,15 @@ impl ServerHandler for GatewayMcp {
         let phase = settle(&mut rx, self.state.config().mcp_call_wait).await;
         Ok(phase_result(id, &phase).into())
     }
+}
+
+/// The bearer credential of the HTTP request behind an MCP request.
+fn credential(context: &RequestContext<RoleServer>) -> Result<Credential, McpError> {
+    let parts = context
+        .extensions
+        .get::<Parts>()
+        .ok_or_else(|| McpError::internal_error("no HTTP request attached", None))?;
+    auth::credential(&parts.headers).map_err(|m| McpError::invalid_request(m.to_owned(), None))
 }
 
 /// The streamable-HTTP MCP service (stateless: every POST carries its own credential).

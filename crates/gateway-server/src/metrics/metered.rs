@@ -9,8 +9,8 @@ use super::labels::{DecisionLabel, GrantLabel, RevocationLabel, RunLabel};
 use gateway_core::audit::VerifyReport;
 use gateway_core::{
     AccessBroker, AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink, BrokerError,
-    CancellationToken, Decision, Grant, GrantRequest, JobOutcome, JobSpec, PolicyDecider,
-    PolicyError, PolicyInput, Runner, RunnerError, RunnerInfo, async_trait,
+    CancellationToken, Decision, Grant, GrantRequest, JobOutcome, JobSpec, ListingInput,
+    PolicyDecider, PolicyError, PolicyInput, Runner, RunnerError, RunnerInfo, async_trait,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,6 +39,11 @@ impl PolicyDecider for Metered<dyn PolicyDecider> {
             }
         }
         result
+    }
+
+    /// Listings are not decisions: forwarded, not counted.
+    async fn visible_actions(&self, input: &ListingInput) -> Result<Vec<String>, PolicyError> {
+        self.inner.visible_actions(input).await
     }
 }
 

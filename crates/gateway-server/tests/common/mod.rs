@@ -105,6 +105,15 @@ pub fn policy() -> MemoryPolicy {
             d
         }
     })
+    // The listing rule: agent:b is not shown the action that needs a human.
+    .with_listing(|input| {
+        input
+            .actions
+            .iter()
+            .filter(|a| input.agent.id.as_str() != "agent:b" || *a != "ops.approve")
+            .cloned()
+            .collect()
+    })
 }
 
 pub struct Options {
