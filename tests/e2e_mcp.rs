@@ -42,11 +42,16 @@ fn text(result: &CallToolResult) -> String {
 async fn tools_list_shows_the_reference_actions_with_their_schemas() {
     let h = start(Options::default()).await;
     let client = connect(&h.base, &h.deployer).await;
-    let tools = client.list_all_tools().await.unwrap();
+    let reader = connect(&h.base, &h.db_reader).await;
+    // Each agent is shown what the reference policy's listing rule shows it: the deployer
+    // (namespaces, no db-reader role) not db.query, the db-reader not k8s.scale.
+    let mut tools = client.list_all_tools().await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    for expected in ["k8s.scale", "db.query", "diag.echo"] {
-        assert!(names.contains(&expected), "{names:?}");
-    }
+    assert_eq!(names, ["diag.echo", "k8s.scale", "gateway.action_status"]);
+    let for_reader = reader.list_all_tools().await.unwrap();
+    let names: Vec<&str> = for_reader.iter().map(|t| t.name.as_ref()).collect();
+    assert_eq!(names, ["db.query", "diag.echo", "gateway.action_status"]);
+    tools.extend(for_reader);
     let schema_of = |name: &str| {
         let tool = tools.iter().find(|t| t.name == name).unwrap();
         assert!(
@@ -82,6 +87,7 @@ async fn tools_list_shows_the_reference_actions_with_their_schemas() {
         "{echo}"
     );
     client.cancel().await.unwrap();
+    reader.cancel().await.unwrap();
 }
 
 #[tokio::test]

@@ -23,6 +23,15 @@ pub struct ServerConfig {
     /// How long an MCP `tools/call` waits for the outcome before returning a "still pending"
     /// result that names the request id (poll it with the `gateway.action_status` tool).
     pub mcp_call_wait: Duration,
+    /// How often a tool call that is still open (running, or waiting for approval) sends the
+    /// client a progress notification, when the client asked for them.
+    pub mcp_progress_interval: Duration,
+    /// Whether MCP clients on protocol versions before 2026-07-28 get sessions
+    /// (`Mcp-Session-Id`, a `GET` stream for server-to-client messages, `DELETE` to end one);
+    /// with `false` every request stands alone. Clients on 2026-07-28 and later are served
+    /// statelessly either way, as that version removed sessions (SEP-2567). Every request,
+    /// in a session or not, carries and is checked with its own bearer credential.
+    pub mcp_sessions: bool,
     /// `Host` header values the MCP endpoint accepts (DNS-rebinding protection). Loopback names
     /// by default; add the public host names of a real deployment.
     pub mcp_allowed_hosts: Vec<String>,
@@ -57,6 +66,8 @@ impl Default for ServerConfig {
             tracker_capacity: 10_000,
             tracker_retention: Duration::from_secs(15 * 60),
             mcp_call_wait: Duration::from_secs(60),
+            mcp_progress_interval: Duration::from_secs(5),
+            mcp_sessions: true,
             mcp_allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             mcp_allowed_origins: Vec::new(),
             expose_metrics: true,

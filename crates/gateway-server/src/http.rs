@@ -221,7 +221,13 @@ async fn submit_action(
     let body = body.map_err(|r| body_error(&r, state.config().max_body_bytes))?;
     let request = action_request(&body)?;
     let id = request.id;
-    let mut rx = state.submit(credential, request, &origin(&addr))?;
+    // An HTTP client cannot withdraw a request: leaving does not cancel it.
+    let mut rx = state.submit(
+        credential,
+        request,
+        &origin(&addr),
+        gateway_core::CancellationToken::new(),
+    )?;
     let phase = settle(&mut rx, state.config().action_wait).await;
     Ok(match &phase {
         Phase::Done(result) => match result.as_ref() {

@@ -6,6 +6,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::origin::AllowedOrigins;
 use crate::tracker::{ActionTracker, Phase, TrackError, TrackingGate};
+use gateway_core::CancellationToken;
 use gateway_core::{
     ActionDef, ActionRequest, ApprovalGate, Credential, ErrorKind, Gateway, Identity,
     PendingApprovals, RequestContext, RequestId,
@@ -169,12 +170,14 @@ impl AppState {
     }
 
     /// Submits an action: tracks it and runs it on its own task (so it is never abandoned when
-    /// a client goes away). Returns a receiver of its phase changes.
+    /// a client goes away; only `cancel` stops it, as `Gateway::execute_until` does). Returns a
+    /// receiver of its phase changes.
     pub fn submit(
         &self,
         credential: Credential,
         request: ActionRequest,
         origin: &str,
+        cancel: CancellationToken,
     ) -> Result<watch::Receiver<Phase>, ApiError> {
         let id = request.id;
         // An approver's token never acts as an agent, whatever the identity backend says.
@@ -201,7 +204,7 @@ impl AppState {
             async move {
                 let result = state
                     .gateway()
-                    .execute_with(credential, request, context)
+                    .execute_until(credential, request, context, cancel)
                     .await;
                 state.metrics().observe(&result);
                 if let Err(e) = &result {

@@ -12,6 +12,7 @@ use rmcp::service::{RoleClient, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const STATUS: &str = gateway_server::mcp::STATUS_TOOL;
@@ -363,6 +364,109 @@ async fn each_agent_is_listed_what_the_policy_shows_it() {
     b.cancel().await.unwrap();
 }
 
+/// A client that records the progress notifications it gets.
+#[derive(Clone, Default)]
+struct Progress(Arc<Mutex<Vec<String>>>);
+
+impl rmcp::ClientHandler for Progress {
+    async fn on_progress(
+        &self,
+        params: rmcp::model::ProgressNotificationParam,
+        _context: rmcp::service::NotificationContext<RoleClient>,
+    ) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(params.message.unwrap_or_default());
+    }
+}
+
+async fn connect_with(
+    base: &str,
+    bearer: &Secret,
+    handler: Progress,
+) -> RunningService<RoleClient, Progress> {
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"))
+            .auth_header(token(bearer).to_owned()),
+    );
+    handler.serve(transport).await.expect("MCP handshake")
+}
+
+/// A call that waits for a human stays open (up to `mcp_call_wait`) with progress
+/// notifications, and returns the outcome once approved.
+#[tokio::test]
+async fn a_call_waiting_for_approval_reports_progress_then_the_outcome() {
+    let mut options = Options::default();
+    options.server.mcp_call_wait = Duration::from_secs(10);
+    options.server.mcp_progress_interval = Duration::from_millis(100);
+    let h = start(options).await;
+    let progress = Progress::default();
+    let client = connect_with(&h.base, &h.agent_a, progress.clone()).await;
+    let id = RequestId::new().to_string();
+    let call = client.call_tool(call(
+        "ops.approve",
+        json!({"resource": "ops:prod/db", "request_id": id}),
+    ));
+    let approve = async {
+        h.wait_pending_approval(&id).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let (status, body) = h
+            .post(
+                &format!("/v1/approvals/{id}"),
+                Some(&h.alice),
+                &json!({"verdict": "approve"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    };
+    let (result, ()) = tokio::join!(call, approve);
+    let result = result.unwrap();
+    let doc = result.structured_content.clone().unwrap();
+    assert_eq!(doc["status"], "completed", "{doc}");
+    assert_eq!(doc["outcome"]["approved_by"], "human:alice");
+    let seen = progress.0.lock().unwrap().clone();
+    let waiting = seen
+        .iter()
+        .filter(|m| m.starts_with("waiting for human approval"))
+        .count();
+    assert!(waiting >= 2, "{seen:?}");
+    client.cancel().await.unwrap();
+}
+
+/// Cancelling the call cancels its action: the approval is withdrawn, nothing runs, and the
+/// trail ends with a terminal record.
+#[tokio::test]
+async fn cancelling_the_call_cancels_its_action() {
+    let mut options = Options::default();
+    options.server.mcp_call_wait = Duration::from_secs(10);
+    let h = start(options).await;
+    let client = connect(&h.base, &h.agent_a).await;
+    let id = RequestId::new().to_string();
+    let peer = client.peer().clone();
+    let params = call(
+        "ops.approve",
+        json!({"resource": "ops:prod/db", "request_id": id}),
+    );
+    let pending_call = tokio::spawn(async move { peer.call_tool(params).await });
+    h.wait_pending_approval(&id).await;
+    // Dropping rmcp's request future sends notifications/cancelled.
+    pending_call.abort();
+    let doc = h.wait_done(&id, &h.agent_a).await;
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled"),
+        "{doc}"
+    );
+    let (_, pending) = h.get("/v1/approvals", Some(&h.alice)).await;
+    assert_eq!(pending["pending"], json!([]), "{pending}");
+    assert!(h.runner.runs().is_empty());
+    client.cancel().await.unwrap();
+}
+
 /// A browser page on another origin cannot use the endpoint, credential or not (DNS
 /// rebinding); a listed origin and a client that sends none (the SDKs) can.
 #[tokio::test]
@@ -370,6 +474,8 @@ async fn mcp_refuses_origins_that_are_not_allowed() {
     let h = start(Options {
         server: gateway_server::ServerConfig {
             mcp_allowed_origins: vec!["https://console.example:*".into()],
+            // One bare POST per check, without an initialize handshake.
+            mcp_sessions: false,
             ..gateway_server::ServerConfig::default()
         },
         ..Options::default()
@@ -399,7 +505,8 @@ async fn mcp_refuses_origins_that_are_not_allowed() {
     }
     for ok in [None, Some("https://console.example:8443")] {
         let resp = list(ok).await.unwrap();
-        assert_eq!(resp.status().as_u16(), 200, "{ok:?}");
+        let status = resp.status().as_u16();
+        assert_eq!(status, 200, "{ok:?} {}", resp.text().await.unwrap());
     }
 }
 

@@ -262,8 +262,23 @@ impl Gateway {
         request: ActionRequest,
         context: RequestContext,
     ) -> Result<ActionOutcome, GatewayError> {
+        self.execute_until(credential, request, context, CancellationToken::new())
+            .await
+    }
+
+    /// [`Gateway::execute_with`], cancelled when `cancel` is (e.g. the client withdrew the
+    /// request) as when this future is dropped: before the grant nothing runs; after it the job
+    /// is cancelled and revocation, teardown and the terminal record still happen. Unlike a
+    /// dropped future, the caller still gets the result (usually [`GatewayError::Cancelled`]).
+    pub async fn execute_until(
+        &self,
+        credential: Credential,
+        request: ActionRequest,
+        context: RequestContext,
+        cancel: CancellationToken,
+    ) -> Result<ActionOutcome, GatewayError> {
         let correlation_id = request.id;
-        let cancel = CancellationToken::new();
+        let cancel = cancel.child_token();
         // Dropping this future (the caller gave up) cancels the pipeline task, which then
         // cleans up on its own.
         let guard = cancel.clone().drop_guard();

@@ -19,13 +19,12 @@
 use crate::auth;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::tracker::settle;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use gateway_core::{ActionDef, ActionRequest, Credential, RequestId};
+use gateway_core::{ActionDef, ActionRequest, CancellationToken, Credential, RequestId};
 use result::{phase_result, tool_error};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, Implementation, JsonObject, ListToolsResult,
@@ -43,6 +42,7 @@ use std::sync::Arc;
 /// The path the MCP endpoint is served at by [`router`].
 pub const MCP_PATH: &str = "/mcp";
 
+mod progress;
 pub mod result;
 
 /// The built-in tool that reports an action's status (`request_id` in, status document out).
@@ -211,11 +211,20 @@ impl ServerHandler for GatewayMcp {
             action.requested_ttl_seconds = ttl;
         }
         let id = action.id;
-        let mut rx = match self.state.submit(credential, action, "mcp") {
+        let cancel = CancellationToken::new();
+        let mut rx = match self.state.submit(credential, action, "mcp", cancel.clone()) {
             Ok(rx) => rx,
             Err(api) => return Ok(tool_error(id, &api).into()),
         };
-        let phase = settle(&mut rx, self.state.config().mcp_call_wait).await;
+        let config = self.state.config();
+        let phase = progress::follow(
+            &mut rx,
+            config.mcp_call_wait,
+            config.mcp_progress_interval,
+            &context,
+            &cancel,
+        )
+        .await;
         Ok(phase_result(id, &phase).into())
     }
 }
@@ -229,10 +238,11 @@ fn credential(context: &RequestContext<RoleServer>) -> Result<Credential, McpErr
     auth::credential(&parts.headers).map_err(|m| McpError::invalid_request(m.to_owned(), None))
 }
 
-/// The streamable-HTTP MCP service (stateless: every POST carries its own credential).
+/// The streamable-HTTP MCP service: sessions for clients on older protocol versions when
+/// `mcp_sessions` is on, stateless otherwise; every POST carries its own credential either way.
 pub fn service(state: AppState) -> StreamableHttpService<GatewayMcp, LocalSessionManager> {
     let config = StreamableHttpServerConfig::default()
-        .with_legacy_session_mode(false)
+        .with_legacy_session_mode(state.config().mcp_sessions)
         .with_json_response(true)
         .with_max_request_body_bytes(state.config().max_body_bytes)
         .with_allowed_hosts(state.config().mcp_allowed_hosts.clone());

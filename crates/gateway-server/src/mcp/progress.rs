@@ -1,0 +1,74 @@
+//! Following a tool call's action while the call is open: progress notifications for the
+//! client, and cancellation when the client withdraws the call.
+//!
+//! MCP clients attach a `progressToken` to a request when they want `notifications/progress`
+//! for it (the official SDKs do when given a progress callback; rmcp's client always does).
+//! While the action runs or waits for a human, the client gets one notification at each phase
+//! change and one every `mcp_progress_interval`, so a call that waits minutes for an approver
+//! is visibly alive. A `notifications/cancelled` for the call cancels the action itself
+//! (`Gateway::execute_until`): before the grant nothing runs, after it the job is stopped, and
+//! revocation and the audit record still happen.
+
+use crate::tracker::Phase;
+use gateway_core::CancellationToken;
+use rmcp::RoleServer;
+use rmcp::model::ProgressNotificationParam;
+use rmcp::service::RequestContext;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+
+/// Waits up to `wait` for the action's outcome (see the module docs); returns the phase then.
+pub(super) async fn follow(
+    rx: &mut watch::Receiver<Phase>,
+    wait: Duration,
+    interval: Duration,
+    context: &RequestContext<RoleServer>,
+    cancel: &CancellationToken,
+) -> Phase {
+    let token = context.meta.get_progress_token();
+    let deadline = Instant::now() + wait;
+    // A zero interval would spin; a notification per second is the most anyone needs.
+    let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(100)));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut sent = 0u32;
+    loop {
+        let phase = rx.borrow_and_update().clone();
+        if matches!(phase, Phase::Done(_)) {
+            return phase;
+        }
+        if let Some(token) = &token {
+            sent += 1;
+            let note = ProgressNotificationParam::new(token.clone(), f64::from(sent))
+                .with_message(describe(&phase));
+            if let Err(e) = context.peer.notify_progress(note).await {
+                tracing::debug!(error = %e, "progress notification not delivered");
+            }
+        }
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    // The tracker dropped the entry; it will not change any more.
+                    return rx.borrow().clone();
+                }
+            }
+            _ = ticker.tick() => {}
+            () = context.ct.cancelled(), if !cancel.is_cancelled() => {
+                tracing::info!("the client cancelled the call: cancelling its action");
+                cancel.cancel();
+            }
+            () = tokio::time::sleep_until(deadline) => return phase,
+        }
+    }
+}
+
+fn describe(phase: &Phase) -> String {
+    match phase {
+        Phase::PendingApproval { deadline } => {
+            format!("waiting for human approval (deadline {deadline})")
+        }
+        Phase::Running => "running".to_owned(),
+        Phase::Done(_) => "done".to_owned(),
+    }
+}
