@@ -45,13 +45,14 @@ Connect an MCP client:
     {{"mcpServers": {{"agent-gateway": {{"type": "http", "url": "{base}/mcp",
       "headers": {{"Authorization": "Bearer <value of $DEPLOYER>"}}}}}}}}
 
-Or by hand: the endpoint is stateless (no session header; every POST carries the bearer) and
-answers each JSON-RPC request with plain JSON:
-  curl -s {base}/mcp -H "Authorization: Bearer $DEPLOYER" \
-       -H 'Accept: application/json, text/event-stream' -H 'Content-Type: application/json' \
-       -d '{{"jsonrpc":"2.0","id":1,"method":"tools/list"}}'
-  curl -s {base}/mcp -H "Authorization: Bearer $DEPLOYER" \
-       -H 'Accept: application/json, text/event-stream' -H 'Content-Type: application/json' \
+Or by hand, with a session (protocol 2025-06-18; every request still carries the bearer):
+  H=(-H "Authorization: Bearer $DEPLOYER" -H 'Accept: application/json, text/event-stream' \
+     -H 'Content-Type: application/json')
+  curl -si {base}/mcp "${{H[@]}}" -d '{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"2025-06-18","capabilities":{{}},"clientInfo":{{"name":"curl","version":"1"}}}}}}' | grep -i mcp-session-id
+  export SID=<the Mcp-Session-Id value>; S=(-H "Mcp-Session-Id: $SID" -H 'MCP-Protocol-Version: 2025-06-18')
+  curl -s {base}/mcp "${{H[@]}}" "${{S[@]}}" -d '{{"jsonrpc":"2.0","method":"notifications/initialized"}}'
+  curl -s {base}/mcp "${{H[@]}}" "${{S[@]}}" -d '{{"jsonrpc":"2.0","id":1,"method":"tools/list"}}'
+  curl -s {base}/mcp "${{H[@]}}" "${{S[@]}}" \
        -d '{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"k8s.scale","arguments":{{"resource":"k8s:staging/deployments/web","params":{{"replicas":3}}}}}}}}'
 Production changes wait for a human: approve with
   curl -s {base}/v1/approvals -H "Authorization: Bearer $APPROVER"

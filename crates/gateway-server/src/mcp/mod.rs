@@ -267,6 +267,7 @@ async fn require_agent(State(state): State<AppState>, request: Request, next: Ne
         )
         .into_response();
     }
+    let delete = request.method() == axum::http::Method::DELETE;
     let credential = match auth::credential(request.headers()) {
         Ok(c) => c,
         Err(m) => return ApiError::unauthenticated(m).into_response(),
@@ -278,7 +279,14 @@ async fn require_agent(State(state): State<AppState>, request: Request, next: Ne
     if let Err(e) = state.identity().authenticate(&credential).await {
         return ApiError::new(e.kind(), e.to_string(), None).into_response();
     }
-    next.run(request).await
+    let mut response = next.run(request).await;
+    // rmcp answers a session's DELETE with 202; the official Python SDK takes only 200 or 204
+    // as "terminated" (and logs a failure otherwise). Nothing is pending after a DELETE.
+    if delete && response.status() == axum::http::StatusCode::ACCEPTED {
+        *response.status_mut() = axum::http::StatusCode::NO_CONTENT;
+        *response.body_mut() = axum::body::Body::empty();
+    }
+    response
 }
 
 /// The MCP endpoint at [`MCP_PATH`], behind the bearer check.
