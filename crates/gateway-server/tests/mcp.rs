@@ -467,6 +467,39 @@ async fn cancelling_the_call_cancels_its_action() {
     client.cancel().await.unwrap();
 }
 
+/// Malformed JSON-RPC gets JSON-RPC errors, which MCP clients understand: a body that is not
+/// JSON a parse error, `arguments` that are not an object invalid params (for that id).
+#[tokio::test]
+async fn malformed_messages_get_json_rpc_errors() {
+    let h = start(Options::default()).await;
+    let post = |body: &'static str| {
+        h.http
+            .post(format!("{}/mcp", h.base))
+            .bearer_auth(token(&h.agent_a))
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let resp = post(r#"{"jsonrpc": "2.0", "id": 1, "method""#)
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32700, "{body}");
+    assert_eq!(body["id"], Value::Null, "{body}");
+
+    let resp = post(
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"ops.echo","arguments":[1,2]}}"#,
+    )
+    .await
+    .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32602, "{body}");
+    assert_eq!(body["id"], 7, "{body}");
+    assert!(h.runner.runs().is_empty());
+}
+
 /// A browser page on another origin cannot use the endpoint, credential or not (DNS
 /// rebinding); a listed origin and a client that sends none (the SDKs) can.
 #[tokio::test]

@@ -42,6 +42,7 @@ use std::sync::Arc;
 /// The path the MCP endpoint is served at by [`router`].
 pub const MCP_PATH: &str = "/mcp";
 
+mod jsonrpc;
 mod progress;
 pub mod result;
 
@@ -293,5 +294,10 @@ async fn require_agent(State(state): State<AppState>, request: Request, next: Ne
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route_service(MCP_PATH, service(state.clone()))
+        // Layers run outside in: origin and bearer first, then the JSON-RPC shape.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            jsonrpc::check,
+        ))
         .layer(middleware::from_fn_with_state(state, require_agent))
 }
