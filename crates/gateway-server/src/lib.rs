@@ -12,6 +12,7 @@
 //! | `GET /healthz` | anyone | liveness |
 //! | `GET /readyz` | anyone | 200 only when policy and audit answer |
 //! | `GET /metrics` | anyone (disable with `expose_metrics`) | OpenMetrics or Prometheus text, by `Accept` ([`metrics`]) |
+//! | `GET /openapi.json` | anyone | the OpenAPI 3.1 document of these REST routes ([`openapi`]) |
 //! | `/mcp` | agent (bearer) | MCP streamable HTTP: catalog actions as tools |
 //!
 //! Errors are `{"error": {"kind", "message", "correlation_id"}}` (plus `reasons` on denials) with
@@ -35,6 +36,7 @@ pub mod http;
 mod limits;
 pub mod mcp;
 pub mod metrics;
+pub mod openapi;
 mod origin;
 #[cfg(feature = "otel")]
 pub mod otel;
