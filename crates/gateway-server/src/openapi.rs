@@ -18,6 +18,7 @@
 use crate::http::ACTIONS_PATH;
 use std::sync::OnceLock;
 use utoipa::OpenApi;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
     ContentBuilder, HttpMethod, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder,
@@ -52,9 +53,72 @@ pub const APPROVER_SCHEME: &str = "approver";
         crate::http::openapi_json,
     ),
     components(schemas(crate::error::Body, crate::error::ApiError)),
-    modifiers(&CommonResponses),
+    modifiers(&CommonResponses, &Links),
 )]
 struct ApiDoc;
+
+/// Links from the answers that carry a request id to the operations that take one (OpenAPI
+/// links; schemathesis' stateful phase follows them).
+struct Links;
+
+impl utoipa::Modify for Links {
+    fn modify(&self, openapi: &mut Document) {
+        let link = |operation: &str, pointer: &str, description: &str| {
+            LinkBuilder::new()
+                .operation_id(operation)
+                .parameter("id", format!("$response.body#/{pointer}"))
+                .description(description)
+                .build()
+        };
+        let mut add = |path: &str, method: HttpMethod, status: &str, name: &str, l| {
+            let Some(item) = openapi.paths.paths.get_mut(path) else {
+                return;
+            };
+            let operation = match method {
+                HttpMethod::Post => item.post.as_mut(),
+                _ => item.get.as_mut(),
+            };
+            if let Some(RefOr::T(response)) =
+                operation.and_then(|o| o.responses.responses.get_mut(status))
+            {
+                response.links.insert(name.to_owned(), RefOr::T(l));
+            }
+        };
+        let status = "The action's status document.";
+        add(
+            ACTIONS_PATH,
+            HttpMethod::Post,
+            "200",
+            "status",
+            link("action_status", "correlation_id", status),
+        );
+        add(
+            ACTIONS_PATH,
+            HttpMethod::Post,
+            "202",
+            "status",
+            link("action_status", "id", status),
+        );
+        add(
+            ACTIONS_PATH,
+            HttpMethod::Post,
+            "202",
+            "resolve",
+            link(
+                "resolve_approval",
+                "id",
+                "An approver's verdict, while it waits for one.",
+            ),
+        );
+        add(
+            "/v1/approvals/{id}",
+            HttpMethod::Post,
+            "200",
+            "status",
+            link("action_status", "id", status),
+        );
+    }
+}
 
 /// Adds the security schemes and the responses that layers shared by many routes give (see
 /// the module docs).

@@ -269,7 +269,7 @@ async fn schemathesis_finds_nothing() {
     let max_examples = std::env::var("GATEWAY_TEST_SCHEMATHESIS_EXAMPLES")
         .ok()
         .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "40".into());
+        .unwrap_or_else(|| "100".into());
     let h = start(Options::default()).await;
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis");
     std::fs::create_dir_all(&dir).unwrap();
@@ -277,8 +277,20 @@ async fn schemathesis_finds_nothing() {
     let config = dir.join("schemathesis.toml");
     std::fs::write(
         &config,
-        "[auth.openapi.agent]\nbearer = \"${GATEWAY_ST_AGENT}\"\n\
-         [auth.openapi.approver]\nbearer = \"${GATEWAY_ST_APPROVER}\"\n",
+        r#"
+# The harness' catalog, so that many generated actions reach the policy and the runner.
+[dictionaries.actions]
+values = ["ops.echo", "ops.fail", "ops.frozen", "ops.approve"]
+
+[parameters]
+"body.action" = { dictionary = "actions", probability = 0.8 }
+
+[auth.openapi.agent]
+bearer = "${GATEWAY_ST_AGENT}"
+
+[auth.openapi.approver]
+bearer = "${GATEWAY_ST_APPROVER}"
+"#,
     )
     .unwrap();
     let started = Instant::now();
