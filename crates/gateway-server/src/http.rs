@@ -341,7 +341,7 @@ async fn submit_action(
     tag = "actions",
     operation_id = "action_status",
     security(("agent" = [])),
-    params(("id" = String, Path, description = "The request id.")),
+    params(("id" = String, Path, format = Uuid, description = "The request id.")),
     responses(
         (status = 200, description = "The status document.", body = StatusDoc),
         (status = 404, description = "No such action for this agent.", body = crate::error::Body),
@@ -513,7 +513,7 @@ pub struct Resolved {
     tag = "approvals",
     operation_id = "resolve_approval",
     security(("approver" = [])),
-    params(("id" = String, Path, description = "The pending request's id.")),
+    params(("id" = String, Path, format = Uuid, description = "The pending request's id.")),
     request_body(content = VerdictBody, content_type = "application/json"),
     responses(
         (status = 200, description = "The verdict is recorded; the action goes on (or not).",

@@ -253,21 +253,29 @@ pub(crate) mod schemas {
         #[serde(default)]
         #[schema(format = Uuid)]
         id: String,
-        /// A registered action name (see `GET /v1/catalog`), e.g. `k8s.scale`.
+        /// A registered action name (see `GET /v1/catalog`), e.g. `k8s.scale`; at most 128
+        /// bytes by default.
         action: String,
-        /// What the action touches, e.g. `k8s:staging/deployments/web`.
+        /// What the action touches, e.g. `k8s:staging/deployments/web`: not empty, no control
+        /// characters, at most 512 bytes by default.
+        #[schema(min_length = 1, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
         resource: String,
         /// The action's parameters: a JSON object, checked against the action's
-        /// `params_schema` from `GET /v1/catalog`.
+        /// `params_schema` from `GET /v1/catalog`; nested at most 32 deep by default.
         #[serde(default)]
         #[schema(value_type = Object)]
         params: (),
-        /// Why the agent wants this (recorded; shown to policies and approvers).
+        /// Why the agent wants this (recorded; shown to policies and approvers); at most 4096
+        /// bytes by default; no NUL.
         #[serde(default)]
+        #[schema(pattern = r"^[^\u0000]*$")]
         intent: String,
-        /// The grant lifetime asked for, in seconds; the gateway may shorten it.
+        /// The grant lifetime asked for, in seconds; the gateway may shorten it. Like every
+        /// number of the body, it must be exact as a 64-bit float (what the policy sees), so
+        /// larger integers than 2^53 are refused unless a float holds them exactly; and it is
+        /// written as an integer (`300`, not `300.0`, which JSON Schema would also call one).
         #[serde(default)]
-        #[schema(default = 300)]
+        #[schema(default = 300, minimum = 1, maximum = 9_007_199_254_740_992_u64)]
         requested_ttl_seconds: u64,
     }
 

@@ -316,6 +316,12 @@ bearer = "${GATEWAY_ST_APPROVER}"
             "20",
             "--no-color",
         ])
+        // More `st run` options, e.g. `--checks all` or `--report har` (split at spaces).
+        .args(
+            std::env::var("GATEWAY_TEST_SCHEMATHESIS_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .env("GATEWAY_ST_AGENT", token(&h.agent_a))
         .env("GATEWAY_ST_APPROVER", token(&h.alice))
         .current_dir(&dir)
