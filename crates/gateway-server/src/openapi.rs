@@ -19,9 +19,10 @@ use crate::http::ACTIONS_PATH;
 use std::sync::OnceLock;
 use utoipa::OpenApi;
 use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::schema::{Object, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
-    ContentBuilder, HttpMethod, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder,
+    ContentBuilder, HeaderBuilder, HttpMethod, OpenApi as Document, Ref, RefOr, ResponseBuilder,
 };
 
 /// Path of the document.
@@ -124,17 +125,13 @@ impl utoipa::Modify for Links {
 /// the module docs).
 struct CommonResponses;
 
-fn error_response(description: &str) -> RefOr<Response> {
-    ResponseBuilder::new()
-        .description(description)
-        .content(
-            "application/json",
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("ErrorBody")))
-                .build(),
-        )
-        .build()
-        .into()
+fn error_response(description: &str) -> ResponseBuilder {
+    ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("ErrorBody")))
+            .build(),
+    )
 }
 
 impl utoipa::Modify for CommonResponses {
@@ -167,32 +164,50 @@ impl utoipa::Modify for CommonResponses {
             ];
             for (method, operation) in operations {
                 let Some(operation) = operation else { continue };
-                let mut add = |status: &str, description: &str| {
+                let mut add = |status: &str, response: ResponseBuilder| {
                     operation
                         .responses
                         .responses
                         .entry(status.to_owned())
-                        .or_insert_with(|| error_response(description));
+                        .or_insert_with(|| response.build().into());
                 };
-                add("413", "The `Content-Length` is over the body size cap.");
-                add("414", "The request target is too long.");
-                add("431", "The request headers are too large.");
+                add(
+                    "413",
+                    error_response("The `Content-Length` is over the body size cap."),
+                );
+                add("414", error_response("The request target is too long."));
+                add("431", error_response("The request headers are too large."));
                 if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    let challenge = HeaderBuilder::new()
+                        .schema(Some(Object::with_type(Type::String)))
+                        .description(Some("`Bearer realm=\"agent-gateway\"`"))
+                        .build();
                     add(
                         "401",
-                        "No bearer credential, or one that is not accepted here.",
+                        error_response("No bearer credential, or one that is not accepted here.")
+                            .header("WWW-Authenticate", challenge),
                     );
                 }
                 if operation.request_body.is_some() {
                     add(
                         "408",
-                        "The body did not arrive within the body read timeout.",
+                        error_response("The body did not arrive within the body read timeout."),
                     );
-                    add("422", "The body is not valid JSON of the expected shape.");
+                    add(
+                        "422",
+                        error_response(
+                            "Invalid input: the body is not JSON of the documented shape \
+                             (or, for an action, does not fit the catalog or the action's \
+                             params schema).",
+                        ),
+                    );
                 }
                 let unbounded = method == HttpMethod::Post && path == ACTIONS_PATH;
                 if !unbounded {
-                    add("504", "The request took longer than the request timeout.");
+                    add(
+                        "504",
+                        error_response("The request took longer than the request timeout."),
+                    );
                 }
             }
         }

@@ -36,6 +36,12 @@ fn operations(doc: &Value) -> BTreeSet<(String, String)> {
 async fn the_document_is_openapi_3_1_and_describes_every_route() {
     let h = start(Options::default()).await;
     let doc = document(&h.base).await;
+    // For people to read (target/tmp/openapi.json).
+    std::fs::write(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("openapi.json"),
+        serde_json::to_string_pretty(&doc).unwrap(),
+    )
+    .unwrap();
     assert!(
         doc["openapi"].as_str().unwrap().starts_with("3.1."),
         "{}",
