@@ -706,10 +706,10 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
     operation_id = "openapi",
     responses((status = 200, description = "The OpenAPI document.", body = Object)),
 )]
-async fn openapi_json() -> Response {
+async fn openapi_json(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        openapi::document_json(),
+        openapi::document_json(state.config()),
     )
         .into_response()
 }

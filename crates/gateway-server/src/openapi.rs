@@ -15,6 +15,7 @@
 //! validate real responses against them, so a change in the core that the document does not
 //! follow fails there.
 
+use crate::config::ServerConfig;
 use crate::http::ACTIONS_PATH;
 use std::sync::OnceLock;
 use utoipa::OpenApi;
@@ -214,16 +215,34 @@ impl utoipa::Modify for CommonResponses {
     }
 }
 
-/// The document.
+/// The document of every REST route.
 pub fn document() -> Document {
     ApiDoc::openapi()
 }
 
-/// The document as served (built once).
-pub(crate) fn document_json() -> &'static str {
-    static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| {
-        document()
+/// The document of the routes a server with this configuration serves (`/metrics` only when
+/// `expose_metrics`).
+pub fn document_for(config: &ServerConfig) -> Document {
+    let mut doc = document();
+    let served = crate::http::rest_routes(config);
+    doc.paths
+        .paths
+        .retain(|path, _| served.iter().any(|(_, p)| p == path));
+    doc
+}
+
+/// The document as served (built once per variant).
+pub(crate) fn document_json(config: &ServerConfig) -> &'static str {
+    static WITH_METRICS: OnceLock<String> = OnceLock::new();
+    static WITHOUT_METRICS: OnceLock<String> = OnceLock::new();
+    let cell = if config.expose_metrics {
+        &WITH_METRICS
+    } else {
+        &WITHOUT_METRICS
+    };
+    // The routes depend on `expose_metrics` only.
+    cell.get_or_init(|| {
+        document_for(config)
             .to_pretty_json()
             .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     })

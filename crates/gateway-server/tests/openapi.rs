@@ -59,6 +59,20 @@ async fn the_document_is_openapi_3_1_and_describes_every_route() {
     // The document is the one the code builds, and it is served without a credential.
     let built = serde_json::to_value(gateway_server::openapi::document()).unwrap();
     assert_eq!(doc, built);
+    // Without /metrics, the document does not list it either.
+    let mut options = Options::default();
+    options.server.expose_metrics = false;
+    let quiet = start(options).await;
+    let without = document(&quiet.base).await;
+    let served: BTreeSet<(String, String)> = gateway_server::http::rest_routes(&ServerConfig {
+        expose_metrics: false,
+        ..ServerConfig::default()
+    })
+    .into_iter()
+    .map(|(m, p)| (m.to_string(), p.to_owned()))
+    .collect();
+    assert_eq!(operations(&without), served);
+    assert!(without["paths"].get("/metrics").is_none());
 
     let schemes = &doc["components"]["securitySchemes"];
     for scheme in ["agent", "approver"] {
