@@ -15,7 +15,7 @@ pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,
     /// The backend-neutral kind (`unauthenticated`, `denied`, `invalid_input`, …).
-    #[schema(value_type = crate::openapi::schemas::ErrorKind)]
+    #[schema(value_type = crate::schema::ErrorKind)]
     pub kind: &'static str,
     /// What went wrong, for people.
     pub message: String,
@@ -27,7 +27,7 @@ pub struct ApiError {
     pub reasons: Option<Vec<String>>,
     /// What the action did, when it ran but its final audit record could not be written.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::openapi::schemas::ActionOutcome>)]
+    #[schema(value_type = Option<crate::schema::ActionOutcome>)]
     pub outcome: Option<Box<ActionOutcome>>,
 }
 

@@ -1,11 +1,11 @@
 //! The agentic REST API: actions, approvals, health, readiness, metrics and the OpenAPI
-//! document ([`crate::openapi`]).
+//! document ([`openapi`]).
 
+use self::openapi::OPENAPI_PATH;
 use crate::auth;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::metrics::{Format, PROBE_ATTRIBUTE};
-use crate::openapi::{self, OPENAPI_PATH};
 use crate::state::AppState;
 use crate::tracker::{Phase, settle};
 use axum::Json;
@@ -33,11 +33,13 @@ use std::net::SocketAddr;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+pub mod openapi;
+
 /// Path prefix of the status URLs.
 pub const ACTIONS_PATH: &str = "/v1/actions";
 
 /// One REST route. [`rest_router`] serves exactly the table of [`routes`], and the tests check
-/// that [`crate::openapi::document`] describes exactly [`rest_routes`]: add a route to the
+/// that [`openapi::document`] describes exactly [`rest_routes`]: add a route to the
 /// table (never with a bare `.route`), and its `#[utoipa::path]` to the document.
 struct RouteEntry {
     method: Method,
@@ -202,7 +204,7 @@ pub struct StatusDoc {
     pub id: RequestId,
     /// `running`, `pending_approval`, `completed` (it ran; see `outcome.job`) or `failed`
     /// (it did not run, or could not be recorded; see `error`).
-    #[schema(value_type = openapi::schemas::ActionStatus)]
+    #[schema(value_type = crate::schema::ActionStatus)]
     pub status: &'static str,
     /// Where to poll.
     pub status_url: String,
@@ -215,7 +217,7 @@ pub struct StatusDoc {
     pub approval_deadline: Option<OffsetDateTime>,
     /// The outcome, once completed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<openapi::schemas::ActionOutcome>)]
+    #[schema(value_type = Option<crate::schema::ActionOutcome>)]
     pub outcome: Option<Value>,
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -287,10 +289,10 @@ pub(crate) fn action_request(body: &[u8]) -> Result<ActionRequest, ApiError> {
     tag = "actions",
     operation_id = "submit_action",
     security(("agent" = [])),
-    request_body(content = openapi::schemas::ActionRequest, content_type = "application/json"),
+    request_body(content = crate::schema::ActionRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "It ran (whatever its exit status: see `job.status`).",
-            body = openapi::schemas::ActionOutcome),
+            body = crate::schema::ActionOutcome),
         (status = 202, description = "Waiting for approval, or still running: poll `status_url`.",
             body = StatusDoc,
             headers(("Location" = String, description = "The status URL."))),
@@ -447,7 +449,7 @@ fn approver(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PendingList {
     /// The requests waiting for a human verdict.
-    #[schema(value_type = Vec<openapi::schemas::ApprovalRequest>)]
+    #[schema(value_type = Vec<crate::schema::ApprovalRequest>)]
     pub pending: Vec<ApprovalRequest>,
 }
 
@@ -498,7 +500,7 @@ pub struct Resolved {
     #[schema(value_type = String, format = Uuid)]
     pub id: RequestId,
     /// `approved` or `denied`.
-    #[schema(value_type = openapi::schemas::ResolvedVerdict)]
+    #[schema(value_type = crate::schema::ResolvedVerdict)]
     pub verdict: &'static str,
     /// Who answered (`human:<name>`).
     pub approver: String,
