@@ -3,17 +3,17 @@
 //! It is derived from the code: each handler in [`crate::http`] carries its `#[utoipa::path]`
 //! (its success responses and the refusals only it makes), the types this crate sends derive
 //! their schemas, and the refusals that come from layers every route shares are added here by
-//! rule, from the same facts the layers act on ([`CommonResponses`]):
+//! rule, from the same facts the layers act on:
 //!
-//! - every route: 413 (`Content-Length` over the cap), 414 and 431 ([`crate::limits`]);
+//! - every route: 413 (`Content-Length` over the cap), 414 and 431 (the limits layer);
 //! - every route that needs a bearer: 401;
 //! - every route with a body: 408 (body read deadline) and 422;
 //! - every route under the request timeout (all but `POST /v1/actions`): 504.
 //!
 //! The wire types of gateway-core (`ActionRequest`, `ActionOutcome`, `ApprovalRequest`, …)
-//! are described in the crate's `schema` module, field for field as they serialise; the integration tests
-//! validate real responses against them, so a change in the core that the document does not
-//! follow fails there.
+//! are described in the crate's `schema` module, field for field as they serialise; the
+//! integration tests validate real responses against them, so a change in the core that the
+//! document does not follow fails there.
 
 use crate::config::ServerConfig;
 use crate::http::ACTIONS_PATH;
