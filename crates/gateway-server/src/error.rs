@@ -4,30 +4,38 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gateway_core::{ActionOutcome, ErrorKind, GatewayError, RequestId};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An error as the API reports it. Messages never hold credentials: they come from the core's
 /// errors (which never include them) or from this crate's fixed texts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Error)]
 pub struct ApiError {
     /// The HTTP status.
     #[serde(skip)]
     pub status: StatusCode,
     /// The backend-neutral kind (`unauthenticated`, `denied`, `invalid_input`, …).
+    #[schema(value_type = crate::schema::ErrorKind)]
     pub kind: &'static str,
     /// What went wrong, for people.
     pub message: String,
     /// The request's correlation id (look it up in the audit trail), if one was assigned.
+    #[schema(value_type = Option<String>, format = Uuid, required = true)]
     pub correlation_id: Option<RequestId>,
     /// The policy's or approver's reasons, on denials.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasons: Option<Vec<String>>,
     /// What the action did, when it ran but its final audit record could not be written.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::schema::ActionOutcome>)]
     pub outcome: Option<Box<ActionOutcome>>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The body of every error response: `{"error": {…}}`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ErrorBody)]
+pub(crate) struct Body<'a> {
+    #[schema(value_type = ApiError)]
     error: &'a ApiError,
 }
 

@@ -1,6 +1,9 @@
-//! The agentic REST API: actions, approvals, health, readiness and metrics.
+//! The agentic REST API: actions, approvals, health, readiness, metrics and the OpenAPI
+//! document ([`openapi`]).
 
+use self::openapi::OPENAPI_PATH;
 use crate::auth;
+use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::metrics::{Format, PROBE_ATTRIBUTE};
 use crate::state::AppState;
@@ -10,12 +13,13 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Request, State};
+use axum::handler::Handler;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use gateway_core::approval::ResolveError;
+use axum::routing::{MethodRouter, get, post};
+use gateway_core::approval::{ApprovalRequest, ResolveError};
 use gateway_core::policy::POLICY_CONTRACT_VERSION;
 use gateway_core::{
     ActionRequest, AgentId, AgentIdentity, ApprovalVerdict, AuthMethod, ErrorKind, PolicyInput,
@@ -27,27 +31,86 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+pub mod openapi;
 
 /// Path prefix of the status URLs.
 pub const ACTIONS_PATH: &str = "/v1/actions";
 
+/// One REST route. [`rest_router`] serves exactly the table of [`routes`], and the tests check
+/// that [`openapi::document`] describes exactly [`rest_routes`]: add a route to the
+/// table (never with a bare `.route`), and its `#[utoipa::path]` to the document.
+struct RouteEntry {
+    method: Method,
+    path: &'static str,
+    handler: MethodRouter<AppState>,
+    /// Under the request timeout (every route but `POST /v1/actions`, which bounds its own
+    /// wait and then answers 202).
+    bounded: bool,
+}
+
+fn get_route<H: Handler<T, AppState>, T: 'static>(path: &'static str, h: H) -> RouteEntry {
+    RouteEntry {
+        method: Method::GET,
+        path,
+        handler: get(h),
+        bounded: true,
+    }
+}
+
+fn post_route<H: Handler<T, AppState>, T: 'static>(path: &'static str, h: H) -> RouteEntry {
+    RouteEntry {
+        method: Method::POST,
+        path,
+        handler: post(h),
+        bounded: true,
+    }
+}
+
+fn routes(config: &ServerConfig) -> Vec<RouteEntry> {
+    let mut table = vec![
+        RouteEntry {
+            bounded: false,
+            ..post_route(ACTIONS_PATH, submit_action)
+        },
+        get_route("/v1/actions/{id}", action_status),
+        get_route("/v1/catalog", catalog),
+        get_route("/v1/approvals", list_approvals),
+        post_route("/v1/approvals/{id}", resolve_approval),
+        get_route("/healthz", healthz),
+        get_route("/readyz", readyz),
+        get_route(OPENAPI_PATH, openapi_json),
+    ];
+    if config.expose_metrics {
+        table.push(get_route("/metrics", metrics));
+    }
+    table
+}
+
+/// The method and path of every route [`rest_router`] serves with this configuration (axum's
+/// `{name}` path parameters, as in the OpenAPI document).
+pub fn rest_routes(config: &ServerConfig) -> Vec<(Method, &'static str)> {
+    routes(config)
+        .into_iter()
+        .map(|r| (r.method, r.path))
+        .collect()
+}
+
 /// The REST routes (without `/mcp`): see the crate docs for the list.
 pub fn rest_router(state: AppState) -> Router {
     let limit = state.config().max_body_bytes;
-    let mut bounded = Router::new()
-        .route("/v1/actions/{id}", get(action_status))
-        .route("/v1/catalog", get(catalog))
-        .route("/v1/approvals", get(list_approvals))
-        .route("/v1/approvals/{id}", post(resolve_approval))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
-    if state.config().expose_metrics {
-        bounded = bounded.route("/metrics", get(metrics));
+    let (mut bounded, mut unbounded) = (Router::new(), Router::new());
+    for route in routes(state.config()) {
+        if route.bounded {
+            bounded = bounded.route(route.path, route.handler);
+        } else {
+            unbounded = unbounded.route(route.path, route.handler);
+        }
     }
-    let bounded = bounded.route_layer(middleware::from_fn_with_state(state.clone(), timeout));
-    // `POST /v1/actions` bounds its own wait (then answers 202), so it is outside the timeout.
     bounded
-        .route(ACTIONS_PATH, post(submit_action))
+        .route_layer(middleware::from_fn_with_state(state.clone(), timeout))
+        .merge(unbounded)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -134,12 +197,14 @@ fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
 }
 
 /// The state of one action as `GET /v1/actions/{id}` (and a 202) reports it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StatusDoc {
     /// The request id.
+    #[schema(value_type = String, format = Uuid)]
     pub id: RequestId,
     /// `running`, `pending_approval`, `completed` (it ran; see `outcome.job`) or `failed`
     /// (it did not run, or could not be recorded; see `error`).
+    #[schema(value_type = crate::schema::ActionStatus)]
     pub status: &'static str,
     /// Where to poll.
     pub status_url: String,
@@ -148,9 +213,11 @@ pub struct StatusDoc {
         skip_serializing_if = "Option::is_none",
         with = "time::serde::rfc3339::option"
     )]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub approval_deadline: Option<OffsetDateTime>,
     /// The outcome, once completed.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::schema::ActionOutcome>)]
     pub outcome: Option<Value>,
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -211,6 +278,39 @@ pub(crate) fn action_request(body: &[u8]) -> Result<ActionRequest, ApiError> {
         })
 }
 
+/// Submit an action.
+///
+/// Authenticates the agent, checks the request against the catalog and the policy, then runs
+/// it with a just-in-time grant. Answers with the outcome when it is done within the server's
+/// wait, else (or when a human must approve first) 202 with the status document to poll.
+#[utoipa::path(
+    post,
+    path = "/v1/actions",
+    tag = "actions",
+    operation_id = "submit_action",
+    security(("agent" = [])),
+    request_body(content = crate::schema::ActionRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "It ran (whatever its exit status: see `job.status`).",
+            body = crate::schema::ActionOutcome),
+        (status = 202, description = "Waiting for approval, or still running: poll `status_url`.",
+            body = StatusDoc,
+            headers(("Location" = String, description = "The status URL."))),
+        (status = 403, description = "Denied by policy or by an approver (see `reasons`).",
+            body = crate::error::Body),
+        (status = 409, description = "An action with this `id` was already submitted.",
+            body = crate::error::Body),
+        (status = 429, description = "Over the agent's rate or concurrency limit.",
+            body = crate::error::Body,
+            headers(("Retry-After" = String, description = "Seconds to wait."))),
+        (status = 500, description = "An unexpected failure, e.g. the outcome could not be \
+            recorded (see `outcome`).", body = crate::error::Body),
+        (status = 503, description = "A backend is unavailable (nothing ran), or too many \
+            actions are in flight.", body = crate::error::Body),
+        (status = 504, description = "A backend did not answer in time.",
+            body = crate::error::Body),
+    ),
+)]
 async fn submit_action(
     State(state): State<AppState>,
     addr: ClientAddr,
@@ -239,6 +339,28 @@ async fn submit_action(
     })
 }
 
+/// The status of an action.
+///
+/// Only the agent that submitted it can read it; anyone else (and an id that is not one) gets
+/// 404.
+#[utoipa::path(
+    get,
+    path = "/v1/actions/{id}",
+    tag = "actions",
+    operation_id = "action_status",
+    security(("agent" = [])),
+    params(("id" = String, Path, format = Uuid, description = "The request id.")),
+    responses(
+        (status = 200, description = "The status document.", body = StatusDoc),
+        (status = 404, description = "No such action for this agent.", body = crate::error::Body),
+        (status = 429, description = "Rate limited by the identity backend.",
+            body = crate::error::Body,
+            headers(("Retry-After" = String, description = "Seconds to wait."))),
+        (status = 500, description = "The identity backend failed.", body = crate::error::Body),
+        (status = 503, description = "The identity backend is unavailable.",
+            body = crate::error::Body),
+    ),
+)]
 async fn action_status(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -258,25 +380,60 @@ async fn action_status(
     Ok(Json(status_doc(id, &phase)))
 }
 
-/// `GET /v1/catalog`: the actions the policy's listing rule shows this agent (the same as MCP
-/// `tools/list`), each with its params schema exactly as the gateway enforces it.
+/// `GET /v1/catalog`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Catalog {
+    /// The actions this agent is shown.
+    pub actions: Vec<CatalogEntry>,
+}
+
+/// One action of the catalog.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CatalogEntry {
+    /// The name to put in `ActionRequest.action`.
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// The JSON Schema its `params` must match, exactly as enforced.
+    #[schema(value_type = Object)]
+    pub params_schema: Value,
+}
+
+/// The action catalog.
+///
+/// The actions the policy's listing rule shows this agent (the same as MCP `tools/list`), each
+/// with its params schema exactly as the gateway enforces it.
+#[utoipa::path(
+    get,
+    path = "/v1/catalog",
+    tag = "actions",
+    operation_id = "catalog",
+    security(("agent" = [])),
+    responses(
+        (status = 200, description = "The catalog.", body = Catalog),
+        (status = 429, description = "Rate limited by the identity backend.",
+            body = crate::error::Body,
+            headers(("Retry-After" = String, description = "Seconds to wait."))),
+        (status = 500, description = "The identity backend failed.", body = crate::error::Body),
+        (status = 503, description = "The identity backend is unavailable.",
+            body = crate::error::Body),
+    ),
+)]
 async fn catalog(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Catalog>, ApiError> {
     let credential = auth::credential(&headers).map_err(ApiError::unauthenticated)?;
     let visible = state.visible_actions(&credential).await?;
-    let actions: Vec<Value> = visible
+    let actions = visible
         .iter()
-        .map(|def| {
-            json!({
-                "name": def.name,
-                "description": def.description,
-                "params_schema": def.params_schema.as_value(),
-            })
+        .map(|def| CatalogEntry {
+            name: def.name.clone(),
+            description: def.description.clone(),
+            params_schema: def.params_schema.as_value().clone(),
         })
         .collect();
-    Ok(Json(json!({ "actions": actions })))
+    Ok(Json(Catalog { actions }))
 }
 
 fn approver(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
@@ -288,29 +445,46 @@ fn approver(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::unauthenticated("not an approver credential"))
 }
 
+/// `GET /v1/approvals`' answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PendingList {
+    /// The requests waiting for a human verdict.
+    #[schema(value_type = Vec<crate::schema::ApprovalRequest>)]
+    pub pending: Vec<ApprovalRequest>,
+}
+
+/// The pending approvals.
+#[utoipa::path(
+    get,
+    path = "/v1/approvals",
+    tag = "approvals",
+    operation_id = "list_approvals",
+    security(("approver" = [])),
+    responses((status = 200, description = "The pending approvals.", body = PendingList)),
+)]
 async fn list_approvals(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PendingList>, ApiError> {
     let who = approver(&state, &headers)?;
     let pending = state.approvals().pending();
     tracing::info!(approver = %who, count = pending.len(), "approver listed pending approvals");
-    Ok(Json(json!({ "pending": pending })))
+    Ok(Json(PendingList { pending }))
 }
 
 /// An approver's answer, the body of `POST /v1/approvals/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerdictBody {
     /// `approve` or `deny`.
     pub verdict: VerdictChoice,
-    /// Why (recorded; required wording is up to the organisation).
+    /// Why (recorded; required wording is up to the organisation). At most 4096 bytes.
     #[serde(default)]
     pub reason: String,
 }
 
 /// Approve or deny.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VerdictChoice {
     /// Let the action run.
@@ -319,12 +493,45 @@ pub enum VerdictChoice {
     Deny,
 }
 
+/// `POST /v1/approvals/{id}`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Resolved {
+    /// The request id.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: RequestId,
+    /// `approved` or `denied`.
+    #[schema(value_type = crate::schema::ResolvedVerdict)]
+    pub verdict: &'static str,
+    /// Who answered (`human:<name>`).
+    pub approver: String,
+    /// The action's status URL.
+    pub status_url: String,
+}
+
+/// Approve or deny a pending action.
+#[utoipa::path(
+    post,
+    path = "/v1/approvals/{id}",
+    tag = "approvals",
+    operation_id = "resolve_approval",
+    security(("approver" = [])),
+    params(("id" = String, Path, format = Uuid, description = "The pending request's id.")),
+    request_body(content = VerdictBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The verdict is recorded; the action goes on (or not).",
+            body = Resolved),
+        (status = 403, description = "This approver may not answer this request.",
+            body = crate::error::Body),
+        (status = 404, description = "No pending approval with that id.",
+            body = crate::error::Body),
+    ),
+)]
 async fn resolve_approval(
     State(state): State<AppState>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Resolved>, ApiError> {
     let who = approver(&state, &headers)?;
     let body = body.map_err(|r| body_error(&r, state.config().max_body_bytes))?;
     let answer: VerdictBody = serde_json::from_slice(&body).map_err(|e| {
@@ -360,16 +567,36 @@ async fn resolve_approval(
         ApiError::new(kind, e.to_string(), Some(id))
     })?;
     tracing::info!(approver = %who, correlation_id = %id, verdict = ?answer.verdict, "approval resolved");
-    Ok(Json(json!({
-        "id": id,
-        "verdict": match answer.verdict { VerdictChoice::Approve => "approved", VerdictChoice::Deny => "denied" },
-        "approver": who,
-        "status_url": format!("{ACTIONS_PATH}/{id}"),
-    })))
+    Ok(Json(Resolved {
+        id,
+        verdict: match answer.verdict {
+            VerdictChoice::Approve => "approved",
+            VerdictChoice::Deny => "denied",
+        },
+        approver: who,
+        status_url: format!("{ACTIONS_PATH}/{id}"),
+    }))
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// `GET /healthz` and `GET /readyz`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` (`/healthz`) or `ready` (`/readyz`).
+    #[schema(value_type = String)]
+    pub status: &'static str,
+}
+
+/// Liveness: the server answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    responses((status = 200, description = "Alive.", body = Health,
+        example = json!({"status": "ok"}))),
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 fn probe_input() -> Option<PolicyInput> {
@@ -425,14 +652,41 @@ pub async fn readiness(state: &AppState) -> Result<(), String> {
     }
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Readiness: the policy and audit backends answer.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready.", body = Health, example = json!({"status": "ready"})),
+        (status = 503, description = "The policy or the audit backend does not answer.",
+            body = crate::error::Body),
+    ),
+)]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     readiness(&state)
         .await
         .map_err(|m| ApiError::new(ErrorKind::Unavailable, format!("not ready: {m}"), None))?;
-    Ok(Json(json!({ "status": "ready" })))
+    Ok(Json(Health { status: "ready" }))
 }
 
-/// `GET /metrics`: OpenMetrics when the scraper asks for it, else the Prometheus text format.
+/// Metrics: OpenMetrics when the scraper asks for it (`Accept`), else the Prometheus text
+/// format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    responses(
+        (status = 200, description = "The metrics.", content(
+            (String = "text/plain"),
+            (String = "application/openmetrics-text"),
+        )),
+        (status = 500, description = "The metrics could not be encoded.",
+            body = crate::error::Body),
+    ),
+)]
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let format = Format::negotiate(accept);
@@ -444,4 +698,20 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
         )
     })?;
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
+}
+
+/// This document: the OpenAPI 3.1 description of the REST API.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI document.", body = Object)),
+)]
+async fn openapi_json(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi::document_json(state.config()),
+    )
+        .into_response()
 }

@@ -12,6 +12,7 @@
 //! | `GET /healthz` | anyone | liveness |
 //! | `GET /readyz` | anyone | 200 only when policy and audit answer |
 //! | `GET /metrics` | anyone (disable with `expose_metrics`) | OpenMetrics or Prometheus text, by `Accept` ([`metrics`]) |
+//! | `GET /openapi.json` | anyone | the OpenAPI 3.1 document of these REST routes ([`openapi`]) |
 //! | `/mcp` | agent (bearer) | MCP streamable HTTP: catalog actions as tools |
 //!
 //! Errors are `{"error": {"kind", "message", "correlation_id"}}` (plus `reasons` on denials) with
@@ -38,6 +39,7 @@ pub mod metrics;
 mod origin;
 #[cfg(feature = "otel")]
 pub mod otel;
+mod schema;
 mod serve;
 pub mod state;
 pub mod tracker;
@@ -45,6 +47,7 @@ pub mod tracker;
 pub use auth::Approvers;
 pub use config::ServerConfig;
 pub use error::ApiError;
+pub use http::openapi;
 pub use metrics::Metrics;
 pub use serve::{serve, serve_with_shutdown};
 pub use state::{AppState, Frontend};

@@ -15,7 +15,9 @@ use gateway_core::{
     RequestId, async_trait,
 };
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -228,9 +230,19 @@ impl ApprovalGate for TrackingGate {
         &self,
         request: &ApprovalRequest,
     ) -> Result<ApprovalVerdict, ApprovalError> {
-        self.tracker.mark_pending(request);
         self.metrics.approval_requested();
-        let verdict = self.inner.await_approval(request).await;
+        // Poll the inner gate once before reporting `pending_approval`: a queue registers the
+        // request on its first poll, so a client that sees the 202 (or the status) can list and
+        // resolve the approval at once, instead of getting 404 until the queue catches up.
+        let mut wait = std::pin::pin!(self.inner.await_approval(request));
+        let first = std::future::poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx))).await;
+        let verdict = match first {
+            Poll::Ready(verdict) => verdict,
+            Poll::Pending => {
+                self.tracker.mark_pending(request);
+                wait.await
+            }
+        };
         self.metrics
             .approval_resolved(matches!(verdict, Ok(ApprovalVerdict::Approved { .. })));
         self.tracker.mark_running(request.correlation_id);

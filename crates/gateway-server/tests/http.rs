@@ -527,3 +527,33 @@ async fn catalog_serves_the_enforced_schemas() {
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("/message"), "{body}");
 }
+
+/// Once a 202 says `pending_approval`, the approval is listed and can be resolved at once: the
+/// tracker reports pending only after the queue holds the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_202_pending_approval_is_resolvable_at_once() {
+    let h = start(Options::default()).await;
+    for _ in 0..20 {
+        let (s, doc) = h
+            .post(
+                "/v1/actions",
+                Some(&h.agent_a),
+                &json!({"action": "ops.approve", "resource": "ops:prod/db"}),
+            )
+            .await;
+        assert_eq!(
+            (s, doc["status"].as_str()),
+            (202, Some("pending_approval")),
+            "{doc}"
+        );
+        let id = doc["id"].as_str().unwrap();
+        let (s, b) = h
+            .post(
+                &format!("/v1/approvals/{id}"),
+                Some(&h.alice),
+                &json!({"verdict": "deny", "reason": "no"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+}
