@@ -511,7 +511,8 @@ impl LocalRunner {
         let limits = launch::Sandbox::cgroup_limits(&spec.limits);
         let parked = if sandbox.fit(&spec) == trampoline::Fit::Yes {
             let parked = sandbox.pool.take(limits);
-            refill(sandbox, limits);
+            // Back to full: one for this job, all of them at the first.
+            while refill(sandbox, limits) {}
             if parked.is_some() {
                 sandbox
                     .pooled_jobs

@@ -11,10 +11,10 @@
 //!
 //! The pool holds a few sandboxes ([`LocalRunnerBuilder::sandbox_pool`]
 //! (super::LocalRunnerBuilder::sandbox_pool)) for the limits of the most recent jobs; every job
-//! that fits asks for one more to be started in the background, so a closed loop of jobs always
-//! finds one ready. Dropping an entry (unused, when the runner goes or when the pool makes room
-//! for other limits) kills its processes and removes its cgroup (`kill_on_drop`, and
-//! [`JobCgroup`]'s own drop).
+//! that fits tops the pool up in the background, so a job finds a sandbox started several jobs
+//! earlier, long enough ago to be parked unless the runner is saturated. Dropping an entry (unused, when the pool makes room for other limits)
+//! kills its processes and removes its cgroup (`kill_on_drop`, and [`JobCgroup`]'s own drop);
+//! dropping the pool (the runner's last clone) does the same for every entry before it returns.
 //!
 //! A parked child belongs to the Tokio runtime it was started on (its exit is watched through
 //! that runtime's driver), so a job only takes an entry of its own runtime; others are dropped.
@@ -138,6 +138,31 @@ impl Pool {
         self.state().ready.len()
     }
 }
+
+impl Drop for Pool {
+    /// Tears the unused sandboxes down now rather than in background threads (a runner is
+    /// often dropped just before its process exits, which would leave their cgroups behind):
+    /// all are killed first, then each cgroup is emptied and removed.
+    fn drop(&mut self) {
+        let ready = std::mem::take(&mut self.state().ready);
+        let mut cgroups = Vec::with_capacity(ready.len());
+        for parked in ready {
+            let Parked {
+                mut child, cgroup, ..
+            } = parked;
+            // The chain's first process; the cgroup removal below kills the rest.
+            let _ = child.start_kill();
+            cgroups.push(cgroup);
+        }
+        for cgroup in cgroups {
+            // On failure the cgroup's own drop retries in the background.
+            let _ = cgroup.remove(TEARDOWN);
+        }
+    }
+}
+
+/// How long dropping the pool waits for one unused sandbox's processes to be gone.
+const TEARDOWN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Removes and returns the elements matching `pred`.
 fn extract<T>(items: &mut Vec<T>, pred: impl Fn(&T) -> bool) -> Vec<T> {

@@ -22,10 +22,11 @@
 //! pairs end where the argv begins. Every shell variable of the script is set before the first
 //! `export`, so a job variable that happens to share its name is exported unchanged.
 //!
-//! What the trampoline cannot carry goes through the direct launch instead ([`Fit`]): names a
-//! POSIX shell cannot export (`A-B`), limits above the gateway's own hard limits (an
-//! unprivileged `ulimit` can only lower them), and read-only mounts (made by bubblewrap before
-//! the job is known).
+//! What the trampoline cannot carry goes through the direct launch instead ([`Fit`]): limits
+//! above the gateway's own hard limits (an unprivileged `ulimit` can only lower them), and
+//! read-only mounts (made by bubblewrap before the job is known). Environment names a POSIX
+//! shell cannot export (`A-B`) are left out of the message: the direct launch's own launcher
+//! shell drops them too, so a namespaced job never sees them either way.
 
 use super::sandbox::NamespacedRlimits;
 use gateway_core::JobSpec;
@@ -67,8 +68,6 @@ pub(crate) enum Fit {
     Yes,
     /// Read-only mounts are made by bubblewrap, before the job is known.
     Mounts,
-    /// An environment name a POSIX shell cannot export.
-    EnvName,
     /// An rlimit above the gateway's own hard limit (unprivileged `ulimit` only lowers).
     Rlimits,
 }
@@ -88,14 +87,6 @@ pub(crate) fn fit(spec: &JobSpec, rlimits: NamespacedRlimits, hard: [Option<u64>
     if !spec.mounts.is_empty() {
         return Fit::Mounts;
     }
-    let names_ok = spec
-        .env
-        .keys()
-        .chain(spec.secret_env.keys())
-        .all(|k| shell_name(k));
-    if !names_ok {
-        return Fit::EnvName;
-    }
     let wanted = [rlimits.cpu_seconds, rlimits.open_files, rlimits.processes];
     if wanted
         .iter()
@@ -108,7 +99,8 @@ pub(crate) fn fit(spec: &JobSpec, rlimits: NamespacedRlimits, hard: [Option<u64>
 }
 
 /// The message for the trampoline: rlimits, then `env` (applied in order: a later value of a
-/// name wins), then the argv. Held in memory that is zeroed when dropped (it carries secrets).
+/// name wins; names that are not [`shell_name`]s left out), then the argv. Held in memory
+/// that is zeroed when dropped (it carries secrets).
 pub(crate) fn message<'a>(
     rlimits: NamespacedRlimits,
     env: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
@@ -118,6 +110,9 @@ pub(crate) fn message<'a>(
     out.extend_from_slice(rlimits.words().join(" ").as_bytes());
     out.push(b'\n');
     for (name, value) in env {
+        if !std::str::from_utf8(name).is_ok_and(shell_name) {
+            continue;
+        }
         word(&mut out, b"");
         let mut pair = Zeroizing::new(Vec::with_capacity(name.len() + value.len() + 1));
         pair.extend_from_slice(name);
@@ -161,7 +156,11 @@ mod tests {
 
     #[test]
     fn words_split_at_newlines_and_keep_everything_else() {
-        let env: Vec<(&[u8], &[u8])> = vec![(b"A", b"x\ny\n"), (b"B", b"\\n = 'q' $(no)")];
+        let env: Vec<(&[u8], &[u8])> = vec![
+            (b"A", b"x\ny\n"),
+            (b"A-B", b"left out"),
+            (b"B", b"\\n = 'q' $(no)"),
+        ];
         let text = message(LIMITS, env, &["sh".into(), "".into(), "-c".into()]);
         assert_eq!(
             String::from_utf8_lossy(&text),
@@ -233,9 +232,6 @@ mod tests {
     fn what_the_trampoline_cannot_carry_is_named() {
         let hard = [None, Some(1024), None];
         assert_eq!(fit(&spec(), LIMITS, hard), Fit::Yes);
-        let mut odd = spec();
-        odd.env.insert("A-B".into(), "1".into());
-        assert_eq!(fit(&odd, LIMITS, hard), Fit::EnvName);
         let mut mounted = spec();
         mounted.mounts.push(gateway_core::runner::ReadOnlyMount {
             host_path: "/srv".into(),
