@@ -596,19 +596,31 @@ async fn dropping_the_runner_tears_down_its_unused_sandboxes() {
         .collect();
     assert!(members.len() >= 3, "{members:?}");
     drop(runner);
+    // Gone when the drop returns, not later: a process often exits right after it.
+    let left = job_cgroups(&parent);
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let left = job_cgroups(&parent);
+        // Killed; a zombie waits for the runtime to reap it.
         let alive: Vec<&String> = members
             .iter()
-            .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                    !stat
+                        .rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+            })
             .collect();
-        if left.is_empty() && alive.is_empty() {
+        if alive.is_empty() {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "left behind: cgroups {left:?}, processes {alive:?}"
+            "processes left behind: {alive:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
