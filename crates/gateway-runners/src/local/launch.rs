@@ -47,9 +47,9 @@
 //! `HZ=250`) unless another move happened within the last one. Only a process that is already
 //! in the job's cgroup avoids it, which is why sandboxes are started ahead of their jobs
 //! (`pool`); that also takes the launcher, `setpriv` and every bwrap step off the job's path,
-//! at the price of one more shell (the trampoline) on it. (Mounting any cgroup hierarchy with
-//! `favordynmods` makes every move cheap, at a small cost to every `fork`; that is the
-//! operator's choice, the runner does not remount anything.)
+//! at the price of one more shell (the trampoline) on it. (cgroup2's `favordynmods` mount option
+//! makes every move cheap, at a small cost to every `fork`; that is the operator's choice, the
+//! runner does not remount anything.)
 
 use super::cgroup::{CgroupLimits, CgroupRoot, JobCgroup};
 use super::job_ids::JobIds;

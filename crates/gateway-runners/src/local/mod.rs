@@ -509,10 +509,9 @@ impl LocalRunner {
         let tmp = Path::new("/tmp");
         let started = Instant::now();
         let limits = launch::Sandbox::cgroup_limits(&spec.limits);
-        let parked = if sandbox.fit(&spec) == trampoline::Fit::Yes {
+        let fits = sandbox.fit(&spec) == trampoline::Fit::Yes;
+        let parked = if fits {
             let parked = sandbox.pool.take(limits);
-            // Back to full: one for this job, all of them at the first.
-            while refill(sandbox, limits) {}
             if parked.is_some() {
                 sandbox
                     .pooled_jobs
@@ -547,6 +546,11 @@ impl LocalRunner {
         let mut run = self
             .supervise(child, message, started, &spec, cancel)
             .await?;
+        if fits {
+            // Back to full (one for this job, all of them after the first), once the job is
+            // over: started with it, the new sandboxes compete with it for the CPU.
+            while refill(sandbox, limits) {}
+        }
         let oom_kills = cgroup.oom_kills();
         let removed = tokio::task::spawn_blocking(move || cgroup.remove(KILL_CONFIRM))
             .await

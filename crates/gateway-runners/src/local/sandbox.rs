@@ -1,8 +1,11 @@
 //! The arguments of the programs a local job is started with, and where they are found.
 //!
-//! - rlimits: util-linux's `prlimit --… --` sets the limits on itself and `exec`s the rest, so
-//!   they cover the job and all its descendants (`Command::pre_exec`, the usual way, is
-//!   `unsafe`, which this workspace forbids). util-linux is essential on Debian.
+//! - rlimits: at the process level, util-linux's `prlimit --… --` sets the limits on itself and
+//!   `exec`s the rest, so they cover the job and all its descendants (`Command::pre_exec`, the
+//!   usual way, is `unsafe`, which this workspace forbids; util-linux is essential on Debian).
+//!   A namespaced job gets them ([`NamespacedRlimits`]) from the shell that already starts its
+//!   chain, with `ulimit`: the launcher as root, or a pre-started sandbox's trampoline, which
+//!   can only lower them.
 //! - namespaces: Debian's `bwrap` (bubblewrap) with a new user, pid, network, ipc, uts and
 //!   cgroup namespace, no further user namespaces, a read-only root with read-only system
 //!   directories and `/proc/sys`, sized private tmpfs for `/tmp` and the working directory,
