@@ -546,17 +546,19 @@ impl LocalRunner {
         let mut run = self
             .supervise(child, message, started, &spec, cancel)
             .await?;
-        if fits {
-            // Back to full (one for this job, all of them after the first), once the job is
-            // over: started with it, the new sandboxes compete with it for the CPU.
-            while refill(sandbox, limits) {}
-        }
         let oom_kills = cgroup.oom_kills();
         let removed = tokio::task::spawn_blocking(move || cgroup.remove(KILL_CONFIRM))
             .await
             .unwrap_or_else(|e| Err(format!("cgroup removal panicked: {e}")));
         if let Err(e) = removed {
             run.notes.push(e);
+        }
+        if fits {
+            // Back to full (one for this job, all of them after the first), once the job and
+            // its cgroup are gone: started with the job, the new sandboxes compete with it for
+            // the CPU, and a sandbox joining its cgroup holds the kernel's cgroup lock through
+            // an RCU grace period (see `launch`), which the removal above would wait for.
+            while refill(sandbox, limits) {}
         }
         if run.status
             == (JobStatus::Exited {
