@@ -628,3 +628,28 @@ async fn dropping_the_runner_tears_down_its_unused_sandboxes() {
         let _ = std::fs::remove_dir(std::path::Path::new("/sys/fs/cgroup").join(c).join(&parent));
     }
 }
+
+/// bwrap's `--die-with-parent` follows the thread that spawned it: sandboxes started from a
+/// thread that exits (an idle blocking-pool thread) would be killed while they wait.
+#[test]
+fn a_pooled_sandbox_outlives_the_thread_that_started_it() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_keep_alive(Duration::from_millis(50))
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let spec = sh("echo alive");
+        let Some(runner) = warm_runner(&spec).await else {
+            return;
+        };
+        // Every idle thread of the blocking pool has exited by now.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let before = runner.pooled_jobs();
+        let out = runner.run(spec, CancellationToken::new()).await.unwrap();
+        assert_eq!(runner.pooled_jobs(), before + 1, "launched directly");
+        assert!(out.succeeded(), "{out:?}");
+        assert_eq!(out.stdout, "alive\n");
+    });
+}

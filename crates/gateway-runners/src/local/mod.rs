@@ -628,12 +628,16 @@ fn refill(sandbox: &Arc<launch::Sandbox>, limits: cgroup::CgroupLimits) -> bool 
         return false;
     }
     let sandbox = Arc::clone(sandbox);
-    // Creating a cgroup and spawning are blocking system calls.
-    tokio::task::spawn_blocking(move || match sandbox.park(limits) {
-        Ok(parked) => sandbox.pool.put(parked),
-        Err(e) => {
-            sandbox.pool.abandon();
-            tracing::debug!(error = %e, "local runner: cannot pre-start a sandbox");
+    // On a runtime worker, not `spawn_blocking`, although creating a cgroup and spawning block
+    // (briefly): bwrap's `--die-with-parent` kills the sandbox when the *thread* that spawned
+    // it exits, and idle blocking-pool threads exit after a few seconds.
+    tokio::spawn(async move {
+        match sandbox.park(limits) {
+            Ok(parked) => sandbox.pool.put(parked),
+            Err(e) => {
+                sandbox.pool.abandon();
+                tracing::debug!(error = %e, "local runner: cannot pre-start a sandbox");
+            }
         }
     });
     true

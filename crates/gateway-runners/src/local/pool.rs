@@ -15,8 +15,9 @@
 //! sandbox joining its cgroup would hold that removal up, see `launch`), so a job finds a
 //! sandbox started several jobs earlier, long enough ago to be parked unless the runner is
 //! saturated. (Refilling in batches, so that the joins share one grace period, was tried:
-//! the batch then competes with the next jobs for the CPU, and a closed loop got slower.) Dropping an entry (unused, when the pool makes room for other limits)
-//! kills its processes and removes its cgroup (`kill_on_drop`, and [`JobCgroup`]'s own drop);
+//! the batch then competes with the next jobs for the CPU, and a closed loop got slower.)
+//! Dropping an entry (unused, when the pool makes room for other limits) kills its processes
+//! and removes its cgroup (`kill_on_drop`, and [`JobCgroup`]'s own drop);
 //! dropping the pool (the runner's last clone) does the same for every entry before it returns.
 //!
 //! A parked child belongs to the Tokio runtime it was started on (its exit is watched through
