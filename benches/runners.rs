@@ -6,7 +6,11 @@
 //! ≤ 1.0× the CLI, Docker with a warm pool ≤ 0.4× the CLI, local process ≤ 5 ms. The ratios are
 //! printed at the end from criterion's estimates.
 //!
-//! The local sandbox is measured beside what its parts cost, in the same run (as root):
+//! The local sandbox (`local_bwrap`: default pool of pre-started sandboxes, one job at a time;
+//! `local_bwrap_direct`: no pool, every job launched directly; `local_bwrap_warm`: each job
+//! after an untimed pause that lets the pool refill; `local_bwrap_64`: 64 jobs at a time,
+//! reported per job, i.e. 1/throughput) is measured beside what its parts cost, in the
+//! same run (as root):
 //! - `bwrap_bare`: the sandbox as it was before jobs got a uid, a cgroup and a seccomp filter
 //!   of their own (`prlimit` + bubblewrap with a bound temporary directory, run as the caller);
 //! - `launch_chain`: the extra programs of the launcher alone (`sh`, `prlimit`, `setpriv`,
@@ -23,6 +27,12 @@ use gateway_runners::{DockerRunner, LocalRunner};
 use std::time::{Duration, Instant};
 
 const GROUP: &str = "runners";
+
+/// Jobs at a time in `local_bwrap_64`.
+const CONCURRENT: u32 = 64;
+
+/// The untimed pause before each job of `local_bwrap_warm`.
+const WARM_PAUSE: Duration = Duration::from_millis(40);
 
 fn trivial(image: Option<&str>) -> JobSpec {
     let mut spec = JobSpec::new(
@@ -62,24 +72,78 @@ fn bench(c: &mut Criterion) {
             assert!(out.succeeded());
         })
     });
-    match LocalRunner::builder()
+    for (name, pool) in [
+        ("local_bwrap", gateway_runners::DEFAULT_SANDBOX_POOL),
+        ("local_bwrap_direct", 0),
+    ] {
+        match LocalRunner::builder()
+            .require(IsolationLevel::Namespaces)
+            .sandbox_pool(pool)
+            .build()
+        {
+            Ok(bwrap) => group.bench_function(name, |b| {
+                b.to_async(&rt).iter(|| async {
+                    let out = bwrap
+                        .run(trivial(None), CancellationToken::new())
+                        .await
+                        .unwrap();
+                    assert!(out.succeeded());
+                })
+            }),
+            Err(e) => {
+                eprintln!("{name} skipped: {e}");
+                &mut group
+            }
+        };
+    }
+    if let Ok(bwrap) = LocalRunner::builder()
         .require(IsolationLevel::Namespaces)
         .build()
     {
-        Ok(bwrap) => group.bench_function("local_bwrap", |b| {
-            b.to_async(&rt).iter(|| async {
-                let out = bwrap
-                    .run(trivial(None), CancellationToken::new())
-                    .await
-                    .unwrap();
-                assert!(out.succeeded());
+        // Job latency with a warm pool: before each timed job, an untimed pause long enough
+        // for the sandbox started by the previous job to be parked, as it is for a gateway
+        // that is not saturated.
+        group.bench_function("local_bwrap_warm", |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let bwrap = bwrap.clone();
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        tokio::time::sleep(WARM_PAUSE).await;
+                        let start = Instant::now();
+                        let out = bwrap
+                            .run(trivial(None), CancellationToken::new())
+                            .await
+                            .unwrap();
+                        total += start.elapsed();
+                        assert!(out.succeeded());
+                    }
+                    total
+                }
             })
-        }),
-        Err(e) => {
-            eprintln!("local_bwrap skipped: {e}");
-            &mut group
-        }
-    };
+        });
+        // 64 jobs at once per iteration; the time per job is the inverse of the throughput.
+        group.bench_function("local_bwrap_64", |b| {
+            b.to_async(&rt).iter_custom(|iters| {
+                let bwrap = bwrap.clone();
+                async move {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let jobs = (0..CONCURRENT).map(|_| {
+                            let bwrap = bwrap.clone();
+                            tokio::spawn(async move {
+                                bwrap.run(trivial(None), CancellationToken::new()).await
+                            })
+                        });
+                        for job in futures::future::join_all(jobs).await {
+                            assert!(job.unwrap().unwrap().succeeded());
+                        }
+                    }
+                    start.elapsed() / CONCURRENT
+                }
+            })
+        });
+    }
 
     sandbox_parts(&mut group);
 
@@ -355,6 +419,9 @@ fn report() {
     for name in [
         "local_process",
         "local_bwrap",
+        "local_bwrap_direct",
+        "local_bwrap_warm",
+        "local_bwrap_64",
         "bwrap_bare",
         "launch_chain",
         "cgroup_v1_roundtrip",
@@ -368,6 +435,12 @@ fn report() {
     }
     if let Some(ns) = mean_ns("local_process") {
         println!("local process {:.2} ms (target ≤ 5 ms)", ms(ns));
+    }
+    if let Some(ns) = mean_ns("local_bwrap_64") {
+        println!(
+            "local sandbox, {CONCURRENT} jobs at a time: {:.0} jobs/s (target ≥ 600/s)",
+            1e9 / ns
+        );
     }
     if let (Some(sandbox), Some(bare)) = (mean_ns("local_bwrap"), mean_ns("bwrap_bare")) {
         println!(

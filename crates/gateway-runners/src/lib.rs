@@ -17,4 +17,4 @@ pub mod local;
 
 #[cfg(feature = "docker")]
 pub use docker::{DockerRunner, DockerRunnerBuilder, reap_instance};
-pub use local::{LocalRunner, LocalRunnerBuilder};
+pub use local::{DEFAULT_SANDBOX_POOL, LocalRunner, LocalRunnerBuilder};

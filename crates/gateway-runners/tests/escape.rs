@@ -1,7 +1,8 @@
 //! Escape probes: what a hostile job tries against the host, as tests. Each probe is one
-//! function run against the local sandbox (namespaces level, as root) and, where dockerd is up
-//! (`GATEWAY_TEST_DOCKER_IMAGE`), against the Docker runner, so both backends answer the same
-//! questions. Probes never write a host setting they could damage: a sysctl is written back
+//! function run against the local sandbox (namespaces level, as root), once launched directly
+//! and once in a sandbox started ahead of the job (the local runner's pool), and, where dockerd
+//! is up (`GATEWAY_TEST_DOCKER_IMAGE`), against the Docker runner, so every way a job can start
+//! answers the same questions. Probes never write a host setting they could damage: a sysctl is written back
 //! with its own value, except `fs/lease-break-time`, which the test restores if it changed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -26,6 +27,8 @@ struct Target {
     user_namespace: bool,
     /// The Docker runner's instance label, to look for containers left behind.
     docker_instance: Option<String>,
+    /// The local runner whose jobs must all run in pre-started sandboxes.
+    pooled: Option<LocalRunner>,
 }
 
 impl Target {
@@ -41,17 +44,45 @@ impl Target {
     }
 
     async fn run(&self, spec: JobSpec) -> JobOutcome {
-        self.runner
+        let before = self.warm(&spec).await;
+        let out = self
+            .runner
             .run(spec, CancellationToken::new())
             .await
-            .unwrap()
+            .unwrap();
+        self.was_pooled(before);
+        out
+    }
+
+    /// For the pooled target: a sandbox for `spec`'s limits started and ready; the count of
+    /// pooled jobs before this one.
+    async fn warm(&self, spec: &JobSpec) -> u64 {
+        let Some(runner) = &self.pooled else { return 0 };
+        assert!(
+            runner.prestart(&spec.limits, Duration::from_secs(10)).await,
+            "no sandbox could be started ahead of the job"
+        );
+        runner.pooled_jobs()
+    }
+
+    /// For the pooled target: the job just run used a pre-started sandbox.
+    fn was_pooled(&self, before: u64) {
+        if let Some(runner) = &self.pooled {
+            assert_eq!(
+                runner.pooled_jobs(),
+                before + 1,
+                "the job was launched directly"
+            );
+        }
     }
 }
 
-/// The local sandbox at namespaces level, or `None` (skip) outside CI when it is unusable.
+/// The local sandbox at namespaces level, every job launched directly, or `None` (skip)
+/// outside CI when it is unusable.
 fn local() -> Option<Target> {
     match LocalRunner::builder()
         .require(IsolationLevel::Namespaces)
+        .sandbox_pool(0)
         .build()
     {
         Ok(runner) => Some(Target {
@@ -59,6 +90,7 @@ fn local() -> Option<Target> {
             image: None,
             user_namespace: true,
             docker_instance: None,
+            pooled: None,
         }),
         Err(e) if ci() => panic!("CI=true but the local sandbox is unusable: {e}"),
         Err(e) => {
@@ -66,6 +98,20 @@ fn local() -> Option<Target> {
             None
         }
     }
+}
+
+/// The local sandbox with every job in a pre-started sandbox (the direct launch is what
+/// [`local`] gets for its first job of each kind).
+fn local_pooled() -> Option<Target> {
+    let mut target = local()?;
+    let runner = LocalRunner::builder()
+        .require(IsolationLevel::Namespaces)
+        .sandbox_pool(2)
+        .build()
+        .unwrap();
+    target.runner = Arc::new(runner.clone());
+    target.pooled = Some(runner);
+    Some(target)
 }
 
 /// The Docker runner, or `None` (skip) outside CI when the service script did not run.
@@ -91,6 +137,7 @@ async fn docker() -> Option<Target> {
         image: Some(image),
         user_namespace: false,
         docker_instance: Some(instance),
+        pooled: None,
     })
 }
 
@@ -128,6 +175,7 @@ async fn with_live_job(
     check: impl FnOnce(u32),
 ) -> JobOutcome {
     let spec = target.sh(script);
+    let before = target.warm(&spec).await;
     let cancel = CancellationToken::new();
     let runner = target.runner.clone();
     let job = tokio::spawn({
@@ -148,7 +196,9 @@ async fn with_live_job(
     };
     check(pid);
     cancel.cancel();
-    job.await.unwrap().unwrap()
+    let out = job.await.unwrap().unwrap();
+    target.was_pooled(before);
+    out
 }
 
 /// A field of `/proc/<pid>/status`, e.g. `Uid`.
@@ -474,6 +524,17 @@ macro_rules! probes {
                 #[tokio::test]
                 async fn $name() {
                     let Some($t) = local() else { return };
+                    let $t = &$t;
+                    $body.await;
+                }
+            )*
+        }
+        mod local_pooled_sandbox {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some($t) = local_pooled() else { return };
                     let $t = &$t;
                     $body.await;
                 }

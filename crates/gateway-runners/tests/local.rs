@@ -395,3 +395,261 @@ async fn namespaced_jobs_run_as_ids_of_the_configured_range() {
     assert!((1_900_000_000..1_900_000_004).contains(&uid), "{mount}");
     assert!(mount.contains("nosuid"), "{mount}");
 }
+
+// ---- sandboxes started ahead of their jobs (the runner's pool) ----
+
+/// A runner whose pool holds sandboxes for `spec`'s limits, ready before the job arrives.
+async fn warm_runner(spec: &JobSpec) -> Option<LocalRunner> {
+    bwrap_runner()?;
+    let runner = LocalRunner::builder()
+        .require(IsolationLevel::Namespaces)
+        .sandbox_pool(2)
+        .build()
+        .unwrap();
+    assert!(runner.prestart(&spec.limits, Duration::from_secs(10)).await);
+    Some(runner)
+}
+
+#[tokio::test]
+async fn a_pooled_sandbox_serves_one_job_and_keeps_nothing_of_it() {
+    let probe = "id -u; grep ' /work ' /proc/self/mounts; find /tmp /work -mindepth 1 | wc -l; \
+                 echo left > /tmp/left; echo left > /work/left; sleep 1 & echo started";
+    let Some(runner) = warm_runner(&sh(probe)).await else {
+        return;
+    };
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        assert!(
+            runner
+                .prestart(&sh(probe).limits, Duration::from_secs(10))
+                .await
+        );
+        let before = runner.pooled_jobs();
+        let started = std::time::Instant::now();
+        let out = runner
+            .run(sh(probe), CancellationToken::new())
+            .await
+            .unwrap();
+        eprintln!("pooled job: {:?}", started.elapsed());
+        assert!(out.succeeded(), "{out:?}");
+        assert_eq!(runner.pooled_jobs(), before + 1, "launched directly");
+        assert!(out.teardown.complete, "{}", out.teardown.detail);
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        // nobody inside; nothing in /tmp or /work: the earlier jobs' files are gone.
+        assert_eq!(lines.len(), 4, "{out:?}");
+        assert_eq!(lines[0], "65534", "{out:?}");
+        assert_eq!(
+            lines[2].trim(),
+            "0",
+            "files of an earlier job visible: {out:?}"
+        );
+        assert_eq!(lines[3], "started", "{out:?}");
+        let uid = lines[1]
+            .split([',', ' '])
+            .find_map(|o| o.strip_prefix("uid="))
+            .unwrap_or_else(|| panic!("no owner in {out:?}"))
+            .to_string();
+        seen.push((out.environment_id.clone(), uid));
+    }
+    let ids: std::collections::BTreeSet<_> = seen.iter().map(|(e, _)| e).collect();
+    let uids: std::collections::BTreeSet<_> = seen.iter().map(|(_, u)| u).collect();
+    assert_eq!(ids.len(), 3, "a sandbox served two jobs: {seen:?}");
+    assert_eq!(uids.len(), 3, "two jobs shared a host uid: {seen:?}");
+}
+
+#[tokio::test]
+async fn pooled_jobs_get_their_environment_and_secrets_off_every_command_line() {
+    let tag = format!("agw-secret-{}", std::process::id());
+    let mut spec = sh(
+        "printf '%s|' \"$PLAIN\" \"$MULTI\" \"$HOME\" \"$TMPDIR\" \"$PWD\"; \
+                       [ \"$SECRET\" = \"$EXPECTED\" ] && echo secret-ok; exec sleep 30",
+    );
+    spec.env.insert("PLAIN".into(), "a b=c".into());
+    spec.env.insert("MULTI".into(), "x\ny\\n\n".into());
+    spec.env.insert("EXPECTED".into(), format!("{tag}-value"));
+    spec.secret_env.insert(
+        "SECRET".into(),
+        gateway_core::Secret::new(format!("{tag}-value").into_bytes()),
+    );
+    let Some(runner) = warm_runner(&spec).await else {
+        return;
+    };
+    let before = runner.pooled_jobs();
+    let cancel = CancellationToken::new();
+    let job = tokio::spawn({
+        let (runner, cancel) = (runner.clone(), cancel.clone());
+        async move { runner.run(spec, cancel).await }
+    });
+    // While the job runs: no process on the host shows the secret on its command line.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            assert!(
+                !cmdline.contains(&format!("{tag}-value")),
+                "secret on a command line: {cmdline}"
+            );
+        }
+    }
+    cancel.cancel();
+    let out = job.await.unwrap().unwrap();
+    assert_eq!(runner.pooled_jobs(), before + 1, "launched directly");
+    assert_eq!(
+        out.stdout, "a b=c|x\ny\\n\n|/work|/tmp|/work|secret-ok\n",
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_with_mounts_is_launched_directly_and_odd_names_are_dropped_either_way() {
+    // The job's shell would hide such a name from its children: read what it was given.
+    let probe = "tr '\\0' '\\n' < /proc/$$/environ | grep -c '^A-B=' || true";
+    let mut spec = sh(probe);
+    spec.env.insert("A-B".into(), "dropped".into());
+    let Some(runner) = warm_runner(&spec).await else {
+        return;
+    };
+    // Pooled: the launch shell of the direct path drops names no shell exports; so does
+    // the trampoline's message, rather than failing the job.
+    let before = runner.pooled_jobs();
+    let out = runner
+        .run(spec.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.stdout.as_str(), runner.pooled_jobs()),
+        ("0\n", before + 1),
+        "{out:?}"
+    );
+    // A read-only mount is made when bubblewrap starts, so that job is launched directly.
+    let dir = tempfile::tempdir().unwrap();
+    spec.mounts.push(gateway_core::runner::ReadOnlyMount {
+        host_path: dir.path().to_path_buf(),
+        job_path: "/data".into(),
+    });
+    let out = runner.run(spec, CancellationToken::new()).await.unwrap();
+    assert_eq!(
+        (out.stdout.as_str(), runner.pooled_jobs()),
+        ("0\n", before + 1),
+        "{out:?}"
+    );
+}
+
+/// The job cgroups (`job-*`) under this runner's own parent in every hierarchy.
+fn job_cgroups(parent: &str) -> Vec<std::path::PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let mut found = Vec::new();
+    for line in own.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, controllers, _) = (f.next(), f.next().unwrap_or(""), f.next());
+        for c in controllers
+            .split(',')
+            .filter(|c| ["memory", "pids", "cpu"].contains(c))
+        {
+            let dir = std::path::Path::new("/sys/fs/cgroup").join(c).join(parent);
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                found.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("job-"))
+                        .map(|e| e.path()),
+                );
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn dropping_the_runner_tears_down_its_unused_sandboxes() {
+    if bwrap_runner().is_none() {
+        return;
+    }
+    if !std::path::Path::new("/sys/fs/cgroup/pids").exists() {
+        // The check below reads the v1 layout; the pool is the same on v2.
+        return;
+    }
+    let parent = format!("agw-pool-test-{}", std::process::id());
+    let runner = LocalRunner::builder()
+        .require(IsolationLevel::Namespaces)
+        .cgroup_parent(format!("/{parent}"))
+        .sandbox_pool(3)
+        .build()
+        .unwrap();
+    let limits = gateway_core::JobLimits::default();
+    assert!(runner.prestart(&limits, Duration::from_secs(10)).await);
+    assert!(runner.wait_pool_ready(3, Duration::from_secs(10)).await);
+    // Parked: their cgroups exist and hold the waiting sandboxes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cgroups = job_cgroups(&parent);
+    assert_eq!(cgroups.len(), 3 * 3, "{cgroups:?}");
+    let members: Vec<String> = cgroups
+        .iter()
+        .filter(|d| d.starts_with("/sys/fs/cgroup/pids"))
+        .flat_map(|d| {
+            std::fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(members.len() >= 3, "{members:?}");
+    drop(runner);
+    // Gone when the drop returns, not later: a process often exits right after it.
+    let left = job_cgroups(&parent);
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // Killed; a zombie waits for the runtime to reap it.
+        let alive: Vec<&String> = members
+            .iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                    !stat
+                        .rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+            })
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes left behind: {alive:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for c in ["memory", "pids", "cpu"] {
+        let _ = std::fs::remove_dir(std::path::Path::new("/sys/fs/cgroup").join(c).join(&parent));
+    }
+}
+
+/// bwrap's `--die-with-parent` follows the thread that spawned it: sandboxes started from a
+/// thread that exits (an idle blocking-pool thread) would be killed while they wait.
+#[test]
+fn a_pooled_sandbox_outlives_the_thread_that_started_it() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_keep_alive(Duration::from_millis(50))
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let spec = sh("echo alive");
+        let Some(runner) = warm_runner(&spec).await else {
+            return;
+        };
+        // Every idle thread of the blocking pool has exited by now.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let before = runner.pooled_jobs();
+        let out = runner.run(spec, CancellationToken::new()).await.unwrap();
+        assert_eq!(runner.pooled_jobs(), before + 1, "launched directly");
+        assert!(out.succeeded(), "{out:?}");
+        assert_eq!(out.stdout, "alive\n");
+    });
+}

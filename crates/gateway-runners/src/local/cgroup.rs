@@ -221,8 +221,9 @@ impl CgroupRoot {
             parent,
         )?;
         root.prepare()?;
+        // A name of its own: runners are built concurrently (tests, several gateways).
         let probe = root.create(
-            "probe",
+            &format!("probe-{}", uuid::Uuid::now_v7().simple()),
             CgroupLimits {
                 memory_bytes: 64 * 1024 * 1024,
                 pids: 8,

@@ -21,10 +21,19 @@
 //!   - a seccomp filter modelled on Docker's default profile.
 //!
 //!   This needs the gateway to run as root (to switch to the job's uid and to create
-//!   cgroups), `bwrap` 0.8 or newer, util-linux's `prlimit` and `setpriv`, and writable
-//!   cgroups (v2 with memory, pids and cpu delegated, or the three v1 hierarchies).
+//!   cgroups), `bwrap` 0.8 or newer, util-linux's `setpriv`, and writable cgroups (v2 with
+//!   memory, pids and cpu delegated, or the three v1 hierarchies).
 //!   The cgroup, seccomp and launch details are documented in the sources of the private
 //!   modules `cgroup`, `seccomp` and `launch`.
+//!
+//!   Sandboxes are started ahead of their jobs, a few at a time
+//!   ([`LocalRunnerBuilder::sandbox_pool`]): the launch chain's costliest steps (joining the
+//!   job's cgroup, bubblewrap's namespaces and mounts) then happen before the job arrives.
+//!   Each pre-started sandbox serves one job only and is torn down with it; its trampoline
+//!   receives the job's argv, environment and rlimits over a pipe (never a command line). A
+//!   job that the trampoline cannot carry (read-only mounts, an environment name a shell
+//!   cannot export, rlimits above the gateway's own hard limits) is launched directly, with
+//!   the same sandbox. The private modules `pool` and `trampoline` hold the details.
 //! - [`IsolationLevel::Process`] otherwise, with the reason logged. This level does **not**
 //!   isolate the network or the file system, runs the job as the gateway's own user, and a
 //!   job can leave its process group on purpose (`setsid`); callers that need more require
@@ -39,8 +48,10 @@
 mod cgroup;
 pub mod job_ids;
 mod launch;
+mod pool;
 mod sandbox;
 mod seccomp;
+mod trampoline;
 mod tree;
 
 use async_trait::async_trait;
@@ -54,8 +65,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -68,6 +80,9 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// How long the runner waits for a killed process tree (or cgroup) to be empty.
 const KILL_CONFIRM: Duration = Duration::from_secs(5);
+
+/// Sandboxes a runner keeps started ahead of their jobs, by default.
+pub const DEFAULT_SANDBOX_POOL: usize = 4;
 
 /// Builds a [`LocalRunner`]; see [`LocalRunner::builder`].
 ///
@@ -93,6 +108,7 @@ pub struct LocalRunnerBuilder {
     bwrap: Option<PathBuf>,
     job_ids: (u32, u32),
     cgroup_parent: Option<PathBuf>,
+    pool: usize,
 }
 
 impl Default for LocalRunnerBuilder {
@@ -106,6 +122,7 @@ impl Default for LocalRunnerBuilder {
             bwrap: None,
             job_ids: (job_ids::DEFAULT_FIRST_JOB_ID, job_ids::DEFAULT_JOB_ID_COUNT),
             cgroup_parent: None,
+            pool: DEFAULT_SANDBOX_POOL,
         }
     }
 }
@@ -167,6 +184,14 @@ impl LocalRunnerBuilder {
         self
     }
 
+    /// How many namespaced sandboxes to keep started ahead of their jobs (default
+    /// [`DEFAULT_SANDBOX_POOL`]; 0 launches every job directly). Each is used by one job
+    /// only; each waiting one holds three processes, a cgroup and a uid of the range.
+    pub fn sandbox_pool(mut self, sandboxes: usize) -> Self {
+        self.pool = sandboxes;
+        self
+    }
+
     /// Detects what this machine offers (runs a job through the sandbox once, blocking, to
     /// check that every part of it really works) and builds the runner with the strongest
     /// level allowed.
@@ -189,7 +214,7 @@ impl LocalRunnerBuilder {
         })?;
         let (sandbox, why_not) = if self.maximum >= IsolationLevel::Namespaces {
             match launch::Sandbox::detect(&self) {
-                Ok(sandbox) => (Some(std::sync::Arc::new(sandbox)), String::new()),
+                Ok(sandbox) => (Some(Arc::new(sandbox)), String::new()),
                 Err(why) => (None, why),
             }
         } else {
@@ -227,7 +252,7 @@ impl LocalRunnerBuilder {
 pub struct LocalRunner {
     level: IsolationLevel,
     prlimit: PathBuf,
-    sandbox: Option<std::sync::Arc<launch::Sandbox>>,
+    sandbox: Option<Arc<launch::Sandbox>>,
     instance: String,
     grace: Duration,
     temp_root: Option<PathBuf>,
@@ -257,6 +282,44 @@ impl LocalRunner {
     /// The isolation level every job of this runner gets.
     pub fn isolation(&self) -> IsolationLevel {
         self.level
+    }
+
+    /// Waits up to `within` until at least `n` pre-started sandboxes are waiting for jobs
+    /// (started, their chain possibly still running); whether they are. For tests and
+    /// benchmarks measuring a warm pool; a runner without one is never ready.
+    pub async fn wait_pool_ready(&self, n: usize, within: Duration) -> bool {
+        let Some(sandbox) = &self.sandbox else {
+            return n == 0;
+        };
+        let deadline = Instant::now() + within;
+        loop {
+            if sandbox.pool.ready() >= n {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Starts sandboxes for jobs with `limits` until the pool is full (the pool otherwise
+    /// fills as jobs arrive), and waits up to `within` for one to be ready; whether one is.
+    /// E.g. at start-up, for the limits most jobs use.
+    pub async fn prestart(&self, limits: &gateway_core::JobLimits, within: Duration) -> bool {
+        let Some(sandbox) = &self.sandbox else {
+            return false;
+        };
+        let limits = launch::Sandbox::cgroup_limits(limits);
+        while refill(sandbox, limits) {}
+        self.wait_pool_ready(1, within).await
+    }
+
+    /// How many jobs so far ran in a pre-started sandbox (the others were launched directly).
+    pub fn pooled_jobs(&self) -> u64 {
+        self.sandbox.as_ref().map_or(0, |s| {
+            s.pooled_jobs.load(std::sync::atomic::Ordering::Relaxed)
+        })
     }
 
     fn check(&self, spec: &JobSpec) -> Result<(), RunnerError> {
@@ -328,37 +391,51 @@ impl LocalRunner {
         cmd
     }
 
-    /// Starts `cmd` with the job's environment and supervises it to its end: exit, timeout or
-    /// cancellation, then the whole process group killed and the output collected.
-    async fn supervise(
-        &self,
+    /// Starts `cmd` with the job's environment (see [`job_env`]).
+    fn spawn_job(
         mut cmd: Command,
         spec: &JobSpec,
         home: &Path,
         tmp: &Path,
-        cancel: CancellationToken,
-    ) -> Result<Supervised, RunnerError> {
-        cmd.env_clear()
-            .env("PATH", DEFAULT_PATH)
-            .env("HOME", home)
-            .env("TMPDIR", tmp)
-            .envs(&spec.env);
-        for (key, value) in &spec.secret_env {
+    ) -> Result<Child, RunnerError> {
+        cmd.env_clear();
+        for (key, value) in job_env(spec, home, tmp) {
             // Secrets go to the job's environment only (never argv, never logs).
-            cmd.env(key, std::ffi::OsStr::from_bytes(value.expose()));
+            cmd.env(
+                std::ffi::OsStr::from_bytes(key),
+                std::ffi::OsStr::from_bytes(value),
+            );
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        cmd.spawn()
+            .map_err(|e| RunnerError::unavailable("cannot start the job", e))
+    }
+
+    /// Supervises a started job to its end: exit, timeout or cancellation, then the whole
+    /// process group killed and the output collected. `message` goes to the job's stdin first
+    /// (a pre-started sandbox's trampoline: the job itself).
+    async fn supervise(
+        &self,
+        mut child: Child,
+        message: Option<zeroize::Zeroizing<Vec<u8>>>,
+        started: Instant,
+        spec: &JobSpec,
+        cancel: CancellationToken,
+    ) -> Result<Supervised, RunnerError> {
         let cap = spec.limits.max_output_bytes;
-        let started = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| RunnerError::unavailable("cannot start the job", e))?;
         // Armed from here on: dropping this future SIGKILLs the whole group.
         let mut group = tree::ProcessGroup::new(child.id());
+        if let (Some(message), Some(mut stdin)) = (message, child.stdin.take()) {
+            // A task of its own, so that a full pipe never holds up the timeout. A failed
+            // write means the sandbox is gone, which its exit status tells.
+            tokio::spawn(async move {
+                let _ = stdin.write_all(&message).await;
+            });
+        }
         let stdout = capture(child.stdout.take(), cap);
         let stderr = capture(child.stderr.take(), cap);
 
@@ -412,9 +489,9 @@ impl LocalRunner {
         let environment_id = workdir.path().display().to_string();
         let cmd = self.process_command(&spec, workdir.path());
         tracing::debug!(environment = %environment_id, isolation = %self.level, "local job starting");
-        let mut run = self
-            .supervise(cmd, &spec, workdir.path(), workdir.path(), cancel)
-            .await?;
+        let started = Instant::now();
+        let child = Self::spawn_job(cmd, &spec, workdir.path(), workdir.path())?;
+        let mut run = self.supervise(child, None, started, &spec, cancel).await?;
         if let Err(e) = workdir.close() {
             run.notes
                 .push(format!("cannot remove the job's directory: {e}"));
@@ -424,19 +501,50 @@ impl LocalRunner {
 
     async fn run_namespaced(
         &self,
-        sandbox: &launch::Sandbox,
+        sandbox: &Arc<launch::Sandbox>,
         spec: JobSpec,
         cancel: CancellationToken,
     ) -> Result<JobOutcome, RunnerError> {
-        let name = uuid::Uuid::now_v7().simple().to_string();
-        let environment_id = format!("local-job-{name}");
-        let (cgroup, cmd) = sandbox.prepare(&spec, &name).map_err(|message| {
-            RunnerError::unavailable_msg(format!("cannot prepare the job's cgroup: {message}"))
-        })?;
-        tracing::debug!(environment = %environment_id, isolation = %self.level, "local job starting");
         let home = Path::new(sandbox::SANDBOX_WORKDIR);
+        let tmp = Path::new("/tmp");
+        let started = Instant::now();
+        let limits = launch::Sandbox::cgroup_limits(&spec.limits);
+        let fits = sandbox.fit(&spec) == trampoline::Fit::Yes;
+        let parked = if fits {
+            let parked = sandbox.pool.take(limits);
+            if parked.is_some() {
+                sandbox
+                    .pooled_jobs
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            parked
+        } else {
+            None
+        };
+        let (name, cgroup, child, message) = match parked {
+            Some(parked) => {
+                let message = trampoline::message(
+                    sandbox::NamespacedRlimits::of(&spec.limits),
+                    job_env(&spec, home, tmp),
+                    &spec.command,
+                );
+                (parked.name, parked.cgroup, parked.child, Some(message))
+            }
+            None => {
+                let name = uuid::Uuid::now_v7().simple().to_string();
+                let (cgroup, cmd) = sandbox.prepare(&spec, &name).map_err(|message| {
+                    RunnerError::unavailable_msg(format!(
+                        "cannot prepare the job's cgroup: {message}"
+                    ))
+                })?;
+                let child = Self::spawn_job(cmd, &spec, home, tmp)?;
+                (name, cgroup, child, None)
+            }
+        };
+        let environment_id = format!("local-job-{name}");
+        tracing::debug!(environment = %environment_id, isolation = %self.level, pooled = message.is_some(), "local job starting");
         let mut run = self
-            .supervise(cmd, &spec, home, Path::new("/tmp"), cancel)
+            .supervise(child, message, started, &spec, cancel)
             .await?;
         let oom_kills = cgroup.oom_kills();
         let removed = tokio::task::spawn_blocking(move || cgroup.remove(KILL_CONFIRM))
@@ -444,6 +552,13 @@ impl LocalRunner {
             .unwrap_or_else(|e| Err(format!("cgroup removal panicked: {e}")));
         if let Err(e) = removed {
             run.notes.push(e);
+        }
+        if fits {
+            // Back to full (one for this job, all of them after the first), once the job and
+            // its cgroup are gone: started with the job, the new sandboxes compete with it for
+            // the CPU, and a sandbox joining its cgroup holds the kernel's cgroup lock through
+            // an RCU grace period (see `launch`), which the removal above would wait for.
+            while refill(sandbox, limits) {}
         }
         if run.status
             == (JobStatus::Exited {
@@ -487,6 +602,45 @@ impl LocalRunner {
             teardown,
         }
     }
+}
+
+/// The job's environment, in the order it is applied (a later value of a name wins): a fixed
+/// `PATH`, `HOME` and `TMPDIR`, then the spec's variables, then its secrets.
+fn job_env<'a>(spec: &'a JobSpec, home: &'a Path, tmp: &'a Path) -> Vec<(&'a [u8], &'a [u8])> {
+    let mut env: Vec<(&[u8], &[u8])> = vec![
+        (b"PATH", DEFAULT_PATH.as_bytes()),
+        (b"HOME", home.as_os_str().as_bytes()),
+        (b"TMPDIR", tmp.as_os_str().as_bytes()),
+    ];
+    env.extend(spec.env.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    env.extend(
+        spec.secret_env
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.expose())),
+    );
+    env
+}
+
+/// Starts one more sandbox for `limits` in the background, if the pool has room for it
+/// (whether it had).
+fn refill(sandbox: &Arc<launch::Sandbox>, limits: cgroup::CgroupLimits) -> bool {
+    if !sandbox.pool.reserve(limits) {
+        return false;
+    }
+    let sandbox = Arc::clone(sandbox);
+    // On a runtime worker, not `spawn_blocking`, although creating a cgroup and spawning block
+    // (briefly): bwrap's `--die-with-parent` kills the sandbox when the *thread* that spawned
+    // it exits, and idle blocking-pool threads exit after a few seconds.
+    tokio::spawn(async move {
+        match sandbox.park(limits) {
+            Ok(parked) => sandbox.pool.put(parked),
+            Err(e) => {
+                sandbox.pool.abandon();
+                tracing::debug!(error = %e, "local runner: cannot pre-start a sandbox");
+            }
+        }
+    });
+    true
 }
 
 /// Reads a pipe to its end, keeping at most `cap` bytes.
