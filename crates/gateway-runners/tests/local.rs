@@ -653,3 +653,47 @@ fn a_pooled_sandbox_outlives_the_thread_that_started_it() {
         assert_eq!(out.stdout, "alive\n");
     });
 }
+
+/// A parked sandbox killed from outside while it waits (an operator, the OOM killer) is not
+/// handed to a job: the job gets a live one, or is launched directly, and succeeds.
+#[tokio::test]
+async fn a_parked_sandbox_killed_while_waiting_is_not_used() {
+    if bwrap_runner().is_none() || !std::path::Path::new("/sys/fs/cgroup/pids").exists() {
+        return;
+    }
+    let parent = format!("agw-pool-kill-{}", std::process::id());
+    let runner = LocalRunner::builder()
+        .require(IsolationLevel::Namespaces)
+        .cgroup_parent(format!("/{parent}"))
+        .sandbox_pool(1)
+        .build()
+        .unwrap();
+    let spec = sh("echo alive");
+    assert!(runner.prestart(&spec.limits, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pids: Vec<String> = job_cgroups(&parent)
+        .iter()
+        .filter(|d| d.starts_with("/sys/fs/cgroup/pids"))
+        .flat_map(|d| {
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap();
+            procs.lines().map(str::to_string).collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(!pids.is_empty(), "no parked sandbox found");
+    for pid in &pids {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", pid])
+            .status();
+    }
+    // Let the runtime see the chain's first process exit.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = runner.pooled_jobs();
+    let out = runner.run(spec, CancellationToken::new()).await.unwrap();
+    assert!(out.succeeded(), "{out:?}");
+    assert_eq!(out.stdout, "alive\n");
+    assert_eq!(runner.pooled_jobs(), before, "the killed sandbox was used");
+    drop(runner);
+    for c in ["memory", "pids", "cpu"] {
+        let _ = std::fs::remove_dir(std::path::Path::new("/sys/fs/cgroup").join(c).join(&parent));
+    }
+}

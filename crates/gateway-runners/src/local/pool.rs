@@ -86,17 +86,24 @@ impl Pool {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A ready sandbox for `limits` started on the current runtime, removed from the pool.
+    /// A ready sandbox for `limits` started on the current runtime and still waiting, removed
+    /// from the pool.
     pub(crate) fn take(&self, limits: CgroupLimits) -> Option<Parked> {
         let runtime = current_runtime();
         let (found, stale) = {
             let mut state = self.state();
-            let stale: Vec<Parked> = extract(&mut state.ready, |p| p.runtime != runtime);
-            let found = state
-                .ready
-                .iter()
-                .position(|p| p.limits == limits)
-                .map(|i| state.ready.remove(i));
+            let mut stale: Vec<Parked> = extract(&mut state.ready, |p| p.runtime != runtime);
+            let mut found = None;
+            while let Some(i) = state.ready.iter().position(|p| p.limits == limits) {
+                let mut parked = state.ready.remove(i);
+                // A sandbox that is no longer waiting (killed from outside while parked) would
+                // fail its job: it is discarded and the next one tried.
+                if matches!(parked.child.try_wait(), Ok(None)) {
+                    found = Some(parked);
+                    break;
+                }
+                stale.push(parked);
+            }
             (found, stale)
         };
         // Killed and cleaned up outside the lock.
