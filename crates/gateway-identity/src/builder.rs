@@ -156,6 +156,11 @@ impl JwtIdentityBuilder {
         self
     }
 
+    /// The audiences added so far.
+    pub fn configured_audiences(&self) -> &[String] {
+        &self.audiences
+    }
+
     /// How `aud` is matched (default [`AudienceRule::Single`]).
     pub fn audience_rule(mut self, rule: AudienceRule) -> Self {
         self.audience_rule = rule;
