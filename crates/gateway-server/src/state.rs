@@ -235,7 +235,9 @@ impl AppState {
             .await
             .map_err(|e| ApiError::new(e.kind(), e.to_string(), None))?;
         if let Some(oauth) = &self.config().oauth {
-            oauth.check_scopes(&agent)?;
+            oauth
+                .check_scopes(&agent)
+                .map_err(ApiError::insufficient_scope)?;
         }
         Ok(agent)
     }
@@ -253,7 +255,9 @@ impl AppState {
             return Ok(());
         };
         match self.identity().authenticate(credential).await {
-            Ok(agent) => oauth.check_scopes(&agent),
+            Ok(agent) => oauth
+                .check_scopes(&agent)
+                .map_err(ApiError::insufficient_scope),
             Err(_) => Ok(()),
         }
     }

@@ -29,17 +29,14 @@
 //!   other issuers, in an [`IdentityChain`](gateway_core::IdentityChain) with the access-token
 //!   identity) are not OAuth grants and are not scope-checked.
 
-use crate::error::ApiError;
-use crate::state::AppState;
-use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::http::HeaderValue;
 use gateway_core::{AgentIdentity, AuthMethod};
 use gateway_identity::{AudienceRule, JwtIdentity, JwtIdentityBuilder, SCOPES_ATTRIBUTE};
 use serde_json::{Value, json};
+
+mod routes;
+
+pub(crate) use routes::{challenge, router};
 
 /// The well-known path of protected resource metadata (RFC 9728 section 3).
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
@@ -255,12 +252,13 @@ fn scope_list(
 ///     oauth.metadata_url(),
 ///     "https://gw.example.com/.well-known/oauth-protected-resource/mcp"
 /// );
-/// // The access-token identity: audience = the resource URI, scopes mapped.
+/// // The access-token identity: audience = the resource URI, scopes mapped. (An `https` JWKS
+/// // URL needs gateway-identity's `tls` feature; a loopback one does not.)
 /// let identity = oauth
 ///     .access_token_identity(
 ///         JwtIdentity::builder()
 ///             .issuer("https://auth.example.com")
-///             .jwks_url("https://auth.example.com/jwks")
+///             .jwks_url("http://127.0.0.1:8400/jwks")
 ///             .default_owner("platform-team"),
 ///     )?;
 /// assert_eq!(identity.audiences(), ["https://gw.example.com/mcp"]);
@@ -270,7 +268,7 @@ fn scope_list(
 ///         JwtIdentity::builder()
 ///             .issuer("https://auth.example.com")
 ///             .audience("agent-gateway")
-///             .jwks_url("https://auth.example.com/jwks")
+///             .jwks_url("http://127.0.0.1:8400/jwks")
 ///             .default_owner("platform-team"),
 ///     )
 ///     .unwrap_err();
@@ -484,7 +482,7 @@ impl OAuthResource {
 
     /// `Err` with the required scopes (space-separated) when `agent` holds an access token
     /// that does not grant all of them.
-    pub(crate) fn check_scopes(&self, agent: &AgentIdentity) -> Result<(), ApiError> {
+    pub(crate) fn check_scopes(&self, agent: &AgentIdentity) -> Result<(), String> {
         if self.required_scopes.is_empty() || !self.is_access_token(agent) {
             return Ok(());
         }
@@ -499,12 +497,16 @@ impl OAuthResource {
             return Ok(());
         }
         tracing::info!(agent = %agent.id, "access token refused: a required scope is missing");
-        Err(ApiError::insufficient_scope(self.required_scopes.join(" ")))
+        Err(self.required_scopes.join(" "))
     }
 
     /// The `WWW-Authenticate` value of a 401 (`error` when a credential was presented) or of a
     /// 403 for missing scopes.
-    fn challenge(&self, error: Option<&str>, insufficient: Option<&str>) -> Option<HeaderValue> {
+    pub(crate) fn challenge(
+        &self,
+        error: Option<&str>,
+        insufficient: Option<&str>,
+    ) -> Option<HeaderValue> {
         let mut value = format!(
             "Bearer realm=\"agent-gateway\", resource_metadata=\"{}\"",
             self.metadata_url()
@@ -525,72 +527,10 @@ impl OAuthResource {
     }
 }
 
-/// A 403 for missing scopes, marked on the response so [`challenge`] writes its header.
+/// A 403 for missing scopes (the space-separated scopes), marked on the response so the
+/// challenge layer writes its header.
 #[derive(Debug, Clone)]
 pub(crate) struct InsufficientScope(pub(crate) String);
-
-/// The metadata routes, when OAuth is configured (otherwise none: the paths are 404).
-pub(crate) fn router(state: AppState) -> Router {
-    let Some(oauth) = state.config().oauth.as_ref() else {
-        return Router::new();
-    };
-    let mut router = Router::new();
-    for path in oauth.metadata_paths() {
-        router = router.route(&path, get(metadata));
-    }
-    router.with_state(state)
-}
-
-async fn metadata(State(state): State<AppState>) -> Response {
-    let Some(oauth) = state.config().oauth.as_ref() else {
-        return ApiError::not_found("no such endpoint").into_response();
-    };
-    let mut response = axum::Json(oauth.metadata()).into_response();
-    // Public, credential-free metadata: browser-based MCP clients fetch it cross-origin.
-    response.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    response
-}
-
-/// Writes the OAuth challenges: on every 401 of an agent endpoint (not the approvers') and on
-/// 403s for missing scopes. A no-op without OAuth configuration.
-pub(crate) async fn challenge(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(oauth) = state.config().oauth.as_ref() else {
-        return next.run(request).await;
-    };
-    let approvals = request.uri().path().starts_with("/v1/approvals");
-    let presented = if request.headers().contains_key(header::AUTHORIZATION) {
-        Some(match crate::auth::bearer(request.headers()) {
-            Ok(_) => "invalid_token",
-            Err(_) => "invalid_request",
-        })
-    } else {
-        None
-    };
-    let mut response = next.run(request).await;
-    let value = match response.status() {
-        StatusCode::UNAUTHORIZED if !approvals => oauth.challenge(presented, None),
-        StatusCode::FORBIDDEN => match response.extensions().get::<InsufficientScope>() {
-            Some(InsufficientScope(scope)) => {
-                oauth.challenge(Some("insufficient_scope"), Some(scope))
-            }
-            None => None,
-        },
-        _ => None,
-    };
-    if let Some(value) = value {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, value);
-    }
-    response
-}
 
 #[cfg(test)]
 mod tests {
