@@ -283,6 +283,9 @@ async fn the_metadata_document_and_the_challenges() {
         );
         assert_eq!(response.json::<Value>().await.unwrap(), expected, "{path}");
     }
+    let post = s.send(s.http.post(s.metadata_url()).json(&json!({}))).await;
+    assert_eq!(post.status, 405);
+    assert_eq!(post.body["error"]["kind"], "invalid_input", "{}", post.body);
     let other = s
         .send(s.http.get(format!(
             "{}/.well-known/oauth-protected-resource/other",

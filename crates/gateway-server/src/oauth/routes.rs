@@ -19,7 +19,9 @@ pub(crate) fn router(state: AppState) -> Router {
     for path in oauth.metadata_paths() {
         router = router.route(&path, get(metadata));
     }
-    router.with_state(state)
+    router
+        .method_not_allowed_fallback(crate::http::method_not_allowed)
+        .with_state(state)
 }
 
 async fn metadata(State(state): State<AppState>) -> Response {
