@@ -79,6 +79,7 @@ pub struct JwtIdentityBuilder {
     owner_claim: Option<String>,
     default_owner: Option<String>,
     attributes: Vec<(String, String)>,
+    scope_attribute: Option<String>,
     single_use: bool,
     replay_capacity: usize,
 }
@@ -109,6 +110,7 @@ impl Default for JwtIdentityBuilder {
             owner_claim: None,
             default_owner: None,
             attributes: Vec::new(),
+            scope_attribute: None,
             single_use: false,
             replay_capacity: DEFAULT_REPLAY_CAPACITY,
         }
@@ -152,6 +154,11 @@ impl JwtIdentityBuilder {
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.audiences.push(audience.into());
         self
+    }
+
+    /// The audiences added so far.
+    pub fn configured_audiences(&self) -> &[String] {
+        &self.audiences
     }
 
     /// How `aud` is matched (default [`AudienceRule::Single`]).
@@ -259,6 +266,16 @@ impl JwtIdentityBuilder {
         self
     }
 
+    /// Copies the OAuth scopes the token grants into the identity's attributes under
+    /// `attribute` (usually [`SCOPES_ATTRIBUTE`](crate::mapping::SCOPES_ATTRIBUTE)), as a
+    /// sorted list of strings, empty when the token grants none. Read from `scope` (a
+    /// space-separated string: RFC 6749, RFC 9068, RFC 8693) and `scp` (an array of strings);
+    /// a token whose `scope` or `scp` has another shape is refused.
+    pub fn scope_attribute(mut self, attribute: impl Into<String>) -> Self {
+        self.scope_attribute = Some(attribute.into());
+        self
+    }
+
     /// Accepts each token once: a `jti` is required and remembered until the token expires.
     pub fn single_use(mut self, single_use: bool) -> Self {
         self.single_use = single_use;
@@ -355,6 +372,9 @@ impl JwtIdentityBuilder {
         if self.default_owner.as_ref().is_some_and(String::is_empty) {
             return Err(invalid("default_owner", "empty"));
         }
+        if self.scope_attribute.as_ref().is_some_and(String::is_empty) {
+            return Err(invalid("scope_attribute", "empty"));
+        }
         if self.single_use && self.replay_capacity == 0 {
             return Err(invalid("replay_cache_capacity", "zero"));
         }
@@ -375,6 +395,7 @@ impl JwtIdentityBuilder {
                 owner_claim: self.owner_claim,
                 default_owner: self.default_owner,
                 attributes: self.attributes,
+                scope_attribute: self.scope_attribute,
             },
             replay: self.single_use.then(|| JtiCache::new(self.replay_capacity)),
         })

@@ -1,7 +1,7 @@
 //! [`JwtIdentity`]: the [`Identity`] backend for signed JWT workload tokens.
 
 use crate::alg::Algorithm;
-use crate::claims::{self, ClaimRules};
+use crate::claims::{self, AudienceRule, ClaimRules};
 use crate::jwks::JwksCache;
 use crate::key::{KeySet, Lookup, PublicKey};
 use crate::mapping::{self, ClaimMapping};
@@ -64,6 +64,33 @@ fn reject(reason: impl Into<String>) -> IdentityError {
 }
 
 impl JwtIdentity {
+    /// The required `iss`.
+    pub fn issuer(&self) -> &str {
+        &self.rules.issuer
+    }
+
+    /// The accepted audiences (a token must name exactly one of them, see
+    /// [`audience_rule`](Self::audience_rule)).
+    pub fn audiences(&self) -> &[String] {
+        &self.rules.audiences
+    }
+
+    /// How `aud` is matched.
+    pub fn audience_rule(&self) -> AudienceRule {
+        self.rules.audience_rule
+    }
+
+    /// The attribute the token's OAuth scopes are copied into, if any
+    /// ([`JwtIdentityBuilder::scope_attribute`](crate::JwtIdentityBuilder::scope_attribute)).
+    pub fn scope_attribute(&self) -> Option<&str> {
+        self.mapping.scope_attribute.as_deref()
+    }
+
+    /// Whether each token is accepted only once (a `jti` replay cache).
+    pub fn is_single_use(&self) -> bool {
+        self.replay.is_some()
+    }
+
     /// Fetches the JWKS now (ignoring the refetch rate limit) so the first request does not
     /// wait for it; a no-op for static keys and shared secrets.
     pub async fn prefetch(&self) -> Result<(), IdentityError> {

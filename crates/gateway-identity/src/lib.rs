@@ -16,7 +16,9 @@
 //! 4. claims (JSON without duplicate keys): `iss`, `aud` ([`AudienceRule`]), `exp` required,
 //!    `nbf`/`iat` honoured, with a bounded leeway;
 //! 5. mapping to an agent id ([`AgentIdRule`], SPIFFE trust domains via
-//!    [`TrustDomainAllowlist`]), owner and attributes;
+//!    [`TrustDomainAllowlist`]), owner and attributes, and optionally the OAuth scopes the
+//!    token grants (`scope`/`scp`, into [`SCOPES_ATTRIBUTE`] with
+//!    [`JwtIdentityBuilder::scope_attribute`]);
 //! 6. optionally, single use (`jti` replay cache).
 //!
 //! Chain it after [`StaticKeys`](gateway_core::StaticKeys) with
@@ -45,5 +47,5 @@ pub use claims::AudienceRule;
 pub use identity::JwtIdentity;
 pub use jwks::{JwksError, JwksOptions};
 pub use key::{KeyError, KeySet, PublicKey};
-pub use mapping::AgentIdRule;
+pub use mapping::{AgentIdRule, SCOPES_ATTRIBUTE};
 pub use spiffe::{SpiffeError, TrustDomainAllowlist};

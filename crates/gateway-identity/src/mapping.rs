@@ -8,6 +8,15 @@ use std::collections::BTreeMap;
 /// The longest owner accepted from a claim, in bytes.
 const MAX_OWNER_LEN: usize = 256;
 
+/// The attribute OAuth scopes are copied into by [`JwtIdentityBuilder::scope_attribute`]'s
+/// usual setting, as policies read it: `input.agent.attributes.scopes`.
+///
+/// [`JwtIdentityBuilder::scope_attribute`]: crate::JwtIdentityBuilder::scope_attribute
+pub const SCOPES_ATTRIBUTE: &str = "scopes";
+
+/// Most scopes taken from one token; a token granting more is refused.
+const MAX_SCOPES: usize = 256;
+
 /// How a token's claims name the agent. Each rule yields one distinct id per workload.
 ///
 /// A claim name starting with `/` is a JSON pointer into the claims (e.g.
@@ -85,6 +94,52 @@ pub(crate) struct ClaimMapping {
     pub default_owner: Option<String>,
     /// (claim, attribute name)
     pub attributes: Vec<(String, String)>,
+    /// Where the token's OAuth scopes (`scope`, `scp`) go, if anywhere.
+    pub scope_attribute: Option<String>,
+}
+
+/// The OAuth scopes a token grants: `scope`, a space-separated string (RFC 6749 section 3.3,
+/// RFC 9068, RFC 8693), and `scp`, an array of strings (or one such string) as some issuers
+/// write it; both when both are present. Sorted, without duplicates. A claim of another shape
+/// refuses the token, so a malformed grant never reads as "no scopes, but valid".
+pub(crate) fn scopes(claims: &Map<String, Value>) -> Result<Vec<String>, String> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut add = |text: &str, claim: &str| -> Result<(), String> {
+        for scope in text.split(' ').filter(|s| !s.is_empty()) {
+            // RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
+            if !scope
+                .bytes()
+                .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+            {
+                return Err(format!("claim {claim:?} holds an invalid scope token"));
+            }
+            found.insert(scope.to_owned());
+        }
+        Ok(())
+    };
+    match claims.get("scope") {
+        None => {}
+        Some(Value::String(text)) => add(text, "scope")?,
+        Some(_) => return Err("claim \"scope\" is not a space-separated string".into()),
+    }
+    match claims.get("scp") {
+        None => {}
+        Some(Value::String(text)) => add(text, "scp")?,
+        Some(Value::Array(items)) => {
+            for item in items {
+                let text = item.as_str().ok_or("claim \"scp\" holds a non-string")?;
+                if text.contains(' ') {
+                    return Err("claim \"scp\" holds a scope with a space".into());
+                }
+                add(text, "scp")?;
+            }
+        }
+        Some(_) => return Err("claim \"scp\" is neither a string nor an array".into()),
+    }
+    if found.len() > MAX_SCOPES {
+        return Err(format!("more than {MAX_SCOPES} scopes"));
+    }
+    Ok(found.into_iter().collect())
 }
 
 /// What the mapping produced.
@@ -147,11 +202,17 @@ impl ClaimMapping {
             // The builder refuses this configuration; fail closed should it ever happen.
             (None, None) => return Err("no owner configured".into()),
         };
-        let attributes = self
+        let mut attributes: BTreeMap<String, Value> = self
             .attributes
             .iter()
             .filter_map(|(name, attr)| claim(claims, name).map(|v| (attr.clone(), v.clone())))
             .collect();
+        if let Some(attribute) = &self.scope_attribute {
+            // Always set (an empty list when the token grants none), and set last, so no
+            // other claim mapping can stand in for the grant.
+            let granted = scopes(claims)?.into_iter().map(Value::String).collect();
+            attributes.insert(attribute.clone(), Value::Array(granted));
+        }
         Ok(Mapped {
             id,
             owner,
@@ -175,7 +236,54 @@ mod tests {
                 ("team".into(), "team".into()),
                 ("/kubernetes.io/namespace".into(), "namespace".into()),
             ],
+            scope_attribute: None,
         }
+    }
+
+    #[test]
+    fn scopes_from_scope_and_scp() {
+        let mut m = mapping(AgentIdRule::subject("agent"));
+        m.scope_attribute = Some(SCOPES_ATTRIBUTE.into());
+        let scopes_with = |m: &ClaimMapping, extra: Value| {
+            let mut c = claims(json!({"sub": "deployer", "owner": "alice"}));
+            c.extend(claims(extra));
+            m.map(&c)
+                .map(|got| got.attributes[SCOPES_ATTRIBUTE].clone())
+        };
+        let scopes_of = |extra: Value| scopes_with(&m, extra);
+        assert_eq!(
+            scopes_of(json!({"scope": "b a  b"})).unwrap(),
+            json!(["a", "b"])
+        );
+        assert_eq!(
+            scopes_of(json!({"scp": ["c", "a"], "scope": "a"})).unwrap(),
+            json!(["a", "c"])
+        );
+        assert_eq!(scopes_of(json!({"scp": "x y"})).unwrap(), json!(["x", "y"]));
+        // No grant is an empty list, never a missing attribute.
+        assert_eq!(scopes_of(json!({})).unwrap(), json!([]));
+        // A claim the mapping copies under the same name does not stand in for the grant.
+        let mut spoofable = m.clone();
+        spoofable
+            .attributes
+            .push(("team".into(), SCOPES_ATTRIBUTE.into()));
+        assert_eq!(
+            scopes_with(&spoofable, json!({"team": ["admin"], "scope": "a"})).unwrap(),
+            json!(["a"])
+        );
+        for bad in [
+            json!({"scope": ["a"]}),
+            json!({"scope": 1}),
+            json!({"scp": [1]}),
+            json!({"scp": ["a b"]}),
+            json!({"scp": {"a": true}}),
+            json!({"scope": "a\"b"}),
+            json!({"scope": "caf\u{e9}"}),
+        ] {
+            assert!(scopes_of(bad.clone()).is_err(), "{bad}");
+        }
+        let many: Vec<String> = (0..=MAX_SCOPES).map(|i| format!("s{i}")).collect();
+        assert!(scopes_of(json!({"scope": many.join(" ")})).is_err());
     }
 
     fn claims(v: Value) -> Map<String, Value> {

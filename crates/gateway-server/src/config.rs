@@ -1,5 +1,6 @@
 //! Tunables of the HTTP and MCP front.
 
+use crate::oauth::OAuthResource;
 use std::time::Duration;
 
 /// Limits and timeouts of the front. The pipeline's own limits (per-agent rate and concurrency,
@@ -54,6 +55,11 @@ pub struct ServerConfig {
     pub max_uri_bytes: usize,
     /// Largest total size of a request's headers; larger ones get 431.
     pub max_header_bytes: usize,
+    /// This server as an OAuth 2.1 protected resource (MCP authorization): serves the RFC 9728
+    /// metadata, names it in every agent 401's `WWW-Authenticate`, and requires the configured
+    /// scopes of access tokens ([`crate::oauth`]). `None` by default: no metadata (404), plain
+    /// bearer challenges.
+    pub oauth: Option<OAuthResource>,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +82,7 @@ impl Default for ServerConfig {
             shutdown_drain: Duration::from_secs(10),
             max_uri_bytes: 8 * 1024,
             max_header_bytes: 32 * 1024,
+            oauth: None,
         }
     }
 }

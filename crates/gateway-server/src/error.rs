@@ -29,6 +29,10 @@ pub struct ApiError {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<crate::schema::ActionOutcome>)]
     pub outcome: Option<Box<ActionOutcome>>,
+    /// On a 403 for an OAuth access token that lacks required scopes: those scopes,
+    /// space-separated (they go into the `WWW-Authenticate` challenge, not the body).
+    #[serde(skip)]
+    pub insufficient_scope: Option<String>,
 }
 
 /// The body of every error response: `{"error": {…}}`.
@@ -69,6 +73,21 @@ impl ApiError {
             correlation_id,
             reasons: None,
             outcome: None,
+            insufficient_scope: None,
+        }
+    }
+
+    /// 403: an OAuth access token that does not grant `scopes` (space-separated), all of which
+    /// are required (RFC 6750 section 3.1 `insufficient_scope`).
+    pub fn insufficient_scope(scopes: impl Into<String>) -> Self {
+        let scopes = scopes.into();
+        Self {
+            insufficient_scope: Some(scopes.clone()),
+            ..Self::new(
+                ErrorKind::Denied,
+                format!("the access token does not grant the required scopes: {scopes}"),
+                None,
+            )
         }
     }
 
@@ -127,6 +146,14 @@ impl IntoResponse for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"agent-gateway\""),
                 );
+            }
+            StatusCode::FORBIDDEN => {
+                if let Some(scope) = &self.insufficient_scope {
+                    // The challenge layer (`crate::oauth`) writes the header from this.
+                    response
+                        .extensions_mut()
+                        .insert(crate::oauth::InsufficientScope(scope.clone()));
+                }
             }
             StatusCode::TOO_MANY_REQUESTS => {
                 response

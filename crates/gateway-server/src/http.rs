@@ -134,7 +134,7 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
 }
 
-async fn method_not_allowed(request: Request) -> ApiError {
+pub(crate) async fn method_not_allowed(request: Request) -> ApiError {
     ApiError {
         status: StatusCode::METHOD_NOT_ALLOWED,
         ..ApiError::new(
@@ -318,6 +318,7 @@ async fn submit_action(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let credential = auth::credential(&headers).map_err(ApiError::unauthenticated)?;
+    state.check_scopes(&credential).await?;
     let body = body.map_err(|r| body_error(&r, state.config().max_body_bytes))?;
     let request = action_request(&body)?;
     let id = request.id;
@@ -369,11 +370,7 @@ async fn action_status(
     let credential = auth::credential(&headers).map_err(ApiError::unauthenticated)?;
     let Ok(id) = path_id(id) else {
         // Authenticate first, so the answer to a bad id says nothing to strangers.
-        state
-            .identity()
-            .authenticate(&credential)
-            .await
-            .map_err(|e| ApiError::new(e.kind(), e.to_string(), None))?;
+        state.authenticate_agent(&credential).await?;
         return Err(ApiError::not_found("no such action"));
     };
     let phase = state.phase_for(&credential, id).await?;

@@ -14,6 +14,7 @@
 //! | `GET /metrics` | anyone (disable with `expose_metrics`) | OpenMetrics or Prometheus text, by `Accept` ([`metrics`]) |
 //! | `GET /openapi.json` | anyone | the OpenAPI 3.1 document of these REST routes ([`openapi`]) |
 //! | `/mcp` | agent (bearer) | MCP streamable HTTP: catalog actions as tools |
+//! | `GET /.well-known/oauth-protected-resource[/path]` | anyone (only with [`ServerConfig::oauth`]) | RFC 9728 protected resource metadata ([`oauth`]) |
 //!
 //! Errors are `{"error": {"kind", "message", "correlation_id"}}` (plus `reasons` on denials) with
 //! 401 unauthenticated, 403 denied, 404, 405 method not allowed, 408 body not received in time,
@@ -36,6 +37,7 @@ pub mod http;
 mod limits;
 pub mod mcp;
 pub mod metrics;
+pub mod oauth;
 mod origin;
 #[cfg(feature = "otel")]
 pub mod otel;
@@ -49,6 +51,7 @@ pub use config::ServerConfig;
 pub use error::ApiError;
 pub use http::openapi;
 pub use metrics::Metrics;
+pub use oauth::{OAuthConfigError, OAuthResource};
 pub use serve::{serve, serve_with_shutdown};
 pub use state::{AppState, Frontend};
 
@@ -56,5 +59,10 @@ pub use state::{AppState, Frontend};
 pub fn router(state: AppState) -> axum::Router {
     http::rest_router(state.clone())
         .merge(mcp::router(state.clone()))
+        .merge(oauth::router(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            oauth::challenge,
+        ))
         .layer(axum::middleware::from_fn_with_state(state, limits::guard))
 }

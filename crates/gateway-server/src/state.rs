@@ -8,8 +8,8 @@ use crate::origin::AllowedOrigins;
 use crate::tracker::{ActionTracker, Phase, TrackError, TrackingGate};
 use gateway_core::CancellationToken;
 use gateway_core::{
-    ActionDef, ActionRequest, ApprovalGate, Credential, ErrorKind, Gateway, Identity,
-    PendingApprovals, RequestContext, RequestId,
+    ActionDef, ActionRequest, AgentIdentity, ApprovalGate, Credential, ErrorKind, Gateway,
+    Identity, PendingApprovals, RequestContext, RequestId,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -217,13 +217,13 @@ impl AppState {
         Ok(rx)
     }
 
-    /// The catalog actions `credential`'s agent may see, as the policy's listing rule answers
-    /// (`Gateway::visible_actions`), or 401. A policy that fails lists nothing: the error is
-    /// logged and the list is empty (fail closed), never the whole catalog.
-    pub async fn visible_actions(
+    /// Authenticates an agent as every agent endpoint does: an approver's token is refused
+    /// (401), then the identity backend decides, then, with OAuth configured, an access token
+    /// must grant the required scopes (403 `insufficient_scope`, [`crate::oauth`]).
+    pub async fn authenticate_agent(
         &self,
         credential: &Credential,
-    ) -> Result<Vec<ActionDef>, ApiError> {
+    ) -> Result<AgentIdentity, ApiError> {
         if self.approvers().is_approver_token(credential.secret()) {
             return Err(ApiError::unauthenticated(
                 "approver credentials cannot act as agents",
@@ -234,6 +234,42 @@ impl AppState {
             .authenticate(credential)
             .await
             .map_err(|e| ApiError::new(e.kind(), e.to_string(), None))?;
+        if let Some(oauth) = &self.config().oauth {
+            oauth
+                .check_scopes(&agent)
+                .map_err(ApiError::insufficient_scope)?;
+        }
+        Ok(agent)
+    }
+
+    /// With OAuth scopes required: refuses (403) an access token that lacks them before an
+    /// action is submitted. A credential the identity backend refuses passes here, so the
+    /// pipeline refuses it and records the attempt as it always does.
+    pub async fn check_scopes(&self, credential: &Credential) -> Result<(), ApiError> {
+        let Some(oauth) = self
+            .config()
+            .oauth
+            .as_ref()
+            .filter(|o| !o.required_scopes().is_empty())
+        else {
+            return Ok(());
+        };
+        match self.identity().authenticate(credential).await {
+            Ok(agent) => oauth
+                .check_scopes(&agent)
+                .map_err(ApiError::insufficient_scope),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// The catalog actions `credential`'s agent may see, as the policy's listing rule answers
+    /// (`Gateway::visible_actions`), or 401. A policy that fails lists nothing: the error is
+    /// logged and the list is empty (fail closed), never the whole catalog.
+    pub async fn visible_actions(
+        &self,
+        credential: &Credential,
+    ) -> Result<Vec<ActionDef>, ApiError> {
+        let agent = self.authenticate_agent(credential).await?;
         let gateway = self.gateway();
         let names = match gateway.visible_actions(&agent, BTreeMap::new()).await {
             Ok(names) => names,
@@ -254,16 +290,7 @@ impl AppState {
         credential: &Credential,
         id: RequestId,
     ) -> Result<Phase, ApiError> {
-        if self.approvers().is_approver_token(credential.secret()) {
-            return Err(ApiError::unauthenticated(
-                "approver credentials cannot act as agents",
-            ));
-        }
-        let agent = self
-            .identity()
-            .authenticate(credential)
-            .await
-            .map_err(|e| ApiError::new(e.kind(), e.to_string(), None))?;
+        let agent = self.authenticate_agent(credential).await?;
         self.tracker()
             .phase_for(id, &agent.id)
             .ok_or_else(|| ApiError::not_found(format!("no action {id} for this agent")))

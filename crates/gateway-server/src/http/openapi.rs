@@ -6,7 +6,8 @@
 //! rule, from the same facts the layers act on:
 //!
 //! - every route: 413 (`Content-Length` over the cap), 414 and 431 (the limits layer);
-//! - every route that needs a bearer: 401;
+//! - every route that needs a bearer: 401 (with the OAuth challenge on the agent routes), and
+//!   on the agent routes the 403 of an OAuth access token without the required scopes;
 //! - every route with a body: 408 (body read deadline) and 422;
 //! - every route under the request timeout (all but `POST /v1/actions`): 504.
 //!
@@ -41,7 +42,9 @@ pub const APPROVER_SCHEME: &str = "approver";
         description = "The agent-facing REST API of agent-gateway: actions, their status, the \
             catalog, human approvals, health, readiness and metrics. Every error is \
             `{\"error\": {\"kind\", \"message\", \"correlation_id\"}}` (plus `reasons` on \
-            denials). The MCP endpoint (`/mcp`, streamable HTTP) is not described here.",
+            denials). The MCP endpoint (`/mcp`, streamable HTTP) and the OAuth protected \
+            resource metadata (`/.well-known/oauth-protected-resource`, RFC 9728, served only \
+            when OAuth is configured) are not described here.",
     ),
     paths(
         crate::http::submit_action,
@@ -122,6 +125,49 @@ impl utoipa::Modify for Links {
     }
 }
 
+/// The 401 challenge of the agent endpoints.
+const UNAUTHORIZED_AGENT_CHALLENGE: &str = "`Bearer realm=\"agent-gateway\"`. With OAuth \
+    configured (`ServerConfig::oauth`) also `resource_metadata=\"<URL>\"` (the protected \
+    resource metadata, RFC 9728), `scope=\"<required scopes>\"` when scopes are required, and \
+    `error=\"invalid_token\"` when a credential was presented and refused \
+    (`error=\"invalid_request\"` for an `Authorization` header that is not a bearer \
+    credential; RFC 6750 section 3).";
+
+/// The 403 challenge for an OAuth access token without the required scopes.
+const INSUFFICIENT_SCOPE_CHALLENGE: &str = "On a 403 for missing scopes only: `Bearer \
+    realm=\"agent-gateway\", resource_metadata=\"<URL>\", scope=\"<required scopes>\", \
+    error=\"insufficient_scope\"` (RFC 6750 section 3.1).";
+
+const INSUFFICIENT_SCOPE: &str = "With OAuth configured: the access token does not grant the \
+    required scopes (`insufficient_scope`).";
+
+/// Documents the 403 an OAuth access token without the required scopes gets on an agent
+/// endpoint: added to the operation's own 403, or as its 403.
+fn add_insufficient_scope(operation: &mut utoipa::openapi::path::Operation) {
+    let header = HeaderBuilder::new()
+        .schema(Some(Object::with_type(Type::String)))
+        .description(Some(INSUFFICIENT_SCOPE_CHALLENGE))
+        .build();
+    match operation.responses.responses.get_mut("403") {
+        Some(RefOr::T(response)) => {
+            response.description = format!("{} {INSUFFICIENT_SCOPE}", response.description);
+            response
+                .headers
+                .insert("WWW-Authenticate".to_owned(), header.into());
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            operation.responses.responses.insert(
+                "403".to_owned(),
+                error_response(INSUFFICIENT_SCOPE)
+                    .header("WWW-Authenticate", header)
+                    .build()
+                    .into(),
+            );
+        }
+    }
+}
+
 /// Adds the security schemes and the responses that layers shared by many routes give (see
 /// the module docs).
 struct CommonResponses;
@@ -141,7 +187,9 @@ impl utoipa::Modify for CommonResponses {
         for (name, description) in [
             (
                 AGENT_SCHEME,
-                "An agent's credential as its identity backend accepts it (e.g. a static API key).",
+                "An agent's credential as its identity backend accepts it: e.g. a static API key, \
+                 or, with OAuth configured, an OAuth 2.1 access token (a JWT whose audience is \
+                 this server's resource URI; see `/.well-known/oauth-protected-resource`).",
             ),
             (
                 APPROVER_SCHEME,
@@ -165,6 +213,7 @@ impl utoipa::Modify for CommonResponses {
             ];
             for (method, operation) in operations {
                 let Some(operation) = operation else { continue };
+                let mut scope_checked = false;
                 let mut add = |status: &str, response: ResponseBuilder| {
                     operation
                         .responses
@@ -179,15 +228,21 @@ impl utoipa::Modify for CommonResponses {
                 add("414", error_response("The request target is too long."));
                 add("431", error_response("The request headers are too large."));
                 if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    let agent = !path.starts_with("/v1/approvals");
                     let challenge = HeaderBuilder::new()
                         .schema(Some(Object::with_type(Type::String)))
-                        .description(Some("`Bearer realm=\"agent-gateway\"`"))
+                        .description(Some(if agent {
+                            UNAUTHORIZED_AGENT_CHALLENGE
+                        } else {
+                            "`Bearer realm=\"agent-gateway\"`"
+                        }))
                         .build();
                     add(
                         "401",
                         error_response("No bearer credential, or one that is not accepted here.")
                             .header("WWW-Authenticate", challenge),
                     );
+                    scope_checked = agent;
                 }
                 if operation.request_body.is_some() {
                     add(
@@ -209,6 +264,9 @@ impl utoipa::Modify for CommonResponses {
                         "504",
                         error_response("The request took longer than the request timeout."),
                     );
+                }
+                if scope_checked {
+                    add_insufficient_scope(operation);
                 }
             }
         }

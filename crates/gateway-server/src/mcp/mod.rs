@@ -273,12 +273,8 @@ async fn require_agent(State(state): State<AppState>, request: Request, next: Ne
         Ok(c) => c,
         Err(m) => return ApiError::unauthenticated(m).into_response(),
     };
-    if state.approvers().is_approver_token(credential.secret()) {
-        return ApiError::unauthenticated("approver credentials cannot act as agents")
-            .into_response();
-    }
-    if let Err(e) = state.identity().authenticate(&credential).await {
-        return ApiError::new(e.kind(), e.to_string(), None).into_response();
+    if let Err(e) = state.authenticate_agent(&credential).await {
+        return e.into_response();
     }
     let mut response = next.run(request).await;
     // rmcp answers a session's DELETE with 202; the official Python SDK takes only 200 or 204
