@@ -253,7 +253,7 @@ fn scope_list(
 ///     "https://gw.example.com/.well-known/oauth-protected-resource/mcp"
 /// );
 /// // The access-token identity: audience = the resource URI, scopes mapped. (An `https` JWKS
-/// // URL needs gateway-identity's `tls` feature; a loopback one does not.)
+/// // URL needs gateway-identity's `tls` feature, the facade's `jwt-tls`; loopback does not.)
 /// let identity = oauth
 ///     .access_token_identity(
 ///         JwtIdentity::builder()
