@@ -117,13 +117,25 @@ async fn tools_call_executes_allowed_and_reports_denials_as_tool_errors() {
         "a job that exits 3 is reported as an error"
     );
 
-    // Bad arguments and unknown tools are protocol errors.
-    assert!(
-        client
-            .call_tool(call("ops.echo", json!({"nope": 1})))
-            .await
-            .is_err()
-    );
+    // Arguments the input schema refuses are tool errors the model can read (MCP 2025-11-25:
+    // input validation errors are not protocol errors); an unknown tool is a protocol error.
+    for bad in [
+        call("ops.echo", json!({"nope": 1})),
+        call("ops.echo", json!({"params": {}})),
+        call("ops.echo", json!({"resource": 7})),
+        call(STATUS, json!({"request_id": "not-a-uuid"})),
+    ] {
+        let refused = client.call_tool(bad.clone()).await.unwrap();
+        assert_eq!(refused.is_error, Some(true), "{bad:?}: {refused:?}");
+        let doc = refused.structured_content.clone().unwrap();
+        assert_eq!(doc["status"], "failed", "{doc}");
+        assert_eq!(doc["error"]["kind"], "invalid_input", "{doc}");
+        assert!(
+            text(&refused).starts_with("invalid_input: invalid arguments: "),
+            "{}",
+            text(&refused)
+        );
+    }
     assert!(
         client
             .call_tool(call("ops.unknown", json!({"resource": "r"})))

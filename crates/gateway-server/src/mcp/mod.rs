@@ -9,7 +9,10 @@
 //!   every tool declares as its `outputSchema`, and a readable text summary. Refusals (denied,
 //!   invalid, rate limited, unavailable, …) come back as tool errors (`isError: true`) with the
 //!   reasons; an action still waiting for a human after [`ServerConfig::mcp_call_wait`] returns
-//!   its request id to poll. Malformed arguments are JSON-RPC errors (`-32602`).
+//!   its request id to poll. Arguments the tool's input schema refuses are tool errors too
+//!   (`invalid_input`, under a fresh id that names no action), so the model reads what was
+//!   wrong and can correct it, as MCP 2025-11-25 asks of input validation errors; an unknown
+//!   tool, or a call that is not a well-formed `tools/call`, is a JSON-RPC error (`-32602`).
 //!
 //! Every HTTP request to the endpoint must carry a bearer credential the gateway's identity
 //! backend accepts (401 otherwise), so nothing, not even the tool list, is shown to strangers.
@@ -132,10 +135,16 @@ struct StatusArgs {
     request_id: RequestId,
 }
 
-fn args<T: serde::de::DeserializeOwned>(request: &CallToolRequestParams) -> Result<T, McpError> {
+/// The call's arguments as `T`, or the `invalid_input` error that says what is wrong with them.
+fn args<T: serde::de::DeserializeOwned>(request: &CallToolRequestParams) -> Result<T, ApiError> {
     let value = Value::Object(request.arguments.clone().unwrap_or_default());
-    serde_json::from_value(value)
-        .map_err(|e| McpError::invalid_params(format!("invalid arguments: {e}"), None))
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::new(
+            gateway_core::ErrorKind::InvalidInput,
+            format!("invalid arguments: {e}"),
+            None,
+        )
+    })
 }
 
 impl ServerHandler for GatewayMcp {
@@ -181,7 +190,10 @@ impl ServerHandler for GatewayMcp {
     ) -> Result<CallToolResponse, McpError> {
         let credential = credential(&context)?;
         if request.name == STATUS_TOOL {
-            let StatusArgs { request_id } = args(&request)?;
+            let StatusArgs { request_id } = match args(&request) {
+                Ok(a) => a,
+                Err(api) => return Ok(tool_error(RequestId::new(), &api).into()),
+            };
             return Ok(match self.state.phase_for(&credential, request_id).await {
                 Ok(phase) => phase_result(request_id, &phase),
                 Err(api) => tool_error(request_id, &api),
@@ -197,7 +209,10 @@ impl ServerHandler for GatewayMcp {
                 None,
             ));
         }
-        let a: ActionArgs = args(&request)?;
+        let a: ActionArgs = match args(&request) {
+            Ok(a) => a,
+            Err(api) => return Ok(tool_error(RequestId::new(), &api).into()),
+        };
         let mut action = ActionRequest::new(request.name.to_string(), a.resource);
         if let Some(id) = a.request_id {
             action.id = id;
