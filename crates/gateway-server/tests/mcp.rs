@@ -610,3 +610,67 @@ async fn published_params_schemas_are_the_definitions_and_are_enforced() {
     assert!(text(&refused).contains("/message"), "{}", text(&refused));
     client.cancel().await.unwrap();
 }
+
+/// Without a session, a `notifications/cancelled` (its own POST) cancels the call it names for
+/// the same credential while the call's response is still open, and that response ends with
+/// no result, as in a session; another agent's, or another id, cancels nothing.
+#[tokio::test]
+async fn a_sessionless_cancellation_cancels_the_call_it_names() {
+    let h = start(Options {
+        server: gateway_server::ServerConfig {
+            mcp_sessions: false,
+            mcp_call_wait: Duration::from_secs(10),
+            ..gateway_server::ServerConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let post = |bearer: &Secret, body: Value| {
+        h.http
+            .post(format!("{}/mcp", h.base))
+            .bearer_auth(token(bearer))
+            .header("accept", "application/json, text/event-stream")
+            .json(&body)
+            .send()
+    };
+    let cancelled = |id: Value| json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": id}});
+    let id = RequestId::new().to_string();
+    let call = post(
+        &h.agent_a,
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+            "name": "ops.approve", "arguments": {"resource": "ops:prod/db", "request_id": id}}}),
+    );
+    let call = tokio::spawn(async move { call.await.unwrap().text().await.unwrap() });
+    h.wait_pending_approval(&id).await;
+    for (bearer, rpc_id) in [
+        (&h.agent_b, json!(5)),
+        (&h.agent_a, json!(6)),
+        (&h.agent_a, json!("5")),
+    ] {
+        let resp = post(bearer, cancelled(rpc_id)).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, doc) = h.get(&format!("/v1/actions/{id}"), Some(&h.agent_a)).await;
+    assert_eq!(doc["status"], "pending_approval", "{doc}");
+
+    let resp = post(&h.agent_a, cancelled(json!(5))).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let answer = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("the cancelled call's response ends")
+        .unwrap();
+    assert!(!answer.contains("\"result\""), "{answer}");
+    let doc = h.wait_done(&id, &h.agent_a).await;
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled"),
+        "{doc}"
+    );
+    let (_, pending) = h.get("/v1/approvals", Some(&h.alice)).await;
+    assert_eq!(pending["pending"], json!([]), "{pending}");
+    assert!(h.runner.runs().is_empty());
+}

@@ -45,6 +45,7 @@ use std::sync::Arc;
 /// The path the MCP endpoint is served at by [`router`].
 pub const MCP_PATH: &str = "/mcp";
 
+mod cancel;
 mod jsonrpc;
 mod progress;
 pub mod result;
@@ -227,7 +228,12 @@ impl ServerHandler for GatewayMcp {
             action.requested_ttl_seconds = ttl;
         }
         let id = action.id;
-        let cancel = CancellationToken::new();
+        // Made without a session, the call is cancelled through the middleware (`cancel`).
+        let cancel = context
+            .extensions
+            .get::<Parts>()
+            .and_then(|parts| parts.extensions.get::<cancel::Withdrawn>())
+            .map_or_else(CancellationToken::new, |w| w.0.child_token());
         let mut rx = match self.state.submit(credential, action, "mcp", cancel.clone()) {
             Ok(rx) => rx,
             Err(api) => return Ok(tool_error(id, &api).into()),
@@ -254,8 +260,13 @@ fn credential(context: &RequestContext<RoleServer>) -> Result<Credential, McpErr
     auth::credential(&parts.headers).map_err(|m| McpError::invalid_request(m.to_owned(), None))
 }
 
+/// The streamable HTTP transport's session header.
+const SESSION_HEADER: &str = "mcp-session-id";
+
 /// The streamable-HTTP MCP service: sessions for clients on older protocol versions when
 /// `mcp_sessions` is on, stateless otherwise; every POST carries its own credential either way.
+/// Served without [`router`]'s middleware, a call made without a session cannot be cancelled
+/// (`cancel`).
 pub fn service(state: AppState) -> StreamableHttpService<GatewayMcp, LocalSessionManager> {
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(state.config().mcp_sessions)
@@ -307,11 +318,13 @@ async fn require_agent(State(state): State<AppState>, request: Request, next: Ne
 
 /// The MCP endpoint at [`MCP_PATH`], behind the bearer check.
 pub fn router(state: AppState) -> Router {
+    let sessionless = Arc::new(cancel::Sessionless::default());
     Router::new()
         .route_service(MCP_PATH, service(state.clone()))
-        // Layers run outside in: origin and bearer first, then the JSON-RPC shape.
+        // Layers run outside in: origin and bearer first, then the JSON-RPC shape (and what
+        // cancels calls made without a session).
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            (state.clone(), sessionless),
             jsonrpc::check,
         ))
         .layer(middleware::from_fn_with_state(state, require_agent))
