@@ -19,6 +19,8 @@
 //    "abort_after_ms": N,               the call (AbortSignal) at the first notification whose
 //    "timeout_ms": N}                   message starts with PREFIX, "abort_after_ms" N ms after
 //                                       sending it; "timeout_ms" is the SDK's request timeout
+//   {"check_output": NAME,              runs the SDK's validator for NAME's outputSchema (after
+//    "structured": VALUE}               a list) on VALUE: {"validator", "valid", "message"}
 //   {"sleep_ms": N}                     waits N ms (the connection stays open)
 //   {"terminate": true}                 ends the session (HTTP DELETE)
 //
@@ -79,6 +81,17 @@ async function run(url, token, steps) {
       if (step.list) {
         const tools = await client.listTools();
         out.steps.push({ tools: tools.tools.map((t) => t.name) });
+        continue;
+      }
+      if (step.check_output) {
+        // What the SDK's own validator (compiled from the listed outputSchema) says of a value.
+        const validator = client.getToolOutputValidator(step.check_output);
+        const verdict = validator ? validator(step.structured) : null;
+        out.steps.push({
+          validator: Boolean(validator),
+          valid: verdict?.valid ?? null,
+          message: verdict?.errorMessage ?? null,
+        });
         continue;
       }
       if (step.sleep_ms) {
