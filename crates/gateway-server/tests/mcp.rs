@@ -117,13 +117,25 @@ async fn tools_call_executes_allowed_and_reports_denials_as_tool_errors() {
         "a job that exits 3 is reported as an error"
     );
 
-    // Bad arguments and unknown tools are protocol errors.
-    assert!(
-        client
-            .call_tool(call("ops.echo", json!({"nope": 1})))
-            .await
-            .is_err()
-    );
+    // Arguments the input schema refuses are tool errors the model can read (MCP 2025-11-25:
+    // input validation errors are not protocol errors); an unknown tool is a protocol error.
+    for bad in [
+        call("ops.echo", json!({"nope": 1})),
+        call("ops.echo", json!({"params": {}})),
+        call("ops.echo", json!({"resource": 7})),
+        call(STATUS, json!({"request_id": "not-a-uuid"})),
+    ] {
+        let refused = client.call_tool(bad.clone()).await.unwrap();
+        assert_eq!(refused.is_error, Some(true), "{bad:?}: {refused:?}");
+        let doc = refused.structured_content.clone().unwrap();
+        assert_eq!(doc["status"], "failed", "{doc}");
+        assert_eq!(doc["error"]["kind"], "invalid_input", "{doc}");
+        assert!(
+            text(&refused).starts_with("invalid_input: invalid arguments: "),
+            "{}",
+            text(&refused)
+        );
+    }
     assert!(
         client
             .call_tool(call("ops.unknown", json!({"resource": "r"})))
@@ -597,4 +609,68 @@ async fn published_params_schemas_are_the_definitions_and_are_enforced() {
     assert_eq!(refused.is_error, Some(true), "{refused:?}");
     assert!(text(&refused).contains("/message"), "{}", text(&refused));
     client.cancel().await.unwrap();
+}
+
+/// Without a session, a `notifications/cancelled` (its own POST) cancels the call it names for
+/// the same credential while the call's response is still open, and that response ends with
+/// no result, as in a session; another agent's, or another id, cancels nothing.
+#[tokio::test]
+async fn a_sessionless_cancellation_cancels_the_call_it_names() {
+    let h = start(Options {
+        server: gateway_server::ServerConfig {
+            mcp_sessions: false,
+            mcp_call_wait: Duration::from_secs(10),
+            ..gateway_server::ServerConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let post = |bearer: &Secret, body: Value| {
+        h.http
+            .post(format!("{}/mcp", h.base))
+            .bearer_auth(token(bearer))
+            .header("accept", "application/json, text/event-stream")
+            .json(&body)
+            .send()
+    };
+    let cancelled = |id: Value| json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": id}});
+    let id = RequestId::new().to_string();
+    let call = post(
+        &h.agent_a,
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {
+            "name": "ops.approve", "arguments": {"resource": "ops:prod/db", "request_id": id}}}),
+    );
+    let call = tokio::spawn(async move { call.await.unwrap().text().await.unwrap() });
+    h.wait_pending_approval(&id).await;
+    for (bearer, rpc_id) in [
+        (&h.agent_b, json!(5)),
+        (&h.agent_a, json!(6)),
+        (&h.agent_a, json!("5")),
+    ] {
+        let resp = post(bearer, cancelled(rpc_id)).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, doc) = h.get(&format!("/v1/actions/{id}"), Some(&h.agent_a)).await;
+    assert_eq!(doc["status"], "pending_approval", "{doc}");
+
+    let resp = post(&h.agent_a, cancelled(json!(5))).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let answer = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("the cancelled call's response ends")
+        .unwrap();
+    assert!(!answer.contains("\"result\""), "{answer}");
+    let doc = h.wait_done(&id, &h.agent_a).await;
+    assert_eq!(doc["status"], "failed", "{doc}");
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled"),
+        "{doc}"
+    );
+    let (_, pending) = h.get("/v1/approvals", Some(&h.alice)).await;
+    assert_eq!(pending["pending"], json!([]), "{pending}");
+    assert!(h.runner.runs().is_empty());
 }

@@ -3,6 +3,9 @@
 //! `arguments` is not an object gets `-32602` invalid params for its id (rmcp cannot even read
 //! it as a call, and answers as if the method were unknown). MCP clients understand JSON-RPC
 //! errors; they cannot do much with a bare HTTP status.
+//!
+//! It also follows what can be cancelled without a session (`super::cancel`): each sessionless
+//! `tools/call`, and each sessionless `notifications/cancelled` (which rmcp would drop).
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -11,8 +14,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::cancel::{self, Sessionless};
+use crate::auth;
 use crate::error::ApiError;
 use crate::state::AppState;
+use std::sync::Arc;
 
 /// JSON-RPC's parse error.
 const PARSE_ERROR: i64 = -32700;
@@ -20,7 +26,11 @@ const PARSE_ERROR: i64 = -32700;
 const INVALID_PARAMS: i64 = -32602;
 
 /// The middleware (see the module docs). Only `POST` bodies are looked at.
-pub(super) async fn check(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(super) async fn check(
+    State((state, sessionless)): State<(AppState, Arc<Sessionless>)>,
+    request: Request,
+    next: Next,
+) -> Response {
     if request.method() != Method::POST {
         return next.run(request).await;
     }
@@ -54,8 +64,29 @@ pub(super) async fn check(State(state): State<AppState>, request: Request, next:
             "Invalid params: tools/call arguments must be an object",
         );
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    let sessionless_credential = if parts.headers.contains_key(super::SESSION_HEADER) {
+        None
+    } else {
+        // The bearer check before this layer accepted it.
+        auth::credential(&parts.headers).ok()
+    };
+    let request = Request::from_parts(parts, Body::from(bytes));
+    if let Some(credential) = sessionless_credential {
+        let id = message.get("id").filter(|id| !id.is_null());
+        match (message["method"].as_str(), id) {
+            (Some("tools/call"), Some(id)) => {
+                return cancel::follow(&sessionless, &credential, id, request, next).await;
+            }
+            (Some("notifications/cancelled"), None) => {
+                if let Some(id) = message["params"].get("requestId") {
+                    let cancelled = sessionless.cancel(&credential, id);
+                    tracing::info!(request_id = %id, cancelled, "sessionless cancellation");
+                }
+            }
+            _ => {}
+        }
+    }
+    next.run(request).await
 }
 
 fn error(status: StatusCode, id: Value, code: i64, message: &str) -> Response {

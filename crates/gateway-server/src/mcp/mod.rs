@@ -9,7 +9,10 @@
 //!   every tool declares as its `outputSchema`, and a readable text summary. Refusals (denied,
 //!   invalid, rate limited, unavailable, …) come back as tool errors (`isError: true`) with the
 //!   reasons; an action still waiting for a human after [`ServerConfig::mcp_call_wait`] returns
-//!   its request id to poll. Malformed arguments are JSON-RPC errors (`-32602`).
+//!   its request id to poll. Arguments the tool's input schema refuses are tool errors too
+//!   (`invalid_input`, under a fresh id that names no action), so the model reads what was
+//!   wrong and can correct it, as MCP 2025-11-25 asks of input validation errors; an unknown
+//!   tool, or a call that is not a well-formed `tools/call`, is a JSON-RPC error (`-32602`).
 //!
 //! Every HTTP request to the endpoint must carry a bearer credential the gateway's identity
 //! backend accepts (401 otherwise), so nothing, not even the tool list, is shown to strangers.
@@ -42,6 +45,7 @@ use std::sync::Arc;
 /// The path the MCP endpoint is served at by [`router`].
 pub const MCP_PATH: &str = "/mcp";
 
+mod cancel;
 mod jsonrpc;
 mod progress;
 pub mod result;
@@ -132,10 +136,16 @@ struct StatusArgs {
     request_id: RequestId,
 }
 
-fn args<T: serde::de::DeserializeOwned>(request: &CallToolRequestParams) -> Result<T, McpError> {
+/// The call's arguments as `T`, or the `invalid_input` error that says what is wrong with them.
+fn args<T: serde::de::DeserializeOwned>(request: &CallToolRequestParams) -> Result<T, ApiError> {
     let value = Value::Object(request.arguments.clone().unwrap_or_default());
-    serde_json::from_value(value)
-        .map_err(|e| McpError::invalid_params(format!("invalid arguments: {e}"), None))
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::new(
+            gateway_core::ErrorKind::InvalidInput,
+            format!("invalid arguments: {e}"),
+            None,
+        )
+    })
 }
 
 impl ServerHandler for GatewayMcp {
@@ -181,7 +191,10 @@ impl ServerHandler for GatewayMcp {
     ) -> Result<CallToolResponse, McpError> {
         let credential = credential(&context)?;
         if request.name == STATUS_TOOL {
-            let StatusArgs { request_id } = args(&request)?;
+            let StatusArgs { request_id } = match args(&request) {
+                Ok(a) => a,
+                Err(api) => return Ok(tool_error(RequestId::new(), &api).into()),
+            };
             return Ok(match self.state.phase_for(&credential, request_id).await {
                 Ok(phase) => phase_result(request_id, &phase),
                 Err(api) => tool_error(request_id, &api),
@@ -197,7 +210,10 @@ impl ServerHandler for GatewayMcp {
                 None,
             ));
         }
-        let a: ActionArgs = args(&request)?;
+        let a: ActionArgs = match args(&request) {
+            Ok(a) => a,
+            Err(api) => return Ok(tool_error(RequestId::new(), &api).into()),
+        };
         let mut action = ActionRequest::new(request.name.to_string(), a.resource);
         if let Some(id) = a.request_id {
             action.id = id;
@@ -212,7 +228,12 @@ impl ServerHandler for GatewayMcp {
             action.requested_ttl_seconds = ttl;
         }
         let id = action.id;
-        let cancel = CancellationToken::new();
+        // Made without a session, the call is cancelled through the middleware (`cancel`).
+        let cancel = context
+            .extensions
+            .get::<Parts>()
+            .and_then(|parts| parts.extensions.get::<cancel::Withdrawn>())
+            .map_or_else(CancellationToken::new, |w| w.0.child_token());
         let mut rx = match self.state.submit(credential, action, "mcp", cancel.clone()) {
             Ok(rx) => rx,
             Err(api) => return Ok(tool_error(id, &api).into()),
@@ -239,8 +260,13 @@ fn credential(context: &RequestContext<RoleServer>) -> Result<Credential, McpErr
     auth::credential(&parts.headers).map_err(|m| McpError::invalid_request(m.to_owned(), None))
 }
 
+/// The streamable HTTP transport's session header.
+const SESSION_HEADER: &str = "mcp-session-id";
+
 /// The streamable-HTTP MCP service: sessions for clients on older protocol versions when
 /// `mcp_sessions` is on, stateless otherwise; every POST carries its own credential either way.
+/// Served without [`router`]'s middleware, a call made without a session cannot be cancelled
+/// (`cancel`).
 pub fn service(state: AppState) -> StreamableHttpService<GatewayMcp, LocalSessionManager> {
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(state.config().mcp_sessions)
@@ -288,11 +314,13 @@ async fn require_agent(State(state): State<AppState>, request: Request, next: Ne
 
 /// The MCP endpoint at [`MCP_PATH`], behind the bearer check.
 pub fn router(state: AppState) -> Router {
+    let sessionless = Arc::new(cancel::Sessionless::default());
     Router::new()
         .route_service(MCP_PATH, service(state.clone()))
-        // Layers run outside in: origin and bearer first, then the JSON-RPC shape.
+        // Layers run outside in: origin and bearer first, then the JSON-RPC shape (and what
+        // cancels calls made without a session).
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            (state.clone(), sessionless),
             jsonrpc::check,
         ))
         .layer(middleware::from_fn_with_state(state, require_agent))

@@ -8,7 +8,8 @@
 //! is visibly alive; a call that ends before either gets none (a notification first would make
 //! the answer an event stream). A `notifications/cancelled` for the call cancels the action itself
 //! (`Gateway::execute_until`): before the grant nothing runs, after it the job is stopped, and
-//! revocation and the audit record still happen.
+//! revocation and the audit record still happen. In a session rmcp delivers the notification;
+//! without one the endpoint's middleware does (`super::cancel`).
 
 use crate::tracker::Phase;
 use gateway_core::CancellationToken;
