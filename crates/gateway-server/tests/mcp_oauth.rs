@@ -537,28 +537,22 @@ async fn audience_and_scope_of_access_tokens_are_enforced() {
     assert_eq!(s.runner.runs().len(), 1);
 }
 
-#[tokio::test]
-async fn the_python_sdk_discovers_the_authorization_server_and_acts() {
-    let Some(auth) = start_auth_server() else {
-        return;
-    };
-    let Some(python) = required_env("GATEWAY_TEST_MCP_PYTHON") else {
-        return;
-    };
-    let s = start_server(&auth.issuer, true).await;
-    let client = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tools/mcp_sdk/python_oauth_client.py"
-    );
-    let steps = json!([
+/// What both SDKs do once they hold a token: list, an allowed call, a denied one.
+fn oauth_steps() -> Value {
+    json!([
         {"list": true},
         {"call": "ops.echo", "arguments": {"resource": "ops:staging/web", "params": {"message": "x"}}},
         {"call": "ops.frozen", "arguments": {"resource": "ops:prod/web"}},
-    ]);
-    let run = tokio::process::Command::new(python)
-        .arg(client)
+    ])
+}
+
+/// Runs an SDK's OAuth driver (`program args… RESOURCE STEPS`, starting without a token) against
+/// the server; the JSON report it prints.
+async fn run_oauth_client(program: &str, args: &[&str], s: &Server) -> Value {
+    let run = tokio::process::Command::new(program)
+        .args(args)
         .arg(&s.resource)
-        .arg(steps.to_string())
+        .arg(oauth_steps().to_string())
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(90), run)
@@ -576,8 +570,11 @@ async fn the_python_sdk_discovers_the_authorization_server_and_acts() {
         !stderr.contains("WARNING") && !stderr.contains("OAuth flow error"),
         "{stderr}"
     );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
 
+/// What an SDK's OAuth client must have done to get its token, and then done with it.
+fn check_oauth_report(report: &Value, s: &Server, auth: &AuthServer) {
     // How it got there: refused, read the metadata named in the challenge, then the
     // authorization server's metadata, registered, authorized, exchanged the code, retried.
     let http: Vec<(String, String, u64)> = report["http"]
@@ -652,4 +649,50 @@ async fn the_python_sdk_discovers_the_authorization_server_and_acts() {
     let echo = inputs.iter().find(|i| i.action == "ops.echo").unwrap();
     assert_eq!(echo.agent.id.as_str(), "agent:alice");
     assert_eq!(echo.agent.attributes["scopes"], json!([REQUIRED]));
+}
+
+#[tokio::test]
+async fn the_python_sdk_discovers_the_authorization_server_and_acts() {
+    let Some(auth) = start_auth_server() else {
+        return;
+    };
+    let Some(python) = required_env("GATEWAY_TEST_MCP_PYTHON") else {
+        return;
+    };
+    let s = start_server(&auth.issuer, true).await;
+    let client = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tools/mcp_sdk/python_oauth_client.py"
+    );
+    let report = run_oauth_client(&python, &[client], &s).await;
+    check_oauth_report(&report, &s, &auth);
+}
+
+/// The same flow with the official TypeScript SDK, as its documentation has an app run it: the
+/// first connection ends in `UnauthorizedError` once the user is sent to the authorization
+/// server, the app hands the code to `finishAuth`, and connects again.
+#[tokio::test]
+async fn the_typescript_sdk_discovers_the_authorization_server_and_acts() {
+    let Some(auth) = start_auth_server() else {
+        return;
+    };
+    let Some(node) = required_env("GATEWAY_TEST_MCP_NODE") else {
+        return;
+    };
+    // Where the SDK is installed; the driver reads it from the environment it inherits.
+    if required_env("GATEWAY_TEST_MCP_TS_SDK").is_none() {
+        return;
+    }
+    let s = start_server(&auth.issuer, true).await;
+    let client = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tools/mcp_sdk/ts/oauth_client.mjs"
+    );
+    let report = run_oauth_client(&node, &[client], &s).await;
+    assert_eq!(
+        report["first_error"]["name"], "UnauthorizedError",
+        "{}",
+        report["first_error"]
+    );
+    check_oauth_report(&report, &s, &auth);
 }
