@@ -5,7 +5,7 @@ use crate::alg::Algorithm;
 use crate::token;
 use serde_json::{Map, Value};
 
-/// What [`token::parse`] and [`token::claims`] make of a compact JWS, before any signature
+/// What `token::parse` and `token::claims` make of a compact JWS, before any signature
 /// check: `None` where the credential is not JWT-shaped (another backend's).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
