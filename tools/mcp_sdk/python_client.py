@@ -5,9 +5,12 @@ what it saw as one JSON document, for gateway-server's SDK tests.
     python_client.py URL TOKEN SCRIPT_JSON
 
 SCRIPT_JSON is a list of steps: {"list": true} lists the tools; {"call": NAME, "arguments":
-{...}, "progress": true} calls one (recording progress notifications when asked). Each step's
-result is printed in order: tool names, or the call's isError, structuredContent, text and
-progress messages. A protocol error is recorded as {"error": message}, not raised.
+{...}, "progress": true} calls one (recording progress notifications when asked);
+"cancel_on_progress": PREFIX abandons the call (an anyio cancel scope, which has the SDK send
+`notifications/cancelled`) at the first progress message starting with PREFIX; {"sleep_ms": N}
+waits with the session open. Each step's result is printed in order: tool names, or the call's
+isError, structuredContent, text and progress messages, or {"cancelled": true, "progress": [...]}
+for an abandoned call. A protocol error is recorded as {"error": message}, not raised.
 """
 import json
 import sys
@@ -32,16 +35,31 @@ async def run(url: str, token: str, steps: list) -> list:
                             tools = await session.list_tools()
                             out.append({"tools": [t.name for t in tools.tools]})
                             continue
+                        if step.get("sleep_ms"):
+                            await anyio.sleep(step["sleep_ms"] / 1000)
+                            out.append({"slept": step["sleep_ms"]})
+                            continue
                         seen = []
+                        stop_at = step.get("cancel_on_progress")
+                        scope = anyio.CancelScope()
 
                         async def on_progress(progress, total, message):
                             seen.append(message or "")
+                            if stop_at is not None and (message or "").startswith(stop_at):
+                                scope.cancel()
 
-                        result = await session.call_tool(
-                            step["call"],
-                            step.get("arguments", {}),
-                            progress_callback=on_progress if step.get("progress") else None,
-                        )
+                        result = None
+                        with scope:
+                            result = await session.call_tool(
+                                step["call"],
+                                step.get("arguments", {}),
+                                progress_callback=on_progress
+                                if step.get("progress") or stop_at is not None
+                                else None,
+                            )
+                        if result is None:
+                            out.append({"cancelled": True, "progress": seen})
+                            continue
                         out.append(
                             {
                                 "is_error": bool(result.is_error),

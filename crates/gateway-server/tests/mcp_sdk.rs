@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Harness, Options, start, token};
-use gateway_core::{RequestId, Secret};
+use gateway_core::{AuditEventKind, RequestId, Secret};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -152,4 +152,54 @@ async fn the_python_sdk_gets_progress_while_a_call_waits_for_approval() {
             >= 2,
         "{progress:?}"
     );
+}
+
+/// The Python SDK abandons a call waiting for approval (a cancel scope: the SDK sends
+/// `notifications/cancelled`): the action is cancelled, nothing is granted or run, and no
+/// approval is left pending.
+#[tokio::test]
+async fn cancelling_a_python_sdk_call_cancels_its_action() {
+    let mut options = Options::default();
+    options.server.mcp_call_wait = Duration::from_secs(20);
+    options.server.mcp_progress_interval = Duration::from_millis(200);
+    let h = start(options).await;
+    let id = RequestId::new().to_string();
+    let steps = json!([
+        {
+            "call": "ops.approve",
+            "arguments": {"resource": "ops:prod/db", "request_id": id},
+            "cancel_on_progress": "waiting for human approval",
+        },
+        // Still connected: only the notification said stop.
+        {"sleep_ms": 500},
+        {"call": "gateway.action_status", "arguments": {"request_id": id}},
+    ]);
+    let Some(run) = sdk(&h, &h.agent_a, steps).await else {
+        return;
+    };
+    assert_eq!(run[0]["cancelled"], true, "{}", run[0]);
+    let status = &run[2]["structured"];
+    assert_eq!(status["status"], "failed", "{run:?}");
+    assert!(
+        status["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled"),
+        "{run:?}"
+    );
+    let kinds: Vec<_> = h
+        .audit
+        .events_for(id.parse().unwrap())
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        kinds.contains(&AuditEventKind::ApprovalRequested),
+        "{kinds:?}"
+    );
+    assert!(!kinds.contains(&AuditEventKind::Granted), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&AuditEventKind::Completed), "{kinds:?}");
+    let (_, pending) = h.get("/v1/approvals", Some(&h.alice)).await;
+    assert_eq!(pending["pending"], json!([]), "{pending}");
+    assert!(h.runner.runs().is_empty());
 }
