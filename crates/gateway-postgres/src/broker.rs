@@ -20,13 +20,13 @@ use time::format_description::well_known::Rfc3339;
 
 /// The job environment variable (secret) with the role's password.
 pub const PASSWORD_ENV: &str = "PGPASSWORD";
-/// The job environment variable and hint with the role's name.
+/// The hint with the role's name (the `PGUSER` of the job).
 pub const USER_ENV: &str = "PGUSER";
-/// The job environment variable and hint with the first scope's database.
+/// The hint with the first scope's database (the `PGDATABASE` of the job).
 pub const DATABASE_ENV: &str = "PGDATABASE";
-/// The job environment variable and hint with the host jobs connect to.
+/// The hint with the host jobs connect to (the `PGHOST` of the job).
 pub const HOST_ENV: &str = "PGHOST";
-/// The job environment variable and hint with the port jobs connect to.
+/// The hint with the port jobs connect to (the `PGPORT` of the job).
 pub const PORT_ENV: &str = "PGPORT";
 /// The environment variable [`PostgresBrokerBuilder::from_env`] reads the admin URL from.
 pub const URL_ENV: &str = "GATEWAY_PG_BROKER_URL";
@@ -37,6 +37,15 @@ pub const INSTANCE_ENV: &str = "GATEWAY_PG_BROKER_INSTANCE";
 pub const DATABASES_KEY: &str = "agent-gateway.io/databases";
 
 const ROLE_PREFIX: &str = "agw_";
+
+/// How often a catalog change that lost a race with another grant is retried.
+const RETRIES: u32 = 8;
+
+/// The pause before retry `attempt` (1-based): 20 ms doubling, with up to 20 ms of jitter.
+fn backoff(attempt: u32) -> Duration {
+    let base = 20u64 << attempt.min(6);
+    Duration::from_millis(base + u64::from(rand::random::<u8>() % 20))
+}
 
 /// Builds a [`PostgresBroker`].
 ///
@@ -383,7 +392,7 @@ impl PostgresBroker {
 
     /// Grants the scopes of one database (one transaction), then checks that the role really
     /// holds each privilege: a `GRANT` the admin may not give is only a warning in PostgreSQL.
-    async fn grant_in_database(
+    async fn grant_in_database_once(
         &self,
         role: &str,
         database: &str,
@@ -436,6 +445,65 @@ impl PostgresBroker {
             .map_err(|e| PgBrokerError::db("committing the grants", e))?;
         conn.close().await.ok();
         Ok(())
+    }
+
+    /// [`Self::grant_in_database_once`], retried when a concurrent grant or revocation changed
+    /// the same catalog rows (the database's ACL is one row for all roles).
+    async fn grant_in_database(
+        &self,
+        role: &str,
+        database: &str,
+        scopes: &[&PgScope],
+    ) -> Result<(), PgBrokerError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.grant_in_database_once(role, database, scopes).await {
+                Err(e) if e.is_concurrent_update() && attempt < RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// `REASSIGN OWNED` and `DROP OWNED` of `role` in `database` (one transaction), retried like
+    /// [`Self::grant_in_database`]. `Ok(false)`: the role is already gone.
+    async fn drop_owned(&self, role: &str, database: &str) -> Result<bool, PgBrokerError> {
+        let mut attempt = 0u32;
+        loop {
+            match self.drop_owned_once(role, database).await {
+                Err(e) if e.is_concurrent_update() && attempt < RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn drop_owned_once(&self, role: &str, database: &str) -> Result<bool, PgBrokerError> {
+        let r = quote_ident(role);
+        let mut conn = match self.connect_to(database).await {
+            Ok(c) => c,
+            // The database is gone, and the privileges with it.
+            Err(e) if e.sqlstate().as_deref() == Some("3D000") => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        let mut tx = conn
+            .begin()
+            .await
+            .map_err(|e| PgBrokerError::db("starting the revocation's transaction", e))?;
+        let sql = format!("REASSIGN OWNED BY {r} TO CURRENT_USER;\nDROP OWNED BY {r};\n");
+        match exec(&mut tx, "dropping what the role owns and holds", &sql).await {
+            Err(e) if e.sqlstate().as_deref() == Some("42704") => return Ok(false),
+            other => other?,
+        }
+        tx.commit()
+            .await
+            .map_err(|e| PgBrokerError::db("committing the revocation", e))?;
+        conn.close().await.ok();
+        Ok(true)
     }
 
     async fn grant_inner(
@@ -516,25 +584,9 @@ impl PostgresBroker {
         dbs.extend(extra_dbs.iter().cloned());
         dbs.insert(self.admin_database.clone());
         for db in &dbs {
-            let mut conn = match self.connect_to(db).await {
-                Ok(c) => c,
-                // The database is gone, and the privileges with it.
-                Err(e) if e.sqlstate().as_deref() == Some("3D000") => continue,
-                Err(e) => return Err(e),
-            };
-            let mut tx = conn
-                .begin()
-                .await
-                .map_err(|e| PgBrokerError::db("starting the revocation's transaction", e))?;
-            let sql = format!("REASSIGN OWNED BY {r} TO CURRENT_USER;\nDROP OWNED BY {r};\n");
-            match exec(&mut tx, "dropping what the role owns and holds", &sql).await {
-                Err(e) if e.sqlstate().as_deref() == Some("42704") => return Ok(()),
-                other => other?,
+            if !self.drop_owned(role, db).await? {
+                return Ok(());
             }
-            tx.commit()
-                .await
-                .map_err(|e| PgBrokerError::db("committing the revocation", e))?;
-            conn.close().await.ok();
         }
         // 4. The role itself.
         let mut conn = self
@@ -662,12 +714,10 @@ impl AccessBroker for PostgresBroker {
             (PORT_ENV.to_owned(), self.job_port.to_string()),
             (keys::INSTANCE.to_owned(), self.instance.clone()),
         ]);
-        let mut job_env: BTreeMap<String, Secret> = hints
-            .iter()
-            .filter(|(k, _)| k.starts_with("PG"))
-            .map(|(k, v)| (k.clone(), Secret::from(v.as_str())))
-            .collect();
-        job_env.insert(PASSWORD_ENV.to_owned(), password);
+        // Only the password is secret material. The other connection parameters are hints:
+        // the role name is the grant id anyway, and a secret equal to a logged value would be
+        // no secret.
+        let job_env = BTreeMap::from([(PASSWORD_ENV.to_owned(), password)]);
         Ok(Grant {
             id: role,
             correlation_id: request.correlation_id,

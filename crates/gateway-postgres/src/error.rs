@@ -57,6 +57,25 @@ impl PgBrokerError {
     }
 }
 
+impl PgBrokerError {
+    /// Whether a retry may succeed: concurrent changes of the same catalog row (two grants or
+    /// revocations changing one database's ACL at once fail with "tuple concurrently updated"),
+    /// serialisation failures and deadlocks.
+    pub(crate) fn is_concurrent_update(&self) -> bool {
+        match self {
+            Self::Database {
+                source: sqlx::Error::Database(e),
+                ..
+            } => match e.code().as_deref() {
+                Some("40001" | "40P01") => true,
+                Some("XX000") => e.message().contains("concurrently"),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// The backend-neutral class of a driver error.
 fn db_class(e: &sqlx::Error) -> gateway_core::ErrorKind {
     use gateway_core::ErrorKind as K;

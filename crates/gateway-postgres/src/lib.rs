@@ -33,10 +33,11 @@
 //! again. Every identifier is double-quoted with embedded quotes doubled, every value is a
 //! quoted literal ([`sql`]), on top of the grammar's plain identifiers.
 //!
-//! The job receives `PGUSER`, `PGDATABASE` (the first scope's), `PGHOST`, `PGPORT` and the
-//! secret `PGPASSWORD` in [`gateway_core::Grant::job_env`] (all [`gateway_core::Secret`]s, so
-//! none is printed); the non-secret four are also in the grant's `hints`. The password is in
-//! no hint, no `Debug`, no serialised grant, no log.
+//! The grant's only secret is the password: `PGPASSWORD` in [`gateway_core::Grant::job_env`]
+//! (a [`gateway_core::Secret`], never printed or serialised). The non-secret connection
+//! parameters `PGUSER` (the role, which is also the grant id), `PGDATABASE` (the first scope's),
+//! `PGHOST` and `PGPORT` are the grant's `hints`, safe to log and audit, for the runner to put
+//! in the job's environment.
 //!
 //! ## What revoke does
 //!
