@@ -11,6 +11,7 @@
 //! | `audit` | `gateway-audit`: hash-chained audit on SQLite, and PostgreSQL with `postgres` | `embedded`, `postgres`, `cli` |
 //! | `identity` | `gateway-identity`: JWT/JWKS workload identities | `jwt` |
 //! | `kubernetes` | `gateway-kubernetes`: Job runner and RBAC broker | `kubernetes` |
+//! | `postgres_broker` | `gateway-postgres`: just-in-time PostgreSQL role broker | `postgres-broker` |
 //! | `server` | `gateway-server`: HTTP API, approvals, MCP front (`otel` adds trace export) | `server` |
 //!
 //! The default feature set is `embedded`: everything on one machine with no external service.
@@ -30,6 +31,8 @@ pub use gateway_identity as identity;
 pub use gateway_kubernetes as kubernetes;
 #[cfg(any(feature = "embedded", feature = "opa-http"))]
 pub use gateway_opa as opa;
+#[cfg(feature = "postgres-broker")]
+pub use gateway_postgres as postgres_broker;
 #[cfg(any(feature = "embedded", feature = "docker"))]
 pub use gateway_runners as runners;
 #[cfg(feature = "server")]

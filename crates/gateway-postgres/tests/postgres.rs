@@ -320,10 +320,16 @@ async fn revoke_ends_logins_and_open_sessions() {
     let mut open = login(&grant).await.unwrap();
     sqlx::raw_sql("SELECT 1").execute(&mut open).await.unwrap();
     broker.revoke(&grant).await.unwrap();
-    let after = sqlx::raw_sql(&format!("SELECT * FROM {}", env.table("allowed")))
-        .execute(&mut open)
-        .await;
+    // Not merely its privileges gone (DROP OWNED does that): the session itself must be over.
+    let after = sqlx::raw_sql("SELECT 1").execute(&mut open).await;
     assert!(after.is_err(), "the open session must have been terminated");
+    let sessions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE usename = $1")
+            .bind(&grant.id)
+            .fetch_one(&mut env.admin)
+            .await
+            .unwrap();
+    assert_eq!(sessions, 0, "the role still has sessions");
     assert!(login(&grant).await.is_err(), "login after revoke");
     assert!(!env.role_exists(&grant.id).await);
     broker.revoke(&grant).await.unwrap();
