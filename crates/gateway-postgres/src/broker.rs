@@ -292,8 +292,9 @@ fn new_password() -> Secret {
     Secret::from(hex::encode(bytes))
 }
 
-/// Runs `sql` (one or more statements, simple query protocol). Boxed: the driver's future is
-/// not `Send` for every lifetime otherwise, which `#[async_trait]` requires.
+/// Runs `sql` (one or more statements, simple query protocol) through `Executor::execute`,
+/// whose boxed future is `Send`: `RawSql::execute`'s is not `Send` for every lifetime, which
+/// `#[async_trait]` requires.
 fn exec<'a>(
     conn: &'a mut PgConnection,
     what: &'a str,
