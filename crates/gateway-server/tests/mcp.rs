@@ -174,15 +174,7 @@ async fn approval_through_mcp_is_pollable() {
     assert_eq!(doc["status"], "pending_approval", "{doc}");
     let id = doc["id"].as_str().unwrap().to_owned();
 
-    h.wait_pending_approval(&id).await;
-    let (status, _) = h
-        .post(
-            &format!("/v1/approvals/{id}"),
-            Some(&h.alice),
-            &json!({"verdict": "approve"}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    h.approve_after(&id, Duration::ZERO).await;
     let mut last = Value::Null;
     for _ in 0..100 {
         let r = client
@@ -421,16 +413,7 @@ async fn a_call_waiting_for_approval_reports_progress_then_the_outcome() {
         json!({"resource": "ops:prod/db", "request_id": id}),
     ));
     let approve = async {
-        h.wait_pending_approval(&id).await;
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let (status, body) = h
-            .post(
-                &format!("/v1/approvals/{id}"),
-                Some(&h.alice),
-                &json!({"verdict": "approve"}),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
+        h.approve_after(&id, Duration::from_millis(400)).await;
     };
     let (result, ()) = tokio::join!(call, approve);
     let result = result.unwrap();
@@ -473,9 +456,7 @@ async fn cancelling_the_call_cancels_its_action() {
             .contains("cancelled"),
         "{doc}"
     );
-    let (_, pending) = h.get("/v1/approvals", Some(&h.alice)).await;
-    assert_eq!(pending["pending"], json!([]), "{pending}");
-    assert!(h.runner.runs().is_empty());
+    h.assert_cancelled_while_waiting(&id).await;
     client.cancel().await.unwrap();
 }
 

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Harness, Options, start, token};
-use gateway_core::{AuditEventKind, RequestId, Secret};
+use gateway_core::{RequestId, Secret};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -119,16 +119,7 @@ async fn the_python_sdk_gets_progress_while_a_call_waits_for_approval() {
         if std::env::var("GATEWAY_TEST_MCP_PYTHON").is_err() {
             return;
         }
-        h.wait_pending_approval(&id).await;
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        let (status, body) = h
-            .post(
-                &format!("/v1/approvals/{id}"),
-                Some(&h.alice),
-                &json!({"verdict": "approve"}),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
+        h.approve_after(&id, Duration::from_millis(700)).await;
     };
     let (result, ()) = tokio::join!(sdk(&h, &h.agent_a, steps), approve);
     let Some(result) = result else {
@@ -187,19 +178,5 @@ async fn cancelling_a_python_sdk_call_cancels_its_action() {
             .contains("cancelled"),
         "{run:?}"
     );
-    let kinds: Vec<_> = h
-        .audit
-        .events_for(id.parse().unwrap())
-        .iter()
-        .map(|e| e.kind)
-        .collect();
-    assert!(
-        kinds.contains(&AuditEventKind::ApprovalRequested),
-        "{kinds:?}"
-    );
-    assert!(!kinds.contains(&AuditEventKind::Granted), "{kinds:?}");
-    assert_eq!(kinds.last(), Some(&AuditEventKind::Completed), "{kinds:?}");
-    let (_, pending) = h.get("/v1/approvals", Some(&h.alice)).await;
-    assert_eq!(pending["pending"], json!([]), "{pending}");
-    assert!(h.runner.runs().is_empty());
+    h.assert_cancelled_while_waiting(&id).await;
 }

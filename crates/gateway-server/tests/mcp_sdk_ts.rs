@@ -8,7 +8,7 @@
 mod common;
 
 use common::{Harness, Options, start, token};
-use gateway_core::{AuditEventKind, RequestId};
+use gateway_core::RequestId;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -226,16 +226,7 @@ async fn the_ts_sdk_gets_progress_while_a_call_waits_for_approval() {
             if std::env::var("GATEWAY_TEST_MCP_NODE").is_err() {
                 return;
             }
-            h.wait_pending_approval(&id).await;
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            let (status, body) = h
-                .post(
-                    &format!("/v1/approvals/{id}"),
-                    Some(&h.alice),
-                    &json!({"verdict": "approve"}),
-                )
-                .await;
-            assert_eq!(status, 200, "{body}");
+            h.approve_after(&id, Duration::from_millis(1500)).await;
         };
         let (run, ()) = tokio::join!(sdk(&h, token(&h.agent_a), steps), approve);
         let Some(run) = run else {
@@ -315,22 +306,8 @@ async fn aborting_a_ts_sdk_call_cancels_its_action() {
             );
             let doc = h.wait_done(id, &h.agent_a).await;
             assert_eq!(doc["status"], "failed", "{doc}");
-            let kinds: Vec<_> = h
-                .audit
-                .events_for(id.parse().unwrap())
-                .iter()
-                .map(|e| e.kind)
-                .collect();
-            assert!(
-                kinds.contains(&AuditEventKind::ApprovalRequested),
-                "{kinds:?}"
-            );
-            assert!(!kinds.contains(&AuditEventKind::Granted), "{kinds:?}");
-            assert_eq!(kinds.last(), Some(&AuditEventKind::Completed), "{kinds:?}");
+            h.assert_cancelled_while_waiting(id).await;
         }
-        let (_, pending) = h.get("/v1/approvals", Some(&h.alice)).await;
-        assert_eq!(pending["pending"], json!([]), "{pending}");
-        assert!(h.runner.runs().is_empty());
     }
 }
 

@@ -6,8 +6,8 @@ use gateway_core::hmac_broker::TOKEN_ENV;
 use gateway_core::testing::script::{MemoryRenderer, ScriptRenderer, Step};
 use gateway_core::testing::{MemoryAuditSink, MemoryPolicy, MemoryRunner};
 use gateway_core::{
-    ActionCatalog, ActionDef, AgentId, AgentLimits, Decision, Gateway, GatewayConfig, HmacBroker,
-    Identity, JobSpec, Secret, StaticKeys,
+    ActionCatalog, ActionDef, AgentId, AgentLimits, AuditEventKind, Decision, Gateway,
+    GatewayConfig, HmacBroker, Identity, JobSpec, Secret, StaticKeys,
 };
 use gateway_server::{Approvers, Frontend, Metrics, ServerConfig};
 use serde_json::{Value, json};
@@ -280,5 +280,40 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("approval for {id} never became pending");
+    }
+
+    /// Waits until `id` waits for a human, then, `delay` later, has alice approve it.
+    pub async fn approve_after(&self, id: &str, delay: Duration) {
+        self.wait_pending_approval(id).await;
+        tokio::time::sleep(delay).await;
+        let (status, body) = self
+            .post(
+                &format!("/v1/approvals/{id}"),
+                Some(&self.alice),
+                &json!({"verdict": "approve"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// What an action cancelled while it waited for a human leaves: its trail asked for the
+    /// approval, granted nothing and ends with a terminal record; no approval is left pending
+    /// and nothing ran.
+    pub async fn assert_cancelled_while_waiting(&self, id: &str) {
+        let kinds: Vec<_> = self
+            .audit
+            .events_for(id.parse().unwrap())
+            .iter()
+            .map(|e| e.kind)
+            .collect();
+        assert!(
+            kinds.contains(&AuditEventKind::ApprovalRequested),
+            "{kinds:?}"
+        );
+        assert!(!kinds.contains(&AuditEventKind::Granted), "{kinds:?}");
+        assert_eq!(kinds.last(), Some(&AuditEventKind::Completed), "{kinds:?}");
+        let (_, pending) = self.get("/v1/approvals", Some(&self.alice)).await;
+        assert_eq!(pending["pending"], json!([]), "{pending}");
+        assert!(self.runner.runs().is_empty());
     }
 }
