@@ -89,6 +89,31 @@ pub trait AccessBroker: Send + Sync + 'static {
     async fn revoke(&self, grant: &Grant) -> Result<(), BrokerError>;
 }
 
+/// Why a broker refused a scope string of a grant request: the scope (a bounded prefix, since it
+/// comes from policy output) and the reason. Brokers that parse their own scope grammar (the
+/// Kubernetes and PostgreSQL ones) share it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("scope {scope:?}: {reason}")]
+pub struct ScopeError {
+    scope: String,
+    reason: String,
+}
+
+impl ScopeError {
+    /// `scope` was refused for `reason`; only its first 200 characters are kept.
+    pub fn new(scope: &str, reason: impl Into<String>) -> Self {
+        Self {
+            scope: scope.chars().take(200).collect(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Why it was refused.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
 /// Serde helper: a `Duration` as whole seconds.
 pub mod duration_secs {
     use serde::{Deserialize, Deserializer, Serializer};

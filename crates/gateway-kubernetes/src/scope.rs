@@ -22,6 +22,7 @@
 //! name if given), so the Role grants the scopes and nothing else.
 
 use crate::labels::{is_dns_label, is_dns_subdomain};
+pub use gateway_core::grant::ScopeError;
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use std::fmt;
 
@@ -62,24 +63,6 @@ pub fn well_known_group(resource: &str) -> Option<&'static str> {
         "leases" => "coordination.k8s.io",
         _ => return None,
     })
-}
-
-/// Why a scope string was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("scope {scope:?}: {reason}")]
-pub struct ScopeError {
-    scope: String,
-    reason: String,
-}
-
-impl ScopeError {
-    fn new(scope: &str, reason: impl Into<String>) -> Self {
-        // Echo a bounded prefix only: the string comes from policy output.
-        Self {
-            scope: scope.chars().take(200).collect(),
-            reason: reason.into(),
-        }
-    }
 }
 
 /// One parsed scope.

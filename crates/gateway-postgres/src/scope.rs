@@ -20,6 +20,7 @@
 //! and several databases. A grant whose scopes are all `select` is read-only: the role's
 //! sessions also default to `default_transaction_read_only = on`.
 
+pub use gateway_core::grant::ScopeError;
 use std::fmt;
 
 /// The longest identifier PostgreSQL keeps (`NAMEDATALEN - 1` bytes).
@@ -71,29 +72,6 @@ pub struct PgScope {
     pub table: String,
     /// The privilege granted on it.
     pub privilege: Privilege,
-}
-
-/// Why a scope string was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("scope {scope:?}: {reason}")]
-pub struct ScopeError {
-    scope: String,
-    reason: String,
-}
-
-impl ScopeError {
-    fn new(scope: &str, reason: impl Into<String>) -> Self {
-        // Echo a bounded prefix only: the string comes from policy output.
-        Self {
-            scope: scope.chars().take(200).collect(),
-            reason: reason.into(),
-        }
-    }
-
-    /// Why it was refused.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
 }
 
 /// Whether `s` is an identifier the grammar accepts.
