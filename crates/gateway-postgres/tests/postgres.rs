@@ -140,6 +140,22 @@ async fn login(grant: &Grant) -> Result<PgConnection, sqlx::Error> {
     login_with(grant, &env_of(grant, PASSWORD_ENV)).await
 }
 
+/// A grant of `scopes` for `ttl_secs` seconds from `broker`.
+async fn issue(broker: &PostgresBroker, scopes: Vec<String>, ttl_secs: u64) -> Grant {
+    broker
+        .grant(&conformance::request(scopes, Duration::from_secs(ttl_secs)))
+        .await
+        .unwrap()
+}
+
+/// The value of a run-time setting in `conn`'s session.
+async fn show(conn: &mut PgConnection, setting: &str) -> String {
+    sqlx::query_scalar(&format!("SHOW {setting}"))
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
 fn sqlstate(e: &sqlx::Error) -> String {
     match e {
         sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()).unwrap_or_default(),
@@ -162,13 +178,7 @@ async fn a_read_grant_selects_exactly_its_tables_and_cannot_write() {
         return;
     };
     let broker = env.broker(&unique("read")).await;
-    let grant = broker
-        .grant(&conformance::request(
-            vec![env.scope("allowed", "select")],
-            Duration::from_secs(120),
-        ))
-        .await
-        .unwrap();
+    let grant = issue(&broker, vec![env.scope("allowed", "select")], 120).await;
     let mut conn = login(&grant).await.unwrap();
     let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", env.table("allowed")))
         .fetch_one(&mut conn)
@@ -215,23 +225,11 @@ async fn read_only_and_statement_timeout_are_in_effect() {
         return;
     };
     let broker = env.broker(&unique("settings")).await;
-    let grant = broker
-        .grant(&conformance::request(
-            vec![env.scope("allowed", "select")],
-            Duration::from_secs(120),
-        ))
-        .await
-        .unwrap();
+    let grant = issue(&broker, vec![env.scope("allowed", "select")], 120).await;
     let mut conn = login(&grant).await.unwrap();
-    let ro: String = sqlx::query_scalar("SHOW default_transaction_read_only")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let ro = show(&mut conn, "default_transaction_read_only").await;
     assert_eq!(ro, "on");
-    let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let timeout = show(&mut conn, "statement_timeout").await;
     assert_eq!(timeout, "1500ms");
     let err = sqlx::raw_sql("SELECT pg_sleep(5)")
         .execute(&mut conn)
@@ -248,18 +246,9 @@ async fn a_write_grant_writes_only_what_it_names() {
         return;
     };
     let broker = env.broker(&unique("write")).await;
-    let grant = broker
-        .grant(&conformance::request(
-            vec![env.scope("allowed", "insert")],
-            Duration::from_secs(120),
-        ))
-        .await
-        .unwrap();
+    let grant = issue(&broker, vec![env.scope("allowed", "insert")], 120).await;
     let mut conn = login(&grant).await.unwrap();
-    let ro: String = sqlx::query_scalar("SHOW default_transaction_read_only")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let ro = show(&mut conn, "default_transaction_read_only").await;
     assert_eq!(ro, "off");
     sqlx::raw_sql(&format!(
         "INSERT INTO {} VALUES (3, 'c')",
@@ -286,13 +275,7 @@ async fn passwords_are_checked() {
         return;
     };
     let broker = env.broker(&unique("password")).await;
-    let grant = broker
-        .grant(&conformance::request(
-            vec![env.scope("allowed", "select")],
-            Duration::from_secs(120),
-        ))
-        .await
-        .unwrap();
+    let grant = issue(&broker, vec![env.scope("allowed", "select")], 120).await;
     assert_eq!(env_of(&grant, PASSWORD_ENV).len(), 64);
     let err = login_with(&grant, &"0".repeat(64)).await.unwrap_err();
     assert_eq!(
@@ -310,13 +293,7 @@ async fn revoke_ends_logins_and_open_sessions() {
         return;
     };
     let broker = env.broker(&unique("revoke")).await;
-    let grant = broker
-        .grant(&conformance::request(
-            vec![env.scope("allowed", "select")],
-            Duration::from_secs(120),
-        ))
-        .await
-        .unwrap();
+    let grant = issue(&broker, vec![env.scope("allowed", "select")], 120).await;
     let mut open = login(&grant).await.unwrap();
     sqlx::raw_sql("SELECT 1").execute(&mut open).await.unwrap();
     broker.revoke(&grant).await.unwrap();
@@ -531,13 +508,7 @@ async fn the_password_appears_in_no_debug_json_or_log() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let broker = env.broker(&unique("secret")).await;
-    let grant = broker
-        .grant(&conformance::request(
-            vec![env.scope("allowed", "select")],
-            Duration::from_secs(120),
-        ))
-        .await
-        .unwrap();
+    let grant = issue(&broker, vec![env.scope("allowed", "select")], 120).await;
     let password = env_of(&grant, PASSWORD_ENV);
     // The server never saw the password: the role's stored secret is a SCRAM verifier.
     let mut admin = PgConnection::connect(&env.url).await.unwrap();
