@@ -5,10 +5,8 @@
 //
 //     node client.mjs URL TOKEN SCRIPT_JSON
 //
-// The SDK is loaded from GATEWAY_TEST_MCP_TS_SDK (a directory holding node_modules, installed by
-// scripts/services/mcp_sdk_ts.sh with `npm ci`), or from a node_modules beside this file. An ES
-// module resolves packages from its own location only (NODE_PATH does not apply), so the SDK's
-// entry points are imported by absolute file URL.
+// The SDK is loaded as sdk.mjs says (GATEWAY_TEST_MCP_TS_SDK, set by
+// scripts/services/mcp_sdk_ts.sh).
 //
 // SCRIPT_JSON is a list of steps, the same language as ../python_client.py where it fits:
 //   {"list": true}                      lists the tools (which also has the SDK compile each
@@ -31,28 +29,7 @@
 // outputSchema validator for the tool, so it checked structuredContent before returning), or
 // {"error": {"name", "code", "message"}} for what the SDK threw. `errors` are what the
 // transport and client reported through onerror (e.g. a failed GET stream or DELETE).
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-
-const here = dirname(fileURLToPath(import.meta.url));
-
-async function sdk(entry) {
-  const root = process.env.GATEWAY_TEST_MCP_TS_SDK || here;
-  const file = join(root, 'node_modules', '@modelcontextprotocol', 'sdk', 'dist', 'esm', entry);
-  if (!existsSync(file)) {
-    throw new Error(`${file} is missing: install the SDK (scripts/services/mcp_sdk_ts.sh)`);
-  }
-  return import(pathToFileURL(file).href);
-}
-
-function describe(e) {
-  return {
-    name: e?.constructor?.name ?? typeof e,
-    code: e?.code ?? null,
-    message: String(e?.message ?? e),
-  };
-}
+import { describe, sdk } from './sdk.mjs';
 
 async function run(url, token, steps) {
   const { Client } = await sdk('client/index.js');

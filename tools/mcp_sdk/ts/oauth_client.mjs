@@ -17,29 +17,9 @@
 //
 // The consent page is the authorization server's: redirectToAuthorization follows the
 // authorization URL itself (the test server approves at once) and keeps the redirect's code.
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { describe, sdk } from './sdk.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
 const REDIRECT_URI = 'http://localhost:3030/callback';
-
-async function sdk(entry) {
-  const root = process.env.GATEWAY_TEST_MCP_TS_SDK || here;
-  const file = join(root, 'node_modules', '@modelcontextprotocol', 'sdk', 'dist', 'esm', entry);
-  if (!existsSync(file)) {
-    throw new Error(`${file} is missing: install the SDK (scripts/services/mcp_sdk_ts.sh)`);
-  }
-  return import(pathToFileURL(file).href);
-}
-
-function describe(e) {
-  return {
-    name: e?.constructor?.name ?? typeof e,
-    code: e?.code ?? null,
-    message: String(e?.message ?? e),
-  };
-}
 
 function claimsOf(token) {
   return JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8'));
