@@ -21,58 +21,63 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 
-async def run(url: str, token: str, steps: list) -> list:
+async def run_steps(session: ClientSession, steps: list) -> list:
+    """Runs `steps` (the language above) on an initialized session; their results, in order."""
     out = []
+    for step in steps:
+        try:
+            if step.get("list"):
+                tools = await session.list_tools()
+                out.append({"tools": [t.name for t in tools.tools]})
+                continue
+            if step.get("sleep_ms"):
+                await anyio.sleep(step["sleep_ms"] / 1000)
+                out.append({"slept": step["sleep_ms"]})
+                continue
+            seen = []
+            stop_at = step.get("cancel_on_progress")
+            scope = anyio.CancelScope()
+
+            async def on_progress(progress, total, message):
+                seen.append(message or "")
+                if stop_at is not None and (message or "").startswith(stop_at):
+                    scope.cancel()
+
+            result = None
+            with scope:
+                result = await session.call_tool(
+                    step["call"],
+                    step.get("arguments", {}),
+                    progress_callback=on_progress
+                    if step.get("progress") or stop_at is not None
+                    else None,
+                )
+            if result is None:
+                out.append({"cancelled": True, "progress": seen})
+                continue
+            out.append(
+                {
+                    "is_error": bool(result.is_error),
+                    "structured": result.structured_content,
+                    "text": "\n".join(
+                        c.text for c in result.content if getattr(c, "type", "") == "text"
+                    ),
+                    "progress": seen,
+                }
+            )
+        except Exception as e:  # the SDK raises McpError and friends
+            out.append({"error": f"{type(e).__name__}: {e}"})
+    return out
+
+
+async def run(url: str, token: str, steps: list) -> list:
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
         async with streamable_http_client(url, http_client=http) as streams:
             read, write = streams[0], streams[1]
             async with ClientSession(read, write) as session:
                 await session.initialize()
-                for step in steps:
-                    try:
-                        if step.get("list"):
-                            tools = await session.list_tools()
-                            out.append({"tools": [t.name for t in tools.tools]})
-                            continue
-                        if step.get("sleep_ms"):
-                            await anyio.sleep(step["sleep_ms"] / 1000)
-                            out.append({"slept": step["sleep_ms"]})
-                            continue
-                        seen = []
-                        stop_at = step.get("cancel_on_progress")
-                        scope = anyio.CancelScope()
-
-                        async def on_progress(progress, total, message):
-                            seen.append(message or "")
-                            if stop_at is not None and (message or "").startswith(stop_at):
-                                scope.cancel()
-
-                        result = None
-                        with scope:
-                            result = await session.call_tool(
-                                step["call"],
-                                step.get("arguments", {}),
-                                progress_callback=on_progress
-                                if step.get("progress") or stop_at is not None
-                                else None,
-                            )
-                        if result is None:
-                            out.append({"cancelled": True, "progress": seen})
-                            continue
-                        out.append(
-                            {
-                                "is_error": bool(result.is_error),
-                                "structured": result.structured_content,
-                                "text": "\n".join(
-                                    c.text for c in result.content if getattr(c, "type", "") == "text"
-                                ),
-                                "progress": seen,
-                            }
-                        )
-                    except Exception as e:  # the SDK raises McpError and friends
-                        out.append({"error": f"{type(e).__name__}: {e}"})
-    return out
+                return await run_steps(session, steps)
 
 
 def main() -> int:

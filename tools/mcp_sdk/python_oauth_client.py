@@ -7,8 +7,8 @@ with the access token. Prints what it saw as one JSON document, for gateway-serv
 
     python_oauth_client.py URL SCRIPT_JSON
 
-SCRIPT_JSON is a list of steps as python_client.py takes them: {"list": true} lists the tools;
-{"call": NAME, "arguments": {...}} calls one. The output is
+SCRIPT_JSON is a list of steps as python_client.py takes them (and runs them: `run_steps`), e.g.
+{"list": true} lists the tools; {"call": NAME, "arguments": {...}} calls one. The output is
 {"steps": [...], "http": [[method, url, status], ...], "authorize": {query parameters of the
 authorization request}, "token_claims": {the access token's payload, unverified}}.
 
@@ -26,6 +26,8 @@ from mcp import ClientSession
 from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+# The step language and its runner are python_client.py's (this directory is on sys.path).
+from python_client import run_steps
 
 REDIRECT_URI = "http://localhost:3030/callback"
 
@@ -86,30 +88,12 @@ async def run(url: str, steps: list) -> dict:
         redirect_handler=on_redirect,
         callback_handler=on_callback,
     )
-    out = []
     async with httpx2.AsyncClient(auth=provider, timeout=30, event_hooks={"response": [record]}) as http:
         async with streamable_http_client(url, http_client=http) as streams:
             read, write = streams[0], streams[1]
             async with ClientSession(read, write) as session:
                 await session.initialize()
-                for step in steps:
-                    try:
-                        if step.get("list"):
-                            tools = await session.list_tools()
-                            out.append({"tools": [t.name for t in tools.tools]})
-                            continue
-                        result = await session.call_tool(step["call"], step.get("arguments", {}))
-                        out.append(
-                            {
-                                "is_error": bool(result.is_error),
-                                "structured": result.structured_content,
-                                "text": "\n".join(
-                                    c.text for c in result.content if getattr(c, "type", "") == "text"
-                                ),
-                            }
-                        )
-                    except Exception as e:  # the SDK raises McpError and friends
-                        out.append({"error": f"{type(e).__name__}: {e}"})
+                out = await run_steps(session, steps)
     token = storage.tokens.access_token if storage.tokens else None
     return {
         "steps": out,
