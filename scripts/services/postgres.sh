@@ -7,7 +7,11 @@
 #                   127.0.0.1 and the socket trust everyone; pg_hba matches the client's
 #                   address, so a second IPv4 loopback address would not do), and exports
 #                   GATEWAY_TEST_POSTGRES_PASSWORD_HOST=::1: the PostgreSQL broker's tests log
-#                   in there, so a grant's password and expiry are really checked.
+#                   in there, so a grant's password and expiry are really checked. The Unix
+#                   socket checks passwords too (only the postgres OS user logs in as role
+#                   postgres by peer): sandboxed jobs reach the server through it
+#                   (GATEWAY_TEST_POSTGRES_SOCKET_DIR), and under trust any job could log in
+#                   as the superuser.
 #   postgres_stop:  stops that server and removes the temp dir (only what postgres_start made).
 
 _PG_DIR=""
@@ -32,8 +36,10 @@ postgres_start() {
   if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$_PG_DIR"; fi
   local port; port="$(free_port)"
   _pg_run "$_PG_BIN/initdb" -D "$_PG_DIR/data" -U postgres --auth=trust -E UTF8 --no-locale >/dev/null
-  # First match wins: ::1 checks passwords, everything else stays trusted.
-  { echo "host all all ::1/128 scram-sha-256"; cat "$_PG_DIR/data/pg_hba.conf"; } \
+  # First match wins: ::1 and the socket check passwords (the postgres OS user may still log in
+  # as postgres over the socket, for this script), loopback IPv4 stays trusted.
+  { echo "host all all ::1/128 scram-sha-256"; echo "local all postgres peer"
+    echo "local all all scram-sha-256"; cat "$_PG_DIR/data/pg_hba.conf"; } \
     > "$_PG_DIR/pg_hba.conf.new"
   _pg_run cp "$_PG_DIR/pg_hba.conf.new" "$_PG_DIR/data/pg_hba.conf"
   # Test cluster: durable commits stay on (the audit tests measure durable appends).
@@ -43,6 +49,7 @@ postgres_start() {
     -c "CREATE DATABASE gateway_test" >/dev/null
   export GATEWAY_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/gateway_test"
   export GATEWAY_TEST_POSTGRES_PASSWORD_HOST=::1
+  export GATEWAY_TEST_POSTGRES_SOCKET_DIR="$_PG_DIR"
   log "postgres: running on 127.0.0.1:$port (data in $_PG_DIR)"
 }
 
@@ -53,5 +60,5 @@ postgres_stop() {
   fi
   rm -rf "$_PG_DIR"
   _PG_DIR=""
-  unset GATEWAY_TEST_POSTGRES_URL GATEWAY_TEST_POSTGRES_PASSWORD_HOST
+  unset GATEWAY_TEST_POSTGRES_URL GATEWAY_TEST_POSTGRES_PASSWORD_HOST GATEWAY_TEST_POSTGRES_SOCKET_DIR
 }

@@ -2,6 +2,7 @@
 
 use crate::error::concern_error;
 use crate::ids::{AgentId, RequestId};
+use crate::runner::ReadOnlyMount;
 use crate::secret::Secret;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,16 @@ pub struct Grant {
     /// Secret environment variables the job receives (e.g. `GATEWAY_GRANT_TOKEN`).
     #[serde(skip)]
     pub job_env: BTreeMap<String, Secret>,
+    /// Plain environment variables the job receives: how it reaches the target with this
+    /// credential (e.g. `PGUSER`, `PGHOST`). Not secret: recorded like the rest of the grant.
+    /// The gateway sets them after the action's own variables, so a job template cannot
+    /// point the credential elsewhere; the secrets of `job_env` come last of all.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub job_vars: BTreeMap<String, String>,
+    /// Host paths the job must see, read-only, to use the credential (e.g. the database's Unix
+    /// socket, when jobs have no network). Added to the job's own mounts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub job_mounts: Vec<ReadOnlyMount>,
 }
 
 impl Grant {

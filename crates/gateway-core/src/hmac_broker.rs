@@ -262,6 +262,8 @@ impl AccessBroker for HmacBroker {
             not_after,
             hints: BTreeMap::new(),
             job_env,
+            job_vars: BTreeMap::new(),
+            job_mounts: Vec::new(),
         })
     }
 

@@ -479,6 +479,8 @@ impl AccessBroker for KubernetesBroker {
                 (HINT_TARGET_NAMESPACE.to_owned(), target_ns),
             ]),
             job_env: BTreeMap::from([(TOKEN_ENV.to_owned(), Secret::from(token))]),
+            job_vars: BTreeMap::new(),
+            job_mounts: Vec::new(),
         })
     }
 

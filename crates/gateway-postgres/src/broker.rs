@@ -6,6 +6,7 @@ use crate::scope::{PgScope, Privilege};
 use crate::scram;
 use crate::sql::{qualified, quote_ident, quote_literal};
 use gateway_core::grant::{AccessBroker, BrokerError, Grant, GrantRequest};
+use gateway_core::runner::ReadOnlyMount;
 use gateway_core::labels as keys;
 use gateway_core::{Secret, async_trait};
 use sha2::{Digest, Sha256};
@@ -13,6 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Row};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -32,6 +34,12 @@ pub const PORT_ENV: &str = "PGPORT";
 pub const URL_ENV: &str = "GATEWAY_PG_BROKER_URL";
 /// The environment variable [`PostgresBrokerBuilder::from_env`] reads the instance id from.
 pub const INSTANCE_ENV: &str = "GATEWAY_PG_BROKER_INSTANCE";
+/// The environment variable [`PostgresBrokerBuilder::from_env`] reads the server's Unix socket
+/// directory from (optional; see [`PostgresBrokerBuilder::job_socket_dir`]).
+pub const JOB_SOCKET_DIR_ENV: &str = "GATEWAY_PG_JOB_SOCKET_DIR";
+/// Where a job sees the server's Unix socket when it reaches the server through it
+/// ([`PostgresBrokerBuilder::job_socket_dir`]): its `PGHOST`.
+pub const JOB_SOCKET_MOUNT: &str = "/run/agent-gateway/postgresql";
 
 /// The comment key listing the databases a role holds privileges in (for revoke and reap).
 pub const DATABASES_KEY: &str = "agent-gateway.io/databases";
@@ -78,6 +86,7 @@ pub struct PostgresBrokerBuilder {
     connection_limit: u32,
     statement_timeout: Duration,
     job_host: Option<(String, u16)>,
+    job_socket_dir: Option<PathBuf>,
     max_connections: u32,
 }
 
@@ -106,12 +115,14 @@ impl PostgresBrokerBuilder {
             connection_limit: 2,
             statement_timeout: Duration::from_secs(30),
             job_host: None,
+            job_socket_dir: None,
             max_connections: 4,
         }
     }
 
-    /// A builder from the environment: the admin URL from `GATEWAY_PG_BROKER_URL` (required)
-    /// and the instance id from `GATEWAY_PG_BROKER_INSTANCE` (optional).
+    /// A builder from the environment: the admin URL from `GATEWAY_PG_BROKER_URL` (required),
+    /// the instance id from `GATEWAY_PG_BROKER_INSTANCE` and the server's socket directory for
+    /// jobs from `GATEWAY_PG_JOB_SOCKET_DIR` (both optional).
     pub fn from_env() -> Result<Self, BrokerError> {
         let url = std::env::var(URL_ENV)
             .ok()
@@ -120,6 +131,9 @@ impl PostgresBrokerBuilder {
         let mut b = Self::new(url);
         if let Ok(instance) = std::env::var(INSTANCE_ENV) {
             b = b.instance(instance);
+        }
+        if let Some(dir) = std::env::var_os(JOB_SOCKET_DIR_ENV).filter(|d| !d.is_empty()) {
+            b = b.job_socket_dir(dir);
         }
         Ok(b)
     }
@@ -156,6 +170,18 @@ impl PostgresBrokerBuilder {
         self
     }
 
+    /// Jobs reach the server through its Unix socket in `dir` (the server's
+    /// `unix_socket_directories`), on the port of [`job_host`](Self::job_host) or the admin
+    /// URL: every grant mounts that one socket file, read-only, into the job at
+    /// [`JOB_SOCKET_MOUNT`] and sets `PGHOST` to it. For sandboxes without network (the local
+    /// runner's namespaces): the socket is then the job's only way to the server, and nothing
+    /// else of `dir` is visible. The server must ask socket clients for a password (`local …
+    /// scram-sha-256` in `pg_hba.conf`): under `trust`, a job could log in as any role.
+    pub fn job_socket_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.job_socket_dir = Some(dir.into());
+        self
+    }
+
     /// The size of the admin connection pool.
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = n;
@@ -187,10 +213,26 @@ impl PostgresBrokerBuilder {
         let options = PgConnectOptions::from_str(&self.url)
             .map_err(|e| PgBrokerError::Invalid(format!("the admin URL does not parse: {e}")))?
             .disable_statement_logging();
-        let (job_host, job_port) = match self.job_host {
+        let (mut job_host, job_port) = match self.job_host {
             Some(h) => h,
             None => (options.get_host().to_owned(), options.get_port()),
         };
+        let mut job_mounts = Vec::new();
+        if let Some(dir) = self.job_socket_dir {
+            let socket = format!(".s.PGSQL.{job_port}");
+            if !dir.is_absolute() {
+                return Err(PgBrokerError::Invalid(format!(
+                    "the job socket directory must be an absolute path, got {}",
+                    dir.display()
+                ))
+                .into());
+            }
+            job_mounts.push(ReadOnlyMount {
+                host_path: dir.join(&socket),
+                job_path: Path::new(JOB_SOCKET_MOUNT).join(&socket),
+            });
+            job_host = JOB_SOCKET_MOUNT.to_owned();
+        }
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(30))
@@ -214,6 +256,7 @@ impl PostgresBrokerBuilder {
             statement_timeout_ms: timeout_ms,
             job_host,
             job_port,
+            job_mounts,
         })
     }
 }
@@ -232,6 +275,7 @@ pub struct PostgresBroker {
     statement_timeout_ms: u64,
     job_host: String,
     job_port: u16,
+    job_mounts: Vec<ReadOnlyMount>,
 }
 
 impl Debug for PostgresBroker {
@@ -708,16 +752,16 @@ impl AccessBroker for PostgresBroker {
             .first()
             .map(|s| s.database.clone())
             .unwrap_or_default();
-        let hints = BTreeMap::from([
+        // Only the password is secret material. The other connection parameters are plain
+        // variables: the role name is the grant id anyway, and a secret equal to a logged
+        // value would be no secret.
+        let job_vars = BTreeMap::from([
             (USER_ENV.to_owned(), role.clone()),
             (DATABASE_ENV.to_owned(), database),
             (HOST_ENV.to_owned(), self.job_host.clone()),
             (PORT_ENV.to_owned(), self.job_port.to_string()),
-            (keys::INSTANCE.to_owned(), self.instance.clone()),
         ]);
-        // Only the password is secret material. The other connection parameters are hints:
-        // the role name is the grant id anyway, and a secret equal to a logged value would be
-        // no secret.
+        let hints = BTreeMap::from([(keys::INSTANCE.to_owned(), self.instance.clone())]);
         let job_env = BTreeMap::from([(PASSWORD_ENV.to_owned(), password)]);
         Ok(Grant {
             id: role,
@@ -728,6 +772,8 @@ impl AccessBroker for PostgresBroker {
             not_after,
             hints,
             job_env,
+            job_vars,
+            job_mounts: self.job_mounts.clone(),
         })
     }
 

@@ -36,8 +36,11 @@
 //! The grant's only secret is the password: `PGPASSWORD` in [`gateway_core::Grant::job_env`]
 //! (a [`gateway_core::Secret`], never printed or serialised). The non-secret connection
 //! parameters `PGUSER` (the role, which is also the grant id), `PGDATABASE` (the first scope's),
-//! `PGHOST` and `PGPORT` are the grant's `hints`, safe to log and audit, for the runner to put
-//! in the job's environment.
+//! `PGHOST` and `PGPORT` are the grant's [`job_vars`](gateway_core::Grant::job_vars), safe to
+//! log and audit, which the gateway puts in the job's environment. A broker built with
+//! [`job_socket_dir`](PostgresBrokerBuilder::job_socket_dir) also mounts the server's Unix
+//! socket, read-only, into every job ([`gateway_core::Grant::job_mounts`]), for sandboxes
+//! without network.
 //!
 //! ## What revoke does
 //!
@@ -70,7 +73,8 @@ mod error;
 mod scram;
 
 pub use broker::{
-    DATABASE_ENV, DATABASES_KEY, HOST_ENV, INSTANCE_ENV, PASSWORD_ENV, PORT_ENV, PostgresBroker,
+    DATABASE_ENV, DATABASES_KEY, HOST_ENV, INSTANCE_ENV, JOB_SOCKET_DIR_ENV, JOB_SOCKET_MOUNT,
+    PASSWORD_ENV, PORT_ENV, PostgresBroker,
     PostgresBrokerBuilder, ReapReport, URL_ENV, USER_ENV,
 };
 pub use error::PgBrokerError;

@@ -120,7 +120,7 @@ impl Env {
 fn env_of(grant: &Grant, key: &str) -> String {
     match grant.job_env.get(key) {
         Some(secret) => secret.expose_str().unwrap().to_owned(),
-        None => grant.hints[key].clone(),
+        None => grant.job_vars[key].clone(),
     }
 }
 
@@ -533,6 +533,7 @@ async fn the_password_appears_in_no_debug_json_or_log() {
         ("Debug", format!("{grant:?}")),
         ("JSON", serde_json::to_string(&grant).unwrap()),
         ("hints", format!("{:?}", grant.hints)),
+        ("job_vars", format!("{:?}", grant.job_vars)),
         ("job_env Debug", format!("{:?}", grant.job_env)),
         ("broker Debug", format!("{broker:?}")),
         ("error", format!("{err} {err:?}")),

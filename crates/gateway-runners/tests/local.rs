@@ -697,3 +697,102 @@ async fn a_parked_sandbox_killed_while_waiting_is_not_used() {
         let _ = std::fs::remove_dir(std::path::Path::new("/sys/fs/cgroup").join(c).join(&parent));
     }
 }
+
+/// A host server on loopback that greets every connection, and its address.
+async fn greeter(greeting: &'static str) -> std::net::SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.write_all(greeting.as_bytes()).await;
+        }
+    });
+    addr
+}
+
+/// A job that connects to each port on 127.0.0.1 (bash's `/dev/tcp`) and prints what it read
+/// or `refused`.
+fn connect_to(ports: &[u16]) -> JobSpec {
+    let mut script = String::new();
+    for p in ports {
+        script.push_str(&format!(
+            "if exec 3<>/dev/tcp/127.0.0.1/{p}; then echo \"{p}: $(head -n1 <&3)\"; exec 3>&-; else echo '{p}: refused'; fi 2>/dev/null\n"
+        ));
+    }
+    let mut spec = sh("");
+    spec.command = vec!["/bin/bash".into(), "-c".into(), script];
+    spec
+}
+
+#[tokio::test]
+async fn bwrap_allowlist_reaches_exactly_its_destinations() {
+    let Some(runner) = bwrap_runner() else { return };
+    let allowed = greeter("allowed\n").await;
+    let other = greeter("other\n").await;
+    let mut spec = connect_to(&[allowed.port(), other.port()]);
+    spec.network = gateway_core::NetworkAccess::Allowlist {
+        destinations: vec![allowed.to_string()],
+    };
+    let out = runner.run(spec, CancellationToken::new()).await.unwrap();
+    assert!(out.succeeded(), "{out:?}");
+    assert_eq!(
+        out.stdout,
+        format!("{}: allowed\n{}: refused\n", allowed.port(), other.port()),
+        "{out:?}"
+    );
+    // Without the obligation, the same job reaches neither.
+    let out = runner
+        .run(
+            connect_to(&[allowed.port(), other.port()]),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out.stdout,
+        format!("{}: refused\n{}: refused\n", allowed.port(), other.port()),
+        "{out:?}"
+    );
+}
+
+#[tokio::test]
+async fn bwrap_allowlist_with_mounts_and_many_connections() {
+    let Some(runner) = bwrap_runner() else { return };
+    let allowed = greeter("hi\n").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), "mounted\n").unwrap();
+    let p = allowed.port();
+    let mut spec = sh("");
+    spec.command = vec![
+        "/bin/bash".into(),
+        "-c".into(),
+        format!(
+            "cat /data/f; n=0; for i in $(seq 100); do exec 3<>/dev/tcp/127.0.0.1/{p} && read -r l <&3 && [ \"$l\" = hi ] && n=$((n+1)); exec 3>&-; done; echo $n"
+        ),
+    ];
+    spec.mounts.push(gateway_core::runner::ReadOnlyMount {
+        host_path: dir.path().to_owned(),
+        job_path: "/data".into(),
+    });
+    spec.network = gateway_core::NetworkAccess::Allowlist {
+        destinations: vec![format!("localhost:{p}")],
+    };
+    let out = runner.run(spec, CancellationToken::new()).await.unwrap();
+    assert_eq!(out.stdout, "mounted\n100\n", "{out:?}");
+}
+
+#[tokio::test]
+async fn bwrap_allowlist_beyond_loopback_is_refused_by_name() {
+    let Some(runner) = bwrap_runner() else { return };
+    let mut spec = sh("true");
+    spec.network = gateway_core::NetworkAccess::Allowlist {
+        destinations: vec!["127.0.0.1:80".into(), "10.1.2.3:443".into()],
+    };
+    let err = runner
+        .run(spec, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RunnerError::Unsupported { .. }), "{err}");
+    assert!(err.to_string().contains("10.1.2.3:443"), "{err}");
+}

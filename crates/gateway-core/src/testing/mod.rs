@@ -213,6 +213,8 @@ impl AccessBroker for MemoryBroker {
             not_after: now + ttl,
             hints: BTreeMap::new(),
             job_env,
+            job_vars: BTreeMap::new(),
+            job_mounts: Vec::new(),
         };
         lock(&self.issued).push(grant.clone());
         if let Some(j) = &self.journal {

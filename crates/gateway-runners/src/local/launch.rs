@@ -194,6 +194,26 @@ impl Sandbox {
     /// Starts a sandbox for a job not known yet, whose cgroup enforces `limits`: the whole
     /// chain runs now, up to the trampoline waiting on its stdin (see [`trampoline`]).
     pub(crate) fn park(&self, limits: CgroupLimits) -> Result<Parked, String> {
+        self.park_with(limits, None, &[])
+    }
+
+    /// Starts a sandbox for one known job, with its mounts and its rlimits set by the launcher
+    /// (the trampoline then sets the same): for a job that needs its sandbox in place before
+    /// it runs (egress forwarders, see `egress`) and may not fit a pooled one.
+    pub(crate) fn park_for(&self, spec: &JobSpec) -> Result<Parked, String> {
+        self.park_with(
+            Self::cgroup_limits(&spec.limits),
+            Some(NamespacedRlimits::of(&spec.limits)),
+            &spec.mounts,
+        )
+    }
+
+    fn park_with(
+        &self,
+        limits: CgroupLimits,
+        rlimits: Option<NamespacedRlimits>,
+        mounts: &[ReadOnlyMount],
+    ) -> Result<Parked, String> {
         let name = uuid::Uuid::now_v7().simple().to_string();
         let cgroup = self.cgroups.create(&name, limits)?;
         let command: Vec<String> = vec![
@@ -203,9 +223,9 @@ impl Sandbox {
             "agw-job".into(),
         ];
         let launch = Launch {
-            rlimits: None,
+            rlimits,
             memory_bytes: limits.memory_bytes,
-            mounts: &[],
+            mounts,
             command: &command,
         };
         let (program, args) = self.argv(&cgroup, self.ids.take(), &launch);

@@ -9,7 +9,11 @@
 //! Two isolation levels, reported in every outcome:
 //! - [`IsolationLevel::Namespaces`] when every part of the sandbox works here (checked once, by
 //!   running a job through it, when the runner is built):
-//!   - bubblewrap namespaces: no network (only a private loopback), read-only system
+//!   - bubblewrap namespaces: no network (only a private loopback) unless the policy's
+//!     `runner.network` obligation allows destinations, and then exactly those, which must be
+//!     loopback `host:port`s (e.g. a local API server or database port): the runner listens on
+//!     each inside the job's namespace and forwards from the host (private module `egress`;
+//!     other destinations are refused, naming them); read-only system
 //!     directories and `/proc/sys`, no `/sys`, no view of the rest of the host (the gateway's
 //!     files included), a pid namespace torn down with the job, no capabilities, no further
 //!     user namespaces;
@@ -46,6 +50,7 @@
 //! Landlock would need a helper binary of our own inside the sandbox.
 
 mod cgroup;
+mod egress;
 pub mod job_ids;
 mod launch;
 mod pool;
@@ -346,10 +351,26 @@ impl LocalRunner {
                 "NUL byte in an environment value",
             ));
         }
-        if !matches!(spec.network, NetworkAccess::None) {
-            return Err(RunnerError::Unsupported {
-                message: "the local runner cannot enforce a network allowlist".into(),
-            });
+        match &spec.network {
+            NetworkAccess::None => {}
+            NetworkAccess::Allowlist { destinations } => {
+                if self.sandbox.is_none() {
+                    return Err(RunnerError::Unsupported {
+                        message: "a network allowlist needs namespaces isolation (bwrap): \
+                                  process-level jobs share the gateway's network"
+                            .into(),
+                    });
+                }
+                egress::loopback_destinations(destinations)
+                    .map_err(|message| RunnerError::Unsupported { message })?;
+            }
+            // NetworkAccess is non_exhaustive: a mode this runner does not know fails closed.
+            #[allow(unreachable_patterns)]
+            _ => {
+                return Err(RunnerError::Unsupported {
+                    message: "unknown network access mode".into(),
+                });
+            }
         }
         if !spec.mounts.is_empty() && self.sandbox.is_none() {
             return Err(RunnerError::Unsupported {
@@ -509,8 +530,33 @@ impl LocalRunner {
         let tmp = Path::new("/tmp");
         let started = Instant::now();
         let limits = launch::Sandbox::cgroup_limits(&spec.limits);
-        let fits = sandbox.fit(&spec) == trampoline::Fit::Yes;
-        let parked = if fits {
+        let fit = sandbox.fit(&spec);
+        let fits = fit == trampoline::Fit::Yes;
+        // Egress forwarders are opened inside the sandbox before the job runs, so the job must
+        // arrive through a trampoline: a sandbox of its own, started now (`check` accepted the
+        // destinations).
+        let egress_to = match &spec.network {
+            NetworkAccess::Allowlist { destinations } => {
+                Some(egress::loopback_destinations(destinations).map_err(|message| {
+                    RunnerError::Unsupported { message }
+                })?)
+            }
+            _ => None,
+        };
+        if egress_to.is_some() && fit == trampoline::Fit::EnvNames {
+            return Err(RunnerError::invalid_input(
+                "a job with network egress needs environment names a shell can export \
+                 ([A-Za-z_][A-Za-z0-9_]*)",
+            ));
+        }
+        let parked = if egress_to.is_some() {
+            // On this runtime worker, like `refill`: bwrap's `--die-with-parent` ties the
+            // sandbox to the thread that spawns it.
+            let parked = sandbox.park_for(&spec).map_err(|message| {
+                RunnerError::unavailable_msg(format!("cannot start the job's sandbox: {message}"))
+            })?;
+            Some(parked)
+        } else if fits {
             let parked = sandbox.pool.take(limits);
             if parked.is_some() {
                 sandbox
@@ -542,6 +588,20 @@ impl LocalRunner {
             }
         };
         let environment_id = format!("local-job-{name}");
+        // Held until the job is over: dropping it closes the forwarders.
+        let _egress = match (&egress_to, child.id()) {
+            (Some(destinations), Some(pid)) => {
+                Some(egress::open(pid, destinations).await.map_err(|message| {
+                    RunnerError::unavailable_msg(format!("cannot open the job's egress: {message}"))
+                })?)
+            }
+            (Some(_), None) => {
+                return Err(RunnerError::unavailable_msg(
+                    "the job's sandbox exited before its egress was opened",
+                ));
+            }
+            (None, _) => None,
+        };
         tracing::debug!(environment = %environment_id, isolation = %self.level, pooled = message.is_some(), "local job starting");
         let mut run = self
             .supervise(child, message, started, &spec, cancel)
