@@ -74,8 +74,7 @@ mod scram;
 
 pub use broker::{
     DATABASE_ENV, DATABASES_KEY, HOST_ENV, INSTANCE_ENV, JOB_SOCKET_DIR_ENV, JOB_SOCKET_MOUNT,
-    PASSWORD_ENV, PORT_ENV, PostgresBroker,
-    PostgresBrokerBuilder, ReapReport, URL_ENV, USER_ENV,
+    PASSWORD_ENV, PORT_ENV, PostgresBroker, PostgresBrokerBuilder, ReapReport, URL_ENV, USER_ENV,
 };
 pub use error::PgBrokerError;
 pub use scope::{PgScope, Privilege, ScopeError};

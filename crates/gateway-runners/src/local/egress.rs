@@ -34,7 +34,10 @@ pub(crate) fn loopback_destinations(destinations: &[String]) -> Result<Vec<Socke
     if destinations.is_empty() {
         return Err("a network allowlist with no destination".into());
     }
-    destinations.iter().map(|d| loopback_destination(d)).collect()
+    destinations
+        .iter()
+        .map(|d| loopback_destination(d))
+        .collect()
 }
 
 fn loopback_destination(destination: &str) -> Result<SocketAddr, String> {

@@ -536,11 +536,10 @@ impl LocalRunner {
         // arrive through a trampoline: a sandbox of its own, started now (`check` accepted the
         // destinations).
         let egress_to = match &spec.network {
-            NetworkAccess::Allowlist { destinations } => {
-                Some(egress::loopback_destinations(destinations).map_err(|message| {
-                    RunnerError::Unsupported { message }
-                })?)
-            }
+            NetworkAccess::Allowlist { destinations } => Some(
+                egress::loopback_destinations(destinations)
+                    .map_err(|message| RunnerError::Unsupported { message })?,
+            ),
             _ => None,
         };
         if egress_to.is_some() && fit == trampoline::Fit::EnvNames {

@@ -89,7 +89,12 @@ pub(crate) fn fit(spec: &JobSpec, rlimits: NamespacedRlimits, hard: [Option<u64>
     if !spec.mounts.is_empty() {
         return Fit::Mounts;
     }
-    if !spec.env.keys().chain(spec.secret_env.keys()).all(|k| shell_name(k)) {
+    if !spec
+        .env
+        .keys()
+        .chain(spec.secret_env.keys())
+        .all(|k| shell_name(k))
+    {
         return Fit::EnvNames;
     }
     let wanted = [rlimits.cpu_seconds, rlimits.open_files, rlimits.processes];
