@@ -196,21 +196,37 @@ k8s_deny contains "data.agent_gateway.business_hours is not configured" if {
 }
 
 # ---------------------------------------------------------------------------------------------
-# db.query: resource db:<database>, params {"sql": string}; read-only SQL for db-readers.
+# db.query: resource db:<database>, params {"sql": string}; read-only SQL for db-readers, on
+# the tables data.agent_gateway.databases[<database>].readable_tables names ("<schema>.<table>"):
+# the grant carries one `pg:<database>:<schema>.<table>:select` scope per table (the PostgreSQL
+# broker's grammar), so the role can read those tables and nothing else.
 
 grant := {
-	"scopes": [sprintf("db:%s:select", [db_target])],
+	"scopes": sort([sprintf("pg:%s:%s:select", [db_target, table]) | some table in readable_tables]),
 	"require_approval": db_target in production_names,
 } if {
 	input.action == "db.query"
 	db_reader
 	sql_read_only
+	readable_tables_configured
 }
 
+# A PostgreSQL identifier as the broker's scope grammar accepts it.
 db_target := substring(input.resource, 3, -1) if {
 	input.action == "db.query"
 	is_string(input.resource)
-	regex.match(`^db:[A-Za-z0-9_-]+$`, input.resource)
+	regex.match(`^db:[A-Za-z_][A-Za-z0-9_]{0,62}$`, input.resource)
+}
+
+readable_tables := data.agent_gateway.databases[db_target].readable_tables
+
+readable_tables_configured if {
+	is_array(readable_tables)
+	count(readable_tables) > 0
+	every table in readable_tables {
+		is_string(table)
+		regex.match(`^[A-Za-z_][A-Za-z0-9_]{0,62}\.[A-Za-z_][A-Za-z0-9_]{0,62}$`, table)
+	}
 }
 
 db_reader if {
@@ -246,6 +262,11 @@ sql_read_only if {
 db_deny contains "resource must be db:<database>" if not db_target
 
 db_deny contains "agent role must be db-reader" if not db_reader
+
+db_deny contains sprintf("database \"%v\" has no readable_tables configured", [db_target]) if {
+	db_target
+	not readable_tables_configured
+}
 
 db_deny contains "params.sql must be a string" if not normalized_sql
 

@@ -125,8 +125,20 @@ test_select_allowed if {
 	d := authz.decision with input as query("select id, total from orders where day = '2025-01-06'")
 	d.allow
 	d.max_ttl_seconds == 120
-	d.scopes == ["db:analytics:select"]
+	d.scopes == ["pg:analytics:public.customers:select", "pg:analytics:public.orders:select"]
 	d.require_approval == false
+}
+
+test_database_without_tables_denied if {
+	d := authz.decision with input as request(db_reader, "db.query", "db:scratch", {"sql": "SELECT 1"})
+	not d.allow
+	d.reasons == ["database \"scratch\" has no readable_tables configured"]
+}
+
+test_database_name_must_be_an_identifier if {
+	d := authz.decision with input as request(db_reader, "db.query", "db:my-db", {"sql": "SELECT 1"})
+	not d.allow
+	d.reasons == ["resource must be db:<database>"]
 }
 
 test_cte_select_allowed if {

@@ -114,14 +114,17 @@ fn cases() -> Vec<Case> {
             "select",
             query("analytics", "SELECT * FROM orders"),
             120,
-            vec!["db:analytics:select"],
+            vec![
+                "pg:analytics:public.customers:select",
+                "pg:analytics:public.orders:select",
+            ],
             false,
         ),
         allow(
             "select production",
             query("production", "with x as (select 1) select * from x"),
             120,
-            vec!["db:production:select"],
+            vec!["pg:production:public.orders:select"],
             true,
         ),
         deny(
