@@ -408,7 +408,8 @@ impl PostgresBroker {
             "CREATE ROLE {r} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION \
              NOBYPASSRLS CONNECTION LIMIT {limit} PASSWORD {verifier} VALID UNTIL {until};\n\
              COMMENT ON ROLE {r} IS {comment};\n\
-             ALTER ROLE {r} SET statement_timeout = {timeout};\n",
+             ALTER ROLE {r} SET statement_timeout = {timeout};\n\
+             GRANT {r} TO CURRENT_USER;\n",
             limit = self.connection_limit,
             verifier = quote_literal(&verifier),
             until = quote_literal(&format_time(not_after)),

@@ -23,6 +23,8 @@
 //! - `COMMENT ON ROLE … IS '{"agent-gateway.io/instance": …, "agent-gateway.io/expires-at": …,
 //!   "agent-gateway.io/correlation-id": …, "agent-gateway.io/agent": …,
 //!   "agent-gateway.io/databases": […]}'`: what the reaper reads.
+//! - `GRANT … TO CURRENT_USER`: the admin is a member of every role it creates, which revoke's
+//!   `REASSIGN OWNED`/`DROP OWNED` need when the admin is not a superuser.
 //! - `ALTER ROLE … SET statement_timeout = …` (every grant), and, when all scopes are `select`,
 //!   `ALTER ROLE … SET default_transaction_read_only = on`.
 //!
@@ -60,7 +62,8 @@
 //!
 //! The admin role of `GATEWAY_PG_BROKER_URL` needs `CREATEROLE` and, on every table scopes may
 //! name, the privileges `WITH GRANT OPTION` (or to own them), plus `CONNECT` on their databases;
-//! a superuser works too (the tests use one). `pg_terminate_backend` of a role's sessions needs
+//! a superuser works too (most tests use one; `a_createrole_admin_without_superuser_suffices`
+//! uses exactly these privileges). `pg_terminate_backend` of a role's sessions needs
 //! membership in `pg_signal_backend` (or superuser). The broker cannot take away what
 //! `PUBLIC` holds: revoke `PUBLIC`'s defaults (`CREATE` on schema `public` before
 //! PostgreSQL 15, `TEMPORARY` and `CONNECT` on databases) where they matter.

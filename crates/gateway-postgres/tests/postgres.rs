@@ -542,3 +542,148 @@ async fn the_password_appears_in_no_debug_json_or_log() {
         assert!(!text.contains(&password), "{what} leaks the password");
     }
 }
+
+/// Set in the child process of [`a_killed_gateway_leaves_roles_the_reaper_removes`].
+const CRASH_CHILD: &str = "AGW_PG_CRASH_CHILD";
+
+/// The child half of the crash test: grants, prints the roles, and waits to be killed. Does
+/// nothing when run as an ordinary test.
+#[tokio::test]
+async fn crash_child() {
+    let Ok(spec) = std::env::var(CRASH_CHILD) else {
+        return;
+    };
+    let [url, host, instance, scope]: [String; 4] = serde_json::from_str::<Vec<String>>(&spec)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let port = PgConnectOptions::from_str(&url).unwrap().get_port();
+    let broker = PostgresBroker::builder(url)
+        .instance(instance)
+        .job_host(host, port)
+        .build()
+        .await
+        .unwrap();
+    let short = issue(&broker, vec![scope.clone()], 2).await;
+    let long = issue(&broker, vec![scope], 600).await;
+    println!("ROLES {} {}", short.id, long.id);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+}
+
+/// A gateway process killed with SIGKILL while holding grants (no revoke, no destructor):
+/// the expired role stops working by itself and the next broker of the same instance reaps
+/// it; the unexpired one stays until it expires or is revoked.
+#[tokio::test]
+async fn a_killed_gateway_leaves_roles_the_reaper_removes() {
+    use std::io::BufRead;
+    let Some(mut env) = Env::new("pgb_crash").await else {
+        return;
+    };
+    let instance = unique("crash");
+    let spec = serde_json::to_string(&[
+        env.url.clone(),
+        env.host.clone(),
+        instance.clone(),
+        env.scope("allowed", "select"),
+    ])
+    .unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .env(CRASH_CHILD, spec)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let roles = stdout
+        .lines()
+        .map(Result::unwrap)
+        // After libtest's `test crash_child ... ` on the same line.
+        .find_map(|l| l.split_once("ROLES ").map(|(_, roles)| roles.to_owned()))
+        .expect("the child printed its roles");
+    let (short, long) = roles.split_once(' ').unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(env.role_exists(short).await && env.role_exists(long).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = env.broker(&instance).await.reap().await.unwrap();
+    assert_eq!(report.deleted, vec![short.to_owned()], "{report:?}");
+    assert!(!env.role_exists(short).await);
+    assert!(env.role_exists(long).await, "an unexpired role was reaped");
+    let mut admin = PgConnection::connect(&env.url).await.unwrap();
+    sqlx::raw_sql(&format!(
+        "DROP OWNED BY {0}; DROP ROLE {0}",
+        quote_ident(long)
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+}
+
+/// The broker needs no superuser: an admin role with CREATEROLE, the tables' privileges WITH
+/// GRANT OPTION and CONNECT grants, revokes (its sessions terminated) and reaps.
+#[tokio::test]
+async fn a_createrole_admin_without_superuser_suffices() {
+    let Some(mut env) = Env::new("pgb_nosuper").await else {
+        return;
+    };
+    let admin_role = unique("agw_admin");
+    let password = hex::encode(rand::random::<[u8; 16]>());
+    let (a, s) = (quote_ident(&admin_role), quote_ident(&env.schema));
+    sqlx::raw_sql(&format!(
+        "CREATE ROLE {a} LOGIN CREATEROLE PASSWORD {pw};
+         GRANT CONNECT ON DATABASE gateway_test TO {a};
+         GRANT USAGE ON SCHEMA {s} TO {a} WITH GRANT OPTION;
+         GRANT SELECT ON {t} TO {a} WITH GRANT OPTION;
+         GRANT pg_signal_backend TO {a};",
+        pw = quote_literal(&password),
+        t = env.table("allowed"),
+    ))
+    .execute(&mut env.admin)
+    .await
+    .unwrap();
+    let port = PgConnectOptions::from_str(&env.url).unwrap().get_port();
+    let url = format!(
+        "postgres://{admin_role}:{password}@[{}]:{port}/gateway_test",
+        env.host
+    );
+    let broker = PostgresBroker::builder(url)
+        .instance(unique("nosuper"))
+        .job_host(env.host.clone(), port)
+        .build()
+        .await
+        .unwrap();
+    let grant = issue(&broker, vec![env.scope("allowed", "select")], 60).await;
+    let mut conn = login(&grant).await.unwrap();
+    let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", env.table("allowed")))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    // A table the admin holds no privilege on cannot be granted: the broker's own
+    // configuration is at fault (classed as unavailable, like every missing admin privilege),
+    // and the error says so.
+    let err = broker
+        .grant(&conformance::request(
+            vec![env.scope("other", "select")],
+            Duration::from_secs(60),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        err.to_string()
+            .contains("permission denied for table other"),
+        "{err}"
+    );
+    broker.revoke(&grant).await.unwrap();
+    assert!(!env.role_exists(&grant.id).await);
+    assert!(
+        sqlx::query("SELECT 1").execute(&mut conn).await.is_err(),
+        "the revoked role's session survived"
+    );
+    drop(broker);
+    sqlx::raw_sql(&format!("DROP OWNED BY {a}; DROP ROLE {a}"))
+        .execute(&mut env.admin)
+        .await
+        .unwrap();
+}
