@@ -261,6 +261,43 @@ impl PostgresBrokerBuilder {
     }
 }
 
+/// An admin connection to one database ([`PostgresBroker::connect_to`]).
+enum AdminConnection {
+    /// The pool's (the admin database), back to the pool when dropped.
+    Pooled(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    /// Opened for one grant or revocation in another database.
+    Own(PgConnection),
+}
+
+impl AdminConnection {
+    /// Returns a pooled connection, closes one of its own (errors ignored: nothing is left to
+    /// do with it).
+    async fn close(self) {
+        if let Self::Own(conn) = self {
+            conn.close().await.ok();
+        }
+    }
+}
+
+impl std::ops::Deref for AdminConnection {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        match self {
+            Self::Pooled(c) => c,
+            Self::Own(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for AdminConnection {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            Self::Pooled(c) => c,
+            Self::Own(c) => c,
+        }
+    }
+}
+
 /// Issues just-in-time PostgreSQL access, like Vault's database secrets engine: per grant one
 /// login role. See the [crate docs](crate) for what a grant creates and what revoke does.
 #[derive(Clone)]
@@ -377,13 +414,23 @@ impl PostgresBroker {
         })
     }
 
-    /// A connection to `database` as the admin (the pool's database comes from the pool).
-    async fn connect_to(&self, database: &str) -> Result<PgConnection, PgBrokerError> {
+    /// A connection to `database` as the admin: the pool's for the admin database, else one
+    /// of its own (a pool serves one database, and a new connection costs a backend start).
+    async fn connect_to(&self, database: &str) -> Result<AdminConnection, PgBrokerError> {
+        if database == self.admin_database {
+            return self
+                .pool
+                .acquire()
+                .await
+                .map(AdminConnection::Pooled)
+                .map_err(|e| PgBrokerError::db("acquiring an admin connection", e));
+        }
         self.options
             .clone()
             .database(database)
             .connect()
             .await
+            .map(AdminConnection::Own)
             .map_err(|e| PgBrokerError::db(format!("connecting to database {database:?}"), e))
     }
 
@@ -489,7 +536,7 @@ impl PostgresBroker {
         tx.commit()
             .await
             .map_err(|e| PgBrokerError::db("committing the grants", e))?;
-        conn.close().await.ok();
+        conn.close().await;
         Ok(())
     }
 
@@ -548,7 +595,7 @@ impl PostgresBroker {
         tx.commit()
             .await
             .map_err(|e| PgBrokerError::db("committing the revocation", e))?;
-        conn.close().await.ok();
+        conn.close().await;
         Ok(true)
     }
 
