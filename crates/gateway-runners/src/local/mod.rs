@@ -530,8 +530,7 @@ impl LocalRunner {
         let tmp = Path::new("/tmp");
         let started = Instant::now();
         let limits = launch::Sandbox::cgroup_limits(&spec.limits);
-        let fit = sandbox.fit(&spec);
-        let fits = fit == trampoline::Fit::Yes;
+        let fits = sandbox.fit(&spec) == trampoline::Fit::Yes;
         // Egress forwarders are opened inside the sandbox before the job runs, so the job must
         // arrive through a trampoline: a sandbox of its own, started now (`check` accepted the
         // destinations).
@@ -542,12 +541,6 @@ impl LocalRunner {
             ),
             _ => None,
         };
-        if egress_to.is_some() && fit == trampoline::Fit::EnvNames {
-            return Err(RunnerError::invalid_input(
-                "a job with network egress needs environment names a shell can export \
-                 ([A-Za-z_][A-Za-z0-9_]*)",
-            ));
-        }
         let parked = if egress_to.is_some() {
             // On this runtime worker, like `refill`: bwrap's `--die-with-parent` ties the
             // sandbox to the thread that spawns it.

@@ -70,8 +70,6 @@ pub(crate) enum Fit {
     Mounts,
     /// An rlimit above the gateway's own hard limit (unprivileged `ulimit` only lowers).
     Rlimits,
-    /// An environment variable whose name a shell cannot export (the trampoline is one).
-    EnvNames,
 }
 
 /// Whether `name` is a name a POSIX shell exports: `[A-Za-z_][A-Za-z0-9_]*`.
@@ -88,14 +86,6 @@ pub(crate) fn shell_name(name: &str) -> bool {
 pub(crate) fn fit(spec: &JobSpec, rlimits: NamespacedRlimits, hard: [Option<u64>; 3]) -> Fit {
     if !spec.mounts.is_empty() {
         return Fit::Mounts;
-    }
-    if !spec
-        .env
-        .keys()
-        .chain(spec.secret_env.keys())
-        .all(|k| shell_name(k))
-    {
-        return Fit::EnvNames;
     }
     let wanted = [rlimits.cpu_seconds, rlimits.open_files, rlimits.processes];
     if wanted
@@ -253,9 +243,6 @@ mod tests {
             ..LIMITS
         };
         assert_eq!(fit(&spec(), many, hard), Fit::Rlimits);
-        let mut odd = spec();
-        odd.env.insert("a.b".into(), "x".into());
-        assert_eq!(fit(&odd, LIMITS, hard), Fit::EnvNames);
         assert!(shell_name("_a1") && shell_name("PATH"));
         assert!(!shell_name("1a") && !shell_name("") && !shell_name("a.b"));
     }
