@@ -249,3 +249,228 @@ async fn db_query_reads_its_table_and_nothing_else_through_the_socket() {
     );
     db.drop().await;
 }
+
+// ---- Through the gateway: real policy, real broker, real sandbox, real audit log. ----
+
+use agent_gateway::core::{
+    ActionCatalog, ActionDef, ActionRequest, AgentIdentity, AuthMethod, BrokerError, Credential,
+    Gateway, GatewayError, Secret, StaticKeys, async_trait,
+};
+use agent_gateway::embedded::{EmbeddedOptions, EmbeddedParts};
+use agent_gateway::opa::EmbeddedRego;
+use std::sync::{Arc, Mutex};
+
+/// The PostgreSQL broker, keeping every password it hands out so the test can search for it.
+struct Witnessed {
+    inner: PostgresBroker,
+    passwords: Mutex<Vec<Secret>>,
+    revoked: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl AccessBroker for Witnessed {
+    async fn grant(&self, request: &GrantRequest) -> Result<Grant, BrokerError> {
+        let grant = self.inner.grant(request).await?;
+        self.passwords
+            .lock()
+            .unwrap()
+            .extend(grant.job_env.values().cloned());
+        Ok(grant)
+    }
+
+    async fn revoke(&self, grant: &Grant) -> Result<(), BrokerError> {
+        self.revoked.lock().unwrap().push(grant.id.clone());
+        self.inner.revoke(grant).await
+    }
+}
+
+/// Every log line of the test binary (the subscriber is process-wide: set once).
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logs);
+        let writer = move || LogWriter(Arc::clone(&sink));
+        tracing_subscriber::fmt()
+            .with_env_filter("trace")
+            .with_writer(writer)
+            .with_ansi(false)
+            .init();
+        logs
+    })
+    .clone()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The db.query action as the catalog defines it: the real job, the SQL from the params.
+fn db_query_catalog() -> ActionCatalog {
+    ActionCatalog::new().register(ActionDef::new(
+        "db.query",
+        "Run a read-only SQL query",
+        |req, who| {
+            let mut spec = JobSpec::new(
+                req.id,
+                who.id.clone(),
+                vec!["/bin/sh".into(), "-c".into(), DB_QUERY.into()],
+            );
+            let sql = req.params["sql"].as_str().unwrap_or_default();
+            spec.env.insert("SQL".into(), sql.into());
+            spec.env.insert("MAX_ROWS".into(), "100".into());
+            Ok(spec)
+        },
+    ))
+}
+
+#[tokio::test]
+async fn db_query_through_the_gateway_leaves_no_password_and_no_role() {
+    let logs = captured_logs();
+    let Some(db) = Db::new("db_query_gateway").await else {
+        return;
+    };
+    if sandbox().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.db");
+    let parts = EmbeddedParts::open(&EmbeddedOptions::new(&audit_path))
+        .await
+        .unwrap();
+    // The reference policy, told which tables of the test database db.query may read.
+    let policy = EmbeddedRego::builder()
+        .policy_dir(agent_gateway::embedded::reference_policy_dir())
+        .data(serde_json::json!({"agent_gateway": {"databases": {
+            "gateway_test": {"readable_tables": [format!("{}.orders", db.schema)]}
+        }}}))
+        .build()
+        .unwrap();
+    let broker = Arc::new(Witnessed {
+        inner: db.broker().await,
+        passwords: Mutex::new(Vec::new()),
+        revoked: Mutex::new(Vec::new()),
+    });
+    let (key, hash) = StaticKeys::generate_key("reader-1").unwrap();
+    let mut reader = AgentIdentity::new(
+        AgentId::new("agent:db-reader").unwrap(),
+        "infra-tests",
+        AuthMethod::StaticKey {
+            key_id: "reader-1".into(),
+        },
+    );
+    reader
+        .attributes
+        .insert("role".into(), serde_json::json!("db-reader"));
+    let keys = StaticKeys::new()
+        .with_key_hash("reader-1", &hash, reader)
+        .unwrap();
+    let gateway: Gateway = parts
+        .builder(Arc::new(keys))
+        .policy(Arc::new(policy))
+        .broker(broker.clone())
+        .catalog(db_query_catalog())
+        .build()
+        .unwrap();
+    let ask = |sql: String| {
+        ActionRequest::new("db.query", "db:gateway_test")
+            .with_params(serde_json::json!({ "sql": sql }))
+            .with_intent("infrastructure test")
+    };
+    let s = db.schema.clone();
+
+    // Allowed: the rows of the one table the policy names, read with a role made for it.
+    let outcome = gateway
+        .execute(
+            Credential::bearer(key.clone()),
+            ask(format!("SELECT id, amount FROM {s}.orders ORDER BY id")),
+        )
+        .await
+        .unwrap();
+    assert!(outcome.job.succeeded(), "{outcome:?}");
+    assert_eq!(outcome.job.stdout, "id\tamount\n1\t10\n2\t20\n3\t30\n");
+    assert_eq!(
+        outcome.grant.scopes,
+        vec![format!("pg:gateway_test:{s}.orders:select")]
+    );
+    assert!(outcome.grant.revoked);
+
+    // Denied by policy: a write never gets a grant.
+    let before = broker.passwords.lock().unwrap().len();
+    let err = gateway
+        .execute(
+            Credential::bearer(key.clone()),
+            ask(format!("DELETE FROM {s}.orders")),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GatewayError::Denied { .. }), "{err}");
+    assert_eq!(broker.passwords.lock().unwrap().len(), before);
+
+    // Allowed by policy (a read), beyond the grant (another table): the job fails on the
+    // database's refusal, and the grant is revoked all the same.
+    let outcome = gateway
+        .execute(
+            Credential::bearer(key.clone()),
+            ask(format!("SELECT v FROM {s}.secrets")),
+        )
+        .await
+        .unwrap();
+    assert!(!outcome.job.succeeded(), "{outcome:?}");
+    assert!(
+        outcome.job.stderr.contains("permission denied"),
+        "{outcome:?}"
+    );
+    assert!(!outcome.job.stdout.contains("do not read"));
+    assert!(outcome.grant.revoked);
+
+    // Every role the broker made is gone, and no password is anywhere: not in the audit
+    // database (bytes of the file, WAL included), the outcomes, or the logs.
+    let mut db = db;
+    let revoked = broker.revoked.lock().unwrap().clone();
+    for role in &revoked {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+                .bind(role)
+                .fetch_one(&mut db.admin)
+                .await
+                .unwrap();
+        assert!(!exists, "role {role} survived its grant");
+    }
+    assert_eq!(revoked.len(), 2);
+    let report = parts.verify_audit().await.unwrap();
+    assert!(
+        report.fault.is_none() && report.records_checked >= 10,
+        "{report:?}"
+    );
+    drop(gateway);
+    drop(parts);
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        stored.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let logs = logs.lock().unwrap().clone();
+    assert!(!logs.is_empty());
+    let passwords = broker.passwords.lock().unwrap().clone();
+    assert_eq!(passwords.len(), 2);
+    for p in &passwords {
+        let p = p.expose();
+        assert!(p.len() >= 32);
+        let found = |hay: &[u8]| hay.windows(p.len()).any(|w| w == p);
+        assert!(!found(&stored), "a password is in the audit database");
+        assert!(!found(&logs), "a password is in the logs");
+        assert!(
+            !found(format!("{outcome:?}").as_bytes()),
+            "a password is in an outcome"
+        );
+    }
+    db.drop().await;
+}

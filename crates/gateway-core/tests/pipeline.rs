@@ -141,6 +141,23 @@ async fn secrets_never_reach_the_audit_trail() {
 }
 
 #[tokio::test]
+async fn a_job_that_prints_its_credential_hands_it_to_nobody() {
+    let h = harness(Parts::default());
+    let out = h
+        .gateway
+        .execute(agent_a(), ActionRequest::new("diag.leak", "diag:x"))
+        .await
+        .unwrap();
+    let token = h.broker.issued()[0].job_env["GATEWAY_GRANT_TOKEN"]
+        .expose_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(out.job.stdout, "token=[REDACTED]", "{out:?}");
+    let records = serde_json::to_string(&h.audit.records()).unwrap();
+    assert!(!records.contains(&token), "grant token in audit");
+}
+
+#[tokio::test]
 async fn deny_stops_before_grant_and_run() {
     let h = harness(Parts {
         policy: gateway_core::testing::MemoryPolicy::from_fn(|_| Decision::deny("not today")),

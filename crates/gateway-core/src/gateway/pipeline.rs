@@ -548,7 +548,10 @@ impl Pipeline {
         .await;
         match job {
             Ok(outcome) if outcome.status == JobStatus::Cancelled => Err(GrantedFailure::Cancelled),
-            Ok(outcome) => Ok((outcome, runner)),
+            Ok(mut outcome) => {
+                scrub_grant_secrets(&mut outcome, grant);
+                Ok((outcome, runner))
+            }
             Err(e) => Err(GrantedFailure::Failed {
                 stage: Stage::Run,
                 kind: kind_of(&e, |e| e.kind()),
@@ -570,6 +573,23 @@ impl Pipeline {
         }
         trail.defer(Event::revoked(grant, failure.as_deref()));
         failure.is_none()
+    }
+}
+
+/// Replaces every occurrence of the grant's secrets in the job's output with
+/// [`crate::redact::REDACTED`]: a job that prints its credential (by mistake, or a template
+/// that echoes its environment) must not hand it to the caller, the audit trail or the logs.
+/// Secrets shorter than 8 bytes are left alone: they would match ordinary text.
+fn scrub_grant_secrets(job: &mut JobOutcome, grant: &Grant) {
+    for secret in grant.job_env.values() {
+        let Some(secret) = secret.expose_str().filter(|s| s.len() >= 8) else {
+            continue;
+        };
+        for text in [&mut job.stdout, &mut job.stderr] {
+            if text.contains(secret) {
+                *text = text.replace(secret, crate::redact::REDACTED);
+            }
+        }
     }
 }
 

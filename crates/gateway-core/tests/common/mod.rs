@@ -44,6 +44,19 @@ pub fn catalog() -> ActionCatalog {
             }),
         )
         .register(ActionDef::new(
+            "diag.leak",
+            "A job that prints its grant's token (a careless template)",
+            |req, who| {
+                use gateway_core::testing::script::{MemoryRenderer, ScriptRenderer, Step};
+                let (_, command) = MemoryRenderer.render(&[
+                    Step::Stdout("token=".into()),
+                    Step::PrintEnv("GATEWAY_GRANT_TOKEN".into()),
+                    Step::Exit(0),
+                ]);
+                Ok(JobSpec::new(req.id, who.id.clone(), command))
+            },
+        ))
+        .register(ActionDef::new(
             "broken.job",
             "A job that cannot be built",
             |_, _| Err("no template".into()),
