@@ -6,6 +6,11 @@
 //! policies (embedded), the local sandbox runner (the strongest isolation this machine offers),
 //! HMAC just-in-time tokens, and a hash-chained SQLite audit log with signed checkpoints in
 //! `.gateway/quickstart/`. A second run appends to the same log (`--fresh` starts a new one).
+//!
+//! The targets of `k8s.scale` and `db.query` are simulated here: their jobs print the call they
+//! would make, authorised by an HMAC token that a simulated target verifies, and the quickstart
+//! says so. `cargo run --example infrastructure` runs the real actions against a PostgreSQL
+//! server and a Kubernetes cluster.
 #![allow(clippy::print_stdout)]
 
 use agent_gateway::core::hmac_broker::{TOKEN_ENV, TokenError, TokenVerifier};
@@ -22,6 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The actions whose targets this quickstart only simulates: no cluster or database is needed.
+const SIMULATED_TARGETS: [&str; 2] = ["k8s.scale", "db.query"];
 
 /// One row of the summary table.
 #[derive(Serialize)]
@@ -368,11 +376,18 @@ async fn main() -> Result<(), BoxError> {
                 "fault": report.fault,
             },
             "actions": rows,
+            "simulated_targets": SIMULATED_TARGETS,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print_table(&rows);
         println!();
+        println!(
+            "simulated targets: {} (their jobs print the call they would make, with an HMAC \
+             token a simulated target verifies; `cargo run --example infrastructure` runs the \
+             real ones against PostgreSQL and Kubernetes)",
+            SIMULATED_TARGETS.join(", ")
+        );
         match &report.fault {
             None => println!(
                 "audit chain verified: {} records, {} signed checkpoint(s), no tampering ({} new records this run)",
