@@ -259,3 +259,14 @@ proptest::proptest! {
         let _ = CatalogFile::parse(&GOOD[..at]);
     }
 }
+
+#[test]
+fn the_fuzz_seeds_load() {
+    for seed in [
+        include_str!("../../../../fuzz/seeds/catalog_file/small.toml"),
+        include_str!("../../../../fuzz/seeds/catalog_file/reference.toml"),
+    ] {
+        let file = CatalogFile::parse(seed).unwrap();
+        assert!(!file.actions().is_empty());
+    }
+}
