@@ -30,6 +30,7 @@ struct Setup {
     default: Arc<MemoryBroker>,
     postgres: Arc<MemoryBroker>,
     runner: Arc<gateway_core::testing::MemoryRunner>,
+    audit: Arc<gateway_core::testing::MemoryAuditSink>,
 }
 
 fn setup(scopes: Vec<&'static str>) -> Setup {
@@ -37,6 +38,7 @@ fn setup(scopes: Vec<&'static str>) -> Setup {
     let default = Arc::new(MemoryBroker::new());
     let postgres = Arc::new(MemoryBroker::new());
     let runner = Arc::new(parts.runner);
+    let audit = Arc::new(parts.audit);
     let policy = MemoryPolicy::from_fn(move |_| {
         let mut d = Decision::allow();
         d.obligations.scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
@@ -48,7 +50,7 @@ fn setup(scopes: Vec<&'static str>) -> Setup {
         .broker(default.clone())
         .named_broker("postgres", postgres.clone())
         .runner(runner.clone())
-        .audit(Arc::new(parts.audit))
+        .audit(audit.clone())
         .catalog(CatalogFile::parse(FILE).unwrap().into_catalog())
         .config(parts.config)
         .build()
@@ -58,6 +60,7 @@ fn setup(scopes: Vec<&'static str>) -> Setup {
         default,
         postgres,
         runner,
+        audit,
     }
 }
 
@@ -95,6 +98,13 @@ async fn a_scope_outside_the_actions_fails_at_the_grant_stage_before_any_broker_
     );
     assert!(s.postgres.issued().is_empty() && s.default.issued().is_empty());
     assert!(s.runner.runs().is_empty());
+    // One commit: requested, decided and the terminal record at the grant stage.
+    use gateway_core::AuditEventKind::*;
+    let events = s.audit.events_for(err.correlation_id());
+    let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [Requested, Decided, Completed]);
+    let last = events.last().unwrap();
+    assert_eq!(last.details["stage"], "grant", "{:?}", last.details);
 }
 
 #[tokio::test]

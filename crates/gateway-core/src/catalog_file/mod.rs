@@ -40,6 +40,26 @@ pub const MAX_PARAMS_BYTES: usize = 1024 * 1024;
 pub const MAX_TIMEOUT_SECONDS: u64 = 24 * 60 * 60;
 
 /// A parsed and checked catalog file: its actions, ready to register.
+///
+/// ```
+/// use gateway_core::catalog_file::CatalogFile;
+///
+/// let file = CatalogFile::parse(r#"
+/// [[action]]
+/// name = "app.restart"
+/// description = "Restart one app (resource app:<name>)"
+/// resource = "app:{name}"
+/// captures = { name = "dns-label" }
+/// scopes = ["app:{name}:restart"]
+/// params = '{"type":"object"}'
+/// [action.job]
+/// program = "/usr/local/bin/restart"
+/// env = { APP = { resource = "name" } }
+/// "#)?;
+/// let catalog = file.into_catalog();
+/// assert!(catalog.get("app.restart").is_some());
+/// # Ok::<(), gateway_core::catalog_file::CatalogFileError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct CatalogFile {
     actions: Vec<ActionDef>,
@@ -138,7 +158,7 @@ fn toml_error(
     e: &toml::de::Error,
     extents: &[(std::ops::Range<usize>, String)],
 ) -> CatalogFileError {
-    let message = e.message().to_owned();
+    let message = readable(e.message());
     let problem = if extents.is_empty()
         && !message.starts_with("unknown field")
         && !message.starts_with("missing field")
@@ -176,6 +196,26 @@ fn toml_error(
         }
     }
     error.source(e.clone())
+}
+
+/// serde's message, with its untagged-enum refusals said in the format's words.
+fn readable(message: &str) -> String {
+    if message.contains("untagged enum EnvToml") {
+        "invalid type: an env value is \"text\", { param = \"…\" } (optionally with \
+         default = \"…\") or { resource = \"…\" }"
+            .to_owned()
+    } else if message.contains("untagged enum CaptureToml") {
+        format!(
+            "invalid type: a capture constraint is a class ({}) or {{ regex = \"…\" }}",
+            CLASSES
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        message.to_owned()
+    }
 }
 
 /// The key of `key = value` when `offset` is in the value, on its line.

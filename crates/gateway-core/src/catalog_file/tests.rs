@@ -115,6 +115,12 @@ fn wrong_type() {
     assert_eq!(e.line_column().map(|p| p.0), Some(10), "{e}");
     let e = refused(&with("pids = 8", "pids = -1"));
     assert_eq!(e.problem(), Problem::WrongType, "{e}");
+    let e = refused(&with(r#"SQL = { param = "sql" }"#, "SQL = 3"));
+    assert_eq!(e.problem(), Problem::WrongType, "{e}");
+    assert!(e.to_string().contains("an env value is"), "{e}");
+    let e = refused(&with(r#"database = "identifier""#, "database = 1"));
+    assert_eq!(e.problem(), Problem::WrongType, "{e}");
+    assert!(e.to_string().contains("a capture constraint is"), "{e}");
 }
 
 #[test]
