@@ -13,117 +13,16 @@
 //! reading the job's output and verifying the token ([`gateway_core::hmac_broker::TokenVerifier`]).
 //! Params reach jobs only as environment variables, never spliced into the script, so they
 //! cannot inject shell code.
+//!
+//! The actions are defined in `catalog/reference.toml` (the catalog file format,
+//! `docs/catalog.md`), compiled into this crate: the resource patterns, schemas, scripts and
+//! scope bounds are there, one self-contained entry per action.
 
-use gateway_core::action::JobBuildError;
-use gateway_core::params_schema::SchemaError;
-use gateway_core::{ActionCatalog, ActionDef, ActionRequest, AgentIdentity, JobSpec};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
-use serde_json::json;
+use gateway_core::ActionCatalog;
+use gateway_core::catalog_file::{CatalogFile, CatalogFileError};
 
-/// The `/bin/sh` script of each job (params arrive as environment variables).
-mod scripts {
-    pub const K8S_SCALE: &str = r#"printf 'target-request: PATCH /apis/apps/v1/namespaces/%s/deployments/%s/scale {"spec":{"replicas":%s}} Bearer %s\n' "$NAMESPACE" "$DEPLOYMENT" "$REPLICAS" "$GATEWAY_GRANT_TOKEN"; echo "scaled $NAMESPACE/$DEPLOYMENT to $REPLICAS replicas (simulated)""#;
-    pub const DB_QUERY: &str = r#"if [ "$DATABASE" = missing ]; then echo "database $DATABASE does not exist" >&2; exit 2; fi; printf 'ran on %s (simulated, read-only): %s\n' "$DATABASE" "$SQL""#;
-    pub const DIAG_ECHO: &str = r#"printf '%s\n' "$MESSAGE"; exit "$EXIT_CODE""#;
-}
-
-fn shell_job(
-    request: &ActionRequest,
-    who: &AgentIdentity,
-    image: Option<&str>,
-    script: &str,
-    env: &[(&str, String)],
-) -> JobSpec {
-    let mut spec = JobSpec::new(
-        request.id,
-        who.id.clone(),
-        vec!["/bin/sh".into(), "-c".into(), script.into()],
-    );
-    spec.image = image.map(str::to_owned);
-    for (k, v) in env {
-        spec.env.insert((*k).to_owned(), v.clone());
-    }
-    spec
-}
-
-/// Reads an action's params, already accepted by its schema, as the job's typed params. The
-/// schema is the one definition of what is valid (it is what agents are shown); this only
-/// reads, so a failure here means the types below and the schema disagree (a bug, which the
-/// tests look for).
-fn typed<T: DeserializeOwned>(request: &ActionRequest) -> Result<T, JobBuildError> {
-    T::deserialize(&request.params).map_err(|e| {
-        JobBuildError::with_source("params passed the schema but do not read as the job's", e)
-    })
-}
-
-/// A JSON Schema `integer` is any number with a zero fraction (`3` and `3.0` alike).
-fn whole<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let n = serde_json::Number::deserialize(d)?;
-    if let Some(u) = n.as_u64() {
-        return Ok(u);
-    }
-    match n.as_f64() {
-        // Exact: the schemas bound these far below 2^53.
-        Some(f) if f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(&f) => Ok(f as u64),
-        _ => Err(serde::de::Error::custom(format!(
-            "{n} is not a whole number"
-        ))),
-    }
-}
-
-#[derive(Deserialize)]
-struct ScaleParams {
-    #[serde(deserialize_with = "whole")]
-    replicas: u64,
-}
-
-#[derive(Deserialize)]
-struct QueryParams {
-    sql: String,
-}
-
-#[derive(Deserialize)]
-struct EchoParams {
-    #[serde(default)]
-    message: String,
-    #[serde(default, deserialize_with = "whole")]
-    exit_code: u64,
-}
-
-/// `k8s:<namespace>/deployments/<name>` → (namespace, name), DNS-label characters only.
-fn parse_deployment(resource: &str) -> Result<(String, String), String> {
-    let err = || format!("resource must be k8s:<namespace>/deployments/<name>, got {resource:?}");
-    let rest = resource.strip_prefix("k8s:").ok_or_else(err)?;
-    let mut parts = rest.split('/');
-    let (Some(ns), Some("deployments"), Some(name), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(err());
-    };
-    let dns = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 63
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    };
-    if !dns(ns) || !dns(name) {
-        return Err(err());
-    }
-    Ok((ns.to_owned(), name.to_owned()))
-}
-
-fn parse_database(resource: &str) -> Result<String, String> {
-    let name = resource
-        .strip_prefix("db:")
-        .filter(|n| !n.is_empty() && n.len() <= 63)
-        .filter(|n| {
-            n.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        })
-        .ok_or_else(|| format!("resource must be db:<database>, got {resource:?}"))?;
-    Ok(name.to_owned())
-}
+/// The reference catalog file, `catalog/reference.toml` (format: `docs/catalog.md`).
+pub const REFERENCE_TOML: &str = include_str!("../catalog/reference.toml");
 
 /// The reference catalog for process runners (no image).
 pub fn catalog() -> ActionCatalog {
@@ -132,100 +31,55 @@ pub fn catalog() -> ActionCatalog {
 
 /// The reference catalog; container runners get `image` (it needs `/bin/sh` and `printf`).
 pub fn catalog_with_image(image: Option<String>) -> ActionCatalog {
-    // The reference schemas are constants; `every_reference_schema_compiles` compiles them.
+    // The reference file is a constant; `the_reference_file_loads` loads it.
     #[allow(clippy::expect_used)]
-    reference_catalog(image).expect("the reference schemas compile")
+    reference_catalog(image)
+        .expect("the reference catalog file loads")
+        .into_catalog()
 }
 
-fn reference_catalog(image: Option<String>) -> Result<ActionCatalog, SchemaError> {
-    let (i1, i2, i3) = (image.clone(), image.clone(), image);
-    Ok(ActionCatalog::new()
-        .register(
-            ActionDef::new(
-                "k8s.scale",
-                "Scale a Kubernetes deployment (resource k8s:<namespace>/deployments/<name>)",
-                move |req, who| {
-                    let (ns, name) = parse_deployment(&req.resource)?;
-                    let ScaleParams { replicas } = typed(req)?;
-                    Ok(shell_job(
-                        req,
-                        who,
-                        i1.as_deref(),
-                        scripts::K8S_SCALE,
-                        &[
-                            ("NAMESPACE", ns),
-                            ("DEPLOYMENT", name),
-                            ("REPLICAS", replicas.to_string()),
-                        ],
-                    ))
-                },
-            )
-            .with_schema(json!({
-                "type": "object",
-                "properties": {"replicas": {"type": "integer", "minimum": 0, "maximum": 1000}},
-                "required": ["replicas"],
-                "additionalProperties": false
-            }))?,
-        )
-        .register(
-            ActionDef::new(
-                "db.query",
-                "Run a read-only SQL query (resource db:<database>)",
-                move |req, who| {
-                    let db = parse_database(&req.resource)?;
-                    let QueryParams { sql } = typed(req)?;
-                    Ok(shell_job(
-                        req,
-                        who,
-                        i2.as_deref(),
-                        scripts::DB_QUERY,
-                        &[("DATABASE", db), ("SQL", sql)],
-                    ))
-                },
-            )
-            .with_schema(json!({
-                "type": "object",
-                "properties": {"sql": {"type": "string", "maxLength": 4096}},
-                "required": ["sql"],
-                "additionalProperties": false
-            }))?,
-        )
-        .register(
-            ActionDef::new(
-                "diag.echo",
-                "Print a message and exit with a code (harmless smoke test)",
-                move |req, who| {
-                    let EchoParams { message, exit_code } = typed(req)?;
-                    Ok(shell_job(
-                        req,
-                        who,
-                        i3.as_deref(),
-                        scripts::DIAG_ECHO,
-                        &[("MESSAGE", message), ("EXIT_CODE", exit_code.to_string())],
-                    ))
-                },
-            )
-            .with_schema(json!({
-                "type": "object",
-                "properties": {
-                    "message": {"type": "string", "maxLength": 1024},
-                    "exit_code": {"type": "integer", "minimum": 0, "maximum": 255}
-                },
-                "additionalProperties": false
-            }))?,
-        ))
+fn reference_catalog(image: Option<String>) -> Result<CatalogFile, CatalogFileError> {
+    CatalogFile::parse_with_image(REFERENCE_TOML, image.as_deref())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use gateway_core::{ActionRequest, AgentIdentity};
+    use serde_json::json;
+
+    fn who() -> AgentIdentity {
+        AgentIdentity::new(
+            gateway_core::AgentId::new("agent:t").unwrap(),
+            "team",
+            gateway_core::AuthMethod::StaticKey { key_id: "k".into() },
+        )
+    }
+
+    /// The job of `action` on `resource`, or why it cannot be built.
+    fn job(
+        action: &str,
+        resource: &str,
+        params: serde_json::Value,
+    ) -> Result<gateway_core::JobSpec, String> {
+        let cat = catalog();
+        let req = ActionRequest::new(action, resource).with_params(params);
+        let def = cat.validate(&req).map_err(|e| e.to_string())?;
+        (def.job)(&req, &who()).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn resources_parse_strictly() {
-        assert_eq!(
-            parse_deployment("k8s:staging/deployments/web").unwrap(),
-            ("staging".into(), "web".into())
-        );
+        let spec = job(
+            "k8s.scale",
+            "k8s:staging/deployments/web",
+            json!({"replicas": 3}),
+        )
+        .unwrap();
+        assert_eq!(spec.env["NAMESPACE"], "staging");
+        assert_eq!(spec.env["DEPLOYMENT"], "web");
+        assert_eq!(spec.env["REPLICAS"], "3");
         for bad in [
             "k8s:staging/pods/web",
             "k8s:/deployments/web",
@@ -234,17 +88,59 @@ mod tests {
             "k8s:A/deployments/b",
             "k8s:a;rm/deployments/b",
         ] {
-            assert!(parse_deployment(bad).is_err(), "{bad}");
+            let err = job("k8s.scale", bad, json!({"replicas": 1})).unwrap_err();
+            assert!(
+                err.contains("resource must match k8s:{namespace}/deployments/{name}"),
+                "{bad}: {err}"
+            );
         }
-        assert_eq!(parse_database("db:orders").unwrap(), "orders");
-        assert!(parse_database("db:").is_err());
-        assert!(parse_database("db:a b").is_err());
+        assert_eq!(
+            job("db.query", "db:orders", json!({"sql": "select 1"}))
+                .unwrap()
+                .env["DATABASE"],
+            "orders"
+        );
+        assert!(job("db.query", "db:", json!({"sql": "x"})).is_err());
+        assert!(job("db.query", "db:a b", json!({"sql": "x"})).is_err());
     }
 
     #[test]
-    fn every_reference_schema_compiles() {
-        let catalog = reference_catalog(None).unwrap();
-        assert_eq!(catalog.actions().count(), 3);
+    fn the_reference_file_loads() {
+        let file = reference_catalog(None).unwrap();
+        let names: Vec<_> = file.actions().iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["k8s.scale", "db.query", "diag.echo"]);
+        let with_image = reference_catalog(Some("busybox@sha256:00".into()))
+            .unwrap()
+            .into_catalog();
+        let req = ActionRequest::new("diag.echo", "diag:x");
+        let spec = (with_image.get("diag.echo").unwrap().job)(&req, &who()).unwrap();
+        assert_eq!(spec.image.as_deref(), Some("busybox@sha256:00"));
+        assert_eq!(spec.command[..2], ["/bin/sh".to_string(), "-c".to_string()]);
+        assert_eq!(spec.env["MESSAGE"], "");
+        assert_eq!(spec.env["EXIT_CODE"], "0");
+    }
+
+    #[test]
+    fn reference_scopes_are_the_reference_policys() {
+        let cat = catalog();
+        let allowed = |action: &str, resource: &str, scope: &str| {
+            let req = ActionRequest::new(action, resource);
+            (cat.get(action).unwrap().allowed_scopes.as_ref().unwrap())(&req, scope)
+        };
+        assert!(allowed(
+            "k8s.scale",
+            "k8s:team-a/deployments/web",
+            "k8s:team-a:deployments/web:patch"
+        ));
+        assert!(!allowed(
+            "k8s.scale",
+            "k8s:team-a/deployments/web",
+            "k8s:team-b:deployments/web:patch"
+        ));
+        assert!(allowed("db.query", "db:analytics", "db:analytics:select"));
+        assert!(!allowed("db.query", "db:analytics", "db:analytics:insert"));
+        assert!(allowed("diag.echo", "diag:x", "diag:echo"));
+        assert!(!allowed("diag.echo", "diag:x", "diag:*"));
     }
 
     fn request(action: &str, params: serde_json::Value) -> ActionRequest {

@@ -223,6 +223,11 @@ pub type ParamsValidator = Arc<dyn Fn(&serde_json::Value) -> Result<(), ParamsEr
 pub type JobBuilder =
     Arc<dyn Fn(&ActionRequest, &AgentIdentity) -> Result<JobSpec, JobBuildError> + Send + Sync>;
 
+/// Says whether an action may carry one scope of the policy's obligations, for this request
+/// (e.g. a catalog file's `scopes = ["pg:{database}:*"]`, with the resource's captures filled
+/// in). The pipeline asks it for every obligation scope before any broker call.
+pub type ScopeCheck = Arc<dyn Fn(&ActionRequest, &str) -> bool + Send + Sync>;
+
 /// One registered action.
 #[derive(Clone)]
 pub struct ActionDef {
@@ -239,6 +244,14 @@ pub struct ActionDef {
     pub validator: Option<ParamsValidator>,
     /// Turns a request into a job.
     pub job: JobBuilder,
+    /// The named broker that issues and revokes this action's grants
+    /// ([`GatewayBuilder::named_broker`](crate::GatewayBuilder::named_broker)); `None` is the
+    /// gateway's default broker. A name no broker is registered under fails
+    /// [`GatewayBuilder::build`](crate::GatewayBuilder::build).
+    pub broker: Option<String>,
+    /// Which obligation scopes the action may carry; `None` allows whatever the policy asks
+    /// for. A scope it refuses fails the action at the grant stage, before any broker call.
+    pub allowed_scopes: Option<ScopeCheck>,
 }
 
 impl fmt::Debug for ActionDef {
@@ -247,6 +260,8 @@ impl fmt::Debug for ActionDef {
             .field("name", &self.name)
             .field("description", &self.description)
             .field("max_params_bytes", &self.max_params_bytes)
+            .field("broker", &self.broker)
+            .field("scopes_restricted", &self.allowed_scopes.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -268,7 +283,24 @@ impl ActionDef {
             max_params_bytes: 16 * 1024,
             validator: None,
             job: Arc::new(job),
+            broker: None,
+            allowed_scopes: None,
         }
+    }
+
+    /// Has this action's grants issued and revoked by the broker registered under `name`.
+    pub fn with_broker(mut self, name: impl Into<String>) -> Self {
+        self.broker = Some(name.into());
+        self
+    }
+
+    /// Restricts the obligation scopes this action may carry to those `allowed` accepts.
+    pub fn with_allowed_scopes(
+        mut self,
+        allowed: impl Fn(&ActionRequest, &str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.allowed_scopes = Some(Arc::new(allowed));
+        self
     }
 
     /// Sets the params JSON Schema (draft 2020-12, see [`ParamsSchema`]): compiled here, so a

@@ -17,6 +17,7 @@
 pub mod action;
 pub mod approval;
 pub mod audit;
+pub mod catalog_file;
 pub mod error;
 pub mod expiring;
 pub mod gateway;
@@ -45,7 +46,7 @@ pub mod fuzzing;
 
 pub use action::{
     ActionCatalog, ActionDef, ActionRequest, JobBuildError, ParamsError, RequestError,
-    RequestLimits,
+    RequestLimits, ScopeCheck,
 };
 pub use approval::{ApprovalGate, ApprovalRequest, ApprovalVerdict, PendingApprovals};
 pub use audit::{

@@ -16,7 +16,7 @@ pub use bounds::OverIssued;
 pub use error::{ActionOutcome, GatewayError, GrantSummary, Stage};
 pub use guard::CallFailure;
 pub use limits::AgentLimits;
-pub use pipeline::GrantExpired;
+pub use pipeline::{GrantExpired, ScopeNotAllowed};
 
 use crate::action::{ActionCatalog, ActionRequest};
 use crate::approval::ApprovalGate;
@@ -86,10 +86,25 @@ pub struct RequestContext {
     pub attributes: BTreeMap<String, serde_json::Value>,
 }
 
-/// A part missing from the builder.
+/// Why [`GatewayBuilder::build`] refused to build a gateway.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("gateway builder: no {0} given")]
-pub struct BuildError(&'static str);
+#[non_exhaustive]
+pub enum BuildError {
+    /// A required part is missing.
+    #[error("gateway builder: no {0} given")]
+    Missing(&'static str),
+    /// A catalog action names a broker that is not registered.
+    #[error(
+        "gateway builder: action {action:?} names broker {broker:?}, which is not registered \
+         (GatewayBuilder::named_broker)"
+    )]
+    UnknownBroker {
+        /// The action.
+        action: String,
+        /// The broker name it gives.
+        broker: String,
+    },
+}
 
 /// Builds a [`Gateway`]; every part is a value, so backends are chosen at run time.
 #[derive(Default)]
@@ -97,6 +112,7 @@ pub struct GatewayBuilder {
     identity: Option<Arc<dyn Identity>>,
     policy: Option<Arc<dyn PolicyDecider>>,
     broker: Option<Arc<dyn AccessBroker>>,
+    brokers: BTreeMap<String, Arc<dyn AccessBroker>>,
     runner: Option<Arc<dyn Runner>>,
     audit: Option<Arc<dyn AuditSink>>,
     approvals: Option<Arc<dyn ApprovalGate>>,
@@ -121,6 +137,14 @@ impl GatewayBuilder {
     /// Sets the access broker (required).
     pub fn broker(mut self, broker: Arc<dyn AccessBroker>) -> Self {
         self.broker = Some(broker);
+        self
+    }
+
+    /// Registers a broker under `name`, for the catalog actions that name it
+    /// ([`ActionDef::broker`](crate::ActionDef::broker)); they are granted and revoked by it
+    /// instead of the default broker. Registering a name again replaces the broker.
+    pub fn named_broker(mut self, name: impl Into<String>, broker: Arc<dyn AccessBroker>) -> Self {
+        self.brokers.insert(name.into(), broker);
         self
     }
 
@@ -162,14 +186,26 @@ impl GatewayBuilder {
         self
     }
 
-    /// Builds the gateway; fails if a required part is missing.
+    /// Builds the gateway; fails if a required part is missing, or if a catalog action names
+    /// a broker that is not registered.
     pub fn build(self) -> Result<Gateway, BuildError> {
+        for def in self.catalog.actions() {
+            if let Some(name) = &def.broker
+                && !self.brokers.contains_key(name)
+            {
+                return Err(BuildError::UnknownBroker {
+                    action: def.name.clone(),
+                    broker: name.clone(),
+                });
+            }
+        }
         let inner = pipeline::Pipeline {
-            identity: self.identity.ok_or(BuildError("identity"))?,
-            policy: self.policy.ok_or(BuildError("policy decider"))?,
-            broker: self.broker.ok_or(BuildError("access broker"))?,
-            runner: self.runner.ok_or(BuildError("runner"))?,
-            audit: self.audit.ok_or(BuildError("audit sink"))?,
+            identity: self.identity.ok_or(BuildError::Missing("identity"))?,
+            policy: self.policy.ok_or(BuildError::Missing("policy decider"))?,
+            broker: self.broker.ok_or(BuildError::Missing("access broker"))?,
+            brokers: self.brokers,
+            runner: self.runner.ok_or(BuildError::Missing("runner"))?,
+            audit: self.audit.ok_or(BuildError::Missing("audit sink"))?,
             approvals: self.approvals,
             redactor: Arc::new(self.redactor),
             catalog: self.catalog,

@@ -61,6 +61,8 @@ pub(crate) struct Pipeline {
     pub(crate) identity: Arc<dyn Identity>,
     pub(crate) policy: Arc<dyn PolicyDecider>,
     pub(crate) broker: Arc<dyn AccessBroker>,
+    /// The named brokers; `build` checked that every catalog action's broker is here.
+    pub(crate) brokers: std::collections::BTreeMap<String, Arc<dyn AccessBroker>>,
     pub(crate) runner: Arc<dyn Runner>,
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) redactor: Arc<Redactor>,
@@ -168,7 +170,9 @@ impl Pipeline {
         // A request that cannot become a job needs no credential.
         let mut spec = build_job(def, &request, &identity)?;
         // 7. Grant just-in-time access.
-        let issued = self.grant(&request, &identity, &decision, &cancel).await?;
+        let issued = self
+            .grant(def, &request, &identity, &decision, &cancel)
+            .await?;
         // 7 (record) and 8. Run, while the grant is live.
         let ran = self
             .with_grant(
@@ -180,7 +184,7 @@ impl Pipeline {
             )
             .await;
         // 9. Revoke, on every path, exactly once.
-        let revoked = self.revoke(trail, &issued.grant).await;
+        let revoked = self.revoke(trail, &issued).await;
         let (job, runner) = ran.map_err(|failure| failure.stop(id, revoked))?;
         let mut grant = GrantSummary::new(&issued.grant, issued.ttl_seconds);
         grant.revoked = revoked;
@@ -398,15 +402,30 @@ impl Pipeline {
         }
     }
 
-    /// Step 7: asks the broker for a grant of TTL min(requested, policy, gateway).
+    /// The broker of `def`: its named one, or the default.
+    fn broker_for(&self, def: &ActionDef) -> Arc<dyn AccessBroker> {
+        def.broker
+            .as_ref()
+            .and_then(|name| self.brokers.get(name))
+            // `build` refused a catalog naming an unregistered broker, so a name always
+            // resolves; the default is never reached for a named action.
+            .unwrap_or(&self.broker)
+            .clone()
+    }
+
+    /// Step 7: checks the obligation scopes against the action's, then asks the action's
+    /// broker for a grant of TTL min(requested, policy, gateway).
     async fn grant(
         &self,
+        def: &ActionDef,
         request: &ActionRequest,
         identity: &AgentIdentity,
         decision: &Decision,
         cancel: &CancellationToken,
     ) -> Result<Issued, Stop> {
         let id = request.id;
+        check_scopes(def, request, &decision.obligations.scopes)?;
+        let broker = self.broker_for(def);
         let ttl_seconds = bounds::grant_ttl_seconds(
             request.requested_ttl_seconds,
             decision.obligations.max_ttl_seconds,
@@ -422,7 +441,7 @@ impl Pipeline {
         };
         let requested_at = OffsetDateTime::now_utc();
         match guarded(
-            self.broker.grant(&asked),
+            broker.grant(&asked),
             self.config.broker_timeout,
             Some(cancel),
         )
@@ -431,6 +450,7 @@ impl Pipeline {
         {
             Ok(grant) => Ok(Issued {
                 grant,
+                broker,
                 asked,
                 requested_at,
                 ttl_seconds,
@@ -561,12 +581,18 @@ impl Pipeline {
         }
     }
 
-    /// Step 9: exactly one revocation attempt. Returns whether it succeeded. The `revoked` event
-    /// is deferred: it is stored with the outcome record that always follows.
-    async fn revoke(&self, trail: &mut Trail, grant: &Grant) -> bool {
-        let result = guarded(self.broker.revoke(grant), self.config.broker_timeout, None)
-            .instrument(tracing::info_span!("broker.revoke"))
-            .await;
+    /// Step 9: exactly one revocation attempt, by the broker that issued the grant. Returns
+    /// whether it succeeded. The `revoked` event is deferred: it is stored with the outcome
+    /// record that always follows.
+    async fn revoke(&self, trail: &mut Trail, issued: &Issued) -> bool {
+        let grant = &issued.grant;
+        let result = guarded(
+            issued.broker.revoke(grant),
+            self.config.broker_timeout,
+            None,
+        )
+        .instrument(tracing::info_span!("broker.revoke"))
+        .await;
         let failure = result.err().map(|e| e.describe("access broker"));
         if let Some(detail) = &failure {
             tracing::error!(grant_id = %grant.id, %detail, "revocation failed; the grant lives until it expires");
@@ -677,9 +703,53 @@ impl<'a> Admission<'a> {
     }
 }
 
-/// A grant just issued, with what was asked for.
+/// Step 7's first check: every obligation scope is one the action may carry. Fails closed,
+/// before any broker call, naming the scope and the action.
+fn check_scopes(def: &ActionDef, request: &ActionRequest, scopes: &[String]) -> Result<(), Stop> {
+    let Some(allowed) = &def.allowed_scopes else {
+        return Ok(());
+    };
+    let Some(scope) = scopes.iter().find(|scope| !allowed(request, scope)) else {
+        return Ok(());
+    };
+    let error = ScopeNotAllowed {
+        action: def.name.clone(),
+        scope: crate::text::truncate(scope, 200),
+    };
+    let message = error.to_string();
+    Err(Stop::completed(
+        Completion::Stopped {
+            status: Status::Error,
+            stage: Some(RecordedStage::Stage(Stage::Grant)),
+            kind: ErrorKind::Denied,
+            reason: message.clone(),
+            grant_revoked: None,
+        },
+        GatewayError::Backend {
+            correlation_id: request.id,
+            stage: Stage::Grant,
+            kind: ErrorKind::Denied,
+            message,
+            source: Box::new(error),
+        },
+    ))
+}
+
+/// The policy's obligations ask for a scope the action's catalog entry does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the policy asks for scope {scope:?}, which action {action} may not carry")]
+pub struct ScopeNotAllowed {
+    /// The action.
+    pub action: String,
+    /// The refused scope (its first 200 characters).
+    pub scope: String,
+}
+
+/// A grant just issued, with what was asked for and the broker that issued it (which alone
+/// revokes it).
 struct Issued {
     grant: Grant,
+    broker: Arc<dyn AccessBroker>,
     asked: GrantRequest,
     requested_at: OffsetDateTime,
     ttl_seconds: u64,
