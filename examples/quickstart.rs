@@ -15,8 +15,9 @@
 
 use agent_gateway::core::hmac_broker::{TOKEN_ENV, TokenError, TokenVerifier};
 use agent_gateway::core::{
-    AgentId, AgentIdentity, ApprovalVerdict, AuditSink, AuthMethod, Credential, GatewayConfig,
-    HmacBroker, PendingApprovals, Secret, StaticKeys,
+    AccessBroker, AgentId, AgentIdentity, ApprovalVerdict, AuditSink, AuthMethod, BrokerError,
+    Credential, GatewayConfig, Grant, GrantRequest, HmacBroker, PendingApprovals, Secret,
+    StaticKeys,
 };
 use agent_gateway::embedded::{EmbeddedOptions, EmbeddedParts};
 use agent_gateway::{ActionOutcome, ActionRequest, Gateway, GatewayError};
@@ -148,13 +149,48 @@ fn row(
     }
 }
 
-/// The job's output carries the request it would send to its target; the token is the bearer.
-fn presented_token(out: &ActionOutcome) -> Option<String> {
-    out.job.stdout.lines().find_map(|l| {
-        l.strip_prefix("target-request: ")
-            .and_then(|r| r.rsplit_once(" Bearer "))
-            .map(|(_, t)| t.trim().to_owned())
-    })
+/// The simulated target's side of the exchange: the token the job presents to it. The job's
+/// output shows `Bearer [REDACTED]` (the gateway scrubs every grant secret from what it returns
+/// and records), so the simulation hands the target the token the job was given.
+struct SimulatedTarget {
+    broker: Arc<HmacBroker>,
+    presented: std::sync::Mutex<Option<String>>,
+}
+
+#[agent_gateway::core::async_trait]
+impl AccessBroker for SimulatedTarget {
+    async fn grant(&self, request: &GrantRequest) -> Result<Grant, BrokerError> {
+        let grant = self.broker.grant(request).await?;
+        let token = grant
+            .job_env
+            .get(TOKEN_ENV)
+            .and_then(|t| t.expose_str())
+            .map(str::to_owned);
+        *self.presented.lock().unwrap_or_else(|e| e.into_inner()) = token;
+        Ok(grant)
+    }
+
+    async fn revoke(&self, grant: &Grant) -> Result<(), BrokerError> {
+        self.broker.revoke(grant).await
+    }
+}
+
+/// The token the job presented, if its output shows it presented one.
+fn presented_token(out: &ActionOutcome, target: &SimulatedTarget) -> Option<String> {
+    let presented = out
+        .job
+        .stdout
+        .lines()
+        .any(|l| l.starts_with("target-request: ") && l.contains(" Bearer "));
+    presented
+        .then(|| {
+            target
+                .presented
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        })
+        .flatten()
 }
 
 #[tokio::main]
@@ -198,9 +234,13 @@ async fn main() -> Result<(), BoxError> {
     let broker = Arc::new(HmacBroker::new(hmac_key.clone())?);
     let target = TokenVerifier::new(hmac_key);
     let revocations = broker.verifier();
+    let simulated = Arc::new(SimulatedTarget {
+        broker,
+        presented: std::sync::Mutex::new(None),
+    });
     let gateway: Gateway = parts
         .builder(Arc::new(keys))
-        .broker(broker)
+        .broker(simulated.clone())
         .approvals(approvals.clone())
         .config(config)
         .build()?;
@@ -240,7 +280,7 @@ async fn main() -> Result<(), BoxError> {
     let mut note = String::new();
     if let Ok(out) = &result {
         let scope = out.grant.scopes.first().cloned().unwrap_or_default();
-        match presented_token(out) {
+        match presented_token(out, &simulated) {
             Some(token) => {
                 let now = time::OffsetDateTime::now_utc();
                 let verdict = |r: Result<_, TokenError>| match r {

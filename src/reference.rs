@@ -24,6 +24,29 @@ use gateway_core::catalog_file::{CatalogFile, CatalogFileError};
 /// The reference catalog file, `catalog/reference.toml` (format: `docs/catalog.md`).
 pub const REFERENCE_TOML: &str = include_str!("../catalog/reference.toml");
 
+/// The infrastructure catalog file, `catalog/infrastructure.toml`: the real counterparts of
+/// the reference actions, with the same names, resources and params schemas.
+pub const INFRASTRUCTURE_TOML: &str = include_str!("../catalog/infrastructure.toml");
+
+/// The broker name the infrastructure catalog's PostgreSQL actions give
+/// (`GatewayBuilder::named_broker`): a `gateway_postgres::PostgresBroker`.
+pub const POSTGRES_BROKER: &str = "postgres";
+
+/// The broker name the infrastructure catalog's Kubernetes actions give: a
+/// `gateway_kubernetes::KubernetesBroker`.
+pub const KUBERNETES_BROKER: &str = "kubernetes";
+
+/// The real infrastructure actions (`catalog/infrastructure.toml`): `db.query` runs the host's
+/// `psql` with a role of its own from the [`POSTGRES_BROKER`]. A gateway serving it registers
+/// the brokers it names; its runner must show jobs the host's clients (the local sandbox does).
+pub fn infrastructure_catalog() -> ActionCatalog {
+    // The file is a constant; `the_infrastructure_file_loads` loads it.
+    #[allow(clippy::expect_used)]
+    CatalogFile::parse(INFRASTRUCTURE_TOML)
+        .expect("the infrastructure catalog file loads")
+        .into_catalog()
+}
+
 /// The reference catalog for process runners (no image).
 pub fn catalog() -> ActionCatalog {
     catalog_with_image(None)
@@ -67,6 +90,37 @@ mod tests {
         let req = ActionRequest::new(action, resource).with_params(params);
         let def = cat.validate(&req).map_err(|e| e.to_string())?;
         (def.job)(&req, &who()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_infrastructure_file_loads_and_agrees_with_the_reference() {
+        let infra = infrastructure_catalog();
+        let reference = catalog();
+        let mut shared = 0;
+        for def in infra.actions() {
+            let twin = reference
+                .get(&def.name)
+                .unwrap_or_else(|| panic!("{} has no reference twin", def.name));
+            // What agents are shown and what the policies see must not depend on the catalog.
+            assert_eq!(
+                def.params_schema.as_value(),
+                twin.params_schema.as_value(),
+                "{}",
+                def.name
+            );
+            assert_eq!(def.description, twin.description, "{}", def.name);
+            assert!(def.broker.is_some(), "{} names no broker", def.name);
+            shared += 1;
+        }
+        assert!(shared >= 1);
+        let req =
+            ActionRequest::new("db.query", "db:analytics").with_params(json!({"sql": "select 1"}));
+        let def = infra.validate(&req).unwrap();
+        assert_eq!(def.broker.as_deref(), Some(POSTGRES_BROKER));
+        let spec = (def.job)(&req, &who()).unwrap();
+        assert_eq!(spec.env["SQL"], "select 1");
+        assert!(spec.command[2].contains("psql"), "{spec:?}");
+        assert!(!spec.command.iter().any(|a| a.contains("select 1")));
     }
 
     #[test]
@@ -137,8 +191,21 @@ mod tests {
             "k8s:team-a/deployments/web",
             "k8s:team-b:deployments/web:patch"
         ));
-        assert!(allowed("db.query", "db:analytics", "db:analytics:select"));
-        assert!(!allowed("db.query", "db:analytics", "db:analytics:insert"));
+        assert!(allowed(
+            "db.query",
+            "db:analytics",
+            "pg:analytics:public.orders:select"
+        ));
+        assert!(!allowed(
+            "db.query",
+            "db:analytics",
+            "pg:analytics:public.orders:insert"
+        ));
+        assert!(!allowed(
+            "db.query",
+            "db:analytics",
+            "pg:payments:public.orders:select"
+        ));
         assert!(allowed("diag.echo", "diag:x", "diag:echo"));
         assert!(!allowed("diag.echo", "diag:x", "diag:*"));
     }

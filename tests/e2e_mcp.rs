@@ -124,7 +124,11 @@ async fn allowed_call_returns_the_job_output_and_denied_call_is_a_tool_error() {
         text(&ok)
     );
     let stdout = outcome["job"]["stdout"].as_str().unwrap();
-    assert!(presented_token(stdout).is_some(), "{stdout}");
+    assert_eq!(
+        presented_token(stdout).as_deref(),
+        Some("[REDACTED]"),
+        "{stdout}"
+    );
     assert_eq!(h.runs_and_grants(), (1, 1));
 
     let denied = client

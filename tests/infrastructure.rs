@@ -17,9 +17,6 @@ use agent_gateway::runners::LocalRunner;
 use sqlx::{Connection, PgConnection};
 use std::time::Duration;
 
-/// The real db.query job (also the catalog's).
-const DB_QUERY: &str = include_str!("../catalog/jobs/db-query.sh");
-
 fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
@@ -123,20 +120,24 @@ async fn grant(broker: &PostgresBroker, scopes: Vec<String>) -> Grant {
         .unwrap()
 }
 
-/// The db.query job for `sql` under `grant`, shaped as the pipeline shapes it: the template's
-/// variables, then the grant's variables and mounts, then its secrets; no network.
+/// The infrastructure catalog's db.query job for `sql` under `grant`, shaped as the pipeline
+/// shapes it: the template's variables, then the grant's variables and mounts, then its
+/// secrets; no network. At most two rows printed.
 fn db_query_job(grant: &Grant, sql: &str) -> JobSpec {
-    let mut spec = JobSpec::new(
-        grant.correlation_id,
+    let catalog = agent_gateway::reference::infrastructure_catalog();
+    let req = ActionRequest::new("db.query", "db:gateway_test")
+        .with_params(serde_json::json!({ "sql": sql }));
+    let who = AgentIdentity::new(
         grant.agent.clone(),
-        vec!["/bin/sh".into(), "-c".into(), DB_QUERY.into()],
+        "infra-tests",
+        AuthMethod::StaticKey { key_id: "k".into() },
     );
-    spec.env.insert("SQL".into(), sql.into());
+    let def = catalog.validate(&req).unwrap();
+    let mut spec = (def.job)(&req, &who).unwrap();
     spec.env.insert("MAX_ROWS".into(), "2".into());
     spec.env.extend(grant.job_vars.clone());
     spec.mounts.extend(grant.job_mounts.iter().cloned());
     spec.secret_env.extend(grant.job_env.clone());
-    spec.limits.timeout = Duration::from_secs(30);
     spec
 }
 
@@ -253,8 +254,8 @@ async fn db_query_reads_its_table_and_nothing_else_through_the_socket() {
 // ---- Through the gateway: real policy, real broker, real sandbox, real audit log. ----
 
 use agent_gateway::core::{
-    ActionCatalog, ActionDef, ActionRequest, AgentIdentity, AuthMethod, BrokerError, Credential,
-    Gateway, GatewayError, Secret, StaticKeys, async_trait,
+    ActionRequest, AgentIdentity, AuthMethod, BrokerError, Credential, Gateway, GatewayError,
+    Secret, StaticKeys, async_trait,
 };
 use agent_gateway::embedded::{EmbeddedOptions, EmbeddedParts};
 use agent_gateway::opa::EmbeddedRego;
@@ -313,25 +314,6 @@ impl std::io::Write for LogWriter {
     }
 }
 
-/// The db.query action as the catalog defines it: the real job, the SQL from the params.
-fn db_query_catalog() -> ActionCatalog {
-    ActionCatalog::new().register(ActionDef::new(
-        "db.query",
-        "Run a read-only SQL query",
-        |req, who| {
-            let mut spec = JobSpec::new(
-                req.id,
-                who.id.clone(),
-                vec!["/bin/sh".into(), "-c".into(), DB_QUERY.into()],
-            );
-            let sql = req.params["sql"].as_str().unwrap_or_default();
-            spec.env.insert("SQL".into(), sql.into());
-            spec.env.insert("MAX_ROWS".into(), "100".into());
-            Ok(spec)
-        },
-    ))
-}
-
 #[tokio::test]
 async fn db_query_through_the_gateway_leaves_no_password_and_no_role() {
     let logs = captured_logs();
@@ -376,8 +358,8 @@ async fn db_query_through_the_gateway_leaves_no_password_and_no_role() {
     let gateway: Gateway = parts
         .builder(Arc::new(keys))
         .policy(Arc::new(policy))
-        .broker(broker.clone())
-        .catalog(db_query_catalog())
+        .named_broker(agent_gateway::reference::POSTGRES_BROKER, broker.clone())
+        .catalog(agent_gateway::reference::infrastructure_catalog())
         .build()
         .unwrap();
     let ask = |sql: String| {
