@@ -25,6 +25,15 @@ use time::OffsetDateTime;
 
 /// The job environment variable holding the grant's TokenRequest token.
 pub const TOKEN_ENV: &str = "GATEWAY_KUBERNETES_TOKEN";
+/// The job environment variable holding the API server URL jobs use (see
+/// [`KubernetesBrokerBuilder::job_server`]). Not a secret; it travels with the token in
+/// `job_env` because that is what reaches the job's environment in every runner.
+pub const SERVER_ENV: &str = "GATEWAY_KUBERNETES_SERVER";
+/// The job environment variable holding the PEM CA bundle that verifies the API server (see
+/// [`KubernetesBrokerBuilder::job_ca_pem`]). Not a secret either.
+pub const CA_ENV: &str = "GATEWAY_KUBERNETES_CA";
+/// The largest CA bundle accepted for [`CA_ENV`].
+const MAX_CA_PEM_BYTES: usize = 64 * 1024;
 /// The shortest token lifetime the TokenRequest API accepts, in seconds.
 pub const MIN_TOKEN_SECONDS: u64 = 600;
 
@@ -73,6 +82,8 @@ pub struct KubernetesBrokerBuilder {
     max_ttl: Duration,
     audiences: Vec<String>,
     effective_timeout: Duration,
+    job_server: Option<String>,
+    job_ca_pem: Option<String>,
 }
 
 impl Debug for KubernetesBrokerBuilder {
@@ -97,6 +108,8 @@ impl KubernetesBrokerBuilder {
             max_ttl: Duration::from_secs(3600),
             audiences: Vec::new(),
             effective_timeout: Duration::from_secs(10),
+            job_server: None,
+            job_ca_pem: None,
         }
     }
 
@@ -141,12 +154,44 @@ impl KubernetesBrokerBuilder {
         self
     }
 
+    /// The API server URL jobs talk to (`https://host:port`), handed to every grant's job as
+    /// [`SERVER_ENV`]: the address as seen from where jobs run, which need not be the broker's
+    /// own. Unset, jobs fall back to their in-cluster configuration
+    /// (`KUBERNETES_SERVICE_HOST`/`_PORT`, which only routes where kube-proxy or an equivalent
+    /// serves the `kubernetes` Service).
+    pub fn job_server(mut self, url: impl Into<String>) -> Self {
+        self.job_server = Some(url.into());
+        self
+    }
+
+    /// The PEM CA bundle that verifies the API server's certificate, handed to every grant's
+    /// job as [`CA_ENV`]. Unset, jobs fall back to the mounted `ca.crt` of their Pod (the
+    /// `kube-root-ca.crt` ConfigMap) or fail.
+    pub fn job_ca_pem(mut self, pem: impl Into<String>) -> Self {
+        self.job_ca_pem = Some(pem.into());
+        self
+    }
+
     /// Validates the settings and builds the broker.
     pub fn build(self) -> Result<KubernetesBroker, BrokerError> {
         labels::check_instance_and_namespace(&self.instance, &self.namespace)
             .map_err(BrokerError::invalid_input)?;
         if self.max_ttl.is_zero() {
             return Err(BrokerError::invalid_input("max_ttl must be positive"));
+        }
+        if let Some(url) = &self.job_server
+            && !is_server_url(url)
+        {
+            return Err(BrokerError::invalid_input(
+                "job server must be an https:// URL of host[:port] without user, path or query",
+            ));
+        }
+        if let Some(pem) = &self.job_ca_pem
+            && !is_ca_pem(pem)
+        {
+            return Err(BrokerError::invalid_input(
+                "job CA must be PEM text with at least one CERTIFICATE block (at most 64 KiB)",
+            ));
         }
         Ok(KubernetesBroker {
             client: self.client,
@@ -155,14 +200,41 @@ impl KubernetesBrokerBuilder {
             max_ttl: self.max_ttl,
             audiences: self.audiences,
             effective_timeout: self.effective_timeout,
+            job_server: self.job_server,
+            job_ca_pem: self.job_ca_pem,
         })
     }
+}
+
+/// `https://` and a host (name, IPv4 or `[IPv6]`) with an optional port, nothing else: the
+/// job's script writes it into a kubeconfig, so nothing in it may need quoting.
+fn is_server_url(url: &str) -> bool {
+    let Some(authority) = url.strip_prefix("https://") else {
+        return false;
+    };
+    let authority = authority.strip_suffix('/').unwrap_or(authority);
+    !authority.is_empty()
+        && authority.len() <= 255
+        && authority
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+}
+
+fn is_ca_pem(pem: &str) -> bool {
+    pem.len() <= MAX_CA_PEM_BYTES
+        && pem.contains("-----BEGIN CERTIFICATE-----")
+        && pem.contains("-----END CERTIFICATE-----")
+        && !pem.contains('\0')
 }
 
 /// Issues just-in-time Kubernetes access: per grant a ServiceAccount (in the jobs' namespace), a
 /// Role with exactly the grant's scopes and a RoleBinding (in the scopes' namespace), and a
 /// TokenRequest token (`job_env[`[`TOKEN_ENV`]`]`). The ServiceAccount's name is the hint
-/// [`HINT_SERVICE_ACCOUNT`], which `KubernetesRunner` mounts as a projected token.
+/// [`HINT_SERVICE_ACCOUNT`], which `KubernetesRunner` mounts as a projected token. If the
+/// builder was given them, the grant's plain variables (`job_vars`) hold the API server URL
+/// ([`SERVER_ENV`]) and its CA ([`CA_ENV`]): not secrets, so recorded with the grant; the
+/// pipeline puts them in the job's environment in every runner (the local sandbox as much as a
+/// Pod).
 ///
 /// # Lifetimes shorter than ten minutes
 ///
@@ -188,6 +260,8 @@ pub struct KubernetesBroker {
     max_ttl: Duration,
     audiences: Vec<String>,
     effective_timeout: Duration,
+    job_server: Option<String>,
+    job_ca_pem: Option<String>,
 }
 
 impl Debug for KubernetesBroker {
@@ -203,6 +277,20 @@ impl KubernetesBroker {
     /// A builder using `client`.
     pub fn builder(client: Client) -> KubernetesBrokerBuilder {
         KubernetesBrokerBuilder::new(client)
+    }
+
+    /// The job environment of a grant: the token, and the connection facts if configured.
+    /// Where the job finds the API server: not secret (the token is the only secret), so plain
+    /// variables, recorded with the grant.
+    fn job_vars(&self) -> BTreeMap<String, String> {
+        let mut vars = BTreeMap::new();
+        if let Some(url) = &self.job_server {
+            vars.insert(SERVER_ENV.to_owned(), url.clone());
+        }
+        if let Some(pem) = &self.job_ca_pem {
+            vars.insert(CA_ENV.to_owned(), pem.clone());
+        }
+        vars
     }
 
     /// The name of the ServiceAccount, Role and RoleBinding of grant `id`.
@@ -277,6 +365,7 @@ impl KubernetesBroker {
                     namespace: Some(scope.namespace.clone()),
                     group: Some(scope.group.clone()),
                     resource: Some(scope.resource.clone()),
+                    subresource: scope.subresource.clone(),
                     name: scope.name.clone(),
                     verb: Some(scope.verb.clone()),
                     ..Default::default()
@@ -479,7 +568,7 @@ impl AccessBroker for KubernetesBroker {
                 (HINT_TARGET_NAMESPACE.to_owned(), target_ns),
             ]),
             job_env: BTreeMap::from([(TOKEN_ENV.to_owned(), Secret::from(token))]),
-            job_vars: BTreeMap::new(),
+            job_vars: self.job_vars(),
             job_mounts: Vec::new(),
         })
     }
@@ -496,5 +585,44 @@ impl AccessBroker for KubernetesBroker {
             }
         };
         self.delete_objects(&name, &target_ns).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_ca_pem, is_server_url};
+
+    #[test]
+    fn job_server_urls_need_no_quoting() {
+        for ok in [
+            "https://127.0.0.1:6443",
+            "https://10.0.0.1",
+            "https://api.example.com:443/",
+            "https://[fd00::1]:6443",
+        ] {
+            assert!(is_server_url(ok), "{ok}");
+        }
+        for bad in [
+            "http://127.0.0.1:6443",
+            "https://",
+            "https://a b",
+            "https://h/path",
+            "https://user@h",
+            "https://h?x=1",
+            "https://h'",
+            "https://h\n",
+            "127.0.0.1:6443",
+        ] {
+            assert!(!is_server_url(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn job_ca_must_be_a_pem_certificate() {
+        assert!(is_ca_pem(
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+        ));
+        assert!(!is_ca_pem("MIIB"));
+        assert!(!is_ca_pem(&"x".repeat(70 * 1024)));
     }
 }

@@ -12,6 +12,11 @@
 //!   Role with exactly the grant's scopes and a RoleBinding, plus a TokenRequest token; revoking
 //!   deletes the three objects, which invalidates every token bound to the ServiceAccount.
 //!   [`KubernetesBroker::reap`] deletes expired grant objects even if the gateway crashed.
+//!   Configured with [`KubernetesBrokerBuilder::job_server`] and
+//!   [`KubernetesBrokerBuilder::job_ca_pem`], a grant also hands its job the API server's
+//!   address ([`SERVER_ENV`]) and CA ([`CA_ENV`]), next to the token ([`TOKEN_ENV`]), which is
+//!   what the `k8s.scale` and `k8s.rollout_restart` job scripts (`catalog/jobs/`) build their
+//!   kubeconfig from.
 //!
 //! Both are built from a [`kube::Client`], or with `from_env()` from the in-cluster
 //! configuration or `KUBECONFIG`. Scope strings are described in [`scope`].
@@ -31,7 +36,9 @@ mod reap;
 mod runner;
 mod watch;
 
-pub use broker::{KubernetesBroker, KubernetesBrokerBuilder, MIN_TOKEN_SECONDS, TOKEN_ENV};
+pub use broker::{
+    CA_ENV, KubernetesBroker, KubernetesBrokerBuilder, MIN_TOKEN_SECONDS, SERVER_ENV, TOKEN_ENV,
+};
 pub use hints::{HINT_NAMESPACE, HINT_SERVICE_ACCOUNT, HINT_TARGET_NAMESPACE};
 pub use pod::{StderrCapture, TOKEN_MOUNT_PATH, restricted_profile_violations};
 pub use reap::ReapReport;

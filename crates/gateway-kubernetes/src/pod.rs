@@ -172,6 +172,9 @@ pub(crate) fn build(
         ..Default::default()
     }));
 
+    // Kubernetes expands `$(VAR)` and turns `$$` into `$` in a container's command and args;
+    // every `$` is doubled so that the argv reaches the container exactly as given.
+    let argv: Vec<String> = spec.command.iter().map(|a| escape_expansion(a)).collect();
     let (command, args) = match settings.stderr {
         StderrCapture::TerminationMessage => (
             vec![
@@ -179,12 +182,12 @@ pub(crate) fn build(
                 "-c".to_owned(),
                 // stderr goes to the termination-message file the kubelet reads back; "$@" is
                 // the job's own argv, exec'd as is.
-                "exec 2>/dev/termination-log; exec \"$@\"".to_owned(),
+                escape_expansion("exec 2>/dev/termination-log; exec \"$@\""),
                 "agent-gateway-job".to_owned(),
             ],
-            spec.command.clone(),
+            argv,
         ),
-        StderrCapture::Merged => (spec.command.clone(), Vec::new()),
+        StderrCapture::Merged => (argv, Vec::new()),
     };
 
     let mut volumes = vec![Volume {
@@ -364,6 +367,12 @@ fn runtime_default() -> SeccompProfile {
         type_: "RuntimeDefault".into(),
         localhost_profile: None,
     }
+}
+
+/// `arg` as a container command or argument that Kubernetes' `$(VAR)` expansion leaves as
+/// `arg`: every `$` doubled (`$$` is its escape for a literal `$`).
+pub(crate) fn escape_expansion(arg: &str) -> String {
+    arg.replace('$', "$$")
 }
 
 fn is_env_name(name: &str) -> bool {
@@ -575,6 +584,58 @@ mod tests {
     }
 
     #[test]
+    fn dollars_are_escaped_from_kubernetes_variable_expansion() {
+        let mut spec = job_spec();
+        spec.env.insert("HOME".into(), "/tmp".into());
+        spec.command = vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo $$ $(HOME) $HOME $$(x)".into(),
+        ];
+        let o = build_now("agw-job-1", &spec).unwrap();
+        let c = &o
+            .job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
+        assert_eq!(
+            c.args.as_ref().unwrap(),
+            &vec![
+                "/bin/sh".to_owned(),
+                "-c".to_owned(),
+                "echo $$$$ $$(HOME) $$HOME $$$$(x)".to_owned()
+            ]
+        );
+        // The runner's own wrapper too: `$$@` reaches the shell as `$@`.
+        assert_eq!(
+            c.command.as_ref().unwrap()[2],
+            "exec 2>/dev/termination-log; exec \"$$@\""
+        );
+        let mut merged = settings();
+        merged.stderr = StderrCapture::Merged;
+        let o = build("agw-job-1", &spec, &merged, time::OffsetDateTime::now_utc()).unwrap();
+        let c = &o
+            .job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
+        assert_eq!(
+            c.command.as_ref().unwrap()[2],
+            "echo $$$$ $$(HOME) $$HOME $$$$(x)"
+        );
+    }
+
+    #[test]
     fn hardened_job_shape() {
         let spec = job_spec();
         let o = build_now("agw-job-1", &spec).unwrap();
@@ -594,7 +655,8 @@ mod tests {
                 .read_only_root_filesystem,
             Some(true)
         );
-        // The argv is passed through untouched, never re-parsed by the wrapper shell.
+        // The argv is passed through untouched, never re-parsed by the wrapper shell (with `$`
+        // escaped for Kubernetes' own `$(VAR)` expansion; this spec has none).
         assert_eq!(c.args.as_ref().unwrap(), &spec.command);
         let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
         assert_eq!(limits["cpu"].0, "1000m");

@@ -1,25 +1,38 @@
 //! Kubernetes scope strings: what a grant may do, as RBAC rules in one namespace.
 //!
-//! Grammar (both forms are accepted and mean the same):
+//! Grammar (the first two forms are accepted and mean the same):
 //!
 //! ```text
-//! k8s:<namespace>:<resource>[/<name>]:<verb>      e.g. k8s:prod:deployments/web:patch
-//! k8s:<namespace>:<resource>:<verb>[:<name>]      e.g. k8s:prod:deployments:patch:web
+//! k8s:<namespace>:<resource>[/<name>]:<verb>          e.g. k8s:prod:deployments/web:patch
+//! k8s:<namespace>:<resource>:<verb>[:<name>]          e.g. k8s:prod:deployments:patch:web
+//! k8s:<namespace>:<resource>/<name>/<subresource>:<verb>
+//!                                                     e.g. k8s:prod:deployments/web/scale:patch
 //! ```
 //!
 //! - `<namespace>`: a DNS-1123 label. All scopes of one grant must name the same namespace
 //!   (one Role per grant).
 //! - `<resource>`: a plural resource name, either one of the well-known built-in resources
 //!   (`pods`, `configmaps`, `deployments`, `jobs`, … see [`well_known_group`]) or written as
-//!   `<plural>.<group>` (e.g. `deployments.apps`, `widgets.example.com`). Subresources (`/scale`,
-//!   `/exec`, …) and wildcards are not supported.
-//! - `<name>`: optional; a DNS-1123 subdomain. Without it the scope covers every object of that
-//!   resource in the namespace.
+//!   `<plural>.<group>` (e.g. `deployments.apps`, `widgets.example.com`). Wildcards are not
+//!   supported.
+//! - `<name>`: optional in the first two forms; a DNS-1123 subdomain. Without it the scope covers
+//!   every object of that resource in the namespace.
+//! - `<subresource>`: only in the third form, which always names the object: the URL order of
+//!   the API (`…/deployments/web/scale`). Names never contain `/`, so a scope with two slashes
+//!   is always resource, name, subresource, and one with a single slash is always resource and
+//!   name, as before. A subresource scope covers that one object's subresource and nothing of
+//!   the object itself: RBAC treats `deployments/scale` as a resource of its own, so
+//!   `kubectl scale deployment/web` needs both `k8s:<ns>:deployments/web:get` and
+//!   `k8s:<ns>:deployments/web/scale:patch`. Only the subresources in [`SUBRESOURCES`]
+//!   (`scale`, `status`, `log`) are accepted: the others (`exec`, `attach`, `portforward`,
+//!   `proxy`, `token`, `eviction`, …) run code in, connect to, or mint credentials for someone
+//!   else's workload, which no least-privilege grant should carry by accident.
 //! - `<verb>`: one of `get list watch create update patch delete deletecollection`. Privilege
 //!   verbs (`bind`, `escalate`, `impersonate`, …) and `*` are refused.
 //!
-//! Each scope becomes exactly one RBAC `PolicyRule` (one group, one resource, one verb, and the
-//! name if given), so the Role grants the scopes and nothing else.
+//! Each scope becomes exactly one RBAC `PolicyRule` (one group, one resource — `<resource>` or
+//! `<resource>/<subresource>` — one verb, and the name if given), so the Role grants the scopes
+//! and nothing else.
 
 use crate::labels::{is_dns_label, is_dns_subdomain};
 pub use gateway_core::grant::ScopeError;
@@ -37,6 +50,9 @@ pub const VERBS: &[&str] = &[
     "delete",
     "deletecollection",
 ];
+
+/// The subresources a scope may name (see the module documentation for why not others).
+pub const SUBRESOURCES: &[&str] = &["scale", "status", "log"];
 
 /// The API group of a well-known built-in resource written without a group.
 pub fn well_known_group(resource: &str) -> Option<&'static str> {
@@ -74,8 +90,10 @@ pub struct K8sScope {
     pub group: String,
     /// The plural resource name.
     pub resource: String,
-    /// The object name, if the scope is limited to one object.
+    /// The object name, if the scope is limited to one object (always, with a subresource).
     pub name: Option<String>,
+    /// The subresource (`scale`, `status`, `log`), if the scope is one object's subresource.
+    pub subresource: Option<String>,
     /// The verb.
     pub verb: String,
 }
@@ -93,26 +111,38 @@ impl K8sScope {
             [_, ns, res, verb, name] => (*ns, *res, *verb, Some(*name)),
             _ => {
                 return Err(err(
-                    "expected k8s:<namespace>:<resource>[/<name>]:<verb> or k8s:<namespace>:<resource>:<verb>:<name>",
+                    "expected k8s:<namespace>:<resource>[/<name>[/<subresource>]]:<verb> or k8s:<namespace>:<resource>:<verb>:<name>",
                 ));
             }
         };
         if !is_dns_label(namespace) {
             return Err(err("namespace is not a DNS-1123 label"));
         }
-        let (resource_ref, slash_name) = match resource_part.split_once('/') {
-            Some((r, n)) => (r, Some(n)),
-            None => (resource_part, None),
-        };
+        let (resource_ref, slash_name, subresource) =
+            match resource_part.split('/').collect::<Vec<_>>()[..] {
+                [r] => (r, None, None),
+                [r, n] => (r, Some(n), None),
+                [r, n, sub] => (r, Some(n), Some(sub)),
+                _ => {
+                    return Err(err(
+                        "too many '/': expected <resource>[/<name>[/<subresource>]]",
+                    ));
+                }
+            };
         let name = match (slash_name, trailing_name) {
             (Some(_), Some(_)) => return Err(err("the object name is given twice")),
             (n, None) | (None, n) => n,
         };
         if let Some(n) = name
-            && (n.contains('/') || !is_dns_subdomain(n))
+            && !is_dns_subdomain(n)
+        {
+            return Err(err("object name is not a DNS-1123 subdomain"));
+        }
+        if let Some(sub) = subresource
+            && !SUBRESOURCES.contains(&sub)
         {
             return Err(err(
-                "object name is not a DNS-1123 subdomain (subresources are not supported)",
+                "subresource must be one of scale status log (others are refused)",
             ));
         }
         let (resource, group) = match resource_ref.split_once('.') {
@@ -148,15 +178,24 @@ impl K8sScope {
             group,
             resource: resource.to_owned(),
             name: name.map(str::to_owned),
+            subresource: subresource.map(str::to_owned),
             verb: verb.to_owned(),
         })
+    }
+
+    /// The RBAC resource: `<resource>` or `<resource>/<subresource>`.
+    pub fn rbac_resource(&self) -> String {
+        match &self.subresource {
+            Some(sub) => format!("{}/{sub}", self.resource),
+            None => self.resource.clone(),
+        }
     }
 
     /// The RBAC rule granting exactly this scope.
     pub fn rule(&self) -> PolicyRule {
         PolicyRule {
             api_groups: Some(vec![self.group.clone()]),
-            resources: Some(vec![self.resource.clone()]),
+            resources: Some(vec![self.rbac_resource()]),
             resource_names: self.name.clone().map(|n| vec![n]),
             verbs: vec![self.verb.clone()],
             non_resource_urls: None,
@@ -171,9 +210,17 @@ impl fmt::Display for K8sScope {
         } else {
             format!("{}.{}", self.resource, self.group)
         };
-        match &self.name {
-            Some(n) => write!(f, "k8s:{}:{resource}/{n}:{}", self.namespace, self.verb),
-            None => write!(f, "k8s:{}:{resource}:{}", self.namespace, self.verb),
+        match (&self.name, &self.subresource) {
+            (Some(n), Some(sub)) => {
+                write!(
+                    f,
+                    "k8s:{}:{resource}/{n}/{sub}:{}",
+                    self.namespace, self.verb
+                )
+            }
+            (Some(n), None) => write!(f, "k8s:{}:{resource}/{n}:{}", self.namespace, self.verb),
+            // `parse` never yields a subresource without a name.
+            (None, _) => write!(f, "k8s:{}:{resource}:{}", self.namespace, self.verb),
         }
     }
 }
@@ -244,7 +291,6 @@ mod tests {
             "k8s:prod:roles.rbac.authorization.k8s.io:escalate",
             "k8s:prod:rolebindings.rbac.authorization.k8s.io:bind",
             "k8s:prod:serviceaccounts:impersonate",
-            "k8s:prod:deployments/web/scale:patch",
             "k8s:prod:deployments/web:patch:web",
             "k8s:prod:widgets:get",
             "k8s:Prod:pods:get",
@@ -253,6 +299,82 @@ mod tests {
             "k8s:prod:pods:get:a:b",
             "k8s:prod:pods/WEB:get",
             "",
+        ] {
+            assert!(K8sScope::parse(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn subresources_name_the_object_and_become_their_own_rbac_resource() {
+        let s = K8sScope::parse("k8s:prod:deployments/web/scale:patch").unwrap();
+        assert_eq!(s.group, "apps");
+        assert_eq!(s.resource, "deployments");
+        assert_eq!(s.name.as_deref(), Some("web"));
+        assert_eq!(s.subresource.as_deref(), Some("scale"));
+        assert_eq!(s.verb, "patch");
+        let rule = s.rule();
+        assert_eq!(rule.api_groups, Some(vec!["apps".to_owned()]));
+        assert_eq!(rule.resources, Some(vec!["deployments/scale".to_owned()]));
+        assert_eq!(rule.resource_names, Some(vec!["web".to_owned()]));
+        assert_eq!(rule.verbs, vec!["patch".to_owned()]);
+        // Display round-trips, with the group spelled out or not.
+        assert_eq!(s.to_string(), "k8s:prod:deployments.apps/web/scale:patch");
+        assert_eq!(K8sScope::parse(&s.to_string()).unwrap(), s);
+        assert_eq!(
+            K8sScope::parse("k8s:prod:deployments.apps/web/scale:patch").unwrap(),
+            s
+        );
+        let status = K8sScope::parse("k8s:prod:widgets.example.com/w1/status:update").unwrap();
+        assert_eq!(
+            status.rule().resources,
+            Some(vec!["widgets/status".to_owned()])
+        );
+        let log = K8sScope::parse("k8s:prod:pods/p-1/log:get").unwrap();
+        assert_eq!(log.group, "");
+        assert_eq!(log.rbac_resource(), "pods/log");
+    }
+
+    #[test]
+    fn the_existing_forms_keep_their_meaning() {
+        // One slash is still resource/name: a Deployment called `scale`, not the subresource.
+        let named_scale = K8sScope::parse("k8s:prod:deployments/scale:patch").unwrap();
+        assert_eq!(named_scale.name.as_deref(), Some("scale"));
+        assert_eq!(named_scale.subresource, None);
+        assert_eq!(
+            named_scale.rule().resources,
+            Some(vec!["deployments".to_owned()])
+        );
+        assert_eq!(
+            named_scale,
+            K8sScope::parse("k8s:prod:deployments:patch:scale").unwrap()
+        );
+        let s = K8sScope::parse("k8s:prod:deployments/web:get").unwrap();
+        assert_eq!(s.subresource, None);
+        assert_eq!(s.to_string(), "k8s:prod:deployments.apps/web:get");
+    }
+
+    #[test]
+    fn refuses_bad_subresource_scopes() {
+        for bad in [
+            // No wildcards, no privilege verbs, with a subresource either.
+            "k8s:prod:deployments/web/scale:*",
+            "k8s:prod:deployments/web/*:patch",
+            "k8s:prod:deployments/*/scale:patch",
+            "k8s:prod:deployments/web/scale:escalate",
+            // Subresources that run code in, connect to or mint credentials for a workload.
+            "k8s:prod:pods/p/exec:create",
+            "k8s:prod:pods/p/attach:create",
+            "k8s:prod:pods/p/portforward:create",
+            "k8s:prod:pods/p/proxy:get",
+            "k8s:prod:serviceaccounts/sa/token:create",
+            "k8s:prod:pods/p/eviction:create",
+            // A subresource always names its object; the name is not given twice.
+            "k8s:prod:deployments//scale:patch",
+            "k8s:prod:deployments/web/scale:patch:web",
+            "k8s:prod:deployments/web/:patch",
+            "k8s:prod:deployments/web/scale/x:patch",
+            "k8s:prod:deployments/web/Scale:patch",
+            "k8s:prod:deployments/web/scale",
         ] {
             assert!(K8sScope::parse(bad).is_err(), "accepted {bad:?}");
         }

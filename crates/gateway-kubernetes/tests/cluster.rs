@@ -11,12 +11,17 @@ use gateway_core::ids::{AgentId, RequestId};
 use gateway_core::runner::{JobSpec, JobStatus, Runner};
 use gateway_core::testing::script::ShellRenderer;
 use gateway_core::{AccessBroker, CancellationToken, Secret};
+use gateway_kubernetes::k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use gateway_kubernetes::k8s_openapi::api::batch::v1::Job;
 use gateway_kubernetes::k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, Pod, Secret as K8sSecret, ServiceAccount,
+    ConfigMap, Container, Namespace, Pod, PodSpec, PodTemplateSpec, Secret as K8sSecret,
+    ServiceAccount,
 };
 use gateway_kubernetes::k8s_openapi::api::networking::v1::NetworkPolicy;
 use gateway_kubernetes::k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use gateway_kubernetes::k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, ObjectMeta,
+};
 use gateway_kubernetes::kube::api::{DeleteParams, ListParams, PostParams};
 use gateway_kubernetes::kube::config::{KubeConfigOptions, Kubeconfig};
 use gateway_kubernetes::kube::{Api, Client, Config};
@@ -575,4 +580,489 @@ async fn grant_is_mounted_into_the_job() {
     b.revoke(&grant).await.unwrap();
     assert_nothing_left(&client, &inst).await;
     delete_namespace(&client, &ns).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The k8s.scale and k8s.rollout_restart job scripts against real Deployments.
+
+const SCALE_SCRIPT: &str = include_str!("../../../catalog/jobs/k8s-scale.sh");
+const RESTART_SCRIPT: &str = include_str!("../../../catalog/jobs/k8s-rollout-restart.sh");
+
+/// The kubectl the test service built (`GATEWAY_TEST_KUBECTL`), or `None` (skip; a failure
+/// under `CI=true`).
+fn kubectl() -> Option<String> {
+    match std::env::var("GATEWAY_TEST_KUBECTL") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!(
+                    "GATEWAY_TEST_KUBECTL is not set under CI=true: run scripts/test (scripts/services/kubernetes.sh installs kubectl)"
+                );
+            }
+            eprintln!("skipping: GATEWAY_TEST_KUBECTL not set (run scripts/test)");
+            None
+        }
+    }
+}
+
+/// The admin kubeconfig's API server URL and its CA (PEM).
+fn server_and_ca() -> (String, String) {
+    let kc = Kubeconfig::read_from(kubeconfig_path().unwrap()).unwrap();
+    let cluster = kc.clusters[0].cluster.clone().unwrap();
+    let ca = std::fs::read_to_string(cluster.certificate_authority.unwrap()).unwrap();
+    (cluster.server.unwrap(), ca)
+}
+
+/// A Deployment with `replicas` whose Pods are never scheduled (a node selector no node has):
+/// the tests change the Deployment, not the node's load.
+async fn deployment(client: &Client, ns: &str, name: &str, replicas: i32) {
+    let labels = std::collections::BTreeMap::from([("app".to_owned(), name.to_owned())]);
+    let d = Deployment {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                match_expressions: None,
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![Container {
+                        name: "app".into(),
+                        image: Some("agw-busybox:1".into()),
+                        image_pull_policy: Some("Never".into()),
+                        command: Some(vec!["sleep".into(), "3600".into()]),
+                        ..Default::default()
+                    }],
+                    node_selector: Some([("agw-test/none".to_owned(), "1".to_owned())].into()),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    };
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+}
+
+async fn replicas_of(client: &Client, ns: &str, name: &str) -> i32 {
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .replicas
+        .unwrap()
+}
+
+async fn secret(client: &Client, ns: &str, name: &str) {
+    let s = K8sSecret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        string_data: Some([("password".to_owned(), "hunter2".to_owned())].into()),
+        ..Default::default()
+    };
+    Api::<K8sSecret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &s)
+        .await
+        .unwrap();
+}
+
+/// A broker whose grants carry the API server's address and CA for their jobs.
+fn job_broker(client: &Client, instance: &str, server: &str, ca: &str) -> KubernetesBroker {
+    KubernetesBroker::builder(client.clone())
+        .instance(instance)
+        .namespace("default")
+        .job_server(server)
+        .job_ca_pem(ca)
+        .build()
+        .unwrap()
+}
+
+/// Runs `script` as a plain process, the way the local runner does: a cleared environment
+/// holding only the params and the grant's job environment.
+fn run_script(
+    script: &str,
+    kubectl: &str,
+    params: &[(&str, &str)],
+    grant: &gateway_core::Grant,
+) -> std::process::Output {
+    let bin_dir = std::path::Path::new(kubectl).parent().unwrap();
+    let tmp = std::env::temp_dir();
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.arg("-c").arg(script).env_clear();
+    cmd.env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()));
+    cmd.env("TMPDIR", &tmp);
+    for (k, v) in params {
+        cmd.env(k, v);
+    }
+    // As the pipeline shapes a job: the grant's plain variables, then its secrets.
+    cmd.envs(&grant.job_vars);
+    for (k, v) in &grant.job_env {
+        cmd.env(k, v.expose_str().unwrap());
+    }
+    cmd.output().unwrap()
+}
+
+/// The token never shows up in what a job prints.
+fn assert_no_token(out: &str, grant: &gateway_core::Grant) {
+    let token = grant.job_env[TOKEN_ENV].expose_str().unwrap();
+    assert!(!out.contains(token), "job output shows the grant's token");
+}
+
+/// After revocation the token is rejected: 401 once the ServiceAccount is gone (403 while the
+/// authenticator's cache still knows it but RBAC no longer grants anything).
+async fn assert_revoked(token: &str, ns: &str, deployment: &str) {
+    let as_grant: Api<Deployment> = Api::namespaced(token_client(token).await, ns);
+    let mut last = 0;
+    for _ in 0..100 {
+        last = match as_grant.get(deployment).await {
+            Ok(_) => 200,
+            Err(e) => code(&e),
+        };
+        if last == 401 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, 401, "revoked token still accepted");
+}
+
+fn scale_scopes(ns: &str, name: &str) -> Vec<String> {
+    vec![
+        format!("k8s:{ns}:deployments/{name}:get"),
+        format!("k8s:{ns}:deployments/{name}/scale:patch"),
+    ]
+}
+
+#[tokio::test]
+async fn k8s_scale_script_scales_its_deployment_and_nothing_else() {
+    let Some(client) = admin().await else { return };
+    let Some(kubectl) = kubectl() else { return };
+    let inst = instance();
+    let ns = create_namespace(&client).await;
+    deployment(&client, &ns, "web", 1).await;
+    deployment(&client, &ns, "other", 1).await;
+    secret(&client, &ns, "db").await;
+    let (server, ca) = server_and_ca();
+    let b = job_broker(&client, &inst, &server, &ca);
+    let grant = b
+        .grant(&request(scale_scopes(&ns, "web"), Duration::from_secs(120)))
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let out = run_script(
+        SCALE_SCRIPT,
+        &kubectl,
+        &[("NAMESPACE", &ns), ("DEPLOYMENT", "web"), ("REPLICAS", "3")],
+        &grant,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("k8s.scale job took {:?}", started.elapsed());
+    assert!(out.status.success(), "stdout {stdout}\nstderr {stderr}");
+    assert_eq!(
+        stdout,
+        format!("scaled deployment {ns}/web: replicas 1 -> 3\n")
+    );
+    assert_no_token(&stdout, &grant);
+    assert_no_token(&stderr, &grant);
+    // Read back through the API, as the admin.
+    assert_eq!(replicas_of(&client, &ns, "web").await, 3);
+
+    // The same token, on another Deployment: the script fails with the API's 403 and the
+    // Deployment is unchanged.
+    let denied = run_script(
+        SCALE_SCRIPT,
+        &kubectl,
+        &[
+            ("NAMESPACE", &ns),
+            ("DEPLOYMENT", "other"),
+            ("REPLICAS", "5"),
+        ],
+        &grant,
+    );
+    let denied_err = String::from_utf8_lossy(&denied.stderr).into_owned();
+    assert!(!denied.status.success());
+    assert!(denied_err.contains("forbidden"), "{denied_err}");
+    assert_no_token(&denied_err, &grant);
+    assert_eq!(replicas_of(&client, &ns, "other").await, 1);
+
+    // And through the API directly: no scale of another Deployment, no patch of the Deployment
+    // itself (only its scale subresource), no Secrets.
+    let token = grant.job_env[TOKEN_ENV].expose_str().unwrap().to_owned();
+    let as_grant = token_client(&token).await;
+    let deployments: Api<Deployment> = Api::namespaced(as_grant.clone(), &ns);
+    let scale = serde_json::json!({"spec": {"replicas": 4}});
+    let merge = gateway_kubernetes::kube::api::Patch::Merge(&scale);
+    let pp = gateway_kubernetes::kube::api::PatchParams::default();
+    assert_eq!(
+        code(
+            &deployments
+                .patch_scale("other", &pp, &merge)
+                .await
+                .unwrap_err()
+        ),
+        403
+    );
+    assert_eq!(
+        code(&deployments.patch("web", &pp, &merge).await.unwrap_err()),
+        403
+    );
+    assert_eq!(code(&deployments.get("other").await.unwrap_err()), 403);
+    assert!(deployments.patch_scale("web", &pp, &merge).await.is_ok());
+    let secrets: Api<K8sSecret> = Api::namespaced(as_grant, &ns);
+    assert_eq!(code(&secrets.get("db").await.unwrap_err()), 403);
+    assert_eq!(
+        code(&secrets.list(&ListParams::default()).await.unwrap_err()),
+        403
+    );
+
+    b.revoke(&grant).await.unwrap();
+    assert_revoked(&token, &ns, "web").await;
+    let after = run_script(
+        SCALE_SCRIPT,
+        &kubectl,
+        &[("NAMESPACE", &ns), ("DEPLOYMENT", "web"), ("REPLICAS", "1")],
+        &grant,
+    );
+    assert!(!after.status.success(), "a revoked grant still scales");
+    assert_eq!(replicas_of(&client, &ns, "web").await, 4);
+    assert_nothing_left(&client, &inst).await;
+    delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn k8s_rollout_restart_script_restarts_its_deployment_and_nothing_else() {
+    let Some(client) = admin().await else { return };
+    let Some(kubectl) = kubectl() else { return };
+    let inst = instance();
+    let ns = create_namespace(&client).await;
+    deployment(&client, &ns, "web", 1).await;
+    deployment(&client, &ns, "other", 1).await;
+    secret(&client, &ns, "db").await;
+    let (server, ca) = server_and_ca();
+    let b = job_broker(&client, &inst, &server, &ca);
+    let grant = b
+        .grant(&request(
+            vec![
+                format!("k8s:{ns}:deployments/web:get"),
+                format!("k8s:{ns}:deployments/web:patch"),
+            ],
+            Duration::from_secs(120),
+        ))
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let out = run_script(
+        RESTART_SCRIPT,
+        &kubectl,
+        &[("NAMESPACE", &ns), ("DEPLOYMENT", "web")],
+        &grant,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("k8s.rollout_restart job took {:?}", started.elapsed());
+    assert!(out.status.success(), "stdout {stdout}\nstderr {stderr}");
+    assert_no_token(&stdout, &grant);
+    assert_no_token(&stderr, &grant);
+    let web = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get("web")
+        .await
+        .unwrap();
+    let restarted_at = web
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap_or_default()
+        .get("kubectl.kubernetes.io/restartedAt")
+        .cloned()
+        .expect("no restartedAt annotation on the Pod template");
+    let generation = web.metadata.generation.unwrap();
+    assert_eq!(
+        stdout,
+        format!(
+            "restarted deployment {ns}/web: generation 1 -> {generation}, restartedAt (none) -> {restarted_at}\n"
+        )
+    );
+    assert!(generation > 1);
+
+    let denied = run_script(
+        RESTART_SCRIPT,
+        &kubectl,
+        &[("NAMESPACE", &ns), ("DEPLOYMENT", "other")],
+        &grant,
+    );
+    let denied_err = String::from_utf8_lossy(&denied.stderr).into_owned();
+    assert!(!denied.status.success());
+    assert!(denied_err.contains("forbidden"), "{denied_err}");
+    let other = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get("other")
+        .await
+        .unwrap();
+    assert_eq!(other.metadata.generation, Some(1));
+
+    let token = grant.job_env[TOKEN_ENV].expose_str().unwrap().to_owned();
+    let as_grant = token_client(&token).await;
+    let deployments: Api<Deployment> = Api::namespaced(as_grant.clone(), &ns);
+    let scale = serde_json::json!({"spec": {"replicas": 4}});
+    let merge = gateway_kubernetes::kube::api::Patch::Merge(&scale);
+    let pp = gateway_kubernetes::kube::api::PatchParams::default();
+    // Patching the Deployment is not patching its scale subresource.
+    assert_eq!(
+        code(
+            &deployments
+                .patch_scale("web", &pp, &merge)
+                .await
+                .unwrap_err()
+        ),
+        403
+    );
+    assert_eq!(
+        code(&deployments.patch("other", &pp, &merge).await.unwrap_err()),
+        403
+    );
+    let secrets: Api<K8sSecret> = Api::namespaced(as_grant, &ns);
+    assert_eq!(
+        code(&secrets.list(&ListParams::default()).await.unwrap_err()),
+        403
+    );
+
+    b.revoke(&grant).await.unwrap();
+    assert_revoked(&token, &ns, "web").await;
+    assert_nothing_left(&client, &inst).await;
+    delete_namespace(&client, &ns).await;
+}
+
+/// The apiserver URL as Pods reach it (`GATEWAY_TEST_K8S_POD_SERVER`, set when the test
+/// service runs the Pod network), or `None` (skip; a failure under `CI=true`).
+fn pod_server() -> Option<String> {
+    match std::env::var("GATEWAY_TEST_K8S_POD_SERVER") {
+        Ok(s) if !s.is_empty() => Some(s),
+        _ => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!(
+                    "GATEWAY_TEST_K8S_POD_SERVER is not set under CI=true: the test cluster has no Pod network (see scripts/services/kubernetes.sh)"
+                );
+            }
+            eprintln!("skipping: the test cluster has no Pod network");
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn k8s_scale_runs_in_a_pod_of_the_kubernetes_runner() {
+    let Some(client) = admin().await else { return };
+    let Some(image) = node_image() else { return };
+    let Some(server) = pod_server() else { return };
+    let inst = instance();
+    let ns = create_namespace(&client).await;
+    deployment(&client, &ns, "web", 1).await;
+    let (_, ca) = server_and_ca();
+    let b = job_broker(&client, &inst, &server, &ca);
+    let grant = b
+        .grant(&request(scale_scopes(&ns, "web"), Duration::from_secs(120)))
+        .await
+        .unwrap();
+    let mut spec = JobSpec::new(
+        grant.correlation_id,
+        grant.agent.clone(),
+        vec!["/bin/sh".into(), "-c".into(), SCALE_SCRIPT.into()],
+    );
+    for (k, v) in [
+        ("NAMESPACE", ns.as_str()),
+        ("DEPLOYMENT", "web"),
+        ("REPLICAS", "2"),
+    ] {
+        spec.env.insert(k.into(), v.into());
+    }
+    spec.grant_hints = grant.hints.clone();
+    spec.env.extend(grant.job_vars.clone());
+    spec.secret_env = grant.job_env.clone();
+    // What a policy's `runner.network` obligation would name: the apiserver, nothing else.
+    let authority = server.strip_prefix("https://").unwrap().to_owned();
+    spec.network = gateway_core::NetworkAccess::Allowlist {
+        destinations: vec![authority],
+    };
+    spec.limits.timeout = Duration::from_secs(90);
+    spec.limits.cpu_millis = 500;
+    spec.limits.memory_bytes = 128 * 1024 * 1024;
+    let started = std::time::Instant::now();
+    let out = runner(&client, &inst, &image)
+        .run(spec, CancellationToken::new())
+        .await
+        .unwrap();
+    eprintln!("k8s.scale Pod job took {:?}", started.elapsed());
+    assert_eq!(out.status, JobStatus::Exited { code: 0 }, "{out:?}");
+    assert_eq!(
+        out.stdout,
+        format!("scaled deployment {ns}/web: replicas 1 -> 2\n")
+    );
+    let token = grant.job_env[TOKEN_ENV].expose_str().unwrap();
+    assert!(!out.stdout.contains(token) && !out.stderr.contains(token));
+    assert_eq!(replicas_of(&client, &ns, "web").await, 2);
+    assert!(out.teardown.complete, "{}", out.teardown.detail);
+
+    b.revoke(&grant).await.unwrap();
+    assert_nothing_left(&client, &inst).await;
+    delete_namespace(&client, &ns).await;
+}
+
+/// What a Pod can reach on the test cluster's network, as scripts/services/kubernetes.sh
+/// documents it: the apiserver's port on the host (allowed by its iptables fence), and no other
+/// port of the host, even one listening on every address. NetworkPolicies are NOT enforced
+/// (the bridge plugin has no NetworkPolicy support): the runner's deny-all policy does not stop
+/// this job from reaching the apiserver, which this test records rather than hides.
+#[tokio::test]
+async fn pod_network_reaches_the_apiserver_and_no_other_host_port() {
+    let Some(client) = admin().await else { return };
+    let Some(image) = node_image() else { return };
+    let Some(server) = pod_server() else { return };
+    let inst = instance();
+    let authority = server.strip_prefix("https://").unwrap().to_owned();
+    let (host, api_port) = authority.rsplit_once(':').unwrap();
+    // A host service on every address, which the fence must keep from Pods.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let other_port = listener.local_addr().unwrap().port();
+    let probe = format!(
+        "if nc -w 3 {host} {api_port} </dev/null; then echo api=open; else echo api=closed; fi; \
+         if nc -w 3 {host} {other_port} </dev/null; then echo other=open; else echo other=closed; fi"
+    );
+    let mut spec = JobSpec::new(
+        RequestId::new(),
+        AgentId::new("agent:cluster-test").unwrap(),
+        vec!["/bin/sh".into(), "-c".into(), probe],
+    );
+    // No network obligation: the runner emits a deny-all NetworkPolicy.
+    spec.limits.timeout = Duration::from_secs(60);
+    let out = runner(&client, &inst, &image)
+        .run(spec, CancellationToken::new())
+        .await
+        .unwrap();
+    drop(listener);
+    assert_eq!(out.status, JobStatus::Exited { code: 0 }, "{out:?}");
+    assert_eq!(
+        out.stdout, "api=open\nother=closed\n",
+        "deny-all NetworkPolicy not enforced (expected), fence on other host ports"
+    );
+    assert_nothing_left(&client, &inst).await;
 }
