@@ -970,7 +970,7 @@ fn pod_server() -> Option<String> {
 }
 
 #[tokio::test]
-async fn k8s_scale_runs_in_a_pod_of_the_kubernetes_runner() {
+async fn k8s_jobs_run_in_a_pod_of_the_kubernetes_runner() {
     let Some(client) = admin().await else { return };
     let Some(image) = node_image() else { return };
     let Some(server) = pod_server() else { return };
@@ -1004,7 +1004,7 @@ async fn k8s_scale_runs_in_a_pod_of_the_kubernetes_runner() {
         destinations: vec![authority],
     };
     spec.limits.timeout = Duration::from_secs(90);
-    spec.limits.cpu_millis = 500;
+    spec.limits.cpu_millis = 1000;
     spec.limits.memory_bytes = 128 * 1024 * 1024;
     let started = std::time::Instant::now();
     let out = runner(&client, &inst, &image)
@@ -1021,7 +1021,60 @@ async fn k8s_scale_runs_in_a_pod_of_the_kubernetes_runner() {
     assert!(!out.stdout.contains(token) && !out.stderr.contains(token));
     assert_eq!(replicas_of(&client, &ns, "web").await, 2);
     assert!(out.teardown.complete, "{}", out.teardown.detail);
+    b.revoke(&grant).await.unwrap();
 
+    // k8s.rollout_restart the same way, with a grant of its own.
+    let grant = b
+        .grant(&request(
+            vec![
+                format!("k8s:{ns}:deployments/web:get"),
+                format!("k8s:{ns}:deployments/web:patch"),
+            ],
+            Duration::from_secs(120),
+        ))
+        .await
+        .unwrap();
+    let mut spec = JobSpec::new(
+        grant.correlation_id,
+        grant.agent.clone(),
+        vec!["/bin/sh".into(), "-c".into(), RESTART_SCRIPT.into()],
+    );
+    for (k, v) in [("NAMESPACE", ns.as_str()), ("DEPLOYMENT", "web")] {
+        spec.env.insert(k.into(), v.into());
+    }
+    spec.grant_hints = grant.hints.clone();
+    spec.secret_env = grant.job_env.clone();
+    spec.network = gateway_core::NetworkAccess::Allowlist {
+        destinations: vec![server.strip_prefix("https://").unwrap().to_owned()],
+    };
+    spec.limits.timeout = Duration::from_secs(90);
+    spec.limits.cpu_millis = 1000;
+    spec.limits.memory_bytes = 128 * 1024 * 1024;
+    let out = runner(&client, &inst, &image)
+        .run(spec, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(out.status, JobStatus::Exited { code: 0 }, "{out:?}");
+    assert!(
+        out.stdout
+            .starts_with(&format!("restarted deployment {ns}/web: generation ")),
+        "{out:?}"
+    );
+    let template = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get("web")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap();
+    assert!(
+        template
+            .annotations
+            .unwrap_or_default()
+            .contains_key("kubectl.kubernetes.io/restartedAt")
+    );
     b.revoke(&grant).await.unwrap();
     assert_nothing_left(&client, &inst).await;
     delete_namespace(&client, &ns).await;
