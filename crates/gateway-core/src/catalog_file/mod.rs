@@ -152,6 +152,14 @@ impl CatalogFile {
     }
 }
 
+impl ActionCatalog {
+    /// The catalog of a catalog file's text ([`CatalogFile::parse`], then
+    /// [`CatalogFile::into_catalog`]).
+    pub fn from_toml(text: &str) -> Result<Self, CatalogFileError> {
+        CatalogFile::parse(text).map(CatalogFile::into_catalog)
+    }
+}
+
 /// A TOML or format error from `toml`, with its position, field and (from `extents`) action.
 fn toml_error(
     text: &str,

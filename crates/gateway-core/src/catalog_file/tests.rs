@@ -263,6 +263,13 @@ fn bad_limit() {
 #[test]
 fn an_empty_file_is_an_empty_catalog() {
     assert!(CatalogFile::parse("").unwrap().actions().is_empty());
+    assert_eq!(ActionCatalog::from_toml("").unwrap().actions().count(), 0);
+    assert!(
+        ActionCatalog::from_toml(GOOD)
+            .unwrap()
+            .get("db.query")
+            .is_some()
+    );
 }
 
 proptest::proptest! {
