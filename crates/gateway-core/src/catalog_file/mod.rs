@@ -152,6 +152,14 @@ impl CatalogFile {
     }
 }
 
+impl ActionCatalog {
+    /// The catalog of a catalog file's text ([`CatalogFile::parse`], then
+    /// [`CatalogFile::into_catalog`]).
+    pub fn from_toml(text: &str) -> Result<Self, CatalogFileError> {
+        CatalogFile::parse(text).map(CatalogFile::into_catalog)
+    }
+}
+
 /// A TOML or format error from `toml`, with its position, field and (from `extents`) action.
 fn toml_error(
     text: &str,
@@ -159,19 +167,15 @@ fn toml_error(
     extents: &[(std::ops::Range<usize>, String)],
 ) -> CatalogFileError {
     let message = readable(e.message());
-    let problem = if extents.is_empty()
-        && !message.starts_with("unknown field")
-        && !message.starts_with("missing field")
-        && !message.starts_with("invalid type")
+    // serde's refusals start with these words; anything else is the TOML parser's.
+    let problem = if message.starts_with("unknown field") || message.starts_with("unknown variant")
     {
-        Problem::NotToml
-    } else if message.starts_with("unknown field") || message.starts_with("unknown variant") {
         Problem::UnknownField
     } else if message.starts_with("missing field") {
         Problem::MissingField
     } else if message.starts_with("invalid type")
         || message.starts_with("invalid value")
-        || message.starts_with("data did not match")
+        || message.starts_with("invalid length")
     {
         Problem::WrongType
     } else {

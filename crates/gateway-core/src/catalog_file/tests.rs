@@ -85,6 +85,19 @@ fn not_toml() {
     let e = refused("[[action]\nname = ");
     assert_eq!(e.problem(), Problem::NotToml, "{e}");
     assert_eq!(e.line_column().map(|p| p.0), Some(1), "{e}");
+    for bad in [
+        "a = \"unterminated",
+        "[[action]]\nname = 1 2",
+        "x = value",
+        "[[action]]\nname = \"a\"\nname = \"b\"",
+        "\u{0}",
+    ] {
+        let e = refused(bad);
+        assert_eq!(e.problem(), Problem::NotToml, "{bad:?}: {e}");
+        assert!(e.line_column().is_some(), "{bad:?}: {e}");
+    }
+    let e = refused("action = 3");
+    assert_eq!(e.problem(), Problem::WrongType, "{e}");
 }
 
 #[test]
@@ -250,6 +263,13 @@ fn bad_limit() {
 #[test]
 fn an_empty_file_is_an_empty_catalog() {
     assert!(CatalogFile::parse("").unwrap().actions().is_empty());
+    assert_eq!(ActionCatalog::from_toml("").unwrap().actions().count(), 0);
+    assert!(
+        ActionCatalog::from_toml(GOOD)
+            .unwrap()
+            .get("db.query")
+            .is_some()
+    );
 }
 
 proptest::proptest! {
