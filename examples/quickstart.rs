@@ -279,7 +279,7 @@ async fn main() -> Result<(), BoxError> {
     let result = gateway.execute(deployer.clone(), req.clone()).await;
     let mut note = String::new();
     if let Ok(out) = &result {
-        let scope = out.grant.scopes.first().cloned().unwrap_or_default();
+        let scope = out.grant.scopes.last().cloned().unwrap_or_default();
         match presented_token(out, &simulated) {
             Some(token) => {
                 let now = time::OffsetDateTime::now_utc();
@@ -290,7 +290,11 @@ async fn main() -> Result<(), BoxError> {
                 note = format!(
                     "job presented its token; target check for {scope}: {}; for production: {}; after the job: {}",
                     verdict(target.verify(&token, &scope, now)),
-                    verdict(target.verify(&token, "k8s:production:deployments/web:patch", now)),
+                    verdict(target.verify(
+                        &token,
+                        "k8s:production:deployments/web/scale:patch",
+                        now
+                    )),
                     verdict(revocations.verify(&token, &scope, now)),
                 );
             }

@@ -20,12 +20,25 @@ package agent_gateway.authz
 # Grant lifetime caps per action, in seconds.
 ttl_caps := {
 	"k8s.scale": 300,
+	"k8s.rollout_restart": 300,
 	"db.query": 120,
 	"diag.echo": 60,
 }
 
 # Namespaces and databases whose changes need a human's approval.
 production_names := {"prod", "production"}
+
+# The actions on a Kubernetes Deployment (resource k8s:<namespace>/deployments/<name>).
+k8s_actions := {"k8s.scale", "k8s.rollout_restart"}
+
+# The job's network: none, except that Kubernetes actions may reach the API server named by
+# data.agent_gateway.kubernetes.api_server ("host:port" as jobs reach it), and nothing else.
+default runner_network := {"mode": "none"}
+
+runner_network := {"mode": "allowlist", "destinations": [data.agent_gateway.kubernetes.api_server]} if {
+	input.action in k8s_actions
+	is_string(data.agent_gateway.kubernetes.api_server)
+}
 
 # The decision document (see policies/README.md).
 decision := {
@@ -34,7 +47,7 @@ decision := {
 	"max_ttl_seconds": ttl_caps[input.action],
 	"scopes": grant.scopes,
 	"require_approval": grant.require_approval,
-	"runner": {"network": {"mode": "none"}},
+	"runner": {"network": runner_network},
 } if {
 	contract_ok
 	authenticated
@@ -56,7 +69,7 @@ refusal_reasons := sort(deny) if {
 default require_approval := false
 
 require_approval if {
-	input.action == "k8s.scale"
+	input.action in k8s_actions
 	k8s_target.namespace in production_names
 }
 
@@ -86,8 +99,13 @@ known_action if ttl_caps[input.action]
 deny contains sprintf("unknown action \"%v\"", [input.action]) if not known_action
 
 deny contains reason if {
-	input.action == "k8s.scale"
+	input.action in k8s_actions
 	some reason in k8s_deny
+}
+
+deny contains reason if {
+	input.action == "k8s.scale"
+	some reason in scale_deny
 }
 
 deny contains reason if {
@@ -104,8 +122,13 @@ deny contains reason if {
 # k8s.scale: resource k8s:<namespace>/deployments/<name>, params {"replicas": int}; agents whose
 # attributes.namespaces list the namespace, up to data's max_replicas, within business hours.
 
+# The scopes are what `kubectl scale` needs (read the Deployment, patch its scale subresource;
+# gateway_kubernetes::scope), for that one Deployment.
 grant := {
-	"scopes": [sprintf("k8s:%s:deployments/%s:patch", [k8s_target.namespace, k8s_target.name])],
+	"scopes": [
+		sprintf("k8s:%s:deployments/%s:get", [k8s_target.namespace, k8s_target.name]),
+		sprintf("k8s:%s:deployments/%s/scale:patch", [k8s_target.namespace, k8s_target.name]),
+	],
 	"require_approval": k8s_target.namespace in production_names,
 } if {
 	input.action == "k8s.scale"
@@ -114,10 +137,24 @@ grant := {
 	within_business_hours
 }
 
+# k8s.rollout_restart: the same resource and agents, no params; `kubectl rollout restart`
+# reads the Deployment and patches its pod template's annotation.
+grant := {
+	"scopes": [
+		sprintf("k8s:%s:deployments/%s:get", [k8s_target.namespace, k8s_target.name]),
+		sprintf("k8s:%s:deployments/%s:patch", [k8s_target.namespace, k8s_target.name]),
+	],
+	"require_approval": k8s_target.namespace in production_names,
+} if {
+	input.action == "k8s.rollout_restart"
+	namespace_granted
+	within_business_hours
+}
+
 # The resource's namespace and name: lower-case DNS labels (letters, digits, `-`; names also
 # `.`), each starting and ending with a letter or digit.
 k8s_target := {"namespace": namespace, "name": name} if {
-	input.action == "k8s.scale"
+	input.action in k8s_actions
 	is_string(input.resource)
 	regex.match(`^k8s:[a-z0-9]([-a-z0-9]*[a-z0-9])?/deployments/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$`, input.resource)
 	[namespace, _, name] := split(substring(input.resource, 4, -1), "/")
@@ -154,7 +191,7 @@ rfc3339_pattern := `^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9
 
 # The request hour (UTC), from input.request_time.
 request_hour := hour if {
-	input.action == "k8s.scale"
+	input.action in k8s_actions
 	is_string(input.request_time)
 	regex.match(rfc3339_pattern, input.request_time)
 	[hour, _, _] := time.clock(time.parse_rfc3339_ns(input.request_time))
@@ -172,15 +209,15 @@ k8s_deny contains sprintf("agent may not act in namespace \"%v\"", [k8s_target.n
 	not namespace_granted
 }
 
-k8s_deny contains "params.replicas must be a non-negative integer" if not replicas_valid
+scale_deny contains "params.replicas must be a non-negative integer" if not replicas_valid
 
-k8s_deny contains sprintf("replicas %v exceeds the limit of %v", [input.params.replicas, data.agent_gateway.limits.max_replicas]) if {
+scale_deny contains sprintf("replicas %v exceeds the limit of %v", [input.params.replicas, data.agent_gateway.limits.max_replicas]) if {
 	replicas_valid
 	max_replicas_configured
 	not replicas_within_limit
 }
 
-k8s_deny contains "data.agent_gateway.limits.max_replicas is not configured" if {
+scale_deny contains "data.agent_gateway.limits.max_replicas is not configured" if {
 	not max_replicas_configured
 }
 
@@ -316,6 +353,12 @@ may_ask contains "diag.echo"
 
 # k8s.scale: agents granted at least one namespace.
 may_ask contains "k8s.scale" if {
+	is_array(input.agent.attributes.namespaces)
+	count(input.agent.attributes.namespaces) > 0
+}
+
+# k8s.rollout_restart: the same agents.
+may_ask contains "k8s.rollout_restart" if {
 	is_array(input.agent.attributes.namespaces)
 	count(input.agent.attributes.namespaces) > 0
 }

@@ -42,7 +42,7 @@ test_scale_in_own_namespace_allowed if {
 	d.allow == true
 	d.reasons == []
 	d.max_ttl_seconds == 300
-	d.scopes == ["k8s:team-a:deployments/web:patch"]
+	d.scopes == ["k8s:team-a:deployments/web:get", "k8s:team-a:deployments/web/scale:patch"]
 	d.require_approval == false
 	d.runner == {"network": {"mode": "none"}}
 }
@@ -115,6 +115,35 @@ test_scale_bad_request_time_denied if {
 
 test_scale_in_production_needs_approval if {
 	d := authz.decision with input as scale("prod", 2)
+	d.allow
+	d.require_approval == true
+}
+
+test_kubernetes_actions_may_reach_the_configured_api_server_only if {
+	d := authz.decision with input as scale("team-a", 3)
+		with data.agent_gateway.kubernetes.api_server as "127.0.0.1:6443"
+	d.runner == {"network": {"mode": "allowlist", "destinations": ["127.0.0.1:6443"]}}
+	q := authz.decision with input as query("SELECT 1")
+		with data.agent_gateway.kubernetes.api_server as "127.0.0.1:6443"
+	q.runner == {"network": {"mode": "none"}}
+}
+
+test_rollout_restart_allowed_with_get_and_patch if {
+	d := authz.decision with input as request(deployer, "k8s.rollout_restart", "k8s:team-a/deployments/web", {})
+	d.allow
+	d.max_ttl_seconds == 300
+	d.scopes == ["k8s:team-a:deployments/web:get", "k8s:team-a:deployments/web:patch"]
+	d.require_approval == false
+}
+
+test_rollout_restart_in_a_foreign_namespace_denied if {
+	d := authz.decision with input as request(deployer, "k8s.rollout_restart", "k8s:team-b/deployments/web", {})
+	not d.allow
+	d.reasons == ["agent may not act in namespace \"team-b\""]
+}
+
+test_rollout_restart_in_production_needs_approval if {
+	d := authz.decision with input as request(deployer, "k8s.rollout_restart", "k8s:prod/deployments/web", {})
 	d.allow
 	d.require_approval == true
 }

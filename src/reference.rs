@@ -123,6 +123,32 @@ mod tests {
         assert!(!spec.command.iter().any(|a| a.contains("select 1")));
     }
 
+    /// The Kubernetes jobs are also files of their own (the broker crate's cluster tests run
+    /// them); the catalog's copies must be those files, byte for byte.
+    #[test]
+    fn the_infrastructure_jobs_are_the_job_files() {
+        let infra = infrastructure_catalog();
+        for (action, file) in [
+            ("k8s.scale", include_str!("../catalog/jobs/k8s-scale.sh")),
+            (
+                "k8s.rollout_restart",
+                include_str!("../catalog/jobs/k8s-rollout-restart.sh"),
+            ),
+        ] {
+            let req = ActionRequest::new(action, "k8s:team-a/deployments/web")
+                .with_params(json!({"replicas": 1}));
+            let req = if action == "k8s.scale" {
+                req
+            } else {
+                req.with_params(json!({}))
+            };
+            let def = infra.validate(&req).unwrap();
+            assert_eq!(def.broker.as_deref(), Some(KUBERNETES_BROKER));
+            let spec = (def.job)(&req, &who()).unwrap();
+            assert_eq!(spec.command[2].trim_end(), file.trim_end(), "{action}");
+        }
+    }
+
     #[test]
     fn resources_parse_strictly() {
         let spec = job(
@@ -162,7 +188,10 @@ mod tests {
     fn the_reference_file_loads() {
         let file = reference_catalog(None).unwrap();
         let names: Vec<_> = file.actions().iter().map(|d| d.name.as_str()).collect();
-        assert_eq!(names, ["k8s.scale", "db.query", "diag.echo"]);
+        assert_eq!(
+            names,
+            ["k8s.scale", "k8s.rollout_restart", "db.query", "diag.echo"]
+        );
         let with_image = reference_catalog(Some("busybox@sha256:00".into()))
             .unwrap()
             .into_catalog();
@@ -184,12 +213,12 @@ mod tests {
         assert!(allowed(
             "k8s.scale",
             "k8s:team-a/deployments/web",
-            "k8s:team-a:deployments/web:patch"
+            "k8s:team-a:deployments/web/scale:patch"
         ));
         assert!(!allowed(
             "k8s.scale",
             "k8s:team-a/deployments/web",
-            "k8s:team-b:deployments/web:patch"
+            "k8s:team-b:deployments/web/scale:patch"
         ));
         assert!(allowed(
             "db.query",

@@ -104,7 +104,7 @@ async fn http_and_mcp_serve_the_files_schema_bytes() {
         .await
         .unwrap();
     let schemas = file_schemas();
-    assert_eq!(schemas.len(), 3);
+    assert_eq!(schemas.len(), 4);
     for (name, text) in schemas {
         let bytes = minify(&text);
         assert!(bytes.len() > 40, "{name}: {bytes}");

@@ -46,7 +46,10 @@ async fn allowed_scale_runs_with_a_revoked_grant_and_a_verifiable_audit_chain() 
     assert_eq!(outcome["grant"]["ttl_seconds"], 300, "{outcome}");
     assert_eq!(
         outcome["grant"]["scopes"],
-        json!(["k8s:staging:deployments/web:patch"])
+        json!([
+            "k8s:staging:deployments/web:get",
+            "k8s:staging:deployments/web/scale:patch"
+        ])
     );
     assert_eq!(outcome["grant"]["revoked"], true);
     assert_eq!(

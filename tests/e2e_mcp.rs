@@ -47,7 +47,15 @@ async fn tools_list_shows_the_reference_actions_with_their_schemas() {
     // (namespaces, no db-reader role) not db.query, the db-reader not k8s.scale.
     let mut tools = client.list_all_tools().await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert_eq!(names, ["diag.echo", "k8s.scale", "gateway.action_status"]);
+    assert_eq!(
+        names,
+        [
+            "diag.echo",
+            "k8s.rollout_restart",
+            "k8s.scale",
+            "gateway.action_status"
+        ]
+    );
     let for_reader = reader.list_all_tools().await.unwrap();
     let names: Vec<&str> = for_reader.iter().map(|t| t.name.as_ref()).collect();
     assert_eq!(names, ["db.query", "diag.echo", "gateway.action_status"]);

@@ -359,7 +359,15 @@ async fn db_query_through_the_gateway_leaves_no_password_and_no_role() {
         .builder(Arc::new(keys))
         .policy(Arc::new(policy))
         .named_broker(agent_gateway::reference::POSTGRES_BROKER, broker.clone())
-        .catalog(agent_gateway::reference::infrastructure_catalog())
+        // db.query only: its Kubernetes actions would need the Kubernetes broker registered.
+        .catalog(
+            agent_gateway::core::ActionCatalog::new().register(
+                agent_gateway::reference::infrastructure_catalog()
+                    .get("db.query")
+                    .unwrap()
+                    .clone(),
+            ),
+        )
         .build()
         .unwrap();
     let ask = |sql: String| {

@@ -85,14 +85,20 @@ fn cases() -> Vec<Case> {
             "scale own namespace",
             scale("team-a", json!(3)),
             300,
-            vec!["k8s:team-a:deployments/web:patch"],
+            vec![
+                "k8s:team-a:deployments/web:get",
+                "k8s:team-a:deployments/web/scale:patch",
+            ],
             false,
         ),
         allow(
             "scale prod needs approval",
             scale("prod", json!(2)),
             300,
-            vec!["k8s:prod:deployments/web:patch"],
+            vec![
+                "k8s:prod:deployments/web:get",
+                "k8s:prod:deployments/web/scale:patch",
+            ],
             true,
         ),
         deny(
