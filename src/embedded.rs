@@ -148,7 +148,7 @@ impl EmbeddedParts {
         );
         let audit = SqliteAuditSink::open(store, config).await?;
         let verify_options = VerifyOptions {
-            public_key: Some(options.checkpoint_signer.verifying_key()),
+            trusted_keys: vec![options.checkpoint_signer.verifying_key()],
             ..VerifyOptions::default()
         };
         Ok(Self {

@@ -285,7 +285,7 @@ impl<S: AuditStore> AuditSink for ChainedSink<S> {
 
     async fn verify(&self) -> Result<VerifyReport, AuditError> {
         let options = VerifyOptions {
-            public_key: self.public_key,
+            trusted_keys: self.public_key.into_iter().collect(),
             ..VerifyOptions::default()
         };
         verify_stream(self.store.as_ref(), &self.stream_id, &options).await
