@@ -186,6 +186,7 @@ pub mod sqlite;
 mod sqlite_rows;
 pub mod store;
 pub mod verify;
+pub mod witness;
 mod writer;
 
 pub use checkpoint::{Checkpoint, CheckpointSigner};
@@ -196,6 +197,10 @@ pub use sink::{ChainedSink, CheckpointPolicy, SinkConfig};
 pub use sqlite::{SqliteAuditSink, SqliteStore};
 pub use store::{AuditStore, RecordPage, RecordRef, SealedRecord, StoredCheckpoint, StoredRecord};
 pub use verify::{VerifyOptions, verify_all, verify_stream};
+pub use witness::{
+    CheckpointWitness, FileWitness, WitnessError, WitnessErrorKind, WitnessPolicy, WitnessReport,
+    check_witnessed,
+};
 
 /// Re-exported so callers can pass public keys to [`VerifyOptions`].
 pub use ed25519_dalek::VerifyingKey;

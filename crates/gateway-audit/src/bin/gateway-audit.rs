@@ -3,7 +3,7 @@
 //! ```text
 //! gateway-audit verify --db <url> (--pubkey <file>… | --no-signatures)
 //!                      (--expect-stream <id>… | --stream <id> | --all-streams)
-//!                      [--legacy-bodies] [--max-checkpoint-gap N]
+//!                      [--legacy-bodies] [--max-checkpoint-gap N] [--witness <dir>…]
 //! gateway-audit export --db <url> --jsonl [--stream <id>] [--checkpoints]
 //! gateway-audit keygen --out <secret-key-file>
 //! ```
@@ -21,7 +21,8 @@
 use clap::{Parser, Subcommand};
 use gateway_audit::checkpoint::{Checkpoint, parse_public_key};
 use gateway_audit::{
-    AuditStore, CheckpointSigner, PostgresStore, SqliteStore, VerifyOptions, verify_stream,
+    AuditStore, CheckpointSigner, FileWitness, PostgresStore, SqliteStore, VerifyOptions,
+    check_witnessed, verify_stream,
 };
 use gateway_core::audit::AuditError;
 use std::path::PathBuf;
@@ -69,6 +70,12 @@ enum Command {
         /// Fail when more than N records are not covered by a checkpoint.
         #[arg(long)]
         max_checkpoint_gap: Option<u64>,
+        /// A checkpoint witness to compare the log with (repeatable): a file witness's
+        /// directory or `checkpoints.jsonl`. Fails when the log is shorter than the newest
+        /// witnessed checkpoint, lacks a witnessed checkpoint, or has another head where one
+        /// was witnessed; reports the records after the newest witnessed checkpoint.
+        #[arg(long, value_name = "DIR|FILE")]
+        witness: Vec<PathBuf>,
     },
     /// Write records (or checkpoints) as JSON lines to stdout, in sequence order.
     Export {
@@ -146,8 +153,10 @@ async fn run(cli: Cli) -> Result<bool, AuditError> {
             no_signatures,
             legacy_bodies,
             max_checkpoint_gap,
+            witness,
         } => {
             verify(VerifyArgs {
+                witness,
                 db,
                 stream,
                 expect_stream,
@@ -203,6 +212,7 @@ struct VerifyArgs {
     no_signatures: bool,
     legacy_bodies: bool,
     max_checkpoint_gap: Option<u64>,
+    witness: Vec<PathBuf>,
 }
 
 async fn verify(args: VerifyArgs) -> Result<bool, AuditError> {
@@ -226,6 +236,11 @@ async fn verify(args: VerifyArgs) -> Result<bool, AuditError> {
         legacy_bodies: args.legacy_bodies,
         ..VerifyOptions::default()
     };
+    let mut witnessed = Vec::with_capacity(args.witness.len());
+    for path in &args.witness {
+        let checkpoints = FileWitness::read(path).map_err(AuditError::from)?;
+        witnessed.push((path.display().to_string(), checkpoints));
+    }
     let store = Store::open(&args.db).await?;
     let store = store.as_dyn();
     let found = store.streams().await?;
@@ -290,13 +305,43 @@ async fn verify(args: VerifyArgs) -> Result<bool, AuditError> {
                 ok = false;
                 println!("FAILED {s}: the stream has no records");
             }
-            None => println!(
-                "OK     {}: {} records, head {}, {} checkpoints verified{unchecked}",
-                r.stream_id,
-                r.records_checked,
-                r.head.as_ref().map(|h| h.0).unwrap_or(0),
-                r.checkpoints_checked,
-            ),
+            None => {
+                let head = r.head.as_ref().map(|h| h.0);
+                let mut witnesses_ok = true;
+                let mut notes = String::new();
+                for (name, checkpoints) in &witnessed {
+                    let w =
+                        check_witnessed(store, s, head, checkpoints, &options.trusted_keys).await?;
+                    match &w.fault {
+                        Some(f) => {
+                            witnesses_ok = false;
+                            println!("FAILED {s}: witness {name}: {f}");
+                        }
+                        None => {
+                            notes += &format!(
+                                "; witness {name}: {} checkpoints, {} records after the newest \
+                                 witnessed one{}",
+                                w.witnessed,
+                                w.unwitnessed_records,
+                                w.newest_witnessed
+                                    .map(|n| format!(" ({n})"))
+                                    .unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+                if witnesses_ok {
+                    println!(
+                        "OK     {}: {} records, head {}, {} checkpoints verified{unchecked}{notes}",
+                        r.stream_id,
+                        r.records_checked,
+                        head.unwrap_or(0),
+                        r.checkpoints_checked,
+                    );
+                } else {
+                    ok = false;
+                }
+            }
             Some(f) => {
                 ok = false;
                 println!(

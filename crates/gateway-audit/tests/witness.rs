@@ -1,0 +1,296 @@
+//! Checkpoint witnesses on real stores: appends stop while a witness is down and resume, with
+//! nothing lost, once it is back; `gateway-audit verify --witness` finds what the log alone
+//! cannot (a truncated tail with its checkpoints deleted, deleted checkpoints, a history
+//! rewritten and re-signed with the found key).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use async_trait::async_trait;
+use common::{Db, event, lit, postgres_schema, postgres_url};
+use gateway_audit::witness::WitnessErrorKind;
+use gateway_audit::{
+    AuditStore, ChainedSink, Checkpoint, CheckpointSigner, CheckpointWitness, FileWitness,
+    PostgresStore, SinkConfig, SqliteStore, VerifyOptions, WitnessError, check_witnessed,
+    verify_stream,
+};
+use gateway_core::ErrorKind;
+use gateway_core::audit::AuditSink;
+use gateway_core::audit::chain::seal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// A file witness that can be switched off (unreachable) and on again.
+#[derive(Debug)]
+struct Switch {
+    inner: FileWitness,
+    on: AtomicBool,
+}
+
+#[async_trait]
+impl CheckpointWitness for Switch {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    async fn witness(&self, cp: &Checkpoint) -> Result<(), WitnessError> {
+        if !self.on.load(Ordering::SeqCst) {
+            return Err(WitnessError::Unavailable {
+                witness: "switch".into(),
+                message: "switched off".into(),
+                source: None,
+            });
+        }
+        self.inner.witness(cp).await
+    }
+    async fn checkpoints(&self, s: &str) -> Result<Vec<Checkpoint>, WitnessError> {
+        self.inner.checkpoints(s).await
+    }
+}
+
+async fn down_stops_appends_and_they_resume<S: AuditStore + Clone>(store: S) {
+    let dir = tempfile::tempdir().unwrap();
+    let switch = Arc::new(Switch {
+        inner: FileWitness::open(dir.path()).unwrap(),
+        on: AtomicBool::new(true),
+    });
+    let always = tempfile::tempdir().unwrap();
+    let steady: Arc<dyn CheckpointWitness> = Arc::new(FileWitness::open(always.path()).unwrap());
+    let signer = Arc::new(CheckpointSigner::generate());
+    let key = signer.verifying_key();
+    // Two witnesses, both required.
+    let sink = ChainedSink::open(
+        store.clone(),
+        SinkConfig::new("gw")
+            .with_checkpoints(signer, 3, Duration::from_secs(3600))
+            .with_witnesses(vec![switch.clone(), steady], 2),
+    )
+    .await
+    .unwrap();
+    for n in 0..3 {
+        sink.append(event(n)).await.unwrap();
+    }
+    let witnessed = switch.checkpoints("gw").await.unwrap();
+    assert_eq!(
+        witnessed.iter().map(|c| c.sequence).collect::<Vec<_>>(),
+        [3]
+    );
+
+    // The witness goes down: the batch that reaches the next checkpoint is stored (and
+    // answered), and every append after it fails closed, storing nothing.
+    switch.on.store(false, Ordering::SeqCst);
+    for n in 3..6 {
+        sink.append(event(n)).await.unwrap();
+    }
+    for n in 100..103 {
+        let err = sink.append(event(n)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(err.to_string().contains("appends stopped"), "{err}");
+    }
+    assert_eq!(store.head("gw").await.unwrap().unwrap().0, 6);
+
+    // Back: the pending checkpoint is witnessed first, then appends resume.
+    switch.on.store(true, Ordering::SeqCst);
+    let r = sink.append(event(6)).await.unwrap();
+    assert_eq!(r.sequence, 7, "a refused append left a gap or was stored");
+    sink.close().await.unwrap();
+    let witnessed = switch.checkpoints("gw").await.unwrap();
+    assert_eq!(
+        witnessed.iter().map(|c| c.sequence).collect::<Vec<_>>(),
+        [3, 6, 7]
+    );
+    let rows = store.read_raw("gw", None, 100).await.unwrap();
+    assert_eq!(rows.len(), 8, "genesis + 7 appends, nothing lost");
+    assert!(rows.iter().all(|r| !r.event.contains("db:orders/10")));
+    let report = verify_stream(&store, "gw", &VerifyOptions::trusting(key))
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{:?}", report.fault);
+    let w = check_witnessed(&store, "gw", Some(7), &witnessed, &[key])
+        .await
+        .unwrap();
+    assert_eq!((w.fault, w.unwitnessed_records), (None, 0));
+}
+
+#[tokio::test]
+async fn sqlite_a_witness_that_is_down_stops_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("audit.db"))
+        .await
+        .unwrap();
+    down_stops_appends_and_they_resume(store).await;
+}
+
+#[tokio::test]
+async fn postgres_a_witness_that_is_down_stops_appends() {
+    let Some(base) = postgres_url("postgres_a_witness_that_is_down_stops_appends") else {
+        return;
+    };
+    let (url, _) = postgres_schema(&base, "witness_down").await;
+    down_stops_appends_and_they_resume(PostgresStore::connect(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn witnesses_need_checkpoints_and_a_sane_quorum() {
+    let dir = tempfile::tempdir().unwrap();
+    let w: Arc<dyn CheckpointWitness> = Arc::new(FileWitness::open(dir.path()).unwrap());
+    let store = || async { SqliteStore::open(dir.path().join("a.db")).await.unwrap() };
+    let no_cp = SinkConfig::new("gw").with_witnesses(vec![w.clone()], 1);
+    assert!(ChainedSink::open(store().await, no_cp).await.is_err());
+    let signer = Arc::new(CheckpointSigner::generate());
+    for required in [0, 2] {
+        let config = SinkConfig::new("gw")
+            .with_checkpoints(signer.clone(), 3, Duration::from_secs(60))
+            .with_witnesses(vec![w.clone()], required);
+        assert!(ChainedSink::open(store().await, config).await.is_err());
+    }
+    // The witness refuses what the trait says it must.
+    let err = w
+        .witness(&signer.sign("x", 1, &"aa".repeat(32)).unwrap())
+        .await
+        .and(
+            w.witness(&signer.sign("x", 0, &"aa".repeat(32)).unwrap())
+                .await,
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), WitnessErrorKind::Rejected);
+}
+
+fn cli(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway-audit"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Each attack passes the log-only verification with the trusted key (that is why witnesses
+/// are needed) and fails with `--witness`.
+#[tokio::test]
+async fn cli_verify_with_a_witness_finds_what_the_log_alone_cannot() {
+    let keys = tempfile::tempdir().unwrap();
+    let signer = Arc::new(CheckpointSigner::generate());
+    let secret = signer.secret_hex();
+    let pub_file = keys.path().join("key.pub");
+    std::fs::write(&pub_file, signer.key_id()).unwrap();
+    type Attack = Box<dyn Fn(&[gateway_core::AuditRecord]) -> String>;
+    let attacks: Vec<(&str, Attack, &str)> = vec![
+        (
+            "tail truncated, its checkpoints deleted",
+            Box::new(|_| {
+                "DELETE FROM audit_records WHERE sequence > 5;
+                 DELETE FROM audit_checkpoints WHERE sequence > 5;"
+                    .to_owned()
+            }),
+            "records were removed from its tail",
+        ),
+        (
+            "every checkpoint deleted",
+            Box::new(|_| "DELETE FROM audit_checkpoints;".to_owned()),
+            "is missing from the log",
+        ),
+        (
+            "history rewritten and re-signed with the found key",
+            Box::new(move |rows| {
+                let forger = CheckpointSigner::from_hex(&secret).unwrap();
+                let mut sql = "DELETE FROM audit_checkpoints;".to_owned();
+                let mut prev = rows[0].hash.clone();
+                for r in &rows[1..] {
+                    let mut ev = r.event.clone();
+                    ev.resource.push_str("-forged");
+                    let f = seal("gw", r.sequence, &prev, ev).unwrap();
+                    let body = gateway_audit::SealedRecord::new(f.clone()).unwrap().body;
+                    sql += &format!(
+                        "UPDATE audit_records SET event = {}, prev_hash = {}, hash = {}, \
+                         resource = {} WHERE sequence = {};",
+                        lit(&body),
+                        lit(&f.prev_hash),
+                        lit(&f.hash),
+                        lit(&f.event.resource),
+                        r.sequence
+                    );
+                    if r.sequence % 3 == 0 || r.sequence == rows.len() as u64 - 1 {
+                        let cp = forger.sign("gw", r.sequence, &f.hash).unwrap();
+                        sql += &format!(
+                            "INSERT INTO audit_checkpoints VALUES ('gw', {}, {}, {}, {}, {});",
+                            cp.sequence,
+                            lit(&cp.head_hash),
+                            lit(serde_json::to_value(&cp).unwrap()["time"].as_str().unwrap()),
+                            lit(&cp.key_id),
+                            lit(&cp.signature)
+                        );
+                    }
+                    prev = f.hash;
+                }
+                sql
+            }),
+            "the log was rewritten",
+        ),
+    ];
+    for (name, attack, says) in &attacks {
+        let dir = tempfile::tempdir().unwrap();
+        let wdir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let witness: Arc<dyn CheckpointWitness> = Arc::new(FileWitness::open(wdir.path()).unwrap());
+        let store = SqliteStore::open(&path).await.unwrap();
+        let sink = ChainedSink::open(
+            store.clone(),
+            SinkConfig::new("gw")
+                .with_checkpoints(signer.clone(), 3, Duration::from_secs(3600))
+                .with_witnesses(vec![witness], 1),
+        )
+        .await
+        .unwrap();
+        for n in 0..10 {
+            sink.append(event(n)).await.unwrap();
+        }
+        sink.close().await.unwrap();
+        let url = format!("sqlite://{}", path.display());
+        let base = [
+            "verify",
+            "--db",
+            &url,
+            "--pubkey",
+            pub_file.to_str().unwrap(),
+            "--expect-stream",
+            "gw",
+        ];
+        let with_witness = |extra: &[&str]| {
+            let mut a = base.to_vec();
+            a.extend_from_slice(extra);
+            cli(&a)
+        };
+        let w = wdir.path().to_str().unwrap();
+        let (code, text) = with_witness(&["--witness", w]);
+        assert_eq!(code, Some(0), "{name}: false alarm: {text}");
+        assert!(
+            text.contains("0 records after the newest witnessed one (10)"),
+            "{text}"
+        );
+
+        let rows: Vec<_> = store
+            .read_raw("gw", None, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.to_record().unwrap())
+            .collect();
+        Db::Sqlite(path.clone()).tamper(&attack(&rows)).await;
+        let (code, text) = with_witness(&[]);
+        assert_eq!(
+            code,
+            Some(0),
+            "{name}: the log alone should not tell: {text}"
+        );
+        let (code, text) = with_witness(&["--witness", w]);
+        assert_eq!(code, Some(1), "{name}: not detected: {text}");
+        assert!(text.contains(says), "{name}: {text}");
+    }
+}
