@@ -178,6 +178,8 @@ pub mod fuzzing;
 mod page;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "postgres")]
+pub mod postgres_witness;
 mod record;
 pub mod redact;
 pub mod sink;
@@ -192,6 +194,8 @@ mod writer;
 pub use checkpoint::{Checkpoint, CheckpointSigner};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresAuditSink, PostgresStore};
+#[cfg(feature = "postgres")]
+pub use postgres_witness::PostgresWitness;
 pub use redact::Redactor;
 pub use sink::{ChainedSink, CheckpointPolicy, SinkConfig};
 pub use sqlite::{SqliteAuditSink, SqliteStore};

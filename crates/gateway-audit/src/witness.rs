@@ -3,8 +3,9 @@
 //! The log's own host can truncate its tail, delete its checkpoints, or (holding the signing
 //! key) rewrite and re-sign its whole history. A witness keeps what the log said at each
 //! checkpoint somewhere that host cannot rewrite: an append-only file in another directory
-//! ([`FileWitness`], the embedded default; put it on another mount or host for real separation).
-//! The writer sends
+//! ([`FileWitness`], the embedded default; put it on another mount or host for real separation),
+//! or a separate PostgreSQL database reached through an INSERT-only role (`PostgresWitness`,
+//! feature `postgres`). The writer sends
 //! every checkpoint to its witnesses and stops accepting appends (fails closed) while fewer
 //! than the configured number have acknowledged the newest one; verification
 //! ([`check_witnessed`]) then fails when the log is shorter than the newest witnessed

@@ -294,3 +294,139 @@ async fn cli_verify_with_a_witness_finds_what_the_log_alone_cannot() {
         assert!(text.contains(says), "{name}: {text}");
     }
 }
+
+/// A witness schema on the test cluster, created by the superuser, and a URL for a fresh role
+/// holding only `INSERT` and `SELECT` on its table.
+async fn postgres_witness_url(base: &str, prefix: &str) -> (String, String) {
+    use sqlx::Connection;
+    let (_, schema) = postgres_schema(base, prefix).await;
+    let role = common::unique("w");
+    let mut conn = sqlx::PgConnection::connect(base).await.unwrap();
+    let mut sql = format!(
+        "SET search_path = \"{schema}\"; {} CREATE ROLE \"{role}\" LOGIN;",
+        gateway_audit::PostgresWitness::SCHEMA
+    );
+    for g in gateway_audit::PostgresWitness::role_grants(&schema, &role) {
+        sql += &g;
+        sql += ";";
+    }
+    sqlx::raw_sql(&sql).execute(&mut conn).await.unwrap();
+    let url = base.replacen("://postgres@", &format!("://{role}@"), 1);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    (
+        format!("{url}{sep}options=-c%20search_path%3D{schema}"),
+        schema,
+    )
+}
+
+#[tokio::test]
+async fn postgres_witness_passes_the_conformance_suite_through_an_insert_only_role() {
+    let Some(base) = postgres_url("postgres_witness_passes_the_conformance_suite") else {
+        return;
+    };
+    use gateway_audit::witness::conformance;
+    for case in 0..2 {
+        let (url, _) = postgres_witness_url(&base, "witness_conf").await;
+        let w = gateway_audit::PostgresWitness::connect(&url).await.unwrap();
+        let result = if case == 0 {
+            conformance::stores_and_returns_in_order(&w).await
+        } else {
+            conformance::refuses_a_head_that_goes_backwards(&w).await
+        };
+        result.unwrap();
+    }
+    // The role can add and read, and cannot change or remove anything, nor drop the triggers.
+    let (url, _) = postgres_witness_url(&base, "witness_role").await;
+    let w = gateway_audit::PostgresWitness::connect(&url).await.unwrap();
+    let signer = CheckpointSigner::generate();
+    w.witness(&signer.sign("s", 3, &"ab".repeat(32)).unwrap())
+        .await
+        .unwrap();
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    for attack in [
+        "UPDATE audit_witness_checkpoints SET head_hash = 'x'",
+        "DELETE FROM audit_witness_checkpoints",
+        "TRUNCATE audit_witness_checkpoints",
+        "DROP TRIGGER audit_witness_append_only ON audit_witness_checkpoints",
+        "SET session_replication_role = replica",
+    ] {
+        assert!(
+            sqlx::raw_sql(attack).execute(&pool).await.is_err(),
+            "the witness role could run {attack}"
+        );
+    }
+    assert_eq!(w.checkpoints("s").await.unwrap().len(), 1);
+}
+
+/// A PostgreSQL log witnessed by a PostgreSQL witness database and a file: truncated with its
+/// checkpoints deleted, it passes alone and fails with either witness.
+#[tokio::test]
+async fn postgres_log_with_postgres_and_file_witnesses() {
+    let Some(base) = postgres_url("postgres_log_with_postgres_and_file_witnesses") else {
+        return;
+    };
+    let (log_url, _) = postgres_schema(&base, "witnessed_log").await;
+    let (w_url, _) = postgres_witness_url(&base, "witness_db").await;
+    let store = PostgresStore::connect(&log_url).await.unwrap();
+    let wdir = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let signer = Arc::new(CheckpointSigner::generate());
+    let pub_file = keys.path().join("key.pub");
+    std::fs::write(&pub_file, signer.key_id()).unwrap();
+    let pg: Arc<dyn CheckpointWitness> = Arc::new(
+        gateway_audit::PostgresWitness::connect(&w_url)
+            .await
+            .unwrap(),
+    );
+    let file: Arc<dyn CheckpointWitness> = Arc::new(FileWitness::open(wdir.path()).unwrap());
+    let sink = ChainedSink::open(
+        store.clone(),
+        SinkConfig::new("gw")
+            .with_checkpoints(signer, 4, Duration::from_secs(3600))
+            .with_witnesses(vec![pg, file], 2),
+    )
+    .await
+    .unwrap();
+    for n in 0..10 {
+        sink.append(event(n)).await.unwrap();
+    }
+    sink.close().await.unwrap();
+    let key = pub_file.to_str().unwrap();
+    let base_args = [
+        "verify",
+        "--db",
+        &log_url,
+        "--pubkey",
+        key,
+        "--expect-stream",
+        "gw",
+    ];
+    let run = |extra: &[&str]| {
+        let mut a = base_args.to_vec();
+        a.extend_from_slice(extra);
+        cli(&a)
+    };
+    let (code, text) = run(&[
+        "--witness",
+        &w_url,
+        "--witness",
+        wdir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    Db::Postgres(log_url.clone())
+        .tamper(
+            "DELETE FROM audit_records WHERE sequence > 6;
+             DELETE FROM audit_checkpoints WHERE sequence > 6;",
+        )
+        .await;
+    let (code, text) = run(&[]);
+    assert_eq!(code, Some(0), "the log alone should not tell: {text}");
+    for w in [w_url.as_str(), wdir.path().to_str().unwrap()] {
+        let (code, text) = run(&["--witness", w]);
+        assert_eq!(code, Some(1), "{w}: {text}");
+        assert!(
+            text.contains("records were removed from its tail"),
+            "{text}"
+        );
+    }
+}

@@ -21,8 +21,8 @@
 use clap::{Parser, Subcommand};
 use gateway_audit::checkpoint::{Checkpoint, parse_public_key};
 use gateway_audit::{
-    AuditStore, CheckpointSigner, FileWitness, PostgresStore, SqliteStore, VerifyOptions,
-    check_witnessed, verify_stream,
+    AuditStore, CheckpointSigner, CheckpointWitness, FileWitness, PostgresStore, PostgresWitness,
+    SqliteStore, VerifyOptions, check_witnessed, verify_stream,
 };
 use gateway_core::audit::AuditError;
 use std::path::PathBuf;
@@ -71,11 +71,12 @@ enum Command {
         #[arg(long)]
         max_checkpoint_gap: Option<u64>,
         /// A checkpoint witness to compare the log with (repeatable): a file witness's
-        /// directory or `checkpoints.jsonl`. Fails when the log is shorter than the newest
+        /// directory or `checkpoints.jsonl`, or a `postgres://` URL of a witness database
+        /// (a read-only role will do). Fails when the log is shorter than the newest
         /// witnessed checkpoint, lacks a witnessed checkpoint, or has another head where one
         /// was witnessed; reports the records after the newest witnessed checkpoint.
-        #[arg(long, value_name = "DIR|FILE")]
-        witness: Vec<PathBuf>,
+        #[arg(long, value_name = "DIR|FILE|URL")]
+        witness: Vec<String>,
     },
     /// Write records (or checkpoints) as JSON lines to stdout, in sequence order.
     Export {
@@ -212,7 +213,36 @@ struct VerifyArgs {
     no_signatures: bool,
     legacy_bodies: bool,
     max_checkpoint_gap: Option<u64>,
-    witness: Vec<PathBuf>,
+    witness: Vec<String>,
+}
+
+/// A witness the verifier reads.
+enum Witnessed {
+    /// A file witness, read whole.
+    File(Vec<Checkpoint>),
+    Postgres(PostgresWitness),
+}
+
+impl Witnessed {
+    async fn open(spec: &str) -> Result<(String, Self), AuditError> {
+        if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+            let w = PostgresWitness::connect(spec).await?;
+            return Ok((w.name().to_owned(), Self::Postgres(w)));
+        }
+        let checkpoints = FileWitness::read(spec)?;
+        Ok((spec.to_owned(), Self::File(checkpoints)))
+    }
+
+    async fn of_stream(&self, stream: &str) -> Result<Vec<Checkpoint>, AuditError> {
+        match self {
+            Self::File(all) => Ok(all
+                .iter()
+                .filter(|c| c.stream_id == stream)
+                .cloned()
+                .collect()),
+            Self::Postgres(w) => Ok(w.checkpoints(stream).await?),
+        }
+    }
 }
 
 async fn verify(args: VerifyArgs) -> Result<bool, AuditError> {
@@ -237,9 +267,8 @@ async fn verify(args: VerifyArgs) -> Result<bool, AuditError> {
         ..VerifyOptions::default()
     };
     let mut witnessed = Vec::with_capacity(args.witness.len());
-    for path in &args.witness {
-        let checkpoints = FileWitness::read(path).map_err(AuditError::from)?;
-        witnessed.push((path.display().to_string(), checkpoints));
+    for spec in &args.witness {
+        witnessed.push(Witnessed::open(spec).await?);
     }
     let store = Store::open(&args.db).await?;
     let store = store.as_dyn();
@@ -309,9 +338,10 @@ async fn verify(args: VerifyArgs) -> Result<bool, AuditError> {
                 let head = r.head.as_ref().map(|h| h.0);
                 let mut witnesses_ok = true;
                 let mut notes = String::new();
-                for (name, checkpoints) in &witnessed {
-                    let w =
-                        check_witnessed(store, s, head, checkpoints, &options.trusted_keys).await?;
+                for (name, witness) in &witnessed {
+                    let checkpoints = witness.of_stream(s).await?;
+                    let w = check_witnessed(store, s, head, &checkpoints, &options.trusted_keys)
+                        .await?;
                     match &w.fault {
                         Some(f) => {
                             witnesses_ok = false;
