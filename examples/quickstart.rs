@@ -166,10 +166,16 @@ async fn main() -> Result<(), BoxError> {
     // --- Assemble the gateway on embedded defaults.
     let dir = PathBuf::from(".gateway/quickstart");
     let audit_path = dir.join("audit.db");
+    // The checkpoint witness: a copy of every checkpoint in another directory, which the
+    // log's host would need to rewrite too (a deployment puts it on another host, or uses a
+    // PostgreSQL witness database). Appends stop while it cannot be written.
+    let witness_dir = PathBuf::from(".gateway/quickstart-witness");
     if fresh {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", audit_path.display()));
         }
+        // A new log starts a new history: the old one's witnessed heads would be ahead of it.
+        let _ = std::fs::remove_dir_all(&witness_dir);
     }
     let existed = audit_path.exists();
     std::fs::create_dir_all(&dir)?;
@@ -184,7 +190,9 @@ async fn main() -> Result<(), BoxError> {
         // Logs from earlier runs were signed with the key kept beside them: move it out.
         std::fs::rename(&old_key, &key_path)?;
     }
-    let options = EmbeddedOptions::new(&audit_path).with_signing_key_file(&key_path)?;
+    let options = EmbeddedOptions::new(&audit_path)
+        .with_signing_key_file(&key_path)?
+        .with_witness_dir(&witness_dir);
     let pubkey_path = key_dir.join("checkpoint.pub");
     std::fs::write(
         &pubkey_path,
@@ -404,10 +412,11 @@ async fn main() -> Result<(), BoxError> {
         );
         println!(
             "verify it yourself: cargo run -p gateway-audit --features cli --bin gateway-audit -- \
-             verify --db sqlite://{} --pubkey {} --expect-stream {}",
+             verify --db sqlite://{} --pubkey {} --expect-stream {} --witness {}",
             audit_path.display(),
             pubkey_path.display(),
-            options.stream_id
+            options.stream_id,
+            witness_dir.display()
         );
     }
     if !report.is_ok() {
