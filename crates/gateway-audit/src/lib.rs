@@ -200,6 +200,8 @@ mod sql;
 pub mod sqlite;
 mod sqlite_rows;
 pub mod store;
+#[cfg(feature = "tsa")]
+pub mod tsa;
 pub mod verify;
 pub mod witness;
 mod writer;
@@ -213,6 +215,8 @@ pub use redact::Redactor;
 pub use sink::{ChainedSink, CheckpointPolicy, SinkConfig};
 pub use sqlite::{SqliteAuditSink, SqliteStore};
 pub use store::{AuditStore, RecordPage, RecordRef, SealedRecord, StoredCheckpoint, StoredRecord};
+#[cfg(feature = "tsa")]
+pub use tsa::TsaWitness;
 pub use verify::{VerifyOptions, verify_all, verify_stream};
 pub use witness::{
     CheckpointWitness, FileWitness, WitnessError, WitnessErrorKind, WitnessPolicy, WitnessReport,

@@ -275,31 +275,7 @@ impl CheckpointWitness for FileWitness {
     }
 
     async fn witness(&self, checkpoint: &Checkpoint) -> Result<(), WitnessError> {
-        let inner = Arc::clone(&self.inner);
-        let name = self.name.clone();
-        let cp = checkpoint.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            // A poisoned lock means a write panicked half-way: the file may end in a partial
-            // line, so refuse to go on rather than guess.
-            let mut inner = inner
-                .lock()
-                .map_err(|_| WitnessError::corrupt(&name, "an earlier write panicked"))?;
-            if !inner.heads.admit(&name, &cp)? {
-                return Ok(());
-            }
-            let mut line = serde_json::to_vec(&cp)
-                .map_err(|e| WitnessError::corrupt(&name, format!("serialising: {e}")))?;
-            line.push(b'\n');
-            inner
-                .file
-                .write_all(&line)
-                .and_then(|()| inner.file.sync_data())
-                .map_err(|e| WitnessError::unavailable(&name, "writing the witness file", e))?;
-            inner.heads.record(&cp);
-            Ok(())
-        });
-        task.await
-            .map_err(|e| WitnessError::unavailable(&self.name, "witness task failed", e))?
+        self.witness_with(checkpoint, None).await
     }
 
     async fn checkpoints(&self, stream_id: &str) -> Result<Vec<Checkpoint>, WitnessError> {
@@ -313,6 +289,55 @@ impl CheckpointWitness for FileWitness {
             .collect();
         mine.sort_by_key(|c| c.sequence);
         Ok(mine)
+    }
+}
+
+impl FileWitness {
+    /// Whether `checkpoint` would be stored (`Ok(false)`: already witnessed).
+    pub(crate) fn admits(&self, checkpoint: &Checkpoint) -> Result<bool, WitnessError> {
+        let inner = self
+            .inner
+            .lock()
+            .map_err(|_| WitnessError::corrupt(&self.name, "an earlier write panicked"))?;
+        inner.heads.admit(&self.name, checkpoint)
+    }
+
+    /// Stores `checkpoint`, with a time-stamp token (base64 DER) in its line when given.
+    pub(crate) async fn witness_with(
+        &self,
+        checkpoint: &Checkpoint,
+        tsa_token: Option<String>,
+    ) -> Result<(), WitnessError> {
+        let inner = Arc::clone(&self.inner);
+        let name = self.name.clone();
+        let cp = checkpoint.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            // A poisoned lock means a write panicked half-way: the file may end in a partial
+            // line, so refuse to go on rather than guess.
+            let mut inner = inner
+                .lock()
+                .map_err(|_| WitnessError::corrupt(&name, "an earlier write panicked"))?;
+            if !inner.heads.admit(&name, &cp)? {
+                return Ok(());
+            }
+            let mut value = serde_json::to_value(&cp)
+                .map_err(|e| WitnessError::corrupt(&name, format!("serialising: {e}")))?;
+            if let (Some(token), Some(map)) = (tsa_token, value.as_object_mut()) {
+                map.insert("tsa_token".into(), serde_json::Value::String(token));
+            }
+            let mut line = serde_json::to_vec(&value)
+                .map_err(|e| WitnessError::corrupt(&name, format!("serialising: {e}")))?;
+            line.push(b'\n');
+            inner
+                .file
+                .write_all(&line)
+                .and_then(|()| inner.file.sync_data())
+                .map_err(|e| WitnessError::unavailable(&name, "writing the witness file", e))?;
+            inner.heads.record(&cp);
+            Ok(())
+        });
+        task.await
+            .map_err(|e| WitnessError::unavailable(&self.name, "witness task failed", e))?
     }
 }
 

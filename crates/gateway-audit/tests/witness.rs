@@ -430,3 +430,117 @@ async fn postgres_log_with_postgres_and_file_witnesses() {
         );
     }
 }
+
+/// The TSA started by `scripts/services/tsa.sh`, or a skip notice (a failure under `CI=true`).
+fn tsa() -> Option<(String, String)> {
+    match (
+        std::env::var("GATEWAY_TEST_TSA_URL"),
+        std::env::var("GATEWAY_TEST_TSA_CA"),
+    ) {
+        (Ok(url), Ok(ca)) if !url.is_empty() => Some((url, ca)),
+        _ => {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "GATEWAY_TEST_TSA_URL is not set (scripts/services/tsa.sh)"
+            );
+            eprintln!("skipped: GATEWAY_TEST_TSA_URL not set (run scripts/test)");
+            None
+        }
+    }
+}
+
+/// Every checkpoint is time-stamped by the TSA; each stored token verifies with
+/// `openssl ts -verify` against the checkpoint's signed message and the TSA's CA, and not
+/// against another checkpoint's; the directory is read by `verify --witness` like a file
+/// witness's. A TSA that is down stops appends.
+#[tokio::test]
+async fn tsa_witness_time_stamps_every_checkpoint() {
+    let Some((url, ca)) = tsa() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let wdir = tempfile::tempdir().unwrap();
+    let signer = Arc::new(CheckpointSigner::generate());
+    let tsa: Arc<dyn CheckpointWitness> =
+        Arc::new(gateway_audit::TsaWitness::new(&url, wdir.path()).unwrap());
+    let store = SqliteStore::open(dir.path().join("audit.db"))
+        .await
+        .unwrap();
+    let sink = ChainedSink::open(
+        store.clone(),
+        SinkConfig::new("gw")
+            .with_checkpoints(signer.clone(), 3, Duration::from_secs(3600))
+            .with_witnesses(vec![tsa], 1),
+    )
+    .await
+    .unwrap();
+    for n in 0..7 {
+        sink.append(event(n)).await.unwrap();
+    }
+    sink.close().await.unwrap();
+    let tokens = gateway_audit::TsaWitness::tokens(wdir.path(), "gw").unwrap();
+    assert_eq!(
+        tokens.iter().map(|t| t.0.sequence).collect::<Vec<_>>(),
+        [3, 6, 7]
+    );
+    let files = tempfile::tempdir().unwrap();
+    let openssl_verify = |token: &[u8], message: &[u8]| {
+        let (t, m) = (files.path().join("r.tsr"), files.path().join("m.bin"));
+        std::fs::write(&t, token).unwrap();
+        std::fs::write(&m, message).unwrap();
+        std::process::Command::new("openssl")
+            .args(["ts", "-verify", "-in"])
+            .arg(&t)
+            .arg("-data")
+            .arg(&m)
+            .args(["-CAfile", &ca])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    for (cp, token) in &tokens {
+        let message =
+            Checkpoint::message(&cp.stream_id, cp.sequence, &cp.head_hash, cp.time).unwrap();
+        assert!(
+            openssl_verify(token, &message),
+            "token of {} does not verify",
+            cp.sequence
+        );
+        let other =
+            Checkpoint::message(&cp.stream_id, cp.sequence, &"00".repeat(32), cp.time).unwrap();
+        assert!(
+            !openssl_verify(token, &other),
+            "token verifies another head"
+        );
+    }
+    let report = check_witnessed(
+        &store,
+        "gw",
+        Some(7),
+        &FileWitness::read(wdir.path()).unwrap(),
+        &[signer.verifying_key()],
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.fault, report.witnessed), (None, 3));
+
+    // The TSA unreachable: appends stop after the batch that made the checkpoint.
+    let down: Arc<dyn CheckpointWitness> = Arc::new(
+        gateway_audit::TsaWitness::new("http://127.0.0.1:9/", tempfile::tempdir().unwrap().path())
+            .unwrap(),
+    );
+    let sink = ChainedSink::open(
+        SqliteStore::open(dir.path().join("b.db")).await.unwrap(),
+        SinkConfig::new("gw")
+            .with_checkpoints(signer, 2, Duration::from_secs(3600))
+            .with_witnesses(vec![down], 1),
+    )
+    .await
+    .unwrap();
+    sink.append(event(0)).await.unwrap();
+    sink.append(event(1)).await.unwrap();
+    let err = sink.append(event(2)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+}
