@@ -294,6 +294,7 @@ impl CheckpointWitness for FileWitness {
 
 impl FileWitness {
     /// Whether `checkpoint` would be stored (`Ok(false)`: already witnessed).
+    #[cfg_attr(not(feature = "tsa"), allow(dead_code))]
     pub(crate) fn admits(&self, checkpoint: &Checkpoint) -> Result<bool, WitnessError> {
         let inner = self
             .inner
