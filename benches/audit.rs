@@ -239,5 +239,57 @@ fn verification(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, appends, verification);
+/// The cost of witnessed checkpoints by interval (issue 17, item 2): SQLite appends at 1 and 64
+/// writers with a checkpoint signed every N records and sent to a file witness (fsynced), against
+/// the same store without checkpoints, in the same run. The default interval
+/// (`EmbeddedOptions::checkpoint_every_records`) is chosen from these numbers.
+fn checkpoint_intervals(c: &mut Criterion) {
+    use gateway_audit::{CheckpointSigner, CheckpointWitness, FileWitness};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let signer = Arc::new(CheckpointSigner::generate());
+    let mut sinks: Vec<(String, Arc<dyn AuditSink>)> = Vec::new();
+    for every in [0u64, 16, 64, 256, 1024] {
+        let sink = rt.block_on(async {
+            let store = SqliteStore::open(dir.path().join(format!("cp{every}.db")))
+                .await
+                .unwrap();
+            let mut config = SinkConfig::new("bench");
+            if every > 0 {
+                let witness: Arc<dyn CheckpointWitness> =
+                    Arc::new(FileWitness::open(dir.path().join(format!("w{every}"))).unwrap());
+                config = config
+                    .with_checkpoints(Arc::clone(&signer), every, Duration::from_secs(5))
+                    .with_witnesses(vec![witness], 1);
+            }
+            ChainedSink::open(store, config).await.unwrap()
+        });
+        let name = if every == 0 {
+            "sqlite-no-checkpoints".to_owned()
+        } else {
+            format!("sqlite-witnessed-every-{every}")
+        };
+        sinks.push((name, Arc::new(sink)));
+    }
+    let mut group = c.benchmark_group("audit_checkpoint_interval");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(1));
+    for (name, sink) in &sinks {
+        for writers in [1u64, 64] {
+            group.bench_with_input(BenchmarkId::new(name, writers), &writers, |b, &writers| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    append_concurrently(Arc::clone(sink), writers, iters.max(writers))
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, appends, verification, checkpoint_intervals);
 criterion_main!(benches);

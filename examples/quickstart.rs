@@ -210,15 +210,38 @@ async fn main() -> Result<(), BoxError> {
     // --- Assemble the gateway on embedded defaults.
     let dir = PathBuf::from(".gateway/quickstart");
     let audit_path = dir.join("audit.db");
+    // The checkpoint witness: a copy of every checkpoint in another directory, which the
+    // log's host would need to rewrite too (a deployment puts it on another host, or uses a
+    // PostgreSQL witness database). Appends stop while it cannot be written.
+    let witness_dir = PathBuf::from(".gateway/quickstart-witness");
     if fresh {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", audit_path.display()));
         }
+        // A new log starts a new history: the old one's witnessed heads would be ahead of it.
+        let _ = std::fs::remove_dir_all(&witness_dir);
     }
     let existed = audit_path.exists();
     std::fs::create_dir_all(&dir)?;
-    let options =
-        EmbeddedOptions::new(&audit_path).with_signing_key_file(&dir.join("checkpoint.key"))?;
+    // The checkpoint signing key lives in a directory apart from the log: whoever can rewrite
+    // the log's directory must not also find the key there (a deployment keeps it in a
+    // PKCS#11 token or a secret manager). Its public key is written beside it, for verifying.
+    let key_dir = PathBuf::from(".gateway/quickstart-keys");
+    std::fs::create_dir_all(&key_dir)?;
+    let key_path = key_dir.join("checkpoint.key");
+    let old_key = dir.join("checkpoint.key");
+    if old_key.exists() && !key_path.exists() {
+        // Logs from earlier runs were signed with the key kept beside them: move it out.
+        std::fs::rename(&old_key, &key_path)?;
+    }
+    let options = EmbeddedOptions::new(&audit_path)
+        .with_signing_key_file(&key_path)?
+        .with_witness_dir(&witness_dir);
+    let pubkey_path = key_dir.join("checkpoint.pub");
+    std::fs::write(
+        &pubkey_path,
+        format!("{}\n", options.checkpoint_signer.key_id()),
+    )?;
     let parts = EmbeddedParts::open(&options).await?;
     let before = parts.audit.read(None, usize::MAX).await?.len();
     let (keys, agents) = identities()?;
@@ -442,9 +465,17 @@ async fn main() -> Result<(), BoxError> {
             Some(fault) => println!("AUDIT CHAIN FAULT: {fault}"),
         }
         println!(
-            "audit log: {} (inspect: cargo run -p gateway-audit --features cli --bin gateway-audit -- verify --db sqlite://{})",
+            "audit log: {} (signing key kept apart, in {})",
             audit_path.display(),
-            audit_path.display()
+            key_dir.display()
+        );
+        println!(
+            "verify it yourself: cargo run -p gateway-audit --features cli --bin gateway-audit -- \
+             verify --db sqlite://{} --pubkey {} --expect-stream {} --witness {}",
+            audit_path.display(),
+            pubkey_path.display(),
+            options.stream_id,
+            witness_dir.display()
         );
     }
     if !report.is_ok() {

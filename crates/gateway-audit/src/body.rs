@@ -38,7 +38,15 @@ pub(crate) type RowError = (i64, String);
 ///
 /// The row is borrowed (from the page it was read into): a row of `stream_id` stored as a body,
 /// the usual case, becomes a link without a heap allocation.
-pub(crate) fn check_row(stream_id: &str, row: RecordRef<'_>) -> Result<ChainLink, RowError> {
+///
+/// Unless `legacy` is set, only canonical bodies are accepted: a text in the older event format
+/// is a fault (an attacker may replace a body by an older-format text with the same values, which
+/// hashes the same, see the crate docs), and so is an `event_time` copy in RFC 3339 form.
+pub(crate) fn check_row(
+    stream_id: &str,
+    row: RecordRef<'_>,
+    legacy: bool,
+) -> Result<ChainLink, RowError> {
     let RecordRef {
         stream_id: row_stream,
         sequence: stored_sequence,
@@ -71,7 +79,7 @@ pub(crate) fn check_row(stream_id: &str, row: RecordRef<'_>) -> Result<ChainLink
     };
     if let Some(facts) = recognize(text) {
         let body = agree(row_stream, sequence, facts.stream_id, facts.sequence)
-            .and_then(|()| copies::check(copies, &facts.expected()?))
+            .and_then(|()| copies::check(copies, &facts.expected()?, legacy))
             .map(|()| text.as_bytes());
         return Ok(link(facts.kind, body));
     }
@@ -92,7 +100,9 @@ pub(crate) fn check_row(stream_id: &str, row: RecordRef<'_>) -> Result<ChainLink
             let body = match canonical_body(&record) {
                 Ok(canonical) if canonical == text.as_bytes() => {
                     agree(row_stream, sequence, &record.stream_id, record.sequence)
-                        .and_then(|()| copies::check(copies, &Expected::of_event(&record.event)))
+                        .and_then(|()| {
+                            copies::check(copies, &Expected::of_event(&record.event), legacy)
+                        })
                         .map(|()| text.as_bytes())
                 }
                 Ok(_) => Err("the stored body is not in canonical (RFC 8785) form".to_owned()),
@@ -100,8 +110,14 @@ pub(crate) fn check_row(stream_id: &str, row: RecordRef<'_>) -> Result<ChainLink
             };
             Ok(link(kind, body))
         }
+        Stored::Event(_) if !legacy => Err((
+            stored_sequence,
+            "the stored text is an event in the older format, not the record's canonical body \
+             (accepted only when legacy bodies are allowed)"
+                .to_owned(),
+        )),
         Stored::Event(event) => {
-            copies::check(copies, &Expected::of_event(&event))
+            copies::check(copies, &Expected::of_event(&event), legacy)
                 .map_err(|detail| (stored_sequence, detail))?;
             Ok(ChainLink::of_record(AuditRecord {
                 stream_id: row_stream.to_owned(),

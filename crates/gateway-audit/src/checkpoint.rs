@@ -22,9 +22,10 @@ pub struct CheckpointPolicy {
     pub every: Duration,
 }
 
-/// Domain separation: these bytes prefix every signed message, so a checkpoint signature can
-/// never be replayed as a signature over anything else.
-const DOMAIN: &[u8] = b"agent-gateway audit checkpoint v1\n";
+/// Domain separation: these bytes (34 of them, ending in a line feed) prefix every signed
+/// message, so a checkpoint signature can never be replayed as a signature over anything else.
+pub const CHECKPOINT_DOMAIN: &[u8] = b"agent-gateway audit checkpoint v1\n";
+const DOMAIN: &[u8] = CHECKPOINT_DOMAIN;
 
 /// A signed statement that a stream's record `sequence` had hash `head_hash` at `time`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +107,19 @@ impl Checkpoint {
             .map_err(|_| format!("checkpoint with negative sequence {}", stored.sequence))?;
         let time = OffsetDateTime::parse(&stored.time, &Rfc3339)
             .map_err(|e| format!("checkpoint at sequence {sequence}: bad time: {e}"))?;
+        // The signed message holds the time in the one form the signer writes (RFC 3339, UTC,
+        // `Z`, the fraction without trailing zeros): a stored text in any other form is not
+        // what was signed, even when it names the same instant.
+        let canonical = time
+            .to_offset(time::UtcOffset::UTC)
+            .format(&Rfc3339)
+            .map_err(|e| format!("checkpoint at sequence {sequence}: bad time: {e}"))?;
+        if canonical != stored.time {
+            return Err(format!(
+                "checkpoint at sequence {sequence}: time {:?} is not in canonical form ({canonical:?})",
+                stored.time
+            ));
+        }
         Ok(Self {
             stream_id: stored.stream_id.clone(),
             sequence,

@@ -121,7 +121,14 @@ impl Expected<'static> {
 }
 
 /// Checks a row's copies against its body. `None` (a store that does not read them) passes.
-pub(crate) fn check(copies: Option<Copies<'_>>, expected: &Expected<'_>) -> Result<(), String> {
+/// Each copy must be the one canonical form of its value (`event_time` the fixed-width form of
+/// [`query_time`]); with `legacy`, the RFC 3339 text of a SQLite database not yet migrated to
+/// the fixed form is accepted too.
+pub(crate) fn check(
+    copies: Option<Copies<'_>>,
+    expected: &Expected<'_>,
+    legacy: bool,
+) -> Result<(), String> {
     let Some(
         [
             time,
@@ -141,7 +148,7 @@ pub(crate) fn check(copies: Option<Copies<'_>>, expected: &Expected<'_>) -> Resu
             "the row's {column} column ({stored:?}) disagrees with its hashed body ({body:?})"
         ))
     };
-    if !time.is_some_and(|t| same_time(t, &expected.time)) {
+    if !time.is_some_and(|t| same_time(t, &expected.time, legacy)) {
         return differs(COLUMNS[0], time, Some(&expected.time));
     }
     let pairs = [
@@ -161,10 +168,11 @@ pub(crate) fn check(copies: Option<Copies<'_>>, expected: &Expected<'_>) -> Resu
 }
 
 /// Whether `stored` is the `event_time` copy of the body time `rfc3339`: its fixed-width form
-/// ([`query_time`]), or the RFC 3339 text itself (a SQLite database not yet migrated to the
-/// fixed form, opened read-only).
-fn same_time(stored: &str, rfc3339: &str) -> bool {
-    if stored == rfc3339 {
+/// ([`query_time`]), or, with `legacy`, the RFC 3339 text itself (a SQLite database not yet
+/// migrated to the fixed form, opened read-only). Any other text of the same instant is not:
+/// text comparisons in queries would order it differently (`…:28Z` sorts after `…:28.5Z`).
+fn same_time(stored: &str, rfc3339: &str, legacy: bool) -> bool {
+    if legacy && stored == rfc3339 {
         return true;
     }
     // The gateway's own times, `YYYY-MM-DDTHH:MM:SS[.f]Z` with at most six fraction digits:
@@ -245,12 +253,19 @@ mod tests {
 
     #[test]
     fn copies_that_say_what_the_body_says_pass() {
-        assert_eq!(check(Some(GOOD), &expected()), Ok(()));
-        assert_eq!(check(None, &expected()), Ok(()), "a store without copies");
-        // A database not yet migrated keeps the RFC 3339 text.
+        assert_eq!(check(Some(GOOD), &expected(), false), Ok(()));
+        assert_eq!(
+            check(None, &expected(), false),
+            Ok(()),
+            "a store without copies"
+        );
+        // A database not yet migrated keeps the RFC 3339 text: accepted only as legacy, since
+        // the same text written by an attacker changes what sub-second range queries return.
         let mut old = GOOD;
         old[0] = Some("2026-11-26T03:00:00.5Z");
-        assert_eq!(check(Some(old), &expected()), Ok(()));
+        assert_eq!(check(Some(old), &expected(), true), Ok(()));
+        let err = check(Some(old), &expected(), false).unwrap_err();
+        assert!(err.contains("event_time column"), "{err}");
     }
 
     #[test]
@@ -261,19 +276,19 @@ mod tests {
                 Some(_) => Some("x"),
                 None => Some("success"),
             };
-            let err = check(Some(tampered), &expected()).unwrap_err();
+            let err = check(Some(tampered), &expected(), false).unwrap_err();
             assert!(err.contains(&format!("{column} column")), "{err}");
         }
         // NULL where the body has a value.
         let mut nulled = GOOD;
         nulled[3] = None;
-        assert!(check(Some(nulled), &expected()).is_err());
+        assert!(check(Some(nulled), &expected(), false).is_err());
         // Another time, or the same instant written another way.
         let mut time = GOOD;
         time[0] = Some("2026-11-26T03:00:00.500001Z");
-        assert!(check(Some(time), &expected()).is_err());
+        assert!(check(Some(time), &expected(), true).is_err());
         time[0] = Some("2026-11-26T03:00:00.50Z");
-        assert!(check(Some(time), &expected()).is_err());
+        assert!(check(Some(time), &expected(), true).is_err());
     }
 
     #[test]
@@ -310,7 +325,12 @@ mod tests {
             ("garbage", "2026-11-26T03:00:00Z", false),
         ];
         for (stored, body, same) in cases {
-            assert_eq!(same_time(stored, body), same, "{stored} vs {body}");
+            assert_eq!(same_time(stored, body, false), same, "{stored} vs {body}");
+            assert_eq!(
+                same_time(stored, body, true),
+                same,
+                "{stored} vs {body} (legacy)"
+            );
         }
     }
 }

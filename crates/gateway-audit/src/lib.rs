@@ -73,7 +73,10 @@
 //! covers after `prev_hash` (the event's fields plus `stream_id` and `sequence`), so
 //! verification hashes the stored bytes as they are. Rows written by earlier versions (before
 //! stored bodies) hold the event's `serde_json` text instead, which parses back to the values
-//! that were hashed; they keep verifying as before (parse, re-encode, hash). No schema change
+//! that were hashed; they verify as before (parse, re-encode, hash) only when asked
+//! ([`VerifyOptions::legacy_bodies`], `gateway-audit verify --legacy-bodies`): a body replaced
+//! by an older-format text with the same values hashes the same, so by default only canonical
+//! bodies are accepted. No schema change
 //! was needed: both texts are JSON objects with the event's fields at the top (queries like
 //! `json_extract(event, '$.details.exit_code')` work on both), both parse as the event, and a
 //! verifier that re-encodes (an older `gateway-audit verify`) gets a body's own bytes back, so
@@ -143,7 +146,17 @@
 //!   body and must then be canonical byte for byte;
 //! * in both, a duplicate object key is a fault (JSON readers disagree on which value counts);
 //! * unless [`VerifyOptions::check_copies`] is off, the row's query columns must say what its
-//!   event says (module `copies`; the recogniser hands over the fields as written in the body).
+//!   event says (module `copies`; the recogniser hands over the fields as written in the body),
+//!   each in the one canonical form of its value: `event_time` only as the fixed-width text
+//!   (the RFC 3339 text of the same instant sorts differently, so it would change what
+//!   sub-second range queries return; it is accepted only with `legacy_bodies`, for SQLite logs
+//!   not yet migrated).
+//!
+//! Signatures are checked against [`VerifyOptions::trusted_keys`], which come from the operator,
+//! never from the log: every checkpoint must be signed by the trusted key its `key_id` names, and
+//! its stored time must be the exact text that was signed. The `gateway-audit` tool refuses to
+//! verify without a trusted key unless told `--no-signatures` (and then says so), and checks the
+//! log's streams against the operator's `--expect-stream` list.
 //!
 //! A row rewritten in the older event format is checked the older way, so it can differ from
 //! what was sealed only by values JCS does not tell apart (e.g. integers beyond 2^53 that round
@@ -178,6 +191,8 @@ pub mod fuzzing;
 mod page;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "postgres")]
+pub mod postgres_witness;
 mod record;
 pub mod redact;
 pub mod sink;
@@ -185,17 +200,28 @@ mod sql;
 pub mod sqlite;
 mod sqlite_rows;
 pub mod store;
+#[cfg(feature = "tsa")]
+pub mod tsa;
 pub mod verify;
+pub mod witness;
 mod writer;
 
 pub use checkpoint::{Checkpoint, CheckpointSigner};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresAuditSink, PostgresStore};
+#[cfg(feature = "postgres")]
+pub use postgres_witness::PostgresWitness;
 pub use redact::Redactor;
 pub use sink::{ChainedSink, CheckpointPolicy, SinkConfig};
 pub use sqlite::{SqliteAuditSink, SqliteStore};
 pub use store::{AuditStore, RecordPage, RecordRef, SealedRecord, StoredCheckpoint, StoredRecord};
+#[cfg(feature = "tsa")]
+pub use tsa::TsaWitness;
 pub use verify::{VerifyOptions, verify_all, verify_stream};
+pub use witness::{
+    CheckpointWitness, FileWitness, WitnessError, WitnessErrorKind, WitnessPolicy, WitnessReport,
+    check_witnessed,
+};
 
 /// Re-exported so callers can pass public keys to [`VerifyOptions`].
 pub use ed25519_dalek::VerifyingKey;

@@ -6,6 +6,7 @@ use crate::checkpoint::{Checkpoint, CheckpointSigner};
 use crate::redact::Redactor;
 use crate::store::{AuditStore, SealedRecord};
 use crate::verify::{VerifyOptions, verify_stream};
+use crate::witness::{CheckpointWitness, WitnessPolicy};
 use crate::writer::{Command, Job, Writer};
 use async_trait::async_trait;
 use gateway_core::audit::chain::{EncodedEvent, genesis};
@@ -67,6 +68,7 @@ pub struct SinkConfig {
     max_batch: usize,
     redactor: Redactor,
     checkpoints: Option<CheckpointPolicy>,
+    witnesses: Option<WitnessPolicy>,
 }
 
 impl SinkConfig {
@@ -79,7 +81,26 @@ impl SinkConfig {
             max_batch: 1024,
             redactor: Redactor::new(),
             checkpoints: None,
+            witnesses: None,
         }
+    }
+
+    /// Sends every checkpoint to `witnesses` too (outside the log's trust domain, see
+    /// [`crate::witness`]); appends stop (fail closed) while fewer than `required` of them have
+    /// acknowledged the newest checkpoint, and resume once enough have. Needs checkpoints
+    /// ([`with_checkpoints`](Self::with_checkpoints)); `open` refuses it otherwise, and refuses
+    /// `required` of 0 or more than there are witnesses. Each witness has 5 s to answer.
+    pub fn with_witnesses(
+        mut self,
+        witnesses: Vec<Arc<dyn CheckpointWitness>>,
+        required: usize,
+    ) -> Self {
+        self.witnesses = Some(WitnessPolicy {
+            witnesses,
+            required,
+            timeout: Duration::from_secs(5),
+        });
+        self
     }
 
     /// How many appends may wait for the writer before `append` itself waits (back-pressure).
@@ -156,6 +177,20 @@ impl<S: AuditStore> ChainedSink<S> {
     /// writer task. Must be called inside a Tokio runtime.
     pub async fn open(store: S, config: SinkConfig) -> Result<Self, AuditError> {
         validate_stream_id(&config.stream_id)?;
+        if let Some(w) = &config.witnesses {
+            if config.checkpoints.is_none() {
+                return Err(AuditError::invalid_input(
+                    "audit witnesses need checkpoints: configure a signer too",
+                ));
+            }
+            if w.required == 0 || w.required > w.witnesses.len() {
+                return Err(AuditError::invalid_input(format!(
+                    "audit witnesses: {} required of {} configured",
+                    w.required,
+                    w.witnesses.len()
+                )));
+            }
+        }
         let store = Arc::new(store);
         let head = match store.head(&config.stream_id).await? {
             Some(head) => head,
@@ -184,6 +219,7 @@ impl<S: AuditStore> ChainedSink<S> {
             head,
             config.max_batch,
             config.checkpoints,
+            config.witnesses,
         );
         let handle = tokio::spawn(writer.run(rx));
         Ok(Self {
@@ -285,7 +321,7 @@ impl<S: AuditStore> AuditSink for ChainedSink<S> {
 
     async fn verify(&self) -> Result<VerifyReport, AuditError> {
         let options = VerifyOptions {
-            public_key: self.public_key,
+            trusted_keys: self.public_key.into_iter().collect(),
             ..VerifyOptions::default()
         };
         verify_stream(self.store.as_ref(), &self.stream_id, &options).await

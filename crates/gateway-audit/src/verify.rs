@@ -12,10 +12,14 @@ use tokio::sync::mpsc;
 /// How to verify.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
-    /// The trusted checkpoint key. Without it checkpoints are still checked for consistency
-    /// with the chain (and a checkpoint beyond the head still reports truncation), but a
-    /// checkpoint forged together with a rewritten chain cannot be told apart.
-    pub public_key: Option<VerifyingKey>,
+    /// The trusted checkpoint keys, from the operator (never from the log or its directory):
+    /// every checkpoint must be signed by one of them. More than one is how a key rotation is
+    /// verified (the old key for the checkpoints before it, the new one after). Empty: checkpoints
+    /// are still checked for consistency with the chain (and a checkpoint beyond the head still
+    /// reports truncation), but signatures are not checked, so a checkpoint forged together with
+    /// a rewritten chain cannot be told apart; the `gateway-audit` tool refuses to verify that
+    /// way unless told `--no-signatures`.
+    pub trusted_keys: Vec<VerifyingKey>,
     /// Records (and checkpoints) read per query.
     pub page_size: usize,
     /// If set, more than this many records without a checkpoint (between two checkpoints or
@@ -26,15 +30,32 @@ pub struct VerifyOptions {
     /// without this check a copy changed under an intact chain goes unnoticed; turning it off
     /// checks the chain and checkpoints only, faster (see `benches/audit.rs`).
     pub check_copies: bool,
+    /// Whether rows in the formats of earlier versions are accepted: an `event` text holding the
+    /// event's `serde_json` form instead of the canonical body, and (SQLite, not yet migrated)
+    /// an `event_time` copy in RFC 3339 form. Off by default: the hash cannot tell an
+    /// older-format text from the body it replaced when both hold the same values, and the
+    /// RFC 3339 time text sorts differently in range queries.
+    pub legacy_bodies: bool,
+}
+
+impl VerifyOptions {
+    /// The defaults, trusting `key` (the usual case).
+    pub fn trusting(key: VerifyingKey) -> Self {
+        Self {
+            trusted_keys: vec![key],
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for VerifyOptions {
     fn default() -> Self {
         Self {
-            public_key: None,
+            trusted_keys: Vec::new(),
             page_size: 5000,
             max_checkpoint_gap: None,
             check_copies: true,
+            legacy_bodies: false,
         }
     }
 }
@@ -84,19 +105,35 @@ fn fault(stream_id: &str, sequence: u64, kind: FaultKind, detail: String) -> Cha
     }
 }
 
-/// Checks one checkpoint against the trusted key (if any).
+/// Checks one checkpoint against the trusted keys (none: the signature is not checked). The
+/// checkpoint must be signed by the trusted key its `key_id` names.
 fn check_signature(
     stream_id: &str,
     stored: &StoredCheckpoint,
-    key: Option<&VerifyingKey>,
+    keys: &[VerifyingKey],
 ) -> Result<Checkpoint, ChainFault> {
     let at = u64::try_from(stored.sequence).unwrap_or(0);
     let cp = Checkpoint::from_stored(stored)
         .map_err(|d| fault(stream_id, at, FaultKind::BadCheckpoint, d))?;
-    if let Some(key) = key {
-        cp.verify_signature(key)
-            .map_err(|d| fault(stream_id, cp.sequence, FaultKind::BadCheckpoint, d))?;
+    if keys.is_empty() {
+        return Ok(cp);
     }
+    let key = keys
+        .iter()
+        .find(|k| cp.key_id.eq_ignore_ascii_case(&hex::encode(k.as_bytes())))
+        .ok_or_else(|| {
+            fault(
+                stream_id,
+                cp.sequence,
+                FaultKind::BadCheckpoint,
+                format!(
+                    "checkpoint at sequence {} was signed by key {}, which is not a trusted key",
+                    cp.sequence, cp.key_id
+                ),
+            )
+        })?;
+    cp.verify_signature(key)
+        .map_err(|d| fault(stream_id, cp.sequence, FaultKind::BadCheckpoint, d))?;
     Ok(cp)
 }
 
@@ -113,7 +150,7 @@ type CheckedRow = Result<ChainLink, RowError>;
 /// record's hash does not depend on its place in the chain, so this is embarrassingly parallel;
 /// linking (which does) stays sequential in [`ChainVerifier::push_link`]. The output is in the
 /// page's order. The threads borrow the rows from the page: nothing is allocated per row.
-fn hash_page(stream_id: &str, page: &RecordPage) -> Vec<CheckedRow> {
+fn hash_page(stream_id: &str, page: &RecordPage, legacy: bool) -> Vec<CheckedRow> {
     let rows = page.len();
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -123,7 +160,7 @@ fn hash_page(stream_id: &str, page: &RecordPage) -> Vec<CheckedRow> {
     let check = |range: std::ops::Range<usize>| -> Vec<CheckedRow> {
         range
             .filter_map(|i| page.get(i))
-            .map(|row| check_row(stream_id, row))
+            .map(|row| check_row(stream_id, row, legacy))
             .collect()
     };
     if threads == 1 {
@@ -167,7 +204,7 @@ pub async fn verify_stream<S: AuditStore + ?Sized>(
     let page_size = options.page_size.max(1);
     let mut linker = Linker {
         stream_id,
-        key: options.public_key.as_ref(),
+        keys: &options.trusted_keys,
         max_checkpoint_gap: options.max_checkpoint_gap,
         verifier: ChainVerifier::new(stream_id),
         checkpoints: Checkpoints {
@@ -209,12 +246,13 @@ pub async fn verify_stream<S: AuditStore + ?Sized>(
             }
         }
     };
+    let legacy = options.legacy_bodies;
     let checking = async move {
         while let Some(page) = read_rx.recv().await {
             let checked = match page {
                 Ok(page) => {
                     let stream_id = stream_id.to_owned();
-                    tokio::task::spawn_blocking(move || hash_page(&stream_id, &page))
+                    tokio::task::spawn_blocking(move || hash_page(&stream_id, &page, legacy))
                         .await
                         .map_err(|e| AuditError::internal("audit verification task failed", e))
                 }
@@ -245,7 +283,7 @@ pub async fn verify_stream<S: AuditStore + ?Sized>(
 /// checkpoints each record reaches.
 struct Linker<'a, S: AuditStore + ?Sized> {
     stream_id: &'a str,
-    key: Option<&'a VerifyingKey>,
+    keys: &'a [VerifyingKey],
     max_checkpoint_gap: Option<u64>,
     verifier: ChainVerifier,
     checkpoints: Checkpoints<'a, S>,
@@ -298,7 +336,7 @@ impl<S: AuditStore + ?Sized> Linker<'_, S> {
         record: &ChainLink,
     ) -> Result<(), ChainFault> {
         let stream_id = self.stream_id;
-        let cp = check_signature(stream_id, stored, self.key)?;
+        let cp = check_signature(stream_id, stored, self.keys)?;
         if cp.sequence != record.sequence() || cp.head_hash != record.hash() {
             return Err(fault(
                 stream_id,
@@ -338,7 +376,10 @@ impl<S: AuditStore + ?Sized> Linker<'_, S> {
         let stream_id = self.stream_id;
         let mut report = self.verifier.finish();
         report.checkpoints_checked = self.checked_checkpoints;
-        if report.fault.is_none() {
+        // Linking stops at its own fault (an unreadable row, a checkpoint), so any fault the
+        // chain verifier then reports comes from ending early (an empty chain is "missing" its
+        // genesis when row 0 itself was the fault): the own fault is the first.
+        if self.own_fault.is_some() {
             report.fault = self.own_fault;
         }
         if report.fault.is_some() {
@@ -351,7 +392,7 @@ impl<S: AuditStore + ?Sized> Linker<'_, S> {
             None => None,
         };
         if let Some(stored) = beyond {
-            report.fault = Some(match check_signature(stream_id, &stored, self.key) {
+            report.fault = Some(match check_signature(stream_id, &stored, self.keys) {
                 Err(f) => f,
                 Ok(cp) => fault(
                     stream_id,
@@ -508,10 +549,33 @@ mod tests {
     async fn parallel(rows: Vec<StoredRecord>) -> Option<(u64, FaultKind)> {
         let options = VerifyOptions {
             page_size: 700,
+            legacy_bodies: true,
             ..VerifyOptions::default()
         };
         let report = verify_stream(&Rows(rows), "s", &options).await.unwrap();
         report.fault.map(|f| (f.sequence, f.kind))
+    }
+
+    /// Without `legacy_bodies`, a row in the older event format is a modification at that row,
+    /// even though it hashes to the stored hash (it holds the same values as the body it
+    /// replaced); with it, the row verifies.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn older_format_rows_need_the_legacy_option() {
+        let mut rows = rows(1200, true);
+        let record = rows[900].to_record().unwrap();
+        rows[900].event = serde_json::to_string(&record.event).unwrap();
+        assert_eq!(parallel(rows.clone()).await, None, "legacy rows verify");
+        let strict = VerifyOptions {
+            page_size: 700,
+            ..VerifyOptions::default()
+        };
+        let fault = verify_stream(&Rows(rows), "s", &strict)
+            .await
+            .unwrap()
+            .fault
+            .unwrap();
+        assert_eq!((fault.sequence, fault.kind), (900, FaultKind::Modified));
+        assert!(fault.detail.contains("older format"), "{fault}");
     }
 
     /// Parallel checking across pages reports exactly the fault the sequential verifier (parse,

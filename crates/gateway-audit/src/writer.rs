@@ -3,6 +3,7 @@
 
 use crate::checkpoint::{Checkpoint, CheckpointPolicy};
 use crate::store::{AuditStore, SealedRecord};
+use crate::witness::WitnessPolicy;
 use gateway_core::audit::chain::EncodedEvent;
 use gateway_core::audit::{AuditError, AuditReceipt};
 use std::sync::Arc;
@@ -49,6 +50,10 @@ pub(crate) struct Writer<S: AuditStore> {
     since_checkpoint: u64,
     last_checkpoint: Instant,
     checkpointed_sequence: Option<u64>,
+    witnesses: Option<WitnessPolicy>,
+    /// The newest checkpoint, while fewer witnesses than required have acknowledged it, and
+    /// which have: appends stop (fail closed) until enough do.
+    pending: Option<(Checkpoint, Vec<bool>)>,
 }
 
 impl<S: AuditStore> Writer<S> {
@@ -58,8 +63,11 @@ impl<S: AuditStore> Writer<S> {
         head: (u64, String),
         max_batch: usize,
         checkpoints: Option<CheckpointPolicy>,
+        witnesses: Option<WitnessPolicy>,
     ) -> Self {
         Self {
+            witnesses,
+            pending: None,
             store,
             stream_id,
             head: Some(head),
@@ -87,7 +95,12 @@ impl<S: AuditStore> Writer<S> {
                     self.handle(command, &mut rx).await;
                 }
                 _ = ticker.tick(), if timed => {
-                    if self.since_checkpoint > 0
+                    if self.pending.is_some() {
+                        // Witnesses were down: try again, so appends resume once they are back.
+                        if let Err(e) = self.witness_pending().await {
+                            tracing::warn!(stream = %self.stream_id, error = %e, "audit checkpoint still not witnessed");
+                        }
+                    } else if self.since_checkpoint > 0
                         && self.last_checkpoint.elapsed() >= period
                     {
                         // A failed timed checkpoint is retried on the next tick; appends go on.
@@ -147,6 +160,10 @@ impl<S: AuditStore> Writer<S> {
     }
 
     async fn commit(&mut self, mut jobs: Vec<Job>) {
+        // Fail closed: while the newest checkpoint lacks enough witnesses, nothing is appended.
+        if let Err(e) = self.witness_pending().await {
+            return fail_all(jobs.into_iter().map(|j| j.reply), &e);
+        }
         let mut attempt = 0;
         loop {
             let head = match self.current_head().await {
@@ -169,8 +186,14 @@ impl<S: AuditStore> Writer<S> {
             {
                 Ok(()) => {
                     self.head = Some(sealed.head);
-                    if checkpoint.is_some() {
+                    if let Some(cp) = checkpoint {
                         self.mark_checkpointed(sequence);
+                        // The batch is durable in the log and answered; if its checkpoint
+                        // cannot be witnessed, the appends after it stop instead.
+                        self.set_pending(cp);
+                        if let Err(e) = self.witness_pending().await {
+                            tracing::warn!(stream = %self.stream_id, error = %e, "audit checkpoint not witnessed; appends stop until it is");
+                        }
                     } else {
                         self.since_checkpoint += added;
                     }
@@ -279,6 +302,7 @@ impl<S: AuditStore> Writer<S> {
             return Ok(None);
         };
         let signer = Arc::clone(&policy.signer);
+        self.witness_pending().await?;
         let (sequence, hash) = self.current_head().await?;
         if self.checkpointed_sequence == Some(sequence) {
             return Ok(None);
@@ -287,6 +311,8 @@ impl<S: AuditStore> Writer<S> {
         match self.store.append_batch(&[], Some(&checkpoint)).await {
             Ok(()) => {
                 self.mark_checkpointed(sequence);
+                self.set_pending(checkpoint.clone());
+                self.witness_pending().await?;
                 Ok(Some(checkpoint))
             }
             // Another writer already checkpointed this exact head.
@@ -296,6 +322,52 @@ impl<S: AuditStore> Writer<S> {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+impl<S: AuditStore> Writer<S> {
+    /// Makes `checkpoint` the one the witnesses must acknowledge (when there are witnesses).
+    fn set_pending(&mut self, checkpoint: Checkpoint) {
+        if let Some(policy) = &self.witnesses {
+            self.pending = Some((checkpoint, vec![false; policy.witnesses.len()]));
+        }
+    }
+
+    /// Sends the pending checkpoint to every witness that has not acknowledged it yet; `Ok`
+    /// once at least the required number have (then nothing is pending).
+    async fn witness_pending(&mut self) -> Result<(), AuditError> {
+        let (Some(policy), Some((checkpoint, acked))) = (&self.witnesses, &mut self.pending) else {
+            return Ok(());
+        };
+        let mut last_error = String::new();
+        for (witness, done) in policy.witnesses.iter().zip(acked.iter_mut()) {
+            if *done {
+                continue;
+            }
+            match tokio::time::timeout(policy.timeout, witness.witness(checkpoint)).await {
+                Ok(Ok(())) => *done = true,
+                Ok(Err(e)) => last_error = e.to_string(),
+                Err(_) => {
+                    last_error = format!(
+                        "witness {} did not answer within {:?}",
+                        witness.name(),
+                        policy.timeout
+                    )
+                }
+            }
+        }
+        let acknowledged = acked.iter().filter(|a| **a).count();
+        if acknowledged >= policy.required {
+            self.pending = None;
+            return Ok(());
+        }
+        Err(AuditError::Unavailable {
+            message: format!(
+                "audit appends stopped: {acknowledged} of the {} required witnesses acknowledged                  the checkpoint of {} at sequence {} (last error: {last_error}); they resume once                  enough do",
+                policy.required, checkpoint.stream_id, checkpoint.sequence
+            ),
+            source: None,
+        })
     }
 }
 

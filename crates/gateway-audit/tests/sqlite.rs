@@ -212,12 +212,22 @@ async fn event_time_text_sorts_like_the_times_also_after_migrating_older_rows() 
     );
     pool.close().await;
     // Verification checks the query columns against the hashed events; opened read-only (no
-    // migration), the older text still says the same times.
+    // migration), the older text says the same times, which only the legacy option accepts:
+    // the same text written by an attacker over a migrated log changes what range queries
+    // return, so by default only the fixed-width form is the copy of a time.
     let read_only = SqliteStore::open_read_only(&path).await.unwrap();
-    let report = verify_stream(&read_only, "gw", &VerifyOptions::default())
-        .await
-        .unwrap();
+    let legacy = VerifyOptions {
+        legacy_bodies: true,
+        ..VerifyOptions::default()
+    };
+    let report = verify_stream(&read_only, "gw", &legacy).await.unwrap();
     assert!(report.is_ok(), "{:?}", report.fault);
+    let fault = verify_stream(&read_only, "gw", &VerifyOptions::default())
+        .await
+        .unwrap()
+        .fault
+        .unwrap();
+    assert!(fault.detail.contains("event_time column"), "{fault}");
     drop(read_only);
 
     let (store, times) = times_in(&path).await;
@@ -341,7 +351,7 @@ async fn checkpoints_detect_truncation_and_forgery() {
         .expect("head not yet checkpointed");
     assert_eq!(cp.sequence, 12);
     let options = VerifyOptions {
-        public_key: Some(key),
+        trusted_keys: vec![key],
         ..VerifyOptions::default()
     };
     let report = sink.verify_with(&options).await.unwrap();
@@ -498,12 +508,14 @@ fn cli(args: &[&str]) -> std::process::Output {
 #[tokio::test]
 async fn cli_verify_and_export() {
     let dir = tempfile::tempdir().unwrap();
+    // The keys live apart from the log, as the verifier requires.
+    let keys = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
-    let key_file = dir.path().join("key.secret");
+    let key_file = keys.path().join("key.secret");
     let out = cli(&["keygen", "--out", key_file.to_str().unwrap()]);
     assert!(out.status.success());
     let pubkey = String::from_utf8(out.stdout).unwrap();
-    let pub_file = dir.path().join("key.pub");
+    let pub_file = keys.path().join("key.pub");
     std::fs::write(&pub_file, &pubkey).unwrap();
     let signer =
         Arc::new(CheckpointSigner::from_hex(&std::fs::read_to_string(&key_file).unwrap()).unwrap());
@@ -519,10 +531,19 @@ async fn cli_verify_and_export() {
     let url = format!("sqlite://{}", path.display());
     let pub_arg = pub_file.to_str().unwrap();
 
-    let out = cli(&["verify", "--db", &url, "--pubkey", pub_arg]);
+    let out = cli(&[
+        "verify",
+        "--db",
+        &url,
+        "--pubkey",
+        pub_arg,
+        "--expect-stream",
+        "gw",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("OK     gw: 11 records"), "{text}");
+    assert!(!text.contains("NOT checked"), "{text}");
 
     let out = cli(&["export", "--db", &url, "--jsonl"]);
     assert!(out.status.success());
@@ -546,13 +567,125 @@ async fn cli_verify_and_export() {
     Db::Sqlite(path.clone())
         .tamper("UPDATE audit_records SET event = replace(event, 'db:orders/4', 'db:orders/X') WHERE sequence = 5")
         .await;
-    let out = cli(&["verify", "--db", &url, "--pubkey", pub_arg]);
+    let out = cli(&[
+        "verify",
+        "--db",
+        &url,
+        "--pubkey",
+        pub_arg,
+        "--expect-stream",
+        "gw",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("modified at sequence 5"), "{text}");
 
-    let out = cli(&["verify", "--db", "/nonexistent/audit.db"]);
+    let out = cli(&[
+        "verify",
+        "--db",
+        "/nonexistent/audit.db",
+        "--no-signatures",
+        "--all-streams",
+    ]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// `verify` takes nothing on trust: without a trusted key it refuses to run (unless told
+/// `--no-signatures`, and then says so), a key kept in the log's directory is refused, the
+/// streams must be named, and an unexpected or missing stream fails.
+#[tokio::test]
+async fn cli_verify_trusts_nothing_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let signer = Arc::new(CheckpointSigner::generate());
+    let pub_file = keys.path().join("key.pub");
+    std::fs::write(&pub_file, signer.key_id()).unwrap();
+    let sink = open(
+        &dir,
+        SinkConfig::new("gw").with_checkpoints(Arc::clone(&signer), 3, Duration::from_secs(60)),
+    )
+    .await;
+    for n in 0..7 {
+        sink.append(event(n)).await.unwrap();
+    }
+    sink.close().await.unwrap();
+    let url = format!("sqlite://{}", path.display());
+    let key = pub_file.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["verify", "--db", &url];
+        all.extend_from_slice(args);
+        let out = cli(&all);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+
+    // No key: refused, with the reason.
+    let (code, text) = run(&["--expect-stream", "gw"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("--pubkey"), "{text}");
+    // --no-signatures: runs, and says plainly that signatures were not checked.
+    let (code, text) = run(&["--no-signatures", "--expect-stream", "gw"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("WARNING: --no-signatures"), "{text}");
+    assert!(text.contains("(signatures NOT checked)"), "{text}");
+    // A key from the log's own directory is refused.
+    let beside = dir.path().join("checkpoint.pub");
+    std::fs::write(&beside, signer.key_id()).unwrap();
+    let (code, text) = run(&[
+        "--pubkey",
+        beside.to_str().unwrap(),
+        "--expect-stream",
+        "gw",
+    ]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("log's directory"), "{text}");
+    // The streams must be named (or --all-streams said).
+    let (code, text) = run(&["--pubkey", key]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("--expect-stream") && text.contains("gw"),
+        "{text}"
+    );
+    let (code, text) = run(&["--pubkey", key, "--all-streams"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("WARNING: --all-streams"), "{text}");
+    // An expected stream that is missing fails.
+    let (code, text) = run(&[
+        "--pubkey",
+        key,
+        "--expect-stream",
+        "gw",
+        "--expect-stream",
+        "gw-2",
+    ]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("FAILED gw-2: expected stream is missing"),
+        "{text}"
+    );
+    // A whole forged second stream, correctly chained, with no checkpoint: unexpected.
+    let forged = open(&dir, SinkConfig::new("forged")).await;
+    forged.append(event(100)).await.unwrap();
+    forged.close().await.unwrap();
+    let (code, text) = run(&["--pubkey", key, "--expect-stream", "gw"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("FAILED forged: unexpected stream"), "{text}");
+    assert!(text.contains("OK     gw: 8 records"), "{text}");
+    // Another trusted key alone: every checkpoint is signed by a key that is not trusted.
+    let other = keys.path().join("other.pub");
+    std::fs::write(&other, CheckpointSigner::generate().key_id()).unwrap();
+    let other = other.to_str().unwrap();
+    let (code, text) = run(&["--pubkey", other, "--stream", "gw"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("not a trusted key"), "{text}");
+    // Both keys (a rotation): the one that signed is among them.
+    let (code, text) = run(&["--pubkey", other, "--pubkey", key, "--stream", "gw"]);
+    assert_eq!(code, Some(0), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -234,7 +234,7 @@ fn attack(
 async fn run_case<S: AuditStore + Clone>(store: &S, db: &Db, stream: &str, case: &Case) {
     let signer = Arc::new(CheckpointSigner::generate());
     let options = VerifyOptions {
-        public_key: Some(signer.verifying_key()),
+        trusted_keys: vec![signer.verifying_key()],
         ..VerifyOptions::default()
     };
     let sink = ChainedSink::open(
@@ -532,9 +532,17 @@ async fn older_rows_keep_verifying<S: AuditStore + Clone>(store: &S, db: &Db) {
         .await
         .unwrap();
     sink.append(event(99)).await.unwrap();
-    let report = sink.verify().await.unwrap();
+    let legacy = VerifyOptions {
+        legacy_bodies: true,
+        ..VerifyOptions::default()
+    };
+    let report = sink.verify_with(&legacy).await.unwrap();
     assert!(report.is_ok(), "{:?}", report.fault);
     assert_eq!(report.records_checked, 12);
+    // Without the legacy option, the first older row is a fault: nothing tells it apart from a
+    // body an attacker replaced by an older-format text with the same values.
+    let fault = sink.verify().await.unwrap().fault.unwrap();
+    assert_eq!((fault.sequence, fault.kind), (0, FaultKind::Modified));
 
     db.tamper(&format!(
         "UPDATE audit_records SET event = replace(event, 'db:orders/2', 'db:orders/X') \
@@ -542,7 +550,7 @@ async fn older_rows_keep_verifying<S: AuditStore + Clone>(store: &S, db: &Db) {
         lit(stream)
     ))
     .await;
-    let fault = sink.verify().await.unwrap().fault.unwrap();
+    let fault = sink.verify_with(&legacy).await.unwrap().fault.unwrap();
     assert_eq!((fault.sequence, fault.kind), (3, FaultKind::Modified));
 
     // A query column of an older row is checked against its event too.
@@ -555,16 +563,14 @@ async fn older_rows_keep_verifying<S: AuditStore + Clone>(store: &S, db: &Db) {
         lit(stream)
     ))
     .await;
-    let report = verify_stream(store, stream, &VerifyOptions::default())
-        .await
-        .unwrap();
+    let report = verify_stream(store, stream, &legacy).await.unwrap();
     assert!(report.is_ok(), "{:?}", report.fault);
     db.tamper(&format!(
         "UPDATE audit_records SET resource = 'db:other' WHERE stream_id = {} AND sequence = 2;",
         lit(stream)
     ))
     .await;
-    let fault = verify_stream(store, stream, &VerifyOptions::default())
+    let fault = verify_stream(store, stream, &legacy)
         .await
         .unwrap()
         .fault
@@ -574,7 +580,7 @@ async fn older_rows_keep_verifying<S: AuditStore + Clone>(store: &S, db: &Db) {
     // Asked to check the chain only, verification does not see it (the chain is intact).
     let chain_only = VerifyOptions {
         check_copies: false,
-        ..VerifyOptions::default()
+        ..legacy
     };
     let report = verify_stream(store, stream, &chain_only).await.unwrap();
     assert!(report.is_ok(), "{:?}", report.fault);
@@ -630,4 +636,189 @@ async fn postgres_stored_bodies_are_checked() {
     let db = Db::Postgres(url);
     stored_body_faults(&store, &db).await;
     older_rows_keep_verifying(&store, &db).await;
+}
+
+/// A fresh signed stream of 1 + `n` records with a checkpoint every 4, closed (so its head is
+/// checkpointed); returns the trusted options.
+async fn signed_chain_of<S: AuditStore + Clone>(store: &S, stream: &str, n: u64) -> VerifyOptions {
+    let signer = Arc::new(CheckpointSigner::generate());
+    let options = VerifyOptions::trusting(signer.verifying_key());
+    let sink = ChainedSink::open(
+        store.clone(),
+        SinkConfig::new(stream).with_checkpoints(signer, 4, Duration::from_secs(3600)),
+    )
+    .await
+    .unwrap();
+    for i in 0..n {
+        sink.append(event(i)).await.unwrap();
+    }
+    sink.close().await.unwrap();
+    let report = verify_stream(store, stream, &options).await.unwrap();
+    assert!(report.is_ok(), "false alarm: {:?}", report.fault);
+    options
+}
+
+/// Issue 17's tamperings that passed before the verifier was hardened, each found by
+/// `verify_stream` with the trusted key: a checkpoint's head hash, time or key replaced (with
+/// the signature left, or re-signed by a key that is not trusted), a checkpoint's time
+/// rewritten to the same instant in another form, and a canonical body replaced by an
+/// older-format text holding the same values (which hashes the same).
+async fn hardened_verifier_faults<S: AuditStore + Clone>(store: &S, db: &Db) {
+    let set_cp = |s: &str, assignment: &str| {
+        format!(
+            "UPDATE audit_checkpoints SET {assignment} WHERE stream_id = {} AND sequence = 8;",
+            lit(s)
+        )
+    };
+    type Attack = Box<dyn Fn(&str, &[StoredRecord]) -> String>;
+    let cases: Vec<(&str, Attack, &str)> = vec![
+        (
+            "checkpoint head hash replaced",
+            Box::new(move |s, rows: &[StoredRecord]| {
+                set_cp(s, &format!("head_hash = {}", lit(&rows[7].hash)))
+            }),
+            "signature does not verify",
+        ),
+        (
+            "checkpoint time replaced",
+            Box::new(move |s, _| set_cp(s, "time = '2020-01-01T00:00:00Z'")),
+            "signature does not verify",
+        ),
+        (
+            "checkpoint time rewritten to the same instant",
+            Box::new(move |s, _| set_cp(s, "time = replace(time, 'Z', '+00:00')")),
+            "canonical form",
+        ),
+        (
+            "checkpoint key replaced",
+            Box::new(move |s, _| {
+                set_cp(
+                    s,
+                    &format!("key_id = {}", lit(&CheckpointSigner::generate().key_id())),
+                )
+            }),
+            "not a trusted key",
+        ),
+        (
+            "checkpoint re-signed by another key",
+            Box::new(move |s, rows: &[StoredRecord]| {
+                let forged = CheckpointSigner::generate()
+                    .sign(s, 8, &rows[8].hash)
+                    .unwrap();
+                set_cp(
+                    s,
+                    &format!(
+                        "key_id = {}, signature = {}",
+                        lit(&forged.key_id),
+                        lit(&forged.signature)
+                    ),
+                )
+            }),
+            "not a trusted key",
+        ),
+        (
+            "body replaced by an older-format text with the same values",
+            Box::new(|s, rows: &[StoredRecord]| {
+                let event = serde_json::to_string(&rows[5].to_record().unwrap().event).unwrap();
+                format!(
+                    "UPDATE audit_records SET event = {} WHERE stream_id = {} AND sequence = 5;",
+                    lit(&event),
+                    lit(s)
+                )
+            }),
+            "older format",
+        ),
+    ];
+    for (i, (name, attack, says)) in cases.iter().enumerate() {
+        let stream = format!("hard{i}");
+        let options = signed_chain_of(store, &stream, 10).await;
+        let rows = store.read_raw(&stream, None, 100).await.unwrap();
+        db.tamper(&attack(&stream, &rows)).await;
+        let fault = verify_stream(store, &stream, &options)
+            .await
+            .unwrap()
+            .fault
+            .unwrap_or_else(|| panic!("{name}: not detected"));
+        assert!(fault.detail.contains(says), "{name}: {fault}");
+        // The older-format text is what legacy bodies allow: the option really is the switch.
+        if name.starts_with("body replaced") {
+            let legacy = VerifyOptions {
+                legacy_bodies: true,
+                ..options.clone()
+            };
+            let report = verify_stream(store, &stream, &legacy).await.unwrap();
+            assert!(
+                report.is_ok(),
+                "{name} with legacy bodies: {:?}",
+                report.fault
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn sqlite_hardened_verifier_finds_issue_17_tamperings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let db = Db::Sqlite(path);
+    hardened_verifier_faults(&store, &db).await;
+
+    // The `event_time` copies rewritten in plain RFC 3339 form: the same instants, but text
+    // comparisons (sub-second range queries) now answer differently. Only the fixed-width
+    // form is the copy of a time.
+    // Times whose RFC 3339 text differs from the fixed-width form (trailing zeros dropped).
+    let signer = Arc::new(CheckpointSigner::generate());
+    let options = VerifyOptions::trusting(signer.verifying_key());
+    let sink = ChainedSink::open(
+        store.clone(),
+        SinkConfig::new("rfc3339-times").with_checkpoints(signer, 4, Duration::from_secs(3600)),
+    )
+    .await
+    .unwrap();
+    for i in 0..10 {
+        let mut ev = event(i);
+        ev.time = time::macros::datetime!(2026-11-26 03:00:00 UTC)
+            + time::Duration::milliseconds(100 * i as i64);
+        sink.append(ev).await.unwrap();
+    }
+    sink.close().await.unwrap();
+    let report = verify_stream(&store, "rfc3339-times", &options)
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "false alarm: {:?}", report.fault);
+    let rows = store.read_raw("rfc3339-times", None, 100).await.unwrap();
+    let mut sql = String::new();
+    for row in &rows[1..] {
+        let record = row.to_record().unwrap();
+        let rfc3339 = record
+            .event
+            .time
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        sql += &format!(
+            "UPDATE audit_records SET event_time = {} WHERE stream_id = 'rfc3339-times' \
+             AND sequence = {};",
+            lit(&rfc3339),
+            row.sequence
+        );
+    }
+    db.tamper(&sql).await;
+    let fault = verify_stream(&store, "rfc3339-times", &options)
+        .await
+        .unwrap()
+        .fault
+        .expect("RFC 3339 event_time copies not detected");
+    assert_eq!((fault.sequence, fault.kind), (1, FaultKind::Modified));
+    assert!(fault.detail.contains("event_time column"), "{fault}");
+}
+
+#[tokio::test]
+async fn postgres_hardened_verifier_finds_issue_17_tamperings() {
+    let Some(base) = postgres_url("postgres_hardened_verifier_finds_issue_17_tamperings") else {
+        return;
+    };
+    let (url, _) = postgres_schema(&base, "hardened").await;
+    let store = PostgresStore::connect(&url).await.unwrap();
+    hardened_verifier_faults(&store, &Db::Postgres(url)).await;
 }

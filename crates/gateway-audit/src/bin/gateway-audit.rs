@@ -1,19 +1,28 @@
 //! `gateway-audit`: verify and export agent-gateway audit logs (SQLite or PostgreSQL).
 //!
 //! ```text
-//! gateway-audit verify --db <url> [--stream <id>] [--pubkey <file>] [--max-checkpoint-gap N]
+//! gateway-audit verify --db <url> (--pubkey <file>… | --no-signatures)
+//!                      (--expect-stream <id>… | --stream <id> | --all-streams)
+//!                      [--legacy-bodies] [--max-checkpoint-gap N] [--witness <dir>…]
 //! gateway-audit export --db <url> --jsonl [--stream <id>] [--checkpoints]
 //! gateway-audit keygen --out <secret-key-file>
 //! ```
 //!
 //! `--db` takes `sqlite://<path>` (or a plain file path) or `postgres://…`. Exit status: 0 when
 //! every chain verifies, 1 when a fault is found, 2 on a usage or database error.
+//!
+//! `verify` trusts nothing it reads: the checkpoint keys come from the operator (`--pubkey`,
+//! repeatable for a key rotation, never from the log's own directory), and without one it
+//! refuses to run unless told `--no-signatures`, and then says plainly that no signature was
+//! checked. The streams the log must hold come from the operator too (`--expect-stream`,
+//! repeatable): one it holds but was not told to expect, or one it lacks, is a failure.
+//! Rows in the formats of earlier versions are accepted only with `--legacy-bodies`.
 
 use clap::{Parser, Subcommand};
 use gateway_audit::checkpoint::{Checkpoint, parse_public_key};
 use gateway_audit::{
-    AuditStore, CheckpointSigner, PostgresStore, SqliteStore, VerifyOptions, verify_all,
-    verify_stream,
+    AuditStore, CheckpointSigner, CheckpointWitness, FileWitness, PostgresStore, PostgresWitness,
+    SqliteStore, VerifyOptions, check_witnessed, verify_stream,
 };
 use gateway_core::audit::AuditError;
 use std::path::PathBuf;
@@ -37,15 +46,37 @@ enum Command {
         /// Database URL: sqlite://<path>, a file path, or postgres://…
         #[arg(long)]
         db: String,
-        /// Only this stream (default: every stream).
-        #[arg(long)]
+        /// Only this stream; other streams in the log are not looked at.
+        #[arg(long, conflicts_with_all = ["expect_stream", "all_streams"])]
         stream: Option<String>,
-        /// File holding the trusted checkpoint public key (64 hex digits).
+        /// A stream the log must hold (repeatable): every one must be there, and any other
+        /// stream found is a failure.
+        #[arg(long = "expect-stream", value_name = "ID")]
+        expect_stream: Vec<String>,
+        /// Verify whatever streams the log holds, without a list to check them against.
+        #[arg(long, conflicts_with = "expect_stream")]
+        all_streams: bool,
+        /// File holding a trusted checkpoint public key (64 hex digits), kept apart from the
+        /// log (repeatable: every checkpoint must be signed by one of them).
+        #[arg(long, value_name = "FILE")]
+        pubkey: Vec<PathBuf>,
+        /// Check the chain without checking any checkpoint signature (says so in the output).
+        #[arg(long, conflicts_with = "pubkey")]
+        no_signatures: bool,
+        /// Also accept rows written by earlier versions (event JSON instead of the canonical
+        /// body; RFC 3339 `event_time` copies in a SQLite log not yet migrated).
         #[arg(long)]
-        pubkey: Option<PathBuf>,
+        legacy_bodies: bool,
         /// Fail when more than N records are not covered by a checkpoint.
         #[arg(long)]
         max_checkpoint_gap: Option<u64>,
+        /// A checkpoint witness to compare the log with (repeatable): a file witness's
+        /// directory or `checkpoints.jsonl`, or a `postgres://` URL of a witness database
+        /// (a read-only role will do). Fails when the log is shorter than the newest
+        /// witnessed checkpoint, lacks a witnessed checkpoint, or has another head where one
+        /// was witnessed; reports the records after the newest witnessed checkpoint.
+        #[arg(long, value_name = "DIR|FILE|URL")]
+        witness: Vec<String>,
     },
     /// Write records (or checkpoints) as JSON lines to stdout, in sequence order.
     Export {
@@ -117,57 +148,26 @@ async fn run(cli: Cli) -> Result<bool, AuditError> {
         Command::Verify {
             db,
             stream,
+            expect_stream,
+            all_streams,
             pubkey,
+            no_signatures,
+            legacy_bodies,
             max_checkpoint_gap,
+            witness,
         } => {
-            let public_key = match pubkey {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path).map_err(|e| {
-                        AuditError::invalid_input(format!("reading {}: {e}", path.display()))
-                    })?;
-                    Some(parse_public_key(&text)?)
-                }
-                None => None,
-            };
-            let options = VerifyOptions {
-                public_key,
+            verify(VerifyArgs {
+                witness,
+                db,
+                stream,
+                expect_stream,
+                all_streams,
+                pubkey,
+                no_signatures,
+                legacy_bodies,
                 max_checkpoint_gap,
-                ..VerifyOptions::default()
-            };
-            let store = Store::open(&db).await?;
-            let reports = match &stream {
-                Some(s) => vec![verify_stream(store.as_dyn(), s, &options).await?],
-                None => verify_all(store.as_dyn(), &options).await?,
-            };
-            if reports.is_empty() {
-                eprintln!("gateway-audit: no audit streams found");
-                return Ok(false);
-            }
-            let mut ok = true;
-            for r in &reports {
-                match &r.fault {
-                    None => println!(
-                        "OK     {}: {} records, head {}, {} checkpoints verified{}",
-                        r.stream_id,
-                        r.records_checked,
-                        r.head.as_ref().map(|h| h.0).unwrap_or(0),
-                        r.checkpoints_checked,
-                        if options.public_key.is_some() {
-                            ""
-                        } else {
-                            " (no --pubkey: signatures not checked)"
-                        },
-                    ),
-                    Some(f) => {
-                        ok = false;
-                        println!(
-                            "FAILED {}: {} at sequence {}: {}",
-                            r.stream_id, f.kind, f.sequence, f.detail
-                        );
-                    }
-                }
-            }
-            Ok(ok)
+            })
+            .await
         }
         Command::Export {
             db,
@@ -202,6 +202,225 @@ async fn run(cli: Cli) -> Result<bool, AuditError> {
             Ok(true)
         }
     }
+}
+
+struct VerifyArgs {
+    db: String,
+    stream: Option<String>,
+    expect_stream: Vec<String>,
+    all_streams: bool,
+    pubkey: Vec<PathBuf>,
+    no_signatures: bool,
+    legacy_bodies: bool,
+    max_checkpoint_gap: Option<u64>,
+    witness: Vec<String>,
+}
+
+/// A witness the verifier reads.
+enum Witnessed {
+    /// A file witness, read whole.
+    File(Vec<Checkpoint>),
+    Postgres(PostgresWitness),
+}
+
+impl Witnessed {
+    async fn open(spec: &str) -> Result<(String, Self), AuditError> {
+        if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+            let w = PostgresWitness::connect(spec).await?;
+            return Ok((w.name().to_owned(), Self::Postgres(w)));
+        }
+        let checkpoints = FileWitness::read(spec)?;
+        Ok((spec.to_owned(), Self::File(checkpoints)))
+    }
+
+    async fn of_stream(&self, stream: &str) -> Result<Vec<Checkpoint>, AuditError> {
+        match self {
+            Self::File(all) => Ok(all
+                .iter()
+                .filter(|c| c.stream_id == stream)
+                .cloned()
+                .collect()),
+            Self::Postgres(w) => Ok(w.checkpoints(stream).await?),
+        }
+    }
+}
+
+async fn verify(args: VerifyArgs) -> Result<bool, AuditError> {
+    if args.pubkey.is_empty() && !args.no_signatures {
+        return Err(AuditError::invalid_input(
+            "verify needs the trusted checkpoint public key: --pubkey <file> (the key you \
+             pinned, kept apart from the log); --no-signatures checks the chain alone",
+        ));
+    }
+    let log_dir = sqlite_dir(&args.db);
+    let mut trusted_keys = Vec::with_capacity(args.pubkey.len());
+    for path in &args.pubkey {
+        refuse_key_beside_log(path, log_dir.as_deref())?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AuditError::invalid_input(format!("reading {}: {e}", path.display())))?;
+        trusted_keys.push(parse_public_key(&text)?);
+    }
+    let options = VerifyOptions {
+        trusted_keys,
+        max_checkpoint_gap: args.max_checkpoint_gap,
+        legacy_bodies: args.legacy_bodies,
+        ..VerifyOptions::default()
+    };
+    let mut witnessed = Vec::with_capacity(args.witness.len());
+    for spec in &args.witness {
+        witnessed.push(Witnessed::open(spec).await?);
+    }
+    let store = Store::open(&args.db).await?;
+    let store = store.as_dyn();
+    let found = store.streams().await?;
+    let mut ok = true;
+    if args.no_signatures {
+        println!(
+            "WARNING: --no-signatures: checkpoint signatures were NOT checked; a log rewritten \
+             with forged checkpoints passes this check"
+        );
+    }
+    let to_verify: Vec<String> = if let Some(s) = args.stream {
+        vec![s]
+    } else if args.all_streams {
+        println!(
+            "WARNING: --all-streams: the log's {} stream(s) were not checked against a list of \
+             expected streams; an added stream passes this check",
+            found.len()
+        );
+        found.clone()
+    } else if args.expect_stream.is_empty() {
+        return Err(AuditError::invalid_input(format!(
+            "name the streams the log must hold with --expect-stream <id> (repeatable), or \
+             --all-streams; it holds {}",
+            if found.is_empty() {
+                "none".to_owned()
+            } else {
+                found.join(", ")
+            }
+        )));
+    } else {
+        for s in found.iter().filter(|s| !args.expect_stream.contains(s)) {
+            ok = false;
+            println!("FAILED {s}: unexpected stream (not given with --expect-stream)");
+        }
+        let mut expected = Vec::new();
+        for s in &args.expect_stream {
+            if expected.contains(s) {
+                continue;
+            }
+            if found.contains(s) {
+                expected.push(s.clone());
+            } else {
+                ok = false;
+                println!("FAILED {s}: expected stream is missing from the log");
+            }
+        }
+        expected
+    };
+    if to_verify.is_empty() && found.is_empty() {
+        eprintln!("gateway-audit: no audit streams found");
+        return Ok(false);
+    }
+    let unchecked = if options.trusted_keys.is_empty() {
+        " (signatures NOT checked)"
+    } else {
+        ""
+    };
+    for s in &to_verify {
+        let r = verify_stream(store, s, &options).await?;
+        match &r.fault {
+            None if r.records_checked == 0 => {
+                ok = false;
+                println!("FAILED {s}: the stream has no records");
+            }
+            None => {
+                let head = r.head.as_ref().map(|h| h.0);
+                let mut witnesses_ok = true;
+                let mut notes = String::new();
+                for (name, witness) in &witnessed {
+                    let checkpoints = witness.of_stream(s).await?;
+                    let w = check_witnessed(store, s, head, &checkpoints, &options.trusted_keys)
+                        .await?;
+                    match &w.fault {
+                        Some(f) => {
+                            witnesses_ok = false;
+                            println!("FAILED {s}: witness {name}: {f}");
+                        }
+                        None => {
+                            notes += &format!(
+                                "; witness {name}: {} checkpoints, {} records after the newest \
+                                 witnessed one{}",
+                                w.witnessed,
+                                w.unwitnessed_records,
+                                w.newest_witnessed
+                                    .map(|n| format!(" ({n})"))
+                                    .unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+                if witnesses_ok {
+                    println!(
+                        "OK     {}: {} records, head {}, {} checkpoints verified{unchecked}{notes}",
+                        r.stream_id,
+                        r.records_checked,
+                        head.unwrap_or(0),
+                        r.checkpoints_checked,
+                    );
+                } else {
+                    ok = false;
+                }
+            }
+            Some(f) => {
+                ok = false;
+                println!(
+                    "FAILED {}: {} at sequence {}: {}",
+                    r.stream_id, f.kind, f.sequence, f.detail
+                );
+            }
+        }
+    }
+    Ok(ok)
+}
+
+/// The directory of a SQLite log named by `db` (`None` for PostgreSQL).
+fn sqlite_dir(db: &str) -> Option<PathBuf> {
+    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+        return None;
+    }
+    let path = db.strip_prefix("sqlite://").unwrap_or(db);
+    let path = path.split('?').next().unwrap_or(path);
+    let parent = std::path::Path::new(path).parent()?;
+    let parent = if parent.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        parent
+    };
+    std::fs::canonicalize(parent).ok()
+}
+
+/// A trusted key must not come from the log's own directory: whoever can rewrite the log can
+/// replace a key kept there.
+fn refuse_key_beside_log(
+    key: &std::path::Path,
+    log_dir: Option<&std::path::Path>,
+) -> Result<(), AuditError> {
+    let Some(log_dir) = log_dir else {
+        return Ok(());
+    };
+    let key_dir = std::fs::canonicalize(key)
+        .ok()
+        .and_then(|k| k.parent().map(std::path::Path::to_path_buf));
+    if key_dir.as_deref().is_some_and(|k| k.starts_with(log_dir)) {
+        return Err(AuditError::invalid_input(format!(
+            "{} is in the log's directory ({}): a trusted key must be kept apart from the log \
+             it verifies",
+            key.display(),
+            log_dir.display()
+        )));
+    }
+    Ok(())
 }
 
 const PAGE: usize = 5000;
