@@ -17,8 +17,14 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The interpreter: the virtual environment `scripts/services/oauth_as.sh` installs (it pins
+/// `cryptography`), else the system's `python3`.
+fn python() -> String {
+    std::env::var("GATEWAY_TEST_OAUTH_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
 fn python_ok() -> bool {
-    let ok = Command::new("python3")
+    let ok = Command::new(python())
         .args(["-c", "import cryptography"])
         .status()
         .is_ok_and(|s| s.success());
@@ -78,7 +84,7 @@ fn both(
         env!("CARGO_MANIFEST_DIR"),
         "/../../tools/audit_verify/verify.py"
     );
-    let theirs = run(Command::new("python3")
+    let theirs = run(Command::new(python())
         .arg(script)
         .arg("--records")
         .arg(work.join("r.jsonl"))
