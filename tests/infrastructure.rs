@@ -464,3 +464,193 @@ async fn db_query_through_the_gateway_leaves_no_password_and_no_role() {
     }
     db.drop().await;
 }
+
+// ---- Kubernetes: kubectl in the local sandbox, reaching only the API server. ----
+
+use agent_gateway::kubernetes::k8s_openapi::api::apps::v1::Deployment;
+use agent_gateway::kubernetes::k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use agent_gateway::kubernetes::kube::api::{Api, DeleteParams, ListParams, PostParams};
+use agent_gateway::kubernetes::kube::config::{KubeConfigOptions, Kubeconfig};
+use agent_gateway::kubernetes::kube::{Client, Config};
+use agent_gateway::kubernetes::{KubernetesBroker, labels as k8s_labels};
+
+/// The test cluster's admin client, its loopback API server URL and CA.
+async fn cluster(test: &str) -> Option<(Client, String, String)> {
+    let path = required("GATEWAY_TEST_KUBECONFIG", test)?;
+    let server = required("GATEWAY_TEST_K8S_LOOPBACK_SERVER", test)?;
+    let kc = Kubeconfig::read_from(&path).unwrap();
+    let ca_path = kc.clusters[0]
+        .cluster
+        .as_ref()
+        .and_then(|c| c.certificate_authority.clone())
+        .unwrap();
+    let ca = std::fs::read_to_string(ca_path).unwrap();
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Some((Client::try_from(config).unwrap(), server, ca))
+}
+
+#[tokio::test]
+async fn k8s_actions_through_the_gateway_change_the_deployment_and_leave_nothing() {
+    let Some((client, server, ca)) = cluster("k8s_actions_gateway").await else {
+        return;
+    };
+    if sandbox().is_none() {
+        return;
+    }
+    let suffix = hex::encode(rand::random::<[u8; 4]>());
+    let ns = format!("agw-infra-{suffix}");
+    let instance = format!("infra-{suffix}");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    for name in ["web", "other"] {
+        let d: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    // Never scheduled: the test changes the Deployment, not the node's load.
+                    "spec": {"nodeSelector": {"agw-test/none": "1"},
+                             "containers": [{"name": "app", "image": "agw-busybox:1"}]}
+                }
+            }
+        }))
+        .unwrap();
+        deployments
+            .create(&PostParams::default(), &d)
+            .await
+            .unwrap();
+    }
+    let replicas = |name: &'static str| {
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .get(name)
+                .await
+                .unwrap()
+                .spec
+                .and_then(|s| s.replicas)
+                .unwrap()
+        }
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let parts = EmbeddedParts::open(&EmbeddedOptions::new(dir.path().join("audit.db")))
+        .await
+        .unwrap();
+    let api_server = server.strip_prefix("https://").unwrap().to_owned();
+    let policy = EmbeddedRego::builder()
+        .policy_dir(agent_gateway::embedded::reference_policy_dir())
+        .data(serde_json::json!({"agent_gateway": {"kubernetes": {"api_server": api_server}}}))
+        .build()
+        .unwrap();
+    let broker = KubernetesBroker::builder(client.clone())
+        .instance(&instance)
+        .namespace("default")
+        .job_server(&server)
+        .job_ca_pem(&ca)
+        .build()
+        .unwrap();
+    let (key, hash) = StaticKeys::generate_key("deployer-1").unwrap();
+    let mut deployer = AgentIdentity::new(
+        AgentId::new("agent:deployer").unwrap(),
+        "infra-tests",
+        AuthMethod::StaticKey {
+            key_id: "deployer-1".into(),
+        },
+    );
+    deployer
+        .attributes
+        .insert("namespaces".into(), serde_json::json!([ns]));
+    let keys = StaticKeys::new()
+        .with_key_hash("deployer-1", &hash, deployer)
+        .unwrap();
+    let infra = agent_gateway::reference::infrastructure_catalog();
+    let mut catalog = agent_gateway::core::ActionCatalog::new();
+    for action in ["k8s.scale", "k8s.rollout_restart"] {
+        catalog = catalog.register(infra.get(action).unwrap().clone());
+    }
+    let gateway: Gateway = parts
+        .builder(Arc::new(keys))
+        .policy(Arc::new(policy))
+        .named_broker(
+            agent_gateway::reference::KUBERNETES_BROKER,
+            Arc::new(broker),
+        )
+        .catalog(catalog)
+        .build()
+        .unwrap();
+    let resource = format!("k8s:{ns}/deployments/web");
+
+    // Allowed: kubectl scale with the grant's token, through the sandbox's one egress.
+    let outcome = gateway
+        .execute(
+            Credential::bearer(key.clone()),
+            ActionRequest::new("k8s.scale", &resource)
+                .with_params(serde_json::json!({"replicas": 3})),
+        )
+        .await
+        .unwrap();
+    assert!(outcome.job.succeeded(), "{outcome:?}");
+    assert_eq!(
+        outcome.job.stdout,
+        format!("scaled deployment {ns}/web: replicas 1 -> 3\n")
+    );
+    assert!(outcome.grant.revoked);
+    assert_eq!(replicas("web").await, 3);
+    assert_eq!(replicas("other").await, 1);
+
+    // The second real action, on the same Deployment.
+    let outcome = gateway
+        .execute(
+            Credential::bearer(key.clone()),
+            ActionRequest::new("k8s.rollout_restart", &resource),
+        )
+        .await
+        .unwrap();
+    assert!(outcome.job.succeeded(), "{outcome:?}");
+    let annotations = deployments
+        .get("web")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.template.metadata)
+        .and_then(|m| m.annotations)
+        .unwrap_or_default();
+    assert!(
+        annotations.contains_key("kubectl.kubernetes.io/restartedAt"),
+        "{annotations:?}"
+    );
+
+    // Denied by policy: nothing is granted, nothing changes.
+    let err = gateway
+        .execute(
+            Credential::bearer(key.clone()),
+            ActionRequest::new("k8s.scale", &resource)
+                .with_params(serde_json::json!({"replicas": 50})),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GatewayError::Denied { .. }), "{err}");
+    assert_eq!(replicas("web").await, 3);
+
+    // Nothing of the grants remains (ServiceAccounts, Roles, RoleBindings of the instance).
+    let lp = ListParams::default().labels(&k8s_labels::instance_selector(&instance));
+    let left = Api::<ServiceAccount>::all(client.clone())
+        .list(&lp)
+        .await
+        .unwrap();
+    assert!(left.items.is_empty(), "{:?}", left.items);
+    assert!(parts.verify_audit().await.unwrap().fault.is_none());
+    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
+}

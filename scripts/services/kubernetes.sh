@@ -27,7 +27,8 @@
 #
 # Exports: KUBECONFIG and GATEWAY_TEST_KUBECONFIG (admin kubeconfig), GATEWAY_TEST_K8S_IMAGE
 # (a busybox image present on the node, when the node runs), GATEWAY_TEST_K8S_NODE (1/0),
-# GATEWAY_TEST_KUBECTL (kubectl's path), and with the Pod network GATEWAY_TEST_K8S_POD_SERVER
+# GATEWAY_TEST_KUBECTL (kubectl's path), GATEWAY_TEST_K8S_LOOPBACK_SERVER (the apiserver at
+# 127.0.0.1, for local-sandbox jobs), and with the Pod network GATEWAY_TEST_K8S_POD_SERVER
 # (the apiserver URL as Pods reach it).
 # Sourced by scripts/test; `kubernetes_start` / `kubernetes_stop`.
 
@@ -212,8 +213,10 @@ kubernetes_start() {
   _k8s_kubeconfig "$_K8S_DIR/node.kubeconfig" "$server" "$node_token"
 
   local p="$_K8S_DIR/pki"
+  # On every address (the bridge's for Pods, 127.0.0.1 for the local sandbox's loopback egress
+  # forwarders, both in the certificate); Pods reach only this port of the host (AGW-K8S-PODS).
   "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address "$api_host" --advertise-address "$api_host" --secure-port "$api_port" --insecure-port 0 \
+    --bind-address 0.0.0.0 --advertise-address "$api_host" --secure-port "$api_port" --insecure-port 0 \
     --tls-cert-file "$p/apiserver.crt" --tls-private-key-file "$p/apiserver.key" \
     --client-ca-file "$p/ca.crt" --token-auth-file "$p/tokens.csv" --authorization-mode RBAC \
     --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$p/sa.pub" \
@@ -297,6 +300,8 @@ kubernetes_start() {
     return 1
   fi
   export KUBECONFIG="$_K8S_DIR/admin.kubeconfig" GATEWAY_TEST_KUBECONFIG="$_K8S_DIR/admin.kubeconfig"
+  # The same apiserver on loopback: what a local-sandbox job reaches through its egress.
+  export GATEWAY_TEST_K8S_LOOPBACK_SERVER="https://127.0.0.1:$api_port"
   log "kubernetes: apiserver $server ready (node: $GATEWAY_TEST_K8S_NODE), state in $_K8S_DIR"
 }
 
