@@ -31,6 +31,7 @@ use agent_gateway::kubernetes::kube::{Client, Config};
 use agent_gateway::opa::EmbeddedRego;
 use agent_gateway::postgres_broker::PostgresBroker;
 use agent_gateway::reference::{KUBERNETES_BROKER, POSTGRES_BROKER, infrastructure_catalog};
+use agent_gateway::runners::LocalRunner;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
@@ -104,21 +105,45 @@ fn grant_request(action: &str, resource: &str, scopes: Vec<String>) -> GrantRequ
     }
 }
 
-/// Measures `gateway` (one action per iteration) and `job_only` (its job alone), prints the
-/// percentiles and the ratio of the medians.
-fn pair<G, J>(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, gateway: G, job_only: J)
-where
-    G: Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-    J: Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-{
+type Run = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Measures `request` through `gateway` (a fresh id per iteration) and `spec`, its job, alone
+/// in `runner`; prints the percentiles and the ratio of the medians.
+fn pair(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    (gateway, key, request): (Arc<Gateway>, Secret, ActionRequest),
+    (runner, spec): (Arc<LocalRunner>, JobSpec),
+) {
+    let through_gateway = move || -> Run {
+        let (g, key) = (gateway.clone(), key.clone());
+        let mut req = request.clone();
+        req.id = RequestId::new();
+        Box::pin(async move {
+            let out = g.execute(Credential::bearer(key), req).await.unwrap();
+            assert!(out.job.succeeded(), "{out:?}");
+        })
+    };
+    let job_only = move || -> Run {
+        let (r, spec) = (runner.clone(), spec.clone());
+        Box::pin(async move {
+            let out = r.run(spec, CancellationToken::new()).await.unwrap();
+            assert!(out.succeeded(), "{out:?}");
+        })
+    };
     let (g_samples, j_samples) = (Samples::default(), Samples::default());
     let mut group = c.benchmark_group(name);
     group
         .sample_size(20)
         .measurement_time(Duration::from_secs(10));
     for (label, samples, run) in [
-        ("gateway", g_samples.clone(), &gateway as &dyn Fn() -> _),
-        ("job_only", j_samples.clone(), &job_only as &dyn Fn() -> _),
+        (
+            "gateway",
+            g_samples.clone(),
+            &through_gateway as &dyn Fn() -> Run,
+        ),
+        ("job_only", j_samples.clone(), &job_only as &dyn Fn() -> Run),
     ] {
         group.bench_function(label, |b| {
             b.to_async(rt).iter_custom(|iters| {
@@ -211,27 +236,12 @@ fn bench(c: &mut Criterion) {
             )))
             .unwrap();
         let spec = job_of(&catalog, &request, &grant);
-        let (g, r) = (gateway.clone(), runner.clone());
         pair(
             c,
             &rt,
             "infrastructure/db_query",
-            move || {
-                let (g, key) = (g.clone(), key.clone());
-                let mut req = request.clone();
-                req.id = RequestId::new();
-                Box::pin(async move {
-                    let out = g.execute(Credential::bearer(key), req).await.unwrap();
-                    assert!(out.job.succeeded(), "{out:?}");
-                })
-            },
-            move || {
-                let (r, spec) = (r.clone(), spec.clone());
-                Box::pin(async move {
-                    let out = r.run(spec, CancellationToken::new()).await.unwrap();
-                    assert!(out.succeeded(), "{out:?}");
-                })
-            },
+            (gateway.clone(), key, request),
+            (runner.clone(), spec),
         );
         rt.block_on(broker.revoke(&grant)).unwrap();
     } else {
@@ -324,27 +334,12 @@ fn bench(c: &mut Criterion) {
         spec.network = agent_gateway::core::NetworkAccess::Allowlist {
             destinations: vec![api_server],
         };
-        let (g, r) = (gateway.clone(), runner.clone());
         pair(
             c,
             &rt,
             "infrastructure/k8s_scale",
-            move || {
-                let (g, key) = (g.clone(), key.clone());
-                let mut req = request.clone();
-                req.id = RequestId::new();
-                Box::pin(async move {
-                    let out = g.execute(Credential::bearer(key), req).await.unwrap();
-                    assert!(out.job.succeeded(), "{out:?}");
-                })
-            },
-            move || {
-                let (r, spec) = (r.clone(), spec.clone());
-                Box::pin(async move {
-                    let out = r.run(spec, CancellationToken::new()).await.unwrap();
-                    assert!(out.succeeded(), "{out:?}");
-                })
-            },
+            (gateway.clone(), key, request),
+            (runner.clone(), spec),
         );
         rt.block_on(async {
             broker.revoke(&grant).await.unwrap();
