@@ -314,21 +314,17 @@ impl std::io::Write for LogWriter {
     }
 }
 
-#[tokio::test]
-async fn db_query_through_the_gateway_leaves_no_password_and_no_role() {
-    let logs = captured_logs();
-    let Some(db) = Db::new("db_query_gateway").await else {
-        return;
-    };
-    if sandbox().is_none() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let audit_path = dir.path().join("audit.db");
-    let parts = EmbeddedParts::open(&EmbeddedOptions::new(&audit_path))
-        .await
-        .unwrap();
-    // The reference policy, told which tables of the test database db.query may read.
+/// A gateway for db.query on the embedded parts: the reference policy told which table of
+/// the test database it may read, the PostgreSQL broker (witnessed), and a db-reader's key.
+async fn db_gateway(
+    db: &Db,
+    parts: &EmbeddedParts,
+) -> (
+    Gateway,
+    Secret,
+    Arc<Witnessed>,
+    Arc<dyn agent_gateway::core::Identity>,
+) {
     let policy = EmbeddedRego::builder()
         .policy_dir(agent_gateway::embedded::reference_policy_dir())
         .data(serde_json::json!({"agent_gateway": {"databases": {
@@ -355,8 +351,9 @@ async fn db_query_through_the_gateway_leaves_no_password_and_no_role() {
     let keys = StaticKeys::new()
         .with_key_hash("reader-1", &hash, reader)
         .unwrap();
-    let gateway: Gateway = parts
-        .builder(Arc::new(keys))
+    let identity: Arc<dyn agent_gateway::core::Identity> = Arc::new(keys);
+    let gateway = parts
+        .builder(identity.clone())
         .policy(Arc::new(policy))
         .named_broker(agent_gateway::reference::POSTGRES_BROKER, broker.clone())
         // db.query only: its Kubernetes actions would need the Kubernetes broker registered.
@@ -370,6 +367,98 @@ async fn db_query_through_the_gateway_leaves_no_password_and_no_role() {
         )
         .build()
         .unwrap();
+    (gateway, key, broker, identity)
+}
+
+#[tokio::test]
+async fn db_query_over_http_allowed_denied_and_beyond_its_grant() {
+    let Some(db) = Db::new("db_query_http").await else {
+        return;
+    };
+    if sandbox().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let parts = EmbeddedParts::open(&EmbeddedOptions::new(dir.path().join("audit.db")))
+        .await
+        .unwrap();
+    // The HTTP front authenticates with the same keys as the gateway.
+    let (gateway, key, broker, identity) = db_gateway(&db, &parts).await;
+    let front = gateway_server::Frontend::new(gateway_server::ServerConfig::default());
+    let (approvers, _) = gateway_server::Approvers::new()
+        .with_generated_token("human:alice")
+        .unwrap();
+    let state = front.into_state(gateway, identity, approvers);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        gateway_server::serve_with_shutdown(listener, state, async move { s.cancelled().await })
+            .await
+            .unwrap();
+    });
+    let http = reqwest::Client::new();
+    let post = |sql: String| {
+        let req = http
+            .post(format!("{base}/v1/actions"))
+            .bearer_auth(key.expose_str().unwrap())
+            .json(&serde_json::json!({
+                "action": "db.query", "resource": "db:gateway_test", "params": {"sql": sql}
+            }));
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let s = db.schema.clone();
+
+    let (status, body) = post(format!("SELECT id FROM {s}.orders ORDER BY id")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["job"]["stdout"], "id\n1\n2\n3\n", "{body}");
+    assert_eq!(body["grant"]["revoked"], true, "{body}");
+
+    let (status, body) = post(format!("UPDATE {s}.orders SET amount = 0")).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["kind"], "denied", "{body}");
+
+    let (status, body) = post(format!("SELECT v FROM {s}.secrets")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(
+        body["job"]["status"],
+        serde_json::json!({"status": "exited", "code": 0})
+    );
+    assert!(
+        body["job"]["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("permission denied"),
+        "{body}"
+    );
+    assert_eq!(body["grant"]["revoked"], true, "{body}");
+
+    let passwords = broker.passwords.lock().unwrap().clone();
+    assert_eq!(passwords.len(), 2, "the denied request got no grant");
+    stop.cancel();
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn db_query_through_the_gateway_leaves_no_password_and_no_role() {
+    let logs = captured_logs();
+    let Some(db) = Db::new("db_query_gateway").await else {
+        return;
+    };
+    if sandbox().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.db");
+    let parts = EmbeddedParts::open(&EmbeddedOptions::new(&audit_path))
+        .await
+        .unwrap();
+    let (gateway, key, broker, _) = db_gateway(&db, &parts).await;
     let ask = |sql: String| {
         ActionRequest::new("db.query", "db:gateway_test")
             .with_params(serde_json::json!({ "sql": sql }))
