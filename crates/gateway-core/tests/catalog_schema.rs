@@ -6,6 +6,7 @@ use gateway_core::catalog_file::CatalogFile;
 
 const SCHEMA: &str = include_str!("../../../docs/catalog.schema.json");
 const REFERENCE: &str = include_str!("../../../catalog/reference.toml");
+const INFRASTRUCTURE: &str = include_str!("../../../catalog/infrastructure.toml");
 
 fn validator() -> jsonschema::Validator {
     let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
@@ -26,7 +27,21 @@ fn the_reference_file_is_valid_against_the_file_schema_and_loads() {
     let doc = as_json(REFERENCE);
     let errors: Vec<String> = v.iter_errors(&doc).map(|e| e.to_string()).collect();
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(CatalogFile::parse(REFERENCE).unwrap().actions().len(), 3);
+    assert_eq!(CatalogFile::parse(REFERENCE).unwrap().actions().len(), 4);
+}
+
+#[test]
+fn the_infrastructure_file_is_valid_against_the_file_schema_and_loads() {
+    let doc = as_json(INFRASTRUCTURE);
+    let errors: Vec<String> = validator()
+        .iter_errors(&doc)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        CatalogFile::parse(INFRASTRUCTURE).unwrap().actions().len(),
+        3
+    );
 }
 
 #[test]
