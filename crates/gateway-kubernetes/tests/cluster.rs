@@ -1043,6 +1043,7 @@ async fn k8s_jobs_run_in_a_pod_of_the_kubernetes_runner() {
         spec.env.insert(k.into(), v.into());
     }
     spec.grant_hints = grant.hints.clone();
+    spec.env.extend(grant.job_vars.clone());
     spec.secret_env = grant.job_env.clone();
     spec.network = gateway_core::NetworkAccess::Allowlist {
         destinations: vec![server.strip_prefix("https://").unwrap().to_owned()],

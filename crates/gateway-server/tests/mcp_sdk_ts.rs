@@ -131,7 +131,7 @@ async fn the_ts_sdk_validates_results_and_sees_refusals() {
         );
         let text = ok["text"].as_str().unwrap();
         assert!(text.contains("exited with code 0"), "{ok}");
-        assert!(text.contains("hello agt1."), "{ok}");
+        assert!(text.contains("hello [REDACTED]"), "{ok}");
 
         let denied = &s[2];
         assert_eq!(denied["validated"], true, "{denied}");
