@@ -67,7 +67,7 @@ fn agent(keys: StaticKeys, id: &str, attributes: serde_json::Value) -> (StaticKe
     (keys.with_key_hash(id, &hash, who).unwrap(), key)
 }
 
-/// The catalog's job for `request`, shaped as the pipeline shapes it with `grant`.
+/// The catalog's job for `request`, equipped with `grant` as the pipeline equips it.
 fn job_of(
     catalog: &ActionCatalog,
     request: &ActionRequest,
@@ -80,9 +80,7 @@ fn job_of(
     );
     let def = catalog.validate(request).unwrap();
     let mut spec = (def.job)(request, &who).unwrap();
-    spec.env.extend(grant.job_vars.clone());
-    spec.mounts.extend(grant.job_mounts.iter().cloned());
-    spec.secret_env.extend(grant.job_env.clone());
+    grant.equip(&mut spec);
     spec
 }
 

@@ -7,6 +7,8 @@
 //! under `CI=true`, where they are required.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use agent_gateway::core::runner::ReadOnlyMount;
 use agent_gateway::core::{
     AccessBroker, AgentId, CancellationToken, Grant, GrantRequest, IsolationLevel, JobOutcome,
@@ -120,9 +122,8 @@ async fn grant(broker: &PostgresBroker, scopes: Vec<String>) -> Grant {
         .unwrap()
 }
 
-/// The infrastructure catalog's db.query job for `sql` under `grant`, shaped as the pipeline
-/// shapes it: the template's variables, then the grant's variables and mounts, then its
-/// secrets; no network. At most two rows printed.
+/// The infrastructure catalog's db.query job for `sql` under `grant`, equipped as the pipeline
+/// equips it ([`Grant::equip`]); no network. At most two rows printed.
 fn db_query_job(grant: &Grant, sql: &str) -> JobSpec {
     let catalog = agent_gateway::reference::infrastructure_catalog();
     let req = ActionRequest::new("db.query", "db:gateway_test")
@@ -135,9 +136,7 @@ fn db_query_job(grant: &Grant, sql: &str) -> JobSpec {
     let def = catalog.validate(&req).unwrap();
     let mut spec = (def.job)(&req, &who).unwrap();
     spec.env.insert("MAX_ROWS".into(), "2".into());
-    spec.env.extend(grant.job_vars.clone());
-    spec.mounts.extend(grant.job_mounts.iter().cloned());
-    spec.secret_env.extend(grant.job_env.clone());
+    grant.equip(&mut spec);
     spec
 }
 
@@ -337,20 +336,12 @@ async fn db_gateway(
         passwords: Mutex::new(Vec::new()),
         revoked: Mutex::new(Vec::new()),
     });
-    let (key, hash) = StaticKeys::generate_key("reader-1").unwrap();
-    let mut reader = AgentIdentity::new(
-        AgentId::new("agent:db-reader").unwrap(),
-        "infra-tests",
-        AuthMethod::StaticKey {
-            key_id: "reader-1".into(),
-        },
+    let (keys, key) = common::issue(
+        StaticKeys::new(),
+        "reader-1",
+        "agent:db-reader",
+        serde_json::json!({"role": "db-reader"}),
     );
-    reader
-        .attributes
-        .insert("role".into(), serde_json::json!("db-reader"));
-    let keys = StaticKeys::new()
-        .with_key_hash("reader-1", &hash, reader)
-        .unwrap();
     let identity: Arc<dyn agent_gateway::core::Identity> = Arc::new(keys);
     let gateway = parts
         .builder(identity.clone())
@@ -389,15 +380,7 @@ async fn db_query_over_http_allowed_denied_and_beyond_its_grant() {
         .with_generated_token("human:alice")
         .unwrap();
     let state = front.into_state(gateway, identity, approvers);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    tokio::spawn(async move {
-        gateway_server::serve_with_shutdown(listener, state, async move { s.cancelled().await })
-            .await
-            .unwrap();
-    });
+    let (base, stop) = common::serve(state).await;
     let http = reqwest::Client::new();
     let post = |sql: String| {
         let req = http
@@ -650,20 +633,12 @@ async fn k8s_actions_through_the_gateway_change_the_deployment_and_leave_nothing
         .job_ca_pem(&ca)
         .build()
         .unwrap();
-    let (key, hash) = StaticKeys::generate_key("deployer-1").unwrap();
-    let mut deployer = AgentIdentity::new(
-        AgentId::new("agent:deployer").unwrap(),
-        "infra-tests",
-        AuthMethod::StaticKey {
-            key_id: "deployer-1".into(),
-        },
+    let (keys, key) = common::issue(
+        StaticKeys::new(),
+        "deployer-1",
+        "agent:deployer",
+        serde_json::json!({"namespaces": [ns]}),
     );
-    deployer
-        .attributes
-        .insert("namespaces".into(), serde_json::json!([ns]));
-    let keys = StaticKeys::new()
-        .with_key_hash("deployer-1", &hash, deployer)
-        .unwrap();
     let infra = agent_gateway::reference::infrastructure_catalog();
     let mut catalog = agent_gateway::core::ActionCatalog::new();
     for action in ["k8s.scale", "k8s.rollout_restart"] {

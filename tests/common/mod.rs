@@ -112,7 +112,13 @@ impl Default for Options {
     }
 }
 
-fn issue(keys: StaticKeys, key_id: &str, agent: &str, attributes: Value) -> (StaticKeys, Secret) {
+/// `keys` with one more agent (`attributes` merged into its identity), and its new API key.
+pub fn issue(
+    keys: StaticKeys,
+    key_id: &str,
+    agent: &str,
+    attributes: Value,
+) -> (StaticKeys, Secret) {
     let (key, hash) = StaticKeys::generate_key(key_id).unwrap();
     let mut identity = AgentIdentity::new(
         AgentId::new(agent).unwrap(),
@@ -169,15 +175,7 @@ pub async fn start(options: Options) -> Harness {
         .build()
         .unwrap();
     let state = front.into_state(gateway, identity, approvers);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    tokio::spawn(async move {
-        gateway_server::serve_with_shutdown(listener, state, async move { s.cancelled().await })
-            .await
-            .unwrap();
-    });
+    let (base, stop) = serve(state).await;
     Harness {
         base,
         deployer,
@@ -194,6 +192,20 @@ pub async fn start(options: Options) -> Harness {
         stop,
         _dir: dir,
     }
+}
+
+/// Serves `state` on 127.0.0.1:0 until the token is cancelled; the base URL.
+pub async fn serve(state: gateway_server::AppState) -> (String, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        gateway_server::serve_with_shutdown(listener, state, async move { s.cancelled().await })
+            .await
+            .unwrap();
+    });
+    (base, stop)
 }
 
 pub fn token(s: &Secret) -> &str {

@@ -2,7 +2,7 @@
 
 use crate::error::concern_error;
 use crate::ids::{AgentId, RequestId};
-use crate::runner::ReadOnlyMount;
+use crate::runner::{JobSpec, ReadOnlyMount};
 use crate::secret::Secret;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -65,6 +65,16 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// Gives `spec` what its job needs to use this grant: the hints (for the runner), the plain
+    /// variables after the template's own (a template cannot point the credential elsewhere),
+    /// the mounts, and the secrets. What the pipeline does to every job it runs.
+    pub fn equip(&self, spec: &mut JobSpec) {
+        spec.grant_hints.extend(self.hints.clone());
+        spec.env.extend(self.job_vars.clone());
+        spec.mounts.extend(self.job_mounts.iter().cloned());
+        spec.secret_env.extend(self.job_env.clone());
+    }
+
     /// The remaining lifetime at `now` (zero once expired).
     pub fn remaining(&self, now: OffsetDateTime) -> Duration {
         let left = self.not_after - now;

@@ -566,8 +566,7 @@ async fn grant_is_mounted_into_the_job() {
             ),
         ],
     );
-    spec.grant_hints = grant.hints.clone();
-    spec.secret_env = grant.job_env.clone();
+    grant.equip(&mut spec);
     spec.limits.timeout = Duration::from_secs(60);
     let out = runner(&client, &inst, &image)
         .run(spec, CancellationToken::new())
@@ -995,9 +994,7 @@ async fn k8s_jobs_run_in_a_pod_of_the_kubernetes_runner() {
     ] {
         spec.env.insert(k.into(), v.into());
     }
-    spec.grant_hints = grant.hints.clone();
-    spec.env.extend(grant.job_vars.clone());
-    spec.secret_env = grant.job_env.clone();
+    grant.equip(&mut spec);
     // What a policy's `runner.network` obligation would name: the apiserver, nothing else.
     let authority = server.strip_prefix("https://").unwrap().to_owned();
     spec.network = gateway_core::NetworkAccess::Allowlist {
@@ -1042,9 +1039,7 @@ async fn k8s_jobs_run_in_a_pod_of_the_kubernetes_runner() {
     for (k, v) in [("NAMESPACE", ns.as_str()), ("DEPLOYMENT", "web")] {
         spec.env.insert(k.into(), v.into());
     }
-    spec.grant_hints = grant.hints.clone();
-    spec.env.extend(grant.job_vars.clone());
-    spec.secret_env = grant.job_env.clone();
+    grant.equip(&mut spec);
     spec.network = gateway_core::NetworkAccess::Allowlist {
         destinations: vec![server.strip_prefix("https://").unwrap().to_owned()],
     };

@@ -526,14 +526,7 @@ impl Pipeline {
         );
         spec.labels
             .insert(labels::AGENT.into(), asked.agent.to_string());
-        spec.grant_hints.extend(grant.hints.clone());
-        // How the job reaches the target with this credential: after the template's own
-        // variables (a template cannot redirect the credential), before the secrets.
-        spec.env.extend(grant.job_vars.clone());
-        spec.mounts.extend(grant.job_mounts.iter().cloned());
-        for (k, v) in &grant.job_env {
-            spec.secret_env.insert(k.clone(), v.clone());
-        }
+        grant.equip(spec);
         if spec.limits.timeout.is_zero() {
             return Err(GrantedFailure::Failed {
                 stage: Stage::Run,
