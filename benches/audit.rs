@@ -244,13 +244,13 @@ fn verification(c: &mut Criterion) {
 /// the same store without checkpoints, in the same run. The default interval
 /// (`EmbeddedOptions::checkpoint_every_records`) is chosen from these numbers.
 fn checkpoint_intervals(c: &mut Criterion) {
-    use gateway_audit::{CheckpointSigner, CheckpointWitness, FileWitness};
+    use gateway_audit::{CheckpointWitness, FileWitness, SoftwareSigner};
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let mut sinks: Vec<(String, Arc<dyn AuditSink>)> = Vec::new();
     for every in [0u64, 16, 64, 256, 1024] {
         let sink = rt.block_on(async {
@@ -262,7 +262,7 @@ fn checkpoint_intervals(c: &mut Criterion) {
                 let witness: Arc<dyn CheckpointWitness> =
                     Arc::new(FileWitness::open(dir.path().join(format!("w{every}"))).unwrap());
                 config = config
-                    .with_checkpoints(Arc::clone(&signer), every, Duration::from_secs(5))
+                    .with_checkpoints(signer.clone(), every, Duration::from_secs(5))
                     .with_witnesses(vec![witness], 1);
             }
             ChainedSink::open(store, config).await.unwrap()
@@ -291,5 +291,75 @@ fn checkpoint_intervals(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, appends, verification, checkpoint_intervals);
+/// The cost of where the checkpoint key lives (issue 17, item 3): SQLite appends at 1 and 64
+/// writers with a checkpoint every 64 records (the default) and every record (the signature's
+/// whole cost on every append), signed by a key in memory and by a key in a PKCS#11 token
+/// (SoftHSM2 from `GATEWAY_TEST_PKCS11_*`, as `scripts/services/softhsm.sh` sets them), against
+/// the same store without checkpoints, in the same run.
+fn checkpoint_signers(c: &mut Criterion) {
+    use gateway_audit::{CheckpointSigner, Pkcs11Config, Pkcs11Signer, SoftwareSigner};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut signers: Vec<(&str, Arc<dyn CheckpointSigner>)> =
+        vec![("memory", Arc::new(SoftwareSigner::generate()))];
+    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+    match (
+        var("GATEWAY_TEST_PKCS11_MODULE"),
+        var("GATEWAY_TEST_PKCS11_TOKEN"),
+        var("GATEWAY_TEST_PKCS11_PIN"),
+    ) {
+        (Some(module), Some(token), Some(pin)) => {
+            let label = format!("bench-{}", rand_suffix());
+            let config = Pkcs11Config::new(module, token, label, pin);
+            signers.push(("pkcs11", Arc::new(Pkcs11Signer::generate(&config).unwrap())));
+        }
+        _ => eprintln!("audit_checkpoint_signer: no GATEWAY_TEST_PKCS11_* token; memory only"),
+    }
+    let mut sinks: Vec<(String, Arc<dyn AuditSink>)> = Vec::new();
+    let open = |name: &str, checkpoints: Option<(Arc<dyn CheckpointSigner>, u64)>| {
+        rt.block_on(async {
+            let store = SqliteStore::open(dir.path().join(format!("{name}.db")))
+                .await
+                .unwrap();
+            let mut config = SinkConfig::new("bench");
+            if let Some((signer, every)) = checkpoints {
+                config = config.with_checkpoints(signer, every, Duration::from_secs(5));
+            }
+            Arc::new(ChainedSink::open(store, config).await.unwrap()) as Arc<dyn AuditSink>
+        })
+    };
+    sinks.push(("sqlite-no-checkpoints".into(), open("none", None)));
+    for (signer_name, signer) in &signers {
+        for every in [64u64, 1] {
+            let name = format!("sqlite-{signer_name}-every-{every}");
+            sinks.push((name.clone(), open(&name, Some((signer.clone(), every)))));
+        }
+    }
+    let mut group = c.benchmark_group("audit_checkpoint_signer");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(1));
+    for (name, sink) in &sinks {
+        for writers in [1u64, 64] {
+            group.bench_with_input(BenchmarkId::new(name, writers), &writers, |b, &writers| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    append_concurrently(Arc::clone(sink), writers, iters.max(writers))
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    appends,
+    verification,
+    checkpoint_intervals,
+    checkpoint_signers
+);
 criterion_main!(benches);

@@ -9,8 +9,8 @@
 //! backends (metrics) or adding an approval gate.
 
 use gateway_audit::{
-    CheckpointSigner, CheckpointWitness, FileWitness, SinkConfig, SqliteAuditSink, SqliteStore,
-    VerifyOptions, check_witnessed,
+    CheckpointSigner, CheckpointWitness, FileWitness, SinkConfig, SoftwareSigner, SqliteAuditSink,
+    SqliteStore, VerifyOptions, check_witnessed,
 };
 use gateway_core::{
     ActionCatalog, AuditError, Gateway, GatewayBuilder, HmacBroker, Identity, PolicyError,
@@ -66,7 +66,7 @@ pub struct EmbeddedOptions {
     /// The audit stream (one per gateway instance).
     pub stream_id: String,
     /// Signs audit checkpoints; keep it secret and publish its public key.
-    pub checkpoint_signer: Arc<CheckpointSigner>,
+    pub checkpoint_signer: Arc<dyn CheckpointSigner>,
     /// Sign a checkpoint at least every this many records (and every 5 s when records were
     /// appended). With a witness this bounds the unwitnessed tail: an attacker on the log's
     /// host can remove or append at most this many records (or 5 s of them) unnoticed by the
@@ -77,6 +77,9 @@ pub struct EmbeddedOptions {
     /// A directory, apart from the log's, where a [`FileWitness`] keeps a copy of every
     /// checkpoint; appends stop while it cannot. `None`: no witness.
     pub witness_dir: Option<PathBuf>,
+    /// The key file the signer was loaded from, if any (checked to lie outside the log's
+    /// directory).
+    signing_key_file: Option<PathBuf>,
 }
 
 impl EmbeddedOptions {
@@ -87,9 +90,10 @@ impl EmbeddedOptions {
             policy_dir: reference_policy_dir(),
             audit_path: audit_path.into(),
             stream_id: "gateway-1".into(),
-            checkpoint_signer: Arc::new(CheckpointSigner::generate()),
+            checkpoint_signer: Arc::new(SoftwareSigner::generate()),
             checkpoint_every_records: 64,
             witness_dir: None,
+            signing_key_file: None,
         }
     }
 
@@ -100,35 +104,22 @@ impl EmbeddedOptions {
         self
     }
 
-    /// Loads the checkpoint signing key from `path` (hex), creating it (mode 0600) if absent.
+    /// Loads the checkpoint signing key from the key file at `path` (64 hex digits, mode 0600),
+    /// creating it if absent ([`SoftwareSigner::load_or_create`]). Keep it in a directory apart
+    /// from the log's: [`EmbeddedParts::open`] refuses a key file in the log's own directory.
     pub fn with_signing_key_file(mut self, path: &Path) -> Result<Self, EmbeddedError> {
-        let io = |source| EmbeddedError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let signer = match std::fs::read_to_string(path) {
-            Ok(hex) => CheckpointSigner::from_hex(hex.trim())?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let signer = CheckpointSigner::generate();
-                write_private(path, signer.secret_hex().as_bytes()).map_err(io)?;
-                signer
-            }
-            Err(e) => return Err(io(e)),
-        };
-        self.checkpoint_signer = Arc::new(signer);
+        self.checkpoint_signer = Arc::new(SoftwareSigner::load_or_create(path)?);
+        self.signing_key_file = Some(path.to_owned());
         Ok(self)
     }
-}
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)
+    /// Signs checkpoints with `signer` (e.g. a `Pkcs11Signer`, whose key never leaves its
+    /// token).
+    pub fn with_signer(mut self, signer: Arc<dyn CheckpointSigner>) -> Self {
+        self.checkpoint_signer = signer;
+        self.signing_key_file = None;
+        self
+    }
 }
 
 /// The embedded backends, ready to go into a [`GatewayBuilder`].
@@ -161,6 +152,25 @@ impl EmbeddedParts {
                 source,
             })?;
         }
+        let log_dir = options
+            .audit_path
+            .parent()
+            .and_then(|p| std::fs::canonicalize(p).ok());
+        let in_log_dir = |path: &Path| {
+            let dir = path.parent().and_then(|p| std::fs::canonicalize(p).ok());
+            log_dir.is_some() && dir == log_dir
+        };
+        // Whoever can rewrite the log's directory would find a key kept there and re-sign.
+        if let Some(key) = &options.signing_key_file
+            && in_log_dir(key)
+        {
+            return Err(AuditError::invalid_input(format!(
+                "the checkpoint key {} is in the audit log's directory: keep it in a directory \
+                 apart from the log (or in a PKCS#11 token)",
+                key.display()
+            ))
+            .into());
+        }
         let store = SqliteStore::open(&options.audit_path).await?;
         let mut config = SinkConfig::new(options.stream_id.clone()).with_checkpoints(
             Arc::clone(&options.checkpoint_signer),
@@ -169,10 +179,6 @@ impl EmbeddedParts {
         );
         let mut witness = None;
         if let Some(dir) = &options.witness_dir {
-            let log_dir = options
-                .audit_path
-                .parent()
-                .and_then(|p| std::fs::canonicalize(p).ok());
             let file = Arc::new(FileWitness::open(dir).map_err(AuditError::from)?);
             if log_dir.is_some() && std::fs::canonicalize(dir).ok() == log_dir {
                 return Err(AuditError::invalid_input(

@@ -124,6 +124,7 @@ def main():
             faults.append(f"{s}: {bad}")
             continue
         head = len(recs) - 1
+        last_key, last_seq = None, 0
         for c in sorted(cps.get(s, []), key=lambda c: c["sequence"]):
             key = keys.get(c["key_id"].lower())
             if key is None:
@@ -141,6 +142,16 @@ def main():
             if hashes[c["sequence"]] != c["head_hash"]:
                 faults.append(f"{s}: checkpoint {c['sequence']} names another head (rewritten)")
                 break
+            kid = c["key_id"].lower()
+            if last_key is not None and kid != last_key and not any(
+                r["kind"] == "key_rotated"
+                and str(r.get("details", {}).get("previous_key_id", "")).lower() == last_key
+                and str(r.get("details", {}).get("key_id", "")).lower() == kid
+                for r in recs[last_seq + 1 : c["sequence"] + 1]
+            ):
+                faults.append(f"{s}: checkpoint key changed at {c['sequence']} without a key_rotated record")
+                break
+            last_key, last_seq = kid, c["sequence"]
         logged = {c["sequence"]: c["head_hash"] for c in cps.get(s, [])}
         newest = None
         for w in witnessed.get(s, []):

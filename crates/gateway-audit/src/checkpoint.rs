@@ -2,10 +2,10 @@
 //! lets anyone holding the public key detect a truncated tail or a rewritten chain.
 
 use crate::record::StoredCheckpoint;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use crate::signer::CheckpointSigner;
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use gateway_core::audit::AuditError;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -14,8 +14,8 @@ use time::format_description::well_known::Rfc3339;
 /// When the writer signs checkpoints.
 #[derive(Debug, Clone)]
 pub struct CheckpointPolicy {
-    /// The secret signing key.
-    pub signer: Arc<CheckpointSigner>,
+    /// Signs the checkpoints (a key file, a PKCS#11 token, …).
+    pub signer: Arc<dyn CheckpointSigner>,
     /// Sign after this many records (≥ 1).
     pub every_records: u64,
     /// Sign after this long if records were appended since the last checkpoint.
@@ -138,86 +138,6 @@ impl Checkpoint {
     }
 }
 
-/// The secret Ed25519 key that signs checkpoints. Its `Debug` output shows only the public key;
-/// the secret is zeroised on drop and never logged.
-pub struct CheckpointSigner {
-    key: SigningKey,
-}
-
-impl CheckpointSigner {
-    /// A fresh random key (from the operating system's CSPRNG).
-    pub fn generate() -> Self {
-        Self {
-            key: SigningKey::generate(&mut rand::rngs::OsRng),
-        }
-    }
-
-    /// A signer from the 32-byte Ed25519 secret key.
-    pub fn from_bytes(secret: &[u8; 32]) -> Self {
-        Self {
-            key: SigningKey::from_bytes(secret),
-        }
-    }
-
-    /// A signer from the secret key as 64 hex digits (surrounding whitespace ignored).
-    pub fn from_hex(secret: &str) -> Result<Self, AuditError> {
-        let bytes: [u8; 32] = hex::decode(secret.trim())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| {
-                AuditError::invalid_input("checkpoint signing key must be 64 hex digits")
-            })?;
-        Ok(Self::from_bytes(&bytes))
-    }
-
-    /// The secret key as hex, for storing it in a secret manager. Handle with care.
-    pub fn secret_hex(&self) -> String {
-        hex::encode(self.key.to_bytes())
-    }
-
-    /// The public key verifiers need.
-    pub fn verifying_key(&self) -> VerifyingKey {
-        self.key.verifying_key()
-    }
-
-    /// The public key as hex (the checkpoints' `key_id`).
-    pub fn key_id(&self) -> String {
-        hex::encode(self.key.verifying_key().as_bytes())
-    }
-
-    /// Signs a checkpoint of `stream_id` at `sequence` / `head_hash`, stamped now (UTC,
-    /// microseconds).
-    pub fn sign(
-        &self,
-        stream_id: &str,
-        sequence: u64,
-        head_hash: &str,
-    ) -> Result<Checkpoint, AuditError> {
-        let now = OffsetDateTime::now_utc();
-        let time = now
-            .replace_microsecond(now.microsecond())
-            .map_err(|e| AuditError::internal("normalising checkpoint time", e))?;
-        let message = Checkpoint::message(stream_id, sequence, head_hash, time)?;
-        let signature = self.key.sign(&message);
-        Ok(Checkpoint {
-            stream_id: stream_id.to_owned(),
-            sequence,
-            head_hash: head_hash.to_owned(),
-            time,
-            key_id: self.key_id(),
-            signature: hex::encode(signature.to_bytes()),
-        })
-    }
-}
-
-impl fmt::Debug for CheckpointSigner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CheckpointSigner")
-            .field("key_id", &self.key_id())
-            .finish_non_exhaustive()
-    }
-}
-
 /// Parses an Ed25519 public key given as 64 hex digits (surrounding whitespace ignored).
 pub fn parse_public_key(text: &str) -> Result<VerifyingKey, AuditError> {
     let bytes: [u8; 32] = hex::decode(text.trim())
@@ -231,10 +151,11 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, AuditError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signer::SoftwareSigner;
 
     #[test]
     fn sign_verify_and_tamper() {
-        let signer = CheckpointSigner::generate();
+        let signer = SoftwareSigner::generate();
         let cp = signer.sign("s", 7, &"ab".repeat(32)).unwrap();
         cp.verify_signature(&signer.verifying_key()).unwrap();
 
@@ -245,7 +166,7 @@ mod tests {
         bad.head_hash = "cd".repeat(32);
         assert!(bad.verify_signature(&signer.verifying_key()).is_err());
 
-        let other = CheckpointSigner::generate();
+        let other = SoftwareSigner::generate();
         assert!(cp.verify_signature(&other.verifying_key()).is_err());
         // A checkpoint re-signed by another key but claiming the trusted key id fails too.
         let mut forged = other.sign("s", 7, &cp.head_hash).unwrap();
@@ -255,7 +176,7 @@ mod tests {
 
     #[test]
     fn stored_round_trip_and_debug_hides_secret() {
-        let signer = CheckpointSigner::generate();
+        let signer = SoftwareSigner::generate();
         let cp = signer.sign("s", 1, &"ab".repeat(32)).unwrap();
         let stored = StoredCheckpoint {
             stream_id: cp.stream_id.clone(),
@@ -272,7 +193,7 @@ mod tests {
         let debug = format!("{signer:?}");
         assert!(!debug.contains(&signer.secret_hex()));
         assert!(debug.contains(&signer.key_id()));
-        let again = CheckpointSigner::from_hex(&signer.secret_hex()).unwrap();
+        let again = SoftwareSigner::from_hex(&signer.secret_hex()).unwrap();
         assert_eq!(again.key_id(), signer.key_id());
         assert_eq!(
             parse_public_key(&signer.key_id()).unwrap(),

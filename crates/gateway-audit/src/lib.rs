@@ -18,7 +18,7 @@
 //! | `time` | RFC 3339 timestamp, UTC, truncated to microseconds when sealed |
 //! | `correlation_id` | the action request's id, shared by every event of one action |
 //! | `step` | the event's position within its action's trail |
-//! | `kind` | event type: `genesis`, `requested`, `rejected`, `decided`, `approval_requested`, `approval_resolved`, `granted`, `started`, `revoked`, `completed` |
+//! | `kind` | event type: `genesis`, `key_rotated`, `requested`, `rejected`, `decided`, `approval_requested`, `approval_resolved`, `granted`, `started`, `revoked`, `completed` |
 //! | `agent_id` | the distinct non-human identity that asked (absent only if authentication failed) |
 //! | `action`, `resource` | what was asked for, and on what |
 //! | `outcome` | `success` / `failure` |
@@ -164,7 +164,8 @@
 //!
 //! ## Checkpoints
 //!
-//! With a [`CheckpointSigner`] configured, the writer signs `(stream_id, sequence, head_hash,
+//! With a [`CheckpointSigner`] configured (a key file's [`SoftwareSigner`] or a PKCS#11 token's
+//! `Pkcs11Signer`, see [`signer`]), the writer signs `(stream_id, sequence, head_hash,
 //! time)` with Ed25519 every N records (in the same transaction as the batch that reaches N) or
 //! every T seconds when records were appended since the last one, and on
 //! [`ChainedSink::checkpoint`] / [`ChainedSink::close`]. Anyone holding the public key can then
@@ -195,6 +196,7 @@ pub mod postgres;
 pub mod postgres_witness;
 mod record;
 pub mod redact;
+pub mod signer;
 pub mod sink;
 mod sql;
 pub mod sqlite;
@@ -206,12 +208,15 @@ pub mod verify;
 pub mod witness;
 mod writer;
 
-pub use checkpoint::{Checkpoint, CheckpointSigner};
+pub use checkpoint::Checkpoint;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresAuditSink, PostgresStore};
 #[cfg(feature = "postgres")]
 pub use postgres_witness::PostgresWitness;
 pub use redact::Redactor;
+pub use signer::{CheckpointSigner, SoftwareSigner};
+#[cfg(feature = "pkcs11")]
+pub use signer::{Pkcs11Config, Pkcs11Signer};
 pub use sink::{ChainedSink, CheckpointPolicy, SinkConfig};
 pub use sqlite::{SqliteAuditSink, SqliteStore};
 pub use store::{AuditStore, RecordPage, RecordRef, SealedRecord, StoredCheckpoint, StoredRecord};

@@ -1,9 +1,10 @@
 //! [`ChainedSink`]: the [`AuditSink`] shared by every backend (redaction, group commit,
 //! checkpoints, verification) over an [`AuditStore`].
 
+use crate::checkpoint::Checkpoint;
 pub use crate::checkpoint::CheckpointPolicy;
-use crate::checkpoint::{Checkpoint, CheckpointSigner};
 use crate::redact::Redactor;
+use crate::signer::CheckpointSigner;
 use crate::store::{AuditStore, SealedRecord};
 use crate::verify::{VerifyOptions, verify_stream};
 use crate::witness::{CheckpointWitness, WitnessPolicy};
@@ -11,8 +12,10 @@ use crate::writer::{Command, Job, Writer};
 use async_trait::async_trait;
 use gateway_core::audit::chain::{EncodedEvent, genesis};
 use gateway_core::audit::{
-    AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink, VerifyReport, only_receipt,
+    AuditError, AuditEvent, AuditEventKind, AuditReceipt, AuditRecord, AuditSink, VerifyReport,
+    only_receipt,
 };
+use gateway_core::ids::RequestId;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -26,7 +29,7 @@ pub const MAX_STREAM_ID_LEN: usize = 128;
 /// On SQLite (the embedded default):
 ///
 /// ```
-/// use gateway_audit::{CheckpointSigner, SinkConfig, SqliteAuditSink, SqliteStore};
+/// use gateway_audit::{SinkConfig, SoftwareSigner, SqliteAuditSink, SqliteStore};
 /// use gateway_core::audit::{AuditEvent, AuditEventKind, AuditSink as _};
 /// use gateway_core::ids::RequestId;
 /// use std::sync::Arc;
@@ -36,7 +39,7 @@ pub const MAX_STREAM_ID_LEN: usize = 128;
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let dir = tempfile::tempdir()?;
 /// # let path = dir.path().join("audit.db");
-/// let signer = Arc::new(CheckpointSigner::generate());
+/// let signer = Arc::new(SoftwareSigner::generate());
 /// let config = SinkConfig::new("gateway-1")
 ///     .with_max_batch(256)
 ///     .with_checkpoints(signer, 1000, Duration::from_secs(60));
@@ -125,7 +128,7 @@ impl SinkConfig {
     /// Signs a checkpoint every `every_records` records or every `every` (whichever comes first).
     pub fn with_checkpoints(
         mut self,
-        signer: Arc<CheckpointSigner>,
+        signer: Arc<dyn CheckpointSigner>,
         every_records: u64,
         every: Duration,
     ) -> Self {
@@ -208,6 +211,15 @@ impl<S: AuditStore> ChainedSink<S> {
                 }
             }
         };
+        // A key other than the newest checkpoint's is a rotation: announced in the chain below.
+        let rotated_from = match &config.checkpoints {
+            Some(policy) => store
+                .latest_checkpoint(&config.stream_id)
+                .await?
+                .map(|cp| cp.key_id)
+                .filter(|previous| !previous.eq_ignore_ascii_case(&policy.signer.key_id())),
+            None => None,
+        };
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         let public_key = config
             .checkpoints
@@ -222,14 +234,50 @@ impl<S: AuditStore> ChainedSink<S> {
             config.witnesses,
         );
         let handle = tokio::spawn(writer.run(rx));
-        Ok(Self {
+        let sink = Self {
             store,
             stream_id: config.stream_id,
             redactor: config.redactor,
             public_key,
             tx,
             writer: Some(handle),
-        })
+        };
+        if let (Some(previous), Some(key)) = (rotated_from, public_key) {
+            sink.record_key_rotation(&previous, &hex::encode(key.as_bytes()))
+                .await?;
+        }
+        Ok(sink)
+    }
+
+    /// Appends the `key_rotated` record (previous and new key id) and checkpoints it with the
+    /// new key at once, so that the first checkpoint the new key signs covers the record
+    /// announcing it. Verification requires this record wherever the checkpoint key changes.
+    async fn record_key_rotation(&self, previous: &str, key_id: &str) -> Result<(), AuditError> {
+        let mut event = AuditEvent::new(RequestId::new(), 0, AuditEventKind::KeyRotated);
+        event.action = "audit.key_rotated".to_owned();
+        event.resource = format!("audit-stream:{}", self.stream_id);
+        event
+            .details
+            .insert("previous_key_id".into(), previous.into());
+        event.details.insert("key_id".into(), key_id.into());
+        // Not redacted: written by the sink itself, and a key id is public.
+        self.submit(vec![EncodedEvent::new(&self.stream_id, event)?])
+            .await?;
+        self.checkpoint().await?;
+        tracing::info!(stream = %self.stream_id, previous, key_id, "audit checkpoint key rotated");
+        Ok(())
+    }
+
+    /// Hands encoded events to the writer as one group and waits for their receipts.
+    async fn submit(&self, events: Vec<EncodedEvent>) -> Result<Vec<AuditReceipt>, AuditError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Append(Job { events, reply }))
+            .await
+            .map_err(|_| AuditError::unavailable_msg("audit writer stopped; nothing stored"))?;
+        rx.await.map_err(|_| {
+            AuditError::unavailable_msg("audit writer stopped before acknowledging the events")
+        })?
     }
 
     /// The stream this sink writes.
@@ -295,14 +343,7 @@ impl<S: AuditStore> AuditSink for ChainedSink<S> {
                 EncodedEvent::new(&self.stream_id, event)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Append(Job { events, reply }))
-            .await
-            .map_err(|_| AuditError::unavailable_msg("audit writer stopped; nothing stored"))?;
-        rx.await.map_err(|_| {
-            AuditError::unavailable_msg("audit writer stopped before acknowledging the events")
-        })?
+        self.submit(events).await
     }
 
     async fn read(&self, after: Option<u64>, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {

@@ -320,6 +320,21 @@ impl AuditStore for SqliteStore {
         decode_checkpoints(&rows)
     }
 
+    async fn latest_checkpoint(
+        &self,
+        stream_id: &str,
+    ) -> Result<Option<StoredCheckpoint>, AuditError> {
+        let rows = sqlx::query(
+            "SELECT stream_id, sequence, head_hash, time, key_id, signature FROM audit_checkpoints
+             WHERE stream_id = ? ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(stream_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| db_error("reading the newest audit checkpoint", e))?;
+        Ok(decode_checkpoints(&rows)?.pop())
+    }
+
     async fn streams(&self) -> Result<Vec<String>, AuditError> {
         sqlx::query_scalar(
             "SELECT stream_id FROM audit_records UNION SELECT stream_id FROM audit_checkpoints

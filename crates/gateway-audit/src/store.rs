@@ -63,6 +63,32 @@ pub trait AuditStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<StoredCheckpoint>, AuditError>;
 
+    /// The newest checkpoint of `stream_id` (highest sequence), if any: what a sink reopening
+    /// the stream compares its signing key with. The default pages through
+    /// [`read_checkpoints`](Self::read_checkpoints); stores override it with one query.
+    async fn latest_checkpoint(
+        &self,
+        stream_id: &str,
+    ) -> Result<Option<StoredCheckpoint>, AuditError> {
+        const PAGE: usize = 1000;
+        let mut after = None;
+        let mut latest = None;
+        loop {
+            let page = self.read_checkpoints(stream_id, after, PAGE).await?;
+            let full = page.len() == PAGE;
+            match page.into_iter().last() {
+                Some(last) => {
+                    after = u64::try_from(last.sequence).ok();
+                    latest = Some(last);
+                }
+                None => return Ok(latest),
+            }
+            if !full || after.is_none() {
+                return Ok(latest);
+            }
+        }
+    }
+
     /// Every stream id with records or checkpoints, sorted.
     async fn streams(&self) -> Result<Vec<String>, AuditError>;
 }

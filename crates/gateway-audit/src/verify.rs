@@ -4,8 +4,8 @@ use crate::body::{RowError, check_row};
 use crate::checkpoint::Checkpoint;
 use crate::store::{AuditStore, RecordPage, StoredCheckpoint};
 use ed25519_dalek::VerifyingKey;
-use gateway_core::audit::AuditError;
 use gateway_core::audit::chain::{ChainFault, ChainLink, ChainVerifier, FaultKind, VerifyReport};
+use gateway_core::audit::{AuditError, AuditEventKind};
 use std::collections::VecDeque;
 use tokio::sync::mpsc;
 
@@ -217,6 +217,7 @@ pub async fn verify_stream<S: AuditStore + ?Sized>(
         },
         checked_checkpoints: 0,
         last_checkpointed: 0,
+        checkpoint_keys: Vec::new(),
         own_fault: None,
     };
     let (read_tx, mut read_rx) = mpsc::channel::<Result<RecordPage, AuditError>>(2);
@@ -289,6 +290,8 @@ struct Linker<'a, S: AuditStore + ?Sized> {
     checkpoints: Checkpoints<'a, S>,
     checked_checkpoints: u64,
     last_checkpointed: u64,
+    /// The checkpoint keys met so far, in order (the last is the current one).
+    checkpoint_keys: Vec<String>,
     /// A fault found outside the chain verifier (unreadable row, checkpoint).
     own_fault: Option<ChainFault>,
 }
@@ -320,7 +323,11 @@ impl<S: AuditStore + ?Sized> Linker<'_, S> {
                 let Some(stored) = self.checkpoints.pop() else {
                     break;
                 };
-                if let Err(f) = self.check_checkpoint(&stored, record) {
+                let checked = match self.check_checkpoint(&stored, record) {
+                    Ok(cp) => self.check_key(cp).await?,
+                    Err(f) => Err(f),
+                };
+                if let Err(f) = checked {
                     self.own_fault = Some(f);
                     return Ok(false);
                 }
@@ -334,7 +341,7 @@ impl<S: AuditStore + ?Sized> Linker<'_, S> {
         &mut self,
         stored: &StoredCheckpoint,
         record: &ChainLink,
-    ) -> Result<(), ChainFault> {
+    ) -> Result<Checkpoint, ChainFault> {
         let stream_id = self.stream_id;
         let cp = check_signature(stream_id, stored, self.keys)?;
         if cp.sequence != record.sequence() || cp.head_hash != record.hash() {
@@ -365,9 +372,82 @@ impl<S: AuditStore + ?Sized> Linker<'_, S> {
                 ),
             ));
         }
-        self.last_checkpointed = cp.sequence;
         self.checked_checkpoints += 1;
-        Ok(())
+        Ok(cp)
+    }
+
+    /// Follows the checkpoint key: a checkpoint signed by another key than the one before it
+    /// must come after a `key_rotated` record naming both (see [`crate::signer`]), among the
+    /// records since that previous checkpoint. The outer `Err` is a store error.
+    async fn check_key(&mut self, cp: Checkpoint) -> Result<Result<(), ChainFault>, AuditError> {
+        let since = self.last_checkpointed;
+        self.last_checkpointed = cp.sequence;
+        let Some(previous) = self.checkpoint_keys.last() else {
+            self.checkpoint_keys.push(cp.key_id);
+            return Ok(Ok(()));
+        };
+        if previous.eq_ignore_ascii_case(&cp.key_id) {
+            return Ok(Ok(()));
+        }
+        let previous = previous.clone();
+        if !self.rotation_recorded(since, &cp, &previous).await? {
+            return Ok(Err(fault(
+                self.stream_id,
+                cp.sequence,
+                FaultKind::BadCheckpoint,
+                format!(
+                    "the checkpoint key changed from {previous} to {} at sequence {} without a \
+                     key_rotated record announcing it after sequence {since}",
+                    cp.key_id, cp.sequence
+                ),
+            )));
+        }
+        self.checkpoint_keys.push(cp.key_id);
+        Ok(Ok(()))
+    }
+
+    /// Whether records `since+1 ..= cp.sequence` hold a `key_rotated` record from `previous`
+    /// to `cp.key_id`. Rotations are rare, so these few records are read a second time rather
+    /// than parsing every record's kind on the fast path; the hash pass covers them.
+    async fn rotation_recorded(
+        &self,
+        since: u64,
+        cp: &Checkpoint,
+        previous: &str,
+    ) -> Result<bool, AuditError> {
+        let store = self.checkpoints.store;
+        let mut after = since;
+        while after < cp.sequence {
+            let want = usize::try_from(cp.sequence - after)
+                .unwrap_or(usize::MAX)
+                .min(1000);
+            let rows = store.read_raw(self.stream_id, Some(after), want).await?;
+            for row in &rows {
+                let Ok(record) = row.to_record() else {
+                    continue;
+                };
+                let names = |field: &str, key: &str| {
+                    record
+                        .event
+                        .details
+                        .get(field)
+                        .and_then(|v| v.as_str())
+                        .is_some_and(|v| v.eq_ignore_ascii_case(key))
+                };
+                if record.sequence <= cp.sequence
+                    && record.event.kind == AuditEventKind::KeyRotated
+                    && names("previous_key_id", previous)
+                    && names("key_id", &cp.key_id)
+                {
+                    return Ok(true);
+                }
+            }
+            match rows.last().and_then(|r| u64::try_from(r.sequence).ok()) {
+                Some(last) if last > after => after = last,
+                _ => break,
+            }
+        }
+        Ok(false)
     }
 
     /// The report, after the checks that need the whole chain: a checkpoint beyond the last
@@ -376,6 +456,7 @@ impl<S: AuditStore + ?Sized> Linker<'_, S> {
         let stream_id = self.stream_id;
         let mut report = self.verifier.finish();
         report.checkpoints_checked = self.checked_checkpoints;
+        report.checkpoint_keys = std::mem::take(&mut self.checkpoint_keys);
         // Linking stops at its own fault (an unreadable row, a checkpoint), so any fault the
         // chain verifier then reports comes from ending early (an empty chain is "missing" its
         // genesis when row 0 itself was the fault): the own fault is the first.

@@ -451,7 +451,7 @@ pub async fn check_witnessed<S: AuditStore + ?Sized>(
 /// modules do for its traits). Each takes a fresh, empty witness.
 pub mod conformance {
     use super::*;
-    use crate::checkpoint::CheckpointSigner;
+    use crate::signer::{CheckpointSigner, SoftwareSigner};
 
     fn hash(n: u8) -> String {
         format!("{n:02x}").repeat(32)
@@ -468,7 +468,7 @@ pub mod conformance {
     /// Witnessed checkpoints come back, per stream, in order, and a retry is stored once.
     pub async fn stores_and_returns_in_order(w: &dyn CheckpointWitness) -> Result<(), String> {
         let case = "stores_and_returns_in_order";
-        let signer = CheckpointSigner::generate();
+        let signer = SoftwareSigner::generate();
         let a4 = signer.sign("a", 4, &hash(4)).map_err(|e| e.to_string())?;
         let a9 = signer.sign("a", 9, &hash(9)).map_err(|e| e.to_string())?;
         let b2 = signer.sign("b", 2, &hash(2)).map_err(|e| e.to_string())?;
@@ -497,7 +497,7 @@ pub mod conformance {
         w: &dyn CheckpointWitness,
     ) -> Result<(), String> {
         let case = "refuses_a_head_that_goes_backwards";
-        let signer = CheckpointSigner::generate();
+        let signer = SoftwareSigner::generate();
         let s = |n: u64, h: u8| signer.sign("s", n, &hash(h)).map_err(|e| e.to_string());
         w.witness(&s(10, 10)?)
             .await
@@ -554,7 +554,8 @@ mod tests {
     #[tokio::test]
     async fn file_witness_remembers_its_heads() {
         let dir = tempfile::tempdir().unwrap();
-        let signer = crate::CheckpointSigner::generate();
+        use crate::CheckpointSigner as _;
+        let signer = crate::SoftwareSigner::generate();
         FileWitness::open(dir.path())
             .unwrap()
             .witness(&signer.sign("s", 8, &"aa".repeat(32)).unwrap())

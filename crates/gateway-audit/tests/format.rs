@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use gateway_audit::checkpoint::CHECKPOINT_DOMAIN;
-use gateway_audit::{Checkpoint, CheckpointSigner, SealedRecord, StoredCheckpoint};
+use gateway_audit::{Checkpoint, CheckpointSigner, SealedRecord, SoftwareSigner, StoredCheckpoint};
 use gateway_core::audit::AuditEvent;
 use gateway_core::audit::chain::{GENESIS_PREV_HASH, body_hash, seal};
 use std::collections::BTreeMap;
@@ -51,7 +51,7 @@ fn documented_vectors_match_the_code() {
         assert_eq!(&v[*k], c, "vector {k}");
     }
     // The checkpoint over that record, signed by the documented secret key.
-    let signer = CheckpointSigner::from_hex(&v["secret_key"]).unwrap();
+    let signer = SoftwareSigner::from_hex(&v["secret_key"]).unwrap();
     let stored = StoredCheckpoint {
         stream_id: "gw".into(),
         sequence: 1,

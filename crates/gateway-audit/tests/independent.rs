@@ -8,7 +8,8 @@ mod common;
 use common::{Db, event, lit};
 use gateway_audit::AuditStore;
 use gateway_audit::{
-    ChainedSink, CheckpointSigner, CheckpointWitness, FileWitness, SinkConfig, SqliteStore,
+    ChainedSink, CheckpointSigner, CheckpointWitness, FileWitness, SinkConfig, SoftwareSigner,
+    SqliteStore,
 };
 use gateway_core::audit::AuditSink;
 use gateway_core::audit::chain::seal;
@@ -58,11 +59,25 @@ fn both(
     witness: &Path,
     work: &Path,
 ) -> ((Option<i32>, String), (Option<i32>, String)) {
+    both_trusting(db, &[key], witness, work)
+}
+
+/// Both verifiers, trusting every key in `keys` (a rotation needs the old and the new one).
+fn both_trusting(
+    db: &Path,
+    keys: &[&Path],
+    witness: &Path,
+    work: &Path,
+) -> ((Option<i32>, String), (Option<i32>, String)) {
     let bin = env!("CARGO_BIN_EXE_gateway-audit");
     let url = format!("sqlite://{}", db.display());
+    let pubkeys: Vec<_> = keys
+        .iter()
+        .flat_map(|k| [Path::new("--pubkey"), k])
+        .collect();
     let ours = run(Command::new(bin)
-        .args(["verify", "--db", &url, "--expect-stream", "gw", "--pubkey"])
-        .arg(key)
+        .args(["verify", "--db", &url, "--expect-stream", "gw"])
+        .args(&pubkeys)
         .arg("--witness")
         .arg(witness));
     let export = |extra: &[&str]| {
@@ -90,8 +105,7 @@ fn both(
         .arg(work.join("r.jsonl"))
         .arg("--checkpoints")
         .arg(work.join("c.jsonl"))
-        .arg("--pubkey")
-        .arg(key)
+        .args(&pubkeys)
         .args(["--expect-stream", "gw"])
         .arg("--witness")
         .arg(witness.join("checkpoints.jsonl")));
@@ -106,12 +120,12 @@ async fn independent_verifier_agrees_on_every_tampering() {
         return;
     }
     let keys = tempfile::tempdir().unwrap();
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let secret = signer.secret_hex();
     let key = keys.path().join("key.pub");
     std::fs::write(&key, signer.key_id()).unwrap();
     let resign = move |rows: &[gateway_core::AuditRecord], _: &str| {
-        let forger = CheckpointSigner::from_hex(&secret).unwrap();
+        let forger = SoftwareSigner::from_hex(&secret).unwrap();
         let mut sql = "DELETE FROM audit_checkpoints;".to_owned();
         let mut prev = rows[0].hash.clone();
         for r in &rows[1..] {
@@ -186,7 +200,7 @@ async fn independent_verifier_agrees_on_every_tampering() {
         (
             "replace the key",
             Box::new(|_, _| {
-                let other = CheckpointSigner::generate();
+                let other = SoftwareSigner::generate();
                 format!(
                     "UPDATE audit_checkpoints SET key_id = {};",
                     lit(&other.key_id())
@@ -273,4 +287,64 @@ async fn independent_verifier_agrees_on_every_tampering() {
         table += &format!("| {name} | {} | {} |\n", first(&ot), first(&tt));
     }
     eprintln!("{table}");
+}
+
+/// A key rotation: both verifiers accept the announced one (trusting both keys) and report
+/// a change of key that no `key_rotated` record announces.
+#[tokio::test]
+async fn independent_verifier_follows_a_key_rotation() {
+    if !python_ok() {
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let wdir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let (old, new) = (SoftwareSigner::generate(), SoftwareSigner::generate());
+    let (old_pub, new_pub) = (keys.path().join("old.pub"), keys.path().join("new.pub"));
+    std::fs::write(&old_pub, old.key_id()).unwrap();
+    std::fs::write(&new_pub, new.key_id()).unwrap();
+    let path = dir.path().join("audit.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let old_secret = old.secret_hex();
+    for (signer, range) in [(old, 0..5), (new, 5..9)] {
+        let witness: Arc<dyn CheckpointWitness> = Arc::new(FileWitness::open(wdir.path()).unwrap());
+        let sink = ChainedSink::open(
+            store.clone(),
+            SinkConfig::new("gw")
+                .with_checkpoints(Arc::new(signer), 3, Duration::from_secs(3600))
+                .with_witnesses(vec![witness], 1),
+        )
+        .await
+        .unwrap();
+        for n in range {
+            sink.append(event(n)).await.unwrap();
+        }
+        sink.close().await.unwrap();
+    }
+    let trusted = [old_pub.as_path(), new_pub.as_path()];
+    let ((o, ot), (t, tt)) = both_trusting(&path, &trusted, wdir.path(), work.path());
+    assert_eq!((o, t), (Some(0), Some(0)), "false alarm:\n{ot}\n{tt}");
+    assert!(ot.contains("rotated 1 time"), "{ot}");
+
+    // Back to the old key without an announcement: a record and its checkpoint written
+    // around the sink, by someone holding the old (still trusted) key.
+    let (sequence, hash) = store.head("gw").await.unwrap().unwrap();
+    let record = seal("gw", sequence + 1, &hash, event(99)).unwrap();
+    let cp = SoftwareSigner::from_hex(&old_secret)
+        .unwrap()
+        .sign("gw", sequence + 1, &record.hash)
+        .unwrap();
+    store
+        .append_batch(
+            &[gateway_audit::SealedRecord::new(record).unwrap()],
+            Some(&cp),
+        )
+        .await
+        .unwrap();
+    let ((o, ot), (t, tt)) = both_trusting(&path, &trusted, wdir.path(), work.path());
+    assert_eq!(o, Some(1), "gateway-audit verify missed it:\n{ot}");
+    assert!(ot.contains("without a key_rotated record"), "{ot}");
+    assert_eq!(t, Some(1), "the independent verifier missed it:\n{tt}");
+    assert!(tt.contains("without a key_rotated record"), "{tt}");
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Flaky, event, postgres_schema, postgres_url, unique};
-use gateway_audit::{ChainedSink, CheckpointSigner, PostgresAuditSink, PostgresStore, SinkConfig};
+use gateway_audit::{ChainedSink, PostgresAuditSink, PostgresStore, SinkConfig, SoftwareSigner};
 use gateway_core::audit::AuditSink;
 use sqlx::Connection;
 use std::collections::BTreeSet;
@@ -23,7 +23,7 @@ async fn passes_the_conformance_suite() {
     let Some((store, _, _)) = store("pg_conformance").await else {
         return;
     };
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let sink = PostgresAuditSink::open(
         store.clone(),
         SinkConfig::new("gw-1").with_checkpoints(signer, 10, Duration::from_secs(1)),
@@ -43,7 +43,7 @@ async fn update_delete_truncate_fail_even_for_the_owner() {
     let Some((store, url, _)) = store("pg_append_only").await else {
         return;
     };
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let sink = PostgresAuditSink::open(
         store,
         SinkConfig::new("gw").with_checkpoints(signer, 1, Duration::from_secs(60)),
@@ -213,7 +213,7 @@ async fn racing_checkpointed_batches_never_fork_the_stream() {
     let Some((store, _, _)) = store("pg_fork_cp").await else {
         return;
     };
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let config = SinkConfig::new("shared").with_checkpoints(signer, 1, Duration::from_secs(60));
     let a = Arc::new(
         PostgresAuditSink::open(store.clone(), config.clone())

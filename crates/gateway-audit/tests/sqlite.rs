@@ -7,8 +7,8 @@ mod common;
 use common::{Db, Flaky, event, lit};
 use gateway_audit::checkpoint::Checkpoint;
 use gateway_audit::{
-    AuditStore, ChainedSink, CheckpointSigner, Redactor, SinkConfig, SqliteAuditSink, SqliteStore,
-    VerifyOptions, verify_stream,
+    AuditStore, ChainedSink, CheckpointSigner, Redactor, SinkConfig, SoftwareSigner,
+    SqliteAuditSink, SqliteStore, VerifyOptions, verify_stream,
 };
 use gateway_core::audit::chain::FaultKind;
 use gateway_core::audit::{AuditRecord, AuditSink};
@@ -27,7 +27,7 @@ async fn open(dir: &tempfile::TempDir, config: SinkConfig) -> SqliteAuditSink {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let sink = open(
         &dir,
         SinkConfig::new("gw-1").with_checkpoints(signer, 10, Duration::from_secs(1)),
@@ -310,7 +310,7 @@ async fn numbers_round_trip_so_hashes_verify_after_reopen() {
 #[tokio::test]
 async fn tables_are_append_only() {
     let dir = tempfile::tempdir().unwrap();
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let sink = open(
         &dir,
         SinkConfig::new("gw").with_checkpoints(signer, 1, Duration::from_secs(60)),
@@ -334,7 +334,7 @@ async fn tables_are_append_only() {
 async fn checkpoints_detect_truncation_and_forgery() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let key = signer.verifying_key();
     let sink = open(
         &dir,
@@ -366,7 +366,7 @@ async fn checkpoints_detect_truncation_and_forgery() {
     assert_eq!((fault.kind, fault.sequence), (FaultKind::Truncated, 10));
 
     // A checkpoint forged with another key is rejected with the trusted key...
-    let forger = CheckpointSigner::generate();
+    let forger = SoftwareSigner::generate();
     let forged = forger.sign("gw", 9, &"00".repeat(32)).unwrap();
     db.tamper(&format!(
         "DELETE FROM audit_checkpoints WHERE sequence = 10;
@@ -394,7 +394,7 @@ async fn checkpoints_detect_truncation_and_forgery() {
 #[tokio::test]
 async fn timed_checkpoints_are_written() {
     let dir = tempfile::tempdir().unwrap();
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let sink = open(
         &dir,
         SinkConfig::new("gw").with_checkpoints(signer, 1000, Duration::from_millis(50)),
@@ -518,7 +518,7 @@ async fn cli_verify_and_export() {
     let pub_file = keys.path().join("key.pub");
     std::fs::write(&pub_file, &pubkey).unwrap();
     let signer =
-        Arc::new(CheckpointSigner::from_hex(&std::fs::read_to_string(&key_file).unwrap()).unwrap());
+        Arc::new(SoftwareSigner::from_hex(&std::fs::read_to_string(&key_file).unwrap()).unwrap());
     let sink = open(
         &dir,
         SinkConfig::new("gw").with_checkpoints(signer, 3, Duration::from_secs(60)),
@@ -598,12 +598,12 @@ async fn cli_verify_trusts_nothing_it_reads() {
     let dir = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let pub_file = keys.path().join("key.pub");
     std::fs::write(&pub_file, signer.key_id()).unwrap();
     let sink = open(
         &dir,
-        SinkConfig::new("gw").with_checkpoints(Arc::clone(&signer), 3, Duration::from_secs(60)),
+        SinkConfig::new("gw").with_checkpoints(signer.clone(), 3, Duration::from_secs(60)),
     )
     .await;
     for n in 0..7 {
@@ -678,7 +678,7 @@ async fn cli_verify_trusts_nothing_it_reads() {
     assert!(text.contains("OK     gw: 8 records"), "{text}");
     // Another trusted key alone: every checkpoint is signed by a key that is not trusted.
     let other = keys.path().join("other.pub");
-    std::fs::write(&other, CheckpointSigner::generate().key_id()).unwrap();
+    std::fs::write(&other, SoftwareSigner::generate().key_id()).unwrap();
     let other = other.to_str().unwrap();
     let (code, text) = run(&["--pubkey", other, "--stream", "gw"]);
     assert_eq!(code, Some(1), "{text}");
@@ -728,7 +728,7 @@ async fn a_large_group_is_one_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_checkpointed_batches_never_fork_the_stream() {
     let dir = tempfile::tempdir().unwrap();
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let config = SinkConfig::new("shared").with_checkpoints(signer, 1, Duration::from_secs(60));
     let a = Arc::new(open(&dir, config.clone()).await);
     let b = Arc::new(open(&dir, config).await);

@@ -8,7 +8,7 @@ mod common;
 use common::{Db, event, lit, postgres_schema, postgres_url};
 use gateway_audit::{
     AuditStore, ChainedSink, CheckpointSigner, PostgresStore, SealedRecord, SinkConfig,
-    SqliteStore, StoredRecord, VerifyOptions, verify_stream,
+    SoftwareSigner, SqliteStore, StoredRecord, VerifyOptions, verify_stream,
 };
 use gateway_core::audit::chain::{FaultKind, GENESIS_PREV_HASH, body_hash, seal};
 use gateway_core::audit::{AuditEvent, AuditSink, EventOutcome};
@@ -232,7 +232,7 @@ fn attack(
 }
 
 async fn run_case<S: AuditStore + Clone>(store: &S, db: &Db, stream: &str, case: &Case) {
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let options = VerifyOptions {
         trusted_keys: vec![signer.verifying_key()],
         ..VerifyOptions::default()
@@ -641,7 +641,7 @@ async fn postgres_stored_bodies_are_checked() {
 /// A fresh signed stream of 1 + `n` records with a checkpoint every 4, closed (so its head is
 /// checkpointed); returns the trusted options.
 async fn signed_chain_of<S: AuditStore + Clone>(store: &S, stream: &str, n: u64) -> VerifyOptions {
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let options = VerifyOptions::trusting(signer.verifying_key());
     let sink = ChainedSink::open(
         store.clone(),
@@ -694,7 +694,7 @@ async fn hardened_verifier_faults<S: AuditStore + Clone>(store: &S, db: &Db) {
             Box::new(move |s, _| {
                 set_cp(
                     s,
-                    &format!("key_id = {}", lit(&CheckpointSigner::generate().key_id())),
+                    &format!("key_id = {}", lit(&SoftwareSigner::generate().key_id())),
                 )
             }),
             "not a trusted key",
@@ -702,7 +702,7 @@ async fn hardened_verifier_faults<S: AuditStore + Clone>(store: &S, db: &Db) {
         (
             "checkpoint re-signed by another key",
             Box::new(move |s, rows: &[StoredRecord]| {
-                let forged = CheckpointSigner::generate()
+                let forged = SoftwareSigner::generate()
                     .sign(s, 8, &rows[8].hash)
                     .unwrap();
                 set_cp(
@@ -768,7 +768,7 @@ async fn sqlite_hardened_verifier_finds_issue_17_tamperings() {
     // comparisons (sub-second range queries) now answer differently. Only the fixed-width
     // form is the copy of a time.
     // Times whose RFC 3339 text differs from the fixed-width form (trailing zeros dropped).
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let options = VerifyOptions::trusting(signer.verifying_key());
     let sink = ChainedSink::open(
         store.clone(),

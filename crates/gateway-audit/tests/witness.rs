@@ -11,8 +11,8 @@ use common::{Db, event, lit, postgres_schema, postgres_url};
 use gateway_audit::witness::WitnessErrorKind;
 use gateway_audit::{
     AuditStore, ChainedSink, Checkpoint, CheckpointSigner, CheckpointWitness, FileWitness,
-    PostgresStore, SinkConfig, SqliteStore, VerifyOptions, WitnessError, check_witnessed,
-    verify_stream,
+    PostgresStore, SinkConfig, SoftwareSigner, SqliteStore, VerifyOptions, WitnessError,
+    check_witnessed, verify_stream,
 };
 use gateway_core::ErrorKind;
 use gateway_core::audit::AuditSink;
@@ -56,7 +56,7 @@ async fn down_stops_appends_and_they_resume<S: AuditStore + Clone>(store: S) {
     });
     let always = tempfile::tempdir().unwrap();
     let steady: Arc<dyn CheckpointWitness> = Arc::new(FileWitness::open(always.path()).unwrap());
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let key = signer.verifying_key();
     // Two witnesses, both required.
     let sink = ChainedSink::open(
@@ -137,7 +137,7 @@ async fn witnesses_need_checkpoints_and_a_sane_quorum() {
     let store = || async { SqliteStore::open(dir.path().join("a.db")).await.unwrap() };
     let no_cp = SinkConfig::new("gw").with_witnesses(vec![w.clone()], 1);
     assert!(ChainedSink::open(store().await, no_cp).await.is_err());
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     for required in [0, 2] {
         let config = SinkConfig::new("gw")
             .with_checkpoints(signer.clone(), 3, Duration::from_secs(60))
@@ -176,7 +176,7 @@ fn cli(args: &[&str]) -> (Option<i32>, String) {
 #[tokio::test]
 async fn cli_verify_with_a_witness_finds_what_the_log_alone_cannot() {
     let keys = tempfile::tempdir().unwrap();
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let secret = signer.secret_hex();
     let pub_file = keys.path().join("key.pub");
     std::fs::write(&pub_file, signer.key_id()).unwrap();
@@ -199,7 +199,7 @@ async fn cli_verify_with_a_witness_finds_what_the_log_alone_cannot() {
         (
             "history rewritten and re-signed with the found key",
             Box::new(move |rows| {
-                let forger = CheckpointSigner::from_hex(&secret).unwrap();
+                let forger = SoftwareSigner::from_hex(&secret).unwrap();
                 let mut sql = "DELETE FROM audit_checkpoints;".to_owned();
                 let mut prev = rows[0].hash.clone();
                 for r in &rows[1..] {
@@ -338,7 +338,7 @@ async fn postgres_witness_passes_the_conformance_suite_through_an_insert_only_ro
     // The role can add and read, and cannot change or remove anything, nor drop the triggers.
     let (url, _) = postgres_witness_url(&base, "witness_role").await;
     let w = gateway_audit::PostgresWitness::connect(&url).await.unwrap();
-    let signer = CheckpointSigner::generate();
+    let signer = SoftwareSigner::generate();
     w.witness(&signer.sign("s", 3, &"ab".repeat(32)).unwrap())
         .await
         .unwrap();
@@ -370,7 +370,7 @@ async fn postgres_log_with_postgres_and_file_witnesses() {
     let store = PostgresStore::connect(&log_url).await.unwrap();
     let wdir = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let pub_file = keys.path().join("key.pub");
     std::fs::write(&pub_file, signer.key_id()).unwrap();
     let pg: Arc<dyn CheckpointWitness> = Arc::new(
@@ -461,7 +461,7 @@ async fn tsa_witness_time_stamps_every_checkpoint() {
     };
     let dir = tempfile::tempdir().unwrap();
     let wdir = tempfile::tempdir().unwrap();
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let tsa: Arc<dyn CheckpointWitness> =
         Arc::new(gateway_audit::TsaWitness::new(&url, wdir.path()).unwrap());
     let store = SqliteStore::open(dir.path().join("audit.db"))

@@ -6,7 +6,12 @@
 //!                      [--legacy-bodies] [--max-checkpoint-gap N] [--witness <dir>…]
 //! gateway-audit export --db <url> --jsonl [--stream <id>] [--checkpoints]
 //! gateway-audit keygen --out <secret-key-file>
+//! gateway-audit keygen --pkcs11-module <lib.so> --token-label <t> --key-label <k>
 //! ```
+//!
+//! `keygen --pkcs11-module` creates the key pair inside the token (the private key sensitive
+//! and non-extractable) with the user PIN from `GATEWAY_PKCS11_PIN` (never a flag: argv is
+//! visible to every user of the host). Both forms print the public key to trust.
 //!
 //! `--db` takes `sqlite://<path>` (or a plain file path) or `postgres://…`. Exit status: 0 when
 //! every chain verifies, 1 when a fault is found, 2 on a usage or database error.
@@ -22,7 +27,7 @@ use clap::{Parser, Subcommand};
 use gateway_audit::checkpoint::{Checkpoint, parse_public_key};
 use gateway_audit::{
     AuditStore, CheckpointSigner, CheckpointWitness, FileWitness, PostgresStore, PostgresWitness,
-    SqliteStore, VerifyOptions, check_witnessed, verify_stream,
+    SoftwareSigner, SqliteStore, VerifyOptions, check_witnessed, verify_stream,
 };
 use gateway_core::audit::AuditError;
 use std::path::PathBuf;
@@ -93,12 +98,25 @@ enum Command {
         #[arg(long)]
         checkpoints: bool,
     },
-    /// Generate a checkpoint signing key: the secret goes to --out (mode 0600), the public key
-    /// to stdout.
+    /// Generate a checkpoint signing key, in a key file (--out, mode 0600) or inside a PKCS#11
+    /// token (--pkcs11-module; PIN from GATEWAY_PKCS11_PIN); prints the public key.
     Keygen {
         /// Where to write the secret key (hex). Must not exist.
+        #[arg(
+            long,
+            required_unless_present = "pkcs11_module",
+            conflicts_with = "pkcs11_module"
+        )]
+        out: Option<PathBuf>,
+        /// The token's PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so.
+        #[arg(long, requires_all = ["token_label", "key_label"])]
+        pkcs11_module: Option<PathBuf>,
+        /// The token's label.
         #[arg(long)]
-        out: PathBuf,
+        token_label: Option<String>,
+        /// The new key pair's label (a rotation uses a new one).
+        #[arg(long)]
+        key_label: Option<String>,
     },
 }
 
@@ -195,10 +213,29 @@ async fn run(cli: Cli) -> Result<bool, AuditError> {
                 .map_err(|e| AuditError::unavailable("writing stdout", e))?;
             Ok(true)
         }
-        Command::Keygen { out } => {
-            let signer = CheckpointSigner::generate();
-            write_secret(&out, &signer.secret_hex())?;
-            println!("{}", signer.key_id());
+        Command::Keygen {
+            out,
+            pkcs11_module,
+            token_label,
+            key_label,
+        } => {
+            let key_id = match (out, pkcs11_module, token_label, key_label) {
+                (Some(out), ..) => SoftwareSigner::create(&out)?.key_id(),
+                (None, Some(module), Some(token), Some(key)) => {
+                    let pin = std::env::var("GATEWAY_PKCS11_PIN").map_err(|_| {
+                        AuditError::invalid_input("set GATEWAY_PKCS11_PIN to the token's user PIN")
+                    })?;
+                    let config = gateway_audit::Pkcs11Config::new(module, token, key, pin);
+                    gateway_audit::Pkcs11Signer::generate(&config)?.key_id()
+                }
+                // clap requires --out or all three PKCS#11 flags.
+                _ => {
+                    return Err(AuditError::invalid_input(
+                        "keygen needs --out or --pkcs11-module",
+                    ));
+                }
+            };
+            println!("{key_id}");
             Ok(true)
         }
     }
@@ -360,6 +397,13 @@ async fn verify(args: VerifyArgs) -> Result<bool, AuditError> {
                         }
                     }
                 }
+                if r.checkpoint_keys.len() > 1 {
+                    notes += &format!(
+                        "; checkpoint key rotated {} time(s), keys in order: {}",
+                        r.checkpoint_keys.len() - 1,
+                        r.checkpoint_keys.join(" -> ")
+                    );
+                }
                 if witnesses_ok {
                     println!(
                         "OK     {}: {} records, head {}, {} checkpoints verified{unchecked}{notes}",
@@ -472,20 +516,4 @@ async fn export_stream(
             _ => return Ok(()),
         }
     }
-}
-
-fn write_secret(path: &std::path::Path, secret: &str) -> Result<(), AuditError> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .map_err(|e| AuditError::invalid_input(format!("creating {}: {e}", path.display())))?;
-    writeln!(file, "{secret}")
-        .map_err(|e| AuditError::unavailable(format!("writing {}", path.display()), e))
 }

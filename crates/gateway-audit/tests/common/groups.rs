@@ -1,7 +1,7 @@
 //! `append_all` on a real store: a group is one unit in the chain and in one commit.
 
 use super::{Flaky, event};
-use gateway_audit::{AuditStore, ChainedSink, CheckpointSigner, SinkConfig};
+use gateway_audit::{AuditStore, ChainedSink, SinkConfig, SoftwareSigner};
 use gateway_core::audit::{AuditEvent, AuditSink};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -144,7 +144,7 @@ pub async fn an_unsealable_group_fails_alone<S: AuditStore>(sink: Arc<ChainedSin
 /// records), is still one commit on `store`: contiguous, verified, its checkpoint covering its
 /// last record.
 pub async fn a_large_group_is_one_commit<S: AuditStore>(store: S) {
-    let signer = Arc::new(CheckpointSigner::generate());
+    let signer = Arc::new(SoftwareSigner::generate());
     let sink = ChainedSink::open(
         Flaky::new(store),
         SinkConfig::new("gw").with_checkpoints(signer, 100, Duration::from_secs(60)),

@@ -370,6 +370,10 @@ pub struct VerifyReport {
     pub head: Option<(u64, String)>,
     /// How many signed checkpoints were checked.
     pub checkpoints_checked: u64,
+    /// The checkpoint signing keys (hex public keys), in the order the stream used them: more
+    /// than one means the key was rotated, each change announced by a `key_rotated` record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoint_keys: Vec<String>,
     /// The first fault, if any.
     pub fault: Option<ChainFault>,
 }
@@ -702,6 +706,7 @@ impl ChainVerifier {
             records_checked: self.checked,
             head,
             checkpoints_checked: 0,
+            checkpoint_keys: Vec::new(),
             fault,
         }
     }

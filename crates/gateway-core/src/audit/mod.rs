@@ -19,6 +19,10 @@ pub use chain::{ChainFault, ChainVerifier, FaultKind, VerifyReport};
 pub enum AuditEventKind {
     /// The first record of a stream (written by sinks, never by the gateway).
     Genesis,
+    /// The stream's checkpoint signing key changed: `details` name the `previous_key_id` and
+    /// the new `key_id` (written by sinks, never by the gateway; the first record the new key
+    /// checkpoints).
+    KeyRotated,
     /// A request arrived (write-ahead, before anything else happens).
     Requested,
     /// The request was refused before a decision: bad credential, invalid input, rate limit.
@@ -42,8 +46,9 @@ pub enum AuditEventKind {
 
 impl AuditEventKind {
     /// Every kind, in request-path order.
-    pub const ALL: [AuditEventKind; 10] = [
+    pub const ALL: [AuditEventKind; 11] = [
         Self::Genesis,
+        Self::KeyRotated,
         Self::Requested,
         Self::Rejected,
         Self::Decided,
@@ -59,6 +64,7 @@ impl AuditEventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Genesis => "genesis",
+            Self::KeyRotated => "key_rotated",
             Self::Requested => "requested",
             Self::Rejected => "rejected",
             Self::Decided => "decided",
@@ -75,6 +81,7 @@ impl AuditEventKind {
     pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "genesis" => Self::Genesis,
+            "key_rotated" => Self::KeyRotated,
             "requested" => Self::Requested,
             "rejected" => Self::Rejected,
             "decided" => Self::Decided,
