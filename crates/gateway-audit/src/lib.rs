@@ -204,6 +204,8 @@ mod sqlite_rows;
 pub mod store;
 #[cfg(feature = "tsa")]
 pub mod tsa;
+#[cfg(feature = "tsa")]
+pub mod tsa_verify;
 pub mod verify;
 pub mod witness;
 mod writer;

@@ -10,7 +10,8 @@
 //! checkpoint existed by the TSA's time, which the log's host cannot back-date.
 //!
 //! Here the reply's status is checked (granted, or granted with modifications) and so is the
-//! nonce; the token's signature is checked by the verifier with the TSA's certificate chain.
+//! nonce; the token itself (imprint, signature, certificate chain) is checked offline by
+//! [`crate::tsa_verify::verify_token`], as `gateway-audit verify --tsa-ca` does.
 
 use crate::checkpoint::Checkpoint;
 use crate::witness::{CheckpointWitness, FileWitness, WitnessError};

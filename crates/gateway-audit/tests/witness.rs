@@ -8,6 +8,7 @@ mod common;
 
 use async_trait::async_trait;
 use common::{Db, event, lit, postgres_schema, postgres_url};
+use gateway_audit::tsa_verify::{TsaTrust, verify_token};
 use gateway_audit::witness::WitnessErrorKind;
 use gateway_audit::{
     AuditStore, ChainedSink, Checkpoint, CheckpointSigner, CheckpointWitness, FileWitness,
@@ -515,6 +516,59 @@ async fn tsa_witness_time_stamps_every_checkpoint() {
             "token verifies another head"
         );
     }
+    // Our own check of the tokens agrees with openssl's, and so does the CLI.
+    let trust = TsaTrust::from_pem(&std::fs::read(&ca).unwrap()).unwrap();
+    for (cp, token) in &tokens {
+        let stamped = verify_token(token, cp, &trust).unwrap();
+        let age = std::time::SystemTime::now()
+            .duration_since(stamped.gen_time)
+            .unwrap();
+        assert!(age < Duration::from_secs(600), "stamped {age:?} ago");
+        assert!(stamped.tsa.contains("gateway test TSA"), "{}", stamped.tsa);
+    }
+    tsa_tokens_are_checked(&tokens, &trust);
+    let bin = env!("CARGO_BIN_EXE_gateway-audit");
+    let keys = tempfile::tempdir().unwrap();
+    let pubkey = keys.path().join("key.pub");
+    std::fs::write(&pubkey, signer.key_id()).unwrap();
+    let cli = |extra: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(["verify", "--db"])
+            .arg(dir.path().join("audit.db"))
+            .args(["--expect-stream", "gw", "--pubkey"])
+            .arg(&pubkey)
+            .arg("--witness")
+            .arg(wdir.path())
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = cli(&["--tsa-ca", &ca]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("3 RFC 3161 tokens verified"), "{out}");
+    let (code, out) = cli(&[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("tokens NOT checked"), "{out}");
+    // A token moved to another checkpoint's line fails the CLI.
+    let file = wdir.path().join("checkpoints.jsonl");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = lines[0]["tsa_token"].clone();
+    lines[1]["tsa_token"] = first;
+    let swapped: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&file, swapped).unwrap();
+    let (code, out) = cli(&["--tsa-ca", &ca]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("stamps another message"), "{out}");
+    std::fs::write(&file, text).unwrap();
+
     let report = check_witnessed(
         &store,
         "gw",
@@ -543,4 +597,90 @@ async fn tsa_witness_time_stamps_every_checkpoint() {
     sink.append(event(1)).await.unwrap();
     let err = sink.append(event(2)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+}
+
+/// Each way a token can be wrong fails [`verify_token`], with a message saying which check.
+fn tsa_tokens_are_checked(tokens: &[(Checkpoint, Vec<u8>)], trust: &TsaTrust) {
+    let (cp, token) = &tokens[0];
+    let err = |token: &[u8], cp: &Checkpoint, trust: &TsaTrust| {
+        verify_token(token, cp, trust).expect_err("a bad token verified")
+    };
+    // Another checkpoint (its head, its time): the imprint differs.
+    let mut other = cp.clone();
+    other.head_hash = "00".repeat(32);
+    assert!(err(token, &other, trust).contains("stamps another message"));
+    other = cp.clone();
+    other.time += time::Duration::milliseconds(1);
+    assert!(err(token, &other, trust).contains("stamps another message"));
+    // Any byte of the token changed: some check fails (which one depends on where).
+    let mut failures = std::collections::BTreeSet::new();
+    for i in (0..token.len()).step_by(7) {
+        let mut bad = token.clone();
+        bad[i] ^= 0x01;
+        if let Err(e) = verify_token(&bad, cp, trust) {
+            failures.insert(e.split(':').next().unwrap_or("").to_owned());
+        } else {
+            // A flipped bit inside an unsigned, unchecked field (e.g. the reply's status text
+            // or an unused certificate) may leave the token valid; the stamped content may not.
+            let tst = verify_token(&bad, cp, trust).unwrap();
+            assert_eq!(tst, verify_token(token, cp, trust).unwrap());
+        }
+    }
+    assert!(!failures.is_empty());
+    // The TSA's signature changed: the signature check, and only it, catches it.
+    let reply = <x509_tsp::TimeStampResp as der::Decode>::from_der(token).unwrap();
+    let signed: cms::signed_data::SignedData =
+        reply.time_stamp_token.unwrap().content.decode_as().unwrap();
+    let signature = signed.signer_infos.0.as_slice()[0]
+        .signature
+        .as_bytes()
+        .to_vec();
+    let at = token
+        .windows(signature.len())
+        .position(|w| w == signature.as_slice())
+        .unwrap();
+    let mut bad = token.clone();
+    bad[at + signature.len() - 3] ^= 0x01;
+    let e = err(&bad, cp, trust);
+    assert!(e.contains("signature does not verify"), "{e}");
+    // The stamped time changed (inside the signed TSTInfo): the digest check catches it.
+    let tst_der = signed
+        .encap_content_info
+        .econtent
+        .unwrap()
+        .decode_as::<der::asn1::OctetString>()
+        .unwrap()
+        .into_bytes();
+    let tst = <x509_tsp::TstInfo as der::Decode>::from_der(&tst_der).unwrap();
+    let gen_time = der::Encode::to_der(&tst.gen_time).unwrap();
+    let at = token
+        .windows(gen_time.len())
+        .position(|w| w == gen_time.as_slice())
+        .unwrap();
+    let mut bad = token.clone();
+    bad[at + 5] = if bad[at + 5] == b'0' { b'1' } else { b'0' };
+    let e = err(&bad, cp, trust);
+    assert!(e.contains("the signed digest is not the TSTInfo's"), "{e}");
+    // A CA the operator does not trust.
+    let stranger = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=stranger",
+            "-keyout",
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    assert!(stranger.status.success());
+    let stranger = TsaTrust::from_pem(&stranger.stdout).unwrap();
+    assert!(err(token, cp, &stranger).contains("does not chain to a trusted certificate"));
 }

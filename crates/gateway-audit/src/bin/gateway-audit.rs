@@ -4,6 +4,7 @@
 //! gateway-audit verify --db <url> (--pubkey <file>… | --no-signatures)
 //!                      (--expect-stream <id>… | --stream <id> | --all-streams)
 //!                      [--legacy-bodies] [--max-checkpoint-gap N] [--witness <dir>…]
+//!                      [--tsa-ca <pem>]
 //! gateway-audit export --db <url> --jsonl [--stream <id>] [--checkpoints]
 //! gateway-audit keygen --out <secret-key-file>
 //! gateway-audit keygen --pkcs11-module <lib.so> --token-label <t> --key-label <k>
@@ -24,7 +25,9 @@
 //! Rows in the formats of earlier versions are accepted only with `--legacy-bodies`.
 
 use clap::{Parser, Subcommand};
+use gateway_audit::TsaWitness;
 use gateway_audit::checkpoint::{Checkpoint, parse_public_key};
+use gateway_audit::tsa_verify::{TsaTrust, verify_token};
 use gateway_audit::{
     AuditStore, CheckpointSigner, CheckpointWitness, FileWitness, PostgresStore, PostgresWitness,
     SoftwareSigner, SqliteStore, VerifyOptions, check_witnessed, verify_stream,
@@ -82,6 +85,12 @@ enum Command {
         /// was witnessed; reports the records after the newest witnessed checkpoint.
         #[arg(long, value_name = "DIR|FILE|URL")]
         witness: Vec<String>,
+        /// The certificates (PEM) of the time-stamping authorities, or their CAs, whose RFC
+        /// 3161 tokens count: every token a --witness file holds must then stamp its
+        /// checkpoint, be signed by such a TSA and chain to one of these. Without it, tokens
+        /// are reported as not checked.
+        #[arg(long, value_name = "PEM")]
+        tsa_ca: Option<PathBuf>,
     },
     /// Write records (or checkpoints) as JSON lines to stdout, in sequence order.
     Export {
@@ -173,9 +182,11 @@ async fn run(cli: Cli) -> Result<bool, AuditError> {
             legacy_bodies,
             max_checkpoint_gap,
             witness,
+            tsa_ca,
         } => {
             verify(VerifyArgs {
                 witness,
+                tsa_ca,
                 db,
                 stream,
                 expect_stream,
@@ -251,12 +262,16 @@ struct VerifyArgs {
     legacy_bodies: bool,
     max_checkpoint_gap: Option<u64>,
     witness: Vec<String>,
+    tsa_ca: Option<PathBuf>,
 }
+
+/// A checkpoint and its RFC 3161 reply (DER `TimeStampResp`).
+type Stamped = (Checkpoint, Vec<u8>);
 
 /// A witness the verifier reads.
 enum Witnessed {
-    /// A file witness, read whole.
-    File(Vec<Checkpoint>),
+    /// A file witness (its path and checkpoints, read whole).
+    File(String, Vec<Checkpoint>),
     Postgres(PostgresWitness),
 }
 
@@ -267,12 +282,39 @@ impl Witnessed {
             return Ok((w.name().to_owned(), Self::Postgres(w)));
         }
         let checkpoints = FileWitness::read(spec)?;
-        Ok((spec.to_owned(), Self::File(checkpoints)))
+        Ok((spec.to_owned(), Self::File(spec.to_owned(), checkpoints)))
+    }
+
+    /// The RFC 3161 tokens of `stream`'s checkpoints, if this is a TSA witness's file.
+    fn tsa_tokens(&self, stream: &str) -> Result<Option<Vec<Stamped>>, AuditError> {
+        let Self::File(spec, _) = self else {
+            return Ok(None);
+        };
+        let path = std::path::Path::new(spec);
+        let (dir, file) = if path.is_dir() {
+            (
+                path.to_owned(),
+                path.join(gateway_audit::witness::WITNESS_FILE),
+            )
+        } else {
+            (
+                path.parent()
+                    .unwrap_or(std::path::Path::new("."))
+                    .to_owned(),
+                path.to_owned(),
+            )
+        };
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| AuditError::unavailable(format!("reading {}", file.display()), e))?;
+        if !text.lines().any(|l| l.contains("\"tsa_token\"")) {
+            return Ok(None);
+        }
+        Ok(Some(TsaWitness::tokens(dir, stream)?))
     }
 
     async fn of_stream(&self, stream: &str) -> Result<Vec<Checkpoint>, AuditError> {
         match self {
-            Self::File(all) => Ok(all
+            Self::File(_, all) => Ok(all
                 .iter()
                 .filter(|c| c.stream_id == stream)
                 .cloned()
@@ -302,6 +344,18 @@ async fn verify(args: VerifyArgs) -> Result<bool, AuditError> {
         max_checkpoint_gap: args.max_checkpoint_gap,
         legacy_bodies: args.legacy_bodies,
         ..VerifyOptions::default()
+    };
+    let tsa_trust = match &args.tsa_ca {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                AuditError::invalid_input(format!("reading {}: {e}", path.display()))
+            })?;
+            Some(
+                TsaTrust::from_pem(&pem)
+                    .map_err(|e| AuditError::invalid_input(format!("{}: {e}", path.display())))?,
+            )
+        }
+        None => None,
     };
     let mut witnessed = Vec::with_capacity(args.witness.len());
     for spec in &args.witness {
@@ -396,6 +450,15 @@ async fn verify(args: VerifyArgs) -> Result<bool, AuditError> {
                             );
                         }
                     }
+                    if let Some(tokens) = witness.tsa_tokens(s)? {
+                        match check_tokens(&tokens, tsa_trust.as_ref()) {
+                            Ok(note) => notes += &format!("; witness {name}: {note}"),
+                            Err(fault) => {
+                                witnesses_ok = false;
+                                println!("FAILED {s}: witness {name}: {fault}");
+                            }
+                        }
+                    }
                 }
                 if r.checkpoint_keys.len() > 1 {
                     notes += &format!(
@@ -426,6 +489,35 @@ async fn verify(args: VerifyArgs) -> Result<bool, AuditError> {
         }
     }
     Ok(ok)
+}
+
+/// Checks every token against its checkpoint and the trusted TSA certificates: the note for the
+/// report, or the first failure. Without trusted certificates, the note says they were not
+/// checked.
+fn check_tokens(tokens: &[Stamped], trust: Option<&TsaTrust>) -> Result<String, String> {
+    let Some(trust) = trust else {
+        return Ok(format!(
+            "{} RFC 3161 tokens NOT checked (give --tsa-ca)",
+            tokens.len()
+        ));
+    };
+    let mut newest = None;
+    for (cp, token) in tokens {
+        let stamped = verify_token(token, cp, trust)
+            .map_err(|e| format!("RFC 3161 token of checkpoint {}: {e}", cp.sequence))?;
+        newest = Some((cp.sequence, stamped));
+    }
+    Ok(match newest {
+        None => "no RFC 3161 tokens".to_owned(),
+        Some((sequence, stamped)) => format!(
+            "{} RFC 3161 tokens verified (checkpoint {sequence} stamped at {} by {})",
+            tokens.len(),
+            time::OffsetDateTime::from(stamped.gen_time)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            stamped.tsa
+        ),
+    })
 }
 
 /// The directory of a SQLite log named by `db` (`None` for PostgreSQL).
