@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::{Db, event, lit};
+use common::{Db, event, lit, postgres_schema, postgres_url};
 use gateway_audit::AuditStore;
 use gateway_audit::{
-    ChainedSink, CheckpointSigner, CheckpointWitness, FileWitness, SinkConfig, SoftwareSigner,
-    SqliteStore,
+    ChainedSink, CheckpointSigner, CheckpointWitness, FileWitness, PostgresStore, SinkConfig,
+    SoftwareSigner, SqliteStore,
 };
 use gateway_core::audit::AuditSink;
 use gateway_core::audit::chain::seal;
@@ -54,35 +54,34 @@ fn run(cmd: &mut Command) -> (Option<i32>, String) {
 
 /// Both verifiers on the log at `db`: (ours, theirs).
 fn both(
-    db: &Path,
+    url: &str,
     key: &Path,
     witness: &Path,
     work: &Path,
 ) -> ((Option<i32>, String), (Option<i32>, String)) {
-    both_trusting(db, &[key], witness, work)
+    both_trusting(url, &[key], witness, work)
 }
 
 /// Both verifiers, trusting every key in `keys` (a rotation needs the old and the new one).
 fn both_trusting(
-    db: &Path,
+    url: &str,
     keys: &[&Path],
     witness: &Path,
     work: &Path,
 ) -> ((Option<i32>, String), (Option<i32>, String)) {
     let bin = env!("CARGO_BIN_EXE_gateway-audit");
-    let url = format!("sqlite://{}", db.display());
     let pubkeys: Vec<_> = keys
         .iter()
         .flat_map(|k| [Path::new("--pubkey"), k])
         .collect();
     let ours = run(Command::new(bin)
-        .args(["verify", "--db", &url, "--expect-stream", "gw"])
+        .args(["verify", "--db", url, "--expect-stream", "gw"])
         .args(&pubkeys)
         .arg("--witness")
         .arg(witness));
     let export = |extra: &[&str]| {
         let out = Command::new(bin)
-            .args(["export", "--db", &url, "--jsonl"])
+            .args(["export", "--db", url, "--jsonl"])
             .args(extra)
             .output()
             .unwrap();
@@ -115,10 +114,84 @@ fn both_trusting(
 type Attack = Box<dyn Fn(&[gateway_core::AuditRecord], &str) -> String>;
 
 #[tokio::test]
-async fn independent_verifier_agrees_on_every_tampering() {
+async fn sqlite_independent_verifier_agrees_on_every_tampering() {
     if !python_ok() {
         return;
     }
+    every_tampering(None).await;
+}
+
+#[tokio::test]
+async fn postgres_independent_verifier_agrees_on_every_tampering() {
+    if !python_ok() {
+        return;
+    }
+    let Some(base) = postgres_url("postgres_independent_verifier_agrees_on_every_tampering") else {
+        return;
+    };
+    every_tampering(Some(base)).await;
+}
+
+/// A fresh log of ten witnessed records: its URL for the tools, the way to tamper with it
+/// and its rows. `postgres`: the base URL of the test cluster (each log in its own schema).
+async fn fresh_log(
+    postgres: Option<&str>,
+    dir: &Path,
+    signer: &Arc<SoftwareSigner>,
+    witness: Arc<dyn CheckpointWitness>,
+) -> (String, Db, Vec<gateway_core::AuditRecord>) {
+    match postgres {
+        None => {
+            let path = dir.join("audit.db");
+            let store = SqliteStore::open(&path).await.unwrap();
+            let rows = fill(store, signer, witness).await;
+            (
+                format!("sqlite://{}", path.display()),
+                Db::Sqlite(path),
+                rows,
+            )
+        }
+        Some(base) => {
+            let (url, _) = postgres_schema(base, "independent").await;
+            let store = PostgresStore::connect(&url).await.unwrap();
+            let rows = fill(store, signer, witness).await;
+            (url.clone(), Db::Postgres(url), rows)
+        }
+    }
+}
+
+async fn fill<S: AuditStore + Clone>(
+    store: S,
+    signer: &Arc<SoftwareSigner>,
+    witness: Arc<dyn CheckpointWitness>,
+) -> Vec<gateway_core::AuditRecord> {
+    let sink = ChainedSink::open(
+        store.clone(),
+        SinkConfig::new("gw")
+            .with_checkpoints(signer.clone(), 3, Duration::from_secs(3600))
+            .with_witnesses(vec![witness], 1),
+    )
+    .await
+    .unwrap();
+    for n in 0..10 {
+        let mut ev = event(n);
+        ev.details
+            .insert("ratio".into(), serde_json::json!(n as f64 / 7.0));
+        ev.details
+            .insert("big".into(), serde_json::json!(1e22 * n as f64));
+        sink.append(ev).await.unwrap();
+    }
+    sink.close().await.unwrap();
+    store
+        .read_raw("gw", None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.to_record().unwrap())
+        .collect()
+}
+
+async fn every_tampering(postgres: Option<String>) {
     let keys = tempfile::tempdir().unwrap();
     let signer = Arc::new(SoftwareSigner::generate());
     let secret = signer.secret_hex();
@@ -170,6 +243,22 @@ async fn independent_verifier_agrees_on_every_tampering() {
         (
             "delete",
             Box::new(|_, _| "DELETE FROM audit_records WHERE sequence = 4;".into()),
+        ),
+        (
+            "insert",
+            Box::new(|rows, _| {
+                // A correctly hashed record slipped in after record 4; the rest shift up.
+                let forged = seal("gw", 5, &rows[4].hash, rows[2].event.clone()).unwrap();
+                let body = gateway_audit::SealedRecord::new(forged.clone()).unwrap().body;
+                format!(
+                    "UPDATE audit_records SET sequence = sequence + 1000000 WHERE sequence >= 5;
+                     UPDATE audit_records SET sequence = sequence - 999999 WHERE sequence >= 1000000;
+                     INSERT INTO audit_records (stream_id, sequence, prev_hash, hash, event, event_time, correlation_id, kind, agent_id, action, resource, outcome) VALUES ('gw', 5, {}, {}, {}, '2026-01-01T00:00:00.000000Z', 'x', 'requested', NULL, 'a', 'r', NULL);",
+                    lit(&forged.prev_hash),
+                    lit(&forged.hash),
+                    lit(&body)
+                )
+            }),
         ),
         (
             "swap",
@@ -233,41 +322,16 @@ async fn independent_verifier_agrees_on_every_tampering() {
         let dir = tempfile::tempdir().unwrap();
         let wdir = tempfile::tempdir().unwrap();
         let work = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.db");
         let witness: Arc<dyn CheckpointWitness> = Arc::new(FileWitness::open(wdir.path()).unwrap());
-        let store = SqliteStore::open(&path).await.unwrap();
-        let sink = ChainedSink::open(
-            store.clone(),
-            SinkConfig::new("gw")
-                .with_checkpoints(signer.clone(), 3, Duration::from_secs(3600))
-                .with_witnesses(vec![witness], 1),
-        )
-        .await
-        .unwrap();
-        for n in 0..10 {
-            let mut ev = event(n);
-            ev.details
-                .insert("ratio".into(), serde_json::json!(n as f64 / 7.0));
-            ev.details
-                .insert("big".into(), serde_json::json!(1e22 * n as f64));
-            sink.append(ev).await.unwrap();
-        }
-        sink.close().await.unwrap();
-        let ((o, ot), (t, tt)) = both(&path, &key, wdir.path(), work.path());
+        let (url, db, rows) = fresh_log(postgres.as_deref(), dir.path(), &signer, witness).await;
+        let ((o, ot), (t, tt)) = both(&url, &key, wdir.path(), work.path());
         assert_eq!(
             (o, t),
             (Some(0), Some(0)),
             "{name}: false alarm:\n{ot}\n{tt}"
         );
-        let rows: Vec<_> = store
-            .read_raw("gw", None, 100)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.to_record().unwrap())
-            .collect();
-        Db::Sqlite(path.clone()).tamper(&attack(&rows, "gw")).await;
-        let ((o, ot), (t, tt)) = both(&path, &key, wdir.path(), work.path());
+        db.tamper(&attack(&rows, "gw")).await;
+        let ((o, ot), (t, tt)) = both(&url, &key, wdir.path(), work.path());
         assert_eq!(
             o,
             Some(1),
@@ -286,7 +350,12 @@ async fn independent_verifier_agrees_on_every_tampering() {
         };
         table += &format!("| {name} | {} | {} |\n", first(&ot), first(&tt));
     }
-    eprintln!("{table}");
+    let store = if postgres.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    eprintln!("{store}:\n{table}");
 }
 
 /// A key rotation: both verifiers accept the announced one (trusting both keys) and report
@@ -323,7 +392,8 @@ async fn independent_verifier_follows_a_key_rotation() {
         sink.close().await.unwrap();
     }
     let trusted = [old_pub.as_path(), new_pub.as_path()];
-    let ((o, ot), (t, tt)) = both_trusting(&path, &trusted, wdir.path(), work.path());
+    let url = format!("sqlite://{}", path.display());
+    let ((o, ot), (t, tt)) = both_trusting(&url, &trusted, wdir.path(), work.path());
     assert_eq!((o, t), (Some(0), Some(0)), "false alarm:\n{ot}\n{tt}");
     assert!(ot.contains("rotated 1 time"), "{ot}");
 
@@ -342,7 +412,7 @@ async fn independent_verifier_follows_a_key_rotation() {
         )
         .await
         .unwrap();
-    let ((o, ot), (t, tt)) = both_trusting(&path, &trusted, wdir.path(), work.path());
+    let ((o, ot), (t, tt)) = both_trusting(&url, &trusted, wdir.path(), work.path());
     assert_eq!(o, Some(1), "gateway-audit verify missed it:\n{ot}");
     assert!(ot.contains("without a key_rotated record"), "{ot}");
     assert_eq!(t, Some(1), "the independent verifier missed it:\n{tt}");
