@@ -179,6 +179,14 @@ async fn fill<S: AuditStore + Clone>(
             .insert("ratio".into(), serde_json::json!(n as f64 / 7.0));
         ev.details
             .insert("big".into(), serde_json::json!(1e22 * n as f64));
+        if n == 3 {
+            // The JCS edge cases of docs/audit-format.md's `edge_event`, in a real log.
+            let edge = serde_json::json!({
+                "int": 9_007_199_254_740_993_u64, "e21": 1e21, "tiny": 1e-7, "negzero": -0.0,
+                "\u{fb00}": 1, "\u{1f600}": 2, "\u{e9}": 3, "esc": "\u{7}\"\\/",
+            });
+            ev.details.insert("edge".into(), edge);
+        }
         sink.append(ev).await.unwrap();
     }
     sink.close().await.unwrap();
@@ -249,7 +257,9 @@ async fn every_tampering(postgres: Option<String>) {
             Box::new(|rows, _| {
                 // A correctly hashed record slipped in after record 4; the rest shift up.
                 let forged = seal("gw", 5, &rows[4].hash, rows[2].event.clone()).unwrap();
-                let body = gateway_audit::SealedRecord::new(forged.clone()).unwrap().body;
+                let body = gateway_audit::SealedRecord::new(forged.clone())
+                    .unwrap()
+                    .body;
                 format!(
                     "UPDATE audit_records SET sequence = sequence + 1000000 WHERE sequence >= 5;
                      UPDATE audit_records SET sequence = sequence - 999999 WHERE sequence >= 1000000;

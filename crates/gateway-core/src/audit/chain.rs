@@ -8,6 +8,7 @@
 use super::jcs::{write_key, write_object, write_str, write_u64};
 use super::{AuditError, AuditEvent, AuditEventKind, AuditRecord};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::fmt;
 
@@ -208,6 +209,30 @@ pub fn seal_with_body(
     EncodedEvent::new(stream_id, event)?.seal(sequence, prev_hash)
 }
 
+/// Rewrites every integer beyond ±2^53 in `value` as a string of its decimal digits. RFC 8785
+/// numbers are IEEE-754 doubles: such an integer would be rounded in the canonical body (the
+/// record would not hold what the gateway saw), and off-the-shelf JCS libraries refuse it
+/// outright, so an independent verifier could not recompute the hash. As a string it is exact
+/// and every verifier reads it.
+fn exact_integers(value: &mut Value) {
+    match value {
+        Value::Number(n) => {
+            let beyond = n.as_u64().is_some_and(|u| u > MAX_EXACT_INTEGER)
+                || n.as_i64()
+                    .is_some_and(|i| i.unsigned_abs() > MAX_EXACT_INTEGER);
+            if beyond {
+                *value = Value::String(n.to_string());
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(exact_integers),
+        Value::Object(members) => members.values_mut().for_each(exact_integers),
+        Value::Null | Value::Bool(_) | Value::String(_) => {}
+    }
+}
+
+/// The largest integer every IEEE-754 double holds exactly.
+const MAX_EXACT_INTEGER: u64 = 1 << 53;
+
 /// An event encoded for one stream, waiting for its place in the chain: its canonical body with
 /// only the sequence number missing.
 ///
@@ -228,6 +253,9 @@ impl EncodedEvent {
     /// Encodes `event` for `stream_id`. Fails on what would make [`seal`] fail for any
     /// sequence number: a time that cannot be formatted.
     pub fn new(stream_id: &str, mut event: AuditEvent) -> Result<Self, AuditError> {
+        for value in event.details.values_mut() {
+            exact_integers(value);
+        }
         let micros = event.time.microsecond();
         event.time = event
             .time
@@ -716,6 +744,33 @@ impl ChainVerifier {
 mod tests {
     use super::*;
     use crate::ids::RequestId;
+
+    #[test]
+    fn integers_a_double_cannot_hold_are_recorded_as_strings() {
+        let mut ev = AuditEvent::new(RequestId::new(), 1, AuditEventKind::Requested);
+        let details = serde_json::json!({
+            "big": 9_007_199_254_740_993_u64,
+            "neg": -9_007_199_254_740_993_i64,
+            "edge": 9_007_199_254_740_992_u64,
+            "nested": [{"max": u64::MAX}],
+            "float": 1e300,
+        });
+        let serde_json::Value::Object(details) = details else {
+            unreachable!("a literal object")
+        };
+        ev.details = details;
+        let (record, body) = seal_with_body("s", 1, GENESIS_PREV_HASH, ev).unwrap();
+        for part in [
+            r#""big":"9007199254740993""#,
+            r#""neg":"-9007199254740993""#,
+            r#""edge":9007199254740992"#,
+            r#""nested":[{"max":"18446744073709551615"}]"#,
+            r#""float":1e+300"#,
+        ] {
+            assert!(body.contains(part), "{part} not in {body}");
+        }
+        assert_eq!(record.event.details["big"], "9007199254740993");
+    }
 
     fn chain(n: u64) -> Vec<AuditRecord> {
         let mut out = vec![genesis("s").unwrap()];
