@@ -274,6 +274,36 @@ fn checkpoint_intervals(c: &mut Criterion) {
         };
         sinks.push((name, Arc::new(sink)));
     }
+    // The default interval with the witness in a PostgreSQL database instead of a file.
+    if let Ok(url) = std::env::var("GATEWAY_TEST_POSTGRES_URL") {
+        let sink = rt.block_on(async {
+            use sqlx::Connection as _;
+            let schema = format!("bench_witness_{}", rand_suffix());
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::raw_sql(&format!(
+                "CREATE SCHEMA {schema}; SET search_path = {schema}; {}",
+                gateway_audit::PostgresWitness::SCHEMA
+            ))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let witness_url = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+            let witness: Arc<dyn CheckpointWitness> = Arc::new(
+                gateway_audit::PostgresWitness::connect(&witness_url)
+                    .await
+                    .unwrap(),
+            );
+            let store = SqliteStore::open(dir.path().join("cp-pg.db"))
+                .await
+                .unwrap();
+            let config = SinkConfig::new("bench")
+                .with_checkpoints(signer.clone(), 64, Duration::from_secs(5))
+                .with_witnesses(vec![witness], 1);
+            ChainedSink::open(store, config).await.unwrap()
+        });
+        sinks.push(("sqlite-pg-witnessed-every-64".into(), Arc::new(sink)));
+    }
     let mut group = c.benchmark_group("audit_checkpoint_interval");
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));

@@ -2,25 +2,11 @@
 //! lets anyone holding the public key detect a truncated tail or a rewritten chain.
 
 use crate::record::StoredCheckpoint;
-use crate::signer::CheckpointSigner;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use gateway_core::audit::AuditError;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
-use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-
-/// When the writer signs checkpoints.
-#[derive(Debug, Clone)]
-pub struct CheckpointPolicy {
-    /// Signs the checkpoints (a key file, a PKCS#11 token, …).
-    pub signer: Arc<dyn CheckpointSigner>,
-    /// Sign after this many records (≥ 1).
-    pub every_records: u64,
-    /// Sign after this long if records were appended since the last checkpoint.
-    pub every: Duration,
-}
 
 /// Domain separation: these bytes (34 of them, ending in a line feed) prefix every signed
 /// message, so a checkpoint signature can never be replayed as a signature over anything else.
@@ -151,7 +137,7 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, AuditError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signer::SoftwareSigner;
+    use crate::signer::{CheckpointSigner as _, SoftwareSigner};
 
     #[test]
     fn sign_verify_and_tamper() {

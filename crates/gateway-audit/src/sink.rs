@@ -2,8 +2,8 @@
 //! checkpoints, verification) over an [`AuditStore`].
 
 use crate::checkpoint::Checkpoint;
-pub use crate::checkpoint::CheckpointPolicy;
 use crate::redact::Redactor;
+pub use crate::signer::CheckpointPolicy;
 use crate::signer::CheckpointSigner;
 use crate::store::{AuditStore, SealedRecord};
 use crate::verify::{VerifyOptions, verify_stream};

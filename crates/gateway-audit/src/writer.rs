@@ -1,7 +1,8 @@
 //! The single writer of one stream: batches queued appends into one transaction (group commit)
 //! and answers each caller only after the commit.
 
-use crate::checkpoint::{Checkpoint, CheckpointPolicy};
+use crate::checkpoint::Checkpoint;
+use crate::signer::CheckpointPolicy;
 use crate::store::{AuditStore, SealedRecord};
 use crate::witness::WitnessPolicy;
 use gateway_core::audit::chain::EncodedEvent;

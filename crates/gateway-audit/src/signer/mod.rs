@@ -32,7 +32,20 @@ pub use software::SoftwareSigner;
 use crate::checkpoint::Checkpoint;
 use ed25519_dalek::{Signature, VerifyingKey};
 use gateway_core::audit::AuditError;
+use std::sync::Arc;
+use std::time::Duration;
 use time::OffsetDateTime;
+
+/// When the writer signs checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointPolicy {
+    /// Signs the checkpoints (a key file, a PKCS#11 token, …).
+    pub signer: Arc<dyn CheckpointSigner>,
+    /// Sign after this many records (≥ 1).
+    pub every_records: u64,
+    /// Sign after this long if records were appended since the last checkpoint.
+    pub every: Duration,
+}
 
 /// Signs checkpoint messages with an Ed25519 key. Implementations keep the secret to
 /// themselves: `Debug` shows the public key only.
