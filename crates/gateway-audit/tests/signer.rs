@@ -98,6 +98,47 @@ fn pkcs11_signer_passes_the_conformance_checks() {
 }
 
 #[test]
+fn cli_keygen_creates_the_key_inside_the_token() {
+    let _turn = turn();
+    let Some(config) = token("cli_keygen_creates_the_key_inside_the_token", "cli") else {
+        return;
+    };
+    let keygen = |pin: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gateway-audit"));
+        cmd.arg("keygen")
+            .arg("--pkcs11-module")
+            .arg(&config.module)
+            .args(["--token-label", &config.token_label])
+            .args(["--key-label", &config.key_label])
+            .env_remove("GATEWAY_PKCS11_PIN");
+        if let Some(pin) = pin {
+            cmd.env("GATEWAY_PKCS11_PIN", pin);
+        }
+        cmd.output().unwrap()
+    };
+    // The PIN comes from the environment only.
+    let out = keygen(None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GATEWAY_PKCS11_PIN"));
+    let pin = std::env::var("GATEWAY_TEST_PKCS11_PIN").unwrap();
+    let out = keygen(Some(&pin));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        printed.trim(),
+        Pkcs11Signer::open(&config).unwrap().key_id()
+    );
+    // Run again: the label is taken, nothing is overwritten.
+    let out = keygen(Some(&pin));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a key labelled"));
+}
+
+#[test]
 fn the_pkcs11_signing_key_never_leaves_the_token() {
     let _turn = turn();
     let Some(config) = token("the_pkcs11_signing_key_never_leaves_the_token", "sealed") else {
