@@ -304,21 +304,7 @@ fn checkpoint_intervals(c: &mut Criterion) {
         });
         sinks.push(("sqlite-pg-witnessed-every-64".into(), Arc::new(sink)));
     }
-    let mut group = c.benchmark_group("audit_checkpoint_interval");
-    group.sample_size(10);
-    group.warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(3));
-    group.throughput(Throughput::Elements(1));
-    for (name, sink) in &sinks {
-        for writers in [1u64, 64] {
-            group.bench_with_input(BenchmarkId::new(name, writers), &writers, |b, &writers| {
-                b.to_async(&rt).iter_custom(|iters| {
-                    append_concurrently(Arc::clone(sink), writers, iters.max(writers))
-                });
-            });
-        }
-    }
-    group.finish();
+    appends_at_1_and_64_writers(c, &rt, "audit_checkpoint_interval", &sinks);
 }
 
 /// The cost of where the checkpoint key lives (issue 17, item 3): SQLite appends at 1 and 64
@@ -368,15 +354,25 @@ fn checkpoint_signers(c: &mut Criterion) {
             sinks.push((name.clone(), open(&name, Some((signer.clone(), every)))));
         }
     }
-    let mut group = c.benchmark_group("audit_checkpoint_signer");
+    appends_at_1_and_64_writers(c, &rt, "audit_checkpoint_signer", &sinks);
+}
+
+/// Benchmarks each sink's appends at 1 and 64 concurrent writers, one group per call.
+fn appends_at_1_and_64_writers(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    group_name: &str,
+    sinks: &[(String, Arc<dyn AuditSink>)],
+) {
+    let mut group = c.benchmark_group(group_name);
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(3));
     group.throughput(Throughput::Elements(1));
-    for (name, sink) in &sinks {
+    for (name, sink) in sinks {
         for writers in [1u64, 64] {
             group.bench_with_input(BenchmarkId::new(name, writers), &writers, |b, &writers| {
-                b.to_async(&rt).iter_custom(|iters| {
+                b.to_async(rt).iter_custom(|iters| {
                     append_concurrently(Arc::clone(sink), writers, iters.max(writers))
                 });
             });
