@@ -187,17 +187,8 @@ impl<S: AuditStore> Writer<S> {
             {
                 Ok(()) => {
                     self.head = Some(sealed.head);
-                    if let Some(cp) = checkpoint {
-                        self.mark_checkpointed(sequence);
-                        // The batch is durable in the log and answered; if its checkpoint
-                        // cannot be witnessed, the appends after it stop instead.
-                        self.set_pending(cp);
-                        if let Err(e) = self.witness_pending().await {
-                            tracing::warn!(stream = %self.stream_id, error = %e, "audit checkpoint not witnessed; appends stop until it is");
-                        }
-                    } else {
-                        self.since_checkpoint += added;
-                    }
+                    // The batch is durable in the log: answer its callers first, so that they
+                    // do not also wait for the witnesses.
                     let mut records = sealed.records.into_iter();
                     for (answer, n) in sealed.owners {
                         let receipts = records
@@ -210,6 +201,17 @@ impl<S: AuditStore> Writer<S> {
                             })
                             .collect();
                         let _ = answer.send(Ok(receipts));
+                    }
+                    if let Some(cp) = checkpoint {
+                        self.mark_checkpointed(sequence);
+                        // If its checkpoint cannot be witnessed, the appends after it stop
+                        // (`witness_pending` at the next commit) until it is.
+                        self.set_pending(cp);
+                        if let Err(e) = self.witness_pending().await {
+                            tracing::warn!(stream = %self.stream_id, error = %e, "audit checkpoint not witnessed; appends stop until it is");
+                        }
+                    } else {
+                        self.since_checkpoint += added;
                     }
                     return;
                 }
