@@ -91,10 +91,11 @@ pub trait CheckpointSigner: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// The checks every [`CheckpointSigner`] must pass, for a backend's own tests (as the
-/// PKCS#11 signer's test runs them against SoftHSM2): its checkpoints verify under its public
-/// key and under no other, and a changed field breaks the signature.
-#[doc(hidden)]
+/// The checks every [`CheckpointSigner`] must pass, for a backend's own tests (the PKCS#11
+/// signer's test runs them against SoftHSM2; a signer of your own, e.g. for a cloud KMS, should
+/// too): its checkpoints verify under its public key and under no other, a changed field breaks
+/// the signature, the same message signs to the same bytes (Ed25519 is deterministic), and
+/// `Debug` names the public key. The error says which check failed.
 pub fn conformance(signer: &dyn CheckpointSigner) -> Result<(), String> {
     let head = "ab".repeat(32);
     let cp = signer
