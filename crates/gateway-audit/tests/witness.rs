@@ -664,7 +664,10 @@ fn tsa_tokens_are_checked(tokens: &[(Checkpoint, Vec<u8>)], trust: &TsaTrust) {
     // Hostile bytes never panic the checker: every truncation, and random rewrites of a few
     // bytes at a time (a fixed seed, so a failure reproduces).
     for len in 0..token.len() {
-        assert!(verify_token(&token[..len], cp, trust).is_err(), "a truncated token verified");
+        assert!(
+            verify_token(&token[..len], cp, trust).is_err(),
+            "a truncated token verified"
+        );
     }
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     let mut next = move || {
