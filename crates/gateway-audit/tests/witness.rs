@@ -49,6 +49,24 @@ impl CheckpointWitness for Switch {
     }
 }
 
+/// The sequences `witness` holds for `gw` once it holds at least `count` (within 5 s).
+async fn witnessed_soon(witness: &dyn CheckpointWitness, count: usize) -> Vec<u64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen: Vec<u64> = witness
+            .checkpoints("gw")
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.sequence)
+            .collect();
+        if seen.len() >= count || tokio::time::Instant::now() > deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn down_stops_appends_and_they_resume<S: AuditStore + Clone>(store: S) {
     let dir = tempfile::tempdir().unwrap();
     let switch = Arc::new(Switch {
@@ -71,11 +89,9 @@ async fn down_stops_appends_and_they_resume<S: AuditStore + Clone>(store: S) {
     for n in 0..3 {
         sink.append(event(n)).await.unwrap();
     }
-    let witnessed = switch.checkpoints("gw").await.unwrap();
-    assert_eq!(
-        witnessed.iter().map(|c| c.sequence).collect::<Vec<_>>(),
-        [3]
-    );
+    // The batch is answered first and its checkpoint witnessed right after; the next append
+    // waits for that, so the checkpoint is witnessed by the time any later append is stored.
+    assert_eq!(witnessed_soon(&*switch, 1).await, [3]);
 
     // The witness goes down: the batch that reaches the next checkpoint is stored (and
     // answered), and every append after it fails closed, storing nothing.
