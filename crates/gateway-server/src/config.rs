@@ -16,10 +16,13 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Deadline for each readiness probe (policy and audit) of `GET /readyz`.
     pub readiness_timeout: Duration,
-    /// Most actions the status map holds; when full, the oldest finished ones are evicted and,
-    /// if all are still in flight, new submissions get 503.
+    /// Most actions the status map holds for one agent (in flight, or finished within
+    /// `tracker_retention`); past that the agent's new submissions get 503 until entries
+    /// expire. Finished entries are never evicted early: their ids stay taken.
     pub tracker_capacity: usize,
-    /// How long a finished action's status stays readable at `GET /v1/actions/{id}`.
+    /// How long a finished action's status stays readable at `GET /v1/actions/{id}`, and its id
+    /// is refused (409) to its agent, so that a retried request never runs twice. A request
+    /// refused before anything ran (429, 400) is forgotten at once and may be retried.
     pub tracker_retention: Duration,
     /// How long an MCP `tools/call` waits for the outcome before returning a "still pending"
     /// result that names the request id (poll it with the `gateway.action_status` tool).

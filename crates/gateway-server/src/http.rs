@@ -298,7 +298,8 @@ pub(crate) fn action_request(body: &[u8]) -> Result<ActionRequest, ApiError> {
             headers(("Location" = String, description = "The status URL."))),
         (status = 403, description = "Denied by policy or by an approver (see `reasons`).",
             body = crate::error::Body),
-        (status = 409, description = "An action with this `id` was already submitted.",
+        (status = 409, description = "This agent already submitted an action with this `id` \
+            (within the retention); it did not run again.",
             body = crate::error::Body),
         (status = 429, description = "Over the agent's rate or concurrency limit.",
             body = crate::error::Body,
@@ -323,12 +324,14 @@ async fn submit_action(
     let request = action_request(&body)?;
     let id = request.id;
     // An HTTP client cannot withdraw a request: leaving does not cancel it.
-    let mut rx = state.submit(
-        credential,
-        request,
-        &origin(&addr),
-        gateway_core::CancellationToken::new(),
-    )?;
+    let mut rx = state
+        .submit(
+            credential,
+            request,
+            &origin(&addr),
+            gateway_core::CancellationToken::new(),
+        )
+        .await?;
     let phase = settle(&mut rx, state.config().action_wait).await;
     Ok(match &phase {
         Phase::Done(result) => match result.as_ref() {

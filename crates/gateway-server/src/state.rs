@@ -172,7 +172,12 @@ impl AppState {
     /// Submits an action: tracks it and runs it on its own task (so it is never abandoned when
     /// a client goes away; only `cancel` stops it, as `Gateway::execute_until` does). Returns a
     /// receiver of its phase changes.
-    pub fn submit(
+    ///
+    /// The id is claimed for the agent only once the credential authenticates (see
+    /// [`crate::tracker`]); a credential that does not is still run through the pipeline,
+    /// which refuses and audits it, but it is not tracked: it can neither reserve an id nor
+    /// push another request out.
+    pub async fn submit(
         &self,
         credential: Credential,
         request: ActionRequest,
@@ -187,13 +192,22 @@ impl AppState {
                     .with_correlation_id(id),
             );
         }
-        let rx = self.tracker().begin(id).map_err(|e| {
-            let kind = match e {
-                TrackError::Duplicate(_) => ErrorKind::Conflict,
-                _ => ErrorKind::Unavailable,
-            };
-            ApiError::new(kind, e.to_string(), Some(id))
-        })?;
+        let (rx, report) = match self.identity().authenticate(&credential).await {
+            Ok(agent) => {
+                let rx = self.tracker().begin(&agent.id, id).map_err(|e| {
+                    let kind = match e {
+                        TrackError::Duplicate(_) => ErrorKind::Conflict,
+                        _ => ErrorKind::Unavailable,
+                    };
+                    ApiError::new(kind, e.to_string(), Some(id))
+                })?;
+                (rx, Report::Tracked(agent.id))
+            }
+            Err(_) => {
+                let (tx, rx) = watch::channel(Phase::Running);
+                (rx, Report::Untracked(tx))
+            }
+        };
         let state = self.clone();
         let context = RequestContext {
             origin: Some(origin.to_owned()),
@@ -210,7 +224,12 @@ impl AppState {
                 if let Err(e) = &result {
                     tracing::info!(kind = %e.kind(), error = %e, "action refused or failed");
                 }
-                state.tracker().finish(id, result);
+                match report {
+                    Report::Tracked(agent) => state.tracker().finish(&agent, id, result),
+                    Report::Untracked(tx) => {
+                        tx.send_replace(Phase::Done(Arc::new(result)));
+                    }
+                }
             }
             .instrument(span),
         );
@@ -295,4 +314,12 @@ impl AppState {
             .phase_for(id, &agent.id)
             .ok_or_else(|| ApiError::not_found(format!("no action {id} for this agent")))
     }
+}
+
+/// Where a submitted action's result goes.
+enum Report {
+    /// The tracker, under the authenticated agent.
+    Tracked(gateway_core::AgentId),
+    /// Only the submitter's receiver (the credential did not authenticate).
+    Untracked(watch::Sender<Phase>),
 }

@@ -1,8 +1,17 @@
 //! The status of submitted actions, so a front can answer 202 and be polled later.
 //!
 //! Every action the front submits runs on its own task; its phase (running, waiting for a human,
-//! done) lives here in a bounded map keyed by request id. Finished entries are evicted after the
-//! retention period, or earlier, oldest first, when the map is full.
+//! done) lives here, keyed by the authenticated agent and the request id: an id is claimed only
+//! after its agent is authenticated, it is unique per agent (another agent's ids are invisible,
+//! so a 409 never tells one agent about another's requests), and a request that did not
+//! authenticate is never tracked (it cannot reserve an id or push anything out).
+//!
+//! A finished entry is kept for the retention period and never evicted before it: that is what
+//! makes a repeated id a 409 instead of a second run. Each agent may have at most `capacity`
+//! entries (in flight or retained); past that its new requests are refused until entries
+//! expire. A request refused before anything ran (rate limited, invalid) is forgotten at once,
+//! so the client may retry it with the same id. State is in this process only: the shared,
+//! durable store across replicas is open work (issue 21).
 //!
 //! To learn that a request waits for approval without changing the core, [`TrackingGate`] wraps
 //! the approval queue: it marks the request `pending_approval` (which wakes the waiting HTTP
@@ -11,8 +20,8 @@
 use crate::metrics::Metrics;
 use gateway_core::approval::ApprovalError;
 use gateway_core::{
-    ActionOutcome, AgentId, ApprovalGate, ApprovalRequest, ApprovalVerdict, GatewayError,
-    RequestId, async_trait,
+    ActionOutcome, AgentId, ApprovalGate, ApprovalRequest, ApprovalVerdict, ErrorKind,
+    GatewayError, RequestId, async_trait,
 };
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -40,25 +49,40 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrackError {
-    /// A request with this id is already known.
+    /// This agent already submitted a request with this id (within the retention).
     #[error("a request with id {0} was already submitted")]
     Duplicate(RequestId),
-    /// The map is full of actions still in flight.
-    #[error("too many actions in flight ({0}); retry later")]
+    /// The agent has as many actions tracked as it may have.
+    #[error(
+        "too many actions tracked for this agent ({0}, in flight or finished within the \
+         retention); retry later"
+    )]
     Full(usize),
 }
 
-struct Entry {
-    /// Known once the pipeline has authenticated the agent (approval request or outcome).
-    agent: Option<AgentId>,
-    phase: watch::Sender<Phase>,
-}
+/// An entry's key: ids are unique per agent.
+type Key = (AgentId, RequestId);
 
 #[derive(Default)]
 struct Map {
-    entries: HashMap<RequestId, Entry>,
-    /// Finished entries in finishing order, for eviction.
-    finished: VecDeque<(Instant, RequestId)>,
+    entries: HashMap<Key, watch::Sender<Phase>>,
+    /// Finished entries in finishing order, for expiry.
+    finished: VecDeque<(Instant, Key)>,
+    /// How many entries each agent has.
+    per_agent: HashMap<AgentId, usize>,
+}
+
+impl Map {
+    fn remove(&mut self, key: &Key) {
+        if self.entries.remove(key).is_some()
+            && let Some(n) = self.per_agent.get_mut(&key.0)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_agent.remove(&key.0);
+            }
+        }
+    }
 }
 
 /// The bounded map of submitted actions.
@@ -103,56 +127,68 @@ impl ActionTracker {
         self.len() == 0
     }
 
-    /// Starts tracking a request; the receiver sees its phase changes.
-    pub fn begin(&self, id: RequestId) -> Result<watch::Receiver<Phase>, TrackError> {
+    /// Starts tracking `agent`'s request `id`; the receiver sees its phase changes.
+    pub fn begin(
+        &self,
+        agent: &AgentId,
+        id: RequestId,
+    ) -> Result<watch::Receiver<Phase>, TrackError> {
         let mut map = self.lock();
         let now = Instant::now();
-        // Evict expired finished entries, then the oldest finished ones while full.
-        while let Some(&(at, old)) = map.finished.front() {
-            let expired = now.duration_since(at) >= self.retention;
-            if !expired && map.entries.len() < self.capacity {
+        // Forget finished entries whose retention is over (never earlier).
+        while let Some((at, _)) = map.finished.front() {
+            if now.duration_since(*at) < self.retention {
                 break;
             }
-            map.finished.pop_front();
-            map.entries.remove(&old);
+            if let Some((_, key)) = map.finished.pop_front() {
+                map.remove(&key);
+            }
         }
-        if map.entries.contains_key(&id) {
+        let key = (agent.clone(), id);
+        if map.entries.contains_key(&key) {
             return Err(TrackError::Duplicate(id));
         }
-        if map.entries.len() >= self.capacity {
+        let count = map.per_agent.get(agent).copied().unwrap_or(0);
+        if count >= self.capacity {
             return Err(TrackError::Full(self.capacity));
         }
         let (tx, rx) = watch::channel(Phase::Running);
-        map.entries.insert(
-            id,
-            Entry {
-                agent: None,
-                phase: tx,
-            },
-        );
+        map.entries.insert(key, tx);
+        map.per_agent.insert(agent.clone(), count + 1);
         Ok(rx)
     }
 
-    fn set(&self, id: RequestId, agent: Option<&AgentId>, phase: Phase) {
+    fn set(&self, agent: &AgentId, id: RequestId, phase: Phase) {
         let mut map = self.lock();
-        let done = matches!(phase, Phase::Done(_));
-        let Some(entry) = map.entries.get_mut(&id) else {
+        let key = (agent.clone(), id);
+        let Some(entry) = map.entries.get(&key) else {
             return;
         };
-        if let Some(agent) = agent {
-            entry.agent = Some(agent.clone());
-        }
-        entry.phase.send_replace(phase);
-        if done {
-            map.finished.push_back((Instant::now(), id));
+        let refused_before_running = match &phase {
+            Phase::Done(result) => match result.as_ref() {
+                Err(e) => matches!(
+                    e.kind(),
+                    ErrorKind::RateLimited | ErrorKind::InvalidInput | ErrorKind::Unauthenticated
+                ),
+                Ok(_) => false,
+            },
+            _ => false,
+        };
+        let done = matches!(phase, Phase::Done(_));
+        entry.send_replace(phase);
+        if refused_before_running {
+            // Nothing ran: the same id may be sent again (e.g. after a 429's Retry-After).
+            map.remove(&key);
+        } else if done {
+            map.finished.push_back((Instant::now(), key));
         }
     }
 
     /// Marks a request as waiting for approval (called by [`TrackingGate`]).
     pub fn mark_pending(&self, request: &ApprovalRequest) {
         self.set(
+            &request.agent,
             request.correlation_id,
-            Some(&request.agent),
             Phase::PendingApproval {
                 deadline: request.deadline,
             },
@@ -160,26 +196,25 @@ impl ActionTracker {
     }
 
     /// Marks a request as running again (after its approval was resolved).
-    pub fn mark_running(&self, id: RequestId) {
-        self.set(id, None, Phase::Running);
+    pub fn mark_running(&self, agent: &AgentId, id: RequestId) {
+        self.set(agent, id, Phase::Running);
     }
 
-    /// Records the result of a request.
-    pub fn finish(&self, id: RequestId, result: Result<ActionOutcome, GatewayError>) {
-        let agent = match &result {
-            Ok(outcome) => Some(outcome.agent.clone()),
-            Err(GatewayError::OutcomeNotRecorded { outcome, .. }) => Some(outcome.agent.clone()),
-            Err(_) => None,
-        };
-        self.set(id, agent.as_ref(), Phase::Done(Arc::new(result)));
+    /// Records the result of `agent`'s request `id`.
+    pub fn finish(
+        &self,
+        agent: &AgentId,
+        id: RequestId,
+        result: Result<ActionOutcome, GatewayError>,
+    ) {
+        self.set(agent, id, Phase::Done(Arc::new(result)));
     }
 
-    /// The phase of a request, only if `agent` submitted it. Requests whose agent is not known
-    /// (refused before a decision, still authenticating) are visible to nobody.
+    /// The phase of `agent`'s request `id`, in every phase; another agent's is not found.
     pub fn phase_for(&self, id: RequestId, agent: &AgentId) -> Option<Phase> {
         let map = self.lock();
-        let entry = map.entries.get(&id)?;
-        (entry.agent.as_ref() == Some(agent)).then(|| entry.phase.borrow().clone())
+        let entry = map.entries.get(&(agent.clone(), id))?;
+        Some(entry.borrow().clone())
     }
 }
 
@@ -245,7 +280,8 @@ impl ApprovalGate for TrackingGate {
         };
         self.metrics
             .approval_resolved(matches!(verdict, Ok(ApprovalVerdict::Approved { .. })));
-        self.tracker.mark_running(request.correlation_id);
+        self.tracker
+            .mark_running(&request.agent, request.correlation_id);
         verdict
     }
 }
@@ -254,33 +290,70 @@ impl ApprovalGate for TrackingGate {
 mod tests {
     use super::*;
 
-    #[test]
-    fn duplicates_and_capacity() {
-        let t = ActionTracker::new(2, Duration::from_secs(60));
-        let a = RequestId::new();
-        let b = RequestId::new();
-        let c = RequestId::new();
-        let _ra = t.begin(a).unwrap();
-        assert_eq!(t.begin(a).unwrap_err(), TrackError::Duplicate(a));
-        let _rb = t.begin(b).unwrap();
-        assert_eq!(t.begin(c).unwrap_err(), TrackError::Full(2));
-        // Finishing one frees room: the oldest finished entry is evicted.
-        t.finish(a, Err(GatewayError::Cancelled { correlation_id: a }));
-        assert!(t.begin(c).is_ok());
-        assert_eq!(t.len(), 2);
+    fn agent(name: &str) -> AgentId {
+        AgentId::new(name).unwrap()
     }
 
     #[test]
-    fn only_the_submitting_agent_sees_a_request() {
+    fn ids_are_unique_per_agent_and_capacity_is_per_agent() {
+        let t = ActionTracker::new(2, Duration::from_secs(60));
+        let (me, other) = (agent("agent:me"), agent("agent:other"));
+        let (a, b, c) = (RequestId::new(), RequestId::new(), RequestId::new());
+        let _ra = t.begin(&me, a).unwrap();
+        assert_eq!(t.begin(&me, a).unwrap_err(), TrackError::Duplicate(a));
+        // Another agent's id space is its own: no 409 that reveals `me`'s request.
+        let _ro = t.begin(&other, a).unwrap();
+        let _rb = t.begin(&me, b).unwrap();
+        assert_eq!(t.begin(&me, c).unwrap_err(), TrackError::Full(2));
+        // A finished action is retained, not evicted: its id stays taken, the agent stays full.
+        t.finish(&me, a, Err(GatewayError::Cancelled { correlation_id: a }));
+        assert_eq!(t.begin(&me, a).unwrap_err(), TrackError::Duplicate(a));
+        assert_eq!(t.begin(&me, c).unwrap_err(), TrackError::Full(2));
+        // Other agents are not affected by `me` being full.
+        assert!(t.begin(&other, c).is_ok());
+    }
+
+    #[test]
+    fn a_request_refused_before_running_may_be_sent_again() {
+        let t = ActionTracker::new(4, Duration::from_secs(60));
+        let me = agent("agent:me");
+        let id = RequestId::new();
+        let rx = t.begin(&me, id).unwrap();
+        t.finish(
+            &me,
+            id,
+            Err(GatewayError::RateLimited {
+                correlation_id: id,
+                reason: "slow down".into(),
+            }),
+        );
+        assert!(
+            matches!(&*rx.borrow(), Phase::Done(_)),
+            "the waiter still sees it"
+        );
+        assert!(t.begin(&me, id).is_ok(), "a 429'd id can be retried");
+    }
+
+    #[test]
+    fn finished_entries_expire_after_the_retention_only() {
+        let t = ActionTracker::new(1, Duration::from_millis(50));
+        let me = agent("agent:me");
+        let (a, b) = (RequestId::new(), RequestId::new());
+        let _ra = t.begin(&me, a).unwrap();
+        t.finish(&me, a, Err(GatewayError::Cancelled { correlation_id: a }));
+        assert_eq!(t.begin(&me, b).unwrap_err(), TrackError::Full(1));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(t.begin(&me, b).is_ok());
+        assert!(t.phase_for(a, &me).is_none(), "expired");
+    }
+
+    #[test]
+    fn only_the_submitting_agent_sees_a_request_in_every_phase() {
         let t = ActionTracker::new(8, Duration::from_secs(60));
         let id = RequestId::new();
-        let _rx = t.begin(id).unwrap();
-        let me = AgentId::new("agent:me").unwrap();
-        let other = AgentId::new("agent:other").unwrap();
-        assert!(
-            t.phase_for(id, &me).is_none(),
-            "unknown agent: visible to nobody"
-        );
+        let (me, other) = (agent("agent:me"), agent("agent:other"));
+        let _rx = t.begin(&me, id).unwrap();
+        assert!(matches!(t.phase_for(id, &me), Some(Phase::Running)));
         t.mark_pending(&ApprovalRequest {
             correlation_id: id,
             agent: me.clone(),
@@ -295,6 +368,9 @@ mod tests {
             t.phase_for(id, &me),
             Some(Phase::PendingApproval { .. })
         ));
+        assert!(t.phase_for(id, &other).is_none());
+        t.finish(&me, id, Err(GatewayError::Cancelled { correlation_id: id }));
+        assert!(matches!(t.phase_for(id, &me), Some(Phase::Done(_))));
         assert!(t.phase_for(id, &other).is_none());
     }
 }

@@ -443,9 +443,46 @@ async fn unknown_things_are_404_and_duplicate_ids_409() {
 
     let body = action("ops.echo");
     assert_eq!(h.post("/v1/actions", Some(&h.agent_a), &body).await.0, 200);
-    let (status, err) = h.post("/v1/actions", Some(&h.agent_b), &body).await;
+    // The same agent repeating the id: 409, and nothing runs a second time.
+    let (status, err) = h.post("/v1/actions", Some(&h.agent_a), &body).await;
     assert_eq!(status, 409, "{err}");
     assert_eq!(h.runner.runs().len(), 1);
+    // Another agent's ids are invisible: the same id is simply its own request (a 409 here
+    // would tell it that agent A sent one).
+    let (status, err) = h.post("/v1/actions", Some(&h.agent_b), &body).await;
+    assert_eq!(status, 200, "{err}");
+    assert_eq!(h.runner.runs().len(), 2);
+}
+
+#[tokio::test]
+async fn an_unauthenticated_request_cannot_reserve_an_id_and_refused_ones_can_be_retried() {
+    let h = start(Options::default()).await;
+    let body = action("ops.echo");
+    // A stranger submits the agent's id first: refused (401), and the id stays free.
+    let (status, _) = h
+        .post("/v1/actions", Some(&Secret::from("nobody")), &body)
+        .await;
+    assert_eq!(status, 401);
+    let (status, err) = h.post("/v1/actions", Some(&h.agent_a), &body).await;
+    assert_eq!(status, 200, "{err}");
+    assert_eq!(h.runner.runs().len(), 1);
+    // The agent sees its own action after it finished, and a refused one too.
+    let id = body["id"].as_str().unwrap().to_owned();
+    let (status, doc) = h.get(&format!("/v1/actions/{id}"), Some(&h.agent_a)).await;
+    assert_eq!(status, 200, "{doc}");
+    let (status, _) = h.get(&format!("/v1/actions/{id}"), Some(&h.agent_b)).await;
+    assert_eq!(status, 404);
+    let denied = action("ops.frozen");
+    let (status, _) = h.post("/v1/actions", Some(&h.agent_a), &denied).await;
+    assert_eq!(status, 403);
+    let denied_id = denied["id"].as_str().unwrap().to_owned();
+    let (status, doc) = h
+        .get(&format!("/v1/actions/{denied_id}"), Some(&h.agent_a))
+        .await;
+    assert_eq!(
+        status, 200,
+        "a refused action is visible to its agent: {doc}"
+    );
 }
 
 #[tokio::test]

@@ -234,7 +234,11 @@ impl ServerHandler for GatewayMcp {
             .get::<Parts>()
             .and_then(|parts| parts.extensions.get::<cancel::Withdrawn>())
             .map_or_else(CancellationToken::new, |w| w.0.child_token());
-        let mut rx = match self.state.submit(credential, action, "mcp", cancel.clone()) {
+        let mut rx = match self
+            .state
+            .submit(credential, action, "mcp", cancel.clone())
+            .await
+        {
             Ok(rx) => rx,
             Err(api) => return Ok(tool_error(id, &api).into()),
         };
