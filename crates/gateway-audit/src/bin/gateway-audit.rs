@@ -50,48 +50,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Recompute every chain, check its checkpoints, report the first fault per stream.
-    Verify {
-        /// Database URL: sqlite://<path>, a file path, or postgres://…
-        #[arg(long)]
-        db: String,
-        /// Only this stream; other streams in the log are not looked at.
-        #[arg(long, conflicts_with_all = ["expect_stream", "all_streams"])]
-        stream: Option<String>,
-        /// A stream the log must hold (repeatable): every one must be there, and any other
-        /// stream found is a failure.
-        #[arg(long = "expect-stream", value_name = "ID")]
-        expect_stream: Vec<String>,
-        /// Verify whatever streams the log holds, without a list to check them against.
-        #[arg(long, conflicts_with = "expect_stream")]
-        all_streams: bool,
-        /// File holding a trusted checkpoint public key (64 hex digits), kept apart from the
-        /// log (repeatable: every checkpoint must be signed by one of them).
-        #[arg(long, value_name = "FILE")]
-        pubkey: Vec<PathBuf>,
-        /// Check the chain without checking any checkpoint signature (says so in the output).
-        #[arg(long, conflicts_with = "pubkey")]
-        no_signatures: bool,
-        /// Also accept rows written by earlier versions (event JSON instead of the canonical
-        /// body; RFC 3339 `event_time` copies in a SQLite log not yet migrated).
-        #[arg(long)]
-        legacy_bodies: bool,
-        /// Fail when more than N records are not covered by a checkpoint.
-        #[arg(long)]
-        max_checkpoint_gap: Option<u64>,
-        /// A checkpoint witness to compare the log with (repeatable): a file witness's
-        /// directory or `checkpoints.jsonl`, or a `postgres://` URL of a witness database
-        /// (a read-only role will do). Fails when the log is shorter than the newest
-        /// witnessed checkpoint, lacks a witnessed checkpoint, or has another head where one
-        /// was witnessed; reports the records after the newest witnessed checkpoint.
-        #[arg(long, value_name = "DIR|FILE|URL")]
-        witness: Vec<String>,
-        /// The certificates (PEM) of the time-stamping authorities, or their CAs, whose RFC
-        /// 3161 tokens count: every token a --witness file holds must then stamp its
-        /// checkpoint, be signed by such a TSA and chain to one of these. Without it, tokens
-        /// are reported as not checked.
-        #[arg(long, value_name = "PEM")]
-        tsa_ca: Option<PathBuf>,
-    },
+    Verify(VerifyArgs),
     /// Write records (or checkpoints) as JSON lines to stdout, in sequence order.
     Export {
         /// Database URL.
@@ -172,32 +131,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<bool, AuditError> {
     match cli.command {
-        Command::Verify {
-            db,
-            stream,
-            expect_stream,
-            all_streams,
-            pubkey,
-            no_signatures,
-            legacy_bodies,
-            max_checkpoint_gap,
-            witness,
-            tsa_ca,
-        } => {
-            verify(VerifyArgs {
-                witness,
-                tsa_ca,
-                db,
-                stream,
-                expect_stream,
-                all_streams,
-                pubkey,
-                no_signatures,
-                legacy_bodies,
-                max_checkpoint_gap,
-            })
-            .await
-        }
+        Command::Verify(args) => verify(args).await,
         Command::Export {
             db,
             jsonl,
@@ -252,16 +186,48 @@ async fn run(cli: Cli) -> Result<bool, AuditError> {
     }
 }
 
+// `gateway-audit verify`'s arguments (its help text is the variant's and the fields').
+#[derive(clap::Args)]
 struct VerifyArgs {
+    /// Database URL: sqlite://<path>, a file path, or postgres://…
+    #[arg(long)]
     db: String,
+    /// Only this stream; other streams in the log are not looked at.
+    #[arg(long, conflicts_with_all = ["expect_stream", "all_streams"])]
     stream: Option<String>,
+    /// A stream the log must hold (repeatable): every one must be there, and any other
+    /// stream found is a failure.
+    #[arg(long = "expect-stream", value_name = "ID")]
     expect_stream: Vec<String>,
+    /// Verify whatever streams the log holds, without a list to check them against.
+    #[arg(long, conflicts_with = "expect_stream")]
     all_streams: bool,
+    /// File holding a trusted checkpoint public key (64 hex digits), kept apart from the
+    /// log (repeatable: every checkpoint must be signed by one of them).
+    #[arg(long, value_name = "FILE")]
     pubkey: Vec<PathBuf>,
+    /// Check the chain without checking any checkpoint signature (says so in the output).
+    #[arg(long, conflicts_with = "pubkey")]
     no_signatures: bool,
+    /// Also accept rows written by earlier versions (event JSON instead of the canonical
+    /// body; RFC 3339 `event_time` copies in a SQLite log not yet migrated).
+    #[arg(long)]
     legacy_bodies: bool,
+    /// Fail when more than N records are not covered by a checkpoint.
+    #[arg(long)]
     max_checkpoint_gap: Option<u64>,
+    /// A checkpoint witness to compare the log with (repeatable): a file witness's
+    /// directory or `checkpoints.jsonl`, or a `postgres://` URL of a witness database
+    /// (a read-only role will do). Fails when the log is shorter than the newest
+    /// witnessed checkpoint, lacks a witnessed checkpoint, or has another head where one
+    /// was witnessed; reports the records after the newest witnessed checkpoint.
+    #[arg(long, value_name = "DIR|FILE|URL")]
     witness: Vec<String>,
+    /// The certificates (PEM) of the time-stamping authorities, or their CAs, whose RFC
+    /// 3161 tokens count: every token a --witness file holds must then stamp its
+    /// checkpoint, be signed by such a TSA and chain to one of these. Without it, tokens
+    /// are reported as not checked.
+    #[arg(long, value_name = "PEM")]
     tsa_ca: Option<PathBuf>,
 }
 
@@ -270,8 +236,12 @@ type Stamped = (Checkpoint, Vec<u8>);
 
 /// A witness the verifier reads.
 enum Witnessed {
-    /// A file witness (its path and checkpoints, read whole).
-    File(String, Vec<Checkpoint>),
+    /// A file witness: its checkpoints, read whole, and its directory if it holds RFC 3161
+    /// tokens (a TSA witness's file).
+    File {
+        checkpoints: Vec<Checkpoint>,
+        tsa_dir: Option<PathBuf>,
+    },
     Postgres(PostgresWitness),
 }
 
@@ -282,14 +252,6 @@ impl Witnessed {
             return Ok((w.name().to_owned(), Self::Postgres(w)));
         }
         let checkpoints = FileWitness::read(spec)?;
-        Ok((spec.to_owned(), Self::File(spec.to_owned(), checkpoints)))
-    }
-
-    /// The RFC 3161 tokens of `stream`'s checkpoints, if this is a TSA witness's file.
-    fn tsa_tokens(&self, stream: &str) -> Result<Option<Vec<Stamped>>, AuditError> {
-        let Self::File(spec, _) = self else {
-            return Ok(None);
-        };
         let path = std::path::Path::new(spec);
         let (dir, file) = if path.is_dir() {
             (
@@ -297,24 +259,39 @@ impl Witnessed {
                 path.join(gateway_audit::witness::WITNESS_FILE),
             )
         } else {
-            (
-                path.parent()
-                    .unwrap_or(std::path::Path::new("."))
-                    .to_owned(),
-                path.to_owned(),
-            )
+            let dir = path.parent().unwrap_or(std::path::Path::new("."));
+            (dir.to_owned(), path.to_owned())
         };
         let text = std::fs::read_to_string(&file)
             .map_err(|e| AuditError::unavailable(format!("reading {}", file.display()), e))?;
-        if !text.lines().any(|l| l.contains("\"tsa_token\"")) {
-            return Ok(None);
+        let tsa_dir = text
+            .lines()
+            .any(|l| l.contains("\"tsa_token\""))
+            .then_some(dir);
+        Ok((
+            spec.to_owned(),
+            Self::File {
+                checkpoints,
+                tsa_dir,
+            },
+        ))
+    }
+
+    /// The RFC 3161 tokens of `stream`'s checkpoints, if this is a TSA witness's file.
+    fn tsa_tokens(&self, stream: &str) -> Result<Option<Vec<Stamped>>, AuditError> {
+        match self {
+            Self::File {
+                tsa_dir: Some(dir), ..
+            } => Ok(Some(TsaWitness::tokens(dir, stream)?)),
+            _ => Ok(None),
         }
-        Ok(Some(TsaWitness::tokens(dir, stream)?))
     }
 
     async fn of_stream(&self, stream: &str) -> Result<Vec<Checkpoint>, AuditError> {
         match self {
-            Self::File(_, all) => Ok(all
+            Self::File {
+                checkpoints: all, ..
+            } => Ok(all
                 .iter()
                 .filter(|c| c.stream_id == stream)
                 .cloned()
