@@ -212,12 +212,16 @@ impl<S: AuditStore> ChainedSink<S> {
             }
         };
         // A key other than the newest checkpoint's is a rotation: announced in the chain below.
-        let rotated_from = match &config.checkpoints {
-            Some(policy) => store
-                .latest_checkpoint(&config.stream_id)
-                .await?
-                .map(|cp| cp.key_id)
-                .filter(|previous| !previous.eq_ignore_ascii_case(&policy.signer.key_id())),
+        let rotation = match &config.checkpoints {
+            Some(policy) => {
+                let key_id = policy.signer.key_id();
+                store
+                    .latest_checkpoint(&config.stream_id)
+                    .await?
+                    .map(|cp| cp.key_id)
+                    .filter(|previous| !previous.eq_ignore_ascii_case(&key_id))
+                    .map(|previous| (previous, key_id))
+            }
             None => None,
         };
         let (tx, rx) = mpsc::channel(config.queue_capacity);
@@ -242,9 +246,8 @@ impl<S: AuditStore> ChainedSink<S> {
             tx,
             writer: Some(handle),
         };
-        if let (Some(previous), Some(key)) = (rotated_from, public_key) {
-            sink.record_key_rotation(&previous, &hex::encode(key.as_bytes()))
-                .await?;
+        if let Some((previous, key_id)) = rotation {
+            sink.record_key_rotation(&previous, &key_id).await?;
         }
         Ok(sink)
     }
