@@ -226,16 +226,10 @@ async fn main() -> Result<(), BoxError> {
     // The checkpoint signing key lives in a directory apart from the log: whoever can rewrite
     // the log's directory must not also find the key there (a deployment keeps it in a
     // PKCS#11 token or a secret manager). Its public key is written beside it, for verifying.
+    // (A key kept beside the log by earlier runs is moved there.)
     let key_dir = PathBuf::from(".gateway/quickstart-keys");
-    std::fs::create_dir_all(&key_dir)?;
-    let key_path = key_dir.join("checkpoint.key");
-    let old_key = dir.join("checkpoint.key");
-    if old_key.exists() && !key_path.exists() {
-        // Logs from earlier runs were signed with the key kept beside them: move it out.
-        std::fs::rename(&old_key, &key_path)?;
-    }
     let options = EmbeddedOptions::new(&audit_path)
-        .with_signing_key_file(&key_path)?
+        .with_signing_key_dir(&key_dir)?
         .with_witness_dir(&witness_dir);
     let pubkey_path = key_dir.join("checkpoint.pub");
     std::fs::write(

@@ -114,6 +114,26 @@ impl EmbeddedOptions {
         Ok(self)
     }
 
+    /// [`with_signing_key_file`](Self::with_signing_key_file) with the key file
+    /// `checkpoint.key` in `dir` (created if missing), a directory apart from the log's. A key
+    /// found beside the log instead (where earlier versions kept it) is moved there first, so
+    /// an existing log keeps its key.
+    pub fn with_signing_key_dir(self, dir: &Path) -> Result<Self, EmbeddedError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| EmbeddedError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let key = dir.join("checkpoint.key");
+        if let Some(log_dir) = self.audit_path.parent() {
+            let beside_log = log_dir.join("checkpoint.key");
+            if beside_log.exists() && !key.exists() {
+                std::fs::rename(&beside_log, &key).map_err(io(&beside_log))?;
+            }
+        }
+        self.with_signing_key_file(&key)
+    }
+
     /// Signs checkpoints with `signer` (e.g. a `Pkcs11Signer`, whose key never leaves its
     /// token).
     pub fn with_signer(mut self, signer: Arc<dyn CheckpointSigner>) -> Self {
@@ -244,5 +264,32 @@ impl EmbeddedParts {
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_beside_the_log_moves_to_the_key_dir_and_stays_the_same_key() {
+        let root = tempfile::tempdir().unwrap();
+        let log_dir = root.path().join("log");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let audit = log_dir.join("audit.db");
+        // Where earlier versions kept it.
+        let old = SoftwareSigner::create(&log_dir.join("checkpoint.key")).unwrap();
+        let keys = root.path().join("keys");
+        let options = EmbeddedOptions::new(&audit)
+            .with_signing_key_dir(&keys)
+            .unwrap();
+        assert_eq!(options.checkpoint_signer.key_id(), old.key_id());
+        assert!(!log_dir.join("checkpoint.key").exists());
+        assert!(keys.join("checkpoint.key").exists());
+        // Next time the key is simply loaded from the key dir.
+        let again = EmbeddedOptions::new(&audit)
+            .with_signing_key_dir(&keys)
+            .unwrap();
+        assert_eq!(again.checkpoint_signer.key_id(), old.key_id());
     }
 }

@@ -79,14 +79,7 @@ pub async fn start(name: &str) -> Result<Server, BoxError> {
     let audit_path = dir.join("audit.db");
     // The signing key lives apart from the log (the embedded parts refuse it beside the log).
     let key_dir = PathBuf::from(".gateway").join(format!("{name}-keys"));
-    std::fs::create_dir_all(&key_dir)?;
-    let key_path = key_dir.join("checkpoint.key");
-    let old_key = dir.join("checkpoint.key");
-    if old_key.exists() && !key_path.exists() {
-        // Logs of earlier runs were signed with a key kept beside them: move it out.
-        std::fs::rename(&old_key, &key_path)?;
-    }
-    let options = EmbeddedOptions::new(&audit_path).with_signing_key_file(&key_path)?;
+    let options = EmbeddedOptions::new(&audit_path).with_signing_key_dir(&key_dir)?;
     let parts = EmbeddedParts::open(&options).await?;
 
     let (keys, deployer) = issue(
