@@ -13,11 +13,11 @@
 //! server and a Kubernetes cluster.
 #![allow(clippy::print_stdout)]
 
+use agent_gateway::core::approvals::Ballot;
 use agent_gateway::core::hmac_broker::{TOKEN_ENV, TokenError, TokenVerifier};
 use agent_gateway::core::{
-    AccessBroker, AgentId, AgentIdentity, ApprovalVerdict, AuditSink, AuthMethod, BrokerError,
-    Credential, GatewayConfig, Grant, GrantRequest, HmacBroker, PendingApprovals, Secret,
-    StaticKeys,
+    AccessBroker, AgentId, AgentIdentity, Approvals, AuditSink, AuthMethod, BrokerError,
+    Credential, GatewayConfig, Grant, GrantRequest, HmacBroker, Secret, StaticKeys,
 };
 use agent_gateway::embedded::{EmbeddedOptions, EmbeddedParts};
 use agent_gateway::{ActionOutcome, ActionRequest, Gateway, GatewayError};
@@ -239,7 +239,7 @@ async fn main() -> Result<(), BoxError> {
     let parts = EmbeddedParts::open(&options).await?;
     let before = parts.audit.read(None, usize::MAX).await?.len();
     let (keys, agents) = identities()?;
-    let approvals = Arc::new(PendingApprovals::new());
+    let approvals = Approvals::in_memory();
     let config = GatewayConfig {
         approval_timeout: Duration::from_secs(30),
         ..GatewayConfig::default()
@@ -258,7 +258,7 @@ async fn main() -> Result<(), BoxError> {
     let gateway: Gateway = parts
         .builder(Arc::new(keys))
         .broker(simulated.clone())
-        .approvals(approvals.clone())
+        .approvals(Arc::new(approvals.clone()))
         .config(config)
         .build()?;
     let runner = gateway.runner_info();
@@ -372,7 +372,9 @@ async fn main() -> Result<(), BoxError> {
     for _ in 0..500 {
         if let Some(waiting) = approvals
             .pending()
+            .await?
             .into_iter()
+            .map(|t| t.request)
             .find(|p| p.correlation_id == req.id)
         {
             say(format!(
@@ -386,12 +388,13 @@ async fn main() -> Result<(), BoxError> {
                     waiting.reasons.join("; ")
                 }
             ));
-            approvals.resolve(
-                req.id,
-                ApprovalVerdict::Approved {
-                    approver: "human:oncall-operator".into(),
-                },
-            )?;
+            let ballot = Ballot {
+                approver: "human:oncall-operator".into(),
+                approve: true,
+                reason: "CHG-1001: quickstart demo".into(),
+                request_hash: Some(waiting.request_hash.clone()),
+            };
+            approvals.resolve(req.id, None, ballot).await?;
             approved_note = "a human approved it before the deadline".into();
             break;
         }

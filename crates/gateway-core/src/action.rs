@@ -44,6 +44,26 @@ fn default_ttl() -> u64 {
 }
 
 impl ActionRequest {
+    /// The hash of exactly what this request asks for: lowercase hex SHA-256 of the RFC 8785
+    /// canonical JSON of `{"action", "resource", "params", "intent", "requested_ttl_seconds"}`
+    /// (the id is not part of it). An approval is bound to it, and a repeated id with another
+    /// hash is a different request, not a retry.
+    pub fn content_hash(&self) -> String {
+        use sha2::Digest as _;
+        let content = serde_json::json!({
+            "action": self.action,
+            "resource": self.resource,
+            "params": self.params,
+            "intent": self.intent,
+            "requested_ttl_seconds": self.requested_ttl_seconds,
+        });
+        // Canonicalisation fails only on non-finite floats, which `serde_json::Value` cannot
+        // hold; the fallback still hashes the whole content.
+        let bytes = serde_json_canonicalizer::to_vec(&content)
+            .unwrap_or_else(|_| content.to_string().into_bytes());
+        hex::encode(sha2::Sha256::digest(&bytes))
+    }
+
     /// A request with a fresh id, empty params and intent, and the default TTL (300 s).
     pub fn new(action: impl Into<String>, resource: impl Into<String>) -> Self {
         Self {

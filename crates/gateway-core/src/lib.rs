@@ -11,11 +11,12 @@
 //!
 //! Backends live in sibling crates (`gateway-opa`, `gateway-runners`, `gateway-audit`); this
 //! crate holds the embedded parts that need nothing external ([`StaticKeys`], [`HmacBroker`],
-//! [`PendingApprovals`]), in-memory test doubles ([`testing`]) and, behind the `conformance`
+//! [`Approvals`]), in-memory test doubles ([`testing`]) and, behind the `conformance`
 //! feature, the suites every backend must pass.
 
 pub mod action;
 pub mod approval;
+pub mod approvals;
 pub mod audit;
 pub mod catalog_file;
 pub mod error;
@@ -32,6 +33,7 @@ pub mod policy;
 pub mod redact;
 pub mod runner;
 pub mod secret;
+pub mod state;
 pub mod static_keys;
 pub mod strict_json;
 #[cfg(feature = "testing")]
@@ -48,7 +50,8 @@ pub use action::{
     ActionCatalog, ActionDef, ActionRequest, JobBuildError, ParamsError, RequestError,
     RequestLimits, ScopeCheck,
 };
-pub use approval::{ApprovalGate, ApprovalRequest, ApprovalVerdict, PendingApprovals};
+pub use approval::{ApprovalRequest, ApprovalVerdict};
+pub use approvals::{ApprovalGate, Approvals};
 pub use audit::{
     AuditError, AuditEvent, AuditEventKind, AuditReceipt, AuditRecord, AuditSink, EventOutcome,
     VerifyReport,
@@ -72,6 +75,9 @@ pub use runner::{
     Teardown,
 };
 pub use secret::Secret;
+pub use state::{
+    ActionKey, ActionRecord, MemoryStateStore, Phase, StateError, StateStore, StateStoreExt,
+};
 pub use static_keys::StaticKeys;
 
 /// Re-exported for implementing the traits.

@@ -89,6 +89,13 @@ pub struct Obligations {
     /// A human must approve before the action runs.
     #[serde(default)]
     pub require_approval: bool,
+    /// With `require_approval`: how many distinct approvers, and whether the agent's owner may
+    /// be one (default: one approver, not the owner; the agent itself never).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::approval::ApprovalRule::is_default"
+    )]
+    pub approval: crate::approval::ApprovalRule,
     /// Limits on the job's environment.
     #[serde(default)]
     pub runner: RunnerObligations,

@@ -130,3 +130,9 @@ async fn memory_runner() {
 async fn memory_audit() {
     conformance::audit::run_all(&MemoryAuditSink::new()).await;
 }
+
+#[tokio::test]
+async fn memory_state_store_passes_the_state_suite() {
+    let store = gateway_core::state::MemoryStateStore::new();
+    conformance::state::run_all(&store).await;
+}

@@ -6,9 +6,9 @@ mod common;
 use common::*;
 use gateway_core::testing::{Entry, Fault};
 use gateway_core::{
-    ActionRequest, AgentLimits, ApprovalVerdict, AuditEventKind, AuditSink, Credential, Decision,
-    ErrorKind, EventOutcome, GatewayError, JobStatus, NetworkAccess, Obligations,
-    RunnerObligations, Secret, Stage,
+    ActionRequest, AgentLimits, AuditEventKind, AuditSink, Credential, Decision, ErrorKind,
+    EventOutcome, GatewayError, JobStatus, NetworkAccess, Obligations, RunnerObligations, Secret,
+    Stage,
 };
 use std::time::Duration;
 
@@ -559,24 +559,16 @@ async fn approval_approve_deny_and_expire() {
     let req = echo("x");
     let id = req.id;
     let task = tokio::spawn(async move { g.execute(agent_a(), req).await });
-    assert!(eventually(|| !h.approvals.pending().is_empty()).await);
+    assert!(pending_soon(&h.approvals, id).await);
     assert!(
         h.approvals
-            .resolve(
-                id,
-                ApprovalVerdict::Approved {
-                    approver: "agent:a".into()
-                }
-            )
+            .resolve(id, None, ballot("agent:a", true, "self"))
+            .await
             .is_err()
     );
     h.approvals
-        .resolve(
-            id,
-            ApprovalVerdict::Approved {
-                approver: "human:alice".into(),
-            },
-        )
+        .resolve(id, None, ballot("human:alice", true, "CHG-42"))
+        .await
         .unwrap();
     let out = task.await.unwrap().unwrap();
     assert_eq!(out.approved_by.as_deref(), Some("human:alice"));
@@ -600,15 +592,10 @@ async fn approval_approve_deny_and_expire() {
     let req = echo("y");
     let id = req.id;
     let task = tokio::spawn(async move { g.execute(agent_a(), req).await });
-    assert!(eventually(|| !h.approvals.pending().is_empty()).await);
+    assert!(pending_soon(&h.approvals, id).await);
     h.approvals
-        .resolve(
-            id,
-            ApprovalVerdict::Denied {
-                approver: "human:bob".into(),
-                reason: "not now".into(),
-            },
-        )
+        .resolve(id, None, ballot("human:bob", false, "not now"))
+        .await
         .unwrap();
     let err = task.await.unwrap().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Denied);

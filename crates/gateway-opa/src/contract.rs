@@ -6,6 +6,7 @@
 //! in how they evaluate Rego, never in how the gateway reads the answer.
 
 use crate::error::SetupError;
+use gateway_core::approval::ApprovalRule;
 use gateway_core::policy::{
     Decision, ListingInput, NetworkAccess, Obligations, PolicyError, PolicyInput, RunnerObligations,
 };
@@ -360,7 +361,8 @@ pub fn parse_listing(value: Option<&Value>) -> Result<Vec<String>, PolicyError> 
 ///
 /// `allow` (boolean) is required. Optional fields and their defaults: `reasons` (array of
 /// strings, `[]`), `max_ttl_seconds` (non-negative integer, none: the gateway's maximum),
-/// `scopes` (array of strings, `[]`), `require_approval` (boolean, `false`), `runner` (object,
+/// `scopes` (array of strings, `[]`), `require_approval` (boolean, `false`), `approval` (object:
+/// `quorum` 1–16, default 1; `separate_from_owner`, default `true`), `runner` (object,
 /// see [`RunnerObligations`]; network `none`). A field present with the wrong type (`null`
 /// included), an unknown key inside `runner`, or a document that is not an object is
 /// [`PolicyError::Malformed`] naming the field. Other top-level keys are ignored, so policies
@@ -398,6 +400,11 @@ pub(crate) fn parse_document(doc: &impl Document) -> Result<Decision, PolicyErro
             .as_bool()
             .ok_or_else(|| wrong_type("require_approval", "a boolean", value))?,
     };
+    let approval = match doc.field("approval") {
+        None => ApprovalRule::default(),
+        Some(approval) if approval.is_object() => parse_approval(approval)?,
+        Some(other) => return Err(wrong_type("approval", "an object", other)),
+    };
     let runner = match doc.field("runner") {
         None => RunnerObligations::default(),
         Some(runner) if runner.is_object() => parse_runner(runner)?,
@@ -413,9 +420,38 @@ pub(crate) fn parse_document(doc: &impl Document) -> Result<Decision, PolicyErro
         max_ttl_seconds,
         scopes,
         require_approval,
+        approval,
         runner,
     };
     Ok(decision)
+}
+
+/// `approval`: `quorum` (1 to [`ApprovalRule::MAX_QUORUM`]) and `separate_from_owner`
+/// (boolean); any other key is refused, like an unknown runner obligation.
+fn parse_approval(approval: &impl Document) -> Result<ApprovalRule, PolicyError> {
+    let mut out = ApprovalRule::default();
+    for (key, value) in approval.fields() {
+        match key {
+            "quorum" => {
+                let quorum = uint(value, "approval.quorum", ApprovalRule::MAX_QUORUM.into())?;
+                if quorum == 0 {
+                    return Err(malformed("field `approval.quorum` must be at least 1"));
+                }
+                out.quorum = narrow(quorum);
+            }
+            "separate_from_owner" => {
+                out.separate_from_owner = value.as_bool().ok_or_else(|| {
+                    wrong_type("approval.separate_from_owner", "a boolean", value)
+                })?;
+            }
+            other => {
+                return Err(malformed(format!(
+                    "field `approval.{other}` is not a known approval setting"
+                )));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn optional_strings(doc: &impl Document, field: &str) -> Result<Option<Vec<String>>, PolicyError> {
@@ -548,6 +584,7 @@ mod tests {
         let d = parse_decision(&json!({
             "allow": true, "reasons": ["ok"], "max_ttl_seconds": 300, "scopes": ["a", "b"],
             "require_approval": true,
+            "approval": {"quorum": 2, "separate_from_owner": false},
             "runner": {"network": {"mode": "allowlist", "destinations": ["10.0.0.1:5432"]},
                        "cpu_millis": 500, "memory_bytes": 1048576, "pids": 64, "timeout_seconds": 30},
             "debug": {"anything": "ignored"}
@@ -558,6 +595,13 @@ mod tests {
         assert_eq!(d.obligations.max_ttl_seconds, Some(300));
         assert_eq!(d.obligations.scopes, vec!["a", "b"]);
         assert!(d.obligations.require_approval);
+        assert_eq!(
+            d.obligations.approval,
+            ApprovalRule {
+                quorum: 2,
+                separate_from_owner: false
+            }
+        );
         assert_eq!(
             d.obligations.runner.network,
             NetworkAccess::Allowlist {
@@ -628,6 +672,22 @@ mod tests {
             (
                 json!({"allow": true, "require_approval": 1}),
                 "`require_approval` must be a boolean",
+            ),
+            (
+                json!({"allow": true, "approval": {"quorum": 0}}),
+                "`approval.quorum` must be at least 1",
+            ),
+            (
+                json!({"allow": true, "approval": {"quorum": 17}}),
+                "approval.quorum",
+            ),
+            (
+                json!({"allow": true, "approval": {"separate_from_owner": "yes"}}),
+                "`approval.separate_from_owner` must be a boolean",
+            ),
+            (
+                json!({"allow": true, "approval": {"quorom": 2}}),
+                "`approval.quorom` is not a known approval setting",
             ),
             (
                 json!({"allow": true, "runner": []}),

@@ -55,12 +55,16 @@
 //! | `max_ttl_seconds` | non-negative integer | no | the gateway's maximum |
 //! | `scopes` | array of strings | no | `[]` |
 //! | `require_approval` | boolean | no | `false` |
+//! | `approval` | object | no | `{"quorum": 1, "separate_from_owner": true}` |
 //! | `runner` | object | no | network none, no extra limits |
 //!
 //! `runner` may hold `network` (`{"mode":"none"}` or
 //! `{"mode":"allowlist","destinations":["host:port", …]}`), `cpu_millis`, `memory_bytes`,
 //! `pids` and `timeout_seconds` (non-negative integers); any other key is refused, since an
-//! obligation the gateway does not know cannot be enforced.
+//! obligation the gateway does not know cannot be enforced. `approval` (read when
+//! `require_approval` is true) may hold `quorum` (distinct approvers needed, 1 to 16) and
+//! `separate_from_owner` (whether the agent's accountable owner is refused as an approver);
+//! any other key is refused likewise.
 //!
 //! Fail closed: a field present with the wrong type (including `null`), a missing `allow`, or a
 //! decision that is not an object is `PolicyError::Malformed` naming the field; an undefined

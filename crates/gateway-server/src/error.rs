@@ -125,6 +125,10 @@ impl From<&GatewayError> for ApiError {
         let mut api = Self::new(e.kind(), e.to_string(), Some(e.correlation_id()));
         match e {
             GatewayError::Denied { reasons, .. } => api.reasons = Some(reasons.clone()),
+            // Read back from the state store: a denial keeps its reasons.
+            GatewayError::Recorded { reasons, .. } if !reasons.is_empty() => {
+                api.reasons = Some(reasons.clone());
+            }
             GatewayError::OutcomeNotRecorded { outcome, .. } => api.outcome = Some(outcome.clone()),
             // An audit failure means the action was stopped before it ran (fail closed).
             GatewayError::Backend {

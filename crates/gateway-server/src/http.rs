@@ -19,11 +19,11 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
-use gateway_core::approval::{ApprovalRequest, ResolveError};
+use gateway_core::approval::{ApprovalRequest, TicketState, VoteRefused};
+use gateway_core::approvals::{Ballot, ResolveError};
 use gateway_core::policy::POLICY_CONTRACT_VERSION;
 use gateway_core::{
-    ActionRequest, AgentId, AgentIdentity, ApprovalVerdict, AuthMethod, ErrorKind, PolicyInput,
-    RequestId,
+    ActionRequest, AgentId, AgentIdentity, AuthMethod, ErrorKind, PolicyInput, RequestId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -450,7 +450,18 @@ fn approver(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
 pub struct PendingList {
     /// The requests waiting for a human verdict.
     #[schema(value_type = Vec<crate::schema::ApprovalRequest>)]
-    pub pending: Vec<ApprovalRequest>,
+    pub pending: Vec<PendingApproval>,
+}
+
+/// One request waiting for approval: what the approver is asked (with the `request_hash` a
+/// vote may quote to bind it to exactly this request) and the votes cast so far.
+#[derive(Debug, Serialize)]
+pub struct PendingApproval {
+    /// The request, as the approver is shown it.
+    #[serde(flatten)]
+    pub request: ApprovalRequest,
+    /// The votes so far (with a quorum above 1).
+    pub votes: Vec<gateway_core::approval::ApprovalVote>,
 }
 
 /// The pending approvals.
@@ -467,7 +478,17 @@ async fn list_approvals(
     headers: HeaderMap,
 ) -> Result<Json<PendingList>, ApiError> {
     let who = approver(&state, &headers)?;
-    let pending = state.approvals().pending();
+    let pending: Vec<_> = state
+        .approvals()
+        .pending()
+        .await
+        .map_err(|e| ApiError::new(e.kind(), e.to_string(), None))?
+        .into_iter()
+        .map(|t| PendingApproval {
+            request: t.request,
+            votes: t.votes,
+        })
+        .collect();
     tracing::info!(approver = %who, count = pending.len(), "approver listed pending approvals");
     Ok(Json(PendingList { pending }))
 }
@@ -478,9 +499,18 @@ async fn list_approvals(
 pub struct VerdictBody {
     /// `approve` or `deny`.
     pub verdict: VerdictChoice,
-    /// Why (recorded; required wording is up to the organisation). At most 4096 bytes.
+    /// Why (recorded on approve and on deny; required wording is up to the organisation). At
+    /// most 4096 bytes.
     #[serde(default)]
     pub reason: String,
+    /// The `request_hash` the approver was shown; when given, the vote counts only if the
+    /// waiting request still has it (409 otherwise).
+    #[serde(default)]
+    pub request_hash: Option<String>,
+    /// The requesting agent, needed only when requests of two agents wait under one id.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub agent: Option<String>,
 }
 
 /// Approve or deny.
@@ -499,11 +529,18 @@ pub struct Resolved {
     /// The request id.
     #[schema(value_type = String, format = Uuid)]
     pub id: RequestId,
-    /// `approved` or `denied`.
+    /// `approved` or `denied`, or `pending` when the vote is counted and more approvers are
+    /// needed.
     #[schema(value_type = crate::schema::ResolvedVerdict)]
     pub verdict: &'static str,
     /// Who answered (`human:<name>`).
     pub approver: String,
+    /// Approvals counted so far, and how many are needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<u32>,
+    /// Approvals needed (the policy's quorum).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u32>,
     /// The action's status URL.
     pub status_url: String,
 }
@@ -549,31 +586,53 @@ async fn resolve_approval(
         ));
     }
     let id = path_id(id).map_err(|()| ApiError::not_found("no pending approval with that id"))?;
-    let verdict = match answer.verdict {
-        VerdictChoice::Approve => ApprovalVerdict::Approved {
-            approver: who.clone(),
-        },
-        VerdictChoice::Deny => ApprovalVerdict::Denied {
-            approver: who.clone(),
-            reason: answer.reason,
-        },
+    let agent = match &answer.agent {
+        None => None,
+        Some(agent) => Some(
+            gateway_core::AgentId::new(agent)
+                .map_err(|e| ApiError::new(ErrorKind::InvalidInput, e.to_string(), Some(id)))?,
+        ),
     };
-    // The pipeline records the verdict (with the approver) in the audit trail.
-    state.approvals().resolve(id, verdict).map_err(|e| {
-        let kind = match e {
-            ResolveError::ApproverNotAllowed(_) => ErrorKind::Denied,
-            _ => ErrorKind::NotFound,
-        };
-        ApiError::new(kind, e.to_string(), Some(id))
-    })?;
-    tracing::info!(approver = %who, correlation_id = %id, verdict = ?answer.verdict, "approval resolved");
+    let ballot = Ballot {
+        approver: who.clone(),
+        approve: answer.verdict == VerdictChoice::Approve,
+        reason: answer.reason,
+        request_hash: answer.request_hash,
+    };
+    // The pipeline records the verdict (with every vote and reason) in the audit trail.
+    let ticket = state
+        .approvals()
+        .resolve(id, agent.as_ref(), ballot)
+        .await
+        .map_err(|e| {
+            let kind = match &e {
+                ResolveError::NotPending(_) => ErrorKind::NotFound,
+                ResolveError::Ambiguous(_) => ErrorKind::Conflict,
+                ResolveError::Refused(
+                    VoteRefused::SelfApproval(_)
+                    | VoteRefused::OwnerApproval(_)
+                    | VoteRefused::NoApprover,
+                ) => ErrorKind::Denied,
+                ResolveError::Refused(_) => ErrorKind::Conflict,
+                ResolveError::Store(e) => e.kind(),
+                _ => ErrorKind::Internal,
+            };
+            ApiError::new(kind, e.to_string(), Some(id))
+        })?;
+    tracing::info!(approver = %who, correlation_id = %id, verdict = ?answer.verdict, state = ?ticket, "approval vote counted");
+    let (verdict, approvals, quorum) = match ticket {
+        TicketState::Pending { approvals, quorum } => ("pending", Some(approvals), Some(quorum)),
+        TicketState::Approved => ("approved", None, None),
+        TicketState::Denied => ("denied", None, None),
+        // A vote counted at the deadline's edge: the request is denied all the same.
+        TicketState::Expired => ("denied", None, None),
+    };
     Ok(Json(Resolved {
         id,
-        verdict: match answer.verdict {
-            VerdictChoice::Approve => "approved",
-            VerdictChoice::Deny => "denied",
-        },
+        verdict,
         approver: who,
+        approvals,
+        quorum,
         status_url: format!("{ACTIONS_PATH}/{id}"),
     }))
 }

@@ -117,6 +117,9 @@ pub(crate) struct Obligations {
     scopes: Vec<String>,
     /// A human must approve before the action runs.
     require_approval: bool,
+    /// Who may approve (absent: one approver, not the agent's owner).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<ApprovalRule>,
     /// Limits on the job's environment.
     runner: RunnerObligations,
 }
@@ -264,6 +267,8 @@ pub(crate) struct ApprovalRequest {
     correlation_id: String,
     /// The requesting agent.
     agent: String,
+    /// The agent's accountable owner.
+    owner: String,
     /// The action.
     action: String,
     /// The resource.
@@ -275,9 +280,41 @@ pub(crate) struct ApprovalRequest {
     params: (),
     /// The policy's reasons for asking.
     reasons: Vec<String>,
+    /// The grant TTL the agent asked for, in seconds.
+    requested_ttl_seconds: u64,
+    /// SHA-256 (hex) of the RFC 8785 JSON of action, resource, params, intent and
+    /// requested_ttl_seconds: quote it in a vote to bind the vote to exactly this request.
+    request_hash: String,
+    /// Who may approve: `quorum` distinct approvers, and whether the owner is refused.
+    rule: ApprovalRule,
     /// After this the request counts as denied (RFC 3339).
     #[schema(format = DateTime)]
     deadline: String,
+    /// The votes so far.
+    votes: Vec<ApprovalVote>,
+}
+
+/// Who may approve a request.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ApprovalRule {
+    /// Distinct approvers needed (1 to 16).
+    quorum: u32,
+    /// Whether the agent's accountable owner is refused as an approver.
+    separate_from_owner: bool,
+}
+
+/// One approver's vote.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ApprovalVote {
+    /// The approver.
+    approver: String,
+    /// Approve or deny.
+    approve: bool,
+    /// The approver's reason.
+    reason: String,
+    /// When (RFC 3339).
+    #[schema(format = DateTime)]
+    at: String,
 }
 
 /// The state of an action.
@@ -300,4 +337,5 @@ pub(crate) enum ActionStatus {
 pub(crate) enum ResolvedVerdict {
     Approved,
     Denied,
+    Pending,
 }

@@ -8,8 +8,8 @@ use crate::origin::AllowedOrigins;
 use crate::tracker::{ActionTracker, Phase, TrackError, TrackingGate};
 use gateway_core::CancellationToken;
 use gateway_core::{
-    ActionDef, ActionRequest, AgentIdentity, ApprovalGate, Credential, ErrorKind, Gateway,
-    Identity, PendingApprovals, RequestContext, RequestId,
+    ActionDef, ActionRequest, AgentIdentity, ApprovalGate, Approvals, Credential, ErrorKind,
+    Gateway, Identity, RequestContext, RequestId, StateStore,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,8 +17,12 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 /// The parts of the front that must exist before the gateway is built: the approval queue
-/// (whose gate goes into the gateway), the status tracker and the metrics (whose backend
-/// wrappers go into the gateway).
+/// (whose gate goes into the gateway, and with it the queue's state store), the status tracker
+/// and the metrics (whose backend wrappers go into the gateway).
+///
+/// Replicas behind one load balancer share their approvals, request ids and action status
+/// by sharing one state store: build each front with [`Frontend::with_state`] on it (e.g.
+/// `gateway_state::PostgresStateStore`). [`Frontend::new`] keeps them in this process.
 ///
 /// ```ignore
 /// let front = Frontend::new(ServerConfig::default());
@@ -37,31 +41,38 @@ use tracing::Instrument;
 /// ```
 pub struct Frontend {
     config: ServerConfig,
-    approvals: Arc<PendingApprovals>,
+    approvals: Approvals,
     tracker: Arc<ActionTracker>,
     metrics: Arc<Metrics>,
 }
 
 impl Frontend {
-    /// New, empty parts.
+    /// New, empty parts; approvals and action state in this process only.
     pub fn new(config: ServerConfig) -> Self {
+        Self::with_state(config, Arc::new(gateway_core::MemoryStateStore::new()))
+    }
+
+    /// New parts whose approval queue and action state are `store`, shared with every
+    /// replica that uses it. The gateway takes the store from [`Frontend::approval_gate`].
+    pub fn with_state(config: ServerConfig, store: Arc<dyn StateStore>) -> Self {
         let tracker = Arc::new(ActionTracker::new(
             config.tracker_capacity,
             config.tracker_retention,
         ));
         Self {
             config,
-            approvals: Arc::new(PendingApprovals::new()),
+            approvals: Approvals::new(store),
             tracker,
             metrics: Metrics::new(),
         }
     }
 
     /// The gate to give the gateway builder: it parks requests in this front's approval queue
-    /// and reports them as `pending_approval`.
+    /// (its state store, which the gateway then uses too) and reports them as
+    /// `pending_approval`.
     pub fn approval_gate(&self) -> Arc<dyn ApprovalGate> {
         Arc::new(TrackingGate::new(
-            Arc::clone(&self.approvals) as Arc<dyn ApprovalGate>,
+            Arc::new(self.approvals.clone()) as Arc<dyn ApprovalGate>,
             Arc::clone(&self.tracker),
             Arc::clone(&self.metrics),
         ))
@@ -73,8 +84,8 @@ impl Frontend {
     }
 
     /// The approval queue (e.g. to resolve approvals from another front end too).
-    pub fn pending_approvals(&self) -> Arc<PendingApprovals> {
-        Arc::clone(&self.approvals)
+    pub fn approvals(&self) -> Approvals {
+        self.approvals.clone()
     }
 
     /// The handlers' state. `identity` must be the gateway's identity backend: it authenticates
@@ -104,7 +115,7 @@ struct Inner {
     gateway: Gateway,
     identity: Arc<dyn Identity>,
     approvers: Approvers,
-    approvals: Arc<PendingApprovals>,
+    approvals: Approvals,
     tracker: Arc<ActionTracker>,
     metrics: Arc<Metrics>,
     /// `config.mcp_allowed_origins`, parsed once.
@@ -145,7 +156,7 @@ impl AppState {
     }
 
     /// The approval queue.
-    pub fn approvals(&self) -> &PendingApprovals {
+    pub fn approvals(&self) -> &Approvals {
         &self.inner.approvals
     }
 
@@ -194,6 +205,7 @@ impl AppState {
         }
         let (rx, report) = match self.identity().authenticate(&credential).await {
             Ok(agent) => {
+                self.refuse_known_id(&agent, id).await?;
                 let rx = self.tracker().begin(&agent.id, id).map_err(|e| {
                     let kind = match e {
                         TrackError::Duplicate(_) => ErrorKind::Conflict,
@@ -234,6 +246,30 @@ impl AppState {
             .instrument(span),
         );
         Ok(rx)
+    }
+
+    /// 409 when the state store already holds `agent`'s request `id` (submitted on another
+    /// replica, or before a restart); 503 when the store cannot say. The pipeline's own claim
+    /// still decides a race between two submissions.
+    async fn refuse_known_id(&self, agent: &AgentIdentity, id: RequestId) -> Result<(), ApiError> {
+        let now = time::OffsetDateTime::now_utc();
+        match self.gateway().action_state(&agent.id, id).await {
+            Ok(Some(record)) if !record.expired(now) => Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "a request with id {id} was already submitted ({}); it is not run again: \
+                     read its status for the outcome",
+                    record.phase
+                ),
+                Some(id),
+            )),
+            Ok(_) => Ok(()),
+            Err(e) => Err(ApiError::new(
+                ErrorKind::Unavailable,
+                format!("the action state store is unavailable, nothing was run: {e}"),
+                Some(id),
+            )),
+        }
     }
 
     /// Authenticates an agent as every agent endpoint does: an approver's token is refused
@@ -310,8 +346,18 @@ impl AppState {
         id: RequestId,
     ) -> Result<Phase, ApiError> {
         let agent = self.authenticate_agent(credential).await?;
-        self.tracker()
-            .phase_for(id, &agent.id)
+        if let Some(phase) = self.tracker().phase_for(id, &agent.id) {
+            return Ok(phase);
+        }
+        // Not submitted here (or before a restart): the shared store knows.
+        let record = self
+            .gateway()
+            .action_state(&agent.id, id)
+            .await
+            .map_err(|e| ApiError::new(e.kind(), e.to_string(), Some(id)))?;
+        record
+            .as_ref()
+            .map(Phase::of_record)
             .ok_or_else(|| ApiError::not_found(format!("no action {id} for this agent")))
     }
 }

@@ -10,8 +10,11 @@
 //! makes a repeated id a 409 instead of a second run. Each agent may have at most `capacity`
 //! entries (in flight or retained); past that its new requests are refused until entries
 //! expire. A request refused before anything ran (rate limited, invalid) is forgotten at once,
-//! so the client may retry it with the same id. State is in this process only: the shared,
-//! durable store across replicas is open work (issue 21).
+//! so the client may retry it with the same id. The tracker is this process's live view (it
+//! wakes waiting handlers); the shared, durable record of every action is the gateway's state
+//! store, which
+//! answers for actions this process does not track (submitted on another replica, or before a
+//! restart).
 //!
 //! To learn that a request waits for approval without changing the core, [`TrackingGate`] wraps
 //! the approval queue: it marks the request `pending_approval` (which wakes the waiting HTTP
@@ -43,6 +46,22 @@ pub enum Phase {
     },
     /// Finished: the outcome, or why it did not run.
     Done(Arc<Result<ActionOutcome, GatewayError>>),
+}
+
+impl Phase {
+    /// The phase a state store record describes (an action submitted on another replica, or
+    /// before this process started).
+    pub fn of_record(record: &gateway_core::ActionRecord) -> Self {
+        if let Some(result) = gateway_core::gateway::recorded_result(record) {
+            return Self::Done(Arc::new(result));
+        }
+        match (&record.phase, &record.approval) {
+            (gateway_core::Phase::AwaitingApproval, Some(ticket)) => Self::PendingApproval {
+                deadline: ticket.request.deadline,
+            },
+            _ => Self::Running,
+        }
+    }
 }
 
 /// Why an action could not be tracked (and so was not submitted).
@@ -164,11 +183,16 @@ impl ActionTracker {
         let Some(entry) = map.entries.get(&key) else {
             return;
         };
+        // Refused before anything ran, or a repeat of an id the state store already holds
+        // (which answers for it from then on).
         let refused_before_running = match &phase {
             Phase::Done(result) => match result.as_ref() {
                 Err(e) => matches!(
                     e.kind(),
-                    ErrorKind::RateLimited | ErrorKind::InvalidInput | ErrorKind::Unauthenticated
+                    ErrorKind::RateLimited
+                        | ErrorKind::InvalidInput
+                        | ErrorKind::Unauthenticated
+                        | ErrorKind::Conflict
                 ),
                 Ok(_) => false,
             },
@@ -237,7 +261,7 @@ pub async fn settle(rx: &mut watch::Receiver<Phase>, wait: Duration) -> Phase {
 }
 
 /// An [`ApprovalGate`] that tells the tracker a request is waiting for a human, then delegates
-/// (normally to a `PendingApprovals` queue).
+/// (normally to the front's [`Approvals`](gateway_core::Approvals) queue).
 pub struct TrackingGate {
     inner: Arc<dyn ApprovalGate>,
     tracker: Arc<ActionTracker>,
@@ -283,6 +307,10 @@ impl ApprovalGate for TrackingGate {
         self.tracker
             .mark_running(&request.agent, request.correlation_id);
         verdict
+    }
+
+    fn state_store(&self) -> Option<Arc<dyn gateway_core::StateStore>> {
+        self.inner.state_store()
     }
 }
 
@@ -357,11 +385,15 @@ mod tests {
         t.mark_pending(&ApprovalRequest {
             correlation_id: id,
             agent: me.clone(),
+            owner: "team".into(),
             action: "a".into(),
             resource: "r".into(),
             intent: String::new(),
             params: serde_json::json!({}),
             reasons: vec![],
+            requested_ttl_seconds: 60,
+            request_hash: String::new(),
+            rule: gateway_core::approval::ApprovalRule::default(),
             deadline: OffsetDateTime::now_utc(),
         });
         assert!(matches!(

@@ -28,3 +28,4 @@ pub mod identity;
 pub mod policy;
 pub mod redaction;
 pub mod runner;
+pub mod state;

@@ -115,6 +115,34 @@ pub enum GatewayError {
         #[source]
         source: BoxError,
     },
+    /// The agent already submitted a request with this id within the retention: it is not run
+    /// again. `record` says where that request is (with its outcome, once finished); its
+    /// `request_hash` tells a retry from a different request reusing the id. Nothing is
+    /// written to the audit trail for the repeat.
+    #[error(
+        "request {correlation_id} was already submitted by this agent (it is {}); it is not \
+         run again",
+        record.phase
+    )]
+    Duplicate {
+        /// The request's id.
+        correlation_id: RequestId,
+        /// The stored record of the original request.
+        record: Box<crate::state::ActionRecord>,
+    },
+    /// How an earlier run of this request ended, as the state store recorded it: what a status
+    /// read gets on another replica, or after a restart ([`recorded_result`]).
+    #[error("{message}")]
+    Recorded {
+        /// The request's id.
+        correlation_id: RequestId,
+        /// The original error's kind.
+        kind: ErrorKind,
+        /// The original error's message.
+        message: String,
+        /// The policy's or approver's reasons, for a denial.
+        reasons: Vec<String>,
+    },
     /// The caller cancelled the request; cleanup (revoke, teardown, audit) still ran.
     #[error("cancelled")]
     Cancelled {
@@ -144,6 +172,8 @@ impl GatewayError {
             Self::RateLimited { .. } => ErrorKind::RateLimited,
             Self::Denied { .. } => ErrorKind::Denied,
             Self::Backend { kind, .. } => *kind,
+            Self::Duplicate { .. } => ErrorKind::Conflict,
+            Self::Recorded { kind, .. } => *kind,
             Self::Cancelled { .. } => ErrorKind::Cancelled,
             Self::OutcomeNotRecorded { .. } => ErrorKind::Unavailable,
         }
@@ -157,6 +187,8 @@ impl GatewayError {
             | Self::RateLimited { correlation_id, .. }
             | Self::Denied { correlation_id, .. }
             | Self::Backend { correlation_id, .. }
+            | Self::Duplicate { correlation_id, .. }
+            | Self::Recorded { correlation_id, .. }
             | Self::Cancelled { correlation_id } => *correlation_id,
             Self::OutcomeNotRecorded { outcome, .. } => outcome.correlation_id,
         }
@@ -188,6 +220,8 @@ pub enum Stage {
     Run,
     /// The gateway's own task failed.
     Pipeline,
+    /// The action's state could not be read or stored ([`crate::state::StateStore`]).
+    State,
 }
 
 impl Stage {
@@ -199,6 +233,7 @@ impl Stage {
             Self::Grant => "grant",
             Self::Run => "run",
             Self::Pipeline => "pipeline",
+            Self::State => "state",
         }
     }
 }
@@ -206,5 +241,71 @@ impl Stage {
 impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// What the state store keeps of an action that did not complete: the error's kind, message,
+/// stage and (for a denial) reasons, or the outcome of one that ran but was not recorded.
+pub(crate) fn failure_document(e: &GatewayError) -> serde_json::Value {
+    let mut doc = serde_json::json!({
+        "correlation_id": e.correlation_id(),
+        "kind": e.kind().as_str(),
+        "message": e.to_string(),
+    });
+    if let Some(stage) = e.stage() {
+        doc["stage"] = serde_json::json!(stage.as_str());
+    }
+    match e {
+        GatewayError::Denied { reasons, .. } | GatewayError::Recorded { reasons, .. } => {
+            doc["reasons"] = serde_json::json!(reasons);
+        }
+        GatewayError::OutcomeNotRecorded { outcome, .. } => {
+            doc["outcome"] = serde_json::to_value(outcome).unwrap_or_default();
+        }
+        _ => {}
+    }
+    doc
+}
+
+/// The result a finished action's record holds: its outcome, or its error as
+/// [`GatewayError::Recorded`] (a denial keeps its reasons). `None` while it is not finished.
+/// An abandoned action (its replica stopped) is an `unavailable` error.
+pub fn recorded_result(
+    record: &crate::state::ActionRecord,
+) -> Option<Result<ActionOutcome, GatewayError>> {
+    use crate::state::Phase;
+    let correlation_id = record.key.id;
+    let doc = record.outcome.as_ref();
+    match record.phase {
+        Phase::Completed => {
+            let outcome = doc.and_then(|d| serde_json::from_value(d.clone()).ok());
+            Some(outcome.map(Ok).unwrap_or_else(|| {
+                Err(GatewayError::Recorded {
+                    correlation_id,
+                    kind: ErrorKind::Internal,
+                    message: "the action completed, but its stored outcome cannot be read".into(),
+                    reasons: Vec::new(),
+                })
+            }))
+        }
+        Phase::Failed | Phase::Abandoned => {
+            let text = |field: &str| doc.and_then(|d| d[field].as_str()).map(str::to_owned);
+            let kind = doc
+                .and_then(|d| serde_json::from_value(d["kind"].clone()).ok())
+                .unwrap_or(ErrorKind::Unavailable);
+            let message = text("message").unwrap_or_else(|| {
+                format!("the action was {} (no error was stored)", record.phase)
+            });
+            let reasons = doc
+                .and_then(|d| serde_json::from_value(d["reasons"].clone()).ok())
+                .unwrap_or_default();
+            Some(Err(GatewayError::Recorded {
+                correlation_id,
+                kind,
+                message,
+                reasons,
+            }))
+        }
+        _ => None,
     }
 }

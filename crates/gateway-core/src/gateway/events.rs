@@ -7,7 +7,7 @@
 
 use super::error::Stage;
 use crate::action::ActionRequest;
-use crate::approval::ApprovalVerdict;
+use crate::approval::{ApprovalRequest, ApprovalVerdict, ApprovalVote};
 use crate::audit::{AuditEventKind, DecisionRecord, EventOutcome};
 use crate::error::ErrorKind;
 use crate::grant::Grant;
@@ -17,7 +17,6 @@ use crate::runner::{JobOutcome, JobSpec, JobStatus, RunnerInfo};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
-use time::OffsetDateTime;
 
 /// The terminal status of an action, recorded as `details.status` of its `completed` event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,17 +189,27 @@ impl Event {
         ev
     }
 
-    /// `approval_requested`: a human was asked, with this deadline.
-    pub(crate) fn approval_requested(deadline: OffsetDateTime) -> Self {
+    /// `approval_requested`: a human was asked, with this deadline, for the request with this
+    /// hash, under this rule (quorum, separation from the owner).
+    pub(crate) fn approval_requested(request: &ApprovalRequest) -> Self {
         Self::new(AuditEventKind::ApprovalRequested, None)
-            .with("deadline", json!(deadline.unix_timestamp()))
+            .with("deadline", json!(request.deadline.unix_timestamp()))
+            .with("request_hash", json!(request.request_hash))
+            .with("rule", json!(request.rule))
     }
 
-    /// `approval_resolved`: the approver's verdict.
-    pub(crate) fn approval_resolved(verdict: &ApprovalVerdict) -> Self {
+    /// `approval_resolved`: the verdict, with every vote cast (approver, approve or deny,
+    /// reason, time) and the request hash they were bound to.
+    pub(crate) fn approval_resolved(
+        verdict: &ApprovalVerdict,
+        request_hash: &str,
+        votes: &[ApprovalVote],
+    ) -> Self {
         let approved = matches!(verdict, ApprovalVerdict::Approved { .. });
         Self::new(AuditEventKind::ApprovalResolved, success_if(approved))
             .with("verdict", json!(verdict))
+            .with("request_hash", json!(request_hash))
+            .with("votes", json!(votes))
     }
 
     /// `approval_resolved`: the caller cancelled while waiting.

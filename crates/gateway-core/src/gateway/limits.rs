@@ -250,6 +250,25 @@ impl Limiter {
         }
     }
 
+    /// [`Limiter::acquire_slot`], waiting up to `wait` for a slot to free.
+    pub(crate) async fn acquire_slot_within(
+        &self,
+        agent: &AgentId,
+        wait: std::time::Duration,
+    ) -> Result<Slot, Limited> {
+        // Polling keeps the slot map's entry-removal rule in one place (`Slot::drop`); a
+        // released slot is seen within one tick.
+        const TICK: std::time::Duration = std::time::Duration::from_millis(20);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.acquire_slot(agent) {
+                Ok(slot) => return Ok(slot),
+                Err(limited) if tokio::time::Instant::now() >= deadline => return Err(limited),
+                Err(_) => tokio::time::sleep(TICK).await,
+            }
+        }
+    }
+
     /// Agents with a rate-limiter entry (test hook for the eviction bound).
     #[cfg(test)]
     fn rate_entries(&self) -> usize {

@@ -13,13 +13,13 @@ mod stop;
 mod trail;
 
 pub use bounds::OverIssued;
-pub use error::{ActionOutcome, GatewayError, GrantSummary, Stage};
+pub use error::{ActionOutcome, GatewayError, GrantSummary, Stage, recorded_result};
 pub use guard::CallFailure;
 pub use limits::AgentLimits;
 pub use pipeline::{GrantExpired, ScopeNotAllowed};
 
 use crate::action::{ActionCatalog, ActionRequest};
-use crate::approval::ApprovalGate;
+use crate::approvals::ApprovalGate;
 use crate::audit::AuditSink;
 use crate::grant::AccessBroker;
 use crate::identity::AgentIdentity;
@@ -27,6 +27,7 @@ use crate::identity::{Credential, Identity};
 use crate::policy::{ListingInput, POLICY_CONTRACT_VERSION, PolicyDecider, PolicyError};
 use crate::redact::Redactor;
 use crate::runner::{JobLimits, Runner, RunnerInfo};
+use crate::state::{ActionKey, ActionRecord, MemoryStateStore, StateError, StateStore};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +57,23 @@ pub struct GatewayConfig {
     pub approval_timeout: Duration,
     /// How long past the job's own timeout the gateway waits for the runner to report.
     pub runner_grace: Duration,
+    /// How long a finished action's request id stays taken for its agent (a repeat within it
+    /// gets the original outcome, never a second run). Never less than
+    /// [`GatewayConfig::min_state_retention`], whatever is set here.
+    pub state_retention: Duration,
+}
+
+impl GatewayConfig {
+    /// The shortest retention the gateway applies: the approval deadline plus the longest job
+    /// plus the runner's grace, so an id cannot be reused while a retry of it may still come.
+    pub fn min_state_retention(&self) -> Duration {
+        self.approval_timeout + self.max_job_limits.timeout + self.runner_grace
+    }
+
+    /// The retention applied: `state_retention`, at least [`Self::min_state_retention`].
+    pub fn effective_state_retention(&self) -> Duration {
+        self.state_retention.max(self.min_state_retention())
+    }
 }
 
 impl Default for GatewayConfig {
@@ -73,6 +91,7 @@ impl Default for GatewayConfig {
             broker_timeout: Duration::from_secs(10),
             approval_timeout: Duration::from_secs(15 * 60),
             runner_grace: Duration::from_secs(30),
+            state_retention: Duration::from_secs(60 * 60),
         }
     }
 }
@@ -93,6 +112,12 @@ pub enum BuildError {
     /// A required part is missing.
     #[error("gateway builder: no {0} given")]
     Missing(&'static str),
+    /// The approval gate keeps its queue in another state store than the one given.
+    #[error(
+        "gateway builder: the approval gate keeps its queue in a different state store than \
+         GatewayBuilder::state: build the gate (Approvals::new) on the gateway's store"
+    )]
+    StateMismatch,
     /// A catalog action names a broker that is not registered.
     #[error(
         "gateway builder: action {action:?} names broker {broker:?}, which is not registered \
@@ -116,6 +141,7 @@ pub struct GatewayBuilder {
     runner: Option<Arc<dyn Runner>>,
     audit: Option<Arc<dyn AuditSink>>,
     approvals: Option<Arc<dyn ApprovalGate>>,
+    state: Option<Arc<dyn StateStore>>,
     redactor: Redactor,
     catalog: ActionCatalog,
     config: GatewayConfig,
@@ -161,8 +187,19 @@ impl GatewayBuilder {
     }
 
     /// Sets the approval gate. Without one, actions whose policy requires approval are denied.
+    /// A gate that keeps its queue in a state store ([`Approvals`](crate::Approvals)) lends the
+    /// gateway that store unless [`GatewayBuilder::state`] gives one; `build` refuses two
+    /// different ones.
     pub fn approvals(mut self, approvals: Arc<dyn ApprovalGate>) -> Self {
         self.approvals = Some(approvals);
+        self
+    }
+
+    /// Sets the action state store (default: the approval gate's, else a fresh
+    /// [`MemoryStateStore`], this process only). Replicas that share one store share
+    /// idempotency and approvals.
+    pub fn state(mut self, state: Arc<dyn StateStore>) -> Self {
+        self.state = Some(state);
         self
     }
 
@@ -199,6 +236,17 @@ impl GatewayBuilder {
                 });
             }
         }
+        let gate_store = self.approvals.as_ref().and_then(|g| g.state_store());
+        let state = match (self.state, gate_store) {
+            (Some(given), Some(gate))
+                if !std::ptr::addr_eq(Arc::as_ptr(&given), Arc::as_ptr(&gate)) =>
+            {
+                return Err(BuildError::StateMismatch);
+            }
+            (Some(given), _) => given,
+            (None, Some(gate)) => gate,
+            (None, None) => Arc::new(MemoryStateStore::new()),
+        };
         let inner = pipeline::Pipeline {
             identity: self.identity.ok_or(BuildError::Missing("identity"))?,
             policy: self.policy.ok_or(BuildError::Missing("policy decider"))?,
@@ -207,6 +255,7 @@ impl GatewayBuilder {
             runner: self.runner.ok_or(BuildError::Missing("runner"))?,
             audit: self.audit.ok_or(BuildError::Missing("audit sink"))?,
             approvals: self.approvals,
+            state,
             redactor: Arc::new(self.redactor),
             catalog: self.catalog,
             limiter: limits::Limiter::new(self.config.agent_limits.clone()),
@@ -385,6 +434,24 @@ impl Gateway {
         names.sort_unstable();
         names.dedup();
         Ok(names)
+    }
+
+    /// The state store.
+    pub fn state(&self) -> Arc<dyn StateStore> {
+        Arc::clone(&self.inner.state)
+    }
+
+    /// Where `agent`'s request `id` is, if this agent submitted it within the retention.
+    /// Another agent's ids are never visible.
+    pub async fn action_state(
+        &self,
+        agent: &crate::ids::AgentId,
+        id: crate::ids::RequestId,
+    ) -> Result<Option<ActionRecord>, StateError> {
+        self.inner
+            .state
+            .get(&ActionKey::new(agent.clone(), id))
+            .await
     }
 
     /// The runner's description.

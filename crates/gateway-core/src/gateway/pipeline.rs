@@ -39,7 +39,8 @@ use super::stop::Stop;
 use super::trail::Trail;
 use super::{GatewayConfig, RequestContext};
 use crate::action::{ActionCatalog, ActionDef, ActionRequest, RequestError};
-use crate::approval::{ApprovalGate, ApprovalRequest, ApprovalVerdict};
+use crate::approval::{ApprovalRequest, ApprovalTicket, ApprovalVerdict};
+use crate::approvals::ApprovalGate;
 use crate::audit::AuditSink;
 use crate::error::{BoxError, ErrorKind};
 use crate::grant::{AccessBroker, Grant, GrantRequest};
@@ -51,6 +52,8 @@ use crate::policy::{
 };
 use crate::redact::Redactor;
 use crate::runner::{JobOutcome, JobSpec, JobStatus, Runner, RunnerInfo};
+use crate::state::{ActionKey, ActionRecord, Claim, Phase, StateError, StateStore, StateStoreExt};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -67,6 +70,7 @@ pub(crate) struct Pipeline {
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) redactor: Arc<Redactor>,
     pub(crate) approvals: Option<Arc<dyn ApprovalGate>>,
+    pub(crate) state: Arc<dyn StateStore>,
     pub(crate) catalog: ActionCatalog,
     pub(crate) limiter: Limiter,
     pub(crate) config: GatewayConfig,
@@ -129,18 +133,54 @@ impl Pipeline {
             context.origin.clone(),
         );
         let mut slot = None;
+        let mut claimed = None;
         let result = self
-            .execute_inner(&mut trail, &mut slot, credential, request, context, cancel)
+            .execute_inner(
+                &mut trail,
+                &mut slot,
+                &mut claimed,
+                credential,
+                request,
+                context,
+                cancel,
+            )
             .await;
-        close(&mut trail, result).await
+        let result = close(&mut trail, result).await;
+        if let Some(key) = claimed {
+            self.settle(&key, &result).await;
+        }
+        result
+    }
+
+    /// After the terminal audit record: the action's final phase and outcome document in the
+    /// state store, which starts its id's retention. A failure here is logged: the action is
+    /// over and its trail closed, but its id stays taken (and its status reads as it was)
+    /// until a recovery sweep settles it.
+    async fn settle(&self, key: &ActionKey, result: &Result<ActionOutcome, GatewayError>) {
+        let (phase, document) = match result {
+            Ok(outcome) => (Phase::Completed, serde_json::to_value(outcome).ok()),
+            Err(e) => (Phase::Failed, Some(super::error::failure_document(e))),
+        };
+        let retention = self.config.effective_state_retention();
+        let settled = guarded(
+            self.state.advance(key, phase, document, retention),
+            self.config.audit_timeout,
+            None,
+        )
+        .await;
+        if let Err(e) = settled {
+            tracing::error!(action = %key, %phase, error = %e.describe("state store"), "the action's final state was not stored");
+        }
     }
 
     /// Steps 1 to 9, one call each; every step stops the action with the error and the
     /// terminal record it calls for.
+    #[allow(clippy::too_many_arguments)] // the request path's state, each used by one step
     async fn execute_inner(
         &self,
         trail: &mut Trail,
         slot: &mut Option<Slot>,
+        claimed: &mut Option<ActionKey>,
         credential: Credential,
         request: ActionRequest,
         context: RequestContext,
@@ -151,6 +191,9 @@ impl Pipeline {
         let identity = self.authenticate(id, &credential, &cancel).await?;
         tracing::Span::current().record("agent", identity.id.as_str());
         trail.set_agent(identity.id.clone());
+        // 1 (claim). The id is the agent's from here on; a repeat is answered, never re-run.
+        let key = self.claim(&request, &identity).await?;
+        *claimed = Some(key.clone());
         // 2. Validate and rate-limit; acted on once `requested` is stored, so the trail
         //    shows both.
         let admission = self.admit(&request, &identity);
@@ -165,7 +208,7 @@ impl Pipeline {
         record_decision(trail, id, &decision)?;
         // 6. Human approval, if the policy requires it.
         let approved_by = self
-            .approve(trail, &request, &identity, &decision, &cancel)
+            .approve(trail, slot, &key, &request, &identity, &decision, &cancel)
             .await?;
         // A request that cannot become a job needs no credential.
         let mut spec = build_job(def, &request, &identity)?;
@@ -177,6 +220,7 @@ impl Pipeline {
         let ran = self
             .with_grant(
                 trail,
+                &key,
                 &issued,
                 &decision.obligations.runner,
                 &mut spec,
@@ -337,11 +381,53 @@ impl Pipeline {
         }
     }
 
+    /// Step 1's claim: the agent's request id, taken in the state store. A repeat within the
+    /// retention is answered with the stored record and writes nothing to the audit trail; a
+    /// store that fails refuses the request (recorded as `rejected`).
+    async fn claim(
+        &self,
+        request: &ActionRequest,
+        identity: &AgentIdentity,
+    ) -> Result<ActionKey, Stop> {
+        let record = ActionRecord::received(request, identity, OffsetDateTime::now_utc());
+        let claimed = guarded(self.state.claim(&record), self.config.audit_timeout, None)
+            .instrument(tracing::info_span!("state.claim"))
+            .await;
+        match claimed {
+            Ok(Claim::Claimed) => Ok(record.key),
+            Ok(Claim::Existing(existing)) => Err(Stop::duplicate(request.id, existing)),
+            Err(e) => {
+                let stop = state_stop(request.id, e);
+                let reason = stop.error.to_string();
+                Err(Stop::rejected(stop.error.kind(), reason, stop.error))
+            }
+        }
+    }
+
+    /// Stores a state change the request path needs; a failure stops the action.
+    async fn store(
+        &self,
+        id: RequestId,
+        change: impl Future<Output = Result<ActionRecord, StateError>> + Send,
+    ) -> Result<ActionRecord, Stop> {
+        guarded(change, self.config.audit_timeout, None)
+            .instrument(tracing::info_span!("state.update"))
+            .await
+            .map_err(|e| state_stop(id, e))
+    }
+
     /// Step 6. `None` when the policy asks for no approval; otherwise the approver, or a
     /// denial.
+    ///
+    /// The ticket is stored before anyone is asked (so approvers on every replica see it, and
+    /// it outlives a restart), and the agent's concurrency slot is given back while a human
+    /// thinks: it is taken again once approved, waiting for one to free if need be.
+    #[allow(clippy::too_many_arguments)] // the request path's state, each used here
     async fn approve(
         &self,
         trail: &mut Trail,
+        slot: &mut Option<Slot>,
+        key: &ActionKey,
         request: &ActionRequest,
         identity: &AgentIdentity,
         decision: &Decision,
@@ -361,14 +447,22 @@ impl Pipeline {
         let approval = ApprovalRequest {
             correlation_id: id,
             agent: identity.id.clone(),
+            owner: identity.owner.clone(),
             action: request.action.clone(),
             resource: request.resource.clone(),
             intent: request.intent.clone(),
             params: request.params.clone(),
             reasons: decision.reasons.clone(),
+            requested_ttl_seconds: request.requested_ttl_seconds,
+            request_hash: request.content_hash(),
+            rule: decision.obligations.approval.clone(),
             deadline,
         };
-        record(trail, Event::approval_requested(deadline)).await?;
+        let ticket = ApprovalTicket::new(approval.clone());
+        self.store(id, self.state.await_approval(key, ticket))
+            .await?;
+        record(trail, Event::approval_requested(&approval)).await?;
+        *slot = None;
         // The gate's own deadline handling is trusted only up to ours plus a second.
         let verdict = match guarded(
             gate.await_approval(&approval),
@@ -390,9 +484,33 @@ impl Pipeline {
                 return Err(deny(format!("approval failed: {reason}")));
             }
         };
-        record(trail, Event::approval_resolved(&verdict)).await?;
+        let votes = self
+            .store(id, async {
+                self.state
+                    .get(key)
+                    .await?
+                    .ok_or_else(|| StateError::NotFound {
+                        message: format!("no action {key}"),
+                    })
+            })
+            .await?
+            .approval
+            .map(|t| t.votes)
+            .unwrap_or_default();
+        record(
+            trail,
+            Event::approval_resolved(&verdict, &approval.request_hash, &votes),
+        )
+        .await?;
         match verdict {
-            ApprovalVerdict::Approved { approver } => Ok(Some(approver)),
+            ApprovalVerdict::Approved { approver, .. } => {
+                self.store(id, self.state.update(key, &mark_approved))
+                    .await?;
+                let wait = self.config.approval_timeout;
+                let taken = self.limiter.acquire_slot_within(&identity.id, wait).await;
+                *slot = Some(taken.map_err(|limited| limited_after_approval(id, &limited))?);
+                Ok(Some(approver))
+            }
             ApprovalVerdict::Denied { approver, reason } => {
                 Err(deny(format!("approval denied by {approver}: {reason}")))
             }
@@ -483,6 +601,7 @@ impl Pipeline {
     async fn with_grant(
         &self,
         trail: &mut Trail,
+        key: &ActionKey,
         issued: &Issued,
         obligations: &RunnerObligations,
         spec: &mut JobSpec,
@@ -537,6 +656,22 @@ impl Pipeline {
         }
 
         let runner = self.runner.info();
+        // The action is `running` in the state store before its credential can be used: a
+        // replica that dies from here on leaves a record a recovery sweep can find.
+        let retention = self.config.effective_state_retention();
+        guarded(
+            self.state.advance(key, Phase::Running, None, retention),
+            self.config.audit_timeout,
+            None,
+        )
+        .instrument(tracing::info_span!("state.update"))
+        .await
+        .map_err(|e| GrantedFailure::Failed {
+            stage: Stage::State,
+            kind: kind_of(&e, |e| e.kind()),
+            message: e.describe("state store"),
+            source: e.into_source("state store"),
+        })?;
         // Commit 1: `requested`, `decided(allow)`, `granted` and `started` are durable before
         // the credential reaches the runner.
         trail
@@ -593,6 +728,64 @@ impl Pipeline {
         trail.defer(Event::revoked(grant, failure.as_deref()));
         failure.is_none()
     }
+}
+
+/// The move to [`Phase::Approved`] once the verdict is in (a vote through
+/// [`Approvals`](crate::Approvals) has made it already).
+fn mark_approved(record: &mut ActionRecord) -> Result<(), StateError> {
+    match record.phase {
+        Phase::Approved => Ok(()),
+        Phase::AwaitingApproval => {
+            record.phase = Phase::Approved;
+            record.updated_at = OffsetDateTime::now_utc();
+            Ok(())
+        }
+        from => Err(StateError::IllegalTransition {
+            key: record.key.clone(),
+            from,
+            to: Phase::Approved,
+        }),
+    }
+}
+
+/// An approved action found no free slot within the wait.
+fn limited_after_approval(id: RequestId, limited: &Limited) -> Stop {
+    let reason = format!("approved, but no concurrency slot freed in time: {limited}");
+    Stop::completed(
+        Completion::Stopped {
+            status: Status::Error,
+            stage: None,
+            kind: ErrorKind::RateLimited,
+            reason: reason.clone(),
+            grant_revoked: None,
+        },
+        GatewayError::RateLimited {
+            correlation_id: id,
+            reason,
+        },
+    )
+}
+
+/// The stop for a state store that failed: the action does not go on (fail closed).
+fn state_stop(id: RequestId, e: CallError<StateError>) -> Stop {
+    let kind = kind_of(&e, |e| e.kind());
+    let message = e.describe("state store");
+    Stop::completed(
+        Completion::Stopped {
+            status: Status::Error,
+            stage: Some(RecordedStage::Stage(Stage::State)),
+            kind,
+            reason: message.clone(),
+            grant_revoked: None,
+        },
+        GatewayError::Backend {
+            correlation_id: id,
+            stage: Stage::State,
+            kind,
+            message,
+            source: e.into_source("state store"),
+        },
+    )
 }
 
 /// Replaces every occurrence of the grant's secrets in the job's output with

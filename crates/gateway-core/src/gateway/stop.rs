@@ -67,6 +67,21 @@ impl Stop {
         }
     }
 
+    /// The agent repeated a request id it holds: answered with the stored record, and nothing
+    /// is recorded (the original request's trail is the only one under its correlation id).
+    pub(crate) fn duplicate(
+        correlation_id: RequestId,
+        record: Box<crate::state::ActionRecord>,
+    ) -> Self {
+        Self {
+            terminal: None,
+            error: GatewayError::Duplicate {
+                correlation_id,
+                record,
+            },
+        }
+    }
+
     /// The policy or an approver said no.
     pub(crate) fn denied(correlation_id: RequestId, reasons: Vec<String>) -> Self {
         Self::completed(

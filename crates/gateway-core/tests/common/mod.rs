@@ -5,8 +5,8 @@ use gateway_core::testing::{
     Journal, MemoryAuditSink, MemoryBroker, MemoryIdentity, MemoryPolicy, MemoryRunner,
 };
 use gateway_core::{
-    ActionCatalog, ActionDef, ActionRequest, AgentLimits, Credential, Gateway, GatewayConfig,
-    JobSpec, PendingApprovals,
+    ActionCatalog, ActionDef, ActionRequest, AgentLimits, Approvals, Credential, Gateway,
+    GatewayConfig, JobSpec, MemoryStateStore,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,8 @@ pub struct Harness {
     pub broker: Arc<MemoryBroker>,
     pub runner: Arc<MemoryRunner>,
     pub audit: Arc<MemoryAuditSink>,
-    pub approvals: Arc<PendingApprovals>,
+    pub approvals: Approvals,
+    pub state: Arc<MemoryStateStore>,
     pub journal: Journal,
 }
 
@@ -109,14 +110,16 @@ pub fn harness(parts: Parts) -> Harness {
     let broker = Arc::new(parts.broker.with_journal(journal.clone()));
     let runner = Arc::new(parts.runner.with_journal(journal.clone()));
     let audit = Arc::new(parts.audit.with_journal(journal.clone()));
-    let approvals = Arc::new(PendingApprovals::new());
+    let state = Arc::new(MemoryStateStore::new());
+    let approvals = Approvals::new(state.clone()).with_poll_interval(Duration::from_millis(20));
     let gateway = Gateway::builder()
         .identity(identity.clone())
         .policy(policy.clone())
         .broker(broker.clone())
         .runner(runner.clone())
         .audit(audit.clone())
-        .approvals(approvals.clone())
+        .approvals(Arc::new(approvals.clone()))
+        .state(state.clone())
         .catalog(catalog())
         .config(parts.config)
         .build()
@@ -129,6 +132,7 @@ pub fn harness(parts: Parts) -> Harness {
         runner,
         audit,
         approvals,
+        state,
         journal,
     }
 }
@@ -153,4 +157,26 @@ pub async fn eventually(mut f: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     false
+}
+
+/// Waits until `id` waits for approval (5 s at most).
+pub async fn pending_soon(approvals: &Approvals, id: gateway_core::RequestId) -> bool {
+    for _ in 0..500 {
+        let pending = approvals.pending().await.unwrap();
+        if pending.iter().any(|t| t.request.correlation_id == id) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// A human approver's ballot.
+pub fn ballot(approver: &str, approve: bool, reason: &str) -> gateway_core::approvals::Ballot {
+    gateway_core::approvals::Ballot {
+        approver: approver.into(),
+        approve,
+        reason: reason.into(),
+        request_hash: None,
+    }
 }

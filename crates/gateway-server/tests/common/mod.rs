@@ -26,6 +26,8 @@ pub struct Harness {
     pub broker: Arc<HmacBroker>,
     pub http: reqwest::Client,
     pub metrics: Arc<Metrics>,
+    /// Keys and store, to start another replica of this server.
+    pub shared: Shared,
     /// The server's address, for raw TCP clients.
     pub addr: std::net::SocketAddr,
     stop: CancellationToken,
@@ -119,6 +121,18 @@ pub fn policy() -> MemoryPolicy {
 pub struct Options {
     pub gateway: GatewayConfig,
     pub server: ServerConfig,
+    /// Another replica's keys and state store: this server is a second replica of it.
+    pub replica_of: Option<Shared>,
+}
+
+/// What replicas of one deployment share: the agents' keys, the approver's token and the
+/// state store.
+#[derive(Clone)]
+pub struct Shared {
+    pub agent_a: Secret,
+    pub agent_b: Secret,
+    pub alice: Secret,
+    pub state: Arc<dyn gateway_core::StateStore>,
 }
 
 impl Default for Options {
@@ -129,27 +143,55 @@ impl Default for Options {
                 ..GatewayConfig::default()
             },
             server: ServerConfig::default(),
+            replica_of: None,
         }
     }
 }
 
 pub async fn start(options: Options) -> Harness {
-    let (keys, agent_a) = StaticKeys::new()
-        .with_generated_key("key-a", AgentId::new("agent:a").unwrap(), "team-a")
+    let shared = options.replica_of.clone().unwrap_or_else(|| Shared {
+        agent_a: StaticKeys::generate_key("key-a").unwrap().0,
+        agent_b: StaticKeys::generate_key("key-b").unwrap().0,
+        alice: Approvers::generate_token().0,
+        state: Arc::new(gateway_core::MemoryStateStore::new()),
+    });
+    let static_key = |key_id: &str, agent: &str, owner: &str| {
+        gateway_core::AgentIdentity::new(
+            AgentId::new(agent).unwrap(),
+            owner,
+            gateway_core::AuthMethod::StaticKey {
+                key_id: key_id.into(),
+            },
+        )
+    };
+    let keys = StaticKeys::new()
+        .with_key_hash(
+            "key-a",
+            &StaticKeys::hash_key(&shared.agent_a),
+            static_key("key-a", "agent:a", "team-a"),
+        )
+        .unwrap()
+        .with_key_hash(
+            "key-b",
+            &StaticKeys::hash_key(&shared.agent_b),
+            static_key("key-b", "agent:b", "team-b"),
+        )
         .unwrap();
-    let (keys, agent_b) = keys
-        .with_generated_key("key-b", AgentId::new("agent:b").unwrap(), "team-b")
+    let approvers = Approvers::new()
+        .with_token_hash("human:alice", &Approvers::hash_token(&shared.alice))
         .unwrap();
-    let (approvers, alice) = Approvers::new()
-        .with_generated_token("human:alice")
-        .unwrap();
+    let (agent_a, agent_b, alice) = (
+        shared.agent_a.clone(),
+        shared.agent_b.clone(),
+        shared.alice.clone(),
+    );
     let identity: Arc<dyn Identity> = Arc::new(keys);
     let runner = Arc::new(MemoryRunner::new());
     let audit = Arc::new(MemoryAuditSink::new());
     let policy = Arc::new(policy());
     let broker = Arc::new(HmacBroker::generate());
 
-    let front = Frontend::new(options.server);
+    let front = Frontend::with_state(options.server, Arc::clone(&shared.state));
     let m = front.metrics();
     let gateway = Gateway::builder()
         .identity(Arc::clone(&identity))
@@ -187,6 +229,7 @@ pub async fn start(options: Options) -> Harness {
             .build()
             .unwrap(),
         metrics: m,
+        shared,
         addr,
         stop,
         server: std::sync::Mutex::new(Some(server)),

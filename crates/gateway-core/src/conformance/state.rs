@@ -1,0 +1,488 @@
+//! [`StateStore`] conformance: the atomicity and lifecycle every backend must give, so
+//! replicas sharing one store never run a request twice or lose a vote.
+//!
+//! Every case uses fresh agent ids, so the suite runs on a store that holds other data (a
+//! shared test database, an earlier interrupted run) and cases may run in any order.
+
+use crate::action::ActionRequest;
+use crate::approval::{ApprovalRequest, ApprovalRule, ApprovalTicket, ApprovalVote, TicketState};
+use crate::identity::{AgentIdentity, AuthMethod};
+use crate::ids::{AgentId, RequestId};
+use crate::state::{ActionKey, ActionRecord, Claim, Phase, StateError, StateStore, StateStoreExt};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+const RETENTION: Duration = Duration::from_secs(3600);
+
+/// Runs every case.
+pub async fn run_all(store: &dyn StateStore) {
+    records_round_trip_exactly(store).await;
+    a_claim_is_per_agent_and_a_repeat_gets_the_original(store).await;
+    concurrent_claims_have_exactly_one_winner(store).await;
+    an_expired_record_frees_its_id_and_a_live_one_never_does(store).await;
+    the_lifecycle_refuses_illegal_moves(store).await;
+    concurrent_updates_are_serialised(store).await;
+    a_failing_change_leaves_the_record_as_it_was(store).await;
+    updating_a_missing_record_is_not_found(store).await;
+    votes_count_once_and_a_quorum_approves(store).await;
+    concurrent_votes_are_all_counted(store).await;
+    in_phase_lists_oldest_first_within_the_limit(store).await;
+    prune_removes_only_expired_records(store).await;
+}
+
+/// A fresh agent, unique to one case run.
+pub fn agent(case: &str) -> AgentIdentity {
+    let id =
+        AgentId::new(format!("conformance:{case}-{}", RequestId::new())).expect("valid agent id");
+    AgentIdentity::new(
+        id,
+        "team-conformance",
+        AuthMethod::StaticKey { key_id: "k".into() },
+    )
+}
+
+/// A request with params that stress a backend's JSON handling.
+pub fn request() -> ActionRequest {
+    ActionRequest::new("conformance.test", "conformance:resource")
+        .with_params(serde_json::json!({
+            "big": 9_007_199_254_740_993_u64,
+            "text": "naïve \u{1F600} \"quoted\" \\ back",
+            "nested": {"list": [1, 2.5, null, true]},
+        }))
+        .with_intent("prove the store keeps what it is given")
+        .with_ttl_seconds(60)
+}
+
+fn received(who: &AgentIdentity) -> ActionRecord {
+    ActionRecord::received(&request(), who, now())
+}
+
+/// The clock. Stores must keep timestamps to the nanosecond: the records they return are
+/// compared with `==`, and the lifecycle rules set times from this clock.
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+async fn claimed(store: &dyn StateStore, who: &AgentIdentity) -> ActionRecord {
+    let record = received(who);
+    assert_eq!(store.claim(&record).await.expect("claim"), Claim::Claimed);
+    record
+}
+
+fn ticket(record: &ActionRecord, who: &AgentIdentity, quorum: u32) -> ApprovalTicket {
+    let request = request();
+    ApprovalTicket::new(ApprovalRequest {
+        correlation_id: record.key.id,
+        agent: who.id.clone(),
+        owner: who.owner.clone(),
+        action: request.action.clone(),
+        resource: request.resource.clone(),
+        intent: request.intent.clone(),
+        params: request.params.clone(),
+        reasons: vec!["conformance".into()],
+        requested_ttl_seconds: request.requested_ttl_seconds,
+        request_hash: request.content_hash(),
+        rule: ApprovalRule {
+            quorum,
+            separate_from_owner: true,
+        },
+        deadline: now() + time::Duration::minutes(10),
+    })
+}
+
+fn vote(approver: &str, approve: bool) -> ApprovalVote {
+    ApprovalVote {
+        approver: approver.into(),
+        approve,
+        reason: format!("CHG-{approver}"),
+        at: now(),
+    }
+}
+
+/// A stored record reads back field for field, params (an integer beyond 2^53, unicode,
+/// escapes) and approval ticket included.
+pub async fn records_round_trip_exactly(store: &dyn StateStore) {
+    let who = agent("round-trip");
+    let record = claimed(store, &who).await;
+    assert_eq!(
+        store.get(&record.key).await.expect("get"),
+        Some(record.clone())
+    );
+    let with_ticket = store
+        .await_approval(&record.key, ticket(&record, &who, 2))
+        .await
+        .expect("await approval");
+    assert_eq!(
+        store.get(&record.key).await.expect("get"),
+        Some(with_ticket.clone())
+    );
+    let params = &with_ticket
+        .approval
+        .as_ref()
+        .expect("ticket")
+        .request
+        .params;
+    assert_eq!(params["big"], serde_json::json!(9_007_199_254_740_993_u64));
+    assert_eq!(
+        params["text"],
+        serde_json::json!("naïve \u{1F600} \"quoted\" \\ back")
+    );
+}
+
+/// A key is claimed once per agent: a repeat gets the stored record back, and another agent
+/// may use the same request id without seeing the first.
+pub async fn a_claim_is_per_agent_and_a_repeat_gets_the_original(store: &dyn StateStore) {
+    let alice = agent("claim-a");
+    let record = claimed(store, &alice).await;
+    let mut repeat = received(&alice);
+    repeat.key.id = record.key.id;
+    repeat.action = "something.else".into();
+    match store.claim(&repeat).await.expect("claim") {
+        Claim::Existing(existing) => assert_eq!(*existing, record, "the original comes back"),
+        Claim::Claimed => panic!("a repeated id was claimed twice"),
+    }
+    let bob = agent("claim-b");
+    let mut other = received(&bob);
+    other.key.id = record.key.id;
+    assert_eq!(store.claim(&other).await.expect("claim"), Claim::Claimed);
+    let key = ActionKey::new(bob.id.clone(), record.key.id);
+    assert_eq!(
+        store.get(&key).await.expect("get").map(|r| r.key.agent),
+        Some(bob.id)
+    );
+    assert_eq!(
+        store.get(&record.key).await.expect("get").map(|r| r.action),
+        Some(record.action)
+    );
+}
+
+/// Of many concurrent claims of one key, exactly one wins.
+pub async fn concurrent_claims_have_exactly_one_winner(store: &dyn StateStore) {
+    let who = agent("race");
+    let first = received(&who);
+    let claims = (0..16).map(|_| {
+        let record = first.clone();
+        async move { store.claim(&record).await }
+    });
+    let results = futures::future::join_all(claims).await;
+    let won = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Claim::Claimed)))
+        .count();
+    assert_eq!(won, 1, "claims that won: {won} of 16 ({results:?})");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+}
+
+/// A finished record's key is free again once its retention ends, not before; a live record's
+/// key is never free.
+pub async fn an_expired_record_frees_its_id_and_a_live_one_never_does(store: &dyn StateStore) {
+    let who = agent("expiry");
+    let record = claimed(store, &who).await;
+    let mut later = received(&who);
+    later.key.id = record.key.id;
+    later.created_at = now() + time::Duration::days(365);
+    assert!(
+        matches!(
+            store.claim(&later).await.expect("claim"),
+            Claim::Existing(_)
+        ),
+        "a live record's id was reclaimed"
+    );
+    store
+        .advance(
+            &record.key,
+            Phase::Failed,
+            Some(serde_json::json!({"kind": "denied"})),
+            RETENTION,
+        )
+        .await
+        .expect("fail");
+    let mut soon = later.clone();
+    soon.created_at = now() + time::Duration::seconds(60);
+    assert!(
+        matches!(store.claim(&soon).await.expect("claim"), Claim::Existing(_)),
+        "a finished record's id was reclaimed within its retention"
+    );
+    assert_eq!(store.claim(&later).await.expect("claim"), Claim::Claimed);
+    let stored = store.get(&record.key).await.expect("get").expect("record");
+    assert_eq!(
+        stored.phase,
+        Phase::Received,
+        "the new claim replaced the old record"
+    );
+    assert_eq!(stored.created_at, later.created_at);
+}
+
+/// Phases move only forward along the lifecycle; a terminal phase stores the outcome and
+/// starts the retention.
+pub async fn the_lifecycle_refuses_illegal_moves(store: &dyn StateStore) {
+    let who = agent("lifecycle");
+    let record = claimed(store, &who).await;
+    let err = store
+        .advance(&record.key, Phase::Completed, None, RETENTION)
+        .await
+        .expect_err("received -> completed");
+    assert!(
+        matches!(
+            err,
+            StateError::IllegalTransition {
+                from: Phase::Received,
+                to: Phase::Completed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    store
+        .advance(&record.key, Phase::Running, None, RETENTION)
+        .await
+        .expect("running");
+    let outcome = serde_json::json!({"job": {"exit_code": 0}});
+    let done = store
+        .advance(
+            &record.key,
+            Phase::Completed,
+            Some(outcome.clone()),
+            RETENTION,
+        )
+        .await
+        .expect("completed");
+    assert_eq!(done.outcome, Some(outcome));
+    let expires = done.expires_at.expect("retention started");
+    assert!(expires > now() + time::Duration::minutes(59), "{expires}");
+    for to in Phase::ALL {
+        assert!(
+            store
+                .advance(&record.key, to, None, RETENTION)
+                .await
+                .is_err(),
+            "completed -> {to} was allowed"
+        );
+    }
+    assert_eq!(
+        store.get(&record.key).await.expect("get").map(|r| r.phase),
+        Some(Phase::Completed)
+    );
+}
+
+/// Concurrent read-modify-write updates of one record are serialised: none is lost.
+pub async fn concurrent_updates_are_serialised(store: &dyn StateStore) {
+    let who = agent("updates");
+    let record = claimed(store, &who).await;
+    let bump = |r: &mut ActionRecord| {
+        let n = r
+            .outcome
+            .as_ref()
+            .and_then(|o| o["n"].as_u64())
+            .unwrap_or(0);
+        r.outcome = Some(serde_json::json!({"n": n + 1}));
+        Ok(())
+    };
+    let updates = (0..20).map(|_| store.update(&record.key, &bump));
+    for result in futures::future::join_all(updates).await {
+        result.expect("update");
+    }
+    let stored = store.get(&record.key).await.expect("get").expect("record");
+    assert_eq!(
+        stored.outcome,
+        Some(serde_json::json!({"n": 20})),
+        "an update was lost"
+    );
+}
+
+/// A change that fails stores nothing, and its error comes back as it was.
+pub async fn a_failing_change_leaves_the_record_as_it_was(store: &dyn StateStore) {
+    let who = agent("failing");
+    let record = claimed(store, &who).await;
+    let fail = |r: &mut ActionRecord| {
+        r.phase = Phase::Running;
+        Err(StateError::Conflict {
+            message: "refused by the change".into(),
+        })
+    };
+    let err = store
+        .update(&record.key, &fail)
+        .await
+        .expect_err("change fails");
+    assert!(matches!(err, StateError::Conflict { .. }), "{err}");
+    assert_eq!(
+        store.get(&record.key).await.expect("get"),
+        Some(record.clone())
+    );
+    let move_key = |r: &mut ActionRecord| {
+        r.key.id = RequestId::new();
+        Ok(())
+    };
+    assert!(store.update(&record.key, &move_key).await.is_err());
+    assert_eq!(store.get(&record.key).await.expect("get"), Some(record));
+}
+
+/// Updating a key nobody claimed is `NotFound`, and creates nothing.
+pub async fn updating_a_missing_record_is_not_found(store: &dyn StateStore) {
+    let key = ActionKey::new(agent("missing").id, RequestId::new());
+    let err = store
+        .advance(&key, Phase::Running, None, RETENTION)
+        .await
+        .expect_err("no record");
+    assert!(matches!(err, StateError::NotFound { .. }), "{err}");
+    assert_eq!(store.get(&key).await.expect("get"), None);
+}
+
+/// A vote is counted once per approver; the agent and its owner are refused; the vote that
+/// completes the quorum moves the action to `approved`; votes are kept with their reasons.
+pub async fn votes_count_once_and_a_quorum_approves(store: &dyn StateStore) {
+    let who = agent("votes");
+    let record = claimed(store, &who).await;
+    let key = record.key.clone();
+    assert!(
+        store.vote(&key, vote("alice", true), None).await.is_err(),
+        "no ticket yet"
+    );
+    store
+        .await_approval(&key, ticket(&record, &who, 2))
+        .await
+        .expect("await approval");
+    let hash = request().content_hash();
+    assert_eq!(
+        store
+            .vote(&key, vote("alice", true), Some(hash.clone()))
+            .await
+            .expect("vote"),
+        TicketState::Pending {
+            approvals: 1,
+            quorum: 2
+        }
+    );
+    for refused in [
+        vote("alice", true),
+        vote(who.id.as_str(), true),
+        vote(&who.owner, true),
+    ] {
+        let err = store
+            .vote(&key, refused, None)
+            .await
+            .expect_err("refused vote");
+        assert!(matches!(err, StateError::VoteRefused { .. }), "{err}");
+    }
+    let err = store
+        .vote(&key, vote("bob", true), Some("not-the-hash".into()))
+        .await
+        .expect_err("changed request");
+    assert!(matches!(err, StateError::VoteRefused { .. }), "{err}");
+    assert_eq!(
+        store
+            .vote(&key, vote("bob", true), None)
+            .await
+            .expect("vote"),
+        TicketState::Approved
+    );
+    let stored = store.get(&key).await.expect("get").expect("record");
+    assert_eq!(stored.phase, Phase::Approved);
+    let votes = stored.approval.expect("ticket").votes;
+    let who_voted: Vec<_> = votes
+        .iter()
+        .map(|v| (v.approver.as_str(), v.reason.as_str()))
+        .collect();
+    assert_eq!(who_voted, [("alice", "CHG-alice"), ("bob", "CHG-bob")]);
+    assert!(
+        store.vote(&key, vote("carol", false), None).await.is_err(),
+        "closed ticket"
+    );
+}
+
+/// Concurrent votes of distinct approvers are all counted (none overwrites another).
+pub async fn concurrent_votes_are_all_counted(store: &dyn StateStore) {
+    let who = agent("vote-race");
+    let record = claimed(store, &who).await;
+    store
+        .await_approval(&record.key, ticket(&record, &who, 8))
+        .await
+        .expect("await approval");
+    let names: Vec<String> = (0..8).map(|i| format!("approver-{i}")).collect();
+    let votes = names
+        .iter()
+        .map(|name| store.vote(&record.key, vote(name, true), None));
+    for result in futures::future::join_all(votes).await {
+        result.expect("vote");
+    }
+    let stored = store.get(&record.key).await.expect("get").expect("record");
+    assert_eq!(
+        stored.approval.expect("ticket").votes.len(),
+        8,
+        "a vote was lost"
+    );
+    assert_eq!(stored.phase, Phase::Approved);
+}
+
+/// `in_phase` lists the records in one phase, oldest claim first, at most `limit`.
+pub async fn in_phase_lists_oldest_first_within_the_limit(store: &dyn StateStore) {
+    let who = agent("listing");
+    let mut keys = Vec::new();
+    for minutes in [-30, -20, -10] {
+        let mut record = received(&who);
+        record.created_at = now() + time::Duration::minutes(minutes);
+        assert_eq!(store.claim(&record).await.expect("claim"), Claim::Claimed);
+        store
+            .await_approval(&record.key, ticket(&record, &who, 1))
+            .await
+            .expect("await approval");
+        keys.push(record.key);
+    }
+    // A shared store may hold other runs' records: look at this case's own, in listing order.
+    let all = store
+        .in_phase(Phase::AwaitingApproval, 100_000)
+        .await
+        .expect("in phase");
+    assert!(all.iter().all(|r| r.phase == Phase::AwaitingApproval));
+    assert!(
+        all.windows(2).all(|w| w[0].created_at <= w[1].created_at),
+        "not oldest first"
+    );
+    let mine: Vec<_> = all
+        .into_iter()
+        .filter(|r| r.key.agent == who.id)
+        .map(|r| r.key)
+        .collect();
+    assert_eq!(mine, keys, "oldest first");
+    let one = store
+        .in_phase(Phase::AwaitingApproval, 1)
+        .await
+        .expect("in phase");
+    assert_eq!(one.len(), 1, "at most the limit");
+    for key in &keys {
+        store
+            .advance(key, Phase::Failed, None, RETENTION)
+            .await
+            .expect("fail");
+    }
+}
+
+/// `prune` deletes the records whose retention ended, and nothing else.
+pub async fn prune_removes_only_expired_records(store: &dyn StateStore) {
+    let who = agent("prune");
+    let live = claimed(store, &who).await;
+    let finished = claimed(store, &who).await;
+    store
+        .advance(&finished.key, Phase::Failed, None, Duration::ZERO)
+        .await
+        .expect("fail");
+    let kept = claimed(store, &who).await;
+    store
+        .advance(&kept.key, Phase::Failed, None, RETENTION)
+        .await
+        .expect("fail");
+    let pruned = store
+        .prune(now() + time::Duration::seconds(1))
+        .await
+        .expect("prune");
+    assert!(pruned >= 1, "pruned {pruned}");
+    assert_eq!(store.get(&finished.key).await.expect("get"), None);
+    assert!(
+        store.get(&live.key).await.expect("get").is_some(),
+        "a live record was pruned"
+    );
+    assert!(
+        store.get(&kept.key).await.expect("get").is_some(),
+        "a retained record was pruned"
+    );
+}

@@ -1,0 +1,86 @@
+//! [`MemoryStateStore`]: the state of one process, in a map. The default when no store is
+//! given; state is lost with the process and not shared with other replicas.
+
+use super::{ActionKey, ActionRecord, Change, Claim, Phase, StateError, StateStore, apply_change};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use time::OffsetDateTime;
+
+/// Action state in this process's memory.
+#[derive(Debug, Default)]
+pub struct MemoryStateStore {
+    records: Mutex<HashMap<ActionKey, ActionRecord>>,
+}
+
+impl MemoryStateStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many records it holds (expired ones included until pruned).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<ActionKey, ActionRecord>> {
+        // Every critical section is one lookup and one insert or remove: a panic elsewhere
+        // cannot leave the map half-changed.
+        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStateStore {
+    async fn claim(&self, record: &ActionRecord) -> Result<Claim, StateError> {
+        let mut records = self.lock();
+        if let Some(existing) = records.get(&record.key)
+            && !existing.expired(record.created_at)
+        {
+            return Ok(Claim::Existing(Box::new(existing.clone())));
+        }
+        records.insert(record.key.clone(), record.clone());
+        Ok(Claim::Claimed)
+    }
+
+    async fn get(&self, key: &ActionKey) -> Result<Option<ActionRecord>, StateError> {
+        Ok(self.lock().get(key).cloned())
+    }
+
+    async fn update(&self, key: &ActionKey, change: &Change) -> Result<ActionRecord, StateError> {
+        let mut records = self.lock();
+        let Some(record) = records.get_mut(key) else {
+            return Err(StateError::NotFound {
+                message: format!("no action {key}"),
+            });
+        };
+        let changed = apply_change(record, change)?;
+        *record = changed.clone();
+        Ok(changed)
+    }
+
+    async fn in_phase(&self, phase: Phase, limit: usize) -> Result<Vec<ActionRecord>, StateError> {
+        let mut found: Vec<ActionRecord> = self
+            .lock()
+            .values()
+            .filter(|r| r.phase == phase)
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| (a.created_at, &a.key).cmp(&(b.created_at, &b.key)));
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    async fn prune(&self, now: OffsetDateTime) -> Result<u64, StateError> {
+        let mut records = self.lock();
+        let before = records.len();
+        records.retain(|_, r| !r.expired(now));
+        Ok(u64::try_from(before - records.len()).unwrap_or(u64::MAX))
+    }
+}

@@ -1,0 +1,294 @@
+//! Durable, shared action state: what every gateway replica must agree on about an action
+//! (whose id it is, where it is in its lifecycle, its approval ticket and its outcome).
+//!
+//! A [`StateStore`] is a small set of primitives: [`claim`](StateStore::claim) a key,
+//! [`get`](StateStore::get) it, [`update`](StateStore::update) it atomically with a change
+//! function, list the records in a phase, and prune finished ones after their retention. The
+//! rules (which phase may follow which, how approval votes count) live here, once, in
+//! [`StateStoreExt`] and [`ApprovalTicket`](crate::approval::ApprovalTicket), so they mean the
+//! same on every backend; a backend only has to make `claim` and `update` atomic across every
+//! process that shares it.
+//!
+//! Backends: [`MemoryStateStore`] (one process; the default, and for tests), and in
+//! `gateway-state` SQLite (the embedded default, a file beside the audit log) and PostgreSQL
+//! (shared by replicas). Each runs [`conformance::state`](crate::conformance) against itself.
+//!
+//! Idempotency: an action's key is (authenticated agent, request id). It is claimed only after
+//! authentication, and stays taken while the action lives and for the retention after it
+//! finishes ([`GatewayConfig::state_retention`](crate::GatewayConfig::state_retention)): a
+//! repeated id within it gets the stored record back (the original outcome, or where the action
+//! is), never a second run. Ids of other agents are invisible: a key includes its agent.
+
+mod memory;
+mod phase;
+
+pub use memory::MemoryStateStore;
+pub use phase::Phase;
+
+use crate::action::ActionRequest;
+use crate::approval::{ApprovalTicket, ApprovalVote, TicketState, VoteRefused};
+use crate::error::concern_error;
+use crate::identity::AgentIdentity;
+use crate::ids::{AgentId, RequestId};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// An action's key: request ids are unique per agent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ActionKey {
+    /// The authenticated agent.
+    pub agent: AgentId,
+    /// Its request id (the action's correlation id).
+    pub id: RequestId,
+}
+
+impl ActionKey {
+    /// The key of `agent`'s request `id`.
+    pub fn new(agent: AgentId, id: RequestId) -> Self {
+        Self { agent, id }
+    }
+}
+
+impl std::fmt::Display for ActionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} of {}", self.id, self.agent)
+    }
+}
+
+/// What the store holds about one action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    /// The agent and request id.
+    #[serde(flatten)]
+    pub key: ActionKey,
+    /// The agent's accountable owner.
+    pub owner: String,
+    /// The action.
+    pub action: String,
+    /// The resource.
+    pub resource: String,
+    /// [`ActionRequest::content_hash`] of the request: a repeat with the same id but other
+    /// content is told apart from a retry.
+    pub request_hash: String,
+    /// Where the action is.
+    pub phase: Phase,
+    /// When it was claimed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// When its key may be claimed again: set when it reaches a terminal phase (that time plus
+    /// the retention); never while the action lives.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// The approval ticket, once approval was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalTicket>,
+    /// The outcome document of a finished action (the front's status document: what ran, or
+    /// why it did not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<serde_json::Value>,
+}
+
+impl ActionRecord {
+    /// A freshly received action of `agent`.
+    pub fn received(request: &ActionRequest, agent: &AgentIdentity, now: OffsetDateTime) -> Self {
+        Self {
+            key: ActionKey::new(agent.id.clone(), request.id),
+            owner: agent.owner.clone(),
+            action: request.action.clone(),
+            resource: request.resource.clone(),
+            request_hash: request.content_hash(),
+            phase: Phase::Received,
+            created_at: now,
+            updated_at: now,
+            expires_at: None,
+            approval: None,
+            outcome: None,
+        }
+    }
+
+    /// Whether its key may be claimed again at `now`.
+    pub fn expired(&self, now: OffsetDateTime) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// What [`StateStore::claim`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The key was free (or its previous record had expired): the new record is stored.
+    Claimed,
+    /// The agent already has a live record with this id; nothing was stored.
+    Existing(Box<ActionRecord>),
+}
+
+concern_error!(
+    /// Why the state store could not do what was asked. The pipeline fails closed on any of
+    /// these: an action whose state cannot be stored does not run.
+    StateError, "state store", extra {
+        /// The lifecycle does not allow this move ([`Phase::may_become`]).
+        IllegalTransition ["state store: action {key} cannot move from {from} to {to}"] {
+            /// The action.
+            key: ActionKey,
+            /// Its phase.
+            from: Phase,
+            /// The refused phase.
+            to: Phase,
+        } => Conflict,
+        /// An approval vote was not counted.
+        VoteRefused ["approval vote on {key} refused: {refused}"] {
+            /// The action.
+            key: ActionKey,
+            /// Why.
+            refused: VoteRefused,
+        } => Conflict,
+    }
+);
+
+/// A change [`StateStore::update`] applies to a record. It may run more than once (a backend
+/// retrying a serialisation failure), so it must depend only on the record it is given.
+pub type Change = dyn Fn(&mut ActionRecord) -> Result<(), StateError> + Send + Sync;
+
+/// Applies `change` to a copy of `record` and returns the copy, refusing a change that moved
+/// the record to another key or claim time: what every backend's `update` calls.
+pub fn apply_change(record: &ActionRecord, change: &Change) -> Result<ActionRecord, StateError> {
+    let mut changed = record.clone();
+    change(&mut changed)?;
+    if changed.key != record.key || changed.created_at != record.created_at {
+        return Err(StateError::internal_msg(format!(
+            "a state change moved action {} to another key",
+            record.key
+        )));
+    }
+    Ok(changed)
+}
+
+/// Durable action state, shared by every gateway replica that uses the same backend.
+///
+/// Conformance: `gateway_core::conformance::state::run_all`.
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// Stores `record` unless its agent holds a live record with that id (one not
+    /// [expired](ActionRecord::expired) at `record.created_at`; an expired one is replaced).
+    /// Atomic across every process sharing the store: of concurrent claims of one key,
+    /// exactly one gets [`Claim::Claimed`]; the others get the record as it is when they read
+    /// it (later updates included).
+    async fn claim(&self, record: &ActionRecord) -> Result<Claim, StateError>;
+
+    /// The record of `key`, if any (expired ones included until pruned).
+    async fn get(&self, key: &ActionKey) -> Result<Option<ActionRecord>, StateError>;
+
+    /// Reads the record of `key`, applies `change` ([`apply_change`]) and stores the result,
+    /// as one atomic step: concurrent updates of one record, on any replica, are serialised.
+    /// An error from `change` is returned and the record stays as it was;
+    /// [`StateError::NotFound`] when there is no record.
+    async fn update(&self, key: &ActionKey, change: &Change) -> Result<ActionRecord, StateError>;
+
+    /// The records in `phase`, oldest claim first, at most `limit`.
+    async fn in_phase(&self, phase: Phase, limit: usize) -> Result<Vec<ActionRecord>, StateError>;
+
+    /// Deletes the records whose retention ended at or before `now`; returns how many.
+    async fn prune(&self, now: OffsetDateTime) -> Result<u64, StateError>;
+}
+
+/// The lifecycle's rules on top of any [`StateStore`].
+#[async_trait]
+pub trait StateStoreExt: StateStore {
+    /// Moves `key` to `to` (with its outcome document, for a terminal phase), if the lifecycle
+    /// allows it; a terminal phase starts the key's `retention`.
+    async fn advance(
+        &self,
+        key: &ActionKey,
+        to: Phase,
+        outcome: Option<serde_json::Value>,
+        retention: Duration,
+    ) -> Result<ActionRecord, StateError> {
+        // Read once: a retried change must write the same times.
+        let now = OffsetDateTime::now_utc();
+        let change = move |record: &mut ActionRecord| {
+            if !record.phase.may_become(to) {
+                return Err(StateError::IllegalTransition {
+                    key: record.key.clone(),
+                    from: record.phase,
+                    to,
+                });
+            }
+            record.phase = to;
+            record.updated_at = now;
+            if to.is_terminal() {
+                record.expires_at = Some(now + retention);
+                record.outcome = outcome.clone();
+            }
+            Ok(())
+        };
+        self.update(key, &change).await
+    }
+
+    /// Moves `key` to [`Phase::AwaitingApproval`] with `ticket`.
+    async fn await_approval(
+        &self,
+        key: &ActionKey,
+        ticket: ApprovalTicket,
+    ) -> Result<ActionRecord, StateError> {
+        let now = OffsetDateTime::now_utc();
+        let change = move |record: &mut ActionRecord| {
+            let to = Phase::AwaitingApproval;
+            if !record.phase.may_become(to) {
+                return Err(StateError::IllegalTransition {
+                    key: record.key.clone(),
+                    from: record.phase,
+                    to,
+                });
+            }
+            record.phase = to;
+            record.updated_at = now;
+            record.approval = Some(ticket.clone());
+            Ok(())
+        };
+        self.update(key, &change).await
+    }
+
+    /// Counts `vote` on `key`'s ticket ([`ApprovalTicket::cast`]); a vote that completes the
+    /// quorum moves the action to [`Phase::Approved`], in the same atomic step.
+    async fn vote(
+        &self,
+        key: &ActionKey,
+        vote: ApprovalVote,
+        shown_hash: Option<String>,
+    ) -> Result<TicketState, StateError> {
+        let change = move |record: &mut ActionRecord| {
+            let key = record.key.clone();
+            let refuse = |refused| StateError::VoteRefused {
+                key: key.clone(),
+                refused,
+            };
+            let now = vote.at;
+            let Some(ticket) = record.approval.as_mut() else {
+                return Err(refuse(VoteRefused::Closed(TicketState::Expired)));
+            };
+            if record.phase != Phase::AwaitingApproval {
+                let state = ticket.state(now);
+                return Err(refuse(VoteRefused::Closed(state)));
+            }
+            let state = ticket
+                .cast(vote.clone(), shown_hash.as_deref())
+                .map_err(refuse)?;
+            if state == TicketState::Approved {
+                record.phase = Phase::Approved;
+            }
+            record.updated_at = now;
+            Ok(())
+        };
+        let record = self.update(key, &change).await?;
+        let now = OffsetDateTime::now_utc();
+        Ok(record
+            .approval
+            .map_or(TicketState::Expired, |t| t.state(now)))
+    }
+}
+
+impl<T: StateStore + ?Sized> StateStoreExt for T {}

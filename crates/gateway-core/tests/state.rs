@@ -1,0 +1,330 @@
+//! The pipeline on its state store: a request id is claimed once per agent, every phase is
+//! stored, approvals are votes in the store, and a store that fails stops the action.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use gateway_core::approval::{ApprovalRule, TicketState};
+use gateway_core::state::{
+    ActionKey, ActionRecord, Change, Claim, MemoryStateStore, Phase, StateError, StateStore,
+    apply_change,
+};
+use gateway_core::{
+    AgentId, AuditEventKind, Decision, ErrorKind, GatewayError, Obligations, async_trait,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use time::OffsetDateTime;
+
+fn agent(name: &str) -> AgentId {
+    AgentId::new(name).unwrap()
+}
+
+fn approval_policy(rule: ApprovalRule) -> gateway_core::testing::MemoryPolicy {
+    gateway_core::testing::MemoryPolicy::from_fn(move |_| Decision {
+        obligations: Obligations {
+            require_approval: true,
+            approval: rule.clone(),
+            ..Obligations::default()
+        },
+        ..Decision::allow()
+    })
+}
+
+#[tokio::test]
+async fn a_repeated_id_is_answered_from_the_store_and_never_runs_twice() {
+    let h = harness(Parts::default());
+    let request = echo("once");
+    let id = request.id;
+    let first = h.gateway.execute(agent_a(), request.clone()).await.unwrap();
+    let trail = h.audit.events_for(id).len();
+
+    let err = h
+        .gateway
+        .execute(agent_a(), request.clone())
+        .await
+        .unwrap_err();
+    let GatewayError::Duplicate { record, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert_eq!(record.phase, Phase::Completed);
+    assert_eq!(record.request_hash, request.content_hash());
+    let stored = record.outcome.as_ref().expect("outcome document");
+    assert_eq!(stored["job"]["stdout"], serde_json::json!(first.job.stdout));
+    assert_eq!(h.runner.runs().len(), 1, "the repeat ran");
+    assert_eq!(
+        h.audit.events_for(id).len(),
+        trail,
+        "the repeat was recorded"
+    );
+    let started = h
+        .audit
+        .events_for(id)
+        .iter()
+        .filter(|e| e.kind == AuditEventKind::Started)
+        .count();
+    assert_eq!(started, 1);
+
+    // Another agent may use the same id: it is a different key, and it runs.
+    h.gateway
+        .execute(gateway_core::Credential::bearer("tok-b"), request)
+        .await
+        .unwrap();
+    assert_eq!(h.runner.runs().len(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_repeats_run_once() {
+    let h = harness(Parts::default());
+    let request = echo("race");
+    let runs = (0..8).map(|_| h.gateway.execute(agent_a(), request.clone()));
+    let results = futures::future::join_all(runs).await;
+    let ran = results.iter().filter(|r| r.is_ok()).count();
+    let duplicates = results
+        .iter()
+        .filter(|r| matches!(r, Err(GatewayError::Duplicate { .. })))
+        .count();
+    assert_eq!((ran, duplicates), (1, 7), "{results:?}");
+    assert_eq!(h.runner.runs().len(), 1);
+}
+
+#[tokio::test]
+async fn every_phase_is_visible_and_refusals_keep_their_reason() {
+    let parts = Parts {
+        policy: gateway_core::testing::MemoryPolicy::from_fn(|input| {
+            if input.params["message"] == "no" {
+                Decision::deny("not this message")
+            } else {
+                Decision::allow()
+            }
+        }),
+        ..Parts::default()
+    };
+    let h = harness(parts);
+    let a = agent("agent:a");
+    let denied = echo("no");
+    let err = h
+        .gateway
+        .execute(agent_a(), denied.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Denied);
+    let record = h
+        .gateway
+        .action_state(&a, denied.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.phase, Phase::Failed);
+    let doc = record.outcome.unwrap();
+    assert_eq!(doc["kind"], "denied");
+    assert_eq!(doc["reasons"], serde_json::json!(["not this message"]));
+    assert!(record.expires_at.unwrap() > OffsetDateTime::now_utc() + time::Duration::minutes(30));
+    // Invisible to another agent.
+    let b = agent("agent:b");
+    assert_eq!(h.gateway.action_state(&b, denied.id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn an_unauthenticated_request_claims_nothing() {
+    let h = harness(Parts::default());
+    let request = echo("stranger");
+    let err = h
+        .gateway
+        .execute(gateway_core::Credential::bearer("nobody"), request.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+    assert!(h.state.is_empty(), "a stranger reserved an id");
+    h.gateway.execute(agent_a(), request).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_waiting_approval_holds_no_slot_and_the_reason_is_recorded() {
+    let mut parts = Parts {
+        policy: gateway_core::testing::MemoryPolicy::from_fn(|input| {
+            let mut d = Decision::allow();
+            d.obligations.require_approval = input.params["message"] == "approve me";
+            d
+        }),
+        ..Parts::default()
+    };
+    parts.config.agent_limits.max_concurrent = 1;
+    let h = harness(parts);
+    let waiting = echo("approve me");
+    let id = waiting.id;
+    let g = h.gateway.clone();
+    let task = tokio::spawn(async move { g.execute(agent_a(), waiting).await });
+    assert!(pending_soon(&h.approvals, id).await);
+    // The one slot is free while a human decides.
+    h.gateway
+        .execute(agent_a(), echo("meanwhile"))
+        .await
+        .unwrap();
+    let ticket = h.approvals.pending().await.unwrap().remove(0);
+    let mut vote = ballot("human:alice", true, "CHG-42");
+    vote.request_hash = Some(ticket.request.request_hash.clone());
+    assert_eq!(
+        h.approvals.resolve(id, None, vote).await.unwrap(),
+        TicketState::Approved
+    );
+    let out = task.await.unwrap().unwrap();
+    assert_eq!(out.approved_by.as_deref(), Some("human:alice"));
+    let resolved = h
+        .audit
+        .events_for(id)
+        .into_iter()
+        .find(|e| e.kind == AuditEventKind::ApprovalResolved)
+        .unwrap();
+    assert_eq!(resolved.details["verdict"]["reason"], "CHG-42");
+    assert_eq!(resolved.details["votes"][0]["reason"], "CHG-42");
+    assert_eq!(
+        resolved.details["request_hash"],
+        ticket.request.request_hash
+    );
+}
+
+#[tokio::test]
+async fn a_quorum_of_distinct_approvers_none_of_them_the_owner() {
+    let parts = Parts {
+        policy: approval_policy(ApprovalRule {
+            quorum: 2,
+            separate_from_owner: true,
+        }),
+        ..Parts::default()
+    };
+    let h = harness(parts);
+    let request = echo("two keys");
+    let id = request.id;
+    let g = h.gateway.clone();
+    let task = tokio::spawn(async move { g.execute(agent_a(), request).await });
+    assert!(pending_soon(&h.approvals, id).await);
+    let owner = h.approvals.pending().await.unwrap()[0]
+        .request
+        .owner
+        .clone();
+    assert!(!owner.is_empty());
+    let refused = h
+        .approvals
+        .resolve(id, None, ballot(&owner, true, "mine"))
+        .await;
+    assert!(refused.is_err(), "the owner approved: {refused:?}");
+    assert_eq!(
+        h.approvals
+            .resolve(id, None, ballot("human:alice", true, "one"))
+            .await
+            .unwrap(),
+        TicketState::Pending {
+            approvals: 1,
+            quorum: 2
+        }
+    );
+    assert!(
+        h.approvals
+            .resolve(id, None, ballot("human:alice", true, "again"))
+            .await
+            .is_err()
+    );
+    assert!(h.runner.runs().is_empty(), "ran on one approval of two");
+    h.approvals
+        .resolve(id, None, ballot("human:bob", true, "two"))
+        .await
+        .unwrap();
+    let out = task.await.unwrap().unwrap();
+    assert_eq!(out.approved_by.as_deref(), Some("human:alice, human:bob"));
+    assert_eq!(h.runner.runs().len(), 1);
+}
+
+/// A store that fails on demand: every claim, or the move to `running`.
+#[derive(Default)]
+struct FailingStore {
+    inner: MemoryStateStore,
+    fail_claims: AtomicBool,
+    fail_running: AtomicBool,
+}
+
+#[async_trait]
+impl StateStore for FailingStore {
+    async fn claim(&self, record: &ActionRecord) -> Result<Claim, StateError> {
+        if self.fail_claims.load(Ordering::SeqCst) {
+            return Err(StateError::unavailable_msg("the database is down"));
+        }
+        self.inner.claim(record).await
+    }
+    async fn get(&self, key: &ActionKey) -> Result<Option<ActionRecord>, StateError> {
+        self.inner.get(key).await
+    }
+    async fn update(&self, key: &ActionKey, change: &Change) -> Result<ActionRecord, StateError> {
+        if self.fail_running.load(Ordering::SeqCst)
+            && let Some(current) = self.inner.get(key).await?
+            && apply_change(&current, change).is_ok_and(|r| r.phase == Phase::Running)
+        {
+            return Err(StateError::unavailable_msg("the database is down"));
+        }
+        self.inner.update(key, change).await
+    }
+    async fn in_phase(&self, phase: Phase, limit: usize) -> Result<Vec<ActionRecord>, StateError> {
+        self.inner.in_phase(phase, limit).await
+    }
+    async fn prune(&self, now: OffsetDateTime) -> Result<u64, StateError> {
+        self.inner.prune(now).await
+    }
+}
+
+fn gateway_on(store: Arc<FailingStore>) -> (gateway_core::Gateway, Harness) {
+    let h = harness(Parts::default());
+    let gateway = gateway_core::Gateway::builder()
+        .identity(h.identity.clone())
+        .policy(h.policy.clone())
+        .broker(h.broker.clone())
+        .runner(h.runner.clone())
+        .audit(h.audit.clone())
+        .state(store)
+        .catalog(catalog())
+        .config(fast_config())
+        .build()
+        .unwrap();
+    (gateway, h)
+}
+
+#[tokio::test]
+async fn a_store_that_fails_stops_the_action_before_and_after_the_grant() {
+    let store = Arc::new(FailingStore::default());
+    let (gateway, h) = gateway_on(store.clone());
+
+    store.fail_claims.store(true, Ordering::SeqCst);
+    let request = echo("no claim");
+    let err = gateway
+        .execute(agent_a(), request.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.stage(), Some(gateway_core::Stage::State), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(h.broker.issued().is_empty(), "granted without a claim");
+    let kinds: Vec<_> = h
+        .audit
+        .events_for(request.id)
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, [AuditEventKind::Rejected]);
+
+    store.fail_claims.store(false, Ordering::SeqCst);
+    store.fail_running.store(true, Ordering::SeqCst);
+    let request = echo("no running");
+    let err = gateway
+        .execute(agent_a(), request.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.stage(), Some(gateway_core::Stage::State), "{err}");
+    assert!(h.runner.runs().is_empty(), "ran without its running state");
+    assert_eq!(
+        h.broker.revocations().values().sum::<u32>(),
+        1,
+        "the grant was not revoked"
+    );
+    let key = ActionKey::new(agent("agent:a"), request.id);
+    assert_eq!(store.get(&key).await.unwrap().unwrap().phase, Phase::Failed);
+}
