@@ -4,7 +4,10 @@
 //! build's disk (not tmpfs, so fsync is real), running `diag.echo`:
 //!
 //! - `local_job`: through the local sandbox runner (`LocalRunner`, strongest isolation here);
-//! - `noop_runner`: through `MemoryRunner` (a job that ends at once): the gateway's overhead;
+//! - `noop_runner`: through `MemoryRunner` (a job that ends at once): the gateway's overhead,
+//!   with the embedded SQLite action state store (three commits of its own per action);
+//! - `noop_memory_state`: the same with the action state in memory: the ratio of the two is
+//!   what durable state costs;
 //!
 //! at 1 and 64 concurrent agents (each agent its own key and its own closed loop of actions).
 //! Baselines measured in the same run, on the same SQLite log and policy engine:
@@ -39,6 +42,7 @@
     clippy::print_stdout
 )]
 
+use agent_gateway::core::MemoryStateStore;
 use agent_gateway::core::testing::{MemoryAuditSink, MemoryBroker, MemoryPolicy, MemoryRunner};
 use agent_gateway::core::{
     AgentId, AgentIdentity, AgentLimits, AuditEvent, AuditEventKind, AuditSink, Credential,
@@ -255,6 +259,15 @@ fn bench(c: &mut Criterion) {
         .config(config())
         .build()
         .unwrap();
+    // The same, with the action state in memory instead of the embedded SQLite state store:
+    // the ratio of the two is what durable state costs.
+    let noop_memory_state = parts
+        .builder(agents.keys.clone())
+        .runner(Arc::new(MemoryRunner::new()))
+        .state(Arc::new(MemoryStateStore::new()))
+        .config(config())
+        .build()
+        .unwrap();
     let isolation = local.runner_info().isolation;
 
     // Records one action leaves in the log (sequence numbers of two consecutive actions).
@@ -340,12 +353,16 @@ fn bench(c: &mut Criterion) {
         })
     };
     let sqlite_commits = sqlite_floor(&dir.path().join("audit.db"), &dir.path().join("floor.db"));
-    let cases: [(&'static str, Action); 7] = [
+    let cases: [(&'static str, Action); 8] = [
         ("baseline_two_fsyncs", two_fsyncs),
         ("baseline_sqlite_commits", sqlite_commits),
         ("baseline_decide_append", decide_append),
         ("baseline_audit_trail", audit_trail),
         ("memory_doubles", memory),
+        (
+            "noop_memory_state",
+            execute_action(noop_memory_state, credentials.clone()),
+        ),
         ("noop_runner", execute_action(noop, credentials.clone())),
         ("local_job", execute_action(local, credentials.clone())),
     ];
@@ -505,6 +522,24 @@ fn report(summaries: &[Summary], isolation: &str, records_per_action: u64) {
             trail.per_second,
             100.0 * noop.per_second / trail.per_second.max(f64::MIN_POSITIVE)
         );
+    }
+    for agents in [1, AGENTS] {
+        if let (Some(durable), Some(memory)) = (
+            find("noop_runner", agents),
+            find("noop_memory_state", agents),
+        ) {
+            println!(
+                "state store at {agents} agents: SQLite (claim, running, terminal: 3 commits) \
+                 p50 {:.3} ms, {:.0}/s vs in memory p50 {:.3} ms, {:.0}/s -> p50 {:.2} x, \
+                 throughput {:.2} x",
+                ms(durable.p50),
+                durable.per_second,
+                ms(memory.p50),
+                memory.per_second,
+                ms(durable.p50) / ms(memory.p50).max(f64::MIN_POSITIVE),
+                durable.per_second / memory.per_second.max(f64::MIN_POSITIVE)
+            );
+        }
     }
     if let Some(local) = find("local_job", 1) {
         println!(

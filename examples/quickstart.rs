@@ -239,7 +239,7 @@ async fn main() -> Result<(), BoxError> {
     let parts = EmbeddedParts::open(&options).await?;
     let before = parts.audit.read(None, usize::MAX).await?.len();
     let (keys, agents) = identities()?;
-    let approvals = Approvals::in_memory();
+    let approvals = Approvals::new(parts.state.clone());
     let config = GatewayConfig {
         approval_timeout: Duration::from_secs(30),
         ..GatewayConfig::default()

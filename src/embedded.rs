@@ -18,6 +18,7 @@ use gateway_core::{
 };
 use gateway_opa::EmbeddedRego;
 use gateway_runners::LocalRunner;
+use gateway_state::SqliteStateStore;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,9 @@ pub enum EmbeddedError {
     /// The audit log could not be opened.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The action state store could not be opened.
+    #[error(transparent)]
+    State(#[from] gateway_core::StateError),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -63,6 +67,9 @@ pub struct EmbeddedOptions {
     pub policy_dir: PathBuf,
     /// The SQLite audit log.
     pub audit_path: PathBuf,
+    /// The SQLite action state (request ids, phases, approval tickets): by default beside the
+    /// log, `<log>.state.db` (a file of its own, so claims do not queue behind audit appends).
+    pub state_path: PathBuf,
     /// The audit stream (one per gateway instance).
     pub stream_id: String,
     /// Signs audit checkpoints; keep it secret and publish its public key.
@@ -87,9 +94,13 @@ impl EmbeddedOptions {
     /// The reference policies, a log at `audit_path`, stream `gateway-1`, a fresh signing key
     /// and a checkpoint every 64 records.
     pub fn new(audit_path: impl Into<PathBuf>) -> Self {
+        let audit_path = audit_path.into();
+        let mut state_path = audit_path.clone().into_os_string();
+        state_path.push(".state.db");
         Self {
             policy_dir: reference_policy_dir(),
-            audit_path: audit_path.into(),
+            state_path: state_path.into(),
+            audit_path,
             stream_id: "gateway-1".into(),
             checkpoint_signer: Arc::new(SoftwareSigner::generate()),
             checkpoint_every_records: 64,
@@ -155,6 +166,9 @@ pub struct EmbeddedParts {
     pub runner: Arc<LocalRunner>,
     /// The SQLite audit log.
     pub audit: Arc<SqliteAuditSink>,
+    /// The SQLite action state store (give it to a server front too:
+    /// `Frontend::with_state`).
+    pub state: Arc<SqliteStateStore>,
     /// Verification options with the checkpoint public key.
     pub verify_options: VerifyOptions,
     /// The checkpoint witness, if configured.
@@ -211,6 +225,7 @@ impl EmbeddedParts {
             witness = Some(file);
         }
         let audit = SqliteAuditSink::open(store, config).await?;
+        let state = SqliteStateStore::open(&options.state_path).await?;
         let verify_options = VerifyOptions {
             trusted_keys: vec![options.checkpoint_signer.verifying_key()],
             ..VerifyOptions::default()
@@ -221,6 +236,7 @@ impl EmbeddedParts {
             broker: Arc::new(HmacBroker::generate()),
             runner: Arc::new(runner),
             audit: Arc::new(audit),
+            state: Arc::new(state),
             verify_options,
             witness,
         })
@@ -234,6 +250,7 @@ impl EmbeddedParts {
             .broker(self.broker.clone())
             .runner(self.runner.clone())
             .audit(self.audit.clone())
+            .state(self.state.clone())
             .catalog(self.catalog.clone())
     }
 

@@ -9,6 +9,7 @@
 //! | `opa` | `gateway-opa`: policy deciders (embedded Rego, OPA over HTTP) | `embedded`, `opa-http` |
 //! | `runners` | `gateway-runners`: the local sandbox, and Docker with `docker` | `embedded`, `docker` |
 //! | `audit` | `gateway-audit`: hash-chained audit on SQLite, and PostgreSQL with `postgres` | `embedded`, `postgres`, `cli` |
+//! | `state` | `gateway-state`: durable action state (request ids, phases, approvals) on SQLite, and PostgreSQL with `postgres` | `embedded`, `postgres` |
 //! | `identity` | `gateway-identity`: JWT/JWKS workload identities | `jwt` |
 //! | `kubernetes` | `gateway-kubernetes`: Job runner and RBAC broker | `kubernetes` |
 //! | `postgres_broker` | `gateway-postgres`: just-in-time PostgreSQL role broker | `postgres-broker` |
@@ -37,6 +38,8 @@ pub use gateway_postgres as postgres_broker;
 pub use gateway_runners as runners;
 #[cfg(feature = "server")]
 pub use gateway_server as server;
+#[cfg(any(feature = "embedded", feature = "postgres"))]
+pub use gateway_state as state;
 
 pub use gateway_core::{
     ActionCatalog, ActionDef, ActionOutcome, ActionRequest, Credential, Gateway, GatewayConfig,

@@ -101,7 +101,7 @@ pub async fn start(name: &str) -> Result<Server, BoxError> {
     let (approvers, approver) = Approvers::new().with_generated_token("human:alice")?;
     let identity: Arc<dyn Identity> = Arc::new(keys);
 
-    let front = Frontend::new(ServerConfig::default());
+    let front = Frontend::with_state(ServerConfig::default(), parts.state.clone());
     let m = front.metrics();
     // `parts.builder` sets every embedded part; the metrics-wrapped ones replace them.
     let gateway = parts

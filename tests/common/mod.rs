@@ -162,7 +162,7 @@ pub async fn start(options: Options) -> Harness {
         inner: parts.audit.clone(),
         down: AtomicBool::new(false),
     });
-    let front = Frontend::new(options.server);
+    let front = Frontend::with_state(options.server, parts.state.clone());
     let metrics = front.metrics();
     let gateway = parts
         .builder(Arc::clone(&identity))

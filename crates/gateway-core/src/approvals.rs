@@ -122,6 +122,7 @@ impl Approvals {
             .in_phase(Phase::AwaitingApproval, MAX_LISTED)
             .await?
             .into_iter()
+            .filter(|r| !r.waiter_gone(now))
             .filter_map(|r| r.approval)
             .filter(|t| matches!(t.state(now), TicketState::Pending { .. }))
             .collect())
@@ -192,9 +193,19 @@ impl ApprovalGate for Approvals {
             // Registered before the read, so a vote cast between the read and the wait still
             // wakes us.
             let voted = self.voted.notified();
-            let record = self.store.get(&key).await.map_err(|e| {
+            let mut record = self.store.get(&key).await.map_err(|e| {
                 ApprovalError::unavailable(format!("reading the approval of {key}"), e)
             })?;
+            // Renew our hold while less than half of it is left: others know we still wait.
+            let now = OffsetDateTime::now_utc();
+            if let Some(r) = &record
+                && r.lease_until
+                    .is_some_and(|l| l - now < crate::state::APPROVAL_LEASE / 2)
+            {
+                record = Some(self.store.renew_approval_lease(&key).await.map_err(|e| {
+                    ApprovalError::unavailable(format!("renewing the approval lease of {key}"), e)
+                })?);
+            }
             let Some(ticket) = record.and_then(|r| r.approval) else {
                 return Err(ApprovalError::internal_msg(format!(
                     "the state store holds no approval ticket for {key}: give the gateway \

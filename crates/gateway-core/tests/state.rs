@@ -328,3 +328,155 @@ async fn a_store_that_fails_stops_the_action_before_and_after_the_grant() {
     let key = ActionKey::new(agent("agent:a"), request.id);
     assert_eq!(store.get(&key).await.unwrap().unwrap().phase, Phase::Failed);
 }
+
+#[tokio::test]
+async fn finished_records_past_their_retention_are_pruned_as_claims_go_on() {
+    let h = harness(Parts::default());
+    let who = gateway_core::AgentIdentity::new(
+        agent("agent:old"),
+        "team",
+        gateway_core::AuthMethod::StaticKey { key_id: "k".into() },
+    );
+    let old = ActionRecord::received(&echo("old"), &who, OffsetDateTime::now_utc());
+    h.state.claim(&old).await.unwrap();
+    let retention = std::time::Duration::ZERO;
+    gateway_core::StateStoreExt::advance(&*h.state, &old.key, Phase::Failed, None, retention)
+        .await
+        .unwrap();
+    let live = ActionRecord::received(&echo("live"), &who, OffsetDateTime::now_utc());
+    h.state.claim(&live).await.unwrap();
+    for _ in 0..1024 {
+        h.gateway.execute(agent_a(), echo("x")).await.unwrap();
+    }
+    let mut pruned = false;
+    for _ in 0..200 {
+        if h.state.get(&old.key).await.unwrap().is_none() {
+            pruned = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(pruned, "an expired record outlived 1024 claims");
+    assert!(
+        h.state.get(&live.key).await.unwrap().is_some(),
+        "a live record was pruned"
+    );
+    assert_eq!(h.state.len(), 1024 + 1, "the retained records stay");
+}
+
+fn expire_lease(record: &mut ActionRecord) -> Result<(), StateError> {
+    record.lease_until = Some(OffsetDateTime::now_utc() - time::Duration::seconds(1));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_waiter_renews_its_lease_and_an_orphaned_approval_is_abandoned() {
+    let parts = Parts {
+        policy: approval_policy(ApprovalRule::default()),
+        ..Parts::default()
+    };
+    let h = harness(parts);
+    let request = echo("waiting");
+    let id = request.id;
+    let key = ActionKey::new(agent("agent:a"), id);
+    let g = h.gateway.clone();
+    let task = tokio::spawn(async move { g.execute(agent_a(), request).await });
+    assert!(pending_soon(&h.approvals, id).await);
+
+    // A live waiter renews a lease that runs low.
+    let short = |r: &mut ActionRecord| {
+        r.lease_until = Some(OffsetDateTime::now_utc() + time::Duration::seconds(1));
+        Ok(())
+    };
+    h.state.update(&key, &short).await.unwrap();
+    let mut renewed = false;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let lease = h
+            .state
+            .get(&key)
+            .await
+            .unwrap()
+            .unwrap()
+            .lease_until
+            .unwrap();
+        if lease > OffsetDateTime::now_utc() + time::Duration::seconds(5) {
+            renewed = true;
+            break;
+        }
+    }
+    assert!(renewed, "the waiter did not renew its lease");
+    task.abort();
+    let _ = task.await;
+
+    // An approval whose waiter is gone: not listed, not votable, and the sweep closes it.
+    let orphan = echo("orphan");
+    let who = gateway_core::AgentIdentity::new(
+        agent("agent:a"),
+        "team",
+        gateway_core::AuthMethod::StaticKey { key_id: "k".into() },
+    );
+    let record = ActionRecord::received(&orphan, &who, OffsetDateTime::now_utc());
+    h.state.claim(&record).await.unwrap();
+    let ticket = gateway_core::approval::ApprovalTicket::new(gateway_core::ApprovalRequest {
+        correlation_id: orphan.id,
+        agent: who.id.clone(),
+        owner: who.owner.clone(),
+        action: orphan.action.clone(),
+        resource: orphan.resource.clone(),
+        intent: orphan.intent.clone(),
+        params: orphan.params.clone(),
+        reasons: vec![],
+        requested_ttl_seconds: orphan.requested_ttl_seconds,
+        request_hash: orphan.content_hash(),
+        rule: ApprovalRule::default(),
+        deadline: OffsetDateTime::now_utc() + time::Duration::minutes(5),
+    });
+    gateway_core::StateStoreExt::await_approval(&*h.state, &record.key, ticket)
+        .await
+        .unwrap();
+    assert!(
+        pending_soon(&h.approvals, orphan.id).await,
+        "a live ticket is listed"
+    );
+    h.state.update(&record.key, &expire_lease).await.unwrap();
+    let listed = h.approvals.pending().await.unwrap();
+    assert!(
+        listed.iter().all(|t| t.request.correlation_id != orphan.id),
+        "orphan listed"
+    );
+    let vote = h
+        .approvals
+        .resolve(
+            orphan.id,
+            Some(&who.id),
+            ballot("human:alice", true, "late"),
+        )
+        .await;
+    assert!(
+        matches!(
+            vote,
+            Err(gateway_core::approvals::ResolveError::Refused(
+                gateway_core::approval::VoteRefused::Abandoned
+            ))
+        ),
+        "{vote:?}"
+    );
+    let abandoned = h.gateway.abandon_orphaned_approvals().await.unwrap();
+    assert!(abandoned >= 1, "{abandoned}");
+    let stored = h.state.get(&record.key).await.unwrap().unwrap();
+    assert_eq!(stored.phase, Phase::Abandoned);
+    assert_eq!(stored.outcome.as_ref().unwrap()["kind"], "unavailable");
+    let trail = h.audit.events_for(orphan.id);
+    let last = trail.last().expect("a terminal record");
+    assert_eq!(last.kind, AuditEventKind::Completed);
+    assert_eq!(
+        last.step, 4,
+        "continues after requested, decided, approval_requested"
+    );
+    assert_eq!(
+        h.gateway.abandon_orphaned_approvals().await.unwrap(),
+        0,
+        "closed once"
+    );
+}

@@ -33,6 +33,10 @@ pub struct ApiError {
     /// space-separated (they go into the `WWW-Authenticate` challenge, not the body).
     #[serde(skip)]
     pub insufficient_scope: Option<String>,
+    /// On a 429: whole seconds until a retry would pass (the `Retry-After` header); unknown
+    /// (a concurrency cap) is sent as 1.
+    #[serde(skip)]
+    pub retry_after_seconds: Option<u64>,
 }
 
 /// The body of every error response: `{"error": {…}}`.
@@ -74,6 +78,7 @@ impl ApiError {
             reasons: None,
             outcome: None,
             insufficient_scope: None,
+            retry_after_seconds: None,
         }
     }
 
@@ -125,6 +130,14 @@ impl From<&GatewayError> for ApiError {
         let mut api = Self::new(e.kind(), e.to_string(), Some(e.correlation_id()));
         match e {
             GatewayError::Denied { reasons, .. } => api.reasons = Some(reasons.clone()),
+            GatewayError::RateLimited {
+                retry_after: Some(after),
+                ..
+            } => {
+                // Rounded up: a client that waits the whole seconds it is told passes.
+                let millis = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+                api.retry_after_seconds = Some(millis.div_ceil(1000).max(1));
+            }
             // Read back from the state store: a denial keeps its reasons.
             GatewayError::Recorded { reasons, .. } if !reasons.is_empty() => {
                 api.reasons = Some(reasons.clone());
@@ -160,9 +173,10 @@ impl IntoResponse for ApiError {
                 }
             }
             StatusCode::TOO_MANY_REQUESTS => {
+                let seconds = self.retry_after_seconds.unwrap_or(1).max(1);
                 response
                     .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             }
             _ => {}
         }

@@ -96,12 +96,24 @@ impl Frontend {
         identity: Arc<dyn Identity>,
         approvers: Approvers,
     ) -> AppState {
+        // The approvals endpoints must see the tickets the gateway stores: if the gateway was
+        // built on another store than this front's (without `approval_gate`), list and vote
+        // there.
+        let same_store = std::ptr::addr_eq(
+            Arc::as_ptr(self.approvals.store()),
+            Arc::as_ptr(&gateway.state()),
+        );
+        let approvals = if same_store {
+            self.approvals
+        } else {
+            Approvals::new(gateway.state())
+        };
         AppState {
             inner: Arc::new(Inner {
                 gateway,
                 identity,
                 approvers,
-                approvals: self.approvals,
+                approvals,
                 tracker: self.tracker,
                 metrics: self.metrics,
                 allowed_origins: AllowedOrigins::new(&self.config.mcp_allowed_origins),

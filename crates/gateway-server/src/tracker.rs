@@ -353,6 +353,7 @@ mod tests {
             Err(GatewayError::RateLimited {
                 correlation_id: id,
                 reason: "slow down".into(),
+                retry_after: None,
             }),
         );
         assert!(

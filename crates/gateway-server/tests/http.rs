@@ -233,7 +233,16 @@ async fn rate_limit_is_429_per_agent() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 429);
-    assert!(resp.headers().get("retry-after").is_some());
+    // One request per 1000 s: the limiter says when the next would pass, not "1".
+    let retry_after: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (990..=1000).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
     let err: Value = resp.json().await.unwrap();
     assert_error(&err, "rate_limited", None);
     // Another agent has its own budget.

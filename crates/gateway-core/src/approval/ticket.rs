@@ -111,6 +111,12 @@ pub enum VoteRefused {
         /// The waiting request's hash.
         waiting: String,
     },
+    /// The replica that waited for this approval stopped: nothing would run the action.
+    #[error(
+        "the gateway replica waiting for this approval stopped, so the request will not run: \
+         the agent must submit it again"
+    )]
+    Abandoned,
     /// The ticket is no longer open.
     #[error("the request is no longer waiting for approval ({0:?})")]
     Closed(TicketState),

@@ -90,6 +90,9 @@ pub enum GatewayError {
         correlation_id: RequestId,
         /// Which limit.
         reason: String,
+        /// When a retry would pass the rate limit; `None` when unknown (the concurrency cap:
+        /// a slot frees when a running action ends).
+        retry_after: Option<std::time::Duration>,
     },
     /// The policy (or an approver) said no, or no decision could be made (fail closed).
     #[error("denied: {}", reasons.join("; "))]

@@ -55,10 +55,23 @@ pub(crate) enum Limited {
         agent: AgentId,
         requests_per_second: f64,
         burst: u32,
+        /// When the agent's next request would pass.
+        retry_after: std::time::Duration,
     },
     /// Over the concurrency cap.
     #[error("agent {agent} already has {max_concurrent} actions in flight")]
     Concurrency { agent: AgentId, max_concurrent: u32 },
+}
+
+impl Limited {
+    /// When to try again: the rate limiter's own answer; for the concurrency cap, unknown
+    /// (a running action ends when it ends), so `None`.
+    pub(crate) fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Rate { retry_after, .. } => Some(*retry_after),
+            Self::Concurrency { .. } => None,
+        }
+    }
 }
 
 /// Rate-limiter entries kept before the first sweep for idle agents.
@@ -80,6 +93,8 @@ enum Rate {
 
 struct Buckets {
     limiter: DefaultKeyedRateLimiter<AgentId>,
+    /// The limiter's clock, to say when a refused agent may come back.
+    clock: governor::clock::DefaultClock,
     checks: AtomicU64,
     /// The size at which the next sweep runs.
     sweep_at: AtomicUsize,
@@ -105,13 +120,19 @@ impl Buckets {
             .allow_burst(burst);
         Self {
             limiter: DefaultKeyedRateLimiter::keyed(quota),
+            clock: governor::clock::DefaultClock::default(),
             checks: AtomicU64::new(0),
             sweep_at: AtomicUsize::new(MIN_SWEEP_AT),
         }
     }
 
-    fn check(&self, agent: &AgentId) -> bool {
-        let passed = self.limiter.check_key(agent).is_ok();
+    /// `Err` holds how long until the agent's next request would pass.
+    fn check(&self, agent: &AgentId) -> Result<(), std::time::Duration> {
+        use governor::clock::Clock as _;
+        let passed = self
+            .limiter
+            .check_key(agent)
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()));
         if self
             .checks
             .fetch_add(1, Ordering::Relaxed)
@@ -205,19 +226,17 @@ impl Limiter {
     /// Takes one request token; `Err` names the limit hit.
     pub(crate) fn check_rate(&self, agent: &AgentId) -> Result<(), Limited> {
         let passed = match &self.rate {
-            Rate::Unlimited => true,
-            Rate::Closed => false,
+            Rate::Unlimited => Ok(()),
+            // Nothing will ever pass: say a minute rather than a second.
+            Rate::Closed => Err(std::time::Duration::from_secs(60)),
             Rate::Limited(buckets) => buckets.check(agent),
         };
-        if passed {
-            Ok(())
-        } else {
-            Err(Limited::Rate {
-                agent: agent.clone(),
-                requests_per_second: self.limits.requests_per_second,
-                burst: self.limits.burst,
-            })
-        }
+        passed.map_err(|retry_after| Limited::Rate {
+            agent: agent.clone(),
+            requests_per_second: self.limits.requests_per_second,
+            burst: self.limits.burst,
+            retry_after,
+        })
     }
 
     /// Takes one of the agent's concurrency slots, held until the slot is dropped.

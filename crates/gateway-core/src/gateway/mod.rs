@@ -9,6 +9,7 @@ mod events;
 mod guard;
 mod limits;
 mod pipeline;
+mod recovery;
 mod stop;
 mod trail;
 
@@ -259,6 +260,7 @@ impl GatewayBuilder {
             redactor: Arc::new(self.redactor),
             catalog: self.catalog,
             limiter: limits::Limiter::new(self.config.agent_limits.clone()),
+            claims_since_prune: std::sync::atomic::AtomicU64::new(0),
             config: self.config,
         };
         Ok(Gateway {
@@ -434,6 +436,15 @@ impl Gateway {
         names.sort_unstable();
         names.dedup();
         Ok(names)
+    }
+
+    /// Records as `abandoned` (state store and audit trail) every action that waits for
+    /// approval on a replica that is gone: its lease
+    /// ([`APPROVAL_LEASE`](crate::state::APPROVAL_LEASE)) passed, so nothing will run it.
+    /// Returns how many. The gateway runs this itself now and then (every 1024 claims);
+    /// call it at start-up, or from a timer, to close them sooner.
+    pub async fn abandon_orphaned_approvals(&self) -> Result<usize, StateError> {
+        self.inner.recovery().abandon_orphaned_approvals().await
     }
 
     /// The state store.

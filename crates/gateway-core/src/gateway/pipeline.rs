@@ -73,6 +73,8 @@ pub(crate) struct Pipeline {
     pub(crate) state: Arc<dyn StateStore>,
     pub(crate) catalog: ActionCatalog,
     pub(crate) limiter: Limiter,
+    /// Claims since the last prune of finished records past their retention.
+    pub(crate) claims_since_prune: std::sync::atomic::AtomicU64,
     pub(crate) config: GatewayConfig,
 }
 
@@ -394,7 +396,10 @@ impl Pipeline {
             .instrument(tracing::info_span!("state.claim"))
             .await;
         match claimed {
-            Ok(Claim::Claimed) => Ok(record.key),
+            Ok(Claim::Claimed) => {
+                self.prune_now_and_then();
+                Ok(record.key)
+            }
             Ok(Claim::Existing(existing)) => Err(Stop::duplicate(request.id, existing)),
             Err(e) => {
                 let stop = state_stop(request.id, e);
@@ -402,6 +407,31 @@ impl Pipeline {
                 Err(Stop::rejected(stop.error.kind(), reason, stop.error))
             }
         }
+    }
+
+    /// Every [`PRUNE_EVERY`] claims, on a task of its own (the request does not wait): deletes
+    /// the records whose retention is over (without it the store would only grow), and records
+    /// orphaned approvals as abandoned.
+    fn prune_now_and_then(&self) {
+        use std::sync::atomic::Ordering;
+        if self.claims_since_prune.fetch_add(1, Ordering::Relaxed) + 1 < PRUNE_EVERY {
+            return;
+        }
+        self.claims_since_prune.store(0, Ordering::Relaxed);
+        let recovery = self.recovery();
+        tokio::spawn(
+            async move {
+                let state = &recovery.state;
+                match state.prune(OffsetDateTime::now_utc()).await {
+                    Ok(pruned) => tracing::debug!(pruned, "pruned finished action records"),
+                    Err(e) => tracing::warn!(error = %e, "pruning finished action records failed"),
+                }
+                if let Err(e) = recovery.abandon_orphaned_approvals().await {
+                    tracing::warn!(error = %e, "the sweep for orphaned approvals failed");
+                }
+            }
+            .instrument(tracing::info_span!("state.prune")),
+        );
     }
 
     /// Stores a state change the request path needs; a failure stops the action.
@@ -730,6 +760,9 @@ impl Pipeline {
     }
 }
 
+/// How many claims pass between prunes of expired action records.
+const PRUNE_EVERY: u64 = 1024;
+
 /// The move to [`Phase::Approved`] once the verdict is in (a vote through
 /// [`Approvals`](crate::Approvals) has made it already).
 fn mark_approved(record: &mut ActionRecord) -> Result<(), StateError> {
@@ -762,6 +795,7 @@ fn limited_after_approval(id: RequestId, limited: &Limited) -> Stop {
         GatewayError::RateLimited {
             correlation_id: id,
             reason,
+            retry_after: None,
         },
     )
 }
@@ -882,6 +916,7 @@ impl<'a> Admission<'a> {
                     GatewayError::RateLimited {
                         correlation_id: id,
                         reason,
+                        retry_after: limit.retry_after(),
                     },
                 ))
             }

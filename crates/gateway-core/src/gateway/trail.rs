@@ -77,6 +77,13 @@ impl Trail {
         }
     }
 
+    /// Continues a trail whose first `step` events another trail stored (a recovery closing
+    /// an action its own replica left open).
+    pub(crate) fn after_step(mut self, step: u32) -> Self {
+        self.step = step;
+        self
+    }
+
     pub(crate) fn set_agent(&mut self, agent: AgentId) {
         self.agent_id = Some(agent);
     }

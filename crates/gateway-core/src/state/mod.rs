@@ -84,6 +84,11 @@ pub struct ActionRecord {
     /// the retention); never while the action lives.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
+    /// While the action waits for approval: until when the waiting replica holds it. The waiter
+    /// renews it ([`APPROVAL_LEASE`]); once it has passed, the waiter is gone (its process
+    /// stopped) and nothing will run the action ([`ActionRecord::waiter_gone`]).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub lease_until: Option<OffsetDateTime>,
     /// The approval ticket, once approval was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalTicket>,
@@ -106,9 +111,15 @@ impl ActionRecord {
             created_at: now,
             updated_at: now,
             expires_at: None,
+            lease_until: None,
             approval: None,
             outcome: None,
         }
+    }
+
+    /// Whether it waits for approval with nobody left waiting: its lease passed at `now`.
+    pub fn waiter_gone(&self, now: OffsetDateTime) -> bool {
+        self.phase == Phase::AwaitingApproval && self.lease_until.is_some_and(|l| l <= now)
     }
 
     /// Whether its key may be claimed again at `now`.
@@ -148,6 +159,13 @@ concern_error!(
         } => Conflict,
     }
 );
+
+/// How long a replica waiting for an approval holds its request without renewing: a waiter
+/// renews its lease when less than half is left (it checks at every poll, 250 ms by default);
+/// one that stops is known gone this long after (votes are refused from then on, and
+/// [`Gateway::abandon_orphaned_approvals`](crate::Gateway::abandon_orphaned_approvals) records
+/// the action as abandoned).
+pub const APPROVAL_LEASE: Duration = Duration::from_secs(15);
 
 /// A change [`StateStore::update`] applies to a record. It may run more than once (a backend
 /// retrying a serialisation failure), so it must depend only on the record it is given.
@@ -246,7 +264,21 @@ pub trait StateStoreExt: StateStore {
             }
             record.phase = to;
             record.updated_at = now;
+            record.lease_until = Some(now + APPROVAL_LEASE);
             record.approval = Some(ticket.clone());
+            Ok(())
+        };
+        self.update(key, &change).await
+    }
+
+    /// Renews the lease of a waiting approval ([`APPROVAL_LEASE`] from now); a record no
+    /// longer waiting is left as it is.
+    async fn renew_approval_lease(&self, key: &ActionKey) -> Result<ActionRecord, StateError> {
+        let now = OffsetDateTime::now_utc();
+        let change = move |record: &mut ActionRecord| {
+            if record.phase == Phase::AwaitingApproval {
+                record.lease_until = Some(now + APPROVAL_LEASE);
+            }
             Ok(())
         };
         self.update(key, &change).await
@@ -273,6 +305,9 @@ pub trait StateStoreExt: StateStore {
             if record.phase != Phase::AwaitingApproval {
                 let state = ticket.state(now);
                 return Err(refuse(VoteRefused::Closed(state)));
+            }
+            if record.lease_until.is_some_and(|l| l <= now) {
+                return Err(refuse(VoteRefused::Abandoned));
             }
             let state = ticket
                 .cast(vote.clone(), shown_hash.as_deref())
