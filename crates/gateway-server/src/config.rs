@@ -63,6 +63,13 @@ pub struct ServerConfig {
     /// scopes of access tokens ([`crate::oauth`]). `None` by default: no metadata (404), plain
     /// bearer challenges.
     pub oauth: Option<OAuthResource>,
+    /// Requests with a credential that does not authenticate that one source (client IP) may
+    /// send per second, sustained; each is run through the pipeline and audited. Past the
+    /// budget they get 429 before the pipeline and are recorded as one counted summary per
+    /// source every 10 s.
+    pub unauthenticated_per_second: f64,
+    /// How many such requests a source may send at once.
+    pub unauthenticated_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +93,8 @@ impl Default for ServerConfig {
             max_uri_bytes: 8 * 1024,
             max_header_bytes: 32 * 1024,
             oauth: None,
+            unauthenticated_per_second: 1.0,
+            unauthenticated_burst: 20,
         }
     }
 }

@@ -36,7 +36,7 @@ pub struct ApiError {
     /// On a 429: whole seconds until a retry would pass (the `Retry-After` header); unknown
     /// (a concurrency cap) is sent as 1.
     #[serde(skip)]
-    pub retry_after_seconds: Option<u64>,
+    pub retry_after_seconds: Option<std::num::NonZeroU32>,
 }
 
 /// The body of every error response: `{"error": {…}}`.
@@ -136,7 +136,8 @@ impl From<&GatewayError> for ApiError {
             } => {
                 // Rounded up: a client that waits the whole seconds it is told passes.
                 let millis = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
-                api.retry_after_seconds = Some(millis.div_ceil(1000).max(1));
+                let seconds = u32::try_from(millis.div_ceil(1000)).unwrap_or(u32::MAX);
+                api.retry_after_seconds = std::num::NonZeroU32::new(seconds.max(1));
             }
             // Read back from the state store: a denial keeps its reasons.
             GatewayError::Recorded { reasons, .. } if !reasons.is_empty() => {
@@ -173,7 +174,9 @@ impl IntoResponse for ApiError {
                 }
             }
             StatusCode::TOO_MANY_REQUESTS => {
-                let seconds = self.retry_after_seconds.unwrap_or(1).max(1);
+                let seconds = self
+                    .retry_after_seconds
+                    .map_or(1, std::num::NonZeroU32::get);
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(seconds));

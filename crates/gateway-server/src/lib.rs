@@ -44,6 +44,7 @@ pub mod otel;
 mod schema;
 mod serve;
 pub mod state;
+mod strangers;
 pub mod tracker;
 
 pub use auth::Approvers;

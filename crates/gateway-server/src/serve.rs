@@ -38,6 +38,7 @@ pub async fn serve_with_shutdown(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let config = state.config().clone();
+    let state_for_summaries = state.clone();
     let router = crate::router(state);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -96,6 +97,7 @@ pub async fn serve_with_shutdown(
         );
     }
     connections.shutdown().await;
+    state_for_summaries.flush_refusal_summaries().await;
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::origin::AllowedOrigins;
+use crate::strangers::Strangers;
 use crate::tracker::{ActionTracker, Phase, TrackError, TrackingGate};
 use gateway_core::CancellationToken;
 use gateway_core::{
@@ -110,6 +111,10 @@ impl Frontend {
         };
         AppState {
             inner: Arc::new(Inner {
+                strangers: Strangers::new(
+                    self.config.unauthenticated_per_second,
+                    self.config.unauthenticated_burst,
+                ),
                 gateway,
                 identity,
                 approvers,
@@ -124,6 +129,8 @@ impl Frontend {
 }
 
 struct Inner {
+    /// The per-source budget of unauthenticated requests.
+    strangers: Strangers,
     gateway: Gateway,
     identity: Arc<dyn Identity>,
     approvers: Approvers,
@@ -228,6 +235,7 @@ impl AppState {
                 (rx, Report::Tracked(agent.id))
             }
             Err(_) => {
+                self.admit_stranger(origin, id)?;
                 let (tx, rx) = watch::channel(Phase::Running);
                 (rx, Report::Untracked(tx))
             }
@@ -258,6 +266,42 @@ impl AppState {
             .instrument(span),
         );
         Ok(rx)
+    }
+
+    /// An unauthenticated request within its source's budget goes on (to be refused and
+    /// audited by the pipeline); past it, 429 and a count for the next summary
+    /// ([`crate::strangers`]).
+    fn admit_stranger(&self, origin: &str, id: RequestId) -> Result<(), ApiError> {
+        let strangers = &self.inner.strangers;
+        let source = source_of(origin);
+        let admitted = strangers.admit(&source);
+        if strangers.due() {
+            let state = self.clone();
+            tokio::spawn(async move {
+                let audit = state.gateway().audit();
+                state.inner.strangers.flush(&audit, false).await;
+            });
+        }
+        if admitted {
+            return Ok(());
+        }
+        let mut error = ApiError::new(
+            ErrorKind::RateLimited,
+            "too many requests with credentials that do not authenticate from this source: \
+             refused before the pipeline and counted in the audit trail, nothing ran",
+            Some(id),
+        );
+        error.retry_after_seconds = std::num::NonZeroU32::new(
+            u32::try_from(crate::strangers::SUMMARY_WINDOW.as_secs()).unwrap_or(u32::MAX),
+        );
+        Err(error)
+    }
+
+    /// Writes the counted summaries of refused unauthenticated requests now (the server does
+    /// this on shutdown; otherwise they are written every 10 s as refusals come in).
+    pub async fn flush_refusal_summaries(&self) {
+        let audit = self.gateway().audit();
+        self.inner.strangers.flush(&audit, true).await;
     }
 
     /// 409 when the state store already holds `agent`'s request `id` (submitted on another
@@ -372,6 +416,15 @@ impl AppState {
             .map(Phase::of_record)
             .ok_or_else(|| ApiError::not_found(format!("no action {id} for this agent")))
     }
+}
+
+/// The source an origin names: the client's IP without its port (`http:10.0.0.1:5000` ->
+/// `10.0.0.1`), else the origin itself.
+fn source_of(origin: &str) -> String {
+    let address = origin.strip_prefix("http:").unwrap_or(origin);
+    address
+        .parse::<std::net::SocketAddr>()
+        .map_or_else(|_| origin.to_owned(), |a| a.ip().to_string())
 }
 
 /// Where a submitted action's result goes.

@@ -607,3 +607,51 @@ async fn a_202_pending_approval_is_resolvable_at_once() {
         assert_eq!(s, 200, "{b}");
     }
 }
+
+#[tokio::test]
+async fn a_flood_of_bad_credentials_is_budgeted_per_source_and_counted_not_run() {
+    let h = start(Options::default()).await;
+    let before = h.audit.records().len();
+    let stranger = gateway_core::Secret::from("agk_nobody.garbage".to_owned());
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let resp = h
+            .http
+            .post(format!("{}/v1/actions", h.base))
+            .bearer_auth(token(&stranger))
+            .json(&action("ops.echo"))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        if status == 429 {
+            assert_eq!(resp.headers()["retry-after"], "10");
+        }
+        statuses.push(status);
+    }
+    let unauthenticated = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    // The default budget: a burst of 20 (and 1 per second after it).
+    assert!((20..=21).contains(&unauthenticated), "{statuses:?}");
+    assert_eq!(unauthenticated + refused, 30, "{statuses:?}");
+    // Each of the first is audited; the rest cost no record of their own.
+    assert_eq!(h.audit.records().len() - before, unauthenticated);
+    // The real agent is untouched by the flood.
+    let (status, body) = h
+        .post("/v1/actions", Some(&h.agent_a), &action("ops.echo"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // At shutdown the refusals are written as one counted summary for the source.
+    h.shut_down().await;
+    let summaries: Vec<_> = h
+        .audit
+        .records()
+        .into_iter()
+        .map(|r| r.event)
+        .filter(|e| e.details.contains_key("refused_count"))
+        .collect();
+    assert_eq!(summaries.len(), 1, "{summaries:?}");
+    assert_eq!(summaries[0].kind, gateway_core::AuditEventKind::Rejected);
+    assert_eq!(summaries[0].origin.as_deref(), Some("127.0.0.1"));
+    assert_eq!(summaries[0].details["refused_count"], json!(refused));
+}

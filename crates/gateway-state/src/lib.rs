@@ -63,7 +63,7 @@ mod postgres;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStateStore;
 pub use row::TABLE;
-pub use sqlite::SqliteStateStore;
+pub use sqlite::{Durability, SqliteStateStore};
 
 #[doc(no_inline)]
 pub use gateway_core::state::{

@@ -1,9 +1,15 @@
 //! [`SqliteStateStore`]: action state in a SQLite file, for one embedded gateway process (or
 //! several processes on one host sharing the file).
 //!
-//! The file is in WAL mode with `synchronous=FULL`, as the SQLite audit log is: a claim is on
-//! disk (the write-ahead log fsynced) before it is answered, so an acknowledged claim survives
-//! a crash or a power loss, and a request id is never run twice because its claim was lost.
+//! The file is in WAL mode. With [`Durability::PowerLoss`] (what [`SqliteStateStore::open`]
+//! gives) it is `synchronous=FULL`, as the SQLite audit log is: a claim is on disk (the
+//! write-ahead log fsynced) before it is answered, so an acknowledged claim survives a crash or
+//! a power loss, and a request id is never run twice because its claim was lost. Each write is
+//! its own transaction and fsync, and SQLite has one writer at a time: measured
+//! (`benches/gateway.rs`) that caps a gateway at a few hundred actions per second.
+//! [`Durability::ProcessCrash`] (`synchronous=NORMAL`) answers once the commit is in the
+//! write-ahead log in the OS's hands: it survives the gateway's own crash, kill or restart,
+//! but an OS crash or power loss may lose the last commits before a checkpoint.
 //!
 //! Atomicity: [`claim`](StateStore::claim) and [`update`](StateStore::update) each run in a
 //! write transaction taken up front (`BEGIN IMMEDIATE`), which SQLite grants to one connection
@@ -33,8 +39,12 @@ use time::OffsetDateTime;
 /// SQLite audit log does.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Connections per store: reads run in parallel; writes take SQLite's one write lock in turn.
-const MAX_CONNECTIONS: u32 = 4;
+/// One connection per process: every operation here writes (or reads under the write lock),
+/// and SQLite has one writer at a time. Connections of one process contending for it wait in
+/// SQLite's busy handler, which sleeps in steps of up to 100 ms; one connection makes them
+/// queue in the pool instead (measured: `benches/gateway.rs`, 64 agents). Other processes
+/// sharing the file still wait in the busy handler.
+const MAX_CONNECTIONS: u32 = 1;
 
 /// Rows one prune statement deletes: each batch is its own short write transaction, so claims
 /// wait for a batch, never for the whole prune.
@@ -138,16 +148,41 @@ pub struct SqliteStateStore {
     pool: SqlitePool,
 }
 
+/// What an acknowledged write of a [`SqliteStateStore`] survives (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// `synchronous=FULL`: fsynced before it is answered; survives a power loss.
+    #[default]
+    PowerLoss,
+    /// `synchronous=NORMAL`: in the OS's hands before it is answered; survives the gateway
+    /// process crashing, being killed or restarted, not an OS crash or power loss.
+    ProcessCrash,
+}
+
 impl SqliteStateStore {
     /// Opens the database at `path`, creating the file and the schema if missing; WAL,
-    /// `synchronous=FULL` and a 30 s busy timeout are set on every connection.
+    /// `synchronous=FULL` ([`Durability::PowerLoss`]) and a 30 s busy timeout are set on every
+    /// connection.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StateError> {
+        Self::open_with(path, Durability::PowerLoss).await
+    }
+
+    /// [`SqliteStateStore::open`] with the given durability.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        durability: Durability,
+    ) -> Result<Self, StateError> {
         let path = path.as_ref();
+        let synchronous = match durability {
+            Durability::PowerLoss => SqliteSynchronous::Full,
+            Durability::ProcessCrash => SqliteSynchronous::Normal,
+        };
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(synchronous)
             .busy_timeout(BUSY_TIMEOUT);
         // Two processes creating the file at once may find it locked while the other
         // switches it to WAL (a lock SQLite does not wait for): that is retried.

@@ -5,7 +5,7 @@
 //! [`get`](StateStore::get) it, [`update`](StateStore::update) it atomically with a change
 //! function, list the records in a phase, and prune finished ones after their retention. The
 //! rules (which phase may follow which, how approval votes count) live here, once, in
-//! [`StateStoreExt`] and [`ApprovalTicket`](crate::approval::ApprovalTicket), so they mean the
+//! [`StateStoreExt`] and [`crate::approval::ApprovalTicket`], so they mean the
 //! same on every backend; a backend only has to make `claim` and `update` atomic across every
 //! process that shares it.
 //!
@@ -228,13 +228,7 @@ pub trait StateStoreExt: StateStore {
         // Read once: a retried change must write the same times.
         let now = OffsetDateTime::now_utc();
         let change = move |record: &mut ActionRecord| {
-            if !record.phase.may_become(to) {
-                return Err(StateError::IllegalTransition {
-                    key: record.key.clone(),
-                    from: record.phase,
-                    to,
-                });
-            }
+            check_move(record, to)?;
             record.phase = to;
             record.updated_at = now;
             if to.is_terminal() {
@@ -255,13 +249,7 @@ pub trait StateStoreExt: StateStore {
         let now = OffsetDateTime::now_utc();
         let change = move |record: &mut ActionRecord| {
             let to = Phase::AwaitingApproval;
-            if !record.phase.may_become(to) {
-                return Err(StateError::IllegalTransition {
-                    key: record.key.clone(),
-                    from: record.phase,
-                    to,
-                });
-            }
+            check_move(record, to)?;
             record.phase = to;
             record.updated_at = now;
             record.lease_until = Some(now + APPROVAL_LEASE);
@@ -327,3 +315,16 @@ pub trait StateStoreExt: StateStore {
 }
 
 impl<T: StateStore + ?Sized> StateStoreExt for T {}
+
+/// [`StateError::IllegalTransition`] unless the lifecycle lets `record` move to `to`.
+fn check_move(record: &ActionRecord, to: Phase) -> Result<(), StateError> {
+    if record.phase.may_become(to) {
+        Ok(())
+    } else {
+        Err(StateError::IllegalTransition {
+            key: record.key.clone(),
+            from: record.phase,
+            to,
+        })
+    }
+}
