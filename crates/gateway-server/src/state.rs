@@ -224,7 +224,6 @@ impl AppState {
         }
         let (rx, report) = match self.identity().authenticate(&credential).await {
             Ok(agent) => {
-                self.refuse_known_id(&agent, id).await?;
                 let rx = self.tracker().begin(&agent.id, id).map_err(|e| {
                     let kind = match e {
                         TrackError::Duplicate(_) => ErrorKind::Conflict,
@@ -302,30 +301,6 @@ impl AppState {
     pub async fn flush_refusal_summaries(&self) {
         let audit = self.gateway().audit();
         self.inner.strangers.flush(&audit, true).await;
-    }
-
-    /// 409 when the state store already holds `agent`'s request `id` (submitted on another
-    /// replica, or before a restart); 503 when the store cannot say. The pipeline's own claim
-    /// still decides a race between two submissions.
-    async fn refuse_known_id(&self, agent: &AgentIdentity, id: RequestId) -> Result<(), ApiError> {
-        let now = time::OffsetDateTime::now_utc();
-        match self.gateway().action_state(&agent.id, id).await {
-            Ok(Some(record)) if !record.expired(now) => Err(ApiError::new(
-                ErrorKind::Conflict,
-                format!(
-                    "a request with id {id} was already submitted ({}); it is not run again: \
-                     read its status for the outcome",
-                    record.phase
-                ),
-                Some(id),
-            )),
-            Ok(_) => Ok(()),
-            Err(e) => Err(ApiError::new(
-                ErrorKind::Unavailable,
-                format!("the action state store is unavailable, nothing was run: {e}"),
-                Some(id),
-            )),
-        }
     }
 
     /// Authenticates an agent as every agent endpoint does: an approver's token is refused

@@ -14,12 +14,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Per-agent limits.
+/// Per-agent limits, enforced **per gateway replica**: each process keeps its own counters, so
+/// behind a load balancer over N replicas an agent may have up to N x `max_concurrent` actions
+/// in flight and N x the rate. Divide by the replica count to get a deployment-wide budget.
+/// (Request ids, action status and approvals are shared through the state store; these
+/// counters are not yet.) A request waiting for human approval holds no concurrency slot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentLimits {
-    /// Actions one agent may have in flight at once.
+    /// Actions one agent may have in flight at once on this replica.
     pub max_concurrent: u32,
-    /// Sustained requests per second per agent.
+    /// Sustained requests per second per agent on this replica.
     pub requests_per_second: f64,
     /// Requests an idle agent may make at once before the rate applies.
     pub burst: u32,
