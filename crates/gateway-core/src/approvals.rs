@@ -1,6 +1,8 @@
 //! Waiting for a human: the [`ApprovalGate`] trait, and [`Approvals`], the gate whose queue is
-//! the state store, so a vote cast on any replica reaches the one waiting, and a pending
-//! approval outlives a restart.
+//! the state store, so a vote cast on any replica reaches the one waiting. The ticket outlives
+//! the process that waits for it, but the action runs only there: a waiter that stops lets its
+//! lease ([`APPROVAL_LEASE`](crate::state::APPROVAL_LEASE)) pass, and its request is then
+//! refused further votes and recorded as abandoned.
 
 use crate::approval::{
     ApprovalError, ApprovalRequest, ApprovalTicket, ApprovalVerdict, ApprovalVote, TicketState,
