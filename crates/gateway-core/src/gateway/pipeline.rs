@@ -164,12 +164,12 @@ impl Pipeline {
             Err(e) => (Phase::Failed, Some(super::error::failure_document(e))),
         };
         let retention = self.config.effective_state_retention();
-        let settled = guarded(
-            self.state.advance(key, phase, document, retention),
-            self.config.audit_timeout,
-            None,
-        )
-        .await;
+        let settled = self
+            .state_call(
+                tracing::info_span!("state.update"),
+                self.state.advance(key, phase, document, retention),
+            )
+            .await;
         if let Err(e) = settled {
             tracing::error!(action = %key, %phase, error = %e.describe("state store"), "the action's final state was not stored");
         }
@@ -392,8 +392,11 @@ impl Pipeline {
         identity: &AgentIdentity,
     ) -> Result<ActionKey, Stop> {
         let record = ActionRecord::received(request, identity, OffsetDateTime::now_utc());
-        let claimed = guarded(self.state.claim(&record), self.config.audit_timeout, None)
-            .instrument(tracing::info_span!("state.claim"))
+        let claimed = self
+            .state_call(
+                tracing::info_span!("state.claim"),
+                self.state.claim(&record),
+            )
             .await;
         match claimed {
             Ok(Claim::Claimed) => {
@@ -440,10 +443,22 @@ impl Pipeline {
         id: RequestId,
         change: impl Future<Output = Result<ActionRecord, StateError>> + Send,
     ) -> Result<ActionRecord, Stop> {
-        guarded(change, self.config.audit_timeout, None)
-            .instrument(tracing::info_span!("state.update"))
+        self.state_call(tracing::info_span!("state.update"), change)
             .await
             .map_err(|e| state_stop(id, e))
+    }
+
+    /// One state store call, under the audit deadline (the store is on the request path as
+    /// the audit log is) and a panic catcher; never cancelled by the caller, so a transition
+    /// the action depends on is not left half-asked.
+    async fn state_call<T>(
+        &self,
+        span: tracing::Span,
+        call: impl Future<Output = Result<T, StateError>> + Send,
+    ) -> Result<T, CallError<StateError>> {
+        guarded(call, self.config.audit_timeout, None)
+            .instrument(span)
+            .await
     }
 
     /// Step 6. `None` when the policy asks for no approval; otherwise the approver, or a
@@ -689,12 +704,10 @@ impl Pipeline {
         // The action is `running` in the state store before its credential can be used: a
         // replica that dies from here on leaves a record a recovery sweep can find.
         let retention = self.config.effective_state_retention();
-        guarded(
+        self.state_call(
+            tracing::info_span!("state.update"),
             self.state.advance(key, Phase::Running, None, retention),
-            self.config.audit_timeout,
-            None,
         )
-        .instrument(tracing::info_span!("state.update"))
         .await
         .map_err(|e| GrantedFailure::Failed {
             stage: Stage::State,
