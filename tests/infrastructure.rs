@@ -9,6 +9,8 @@
 
 mod common;
 
+#[path = "common/env.rs"]
+mod env;
 use agent_gateway::core::runner::ReadOnlyMount;
 use agent_gateway::core::{
     AccessBroker, AgentId, CancellationToken, Grant, GrantRequest, IsolationLevel, JobOutcome,
@@ -16,23 +18,9 @@ use agent_gateway::core::{
 };
 use agent_gateway::postgres_broker::PostgresBroker;
 use agent_gateway::runners::LocalRunner;
+use env::{ci, required};
 use sqlx::{Connection, PgConnection};
 use std::time::Duration;
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-fn required(var: &str, test: &str) -> Option<String> {
-    match std::env::var(var).ok().filter(|v| !v.is_empty()) {
-        Some(v) => Some(v),
-        None if ci() => panic!("{test}: {var} is not set (CI=true: run scripts/test)"),
-        None => {
-            eprintln!("SKIPPED {test}: {var} is not set (run scripts/test)");
-            None
-        }
-    }
-}
 
 /// A database with a schema of its own: `orders` (readable by the grant) and `secrets` (not).
 struct Db {

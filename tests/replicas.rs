@@ -6,6 +6,8 @@
 //! `replica_process` test then serves until its stdin closes).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/env.rs"]
+mod env;
 use gateway_audit::{AuditStore, PostgresAuditSink, PostgresStore, SinkConfig};
 use gateway_core::testing::{MemoryPolicy, MemoryRunner};
 use gateway_core::{
@@ -21,19 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const CHILD: &str = "GATEWAY_TEST_REPLICA";
-
-fn postgres_url() -> Option<String> {
-    match std::env::var("GATEWAY_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("GATEWAY_TEST_POSTGRES_URL is not set (CI=true: run scripts/test)")
-        }
-        _ => {
-            eprintln!("SKIPPED: GATEWAY_TEST_POSTGRES_URL is not set (run scripts/test)");
-            None
-        }
-    }
-}
 
 /// One replica: real state store and audit log on PostgreSQL, the in-memory policy (the
 /// `ops.approve` action needs a human) and runner.
@@ -169,7 +158,8 @@ async fn two_processes_share_approvals_ids_and_status() {
     if std::env::var(CHILD).is_ok() {
         return;
     }
-    let Some(base_url) = postgres_url() else {
+    let test = "two_processes_share_approvals_ids_and_status";
+    let Some(base_url) = env::required("GATEWAY_TEST_POSTGRES_URL", test) else {
         return;
     };
     let schema = format!(
