@@ -1,6 +1,8 @@
 //! Two gateway replicas as separate OS processes on one PostgreSQL database (the state store
 //! and the audit log): an approval asked on one is answered on the other and the action runs
-//! exactly once; each replica answers for the other's requests; a repeated id runs nowhere.
+//! exactly once; each replica answers for the other's requests; a repeated id runs nowhere; a
+//! replica SIGKILLed mid-job has its grant revoked (its token fails everywhere), its container
+//! removed and its action closed as abandoned by the other, within the lease bound.
 //!
 //! The replicas are this test binary run again with `GATEWAY_TEST_REPLICA` set (the
 //! `replica_process` test then serves until its stdin closes).
@@ -9,10 +11,12 @@
 #[path = "common/env.rs"]
 mod env;
 use gateway_audit::{AuditStore, PostgresAuditSink, PostgresStore, SinkConfig};
+use gateway_core::hmac_broker::{TOKEN_ENV, TokenError, TokenVerifier};
+use gateway_core::testing::script::{MemoryRenderer, ScriptRenderer, Step};
 use gateway_core::testing::{MemoryPolicy, MemoryRunner};
 use gateway_core::{
-    ActionCatalog, ActionDef, AgentId, AgentIdentity, AuthMethod, Decision, Gateway, JobSpec,
-    RequestId, Secret, StaticKeys,
+    ActionCatalog, ActionDef, AgentId, AgentIdentity, AuthMethod, Decision, Gateway, GatewayConfig,
+    HmacBroker, JobSpec, RequestId, Runner, Secret, StaticKeys,
 };
 use gateway_server::{Approvers, Frontend, ServerConfig};
 use gateway_state::PostgresStateStore;
@@ -23,6 +27,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const CHILD: &str = "GATEWAY_TEST_REPLICA";
+
+/// The replicas' run lease, short so the SIGKILL test's bound is short.
+const RUN_LEASE: Duration = Duration::from_secs(2);
+/// How often each replica sweeps.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// The scope `ops.slow` is granted (what its token is checked for).
+const SLOW_SCOPE: &str = "ops:prod:run";
 
 /// One replica: real state store and audit log on PostgreSQL, the in-memory policy (the
 /// `ops.approve` action needs a human) and runner.
@@ -57,24 +68,74 @@ async fn replica_process() {
     let policy = MemoryPolicy::from_fn(|input| {
         let mut d = Decision::allow();
         d.obligations.require_approval = input.action == "ops.approve";
+        if input.action == "ops.slow" {
+            d.obligations.scopes = vec![SLOW_SCOPE.into()];
+        }
         d
     });
-    let job = |req: &gateway_core::ActionRequest, who: &AgentIdentity| {
-        Ok(JobSpec::new(req.id, who.id.clone(), vec!["echo".into()]))
+    // With a Docker image, `ops.slow` runs in a real container (which the other replica must
+    // remove when this one is killed); every other job runs on the in-memory runner.
+    let docker_image = std::env::var("REPLICA_DOCKER_IMAGE").ok();
+    let runner: Arc<dyn Runner> = match &docker_image {
+        Some(image) => Arc::new(
+            gateway_runners::DockerRunner::from_env()
+                .unwrap()
+                .instance(format!("replica-{name}-{}", std::process::id()))
+                .default_image(image.clone())
+                .build()
+                .await
+                .unwrap(),
+        ),
+        None => Arc::new(MemoryRunner::new()),
+    };
+    let in_docker = docker_image.is_some();
+    let job = move |req: &gateway_core::ActionRequest, who: &AgentIdentity| {
+        let command = if in_docker {
+            vec!["echo".into(), "done".into()]
+        } else {
+            vec!["echo".into()]
+        };
+        Ok(JobSpec::new(req.id, who.id.clone(), command))
+    };
+    let slow = move |req: &gateway_core::ActionRequest, who: &AgentIdentity| {
+        let command = if in_docker {
+            vec!["sleep".into(), "120".into()]
+        } else {
+            MemoryRenderer.render(&[Step::SleepSeconds(120)]).1
+        };
+        Ok(JobSpec::new(req.id, who.id.clone(), command))
     };
     let catalog = ActionCatalog::new()
         .register(ActionDef::new("ops.echo", "echo", job))
-        .register(ActionDef::new("ops.approve", "needs a human", job));
-    let front = Frontend::with_state(ServerConfig::default(), state);
+        .register(ActionDef::new("ops.approve", "needs a human", job))
+        .register(ActionDef::new("ops.slow", "runs for two minutes", slow));
+    // Every replica signs grants with the same key and shares revocations through the store,
+    // so a grant revoked anywhere (by a sweep, after its replica died) fails on every verifier.
+    let hmac_key = Secret::from(std::env::var("REPLICA_HMAC_KEY").unwrap());
+    let broker = HmacBroker::new(hmac_key)
+        .unwrap()
+        .with_shared_revocations(state.clone(), Duration::from_secs(1));
+    let server_config = ServerConfig {
+        recovery_interval: Some(SWEEP_EVERY),
+        ..ServerConfig::default()
+    };
+    let front = Frontend::with_state(server_config, state);
     let identity: Arc<dyn gateway_core::Identity> = Arc::new(keys);
+    let mut config = GatewayConfig {
+        run_lease: RUN_LEASE,
+        ..GatewayConfig::default()
+    };
+    config.max_job_limits.timeout = Duration::from_secs(300);
     let gateway = Gateway::builder()
         .identity(identity.clone())
         .policy(Arc::new(policy))
-        .broker(Arc::new(gateway_core::HmacBroker::generate()))
-        .runner(Arc::new(MemoryRunner::new()))
+        .broker(Arc::new(broker))
+        .runner(runner)
         .audit(Arc::new(audit))
         .approvals(front.approval_gate())
         .catalog(catalog)
+        .config(config)
+        .replica(format!("replica-{name}"))
         .build()
         .unwrap();
     let app = front.into_state(gateway, identity, approvers);
@@ -104,8 +165,42 @@ impl Drop for Replica {
     }
 }
 
-fn spawn(name: &str, url: &str, agent_key: &Secret, token: &Secret) -> Replica {
-    let mut child = Command::new(std::env::current_exe().unwrap())
+/// What every replica of one test shares.
+struct Shared {
+    url: String,
+    agent_key: Secret,
+    approver_token: Secret,
+    hmac_key: Secret,
+    docker_image: Option<String>,
+}
+
+impl Shared {
+    /// A fresh schema on the test server, and fresh keys.
+    async fn new(base_url: &str) -> Self {
+        let schema = format!(
+            "t_replicas_{}",
+            RequestId::new().to_string().replace('-', "")
+        );
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(base_url).await.unwrap();
+        sqlx::raw_sql(&format!("CREATE SCHEMA \"{schema}\""))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let sep = if base_url.contains('?') { '&' } else { '?' };
+        Self {
+            url: format!("{base_url}{sep}options=-c%20search_path%3D{schema}"),
+            agent_key: StaticKeys::generate_key("key-a").unwrap().0,
+            approver_token: Approvers::generate_token().0,
+            hmac_key: Secret::from(hex::encode(rand::random::<[u8; 32]>())),
+            docker_image: None,
+        }
+    }
+}
+
+fn spawn(name: &str, shared: &Shared) -> Replica {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
         .args([
             "--exact",
             "replica_process",
@@ -113,13 +208,19 @@ fn spawn(name: &str, url: &str, agent_key: &Secret, token: &Secret) -> Replica {
             "--test-threads=1",
         ])
         .env(CHILD, name)
-        .env("REPLICA_DATABASE_URL", url)
-        .env("REPLICA_AGENT_KEY", agent_key.expose_str().unwrap())
-        .env("REPLICA_APPROVER_TOKEN", token.expose_str().unwrap())
+        .env("REPLICA_DATABASE_URL", &shared.url)
+        .env("REPLICA_AGENT_KEY", shared.agent_key.expose_str().unwrap())
+        .env(
+            "REPLICA_APPROVER_TOKEN",
+            shared.approver_token.expose_str().unwrap(),
+        )
+        .env("REPLICA_HMAC_KEY", shared.hmac_key.expose_str().unwrap())
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stdout(Stdio::piped());
+    if let Some(image) = &shared.docker_image {
+        command.env("REPLICA_DOCKER_IMAGE", image);
+    }
+    let mut child = command.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let base = loop {
@@ -162,24 +263,10 @@ async fn two_processes_share_approvals_ids_and_status() {
     let Some(base_url) = env::required("GATEWAY_TEST_POSTGRES_URL", test) else {
         return;
     };
-    let schema = format!(
-        "t_replicas_{}",
-        RequestId::new().to_string().replace('-', "")
-    );
-    {
-        use sqlx::Connection as _;
-        let mut conn = sqlx::PgConnection::connect(&base_url).await.unwrap();
-        sqlx::raw_sql(&format!("CREATE SCHEMA \"{schema}\""))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    }
-    let sep = if base_url.contains('?') { '&' } else { '?' };
-    let url = format!("{base_url}{sep}options=-c%20search_path%3D{schema}");
-    let agent_key = StaticKeys::generate_key("key-a").unwrap().0;
-    let token = Approvers::generate_token().0;
-    let a = spawn("a", &url, &agent_key, &token);
-    let b = spawn("b", &url, &agent_key, &token);
+    let shared = Shared::new(&base_url).await;
+    let (url, agent_key, token) = (&shared.url, &shared.agent_key, &shared.approver_token);
+    let a = spawn("a", &shared);
+    let b = spawn("b", &shared);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -193,7 +280,7 @@ async fn two_processes_share_approvals_ids_and_status() {
         &http,
         Method::POST,
         format!("{}/v1/actions", a.base),
-        &agent_key,
+        agent_key,
         Some(&body),
     )
     .await;
@@ -206,7 +293,7 @@ async fn two_processes_share_approvals_ids_and_status() {
         &http,
         Method::GET,
         format!("{}/v1/approvals", b.base),
-        &token,
+        token,
         None,
     )
     .await;
@@ -223,7 +310,7 @@ async fn two_processes_share_approvals_ids_and_status() {
         &http,
         Method::POST,
         format!("{}/v1/approvals/{id}", b.base),
-        &token,
+        token,
         Some(&vote),
     )
     .await;
@@ -240,7 +327,7 @@ async fn two_processes_share_approvals_ids_and_status() {
             &http,
             Method::GET,
             format!("{}/v1/actions/{id}", a.base),
-            &agent_key,
+            agent_key,
             None,
         )
         .await;
@@ -257,7 +344,7 @@ async fn two_processes_share_approvals_ids_and_status() {
         &http,
         Method::GET,
         format!("{}/v1/actions/{id}", b.base),
-        &agent_key,
+        agent_key,
         None,
     )
     .await;
@@ -270,14 +357,14 @@ async fn two_processes_share_approvals_ids_and_status() {
         &http,
         Method::POST,
         format!("{}/v1/actions", b.base),
-        &agent_key,
+        agent_key,
         Some(&body),
     )
     .await;
     assert_eq!(status, 409, "{again}");
 
     // Exactly one run in the audit log of either replica.
-    let store = PostgresStore::connect(&url).await.unwrap();
+    let store = PostgresStore::connect(url).await.unwrap();
     let mut started = 0;
     for stream in ["replica-a", "replica-b"] {
         for row in store.read_raw(stream, None, 10_000).await.unwrap() {
@@ -289,4 +376,162 @@ async fn two_processes_share_approvals_ids_and_status() {
     }
     assert_eq!(started, 1, "runs recorded for {id}");
     drop((a, b));
+}
+
+/// `docker` CLI output, trimmed; panics with its stderr on failure.
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The containers labelled with `id`, running or not.
+fn containers_of(id: RequestId) -> Vec<String> {
+    let filter = format!("label={}={id}", gateway_core::labels::CORRELATION_ID);
+    docker(&["ps", "-a", "-q", "--filter", &filter])
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_job_is_closed_by_the_other_within_the_lease() {
+    if std::env::var(CHILD).is_ok() {
+        return;
+    }
+    let test = "a_replica_killed_mid_job_is_closed_by_the_other_within_the_lease";
+    let Some(base_url) = env::required("GATEWAY_TEST_POSTGRES_URL", test) else {
+        return;
+    };
+    let Some(image) = env::required("GATEWAY_TEST_DOCKER_IMAGE", test) else {
+        return;
+    };
+    let mut shared = Shared::new(&base_url).await;
+    shared.docker_image = Some(image);
+    let mut a = spawn("a", &shared);
+    let b = spawn("b", &shared);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    use reqwest::Method;
+
+    // A runs a two-minute job in a container. The submission waits on A; nobody reads it.
+    let id = RequestId::new();
+    let body = json!({"id": id, "action": "ops.slow", "resource": "ops:prod", "intent": "kill"});
+    // (It fails when A dies; that is the point.)
+    let submit = http
+        .post(format!("{}/v1/actions", a.base))
+        .bearer_auth(shared.agent_key.expose_str().unwrap())
+        .json(&body)
+        .send();
+    let submit = tokio::spawn(submit);
+    let container = {
+        let mut found = Vec::new();
+        for _ in 0..200 {
+            found = containers_of(id);
+            if !found.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(found.len(), 1, "A's job container: {found:?}");
+        found.remove(0)
+    };
+    // The job's credential, as the job holds it (Docker keeps a container's environment).
+    let env = docker(&[
+        "inspect",
+        "-f",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        &container,
+    ]);
+    let token = env
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{TOKEN_ENV}=")))
+        .expect("the job holds its grant token")
+        .to_owned();
+    // A target verifying tokens against the shared revocation list.
+    let list = Arc::new(PostgresStateStore::connect(&shared.url).await.unwrap());
+    let target =
+        TokenVerifier::new(shared.hmac_key.clone()).with_shared_revocations(list, Duration::ZERO);
+    let now = time::OffsetDateTime::now_utc;
+    assert!(target.verify_async(&token, SLOW_SCOPE, now()).await.is_ok());
+
+    // SIGKILL A mid-job: no revocation, no teardown, no terminal record from it.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let killed = std::time::Instant::now();
+    let _ = submit.await;
+
+    // B's sweep closes the action once A's lease passes.
+    let mut closed = Value::Null;
+    while killed.elapsed() < Duration::from_secs(30) {
+        let (_, doc) = call(
+            &http,
+            Method::GET,
+            format!("{}/v1/actions/{id}", b.base),
+            &shared.agent_key,
+            None,
+        )
+        .await;
+        if doc["status"] != "running" && !doc["status"].is_null() {
+            closed = doc;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = killed.elapsed();
+    assert_eq!(closed["status"], "failed", "{closed}");
+    let message = closed.to_string();
+    assert!(message.contains("abandoned"), "{closed}");
+    // Lease + one sweep interval, with room for a loaded machine.
+    let bound = RUN_LEASE + SWEEP_EVERY + Duration::from_secs(5);
+    assert!(
+        took <= bound,
+        "closed {took:?} after the kill (bound {bound:?})"
+    );
+    println!(
+        "closed {took:?} after the SIGKILL (lease {RUN_LEASE:?}, sweep every {SWEEP_EVERY:?})"
+    );
+
+    // The grant is revoked everywhere, and A's container is gone.
+    assert_eq!(
+        target.verify_async(&token, SLOW_SCOPE, now()).await,
+        Err(TokenError::Revoked)
+    );
+    assert_eq!(
+        containers_of(id),
+        Vec::<String>::new(),
+        "A's container survived"
+    );
+
+    // The trail: started on A's stream, then revoked and completed on B's.
+    let store = PostgresStore::connect(&shared.url).await.unwrap();
+    let kinds_on = |stream: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .read_raw(stream, None, 10_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|row| serde_json::from_str::<Value>(&row.event).unwrap())
+                .filter(|e| e["correlation_id"] == json!(id))
+                .map(|e| e["kind"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        kinds_on("replica-a").await,
+        ["requested", "decided", "granted", "started"]
+    );
+    assert_eq!(kinds_on("replica-b").await, ["revoked", "completed"]);
+    drop(b);
 }

@@ -5,11 +5,22 @@
 //! The target side calls [`HmacBroker::verify`] (or [`TokenVerifier::verify`] with only the key)
 //! with the scope it is about to exercise. Expired tokens fail even if never revoked; revoked
 //! tokens fail on the verifier that shares the broker's revocation set.
+//!
+//! With more than one gateway replica (or verifiers in other processes), share revocations
+//! through the state store: give the broker and every verifier the store's
+//! [`RevocationList`] ([`HmacBroker::with_shared_revocations`],
+//! [`TokenVerifier::with_shared_revocations`]) and verify with
+//! [`TokenVerifier::verify_async`]. A revocation then reaches every verifier within the cache
+//! age ([`DEFAULT_REVOCATION_CACHE`]), and a verifier that cannot consult the list refuses
+//! ([`TokenError::RevocationUnknown`]).
 
 use crate::expiring::ExpiringSet;
 use crate::grant::{AccessBroker, BrokerError, Grant, GrantRequest};
 use crate::ids::{AgentId, RequestId};
 use crate::secret::Secret;
+#[cfg(doc)]
+use crate::state::DEFAULT_REVOCATION_CACHE;
+use crate::state::{CachedRevocations, RevocationList};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -64,6 +75,11 @@ pub enum TokenError {
     /// The token does not carry the scope asked about.
     #[error("scope {0:?} not granted")]
     ScopeNotGranted(String),
+    /// The shared revocation list could not be consulted (or, for the synchronous
+    /// [`TokenVerifier::verify`], holds no fresh answer): the token is refused, as a revoked
+    /// one would be (fail closed).
+    #[error("the revocation list could not be consulted; token refused")]
+    RevocationUnknown,
 }
 
 /// Verifies tokens with the shared key (the target side).
@@ -72,6 +88,8 @@ pub struct TokenVerifier {
     key: Secret,
     /// Revoked grant ids, each until its token's `exp` (Unix seconds).
     revoked: Arc<Mutex<ExpiringSet>>,
+    /// The revocation list shared with other processes, if any.
+    shared: Option<CachedRevocations>,
 }
 
 impl TokenVerifier {
@@ -80,7 +98,43 @@ impl TokenVerifier {
         Self {
             key,
             revoked: Arc::default(),
+            shared: None,
         }
+    }
+
+    /// Also consults `list`, shared with the broker and every other verifier, through a
+    /// cache whose "not revoked" answers are at most `max_age` old. Verify with
+    /// [`verify_async`](Self::verify_async).
+    pub fn with_shared_revocations(
+        mut self,
+        list: Arc<dyn RevocationList>,
+        max_age: std::time::Duration,
+    ) -> Self {
+        self.shared = Some(CachedRevocations::new(list, max_age));
+        self
+    }
+
+    /// [`verify`](Self::verify), consulting the shared revocation list when there is one
+    /// (from the cache when its answer is fresh): [`TokenError::RevocationUnknown`] when the
+    /// list cannot be reached.
+    pub async fn verify_async(
+        &self,
+        token: &str,
+        scope: &str,
+        now: OffsetDateTime,
+    ) -> Result<TokenClaims, TokenError> {
+        let claims = self.verify_locally(token, scope, now)?;
+        if let Some(shared) = &self.shared {
+            match shared.is_revoked(&claims.gid, now).await {
+                Ok(false) => {}
+                Ok(true) => return Err(TokenError::Revoked),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the shared revocation list could not be consulted; token refused");
+                    return Err(TokenError::RevocationUnknown);
+                }
+            }
+        }
+        Ok(claims)
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -90,7 +144,26 @@ impl TokenVerifier {
     }
 
     /// Checks signature, expiry, revocation and that `scope` was granted, at time `now`.
+    ///
+    /// With a shared revocation list this only has the cache to go by: a token whose grant has
+    /// no fresh cached answer is refused ([`TokenError::RevocationUnknown`]). Use
+    /// [`verify_async`](Self::verify_async) there.
     pub fn verify(
+        &self,
+        token: &str,
+        scope: &str,
+        now: OffsetDateTime,
+    ) -> Result<TokenClaims, TokenError> {
+        let claims = self.verify_locally(token, scope, now)?;
+        match self.shared.as_ref().map(|s| s.cached(&claims.gid)) {
+            None | Some(Some(false)) => Ok(claims),
+            Some(Some(true)) => Err(TokenError::Revoked),
+            Some(None) => Err(TokenError::RevocationUnknown),
+        }
+    }
+
+    /// Signature, expiry, this process's revocations and scope.
+    fn verify_locally(
         &self,
         token: &str,
         scope: &str,
@@ -148,6 +221,9 @@ impl TokenVerifier {
         // Expired tokens fail on their own; forget them so the set stays small.
         revoked.purge(now);
         revoked.insert(gid, exp, now);
+        if let Some(shared) = &self.shared {
+            shared.remember_revoked(gid);
+        }
     }
 }
 
@@ -187,7 +263,12 @@ impl TokenVerifier {
 #[derive(Clone)]
 pub struct HmacBroker {
     verifier: TokenVerifier,
+    /// Revocations since the shared list was last pruned.
+    revocations: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// How many revocations pass between prunes of the shared list's past entries.
+const PRUNE_SHARED_EVERY: u64 = 1024;
 
 impl HmacBroker {
     /// A broker with the given key; keys shorter than 32 bytes are refused.
@@ -199,6 +280,7 @@ impl HmacBroker {
         }
         Ok(Self {
             verifier: TokenVerifier::new(key),
+            revocations: Arc::default(),
         })
     }
 
@@ -208,7 +290,21 @@ impl HmacBroker {
         rand::rngs::OsRng.fill_bytes(&mut key);
         Self {
             verifier: TokenVerifier::new(Secret::new(key.to_vec())),
+            revocations: Arc::default(),
         }
+    }
+
+    /// Records every revocation in `list` too, shared with verifiers in other processes (and
+    /// with other replicas' brokers, so a grant a recovery sweep revokes fails everywhere); this
+    /// broker's own [`verifier`](Self::verifier) consults it (cache age `max_age`). A
+    /// revocation that cannot be stored there fails (the pipeline records it).
+    pub fn with_shared_revocations(
+        mut self,
+        list: Arc<dyn RevocationList>,
+        max_age: std::time::Duration,
+    ) -> Self {
+        self.verifier = self.verifier.with_shared_revocations(list, max_age);
+        self
     }
 
     /// A verifier sharing this broker's key and revocation set.
@@ -271,6 +367,22 @@ impl AccessBroker for HmacBroker {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         self.verifier
             .revoke(&grant.id, grant.not_after.unix_timestamp(), now);
+        if let Some(shared) = &self.verifier.shared {
+            let list = shared.list();
+            list.revoke(&grant.id, grant.not_after).await.map_err(|e| {
+                BrokerError::unavailable("storing the revocation in the shared list", e)
+            })?;
+            // Entries past their grant's expiry only take room: prune them now and then.
+            let n = self
+                .revocations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n % PRUNE_SHARED_EVERY == PRUNE_SHARED_EVERY - 1 {
+                let now = OffsetDateTime::now_utc();
+                if let Err(e) = list.prune_revocations(now).await {
+                    tracing::warn!(error = %e, "pruning the shared revocation list failed");
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -384,5 +496,107 @@ mod tests {
     async fn zero_ttl_is_refused() {
         let broker = HmacBroker::generate();
         assert!(broker.grant(&request(&["s"], 0)).await.is_err());
+    }
+
+    /// Two replicas' brokers and a target's verifier, each with the same key, sharing one
+    /// revocation list (what the state store gives them).
+    mod shared {
+        use super::*;
+        use crate::state::{MemoryStateStore, RevocationList, StateError};
+        use std::time::Duration;
+
+        const KEY: [u8; 32] = [7; 32];
+
+        fn broker(list: &Arc<dyn RevocationList>) -> HmacBroker {
+            HmacBroker::new(Secret::new(KEY.to_vec()))
+                .unwrap()
+                .with_shared_revocations(Arc::clone(list), Duration::ZERO)
+        }
+
+        fn verifier(list: &Arc<dyn RevocationList>, max_age: Duration) -> TokenVerifier {
+            TokenVerifier::new(Secret::new(KEY.to_vec()))
+                .with_shared_revocations(Arc::clone(list), max_age)
+        }
+
+        #[tokio::test]
+        async fn a_grant_revoked_on_one_replica_fails_on_every_verifier() {
+            let list: Arc<dyn RevocationList> = Arc::new(MemoryStateStore::new());
+            let (a, b) = (broker(&list), broker(&list));
+            let target = verifier(&list, Duration::ZERO);
+            let grant = a.grant(&request(&["s"], 60)).await.unwrap();
+            let t = token(&grant);
+            let now = OffsetDateTime::now_utc();
+            assert!(target.verify_async(&t, "s", now).await.is_ok());
+            // Replica B revokes what A issued (a recovery sweep after A stopped).
+            b.revoke(&grant).await.unwrap();
+            assert_eq!(
+                target.verify_async(&t, "s", now).await,
+                Err(TokenError::Revoked)
+            );
+            assert_eq!(
+                a.verifier().verify_async(&t, "s", now).await,
+                Err(TokenError::Revoked),
+                "the issuing replica's own verifier must see it too"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_cached_answer_bounds_how_late_a_revocation_is_seen() {
+            let list: Arc<dyn RevocationList> = Arc::new(MemoryStateStore::new());
+            let issuer = broker(&list);
+            let target = verifier(&list, Duration::from_millis(200));
+            let grant = issuer.grant(&request(&["s"], 60)).await.unwrap();
+            let t = token(&grant);
+            let now = OffsetDateTime::now_utc();
+            assert!(target.verify_async(&t, "s", now).await.is_ok());
+            // The synchronous check goes by the fresh cached answer.
+            assert!(target.verify(&t, "s", now).is_ok());
+            list.revoke(&grant.id, grant.not_after).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            assert_eq!(
+                target.verify_async(&t, "s", now).await,
+                Err(TokenError::Revoked),
+                "a revocation was not seen after the cache age"
+            );
+        }
+
+        /// A list that cannot be reached.
+        struct Unreachable;
+
+        #[async_trait]
+        impl RevocationList for Unreachable {
+            async fn revoke(&self, _: &str, _: OffsetDateTime) -> Result<(), StateError> {
+                Err(StateError::unavailable_msg("the state store is down"))
+            }
+            async fn is_revoked(&self, _: &str, _: OffsetDateTime) -> Result<bool, StateError> {
+                Err(StateError::unavailable_msg("the state store is down"))
+            }
+            async fn prune_revocations(&self, _: OffsetDateTime) -> Result<u64, StateError> {
+                Err(StateError::unavailable_msg("the state store is down"))
+            }
+        }
+
+        #[tokio::test]
+        async fn an_unreachable_list_refuses_tokens_and_fails_revocations() {
+            let list: Arc<dyn RevocationList> = Arc::new(Unreachable);
+            let issuer = broker(&list);
+            let grant = issuer.grant(&request(&["s"], 60)).await.unwrap();
+            let t = token(&grant);
+            let now = OffsetDateTime::now_utc();
+            let target = verifier(&list, Duration::from_secs(1));
+            assert_eq!(
+                target.verify_async(&t, "s", now).await,
+                Err(TokenError::RevocationUnknown)
+            );
+            assert_eq!(
+                target.verify(&t, "s", now),
+                Err(TokenError::RevocationUnknown),
+                "the synchronous check had no answer to go by"
+            );
+            let failed = issuer.revoke(&grant).await.unwrap_err();
+            assert_eq!(failed.kind(), crate::ErrorKind::Unavailable);
+            // The issuing process itself still refuses the token at once.
+            assert_eq!(issuer.verify(&t, "s", now), Err(TokenError::Revoked));
+        }
     }
 }

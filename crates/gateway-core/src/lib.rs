@@ -59,7 +59,7 @@ pub use audit::{
 pub use error::ErrorKind;
 pub use gateway::{
     ActionOutcome, AgentLimits, Gateway, GatewayBuilder, GatewayConfig, GatewayError, GrantSummary,
-    RequestContext, Stage,
+    RecoveryReport, RecoveryTask, RequestContext, Stage,
 };
 pub use grant::{AccessBroker, BrokerError, Grant, GrantRequest};
 pub use hmac_broker::HmacBroker;
@@ -71,12 +71,13 @@ pub use policy::{
 };
 pub use redact::Redactor;
 pub use runner::{
-    IsolationLevel, JobLimits, JobOutcome, JobSpec, JobStatus, Runner, RunnerError, RunnerInfo,
-    Teardown,
+    AbandonedJob, IsolationLevel, JobLimits, JobOutcome, JobSpec, JobStatus, Runner, RunnerError,
+    RunnerInfo, Teardown,
 };
 pub use secret::Secret;
 pub use state::{
-    ActionKey, ActionRecord, MemoryStateStore, Phase, StateError, StateStore, StateStoreExt,
+    ActionKey, ActionRecord, MemoryStateStore, Phase, RunLease, StateError, StateStore,
+    StateStoreExt,
 };
 pub use static_keys::StaticKeys;
 

@@ -272,6 +272,40 @@ pub trait Runner: Send + Sync + 'static {
         spec: JobSpec,
         cancel: CancellationToken,
     ) -> Result<JobOutcome, RunnerError>;
+
+    /// Tears down what a job left behind when the gateway replica running it stopped (its run
+    /// lease passed): called by a recovery sweep, on whichever replica runs it, so `job.runner`
+    /// may be another replica's instance of this backend, or another backend. Kills the job if
+    /// it still runs. Idempotent: nothing left to remove is a complete teardown. A backend that
+    /// cannot reach that job's environment says so in the [`Teardown`] it returns (complete:
+    /// false, with why); the sweep records it.
+    async fn reap_abandoned(&self, job: &AbandonedJob) -> Result<Teardown, RunnerError>;
+}
+
+/// A job whose gateway replica stopped while it ran, as a recovery sweep hands it to
+/// [`Runner::reap_abandoned`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbandonedJob {
+    /// The action's correlation id (every job environment is labelled with it:
+    /// [`labels::CORRELATION_ID`](crate::labels::CORRELATION_ID)).
+    pub correlation_id: RequestId,
+    /// The agent it ran for.
+    pub agent: AgentId,
+    /// The runner the job was handed to.
+    pub runner: RunnerInfo,
+}
+
+impl AbandonedJob {
+    /// The teardown of a backend asked to reap another backend's job: it cannot, and says so.
+    pub fn other_backend(&self, mine: &str) -> Option<Teardown> {
+        (self.runner.backend != mine).then(|| Teardown {
+            complete: false,
+            detail: format!(
+                "the job ran on a {} runner, and this replica's runner is {mine}",
+                self.runner.backend
+            ),
+        })
+    }
 }
 
 /// Serde helper: a `Duration` as whole milliseconds.

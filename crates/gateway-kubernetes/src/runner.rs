@@ -13,7 +13,8 @@ use futures::AsyncReadExt;
 use gateway_core::labels as keys;
 use gateway_core::output::BoundedOutput;
 use gateway_core::runner::{
-    IsolationLevel, JobOutcome, JobSpec, JobStatus, Runner, RunnerError, RunnerInfo, Teardown,
+    AbandonedJob, IsolationLevel, JobOutcome, JobSpec, JobStatus, Runner, RunnerError, RunnerInfo,
+    Teardown,
 };
 use gateway_core::{CancellationToken, async_trait};
 use k8s_openapi::api::batch::v1::Job;
@@ -313,6 +314,29 @@ impl Runner for KubernetesRunner {
             instance: self.inner.settings.instance.clone(),
             isolation: IsolationLevel::Container,
         }
+    }
+
+    /// Deletes the Job, Pod, Secret and NetworkPolicy of the abandoned job, whichever
+    /// replica's instance created them, in this runner's namespace.
+    async fn reap_abandoned(&self, job: &AbandonedJob) -> Result<Teardown, RunnerError> {
+        if let Some(other) = job.other_backend("kubernetes") {
+            return Ok(other);
+        }
+        let selector = format!(
+            "{},{}={}",
+            labels::instance_selector(&job.runner.instance),
+            keys::CORRELATION_ID,
+            job.correlation_id
+        );
+        let report = self.inner.reap_selected(&selector, true).await?;
+        Ok(Teardown {
+            complete: report.failed.is_empty(),
+            detail: if report.failed.is_empty() {
+                format!("deleted {}", report.deleted.join(", "))
+            } else {
+                format!("not deleted: {}", report.failed.join("; "))
+            },
+        })
     }
 
     async fn run(
@@ -648,6 +672,12 @@ impl Inner {
 
     async fn reap(&self, all: bool) -> Result<ReapReport, RunnerError> {
         let selector = labels::instance_selector(&self.settings.instance);
+        self.reap_selected(&selector, all).await
+    }
+
+    /// Deletes the job objects `selector` picks in the jobs' namespace: the expired ones, or
+    /// all.
+    async fn reap_selected(&self, selector: &str, all: bool) -> Result<ReapReport, RunnerError> {
         let now = time::OffsetDateTime::now_utc();
         let mut report = ReapReport::default();
         let background = DeleteParams {
@@ -655,18 +685,18 @@ impl Inner {
             ..Default::default()
         };
         let (client, ns) = (&self.client, Some(self.settings.namespace.as_str()));
-        reap_kind::<Job>(client, ns, &selector, all, now, &background, &mut report).await?;
+        reap_kind::<Job>(client, ns, selector, all, now, &background, &mut report).await?;
         let grace = DeleteParams {
             grace_period_seconds: u32::try_from(self.settings.grace_seconds).ok(),
             ..Default::default()
         };
-        reap_kind::<Pod>(client, ns, &selector, all, now, &grace, &mut report).await?;
+        reap_kind::<Pod>(client, ns, selector, all, now, &grace, &mut report).await?;
         let dp = DeleteParams::default();
-        reap_kind::<Secret>(client, ns, &selector, all, now, &dp, &mut report).await?;
+        reap_kind::<Secret>(client, ns, selector, all, now, &dp, &mut report).await?;
         // NetworkPolicies only once their job has no Pod left (fail closed).
         let pods = self
             .pods()
-            .list(&ListParams::default().labels(&selector))
+            .list(&ListParams::default().labels(selector))
             .await
             .map_err(|e| error::runner("listing pods to reap", e))?;
         let live_jobs: Vec<String> = pods
@@ -676,7 +706,7 @@ impl Inner {
             .collect();
         let nps = self.api::<NetworkPolicy>();
         let list = nps
-            .list(&ListParams::default().labels(&selector))
+            .list(&ListParams::default().labels(selector))
             .await
             .map_err(|e| error::runner("listing network policies to reap", e))?;
         for np in list.items {

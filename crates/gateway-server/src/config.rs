@@ -70,6 +70,12 @@ pub struct ServerConfig {
     pub unauthenticated_per_second: f64,
     /// How many such requests a source may send at once.
     pub unauthenticated_burst: u32,
+    /// How often the server runs the gateway's recovery sweep
+    /// ([`Gateway::spawn_recovery`](gateway_core::Gateway::spawn_recovery)), first at start:
+    /// it closes what stopped replicas left (approvals nobody waits for, runs whose lease
+    /// passed: their grants are revoked). A stopped replica's runs are closed within about the
+    /// gateway's `run_lease` plus this. `None`: the embedding application runs it.
+    pub recovery_interval: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +101,7 @@ impl Default for ServerConfig {
             oauth: None,
             unauthenticated_per_second: 1.0,
             unauthenticated_burst: 20,
+            recovery_interval: Some(Duration::from_secs(5)),
         }
     }
 }

@@ -109,8 +109,19 @@ impl Frontend {
         } else {
             Approvals::new(gateway.state())
         };
+        // Outside a runtime nothing can be spawned: the application runs the sweep itself.
+        let recovery = self.config.recovery_interval.and_then(|every| {
+            match tokio::runtime::Handle::try_current() {
+                Ok(_) => Some(gateway.spawn_recovery(every)),
+                Err(_) => {
+                    tracing::warn!("no async runtime: the recovery sweep is not started; call Gateway::spawn_recovery");
+                    None
+                }
+            }
+        });
         AppState {
             inner: Arc::new(Inner {
+                _recovery: recovery,
                 strangers: Strangers::new(
                     self.config.unauthenticated_per_second,
                     self.config.unauthenticated_burst,
@@ -129,6 +140,8 @@ impl Frontend {
 }
 
 struct Inner {
+    /// The periodic recovery sweep, stopped when the state is dropped.
+    _recovery: Option<gateway_core::RecoveryTask>,
     /// The per-source budget of unauthenticated requests.
     strangers: Strangers,
     gateway: Gateway,

@@ -26,7 +26,8 @@ use crate::row::{
 };
 use async_trait::async_trait;
 use gateway_core::state::{
-    ActionKey, ActionRecord, Change, Claim, Phase, StateError, StateStore, apply_change,
+    ActionKey, ActionRecord, Change, Claim, Phase, RevocationList, StateError, StateStore,
+    apply_change,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row as _, Transaction};
@@ -63,6 +64,12 @@ CREATE INDEX IF NOT EXISTS gateway_action_state_phase
     ON gateway_action_state (phase, created_at, agent, id);
 CREATE INDEX IF NOT EXISTS gateway_action_state_expires
     ON gateway_action_state (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS gateway_revoked_grants (
+    grant_id TEXT COLLATE "C" PRIMARY KEY,
+    not_after BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gateway_revoked_grants_not_after
+    ON gateway_revoked_grants (not_after);
 "#;
 
 /// The SQLSTATE of a PostgreSQL error.
@@ -171,12 +178,15 @@ impl PostgresStateStore {
                         .bind(MIGRATION_LOCK)
                         .execute(&mut *tx)
                         .await?;
-                    // Checking first lets a role without CREATE start once the table is there.
-                    let exists: Option<String> =
-                        sqlx::query_scalar("SELECT to_regclass('gateway_action_state')::text")
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    if exists.is_none() {
+                    // Checking first lets a role without CREATE start once the tables are
+                    // there.
+                    let exists: bool = sqlx::query_scalar(
+                        "SELECT to_regclass('gateway_action_state') IS NOT NULL
+                            AND to_regclass('gateway_revoked_grants') IS NOT NULL",
+                    )
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if !exists {
                         sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
                     }
                     tx.commit().await?;
@@ -389,5 +399,66 @@ impl StateStore for PostgresStateStore {
                 return Ok(pruned);
             }
         }
+    }
+}
+
+#[async_trait]
+impl RevocationList for PostgresStateStore {
+    async fn revoke(&self, grant_id: &str, not_after: OffsetDateTime) -> Result<(), StateError> {
+        let until = saturating_unix_nanos(not_after);
+        BACKEND
+            .run(
+                || format!("cannot record grant {grant_id} as revoked"),
+                || async {
+                    sqlx::query(
+                        "INSERT INTO gateway_revoked_grants (grant_id, not_after) VALUES ($1, $2)
+                         ON CONFLICT (grant_id) DO UPDATE
+                         SET not_after = GREATEST(gateway_revoked_grants.not_after,
+                                                  excluded.not_after)",
+                    )
+                    .bind(grant_id)
+                    .bind(until)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
+                },
+            )
+            .await
+    }
+
+    async fn is_revoked(&self, grant_id: &str, now: OffsetDateTime) -> Result<bool, StateError> {
+        let now = saturating_unix_nanos(now);
+        BACKEND
+            .run(
+                || format!("cannot look grant {grant_id} up in the revocation list"),
+                || async {
+                    let row = sqlx::query(
+                        "SELECT 1 FROM gateway_revoked_grants WHERE grant_id = $1 AND not_after > $2",
+                    )
+                    .bind(grant_id)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    Ok(row.is_some())
+                },
+            )
+            .await
+    }
+
+    async fn prune_revocations(&self, now: OffsetDateTime) -> Result<u64, StateError> {
+        let now = saturating_unix_nanos(now);
+        BACKEND
+            .run(
+                || "cannot prune the revocation list".to_owned(),
+                || async {
+                    let done =
+                        sqlx::query("DELETE FROM gateway_revoked_grants WHERE not_after <= $1")
+                            .bind(now)
+                            .execute(&self.pool)
+                            .await?;
+                    Ok(done.rows_affected())
+                },
+            )
+            .await
     }
 }

@@ -25,7 +25,8 @@ use crate::row::{
 };
 use async_trait::async_trait;
 use gateway_core::state::{
-    ActionKey, ActionRecord, Change, Claim, Phase, StateError, StateStore, apply_change,
+    ActionKey, ActionRecord, Change, Claim, Phase, RevocationList, StateError, StateStore,
+    apply_change,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -65,6 +66,12 @@ CREATE INDEX IF NOT EXISTS gateway_action_state_phase
     ON gateway_action_state (phase, created_at, agent, id);
 CREATE INDEX IF NOT EXISTS gateway_action_state_expires
     ON gateway_action_state (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS gateway_revoked_grants (
+    grant_id TEXT PRIMARY KEY,
+    not_after INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gateway_revoked_grants_not_after
+    ON gateway_revoked_grants (not_after);
 ";
 
 /// SQLite's primary result codes (the low byte of an extended code).
@@ -436,5 +443,65 @@ impl StateStore for SqliteStateStore {
                 return Ok(pruned);
             }
         }
+    }
+}
+
+#[async_trait]
+impl RevocationList for SqliteStateStore {
+    async fn revoke(&self, grant_id: &str, not_after: OffsetDateTime) -> Result<(), StateError> {
+        let until = saturating_unix_nanos(not_after);
+        BACKEND
+            .run(
+                || format!("cannot record grant {grant_id} as revoked"),
+                || async {
+                    sqlx::query(
+                        "INSERT INTO gateway_revoked_grants (grant_id, not_after) VALUES (?1, ?2)
+                         ON CONFLICT (grant_id) DO UPDATE
+                         SET not_after = max(not_after, excluded.not_after)",
+                    )
+                    .bind(grant_id)
+                    .bind(until)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
+                },
+            )
+            .await
+    }
+
+    async fn is_revoked(&self, grant_id: &str, now: OffsetDateTime) -> Result<bool, StateError> {
+        let now = saturating_unix_nanos(now);
+        BACKEND
+            .run(
+                || format!("cannot look grant {grant_id} up in the revocation list"),
+                || async {
+                    let row = sqlx::query(
+                        "SELECT 1 FROM gateway_revoked_grants WHERE grant_id = ?1 AND not_after > ?2",
+                    )
+                    .bind(grant_id)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    Ok(row.is_some())
+                },
+            )
+            .await
+    }
+
+    async fn prune_revocations(&self, now: OffsetDateTime) -> Result<u64, StateError> {
+        let now = saturating_unix_nanos(now);
+        BACKEND
+            .run(
+                || "cannot prune the revocation list".to_owned(),
+                || async {
+                    let done =
+                        sqlx::query("DELETE FROM gateway_revoked_grants WHERE not_after <= ?1")
+                            .bind(now)
+                            .execute(&self.pool)
+                            .await?;
+                    Ok(done.rows_affected())
+                },
+            )
+            .await
     }
 }

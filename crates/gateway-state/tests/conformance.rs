@@ -192,6 +192,7 @@ async fn sqlite_store() -> (SqliteStateStore, tempfile::TempDir) {
 async fn sqlite_passes_the_state_conformance_suite() {
     let (store, _dir) = sqlite_store().await;
     suite::run_all(&store).await;
+    suite::run_revocations(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -427,6 +428,7 @@ async fn postgres_passes_the_state_conformance_suite() {
         return;
     };
     suite::run_all(&store).await;
+    suite::run_revocations(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

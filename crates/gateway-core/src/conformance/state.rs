@@ -6,9 +6,14 @@
 
 use crate::action::ActionRequest;
 use crate::approval::{ApprovalRequest, ApprovalRule, ApprovalTicket, ApprovalVote, TicketState};
+use crate::grant::Grant;
 use crate::identity::{AgentIdentity, AuthMethod};
 use crate::ids::{AgentId, RequestId};
-use crate::state::{ActionKey, ActionRecord, Claim, Phase, StateError, StateStore, StateStoreExt};
+use crate::runner::{IsolationLevel, RunnerInfo};
+use crate::state::{
+    ActionKey, ActionRecord, Claim, Phase, RevocationList, RunLease, StateError, StateStore,
+    StateStoreExt,
+};
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -28,6 +33,14 @@ pub async fn run_all(store: &dyn StateStore) {
     concurrent_votes_are_all_counted(store).await;
     in_phase_lists_oldest_first_within_the_limit(store).await;
     prune_removes_only_expired_records(store).await;
+    a_run_lease_is_renewed_only_by_its_holder(store).await;
+}
+
+/// Runs every revocation-list case.
+pub async fn run_revocations(list: &dyn RevocationList) {
+    a_revocation_holds_until_its_expiry_and_only_for_its_grant(list).await;
+    a_revocation_is_never_shortened(list).await;
+    prune_removes_only_past_revocations(list).await;
 }
 
 /// A fresh agent, unique to one case run.
@@ -484,5 +497,130 @@ pub async fn prune_removes_only_expired_records(store: &dyn StateStore) {
     assert!(
         store.get(&kept.key).await.expect("get").is_some(),
         "a retained record was pruned"
+    );
+}
+
+/// What a replica stores when its action starts running.
+fn run_lease(record: &ActionRecord, replica: &str) -> RunLease {
+    let now = now();
+    RunLease {
+        replica: replica.to_owned(),
+        grant: Grant {
+            id: format!("grant-{}", record.key.id),
+            correlation_id: record.key.id,
+            agent: record.key.agent.clone(),
+            scopes: vec!["conformance:scope".into()],
+            issued_at: now,
+            not_after: now + time::Duration::minutes(5),
+            hints: [("service_account".to_owned(), "sa-1".to_owned())].into(),
+            job_env: Default::default(),
+            job_vars: [("PGUSER".to_owned(), "role_1".to_owned())].into(),
+            job_mounts: Vec::new(),
+        },
+        broker: Some("conformance-broker".into()),
+        runner: RunnerInfo {
+            backend: "memory".into(),
+            instance: "conformance".into(),
+            isolation: IsolationLevel::Container,
+        },
+        trail_steps: 4,
+    }
+}
+
+/// A running action's lease reads back whole; only its holder renews it, and nobody once the
+/// action has finished.
+pub async fn a_run_lease_is_renewed_only_by_its_holder(store: &dyn StateStore) {
+    let who = agent("run-lease");
+    let record = claimed(store, &who).await;
+    let lease = Duration::from_secs(30);
+    let held = run_lease(&record, "replica-a");
+    let running = store
+        .start_running(&record.key, held.clone(), lease)
+        .await
+        .expect("start running");
+    assert_eq!(running.phase, Phase::Running);
+    assert_eq!(running.run.as_ref(), Some(&held));
+    assert_eq!(
+        store.get(&record.key).await.expect("get").as_ref(),
+        Some(&running),
+        "a run lease must read back as stored"
+    );
+    let until = running.lease_until.expect("a running action has a lease");
+    assert!(!running.runner_gone(now()), "a fresh lease has not passed");
+    assert!(running.runner_gone(until), "a lease has passed at its end");
+    let renewed = store
+        .renew_run_lease(&record.key, "replica-a", lease)
+        .await
+        .expect("the holder renews");
+    assert!(renewed.lease_until >= Some(until));
+    let stolen = store
+        .renew_run_lease(&record.key, "replica-b", lease)
+        .await
+        .expect_err("another replica must not renew");
+    assert!(matches!(stolen, StateError::Conflict { .. }), "{stolen:?}");
+    let done = store
+        .advance(&record.key, Phase::Completed, None, RETENTION)
+        .await
+        .expect("complete");
+    assert_eq!(done.lease_until, None, "a finished action holds no lease");
+    let late = store
+        .renew_run_lease(&record.key, "replica-a", lease)
+        .await
+        .expect_err("a finished action is held by nobody");
+    assert!(matches!(late, StateError::Conflict { .. }), "{late:?}");
+}
+
+/// A revoked grant is revoked until its expiry, and another grant is not.
+pub async fn a_revocation_holds_until_its_expiry_and_only_for_its_grant(list: &dyn RevocationList) {
+    let grant = format!("conformance-grant-{}", RequestId::new());
+    let other = format!("conformance-grant-{}", RequestId::new());
+    let not_after = now() + time::Duration::minutes(5);
+    assert!(!list.is_revoked(&grant, now()).await.expect("look up"));
+    list.revoke(&grant, not_after).await.expect("revoke");
+    list.revoke(&grant, not_after)
+        .await
+        .expect("revoking twice is fine");
+    assert!(list.is_revoked(&grant, now()).await.expect("look up"));
+    assert!(!list.is_revoked(&other, now()).await.expect("look up"));
+    assert!(
+        !list.is_revoked(&grant, not_after).await.expect("look up"),
+        "an entry is past at its grant's expiry"
+    );
+}
+
+/// Revoking again with an earlier expiry keeps the later one.
+pub async fn a_revocation_is_never_shortened(list: &dyn RevocationList) {
+    let grant = format!("conformance-grant-{}", RequestId::new());
+    let later = now() + time::Duration::minutes(10);
+    list.revoke(&grant, later).await.expect("revoke");
+    list.revoke(&grant, now() + time::Duration::seconds(1))
+        .await
+        .expect("revoke again");
+    let in_five_minutes = now() + time::Duration::minutes(5);
+    assert!(
+        list.is_revoked(&grant, in_five_minutes)
+            .await
+            .expect("look up"),
+        "a second, shorter revocation shortened the first"
+    );
+}
+
+/// Pruning deletes past entries only.
+pub async fn prune_removes_only_past_revocations(list: &dyn RevocationList) {
+    let past = format!("conformance-grant-{}", RequestId::new());
+    let live = format!("conformance-grant-{}", RequestId::new());
+    let soon = now() + time::Duration::seconds(2);
+    list.revoke(&past, soon).await.expect("revoke");
+    list.revoke(&live, now() + time::Duration::minutes(5))
+        .await
+        .expect("revoke");
+    let pruned = list
+        .prune_revocations(soon + time::Duration::seconds(1))
+        .await
+        .expect("prune");
+    assert!(pruned >= 1, "pruned {pruned}");
+    assert!(
+        list.is_revoked(&live, now()).await.expect("look up"),
+        "a live revocation was pruned"
     );
 }

@@ -7,6 +7,7 @@ mod close;
 mod error;
 mod events;
 mod guard;
+mod lease;
 mod limits;
 mod pipeline;
 mod recovery;
@@ -16,8 +17,10 @@ mod trail;
 pub use bounds::OverIssued;
 pub use error::{ActionOutcome, GatewayError, GrantSummary, Stage, recorded_result};
 pub use guard::CallFailure;
+pub use lease::LeaseLost;
 pub use limits::AgentLimits;
 pub use pipeline::{GrantExpired, ScopeNotAllowed};
+pub use recovery::RecoveryReport;
 
 use crate::action::{ActionCatalog, ActionRequest};
 use crate::approvals::ApprovalGate;
@@ -62,6 +65,11 @@ pub struct GatewayConfig {
     /// gets the original outcome, never a second run). Never less than
     /// [`GatewayConfig::min_state_retention`], whatever is set here.
     pub state_retention: Duration,
+    /// How long a running action stays held by its replica without a renewal (renewed every
+    /// third of it while the job runs). It bounds how soon another replica's recovery sweep
+    /// revokes the grant of a replica that stopped; a replica that cannot renew in time stops
+    /// the job itself.
+    pub run_lease: Duration,
 }
 
 impl GatewayConfig {
@@ -93,6 +101,7 @@ impl Default for GatewayConfig {
             approval_timeout: Duration::from_secs(15 * 60),
             runner_grace: Duration::from_secs(30),
             state_retention: Duration::from_secs(60 * 60),
+            run_lease: Duration::from_secs(15),
         }
     }
 }
@@ -143,12 +152,21 @@ pub struct GatewayBuilder {
     audit: Option<Arc<dyn AuditSink>>,
     approvals: Option<Arc<dyn ApprovalGate>>,
     state: Option<Arc<dyn StateStore>>,
+    replica: Option<String>,
     redactor: Redactor,
     catalog: ActionCatalog,
     config: GatewayConfig,
 }
 
 impl GatewayBuilder {
+    /// Names this replica in the state store (the holder of the actions it runs). Default: a
+    /// fresh `replica-<uuid>` per build; give a stable, unique name per process (e.g. the pod
+    /// name) to read the store more easily. Two live processes must never share one.
+    pub fn replica(mut self, name: impl Into<String>) -> Self {
+        self.replica = Some(name.into());
+        self
+    }
+
     /// Sets the identity backend (required).
     pub fn identity(mut self, identity: Arc<dyn Identity>) -> Self {
         self.identity = Some(identity);
@@ -257,6 +275,9 @@ impl GatewayBuilder {
             audit: self.audit.ok_or(BuildError::Missing("audit sink"))?,
             approvals: self.approvals,
             state,
+            replica: self
+                .replica
+                .unwrap_or_else(|| format!("replica-{}", uuid::Uuid::now_v7().simple())),
             redactor: Arc::new(self.redactor),
             catalog: self.catalog,
             limiter: limits::Limiter::new(self.config.agent_limits.clone()),
@@ -441,10 +462,54 @@ impl Gateway {
     /// Records as `abandoned` (state store and audit trail) every action that waits for
     /// approval on a replica that is gone: its lease
     /// ([`APPROVAL_LEASE`](crate::state::APPROVAL_LEASE)) passed, so nothing will run it.
-    /// Returns how many. The gateway runs this itself now and then (every 1024 claims);
-    /// call it at start-up, or from a timer, to close them sooner.
+    /// Returns how many. Part of [`Gateway::recover`].
     pub async fn abandon_orphaned_approvals(&self) -> Result<usize, StateError> {
         self.inner.recovery().abandon_orphaned_approvals().await
+    }
+
+    /// One recovery sweep of the shared state store, closing what stopped replicas left open:
+    /// orphaned approvals ([`Gateway::abandon_orphaned_approvals`]) and running actions whose
+    /// replica's run lease ([`GatewayConfig::run_lease`]) passed: each is taken over by one
+    /// sweep, its grant revoked by the broker that issued it, its job handed to
+    /// [`Runner::reap_abandoned`], its trail closed, and recorded as `abandoned`.
+    ///
+    /// Run it at start-up and periodically ([`Gateway::spawn_recovery`]); the gateway also
+    /// runs it itself every 1024 claims. Any replica may run it at any time: sweeps on several
+    /// replicas at once close each action once.
+    pub async fn recover(&self) -> Result<RecoveryReport, StateError> {
+        self.inner.recovery().sweep().await
+    }
+
+    /// Runs [`Gateway::recover`] now and then every `every`, on a task of its own, until the
+    /// returned handle is dropped. A sweep that fails is logged and tried again at the next
+    /// tick. With the default lease (15 s), `every` of a few seconds closes a stopped
+    /// replica's runs within about lease + `every`.
+    pub fn spawn_recovery(&self, every: Duration) -> RecoveryTask {
+        let recovery = self.inner.recovery();
+        let every = every.max(Duration::from_millis(100));
+        let task = tokio::spawn(
+            async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    match recovery.sweep().await {
+                        Ok(report) if report != RecoveryReport::default() => {
+                            tracing::warn!(?report, "recovery sweep closed what stopped replicas left");
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "recovery sweep failed; retrying at the next tick"),
+                    }
+                }
+            }
+            .instrument(tracing::info_span!("gateway.recovery")),
+        );
+        RecoveryTask(task)
+    }
+
+    /// This replica's name in the state store ([`GatewayBuilder::replica`]).
+    pub fn replica(&self) -> &str {
+        &self.inner.replica
     }
 
     /// The state store.
@@ -473,5 +538,15 @@ impl Gateway {
     /// The configuration.
     pub fn config(&self) -> &GatewayConfig {
         &self.inner.config
+    }
+}
+
+/// The periodic recovery sweep of [`Gateway::spawn_recovery`]; dropping it stops the sweeps.
+#[derive(Debug)]
+pub struct RecoveryTask(tokio::task::JoinHandle<()>);
+
+impl Drop for RecoveryTask {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -34,6 +34,7 @@ use super::close::{Ran, close};
 use super::error::{ActionOutcome, GatewayError, GrantSummary, Stage};
 use super::events::{Completion, Event, RecordedStage, Status};
 use super::guard::{CallError, guarded};
+use super::lease::{LeaseLost, RunHold};
 use super::limits::{Limited, Limiter, Slot};
 use super::stop::Stop;
 use super::trail::Trail;
@@ -52,7 +53,9 @@ use crate::policy::{
 };
 use crate::redact::Redactor;
 use crate::runner::{JobOutcome, JobSpec, JobStatus, Runner, RunnerInfo};
-use crate::state::{ActionKey, ActionRecord, Claim, Phase, StateError, StateStore, StateStoreExt};
+use crate::state::{
+    ActionKey, ActionRecord, Claim, Phase, RunLease, StateError, StateStore, StateStoreExt,
+};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +74,8 @@ pub(crate) struct Pipeline {
     pub(crate) redactor: Arc<Redactor>,
     pub(crate) approvals: Option<Arc<dyn ApprovalGate>>,
     pub(crate) state: Arc<dyn StateStore>,
+    /// This replica's name: the holder of the actions it runs.
+    pub(crate) replica: String,
     pub(crate) catalog: ActionCatalog,
     pub(crate) limiter: Limiter,
     /// Claims since the last prune of finished records past their retention.
@@ -413,8 +418,8 @@ impl Pipeline {
     }
 
     /// Every [`PRUNE_EVERY`] claims, on a task of its own (the request does not wait): deletes
-    /// the records whose retention is over (without it the store would only grow), and records
-    /// orphaned approvals as abandoned.
+    /// the records whose retention is over (without it the store would only grow), and runs a
+    /// recovery sweep ([`Recovery::sweep`](super::recovery::Recovery)).
     fn prune_now_and_then(&self) {
         use std::sync::atomic::Ordering;
         if self.claims_since_prune.fetch_add(1, Ordering::Relaxed) + 1 < PRUNE_EVERY {
@@ -429,8 +434,8 @@ impl Pipeline {
                     Ok(pruned) => tracing::debug!(pruned, "pruned finished action records"),
                     Err(e) => tracing::warn!(error = %e, "pruning finished action records failed"),
                 }
-                if let Err(e) = recovery.abandon_orphaned_approvals().await {
-                    tracing::warn!(error = %e, "the sweep for orphaned approvals failed");
+                if let Err(e) = recovery.sweep().await {
+                    tracing::warn!(error = %e, "the recovery sweep failed");
                 }
             }
             .instrument(tracing::info_span!("state.prune")),
@@ -614,6 +619,7 @@ impl Pipeline {
             Ok(grant) => Ok(Issued {
                 grant,
                 broker,
+                broker_name: def.broker.clone(),
                 asked,
                 requested_at,
                 ttl_seconds,
@@ -701,12 +707,21 @@ impl Pipeline {
         }
 
         let runner = self.runner.info();
-        // The action is `running` in the state store before its credential can be used: a
-        // replica that dies from here on leaves a record a recovery sweep can find.
-        let retention = self.config.effective_state_retention();
+        // The action is `running` in the state store, held by this replica under a lease and
+        // with its grant, before the credential can be used: if this replica dies from here on,
+        // another one's recovery sweep revokes the grant once the lease passes.
+        let run = RunLease {
+            replica: self.replica.clone(),
+            grant: grant.clone(),
+            broker: issued.broker_name.clone(),
+            runner: runner.clone(),
+            // `started`, recorded next, is the last event before the job.
+            trail_steps: trail.steps() + 1,
+        };
+        let lease = self.config.run_lease;
         self.state_call(
             tracing::info_span!("state.update"),
-            self.state.advance(key, Phase::Running, None, retention),
+            self.state.start_running(key, run, lease),
         )
         .await
         .map_err(|e| GrantedFailure::Failed {
@@ -730,13 +745,32 @@ impl Pipeline {
         // The runner gets the cancellation token and must tear down itself; we only abandon it
         // if it overruns the job's timeout by more than the grace period.
         let deadline = spec.limits.timeout + self.config.runner_grace;
+        let job_cancel = cancel.child_token();
         let job = guarded(
-            self.runner.run(spec.clone(), cancel.child_token()),
+            self.runner.run(spec.clone(), job_cancel.clone()),
             deadline,
             None,
         )
-        .instrument(tracing::info_span!("runner.run", backend = %runner.backend))
-        .await;
+        .instrument(tracing::info_span!("runner.run", backend = %runner.backend));
+        let hold = RunHold {
+            state: self.state.as_ref(),
+            key,
+            replica: &self.replica,
+            lease,
+            timeout: self.config.audit_timeout,
+        };
+        let (job, lost) = hold.run(job, &job_cancel).await;
+        if let Some(lost) = lost {
+            return Err(GrantedFailure::Failed {
+                stage: Stage::State,
+                kind: match lost {
+                    LeaseLost::TakenOver(_) => ErrorKind::Conflict,
+                    LeaseLost::Unrenewable(_) => ErrorKind::Unavailable,
+                },
+                message: lost.to_string(),
+                source: Box::new(lost),
+            });
+        }
         match job {
             Ok(outcome) if outcome.status == JobStatus::Cancelled => Err(GrantedFailure::Cancelled),
             Ok(mut outcome) => {
@@ -984,6 +1018,8 @@ pub struct ScopeNotAllowed {
 struct Issued {
     grant: Grant,
     broker: Arc<dyn AccessBroker>,
+    /// The broker's name, for a named one (what a recovery sweep looks it up by).
+    broker_name: Option<String>,
     asked: GrantRequest,
     requested_at: OffsetDateTime,
     ttl_seconds: u64,

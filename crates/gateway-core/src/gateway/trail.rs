@@ -88,6 +88,11 @@ impl Trail {
         self.agent_id = Some(agent);
     }
 
+    /// How many events the trail holds, deferred ones included.
+    pub(crate) fn steps(&self) -> u32 {
+        self.step
+    }
+
     pub(crate) fn correlation_id(&self) -> RequestId {
         self.correlation_id
     }

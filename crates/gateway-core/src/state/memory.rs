@@ -1,7 +1,11 @@
 //! [`MemoryStateStore`]: the state of one process, in a map. The default when no store is
 //! given; state is lost with the process and not shared with other replicas.
 
-use super::{ActionKey, ActionRecord, Change, Claim, Phase, StateError, StateStore, apply_change};
+use super::{
+    ActionKey, ActionRecord, Change, Claim, Phase, RevocationList, StateError, StateStore,
+    apply_change,
+};
+use crate::expiring::ExpiringSet;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -11,6 +15,8 @@ use time::OffsetDateTime;
 #[derive(Debug, Default)]
 pub struct MemoryStateStore {
     records: Mutex<HashMap<ActionKey, ActionRecord>>,
+    /// Revoked grant ids, each until its credential's expiry (Unix seconds).
+    revoked: Mutex<ExpiringSet>,
 }
 
 impl MemoryStateStore {
@@ -82,5 +88,28 @@ impl StateStore for MemoryStateStore {
         let before = records.len();
         records.retain(|_, r| !r.expired(now));
         Ok(u64::try_from(before - records.len()).unwrap_or(u64::MAX))
+    }
+}
+
+#[async_trait]
+impl RevocationList for MemoryStateStore {
+    async fn revoke(&self, grant_id: &str, not_after: OffsetDateTime) -> Result<(), StateError> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let mut revoked = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+        revoked.purge(now);
+        revoked.insert(grant_id, not_after.unix_timestamp(), now);
+        Ok(())
+    }
+
+    async fn is_revoked(&self, grant_id: &str, now: OffsetDateTime) -> Result<bool, StateError> {
+        let revoked = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(revoked.contains(grant_id, now.unix_timestamp()))
+    }
+
+    async fn prune_revocations(&self, now: OffsetDateTime) -> Result<u64, StateError> {
+        let mut revoked = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = revoked.len();
+        revoked.purge(now.unix_timestamp());
+        Ok(u64::try_from(before - revoked.len()).unwrap_or(u64::MAX))
     }
 }

@@ -21,15 +21,19 @@
 
 mod memory;
 mod phase;
+mod revocations;
 
 pub use memory::MemoryStateStore;
 pub use phase::Phase;
+pub use revocations::{CachedRevocations, DEFAULT_REVOCATION_CACHE, RevocationList};
 
 use crate::action::ActionRequest;
 use crate::approval::{ApprovalTicket, ApprovalVote, TicketState, VoteRefused};
 use crate::error::concern_error;
+use crate::grant::Grant;
 use crate::identity::AgentIdentity;
 use crate::ids::{AgentId, RequestId};
+use crate::runner::RunnerInfo;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -84,11 +88,17 @@ pub struct ActionRecord {
     /// the retention); never while the action lives.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
-    /// While the action waits for approval: until when the waiting replica holds it. The waiter
-    /// renews it ([`APPROVAL_LEASE`]); once it has passed, the waiter is gone (its process
-    /// stopped) and nothing will run the action ([`ActionRecord::waiter_gone`]).
+    /// While the action waits for approval or runs: until when the replica holding it does.
+    /// The holder renews it ([`APPROVAL_LEASE`] while waiting,
+    /// [`GatewayConfig::run_lease`](crate::GatewayConfig::run_lease) while running); once it
+    /// has passed, the holder is gone (its process stopped): a waiting action will never run
+    /// ([`ActionRecord::waiter_gone`]), and a running one's grant is revoked by a recovery
+    /// sweep ([`ActionRecord::runner_gone`]).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub lease_until: Option<OffsetDateTime>,
+    /// Once the action runs: who runs it and what a recovery sweep needs to undo it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunLease>,
     /// The approval ticket, once approval was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalTicket>,
@@ -112,6 +122,7 @@ impl ActionRecord {
             updated_at: now,
             expires_at: None,
             lease_until: None,
+            run: None,
             approval: None,
             outcome: None,
         }
@@ -119,13 +130,44 @@ impl ActionRecord {
 
     /// Whether it waits for approval with nobody left waiting: its lease passed at `now`.
     pub fn waiter_gone(&self, now: OffsetDateTime) -> bool {
-        self.phase == Phase::AwaitingApproval && self.lease_until.is_some_and(|l| l <= now)
+        self.phase == Phase::AwaitingApproval && self.lease_passed(now)
+    }
+
+    /// Whether it runs with nobody left holding it: its lease passed at `now`, so its replica
+    /// stopped (or lost the store) and a recovery sweep must revoke its grant.
+    pub fn runner_gone(&self, now: OffsetDateTime) -> bool {
+        self.phase == Phase::Running && self.lease_passed(now)
+    }
+
+    fn lease_passed(&self, now: OffsetDateTime) -> bool {
+        self.lease_until.is_some_and(|l| l <= now)
     }
 
     /// Whether its key may be claimed again at `now`.
     pub fn expired(&self, now: OffsetDateTime) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }
+}
+
+/// What the store keeps of a running action: the replica holding it, and what a recovery sweep
+/// on another replica needs to undo it if that replica stops (revoke the grant with the broker
+/// that issued it, tear down the job's environment, continue the audit trail).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunLease {
+    /// The replica running it ([`Gateway::replica`](crate::Gateway::replica)); a sweep that
+    /// takes the action over puts its own here.
+    pub replica: String,
+    /// The grant the job holds. Only what a broker needs to revoke it: a grant's secrets are
+    /// never serialised.
+    pub grant: Grant,
+    /// The named broker that issued the grant; `None` for the gateway's default broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// The runner the job was handed to (its backend and instance: the reaper's key).
+    pub runner: RunnerInfo,
+    /// How many events the action's audit trail holds once its job has started (`started`
+    /// included): where a sweep continues the trail.
+    pub trail_steps: u32,
 }
 
 /// What [`StateStore::claim`] found.
@@ -233,8 +275,57 @@ pub trait StateStoreExt: StateStore {
             record.updated_at = now;
             if to.is_terminal() {
                 record.expires_at = Some(now + retention);
+                record.lease_until = None;
                 record.outcome = outcome.clone();
             }
+            Ok(())
+        };
+        self.update(key, &change).await
+    }
+
+    /// Moves `key` to [`Phase::Running`], held by `run.replica` for `lease` from now.
+    async fn start_running(
+        &self,
+        key: &ActionKey,
+        run: RunLease,
+        lease: Duration,
+    ) -> Result<ActionRecord, StateError> {
+        let now = OffsetDateTime::now_utc();
+        let change = move |record: &mut ActionRecord| {
+            let to = Phase::Running;
+            check_move(record, to)?;
+            record.phase = to;
+            record.updated_at = now;
+            record.lease_until = Some(now + lease);
+            record.run = Some(run.clone());
+            Ok(())
+        };
+        self.update(key, &change).await
+    }
+
+    /// Renews `replica`'s hold on the running action `key` for `lease` from now.
+    /// [`StateError::Conflict`] when it is no longer `replica`'s: a sweep took it over (the
+    /// lease had passed) or it is no longer running. The holder must then stop the job.
+    async fn renew_run_lease(
+        &self,
+        key: &ActionKey,
+        replica: &str,
+        lease: Duration,
+    ) -> Result<ActionRecord, StateError> {
+        let now = OffsetDateTime::now_utc();
+        let replica = replica.to_owned();
+        let change = move |record: &mut ActionRecord| {
+            let held = record.phase == Phase::Running
+                && record.run.as_ref().is_some_and(|r| r.replica == replica);
+            if !held {
+                return Err(StateError::Conflict {
+                    message: format!(
+                        "action {} is no longer run by replica {replica} (it is {})",
+                        record.key, record.phase
+                    ),
+                });
+            }
+            record.lease_until = Some(now + lease);
             Ok(())
         };
         self.update(key, &change).await

@@ -21,7 +21,8 @@ use crate::identity::{AgentIdentity, AuthMethod, Credential, Identity, IdentityE
 use crate::ids::AgentId;
 use crate::policy::{Decision, ListingInput, PolicyDecider, PolicyError, PolicyInput};
 use crate::runner::{
-    IsolationLevel, JobOutcome, JobSpec, JobStatus, Runner, RunnerError, RunnerInfo, Teardown,
+    AbandonedJob, IsolationLevel, JobOutcome, JobSpec, JobStatus, Runner, RunnerError, RunnerInfo,
+    Teardown,
 };
 use crate::secret::Secret;
 use async_trait::async_trait;
@@ -250,6 +251,7 @@ pub struct MemoryRunner {
     default_duration: Duration,
     runs: Mutex<Vec<JobSpec>>,
     torn_down: AtomicU64,
+    reaped: Mutex<Vec<AbandonedJob>>,
 }
 
 impl Default for MemoryRunner {
@@ -268,6 +270,7 @@ impl MemoryRunner {
             default_duration: Duration::ZERO,
             runs: Mutex::new(Vec::new()),
             torn_down: AtomicU64::new(0),
+            reaped: Mutex::new(Vec::new()),
         }
     }
 
@@ -297,6 +300,11 @@ impl MemoryRunner {
     /// How many job environments were torn down.
     pub fn torn_down(&self) -> u64 {
         self.torn_down.load(Ordering::SeqCst)
+    }
+
+    /// The abandoned jobs a recovery sweep asked this runner to reap.
+    pub fn reaped(&self) -> Vec<AbandonedJob> {
+        lock(&self.reaped).clone()
     }
 
     fn env_value(spec: &JobSpec, name: &str) -> String {
@@ -436,6 +444,13 @@ impl Runner for MemoryRunner {
             isolation: IsolationLevel::None,
             teardown: Teardown::complete(),
         })
+    }
+
+    async fn reap_abandoned(&self, job: &AbandonedJob) -> Result<Teardown, RunnerError> {
+        lock(&self.reaped).push(job.clone());
+        Ok(job
+            .other_backend("memory")
+            .unwrap_or_else(Teardown::complete))
     }
 }
 

@@ -28,7 +28,7 @@ mod config;
 mod pool;
 mod reaper;
 
-pub use reaper::reap_instance;
+pub use reaper::{reap_instance, reap_job};
 
 use async_trait::async_trait;
 use bollard::Docker;
@@ -42,8 +42,8 @@ use config::Hardening;
 use futures::StreamExt;
 use gateway_core::output::BoundedOutput;
 use gateway_core::{
-    IsolationLevel, JobLimits, JobOutcome, JobSpec, JobStatus, Runner, RunnerError, RunnerInfo,
-    Teardown,
+    AbandonedJob, IsolationLevel, JobLimits, JobOutcome, JobSpec, JobStatus, Runner, RunnerError,
+    RunnerInfo, Teardown,
 };
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -609,5 +609,32 @@ impl Runner for DockerRunner {
         }
         let guard = self.create(&spec, &image).await?;
         self.execute(guard, &spec, None, cancel).await
+    }
+
+    /// Removes the job's container if it is this daemon's: a replica sharing the daemon (the
+    /// same host) reaps another replica's instance; a job on another host's daemon is out of
+    /// reach, and the teardown says so.
+    async fn reap_abandoned(&self, job: &AbandonedJob) -> Result<Teardown, RunnerError> {
+        if let Some(other) = job.other_backend("docker") {
+            return Ok(other);
+        }
+        let removed = reap_job(
+            &self.docker,
+            &job.runner.instance,
+            &job.correlation_id.to_string(),
+        )
+        .await?;
+        let mut detail = format!(
+            "removed {removed} container(s) of instance {} from this replica's daemon",
+            job.runner.instance
+        );
+        if removed == 0 {
+            detail
+                .push_str(" (none was left here; a job on another host's daemon is out of reach)");
+        }
+        Ok(Teardown {
+            complete: true,
+            detail,
+        })
     }
 }

@@ -62,8 +62,8 @@ mod tree;
 use async_trait::async_trait;
 use gateway_core::output::BoundedOutput;
 use gateway_core::{
-    IsolationLevel, JobOutcome, JobSpec, JobStatus, NetworkAccess, Runner, RunnerError, RunnerInfo,
-    Teardown,
+    AbandonedJob, IsolationLevel, JobOutcome, JobSpec, JobStatus, NetworkAccess, Runner,
+    RunnerError, RunnerInfo, Teardown,
 };
 use rustix::process::Signal;
 use std::os::unix::ffi::OsStrExt;
@@ -777,5 +777,29 @@ impl Runner for LocalRunner {
             Some(sandbox) => self.run_namespaced(sandbox, spec, cancel).await,
             None => self.run_process(spec, cancel).await,
         }
+    }
+
+    /// Local jobs live on the host of the replica that ran them, out of another replica's
+    /// reach. A sandboxed job needs no reaping: bubblewrap's `--die-with-parent` killed it
+    /// with its gateway process, and the kernel removed its namespaces. A process-level job
+    /// is not tied to its gateway: it runs on until its own timeout, and the teardown says so.
+    async fn reap_abandoned(&self, job: &AbandonedJob) -> Result<Teardown, RunnerError> {
+        if let Some(other) = job.other_backend("local") {
+            return Ok(other);
+        }
+        Ok(match job.runner.isolation {
+            IsolationLevel::Process | IsolationLevel::None => Teardown {
+                complete: false,
+                detail: "a process-level local job is not tied to its gateway process; \
+                         it runs until its own timeout on the host that started it"
+                    .to_owned(),
+            },
+            _ => Teardown {
+                complete: true,
+                detail: "the sandbox died with the gateway process that ran it \
+                         (--die-with-parent)"
+                    .to_owned(),
+            },
+        })
     }
 }

@@ -8,9 +8,10 @@ use super::Metrics;
 use super::labels::{DecisionLabel, GrantLabel, RevocationLabel, RunLabel};
 use gateway_core::audit::VerifyReport;
 use gateway_core::{
-    AccessBroker, AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink, BrokerError,
-    CancellationToken, Decision, Grant, GrantRequest, JobOutcome, JobSpec, ListingInput,
-    PolicyDecider, PolicyError, PolicyInput, Runner, RunnerError, RunnerInfo, async_trait,
+    AbandonedJob, AccessBroker, AuditError, AuditEvent, AuditReceipt, AuditRecord, AuditSink,
+    BrokerError, CancellationToken, Decision, Grant, GrantRequest, JobOutcome, JobSpec,
+    ListingInput, PolicyDecider, PolicyError, PolicyInput, Runner, RunnerError, RunnerInfo,
+    Teardown, async_trait,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -85,6 +86,10 @@ impl Runner for Metered<dyn Runner> {
         self.metrics
             .ran(RunLabel::of(result.as_ref().ok().map(|o| &o.status)));
         result
+    }
+
+    async fn reap_abandoned(&self, job: &AbandonedJob) -> Result<Teardown, RunnerError> {
+        self.inner.reap_abandoned(job).await
     }
 }
 
