@@ -535,3 +535,175 @@ async fn a_replica_killed_mid_job_is_closed_by_the_other_within_the_lease() {
     assert_eq!(kinds_on("replica-b").await, ["revoked", "completed"]);
     drop(b);
 }
+
+/// Polls `GET /v1/actions/{id}` on `base` until the action is no longer running; its document.
+async fn closed_on(http: &reqwest::Client, base: &str, id: RequestId, key: &Secret) -> Value {
+    for _ in 0..300 {
+        let (status, doc) = call(
+            http,
+            reqwest::Method::GET,
+            format!("{base}/v1/actions/{id}"),
+            key,
+            None,
+        )
+        .await;
+        if status == 200 && doc["status"] != "running" {
+            return doc;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("action {id} still runs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_switch_reaches_both_replicas_within_the_bound() {
+    if std::env::var(CHILD).is_ok() {
+        return;
+    }
+    let test = "the_kill_switch_reaches_both_replicas_within_the_bound";
+    let Some(base_url) = env::required("GATEWAY_TEST_POSTGRES_URL", test) else {
+        return;
+    };
+    let shared = Shared::new(&base_url).await;
+    let (a, b) = (spawn("a", &shared), spawn("b", &shared));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let key = &shared.agent_key;
+    use reqwest::Method;
+
+    // One long job on each replica (the submissions wait; nobody reads them).
+    let ids = [RequestId::new(), RequestId::new()];
+    for (id, replica) in ids.iter().zip([&a, &b]) {
+        let body = json!({"id": id, "action": "ops.slow", "resource": "ops:prod", "intent": "x"});
+        let submit = http
+            .post(format!("{}/v1/actions", replica.base))
+            .bearer_auth(key.expose_str().unwrap())
+            .json(&body)
+            .send();
+        tokio::spawn(submit);
+    }
+    for (id, replica) in ids.iter().zip([&a, &b]) {
+        let mut running = false;
+        for _ in 0..200 {
+            let (_, doc) = call(
+                &http,
+                Method::GET,
+                format!("{}/v1/actions/{id}", replica.base),
+                key,
+                None,
+            )
+            .await;
+            if doc["status"] == "running" {
+                running = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(running, "{id} never ran");
+    }
+
+    // Lock the agent through B.
+    let lock = json!({"agent": "agent:a", "reason": "INC-77: rotate everything"});
+    let (status, locked) = call(
+        &http,
+        Method::POST,
+        format!("{}/v1/locks", b.base),
+        &shared.approver_token,
+        Some(&lock),
+    )
+    .await;
+    assert_eq!(status, 200, "{locked}");
+    assert_eq!(locked["stopped_here"], 1, "{locked}");
+    let locked_at = std::time::Instant::now();
+    // Both jobs stop: B's at once, A's within its lock watch period (1 s by default).
+    for (id, replica) in ids.iter().zip([&a, &b]) {
+        let doc = closed_on(&http, &replica.base, *id, key).await;
+        assert!(doc.to_string().contains("kill switch"), "{doc}");
+        assert!(doc.to_string().contains("INC-77"), "{doc}");
+    }
+    let took = locked_at.elapsed();
+    let bound = Duration::from_secs(3);
+    assert!(
+        took <= bound,
+        "the lock took {took:?} to stop both (bound {bound:?})"
+    );
+    println!("the lock stopped both replicas' jobs within {took:?}");
+    // New requests are refused on both.
+    for replica in [&a, &b] {
+        let body = json!({"id": RequestId::new(), "action": "ops.echo", "resource": "ops:prod"});
+        let (status, doc) = call(
+            &http,
+            Method::POST,
+            format!("{}/v1/actions", replica.base),
+            key,
+            Some(&body),
+        )
+        .await;
+        assert_eq!(status, 403, "{doc}");
+    }
+
+    // Unlock through A; B serves the agent again within the cache age.
+    let unlock = json!({"agent": "agent:a", "reason": "INC-77 closed"});
+    let (status, answer) = call(
+        &http,
+        Method::POST,
+        format!("{}/v1/locks/unlock", a.base),
+        &shared.approver_token,
+        Some(&unlock),
+    )
+    .await;
+    assert_eq!(
+        (status, &answer["unlocked"]),
+        (200, &json!(true)),
+        "{answer}"
+    );
+    tokio::time::sleep(gateway_core::gateway::LOCK_CACHE).await;
+    let body = json!({"id": RequestId::new(), "action": "ops.echo", "resource": "ops:prod"});
+    let (status, doc) = call(
+        &http,
+        Method::POST,
+        format!("{}/v1/actions", b.base),
+        key,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, 200, "{doc}");
+
+    // Both operations are in the audit trail, each on the replica that did it; both jobs'
+    // grants were revoked.
+    let store = PostgresStore::connect(&shared.url).await.unwrap();
+    let mut seen = Vec::new();
+    for stream in ["replica-a", "replica-b"] {
+        for row in store.read_raw(stream, None, 10_000).await.unwrap() {
+            let event: Value = serde_json::from_str(&row.event).unwrap();
+            let kind = event["kind"].as_str().unwrap().to_owned();
+            if kind.starts_with("agent_") {
+                seen.push((stream, kind.clone(), event["details"]["reason"].clone()));
+            }
+            if ids.iter().any(|id| event["correlation_id"] == json!(id)) && kind == "revoked" {
+                seen.push((stream, kind, Value::Null));
+            }
+        }
+    }
+    seen.sort_by(|x, y| (x.0, &x.1).cmp(&(y.0, &y.1)));
+    assert_eq!(
+        seen,
+        [
+            (
+                "replica-a",
+                "agent_unlocked".to_owned(),
+                json!("INC-77 closed")
+            ),
+            ("replica-a", "revoked".to_owned(), Value::Null),
+            (
+                "replica-b",
+                "agent_locked".to_owned(),
+                json!("INC-77: rotate everything")
+            ),
+            ("replica-b", "revoked".to_owned(), Value::Null),
+        ]
+    );
+    drop((a, b));
+}

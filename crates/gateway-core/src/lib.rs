@@ -58,8 +58,8 @@ pub use audit::{
 };
 pub use error::ErrorKind;
 pub use gateway::{
-    ActionOutcome, AgentLimits, Gateway, GatewayBuilder, GatewayConfig, GatewayError, GrantSummary,
-    RecoveryReport, RecoveryTask, RequestContext, Stage,
+    ActionOutcome, AgentLimits, BackgroundTask, Gateway, GatewayBuilder, GatewayConfig,
+    GatewayError, GrantSummary, LockError, LockReport, RecoveryReport, RequestContext, Stage,
 };
 pub use grant::{AccessBroker, BrokerError, Grant, GrantRequest};
 pub use hmac_broker::HmacBroker;

@@ -136,4 +136,5 @@ async fn memory_state_store_passes_the_state_suite() {
     let store = gateway_core::state::MemoryStateStore::new();
     conformance::state::run_all(&store).await;
     conformance::state::run_revocations(&store).await;
+    conformance::state::run_locks(&store).await;
 }

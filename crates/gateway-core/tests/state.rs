@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use gateway_core::approval::{ApprovalRule, TicketState};
 use gateway_core::state::{
-    ActionKey, ActionRecord, Change, Claim, MemoryStateStore, Phase, StateError, StateStore,
-    apply_change,
+    ActionKey, ActionRecord, AgentLock, Change, Claim, LockList, LockTarget, MemoryStateStore,
+    Phase, RevocationList, StateError, StateStore, apply_change,
 };
 use gateway_core::{
     AgentId, AuditEventKind, Decision, ErrorKind, GatewayError, Obligations, async_trait,
@@ -270,6 +270,32 @@ impl StateStore for FailingStore {
     }
     async fn prune(&self, now: OffsetDateTime) -> Result<u64, StateError> {
         self.inner.prune(now).await
+    }
+}
+
+#[async_trait]
+impl RevocationList for FailingStore {
+    async fn revoke(&self, grant_id: &str, not_after: OffsetDateTime) -> Result<(), StateError> {
+        self.inner.revoke(grant_id, not_after).await
+    }
+    async fn is_revoked(&self, grant_id: &str, now: OffsetDateTime) -> Result<bool, StateError> {
+        self.inner.is_revoked(grant_id, now).await
+    }
+    async fn prune_revocations(&self, now: OffsetDateTime) -> Result<u64, StateError> {
+        self.inner.prune_revocations(now).await
+    }
+}
+
+#[async_trait]
+impl LockList for FailingStore {
+    async fn lock(&self, lock: &AgentLock) -> Result<(), StateError> {
+        self.inner.lock(lock).await
+    }
+    async fn unlock(&self, target: &LockTarget) -> Result<bool, StateError> {
+        self.inner.unlock(target).await
+    }
+    async fn locks(&self) -> Result<Vec<AgentLock>, StateError> {
+        self.inner.locks().await
     }
 }
 

@@ -76,6 +76,11 @@ pub struct ServerConfig {
     /// passed: their grants are revoked). A stopped replica's runs are closed within about the
     /// gateway's `run_lease` plus this. `None`: the embedding application runs it.
     pub recovery_interval: Option<Duration>,
+    /// How often the server reads the kill switch's locks and stops the live actions they
+    /// cover ([`Gateway::spawn_lock_watch`](gateway_core::Gateway::spawn_lock_watch)): a lock
+    /// made on another replica stops this one's actions within about this. `None`: the
+    /// embedding application runs it (new requests are checked on every replica regardless).
+    pub lock_watch_interval: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +107,7 @@ impl Default for ServerConfig {
             unauthenticated_per_second: 1.0,
             unauthenticated_burst: 20,
             recovery_interval: Some(Duration::from_secs(5)),
+            lock_watch_interval: Some(Duration::from_secs(1)),
         }
     }
 }

@@ -33,6 +33,7 @@ use std::net::SocketAddr;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+pub mod locks;
 pub mod openapi;
 
 /// Path prefix of the status URLs.
@@ -78,6 +79,9 @@ fn routes(config: &ServerConfig) -> Vec<RouteEntry> {
         get_route("/v1/catalog", catalog),
         get_route("/v1/approvals", list_approvals),
         post_route("/v1/approvals/{id}", resolve_approval),
+        get_route("/v1/locks", locks::list_locks),
+        post_route("/v1/locks", locks::lock),
+        post_route("/v1/locks/unlock", locks::unlock),
         get_route("/healthz", healthz),
         get_route("/readyz", readyz),
         get_route(OPENAPI_PATH, openapi_json),

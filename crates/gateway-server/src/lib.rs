@@ -9,6 +9,9 @@
 //! | `GET /v1/catalog` | agent (bearer) | the actions with their params schemas (as enforced) |
 //! | `GET /v1/approvals` | human approver (bearer `apr_…`) | pending approvals |
 //! | `POST /v1/approvals/{id}` | human approver | `{"verdict": "approve"\|"deny", "reason": "…"}` |
+//! | `GET /v1/locks` | human approver | the kill switch's locks in force |
+//! | `POST /v1/locks` | human approver | `{"agent"\|"owner": "…", "reason": "…"}`: lock (new requests denied, live actions stopped, on every replica) |
+//! | `POST /v1/locks/unlock` | human approver | the same body: lift the lock |
 //! | `GET /healthz` | anyone | liveness |
 //! | `GET /readyz` | anyone | 200 only when policy and audit answer |
 //! | `GET /metrics` | anyone (disable with `expose_metrics`) | OpenMetrics or Prometheus text, by `Accept` ([`metrics`]) |

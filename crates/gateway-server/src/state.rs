@@ -109,19 +109,26 @@ impl Frontend {
         } else {
             Approvals::new(gateway.state())
         };
-        // Outside a runtime nothing can be spawned: the application runs the sweep itself.
-        let recovery = self.config.recovery_interval.and_then(|every| {
-            match tokio::runtime::Handle::try_current() {
-                Ok(_) => Some(gateway.spawn_recovery(every)),
-                Err(_) => {
-                    tracing::warn!("no async runtime: the recovery sweep is not started; call Gateway::spawn_recovery");
-                    None
-                }
-            }
-        });
+        // Outside a runtime nothing can be spawned: the application runs them itself.
+        let in_runtime = tokio::runtime::Handle::try_current().is_ok();
+        if !in_runtime {
+            tracing::warn!(
+                "no async runtime: the recovery sweep and the lock watch are not started; call Gateway::spawn_recovery and Gateway::spawn_lock_watch"
+            );
+        }
+        let background = [
+            self.config
+                .recovery_interval
+                .filter(|_| in_runtime)
+                .map(|every| gateway.spawn_recovery(every)),
+            self.config
+                .lock_watch_interval
+                .filter(|_| in_runtime)
+                .map(|every| gateway.spawn_lock_watch(every)),
+        ];
         AppState {
             inner: Arc::new(Inner {
-                _recovery: recovery,
+                _background: background,
                 strangers: Strangers::new(
                     self.config.unauthenticated_per_second,
                     self.config.unauthenticated_burst,
@@ -140,8 +147,8 @@ impl Frontend {
 }
 
 struct Inner {
-    /// The periodic recovery sweep, stopped when the state is dropped.
-    _recovery: Option<gateway_core::RecoveryTask>,
+    /// The periodic recovery sweep and lock watch, stopped when the state is dropped.
+    _background: [Option<gateway_core::BackgroundTask>; 2],
     /// The per-source budget of unauthenticated requests.
     strangers: Strangers,
     gateway: Gateway,

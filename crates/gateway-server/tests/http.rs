@@ -655,3 +655,59 @@ async fn a_flood_of_bad_credentials_is_budgeted_per_source_and_counted_not_run()
     assert_eq!(summaries[0].origin.as_deref(), Some("127.0.0.1"));
     assert_eq!(summaries[0].details["refused_count"], json!(refused));
 }
+
+#[tokio::test]
+async fn the_kill_switch_locks_and_unlocks_an_agent_for_approvers_only() {
+    let h = start(Options::default()).await;
+    let lock = json!({"agent": "agent:a", "reason": "INC-3"});
+    // Agents may not lock anyone, nor read the locks.
+    let (status, _) = h.post("/v1/locks", Some(&h.agent_a), &lock).await;
+    assert_eq!(status, 401);
+    let (status, _) = h.get("/v1/locks", Some(&h.agent_a)).await;
+    assert_eq!(status, 401);
+    // Exactly one target, and a reason.
+    for bad in [
+        json!({"reason": "no target"}),
+        json!({"agent": "agent:a", "owner": "team-a", "reason": "both"}),
+        json!({"agent": "agent:a", "reason": ""}),
+        json!({"agent": "agent:a"}),
+    ] {
+        let (status, err) = h.post("/v1/locks", Some(&h.alice), &bad).await;
+        assert_eq!(status, 422, "{bad}: {err}");
+    }
+
+    let (status, locked) = h.post("/v1/locks", Some(&h.alice), &lock).await;
+    assert_eq!(status, 200, "{locked}");
+    assert_eq!(locked["lock"]["agent"], "agent:a");
+    assert_eq!(locked["lock"]["locked_by"], "human:alice");
+    assert_eq!(locked["audited"], true);
+    let (status, list) = h.get("/v1/locks", Some(&h.alice)).await;
+    assert_eq!(
+        (status, list["locks"].as_array().map(Vec::len)),
+        (200, Some(1))
+    );
+
+    let (status, err) = h
+        .post("/v1/actions", Some(&h.agent_a), &action("ops.echo"))
+        .await;
+    assert_eq!(status, 403, "{err}");
+    assert!(err.to_string().contains("INC-3"), "{err}");
+    // agent:b is not locked.
+    let (status, _) = h
+        .post("/v1/actions", Some(&h.agent_b), &action("ops.echo"))
+        .await;
+    assert_eq!(status, 200);
+
+    let unlock = json!({"agent": "agent:a", "reason": "INC-3 resolved"});
+    let (status, answer) = h.post("/v1/locks/unlock", Some(&h.alice), &unlock).await;
+    assert_eq!(
+        (status, &answer["unlocked"]),
+        (200, &json!(true)),
+        "{answer}"
+    );
+    tokio::time::sleep(gateway_core::gateway::LOCK_CACHE).await;
+    let (status, done) = h
+        .post("/v1/actions", Some(&h.agent_a), &action("ops.echo"))
+        .await;
+    assert_eq!(status, 200, "{done}");
+}

@@ -26,8 +26,8 @@ use crate::row::{
 };
 use async_trait::async_trait;
 use gateway_core::state::{
-    ActionKey, ActionRecord, Change, Claim, Phase, RevocationList, StateError, StateStore,
-    apply_change,
+    ActionKey, ActionRecord, AgentLock, Change, Claim, LockList, LockTarget, Phase, RevocationList,
+    StateError, StateStore, apply_change,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row as _, Transaction};
@@ -70,6 +70,10 @@ CREATE TABLE IF NOT EXISTS gateway_revoked_grants (
 );
 CREATE INDEX IF NOT EXISTS gateway_revoked_grants_not_after
     ON gateway_revoked_grants (not_after);
+CREATE TABLE IF NOT EXISTS gateway_agent_locks (
+    target TEXT COLLATE "C" PRIMARY KEY,
+    record TEXT NOT NULL
+);
 "#;
 
 /// The SQLSTATE of a PostgreSQL error.
@@ -182,7 +186,8 @@ impl PostgresStateStore {
                     // there.
                     let exists: bool = sqlx::query_scalar(
                         "SELECT to_regclass('gateway_action_state') IS NOT NULL
-                            AND to_regclass('gateway_revoked_grants') IS NOT NULL",
+                            AND to_regclass('gateway_revoked_grants') IS NOT NULL
+                            AND to_regclass('gateway_agent_locks') IS NOT NULL",
                     )
                     .fetch_one(&mut *tx)
                     .await?;
@@ -457,6 +462,74 @@ impl RevocationList for PostgresStateStore {
                             .execute(&self.pool)
                             .await?;
                     Ok(done.rows_affected())
+                },
+            )
+            .await
+    }
+}
+
+#[async_trait]
+impl LockList for PostgresStateStore {
+    async fn lock(&self, lock: &AgentLock) -> Result<(), StateError> {
+        let target = lock.target.key();
+        let record =
+            serde_json::to_string(lock).map_err(|e| StateError::internal("encoding a lock", e))?;
+        BACKEND
+            .run(
+                || format!("cannot store the lock of {}", lock.target),
+                || async {
+                    sqlx::query(
+                        "INSERT INTO gateway_agent_locks (target, record) VALUES ($1, $2)
+                         ON CONFLICT (target) DO UPDATE SET record = excluded.record",
+                    )
+                    .bind(&target)
+                    .bind(&record)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
+                },
+            )
+            .await
+    }
+
+    async fn unlock(&self, target: &LockTarget) -> Result<bool, StateError> {
+        let key = target.key();
+        BACKEND
+            .run(
+                || format!("cannot lift the lock of {target}"),
+                || async {
+                    let done = sqlx::query("DELETE FROM gateway_agent_locks WHERE target = $1")
+                        .bind(&key)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(done.rows_affected() > 0)
+                },
+            )
+            .await
+    }
+
+    async fn locks(&self) -> Result<Vec<AgentLock>, StateError> {
+        BACKEND
+            .run(
+                || "cannot read the kill switch's locks".to_owned(),
+                || async {
+                    let rows = sqlx::query(
+                        "SELECT target, record FROM gateway_agent_locks ORDER BY target",
+                    )
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.iter()
+                        .map(|row| {
+                            let target: String = row.try_get(0)?;
+                            let json: String = row.try_get(1)?;
+                            serde_json::from_str(&json).map_err(|e| {
+                                Failure::State(StateError::internal(
+                                    format!("the stored lock of {target} does not decode"),
+                                    e,
+                                ))
+                            })
+                        })
+                        .collect()
                 },
             )
             .await

@@ -25,8 +25,8 @@ use crate::row::{
 };
 use async_trait::async_trait;
 use gateway_core::state::{
-    ActionKey, ActionRecord, Change, Claim, Phase, RevocationList, StateError, StateStore,
-    apply_change,
+    ActionKey, ActionRecord, AgentLock, Change, Claim, LockList, LockTarget, Phase, RevocationList,
+    StateError, StateStore, apply_change,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -72,6 +72,10 @@ CREATE TABLE IF NOT EXISTS gateway_revoked_grants (
 );
 CREATE INDEX IF NOT EXISTS gateway_revoked_grants_not_after
     ON gateway_revoked_grants (not_after);
+CREATE TABLE IF NOT EXISTS gateway_agent_locks (
+    target TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
 ";
 
 /// SQLite's primary result codes (the low byte of an extended code).
@@ -500,6 +504,74 @@ impl RevocationList for SqliteStateStore {
                             .execute(&self.pool)
                             .await?;
                     Ok(done.rows_affected())
+                },
+            )
+            .await
+    }
+}
+
+#[async_trait]
+impl LockList for SqliteStateStore {
+    async fn lock(&self, lock: &AgentLock) -> Result<(), StateError> {
+        let target = lock.target.key();
+        let record =
+            serde_json::to_string(lock).map_err(|e| StateError::internal("encoding a lock", e))?;
+        BACKEND
+            .run(
+                || format!("cannot store the lock of {}", lock.target),
+                || async {
+                    sqlx::query(
+                        "INSERT INTO gateway_agent_locks (target, record) VALUES (?1, ?2)
+                         ON CONFLICT (target) DO UPDATE SET record = excluded.record",
+                    )
+                    .bind(&target)
+                    .bind(&record)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
+                },
+            )
+            .await
+    }
+
+    async fn unlock(&self, target: &LockTarget) -> Result<bool, StateError> {
+        let key = target.key();
+        BACKEND
+            .run(
+                || format!("cannot lift the lock of {target}"),
+                || async {
+                    let done = sqlx::query("DELETE FROM gateway_agent_locks WHERE target = ?1")
+                        .bind(&key)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(done.rows_affected() > 0)
+                },
+            )
+            .await
+    }
+
+    async fn locks(&self) -> Result<Vec<AgentLock>, StateError> {
+        BACKEND
+            .run(
+                || "cannot read the kill switch's locks".to_owned(),
+                || async {
+                    let rows = sqlx::query(
+                        "SELECT target, record FROM gateway_agent_locks ORDER BY target",
+                    )
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.iter()
+                        .map(|row| {
+                            let target: String = row.try_get(0)?;
+                            let json: String = row.try_get(1)?;
+                            serde_json::from_str(&json).map_err(|e| {
+                                Failure::State(StateError::internal(
+                                    format!("the stored lock of {target} does not decode"),
+                                    e,
+                                ))
+                            })
+                        })
+                        .collect()
                 },
             )
             .await

@@ -193,6 +193,7 @@ async fn sqlite_passes_the_state_conformance_suite() {
     let (store, _dir) = sqlite_store().await;
     suite::run_all(&store).await;
     suite::run_revocations(&store).await;
+    suite::run_locks(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -429,6 +430,7 @@ async fn postgres_passes_the_state_conformance_suite() {
     };
     suite::run_all(&store).await;
     suite::run_revocations(&store).await;
+    suite::run_locks(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -42,11 +42,17 @@ pub enum AuditEventKind {
     Revoked,
     /// The action ended; carries the final status. Terminal.
     Completed,
+    /// The kill switch locked an agent, or every agent of an owner: `resource` names the
+    /// target (`agent:<id>` or `owner:<owner>`), `details` say who locked it and why. A trail of
+    /// its own (one record). Terminal.
+    AgentLocked,
+    /// A lock was lifted (same fields as `agent_locked`). Terminal.
+    AgentUnlocked,
 }
 
 impl AuditEventKind {
     /// Every kind, in request-path order.
-    pub const ALL: [AuditEventKind; 11] = [
+    pub const ALL: [AuditEventKind; 13] = [
         Self::Genesis,
         Self::KeyRotated,
         Self::Requested,
@@ -58,6 +64,8 @@ impl AuditEventKind {
         Self::Started,
         Self::Revoked,
         Self::Completed,
+        Self::AgentLocked,
+        Self::AgentUnlocked,
     ];
 
     /// The kind's serialised name (`"approval_requested"`, …), as records store it.
@@ -74,30 +82,22 @@ impl AuditEventKind {
             Self::Started => "started",
             Self::Revoked => "revoked",
             Self::Completed => "completed",
+            Self::AgentLocked => "agent_locked",
+            Self::AgentUnlocked => "agent_unlocked",
         }
     }
 
     /// The kind whose serialised name is `name`; the inverse of [`as_str`](Self::as_str).
     pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "genesis" => Self::Genesis,
-            "key_rotated" => Self::KeyRotated,
-            "requested" => Self::Requested,
-            "rejected" => Self::Rejected,
-            "decided" => Self::Decided,
-            "approval_requested" => Self::ApprovalRequested,
-            "approval_resolved" => Self::ApprovalResolved,
-            "granted" => Self::Granted,
-            "started" => Self::Started,
-            "revoked" => Self::Revoked,
-            "completed" => Self::Completed,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
     }
 
     /// Whether this kind ends an action's trail.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Rejected | Self::Completed)
+        matches!(
+            self,
+            Self::Rejected | Self::Completed | Self::AgentLocked | Self::AgentUnlocked
+        )
     }
 }
 

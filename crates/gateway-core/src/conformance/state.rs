@@ -11,8 +11,8 @@ use crate::identity::{AgentIdentity, AuthMethod};
 use crate::ids::{AgentId, RequestId};
 use crate::runner::{IsolationLevel, RunnerInfo};
 use crate::state::{
-    ActionKey, ActionRecord, Claim, Phase, RevocationList, RunLease, StateError, StateStore,
-    StateStoreExt,
+    ActionKey, ActionRecord, AgentLock, Claim, LockList, LockTarget, Phase, RevocationList,
+    RunLease, StateError, StateStore, StateStoreExt,
 };
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -34,6 +34,11 @@ pub async fn run_all(store: &dyn StateStore) {
     in_phase_lists_oldest_first_within_the_limit(store).await;
     prune_removes_only_expired_records(store).await;
     a_run_lease_is_renewed_only_by_its_holder(store).await;
+}
+
+/// Runs every lock-list case.
+pub async fn run_locks(list: &dyn LockList) {
+    a_lock_is_listed_until_lifted_and_replaced_by_a_newer_one(list).await;
 }
 
 /// Runs every revocation-list case.
@@ -623,4 +628,52 @@ pub async fn prune_removes_only_past_revocations(list: &dyn RevocationList) {
         list.is_revoked(&live, now()).await.expect("look up"),
         "a live revocation was pruned"
     );
+}
+
+/// A lock reads back whole, a second lock of the same target replaces the first, an agent lock
+/// and an owner lock of the same name are different locks, and a lifted lock is gone.
+pub async fn a_lock_is_listed_until_lifted_and_replaced_by_a_newer_one(list: &dyn LockList) {
+    let who = agent("lock");
+    let agent_lock = AgentLock {
+        target: LockTarget::Agent(who.id.clone()),
+        locked_by: "human:alice".into(),
+        reason: "INC-1: naïve \"quoted\"".into(),
+        locked_at: now(),
+    };
+    // An owner named like the agent: another target.
+    let owner_lock = AgentLock {
+        target: LockTarget::Owner(who.id.to_string()),
+        ..agent_lock.clone()
+    };
+    let mine = |locks: Vec<AgentLock>| -> Vec<AgentLock> {
+        let mut mine: Vec<_> = locks
+            .into_iter()
+            .filter(|l| l.target == agent_lock.target || l.target == owner_lock.target)
+            .collect();
+        mine.sort_by(|a, b| a.target.cmp(&b.target));
+        mine
+    };
+    list.lock(&agent_lock).await.expect("lock");
+    list.lock(&owner_lock).await.expect("lock");
+    assert_eq!(
+        mine(list.locks().await.expect("list")),
+        [agent_lock.clone(), owner_lock.clone()]
+    );
+    let newer = AgentLock {
+        reason: "INC-2".into(),
+        locked_by: "human:bob".into(),
+        ..agent_lock.clone()
+    };
+    list.lock(&newer).await.expect("lock again");
+    assert_eq!(
+        mine(list.locks().await.expect("list")),
+        [newer.clone(), owner_lock.clone()]
+    );
+    assert!(list.unlock(&agent_lock.target).await.expect("unlock"));
+    assert!(!list.unlock(&agent_lock.target).await.expect("unlock twice"));
+    assert_eq!(
+        mine(list.locks().await.expect("list")),
+        std::slice::from_ref(&owner_lock)
+    );
+    assert!(list.unlock(&owner_lock.target).await.expect("unlock"));
 }

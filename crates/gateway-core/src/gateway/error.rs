@@ -225,6 +225,9 @@ pub enum Stage {
     Pipeline,
     /// The action's state could not be read or stored ([`crate::state::StateStore`]).
     State,
+    /// The kill switch stopped the live action: its agent, or the agent's owner, was locked
+    /// ([`crate::Gateway::lock`]).
+    KillSwitch,
 }
 
 impl Stage {
@@ -237,6 +240,7 @@ impl Stage {
             Self::Run => "run",
             Self::Pipeline => "pipeline",
             Self::State => "state",
+            Self::KillSwitch => "kill_switch",
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::grant::Grant;
 use crate::identity::AgentIdentity;
 use crate::policy::Decision;
 use crate::runner::{JobOutcome, JobSpec, JobStatus, RunnerInfo};
+use crate::state::{AgentLock, LockTarget};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -171,6 +172,22 @@ impl Event {
     pub(crate) fn rejected(kind: ErrorKind, reason: &str) -> Self {
         Self::new(AuditEventKind::Rejected, Some(EventOutcome::Failure))
             .with("error_kind", json!(kind.as_str()))
+            .with("reason", json!(reason))
+    }
+
+    /// `agent_locked`: the kill switch put `lock` in force. A one-record trail.
+    pub(crate) fn agent_locked(lock: &AgentLock) -> Self {
+        Self::new(AuditEventKind::AgentLocked, Some(EventOutcome::Success))
+            .with("target", json!(lock.target))
+            .with("locked_by", json!(lock.locked_by))
+            .with("reason", json!(lock.reason))
+    }
+
+    /// `agent_unlocked`: `by` lifted the lock of `target`, for `reason`.
+    pub(crate) fn agent_unlocked(target: &LockTarget, by: &str, reason: &str) -> Self {
+        Self::new(AuditEventKind::AgentUnlocked, Some(EventOutcome::Success))
+            .with("target", json!(target))
+            .with("unlocked_by", json!(by))
             .with("reason", json!(reason))
     }
 

@@ -7,8 +7,10 @@ mod close;
 mod error;
 mod events;
 mod guard;
+mod kill_switch;
 mod lease;
 mod limits;
+mod locking;
 mod pipeline;
 mod recovery;
 mod stop;
@@ -17,8 +19,10 @@ mod trail;
 pub use bounds::OverIssued;
 pub use error::{ActionOutcome, GatewayError, GrantSummary, Stage, recorded_result};
 pub use guard::CallFailure;
+pub use kill_switch::{LOCK_CACHE, StoppedByKillSwitch};
 pub use lease::LeaseLost;
 pub use limits::AgentLimits;
+pub use locking::{LockError, LockReport};
 pub use pipeline::{GrantExpired, ScopeNotAllowed};
 pub use recovery::RecoveryReport;
 
@@ -31,7 +35,9 @@ use crate::identity::{Credential, Identity};
 use crate::policy::{ListingInput, POLICY_CONTRACT_VERSION, PolicyDecider, PolicyError};
 use crate::redact::Redactor;
 use crate::runner::{JobLimits, Runner, RunnerInfo};
-use crate::state::{ActionKey, ActionRecord, MemoryStateStore, StateError, StateStore};
+use crate::state::{
+    ActionKey, ActionRecord, AgentLock, LockTarget, MemoryStateStore, StateError, StateStore,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -274,6 +280,7 @@ impl GatewayBuilder {
             runner: self.runner.ok_or(BuildError::Missing("runner"))?,
             audit: self.audit.ok_or(BuildError::Missing("audit sink"))?,
             approvals: self.approvals,
+            kill_switch: kill_switch::KillSwitch::new(Arc::clone(&state)),
             state,
             replica: self
                 .replica
@@ -484,7 +491,7 @@ impl Gateway {
     /// returned handle is dropped. A sweep that fails is logged and tried again at the next
     /// tick. With the default lease (15 s), `every` of a few seconds closes a stopped
     /// replica's runs within about lease + `every`.
-    pub fn spawn_recovery(&self, every: Duration) -> RecoveryTask {
+    pub fn spawn_recovery(&self, every: Duration) -> BackgroundTask {
         let recovery = self.inner.recovery();
         let every = every.max(Duration::from_millis(100));
         let task = tokio::spawn(
@@ -504,7 +511,71 @@ impl Gateway {
             }
             .instrument(tracing::info_span!("gateway.recovery")),
         );
-        RecoveryTask(task)
+        BackgroundTask(task)
+    }
+
+    /// The kill switch: locks `target` (one agent, or every agent of an owner) on every
+    /// replica sharing the state store. `by` is the approver or administrator, `reason` why
+    /// (both recorded). From then on the target's new requests are denied, and its live
+    /// actions (waiting for approval or running) are stopped: the job is cancelled and its
+    /// grant revoked, with a terminal record at stage `kill_switch`. On this replica at once
+    /// ([`LockReport::stopped_here`]); on the others within their lock watcher's period
+    /// ([`Gateway::spawn_lock_watch`]); new requests everywhere within [`LOCK_CACHE`].
+    ///
+    /// The lock is in force once stored, even if its `agent_locked` audit record then fails
+    /// ([`LockError::NotAudited`]): a kill switch must not wait for the audit log.
+    pub async fn lock(
+        &self,
+        target: LockTarget,
+        by: &str,
+        reason: &str,
+    ) -> Result<LockReport, LockError> {
+        self.inner.lock(target, by, reason).await
+    }
+
+    /// Lifts the lock of `target`; whether there was one. Recorded (`agent_unlocked`) before
+    /// it is lifted: if the record cannot be stored, the lock stays
+    /// ([`LockError::UnlockNotAudited`]).
+    pub async fn unlock(
+        &self,
+        target: LockTarget,
+        by: &str,
+        reason: &str,
+    ) -> Result<bool, LockError> {
+        self.inner.unlock(target, by, reason).await
+    }
+
+    /// Every lock in force.
+    pub async fn locks(&self) -> Result<Vec<AgentLock>, StateError> {
+        self.inner.state.locks().await
+    }
+
+    /// Reads the locks now and stops this replica's live actions they cover; how many.
+    pub async fn enforce_locks(&self) -> Result<usize, StateError> {
+        self.inner.kill_switch.enforce().await
+    }
+
+    /// Runs [`Gateway::enforce_locks`] every `every` (at least 100 ms) on a task of its own,
+    /// until the handle is dropped: a lock made on another replica stops this replica's live
+    /// actions within about `every`. A read that fails is logged and tried at the next tick
+    /// (new requests are refused meanwhile: the request path cannot read the list either).
+    pub fn spawn_lock_watch(&self, every: Duration) -> BackgroundTask {
+        let gateway = self.clone();
+        let every = every.max(Duration::from_millis(100));
+        let task = tokio::spawn(
+            async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = gateway.enforce_locks().await {
+                        tracing::warn!(error = %e, "kill switch: reading the locks failed; retrying at the next tick");
+                    }
+                }
+            }
+            .instrument(tracing::info_span!("gateway.lock_watch")),
+        );
+        BackgroundTask(task)
     }
 
     /// This replica's name in the state store ([`GatewayBuilder::replica`]).
@@ -541,11 +612,12 @@ impl Gateway {
     }
 }
 
-/// The periodic recovery sweep of [`Gateway::spawn_recovery`]; dropping it stops the sweeps.
+/// A periodic task of the gateway ([`Gateway::spawn_recovery`], [`Gateway::spawn_lock_watch`]);
+/// dropping it stops the task.
 #[derive(Debug)]
-pub struct RecoveryTask(tokio::task::JoinHandle<()>);
+pub struct BackgroundTask(tokio::task::JoinHandle<()>);
 
-impl Drop for RecoveryTask {
+impl Drop for BackgroundTask {
     fn drop(&mut self) {
         self.0.abort();
     }

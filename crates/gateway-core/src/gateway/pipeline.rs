@@ -34,6 +34,7 @@ use super::close::{Ran, close};
 use super::error::{ActionOutcome, GatewayError, GrantSummary, Stage};
 use super::events::{Completion, Event, RecordedStage, Status};
 use super::guard::{CallError, guarded};
+use super::kill_switch::{KillSwitch, LiveAction};
 use super::lease::{LeaseLost, RunHold};
 use super::limits::{Limited, Limiter, Slot};
 use super::stop::Stop;
@@ -76,6 +77,9 @@ pub(crate) struct Pipeline {
     pub(crate) state: Arc<dyn StateStore>,
     /// This replica's name: the holder of the actions it runs.
     pub(crate) replica: String,
+    /// This replica's side of the kill switch: the locks as last read, and the live actions
+    /// it may stop.
+    pub(crate) kill_switch: KillSwitch,
     pub(crate) catalog: ActionCatalog,
     pub(crate) limiter: Limiter,
     /// Claims since the last prune of finished records past their retention.
@@ -141,17 +145,25 @@ impl Pipeline {
         );
         let mut slot = None;
         let mut claimed = None;
+        let mut live = None;
         let result = self
             .execute_inner(
                 &mut trail,
                 &mut slot,
                 &mut claimed,
+                &mut live,
                 credential,
                 request,
                 context,
                 cancel,
             )
             .await;
+        // A stop the kill switch caused says so.
+        let result = match (result, &live) {
+            (Err(stop), Some(live)) => Err(live.explain(trail.correlation_id(), stop)),
+            (result, _) => result,
+        };
+        drop(live);
         let result = close(&mut trail, result).await;
         if let Some(key) = claimed {
             self.settle(&key, &result).await;
@@ -183,11 +195,12 @@ impl Pipeline {
     /// Steps 1 to 9, one call each; every step stops the action with the error and the
     /// terminal record it calls for.
     #[allow(clippy::too_many_arguments)] // the request path's state, each used by one step
-    async fn execute_inner(
-        &self,
+    async fn execute_inner<'a>(
+        &'a self,
         trail: &mut Trail,
         slot: &mut Option<Slot>,
         claimed: &mut Option<ActionKey>,
+        live: &mut Option<LiveAction<'a>>,
         credential: Credential,
         request: ActionRequest,
         context: RequestContext,
@@ -201,6 +214,11 @@ impl Pipeline {
         // 1 (claim). The id is the agent's from here on; a repeat is answered, never re-run.
         let key = self.claim(&request, &identity).await?;
         *claimed = Some(key.clone());
+        // From here the kill switch may stop the action, through its cancellation.
+        *live = Some(
+            self.kill_switch
+                .enter(key.clone(), &identity.owner, cancel.clone()),
+        );
         // 2. Validate and rate-limit; acted on once `requested` is stored, so the trail
         //    shows both.
         let admission = self.admit(&request, &identity);
@@ -208,6 +226,8 @@ impl Pipeline {
         //    effect; a refusal's terminal record, or `started`, stores it).
         let requested = Event::requested(&request, &identity, admission.params_valid());
         trail.defer(requested);
+        // 2 (kill switch). A locked agent's request goes no further.
+        self.refuse_if_locked(id, &identity).await?;
         let def = admission.accept(id, slot)?;
         // 4. Decide. Every failure to get a well-formed decision is a deny.
         let decision = self.decide(&request, &identity, &context, &cancel).await?;
@@ -217,6 +237,10 @@ impl Pipeline {
         let approved_by = self
             .approve(trail, slot, &key, &request, &identity, &decision, &cancel)
             .await?;
+        if approved_by.is_some() {
+            // A human took time: the agent may have been locked meanwhile.
+            self.refuse_if_locked(id, &identity).await?;
+        }
         // A request that cannot become a job needs no credential.
         let mut spec = build_job(def, &request, &identity)?;
         // 7. Grant just-in-time access.
@@ -248,6 +272,22 @@ impl Pipeline {
             runner,
             job,
         })
+    }
+
+    /// Step 2's kill-switch check: a locked agent (or owner) is denied, with the lock as the
+    /// reason; a list that cannot be read refuses the request (stage `state`).
+    async fn refuse_if_locked(&self, id: RequestId, identity: &AgentIdentity) -> Result<(), Stop> {
+        let found = self
+            .state_call(
+                tracing::info_span!("state.locks"),
+                self.kill_switch.lock_of(&identity.id, &identity.owner),
+            )
+            .await;
+        match found {
+            Ok(None) => Ok(()),
+            Ok(Some(lock)) => Err(Stop::denied(id, vec![format!("kill switch: {lock}")])),
+            Err(e) => Err(state_stop(id, e)),
+        }
     }
 
     /// Step 1.

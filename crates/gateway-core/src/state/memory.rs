@@ -2,8 +2,8 @@
 //! given; state is lost with the process and not shared with other replicas.
 
 use super::{
-    ActionKey, ActionRecord, Change, Claim, Phase, RevocationList, StateError, StateStore,
-    apply_change,
+    ActionKey, ActionRecord, AgentLock, Change, Claim, LockList, LockTarget, Phase, RevocationList,
+    StateError, StateStore, apply_change,
 };
 use crate::expiring::ExpiringSet;
 use async_trait::async_trait;
@@ -17,6 +17,8 @@ pub struct MemoryStateStore {
     records: Mutex<HashMap<ActionKey, ActionRecord>>,
     /// Revoked grant ids, each until its credential's expiry (Unix seconds).
     revoked: Mutex<ExpiringSet>,
+    /// The kill switch's locks, by [`LockTarget::key`].
+    locks: Mutex<std::collections::BTreeMap<String, AgentLock>>,
 }
 
 impl MemoryStateStore {
@@ -111,5 +113,24 @@ impl RevocationList for MemoryStateStore {
         let before = revoked.len();
         revoked.purge(now.unix_timestamp());
         Ok(u64::try_from(before - revoked.len()).unwrap_or(u64::MAX))
+    }
+}
+
+#[async_trait]
+impl LockList for MemoryStateStore {
+    async fn lock(&self, lock: &AgentLock) -> Result<(), StateError> {
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        locks.insert(lock.target.key(), lock.clone());
+        Ok(())
+    }
+
+    async fn unlock(&self, target: &LockTarget) -> Result<bool, StateError> {
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(locks.remove(&target.key()).is_some())
+    }
+
+    async fn locks(&self) -> Result<Vec<AgentLock>, StateError> {
+        let locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(locks.values().cloned().collect())
     }
 }

@@ -19,10 +19,12 @@
 //! repeated id within it gets the stored record back (the original outcome, or where the action
 //! is), never a second run. Ids of other agents are invisible: a key includes its agent.
 
+mod locks;
 mod memory;
 mod phase;
 mod revocations;
 
+pub use locks::{AgentLock, LockList, LockTarget};
 pub use memory::MemoryStateStore;
 pub use phase::Phase;
 pub use revocations::{CachedRevocations, DEFAULT_REVOCATION_CACHE, RevocationList};
@@ -227,11 +229,14 @@ pub fn apply_change(record: &ActionRecord, change: &Change) -> Result<ActionReco
     Ok(changed)
 }
 
-/// Durable action state, shared by every gateway replica that uses the same backend.
+/// Durable action state, shared by every gateway replica that uses the same backend. A store
+/// also keeps what replicas must agree on besides actions: revoked grants
+/// ([`RevocationList`]) and the kill switch's locks ([`LockList`]).
 ///
-/// Conformance: `gateway_core::conformance::state::run_all`.
+/// Conformance: `gateway_core::conformance::state::run_all` (and `run_revocations`,
+/// `run_locks`).
 #[async_trait]
-pub trait StateStore: Send + Sync + 'static {
+pub trait StateStore: RevocationList + LockList + Send + Sync + 'static {
     /// Stores `record` unless its agent holds a live record with that id (one not
     /// [expired](ActionRecord::expired) at `record.created_at`; an expired one is replaced).
     /// Atomic across every process sharing the store: of concurrent claims of one key,

@@ -40,7 +40,7 @@ pub const APPROVER_SCHEME: &str = "approver";
     info(
         title = "agent-gateway",
         description = "The agent-facing REST API of agent-gateway: actions, their status, the \
-            catalog, human approvals, health, readiness and metrics. Every error is \
+            catalog, human approvals, the kill switch (locks), health, readiness and metrics. Every error is \
             `{\"error\": {\"kind\", \"message\", \"correlation_id\"}}` (plus `reasons` on \
             denials). The MCP endpoint (`/mcp`, streamable HTTP) and the OAuth protected \
             resource metadata (`/.well-known/oauth-protected-resource`, RFC 9728, served only \
@@ -52,6 +52,9 @@ pub const APPROVER_SCHEME: &str = "approver";
         crate::http::catalog,
         crate::http::list_approvals,
         crate::http::resolve_approval,
+        crate::http::locks::list_locks,
+        crate::http::locks::lock,
+        crate::http::locks::unlock,
         crate::http::healthz,
         crate::http::readyz,
         crate::http::metrics,
