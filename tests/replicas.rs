@@ -105,10 +105,15 @@ async fn replica_process() {
         };
         Ok(JobSpec::new(req.id, who.id.clone(), command))
     };
+    let second = |req: &gateway_core::ActionRequest, who: &AgentIdentity| {
+        let command = MemoryRenderer.render(&[Step::SleepSeconds(1)]).1;
+        Ok(JobSpec::new(req.id, who.id.clone(), command))
+    };
     let catalog = ActionCatalog::new()
         .register(ActionDef::new("ops.echo", "echo", job))
         .register(ActionDef::new("ops.approve", "needs a human", job))
-        .register(ActionDef::new("ops.slow", "runs for two minutes", slow));
+        .register(ActionDef::new("ops.slow", "runs for two minutes", slow))
+        .register(ActionDef::new("ops.second", "runs for a second", second));
     // Every replica signs grants with the same key and shares revocations through the store,
     // so a grant revoked anywhere (by a sweep, after its replica died) fails on every verifier.
     let hmac_key = Secret::from(std::env::var("REPLICA_HMAC_KEY").unwrap());
@@ -126,6 +131,13 @@ async fn replica_process() {
         ..GatewayConfig::default()
     };
     config.max_job_limits.timeout = Duration::from_secs(300);
+    if let Ok(cap) = std::env::var("REPLICA_SHARED_CAP") {
+        config.agent_limits = gateway_core::AgentLimits {
+            max_concurrent: cap.parse().unwrap(),
+            across_replicas: true,
+            ..gateway_core::AgentLimits::default()
+        };
+    }
     let gateway = Gateway::builder()
         .identity(identity.clone())
         .policy(Arc::new(policy))
@@ -172,6 +184,8 @@ struct Shared {
     approver_token: Secret,
     hmac_key: Secret,
     docker_image: Option<String>,
+    /// A concurrency cap shared by the replicas (`AgentLimits::across_replicas`).
+    shared_cap: Option<u32>,
 }
 
 impl Shared {
@@ -194,6 +208,7 @@ impl Shared {
             approver_token: Approvers::generate_token().0,
             hmac_key: Secret::from(hex::encode(rand::random::<[u8; 32]>())),
             docker_image: None,
+            shared_cap: None,
         }
     }
 }
@@ -219,6 +234,9 @@ fn spawn(name: &str, shared: &Shared) -> Replica {
         .stdout(Stdio::piped());
     if let Some(image) = &shared.docker_image {
         command.env("REPLICA_DOCKER_IMAGE", image);
+    }
+    if let Some(cap) = shared.shared_cap {
+        command.env("REPLICA_SHARED_CAP", cap.to_string());
     }
     let mut child = command.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -705,5 +723,64 @@ async fn the_kill_switch_reaches_both_replicas_within_the_bound() {
             ("replica-b", "revoked".to_owned(), Value::Null),
         ]
     );
+    drop((a, b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrency_cap_of_one_holds_across_both_replicas_under_a_burst() {
+    if std::env::var(CHILD).is_ok() {
+        return;
+    }
+    let test = "a_concurrency_cap_of_one_holds_across_both_replicas_under_a_burst";
+    let Some(base_url) = env::required("GATEWAY_TEST_POSTGRES_URL", test) else {
+        return;
+    };
+    let mut shared = Shared::new(&base_url).await;
+    shared.shared_cap = Some(1);
+    let (a, b) = (spawn("a", &shared), spawn("b", &shared));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    // Ten one-second actions at once, five on each replica.
+    let burst = (0..10).map(|n| {
+        let base = if n % 2 == 0 { &a.base } else { &b.base };
+        let body = json!({"id": RequestId::new(), "action": "ops.second", "resource": "ops:prod"});
+        let (http, key) = (&http, &shared.agent_key);
+        async move {
+            call(
+                http,
+                reqwest::Method::POST,
+                format!("{base}/v1/actions"),
+                key,
+                Some(&body),
+            )
+            .await
+        }
+    });
+    let answers = futures::future::join_all(burst).await;
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+    let ran = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((ran, refused), (1, 9), "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .any(|(_, doc)| doc.to_string().contains("across replicas")),
+        "the other replica's refusals must name the shared cap: {answers:?}"
+    );
+    // The slot came back: the next one runs, on the other replica too.
+    for base in [&a.base, &b.base] {
+        let body = json!({"id": RequestId::new(), "action": "ops.echo", "resource": "ops:prod"});
+        let (status, doc) = call(
+            &http,
+            reqwest::Method::POST,
+            format!("{base}/v1/actions"),
+            &shared.agent_key,
+            Some(&body),
+        )
+        .await;
+        assert_eq!(status, 200, "{doc}");
+    }
     drop((a, b));
 }

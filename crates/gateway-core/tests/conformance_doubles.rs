@@ -137,4 +137,5 @@ async fn memory_state_store_passes_the_state_suite() {
     conformance::state::run_all(&store).await;
     conformance::state::run_revocations(&store).await;
     conformance::state::run_locks(&store).await;
+    conformance::state::run_slots(&store).await;
 }

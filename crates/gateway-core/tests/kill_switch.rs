@@ -9,8 +9,8 @@ use common::*;
 use gateway_core::approval::ApprovalRule;
 use gateway_core::audit::AuditSink as _;
 use gateway_core::state::{
-    ActionKey, ActionRecord, AgentLock, Change, Claim, LockList, LockTarget, MemoryStateStore,
-    Phase, RevocationList, StateError, StateStore,
+    ActionKey, ActionRecord, AgentLock, Change, Claim, ConcurrencySlots, LockList, LockTarget,
+    MemoryStateStore, Phase, RevocationList, StateError, StateStore,
 };
 use gateway_core::testing::{MemoryPolicy, MemoryRunner};
 use gateway_core::{
@@ -270,6 +270,36 @@ impl RevocationList for LocksDown {
     }
     async fn prune_revocations(&self, now: OffsetDateTime) -> Result<u64, StateError> {
         self.inner.prune_revocations(now).await
+    }
+}
+
+#[async_trait]
+impl ConcurrencySlots for LocksDown {
+    async fn acquire_slot(
+        &self,
+        agent: &AgentId,
+        limit: u32,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<u32>, StateError> {
+        self.inner.acquire_slot(agent, limit, holder, lease).await
+    }
+    async fn renew_slot(
+        &self,
+        agent: &AgentId,
+        slot: u32,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<bool, StateError> {
+        self.inner.renew_slot(agent, slot, holder, lease).await
+    }
+    async fn release_slot(
+        &self,
+        agent: &AgentId,
+        slot: u32,
+        holder: &str,
+    ) -> Result<(), StateError> {
+        self.inner.release_slot(agent, slot, holder).await
     }
 }
 

@@ -479,6 +479,7 @@ async fn rate_and_concurrency_limits_are_enforced_per_agent_and_audited() {
         max_concurrent: 100,
         requests_per_second: 0.001,
         burst: 2,
+        ..AgentLimits::default()
     };
     let h = harness(parts);
     h.gateway.execute(agent_a(), echo("1")).await.unwrap();
@@ -504,6 +505,7 @@ async fn rate_and_concurrency_limits_are_enforced_per_agent_and_audited() {
         max_concurrent: 1,
         requests_per_second: 1000.0,
         burst: 1000,
+        ..AgentLimits::default()
     };
     let h = harness(parts);
     let g = h.gateway.clone();

@@ -7,14 +7,15 @@ mod common;
 use common::*;
 use gateway_core::approval::{ApprovalRule, TicketState};
 use gateway_core::state::{
-    ActionKey, ActionRecord, AgentLock, Change, Claim, LockList, LockTarget, MemoryStateStore,
-    Phase, RevocationList, StateError, StateStore, apply_change,
+    ActionKey, ActionRecord, AgentLock, Change, Claim, ConcurrencySlots, LockList, LockTarget,
+    MemoryStateStore, Phase, RevocationList, StateError, StateStore, apply_change,
 };
 use gateway_core::{
     AgentId, AuditEventKind, Decision, ErrorKind, GatewayError, Obligations, async_trait,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use time::OffsetDateTime;
 
 fn agent(name: &str) -> AgentId {
@@ -283,6 +284,36 @@ impl RevocationList for FailingStore {
     }
     async fn prune_revocations(&self, now: OffsetDateTime) -> Result<u64, StateError> {
         self.inner.prune_revocations(now).await
+    }
+}
+
+#[async_trait]
+impl ConcurrencySlots for FailingStore {
+    async fn acquire_slot(
+        &self,
+        agent: &AgentId,
+        limit: u32,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<u32>, StateError> {
+        self.inner.acquire_slot(agent, limit, holder, lease).await
+    }
+    async fn renew_slot(
+        &self,
+        agent: &AgentId,
+        slot: u32,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<bool, StateError> {
+        self.inner.renew_slot(agent, slot, holder, lease).await
+    }
+    async fn release_slot(
+        &self,
+        agent: &AgentId,
+        slot: u32,
+        holder: &str,
+    ) -> Result<(), StateError> {
+        self.inner.release_slot(agent, slot, holder).await
     }
 }
 

@@ -216,6 +216,7 @@ async fn rate_limit_is_429_per_agent() {
         max_concurrent: 16,
         requests_per_second: 0.001,
         burst: 2,
+        ..AgentLimits::default()
     };
     let h = start(options).await;
     for _ in 0..2 {

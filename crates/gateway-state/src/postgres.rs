@@ -25,9 +25,10 @@ use crate::row::{
     saturating_unix_nanos, undecodable,
 };
 use async_trait::async_trait;
+use gateway_core::AgentId;
 use gateway_core::state::{
-    ActionKey, ActionRecord, AgentLock, Change, Claim, LockList, LockTarget, Phase, RevocationList,
-    StateError, StateStore, apply_change,
+    ActionKey, ActionRecord, AgentLock, Change, Claim, ConcurrencySlots, LockList, LockTarget,
+    Phase, RevocationList, StateError, StateStore, apply_change,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row as _, Transaction};
@@ -70,6 +71,13 @@ CREATE TABLE IF NOT EXISTS gateway_revoked_grants (
 );
 CREATE INDEX IF NOT EXISTS gateway_revoked_grants_not_after
     ON gateway_revoked_grants (not_after);
+CREATE TABLE IF NOT EXISTS gateway_agent_slots (
+    agent TEXT COLLATE "C" NOT NULL,
+    slot BIGINT NOT NULL,
+    holder TEXT NOT NULL,
+    lease_until BIGINT NOT NULL,
+    PRIMARY KEY (agent, slot)
+);
 CREATE TABLE IF NOT EXISTS gateway_agent_locks (
     target TEXT COLLATE "C" PRIMARY KEY,
     record TEXT NOT NULL
@@ -187,7 +195,8 @@ impl PostgresStateStore {
                     let exists: bool = sqlx::query_scalar(
                         "SELECT to_regclass('gateway_action_state') IS NOT NULL
                             AND to_regclass('gateway_revoked_grants') IS NOT NULL
-                            AND to_regclass('gateway_agent_locks') IS NOT NULL",
+                            AND to_regclass('gateway_agent_locks') IS NOT NULL
+                            AND to_regclass('gateway_agent_slots') IS NOT NULL",
                     )
                     .fetch_one(&mut *tx)
                     .await?;
@@ -530,6 +539,115 @@ impl LockList for PostgresStateStore {
                             })
                         })
                         .collect()
+                },
+            )
+            .await
+    }
+}
+
+#[async_trait]
+impl ConcurrencySlots for PostgresStateStore {
+    async fn acquire_slot(
+        &self,
+        agent: &AgentId,
+        limit: u32,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<u32>, StateError> {
+        BACKEND
+            .run(
+                || format!("cannot take a concurrency slot of {agent}"),
+                || async {
+                    let now = OffsetDateTime::now_utc();
+                    let until = saturating_unix_nanos(now + lease);
+                    let mut tx = self.pool.begin().await?;
+                    // One acquisition per agent at a time, on every replica.
+                    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+                        .bind(agent.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    let held: Vec<i64> = sqlx::query_scalar(
+                        "SELECT slot FROM gateway_agent_slots
+                         WHERE agent = $1 AND slot < $2 AND lease_until > $3",
+                    )
+                    .bind(agent.as_str())
+                    .bind(i64::from(limit))
+                    .bind(saturating_unix_nanos(now))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let Some(free) = (0..limit).find(|s| !held.contains(&i64::from(*s))) else {
+                        end_read_only(tx).await;
+                        return Ok(None);
+                    };
+                    sqlx::query(
+                        "INSERT INTO gateway_agent_slots (agent, slot, holder, lease_until)
+                         VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (agent, slot) DO UPDATE
+                         SET holder = excluded.holder, lease_until = excluded.lease_until",
+                    )
+                    .bind(agent.as_str())
+                    .bind(i64::from(free))
+                    .bind(holder)
+                    .bind(until)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(Some(free))
+                },
+            )
+            .await
+    }
+
+    async fn renew_slot(
+        &self,
+        agent: &AgentId,
+        slot: u32,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<bool, StateError> {
+        BACKEND
+            .run(
+                || format!("cannot renew concurrency slot {slot} of {agent}"),
+                || async {
+                    let now = OffsetDateTime::now_utc();
+                    let done = sqlx::query(
+                        "UPDATE gateway_agent_slots SET lease_until = $4
+                         WHERE agent = $1 AND slot = $2 AND holder = $3
+                           AND lease_until > $5",
+                    )
+                    .bind(agent.as_str())
+                    .bind(i64::from(slot))
+                    .bind(holder)
+                    .bind(saturating_unix_nanos(now + lease))
+                    .bind(saturating_unix_nanos(now))
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                },
+            )
+            .await
+    }
+
+    async fn release_slot(
+        &self,
+        agent: &AgentId,
+        slot: u32,
+        holder: &str,
+    ) -> Result<(), StateError> {
+        BACKEND
+            .run(
+                || format!("cannot release concurrency slot {slot} of {agent}"),
+                || async {
+                    sqlx::query(
+                        "DELETE FROM gateway_agent_slots
+                         WHERE agent = $1 AND slot = $2 AND holder = $3",
+                    )
+                    .bind(agent.as_str())
+                    .bind(i64::from(slot))
+                    .bind(holder)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
                 },
             )
             .await

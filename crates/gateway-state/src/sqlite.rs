@@ -24,9 +24,10 @@ use crate::row::{
     saturating_unix_nanos, undecodable,
 };
 use async_trait::async_trait;
+use gateway_core::AgentId;
 use gateway_core::state::{
-    ActionKey, ActionRecord, AgentLock, Change, Claim, LockList, LockTarget, Phase, RevocationList,
-    StateError, StateStore, apply_change,
+    ActionKey, ActionRecord, AgentLock, Change, Claim, ConcurrencySlots, LockList, LockTarget,
+    Phase, RevocationList, StateError, StateStore, apply_change,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -72,6 +73,13 @@ CREATE TABLE IF NOT EXISTS gateway_revoked_grants (
 );
 CREATE INDEX IF NOT EXISTS gateway_revoked_grants_not_after
     ON gateway_revoked_grants (not_after);
+CREATE TABLE IF NOT EXISTS gateway_agent_slots (
+    agent TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    holder TEXT NOT NULL,
+    lease_until INTEGER NOT NULL,
+    PRIMARY KEY (agent, slot)
+);
 CREATE TABLE IF NOT EXISTS gateway_agent_locks (
     target TEXT PRIMARY KEY,
     record TEXT NOT NULL
@@ -572,6 +580,110 @@ impl LockList for SqliteStateStore {
                             })
                         })
                         .collect()
+                },
+            )
+            .await
+    }
+}
+
+#[async_trait]
+impl ConcurrencySlots for SqliteStateStore {
+    async fn acquire_slot(
+        &self,
+        agent: &AgentId,
+        limit: u32,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<u32>, StateError> {
+        BACKEND
+            .run(
+                || format!("cannot take a concurrency slot of {agent}"),
+                || async {
+                    let now = OffsetDateTime::now_utc();
+                    let until = saturating_unix_nanos(now + lease);
+                    let mut tx = self.begin_write().await?;
+                    let held: Vec<i64> = sqlx::query_scalar(
+                        "SELECT slot FROM gateway_agent_slots
+                         WHERE agent = ?1 AND slot < ?2 AND lease_until > ?3",
+                    )
+                    .bind(agent.as_str())
+                    .bind(i64::from(limit))
+                    .bind(saturating_unix_nanos(now))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let Some(free) = (0..limit).find(|s| !held.contains(&i64::from(*s))) else {
+                        end_read_only(tx).await;
+                        return Ok(None);
+                    };
+                    sqlx::query(
+                        "INSERT INTO gateway_agent_slots (agent, slot, holder, lease_until)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (agent, slot) DO UPDATE
+                         SET holder = excluded.holder, lease_until = excluded.lease_until",
+                    )
+                    .bind(agent.as_str())
+                    .bind(i64::from(free))
+                    .bind(holder)
+                    .bind(until)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(Some(free))
+                },
+            )
+            .await
+    }
+
+    async fn renew_slot(
+        &self,
+        agent: &AgentId,
+        slot: u32,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<bool, StateError> {
+        BACKEND
+            .run(
+                || format!("cannot renew concurrency slot {slot} of {agent}"),
+                || async {
+                    let now = OffsetDateTime::now_utc();
+                    let done = sqlx::query(
+                        "UPDATE gateway_agent_slots SET lease_until = ?4
+                         WHERE agent = ?1 AND slot = ?2 AND holder = ?3
+                           AND lease_until > ?5",
+                    )
+                    .bind(agent.as_str())
+                    .bind(i64::from(slot))
+                    .bind(holder)
+                    .bind(saturating_unix_nanos(now + lease))
+                    .bind(saturating_unix_nanos(now))
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                },
+            )
+            .await
+    }
+
+    async fn release_slot(
+        &self,
+        agent: &AgentId,
+        slot: u32,
+        holder: &str,
+    ) -> Result<(), StateError> {
+        BACKEND
+            .run(
+                || format!("cannot release concurrency slot {slot} of {agent}"),
+                || async {
+                    sqlx::query(
+                        "DELETE FROM gateway_agent_slots
+                         WHERE agent = ?1 AND slot = ?2 AND holder = ?3",
+                    )
+                    .bind(agent.as_str())
+                    .bind(i64::from(slot))
+                    .bind(holder)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
                 },
             )
             .await

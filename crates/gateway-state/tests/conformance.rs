@@ -194,6 +194,7 @@ async fn sqlite_passes_the_state_conformance_suite() {
     suite::run_all(&store).await;
     suite::run_revocations(&store).await;
     suite::run_locks(&store).await;
+    suite::run_slots(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -431,6 +432,7 @@ async fn postgres_passes_the_state_conformance_suite() {
     suite::run_all(&store).await;
     suite::run_revocations(&store).await;
     suite::run_locks(&store).await;
+    suite::run_slots(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

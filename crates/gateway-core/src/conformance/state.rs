@@ -11,8 +11,8 @@ use crate::identity::{AgentIdentity, AuthMethod};
 use crate::ids::{AgentId, RequestId};
 use crate::runner::{IsolationLevel, RunnerInfo};
 use crate::state::{
-    ActionKey, ActionRecord, AgentLock, Claim, LockList, LockTarget, Phase, RevocationList,
-    RunLease, StateError, StateStore, StateStoreExt,
+    ActionKey, ActionRecord, AgentLock, Claim, ConcurrencySlots, LockList, LockTarget, Phase,
+    RevocationList, RunLease, StateError, StateStore, StateStoreExt,
 };
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -34,6 +34,13 @@ pub async fn run_all(store: &dyn StateStore) {
     in_phase_lists_oldest_first_within_the_limit(store).await;
     prune_removes_only_expired_records(store).await;
     a_run_lease_is_renewed_only_by_its_holder(store).await;
+}
+
+/// Runs every concurrency-slot case.
+pub async fn run_slots(slots: &dyn ConcurrencySlots) {
+    a_cap_holds_under_concurrent_acquisitions(slots).await;
+    a_slot_is_renewed_and_released_only_by_its_holder(slots).await;
+    a_slot_whose_lease_passed_is_free_again(slots).await;
 }
 
 /// Runs every lock-list case.
@@ -676,4 +683,114 @@ pub async fn a_lock_is_listed_until_lifted_and_replaced_by_a_newer_one(list: &dy
         std::slice::from_ref(&owner_lock)
     );
     assert!(list.unlock(&owner_lock.target).await.expect("unlock"));
+}
+
+/// 12 concurrent acquisitions of a cap of 3 give exactly 3 distinct slots.
+pub async fn a_cap_holds_under_concurrent_acquisitions(slots: &dyn ConcurrencySlots) {
+    let who = agent("slots-race").id;
+    let lease = Duration::from_secs(60);
+    let tries = (0..12).map(|n| {
+        let who = who.clone();
+        async move {
+            slots
+                .acquire_slot(&who, 3, &format!("holder-{n}"), lease)
+                .await
+                .expect("acquire")
+        }
+    });
+    let mut won: Vec<u32> = futures::future::join_all(tries)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    won.sort_unstable();
+    assert_eq!(won, [0, 1, 2], "the cap of 3 did not hold");
+    assert_eq!(
+        slots
+            .acquire_slot(&who, 3, "late", lease)
+            .await
+            .expect("acquire"),
+        None
+    );
+    // Another agent's cap is its own.
+    let other = agent("slots-other").id;
+    assert_eq!(
+        slots
+            .acquire_slot(&other, 1, "x", lease)
+            .await
+            .expect("acquire"),
+        Some(0)
+    );
+}
+
+/// Only the holder renews or releases its slot; a released slot is free.
+pub async fn a_slot_is_renewed_and_released_only_by_its_holder(slots: &dyn ConcurrencySlots) {
+    let who = agent("slots-holder").id;
+    let lease = Duration::from_secs(60);
+    let slot = slots
+        .acquire_slot(&who, 1, "a", lease)
+        .await
+        .expect("acquire")
+        .expect("a free slot");
+    assert!(
+        slots
+            .renew_slot(&who, slot, "a", lease)
+            .await
+            .expect("renew")
+    );
+    assert!(
+        !slots
+            .renew_slot(&who, slot, "b", lease)
+            .await
+            .expect("renew")
+    );
+    slots.release_slot(&who, slot, "b").await.expect("release");
+    assert_eq!(
+        slots
+            .acquire_slot(&who, 1, "b", lease)
+            .await
+            .expect("acquire"),
+        None,
+        "a stranger released the slot"
+    );
+    slots.release_slot(&who, slot, "a").await.expect("release");
+    assert!(
+        !slots
+            .renew_slot(&who, slot, "a", lease)
+            .await
+            .expect("renew")
+    );
+    assert_eq!(
+        slots
+            .acquire_slot(&who, 1, "b", lease)
+            .await
+            .expect("acquire"),
+        Some(slot)
+    );
+}
+
+/// A slot whose lease passed is taken by the next acquisition, and its old holder can no longer
+/// renew it.
+pub async fn a_slot_whose_lease_passed_is_free_again(slots: &dyn ConcurrencySlots) {
+    let who = agent("slots-lease").id;
+    let short = Duration::from_millis(200);
+    let slot = slots
+        .acquire_slot(&who, 1, "gone", short)
+        .await
+        .expect("acquire")
+        .expect("a free slot");
+    tokio::time::sleep(short + Duration::from_millis(50)).await;
+    assert_eq!(
+        slots
+            .acquire_slot(&who, 1, "next", Duration::from_secs(60))
+            .await
+            .expect("acquire"),
+        Some(slot)
+    );
+    assert!(
+        !slots
+            .renew_slot(&who, slot, "gone", Duration::from_secs(60))
+            .await
+            .expect("renew")
+    );
 }

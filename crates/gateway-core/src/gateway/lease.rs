@@ -5,7 +5,9 @@
 //! its grant, and the job must not outlive its credential's owner.
 
 use super::guard::{CallError, guarded};
-use crate::state::{ActionKey, StateError, StateStore, StateStoreExt};
+use super::pipeline::Pipeline;
+use super::shared_slots::SharedSlot;
+use crate::state::{ActionKey, StateError, StateStoreExt};
 use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -25,15 +27,14 @@ pub enum LeaseLost {
     Unrenewable(String),
 }
 
-/// One replica's hold on one running action.
+/// One replica's hold on one running action (and on its agent's shared concurrency slot, if
+/// the cap is shared).
 pub(crate) struct RunHold<'a> {
-    pub(crate) state: &'a dyn StateStore,
+    pub(crate) pipeline: &'a Pipeline,
     pub(crate) key: &'a ActionKey,
-    pub(crate) replica: &'a str,
+    pub(crate) shared: Option<&'a SharedSlot>,
     /// How long each renewal holds the action.
     pub(crate) lease: Duration,
-    /// The deadline of one renewal call.
-    pub(crate) timeout: Duration,
 }
 
 impl RunHold<'_> {
@@ -76,14 +77,18 @@ impl RunHold<'_> {
     }
 
     async fn renew(&self) -> Result<(), CallError<StateError>> {
+        let p = self.pipeline;
         guarded(
-            self.state
-                .renew_run_lease(self.key, self.replica, self.lease),
-            self.timeout,
+            p.state.renew_run_lease(self.key, &p.replica, self.lease),
+            p.config.audit_timeout,
             None,
         )
         .instrument(tracing::info_span!("state.renew_lease"))
         .await
-        .map(drop)
+        .map(drop)?;
+        if let Some(slot) = self.shared {
+            p.renew_shared_slot(slot).await;
+        }
+        Ok(())
     }
 }

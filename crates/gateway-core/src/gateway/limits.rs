@@ -14,19 +14,27 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Per-agent limits, enforced **per gateway replica**: each process keeps its own counters, so
-/// behind a load balancer over N replicas an agent may have up to N x `max_concurrent` actions
-/// in flight and N x the rate. Divide by the replica count to get a deployment-wide budget.
-/// (Request ids, action status and approvals are shared through the state store; these
-/// counters are not yet.) A request waiting for human approval holds no concurrency slot.
+/// Per-agent limits. The rate is enforced **per gateway replica**: each process keeps its own
+/// buckets, so behind a load balancer over N replicas an agent may make N x the rate; divide by
+/// the replica count to get a deployment-wide budget. The concurrency cap is per replica too,
+/// unless [`across_replicas`](Self::across_replicas) is set: then it holds for the agent on
+/// every replica sharing the state store. A request waiting for human approval holds no
+/// concurrency slot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentLimits {
-    /// Actions one agent may have in flight at once on this replica.
+    /// Actions one agent may have in flight at once (on this replica; on all of them with
+    /// `across_replicas`).
     pub max_concurrent: u32,
     /// Sustained requests per second per agent on this replica.
     pub requests_per_second: f64,
     /// Requests an idle agent may make at once before the rate applies.
     pub burst: u32,
+    /// Whether `max_concurrent` holds across every replica sharing the state store: each
+    /// action also holds one of the agent's slots there (`state::ConcurrencySlots`), under a
+    /// lease, so a replica that dies gives its slots back within the lease. Costs two store
+    /// writes per action (take, give back) and one per lease renewal; off by default (one
+    /// process needs no more than its own count).
+    pub across_replicas: bool,
 }
 
 impl Default for AgentLimits {
@@ -35,6 +43,7 @@ impl Default for AgentLimits {
             max_concurrent: 16,
             requests_per_second: 20.0,
             burst: 40,
+            across_replicas: false,
         }
     }
 }
@@ -46,6 +55,7 @@ impl AgentLimits {
             max_concurrent: u32::MAX >> 3,
             requests_per_second: f64::INFINITY,
             burst: u32::MAX,
+            across_replicas: false,
         }
     }
 }
@@ -65,6 +75,9 @@ pub(crate) enum Limited {
     /// Over the concurrency cap.
     #[error("agent {agent} already has {max_concurrent} actions in flight")]
     Concurrency { agent: AgentId, max_concurrent: u32 },
+    /// Over the concurrency cap, counted across replicas.
+    #[error("agent {agent} already has {max_concurrent} actions in flight across replicas")]
+    SharedConcurrency { agent: AgentId, max_concurrent: u32 },
 }
 
 impl Limited {
@@ -73,7 +86,7 @@ impl Limited {
     pub(crate) fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
             Self::Rate { retry_after, .. } => Some(*retry_after),
-            Self::Concurrency { .. } => None,
+            Self::Concurrency { .. } | Self::SharedConcurrency { .. } => None,
         }
     }
 }
@@ -322,6 +335,7 @@ mod tests {
             max_concurrent: 4,
             requests_per_second: 1.0,
             burst: 3,
+            ..AgentLimits::default()
         });
         let a = agent(0);
         for _ in 0..3 {
@@ -405,6 +419,7 @@ mod tests {
             max_concurrent: 4,
             requests_per_second: 1000.0,
             burst: 1,
+            ..AgentLimits::default()
         });
         let mut largest = 0;
         for n in 0..1_000_000 {

@@ -13,6 +13,7 @@ mod limits;
 mod locking;
 mod pipeline;
 mod recovery;
+mod shared_slots;
 mod stop;
 mod trail;
 

@@ -37,6 +37,7 @@ use super::guard::{CallError, guarded};
 use super::kill_switch::{KillSwitch, LiveAction};
 use super::lease::{LeaseLost, RunHold};
 use super::limits::{Limited, Limiter, Slot};
+use super::shared_slots::SharedSlot;
 use super::stop::Stop;
 use super::trail::Trail;
 use super::{GatewayConfig, RequestContext};
@@ -144,12 +145,14 @@ impl Pipeline {
             context.origin.clone(),
         );
         let mut slot = None;
+        let mut shared = None;
         let mut claimed = None;
         let mut live = None;
         let result = self
             .execute_inner(
                 &mut trail,
                 &mut slot,
+                &mut shared,
                 &mut claimed,
                 &mut live,
                 credential,
@@ -168,6 +171,7 @@ impl Pipeline {
         if let Some(key) = claimed {
             self.settle(&key, &result).await;
         }
+        self.release_shared_slot(shared).await;
         result
     }
 
@@ -199,6 +203,7 @@ impl Pipeline {
         &'a self,
         trail: &mut Trail,
         slot: &mut Option<Slot>,
+        shared: &mut Option<SharedSlot>,
         claimed: &mut Option<ActionKey>,
         live: &mut Option<LiveAction<'a>>,
         credential: Credential,
@@ -229,13 +234,20 @@ impl Pipeline {
         // 2 (kill switch). A locked agent's request goes no further.
         self.refuse_if_locked(id, &identity).await?;
         let def = admission.accept(id, slot)?;
+        // 2 (across replicas). The agent's slot in the shared store, if the cap is shared.
+        *shared = self
+            .take_shared_slot(&identity.id, id)
+            .await
+            .map_err(|e| self.shared_slot_refused(id, &identity.id, e))?;
         // 4. Decide. Every failure to get a well-formed decision is a deny.
         let decision = self.decide(&request, &identity, &context, &cancel).await?;
         // 5. `decided`, deferred like `requested`; a deny ends here.
         record_decision(trail, id, &decision)?;
         // 6. Human approval, if the policy requires it.
         let approved_by = self
-            .approve(trail, slot, &key, &request, &identity, &decision, &cancel)
+            .approve(
+                trail, slot, shared, &key, &request, &identity, &decision, &cancel,
+            )
             .await?;
         if approved_by.is_some() {
             // A human took time: the agent may have been locked meanwhile.
@@ -252,6 +264,7 @@ impl Pipeline {
             .with_grant(
                 trail,
                 &key,
+                shared.as_ref(),
                 &issued,
                 &decision.obligations.runner,
                 &mut spec,
@@ -272,6 +285,34 @@ impl Pipeline {
             runner,
             job,
         })
+    }
+
+    /// Step 2's refusal when the agent's cap across replicas is reached (or the store failed).
+    fn shared_slot_refused(
+        &self,
+        id: RequestId,
+        agent: &crate::ids::AgentId,
+        e: Option<CallError<StateError>>,
+    ) -> Stop {
+        let Some(e) = e else {
+            let limited = Limited::SharedConcurrency {
+                agent: agent.clone(),
+                max_concurrent: self.config.agent_limits.max_concurrent,
+            };
+            let reason = limited.to_string();
+            return Stop::rejected(
+                ErrorKind::RateLimited,
+                reason.clone(),
+                GatewayError::RateLimited {
+                    correlation_id: id,
+                    reason,
+                    retry_after: None,
+                },
+            );
+        };
+        let stop = state_stop(id, e);
+        let reason = stop.error.to_string();
+        Stop::rejected(stop.error.kind(), reason, stop.error)
     }
 
     /// Step 2's kill-switch check: a locked agent (or owner) is denied, with the lock as the
@@ -517,6 +558,7 @@ impl Pipeline {
         &self,
         trail: &mut Trail,
         slot: &mut Option<Slot>,
+        shared: &mut Option<SharedSlot>,
         key: &ActionKey,
         request: &ActionRequest,
         identity: &AgentIdentity,
@@ -553,6 +595,7 @@ impl Pipeline {
             .await?;
         record(trail, Event::approval_requested(&approval)).await?;
         *slot = None;
+        self.release_shared_slot(shared.take()).await;
         // The gate's own deadline handling is trusted only up to ours plus a second.
         let verdict = match guarded(
             gate.await_approval(&approval),
@@ -599,6 +642,17 @@ impl Pipeline {
                 let wait = self.config.approval_timeout;
                 let taken = self.limiter.acquire_slot_within(&identity.id, wait).await;
                 *slot = Some(taken.map_err(|limited| limited_after_approval(id, &limited))?);
+                *shared = match self.take_shared_slot_within(&identity.id, id, wait).await {
+                    Ok(taken) => taken,
+                    Err(None) => {
+                        let limited = Limited::SharedConcurrency {
+                            agent: identity.id.clone(),
+                            max_concurrent: self.config.agent_limits.max_concurrent,
+                        };
+                        return Err(limited_after_approval(id, &limited));
+                    }
+                    Err(Some(e)) => return Err(state_stop(id, e)),
+                };
                 Ok(Some(approver))
             }
             ApprovalVerdict::Denied { approver, reason } => {
@@ -689,10 +743,12 @@ impl Pipeline {
     }
 
     /// Steps 7 (record) and 8, while the grant is live. Never revokes: the caller does that once.
+    #[allow(clippy::too_many_arguments)] // the request path's state, each used here
     async fn with_grant(
         &self,
         trail: &mut Trail,
         key: &ActionKey,
+        shared: Option<&SharedSlot>,
         issued: &Issued,
         obligations: &RunnerObligations,
         spec: &mut JobSpec,
@@ -793,11 +849,10 @@ impl Pipeline {
         )
         .instrument(tracing::info_span!("runner.run", backend = %runner.backend));
         let hold = RunHold {
-            state: self.state.as_ref(),
+            pipeline: self,
             key,
-            replica: &self.replica,
+            shared,
             lease,
-            timeout: self.config.audit_timeout,
         };
         let (job, lost) = hold.run(job, &job_cancel).await;
         if let Some(lost) = lost {

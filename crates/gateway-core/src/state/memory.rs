@@ -2,10 +2,11 @@
 //! given; state is lost with the process and not shared with other replicas.
 
 use super::{
-    ActionKey, ActionRecord, AgentLock, Change, Claim, LockList, LockTarget, Phase, RevocationList,
-    StateError, StateStore, apply_change,
+    ActionKey, ActionRecord, AgentLock, Change, Claim, ConcurrencySlots, LockList, LockTarget,
+    Phase, RevocationList, StateError, StateStore, apply_change,
 };
 use crate::expiring::ExpiringSet;
+use crate::ids::AgentId;
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -19,6 +20,8 @@ pub struct MemoryStateStore {
     revoked: Mutex<ExpiringSet>,
     /// The kill switch's locks, by [`LockTarget::key`].
     locks: Mutex<std::collections::BTreeMap<String, AgentLock>>,
+    /// Held concurrency slots: their holder and lease.
+    slots: Mutex<HashMap<(AgentId, u32), (String, OffsetDateTime)>>,
 }
 
 impl MemoryStateStore {
@@ -132,5 +135,63 @@ impl LockList for MemoryStateStore {
     async fn locks(&self) -> Result<Vec<AgentLock>, StateError> {
         let locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(locks.values().cloned().collect())
+    }
+}
+
+#[async_trait]
+impl ConcurrencySlots for MemoryStateStore {
+    async fn acquire_slot(
+        &self,
+        agent: &AgentId,
+        limit: u32,
+        holder: &str,
+        lease: std::time::Duration,
+    ) -> Result<Option<u32>, StateError> {
+        let now = OffsetDateTime::now_utc();
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let free = (0..limit).find(|slot| {
+            slots
+                .get(&(agent.clone(), *slot))
+                .is_none_or(|(_, until)| *until <= now)
+        });
+        if let Some(slot) = free {
+            slots.insert((agent.clone(), slot), (holder.to_owned(), now + lease));
+        }
+        Ok(free)
+    }
+
+    async fn renew_slot(
+        &self,
+        agent: &AgentId,
+        slot: u32,
+        holder: &str,
+        lease: std::time::Duration,
+    ) -> Result<bool, StateError> {
+        let now = OffsetDateTime::now_utc();
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        match slots.get_mut(&(agent.clone(), slot)) {
+            Some((held_by, until)) if held_by == holder && *until > now => {
+                *until = now + lease;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release_slot(
+        &self,
+        agent: &AgentId,
+        slot: u32,
+        holder: &str,
+    ) -> Result<(), StateError> {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (agent.clone(), slot);
+        if slots
+            .get(&key)
+            .is_some_and(|(held_by, _)| held_by == holder)
+        {
+            slots.remove(&key);
+        }
+        Ok(())
     }
 }

@@ -23,11 +23,13 @@ mod locks;
 mod memory;
 mod phase;
 mod revocations;
+mod slots;
 
 pub use locks::{AgentLock, LockList, LockTarget};
 pub use memory::MemoryStateStore;
 pub use phase::Phase;
 pub use revocations::{CachedRevocations, DEFAULT_REVOCATION_CACHE, RevocationList};
+pub use slots::ConcurrencySlots;
 
 use crate::action::ActionRequest;
 use crate::approval::{ApprovalTicket, ApprovalVote, TicketState, VoteRefused};
@@ -231,12 +233,13 @@ pub fn apply_change(record: &ActionRecord, change: &Change) -> Result<ActionReco
 
 /// Durable action state, shared by every gateway replica that uses the same backend. A store
 /// also keeps what replicas must agree on besides actions: revoked grants
-/// ([`RevocationList`]) and the kill switch's locks ([`LockList`]).
+/// ([`RevocationList`]), the kill switch's locks ([`LockList`]) and agents' concurrency slots
+/// ([`ConcurrencySlots`]).
 ///
 /// Conformance: `gateway_core::conformance::state::run_all` (and `run_revocations`,
-/// `run_locks`).
+/// `run_locks`, `run_slots`).
 #[async_trait]
-pub trait StateStore: RevocationList + LockList + Send + Sync + 'static {
+pub trait StateStore: RevocationList + LockList + ConcurrencySlots + Send + Sync + 'static {
     /// Stores `record` unless its agent holds a live record with that id (one not
     /// [expired](ActionRecord::expired) at `record.created_at`; an expired one is replaced).
     /// Atomic across every process sharing the store: of concurrent claims of one key,
