@@ -784,3 +784,110 @@ async fn a_concurrency_cap_of_one_holds_across_both_replicas_under_a_burst() {
     }
     drop((a, b));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_approval_survives_a_restart_of_both_replicas() {
+    if std::env::var(CHILD).is_ok() {
+        return;
+    }
+    let test = "a_pending_approval_survives_a_restart_of_both_replicas";
+    let Some(base_url) = env::required("GATEWAY_TEST_POSTGRES_URL", test) else {
+        return;
+    };
+    let shared = Shared::new(&base_url).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    use reqwest::Method;
+    let (mut a, mut b) = (spawn("a", &shared), spawn("b", &shared));
+    let id = RequestId::new();
+    let body =
+        json!({"id": id, "action": "ops.approve", "resource": "ops:prod", "intent": "restart"});
+    let (status, doc) = call(
+        &http,
+        Method::POST,
+        format!("{}/v1/actions", a.base),
+        &shared.agent_key,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(
+        (status, doc["status"].as_str()),
+        (202, Some("pending_approval")),
+        "{doc}"
+    );
+    // Both replicas die (SIGKILL) and come back as new processes.
+    for replica in [&mut a, &mut b] {
+        replica.child.kill().unwrap();
+        replica.child.wait().unwrap();
+    }
+    drop((a, b));
+    let (a, b) = (spawn("a", &shared), spawn("b", &shared));
+
+    // The ticket is still listed and answerable.
+    let (status, list) = call(
+        &http,
+        Method::GET,
+        format!("{}/v1/approvals", b.base),
+        &shared.approver_token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{list}");
+    let listed = list["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["correlation_id"] == json!(id));
+    assert!(listed, "the approval did not survive the restart: {list}");
+    let vote = json!({"verdict": "approve", "reason": "CHG-9"});
+    let (status, answer) = call(
+        &http,
+        Method::POST,
+        format!("{}/v1/approvals/{id}", b.base),
+        &shared.approver_token,
+        Some(&vote),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["verdict"].as_str()),
+        (200, Some("approved")),
+        "{answer}"
+    );
+
+    // A sweep runs it once the first waiter's hold (15 s) has passed.
+    let voted = std::time::Instant::now();
+    let mut done = Value::Null;
+    while voted.elapsed() < Duration::from_secs(30) {
+        let (_, doc) = call(
+            &http,
+            Method::GET,
+            format!("{}/v1/actions/{id}", a.base),
+            &shared.agent_key,
+            None,
+        )
+        .await;
+        if doc["status"] == "completed" || doc["status"] == "failed" {
+            done = doc;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["outcome"]["approved_by"], "human:alice");
+    println!("ran {:?} after the vote", voted.elapsed());
+    // Exactly one run, in either replica's stream.
+    let store = PostgresStore::connect(&shared.url).await.unwrap();
+    let mut started = 0;
+    for stream in ["replica-a", "replica-b"] {
+        for row in store.read_raw(stream, None, 10_000).await.unwrap() {
+            let event: Value = serde_json::from_str(&row.event).unwrap();
+            if event["correlation_id"] == json!(id) && event["kind"] == "started" {
+                started += 1;
+            }
+        }
+    }
+    assert_eq!(started, 1);
+    drop((a, b));
+}

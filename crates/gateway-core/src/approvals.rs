@@ -124,7 +124,8 @@ impl Approvals {
             .in_phase(Phase::AwaitingApproval, MAX_LISTED)
             .await?
             .into_iter()
-            .filter(|r| !r.waiter_gone(now))
+            // An unattended ticket is listed while another replica can still run it.
+            .filter(|r| !r.waiter_gone(now) || r.resume.is_some())
             .filter_map(|r| r.approval)
             .filter(|t| matches!(t.state(now), TicketState::Pending { .. }))
             .collect())

@@ -76,7 +76,7 @@ pub use runner::{
 };
 pub use secret::Secret;
 pub use state::{
-    ActionKey, ActionRecord, MemoryStateStore, Phase, RunLease, StateError, StateStore,
+    ActionKey, ActionRecord, MemoryStateStore, Phase, Resume, RunLease, StateError, StateStore,
     StateStoreExt,
 };
 pub use static_keys::StaticKeys;

@@ -489,7 +489,7 @@ async fn a_waiter_renews_its_lease_and_an_orphaned_approval_is_abandoned() {
         rule: ApprovalRule::default(),
         deadline: OffsetDateTime::now_utc() + time::Duration::minutes(5),
     });
-    gateway_core::StateStoreExt::await_approval(&*h.state, &record.key, ticket)
+    gateway_core::StateStoreExt::await_approval(&*h.state, &record.key, ticket, None)
         .await
         .unwrap();
     assert!(

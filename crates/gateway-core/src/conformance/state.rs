@@ -133,10 +133,18 @@ pub async fn records_round_trip_exactly(store: &dyn StateStore) {
         store.get(&record.key).await.expect("get"),
         Some(record.clone())
     );
+    let resume = crate::state::Resume {
+        identity: who.clone(),
+        decision: crate::policy::Decision::allow(),
+        origin: Some("203.0.113.7".into()),
+        trail_steps: 3,
+        verdict_recorded: false,
+    };
     let with_ticket = store
-        .await_approval(&record.key, ticket(&record, &who, 2))
+        .await_approval(&record.key, ticket(&record, &who, 2), Some(resume))
         .await
         .expect("await approval");
+    assert!(with_ticket.resume.is_some());
     assert_eq!(
         store.get(&record.key).await.expect("get"),
         Some(with_ticket.clone())
@@ -364,7 +372,7 @@ pub async fn votes_count_once_and_a_quorum_approves(store: &dyn StateStore) {
         "no ticket yet"
     );
     store
-        .await_approval(&key, ticket(&record, &who, 2))
+        .await_approval(&key, ticket(&record, &who, 2), None)
         .await
         .expect("await approval");
     let hash = request().content_hash();
@@ -420,7 +428,7 @@ pub async fn concurrent_votes_are_all_counted(store: &dyn StateStore) {
     let who = agent("vote-race");
     let record = claimed(store, &who).await;
     store
-        .await_approval(&record.key, ticket(&record, &who, 8))
+        .await_approval(&record.key, ticket(&record, &who, 8), None)
         .await
         .expect("await approval");
     let names: Vec<String> = (0..8).map(|i| format!("approver-{i}")).collect();
@@ -448,7 +456,7 @@ pub async fn in_phase_lists_oldest_first_within_the_limit(store: &dyn StateStore
         record.created_at = now() + time::Duration::minutes(minutes);
         assert_eq!(store.claim(&record).await.expect("claim"), Claim::Claimed);
         store
-            .await_approval(&record.key, ticket(&record, &who, 1))
+            .await_approval(&record.key, ticket(&record, &who, 1), None)
             .await
             .expect("await approval");
         keys.push(record.key);

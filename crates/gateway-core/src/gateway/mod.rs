@@ -13,6 +13,7 @@ mod limits;
 mod locking;
 mod pipeline;
 mod recovery;
+mod resume;
 mod shared_slots;
 mod stop;
 mod trail;
@@ -485,7 +486,33 @@ impl Gateway {
     /// runs it itself every 1024 claims. Any replica may run it at any time: sweeps on several
     /// replicas at once close each action once.
     pub async fn recover(&self) -> Result<RecoveryReport, StateError> {
-        self.inner.recovery().sweep().await
+        let mut report = self.inner.recovery().sweep().await?;
+        report.approvals_resumed = self.resume_approved().await?;
+        Ok(report)
+    }
+
+    /// Takes over every approved action whose replica is gone and runs each on a task of its
+    /// own (`gateway/resume.rs`); how many it took over.
+    async fn resume_approved(&self) -> Result<usize, StateError> {
+        let now = time::OffsetDateTime::now_utc();
+        let approved = self
+            .inner
+            .state
+            .in_phase(crate::state::Phase::Approved, 1000)
+            .await?;
+        let mut resumed = 0;
+        for record in approved
+            .into_iter()
+            .filter(|r| r.approved_unattended(now) && r.resume.is_some())
+        {
+            if !self.inner.take_over_approved(&record.key).await? {
+                continue;
+            }
+            resumed += 1;
+            let span = tracing::info_span!("gateway.resume", action = %record.key);
+            tokio::spawn(Arc::clone(&self.inner).run_resumed(record).instrument(span));
+        }
+        Ok(resumed)
     }
 
     /// Runs [`Gateway::recover`] now and then every `every`, on a task of its own, until the
@@ -493,7 +520,7 @@ impl Gateway {
     /// tick. With the default lease (15 s), `every` of a few seconds closes a stopped
     /// replica's runs within about lease + `every`.
     pub fn spawn_recovery(&self, every: Duration) -> BackgroundTask {
-        let recovery = self.inner.recovery();
+        let gateway = self.clone();
         let every = every.max(Duration::from_millis(100));
         let task = tokio::spawn(
             async move {
@@ -501,7 +528,7 @@ impl Gateway {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    match recovery.sweep().await {
+                    match gateway.recover().await {
                         Ok(report) if report != RecoveryReport::default() => {
                             tracing::warn!(?report, "recovery sweep closed what stopped replicas left");
                         }

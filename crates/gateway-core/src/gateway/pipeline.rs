@@ -56,7 +56,7 @@ use crate::policy::{
 use crate::redact::Redactor;
 use crate::runner::{JobOutcome, JobSpec, JobStatus, Runner, RunnerInfo};
 use crate::state::{
-    ActionKey, ActionRecord, Claim, Phase, RunLease, StateError, StateStore, StateStoreExt,
+    ActionKey, ActionRecord, Claim, Phase, Resume, RunLease, StateError, StateStore, StateStoreExt,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -179,7 +179,11 @@ impl Pipeline {
     /// state store, which starts its id's retention. A failure here is logged: the action is
     /// over and its trail closed, but its id stays taken (and its status reads as it was)
     /// until a recovery sweep settles it.
-    async fn settle(&self, key: &ActionKey, result: &Result<ActionOutcome, GatewayError>) {
+    pub(crate) async fn settle(
+        &self,
+        key: &ActionKey,
+        result: &Result<ActionOutcome, GatewayError>,
+    ) {
         let (phase, document) = match result {
             Ok(outcome) => (Phase::Completed, serde_json::to_value(outcome).ok()),
             Err(e) => (Phase::Failed, Some(super::error::failure_document(e))),
@@ -246,29 +250,68 @@ impl Pipeline {
         // 6. Human approval, if the policy requires it.
         let approved_by = self
             .approve(
-                trail, slot, shared, &key, &request, &identity, &decision, &cancel,
+                trail,
+                slot,
+                shared,
+                &key,
+                &request,
+                &identity,
+                &decision,
+                context.origin.clone(),
+                &cancel,
             )
             .await?;
         if approved_by.is_some() {
             // A human took time: the agent may have been locked meanwhile.
             self.refuse_if_locked(id, &identity).await?;
         }
+        self.act(
+            trail,
+            &key,
+            shared.as_ref(),
+            def,
+            request,
+            identity,
+            decision,
+            approved_by,
+            &cancel,
+        )
+        .await
+    }
+
+    /// Steps 7 to 9, once the action may go ahead: the job is built, the grant issued, the job
+    /// run while it is live, and the grant revoked. Also how a replica resumes an action
+    /// approved while its first replica was gone ([`Pipeline::resume`]).
+    #[allow(clippy::too_many_arguments)] // the request path's state, each used by one step
+    pub(crate) async fn act(
+        &self,
+        trail: &mut Trail,
+        key: &ActionKey,
+        shared: Option<&SharedSlot>,
+        def: &ActionDef,
+        request: ActionRequest,
+        identity: AgentIdentity,
+        decision: Decision,
+        approved_by: Option<String>,
+        cancel: &CancellationToken,
+    ) -> Result<Ran, Stop> {
+        let id = request.id;
         // A request that cannot become a job needs no credential.
         let mut spec = build_job(def, &request, &identity)?;
         // 7. Grant just-in-time access.
         let issued = self
-            .grant(def, &request, &identity, &decision, &cancel)
+            .grant(def, &request, &identity, &decision, cancel)
             .await?;
         // 7 (record) and 8. Run, while the grant is live.
         let ran = self
             .with_grant(
                 trail,
-                &key,
-                shared.as_ref(),
+                key,
+                shared,
                 &issued,
                 &decision.obligations.runner,
                 &mut spec,
-                &cancel,
+                cancel,
             )
             .await;
         // 9. Revoke, on every path, exactly once.
@@ -317,7 +360,11 @@ impl Pipeline {
 
     /// Step 2's kill-switch check: a locked agent (or owner) is denied, with the lock as the
     /// reason; a list that cannot be read refuses the request (stage `state`).
-    async fn refuse_if_locked(&self, id: RequestId, identity: &AgentIdentity) -> Result<(), Stop> {
+    pub(crate) async fn refuse_if_locked(
+        &self,
+        id: RequestId,
+        identity: &AgentIdentity,
+    ) -> Result<(), Stop> {
         let found = self
             .state_call(
                 tracing::info_span!("state.locks"),
@@ -563,6 +610,7 @@ impl Pipeline {
         request: &ActionRequest,
         identity: &AgentIdentity,
         decision: &Decision,
+        origin: Option<String>,
         cancel: &CancellationToken,
     ) -> Result<Option<String>, Stop> {
         let id = request.id;
@@ -591,7 +639,16 @@ impl Pipeline {
             deadline,
         };
         let ticket = ApprovalTicket::new(approval.clone());
-        self.store(id, self.state.await_approval(key, ticket))
+        // What any replica needs to run it once approved, should this one be gone by then.
+        let resume = Resume {
+            identity: identity.clone(),
+            decision: decision.clone(),
+            origin,
+            // `approval_requested`, recorded next, is the last event before the wait.
+            trail_steps: trail.steps() + 1,
+            verdict_recorded: false,
+        };
+        self.store(id, self.state.await_approval(key, ticket, Some(resume)))
             .await?;
         record(trail, Event::approval_requested(&approval)).await?;
         *slot = None;
@@ -637,22 +694,10 @@ impl Pipeline {
         .await?;
         match verdict {
             ApprovalVerdict::Approved { approver, .. } => {
-                self.store(id, self.state.update(key, &mark_approved))
+                self.store(id, self.state.update(key, &mark_approved(trail.steps())))
                     .await?;
-                let wait = self.config.approval_timeout;
-                let taken = self.limiter.acquire_slot_within(&identity.id, wait).await;
-                *slot = Some(taken.map_err(|limited| limited_after_approval(id, &limited))?);
-                *shared = match self.take_shared_slot_within(&identity.id, id, wait).await {
-                    Ok(taken) => taken,
-                    Err(None) => {
-                        let limited = Limited::SharedConcurrency {
-                            agent: identity.id.clone(),
-                            max_concurrent: self.config.agent_limits.max_concurrent,
-                        };
-                        return Err(limited_after_approval(id, &limited));
-                    }
-                    Err(Some(e)) => return Err(state_stop(id, e)),
-                };
+                self.take_slots_after_approval(key, &identity.id, slot, shared)
+                    .await?;
                 Ok(Some(approver))
             }
             ApprovalVerdict::Denied { approver, reason } => {
@@ -660,6 +705,63 @@ impl Pipeline {
             }
             ApprovalVerdict::Expired => {
                 Err(deny("approval deadline passed without a verdict".into()))
+            }
+        }
+    }
+
+    /// Once approved, the agent's concurrency slots again (here, and across replicas if the
+    /// cap is shared), waiting up to the approval timeout for one to free, while this replica
+    /// keeps its hold on the approved action (a sweep elsewhere would otherwise take it over).
+    pub(crate) async fn take_slots_after_approval(
+        &self,
+        key: &ActionKey,
+        agent: &crate::ids::AgentId,
+        slot: &mut Option<Slot>,
+        shared: &mut Option<SharedSlot>,
+    ) -> Result<(), Stop> {
+        let id = key.id;
+        let wait = self.config.approval_timeout;
+        let taken = self
+            .holding_approval(key, self.limiter.acquire_slot_within(agent, wait))
+            .await;
+        *slot = Some(taken.map_err(|limited| limited_after_approval(id, &limited))?);
+        let taken = self
+            .holding_approval(key, self.take_shared_slot_within(agent, id, wait))
+            .await;
+        *shared = match taken {
+            Ok(taken) => taken,
+            Err(None) => {
+                let limited = Limited::SharedConcurrency {
+                    agent: agent.clone(),
+                    max_concurrent: self.config.agent_limits.max_concurrent,
+                };
+                return Err(limited_after_approval(id, &limited));
+            }
+            Err(Some(e)) => return Err(state_stop(id, e)),
+        };
+        Ok(())
+    }
+
+    /// Drives `wait` while renewing this replica's hold on the approved action `key` (every
+    /// third of [`APPROVAL_LEASE`](crate::state::APPROVAL_LEASE)); a failed renewal is logged.
+    /// Should another replica take the action over meanwhile, it still runs once: the move to
+    /// `running` happens once, and the replica that finds it done stops.
+    async fn holding_approval<T>(&self, key: &ActionKey, wait: impl Future<Output = T>) -> T {
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                out = &mut wait => return out,
+                () = tokio::time::sleep(crate::state::APPROVAL_LEASE / 3) => {
+                    let renewed = self
+                        .state_call(
+                            tracing::info_span!("state.renew_lease"),
+                            self.state.renew_approval_lease(key),
+                        )
+                        .await;
+                    if let Err(e) = renewed {
+                        tracing::warn!(action = %key, error = %e.describe("state store"), "renewing the hold on an approved action failed");
+                    }
+                }
             }
         }
     }
@@ -905,14 +1007,22 @@ impl Pipeline {
 /// How many claims pass between prunes of expired action records.
 const PRUNE_EVERY: u64 = 1024;
 
-/// The move to [`Phase::Approved`] once the verdict is in (a vote through
-/// [`Approvals`](crate::Approvals) has made it already).
-fn mark_approved(record: &mut ActionRecord) -> Result<(), StateError> {
-    match record.phase {
-        Phase::Approved => Ok(()),
-        Phase::AwaitingApproval => {
+/// The move to [`Phase::Approved`] once the verdict is in and recorded (`trail_steps` events;
+/// a vote through [`Approvals`](crate::Approvals) has made the move already), with a fresh
+/// lease for the waiter that goes on to run it.
+fn mark_approved(
+    trail_steps: u32,
+) -> impl Fn(&mut ActionRecord) -> Result<(), StateError> + Send + Sync {
+    let now = OffsetDateTime::now_utc();
+    move |record: &mut ActionRecord| match record.phase {
+        Phase::Approved | Phase::AwaitingApproval => {
             record.phase = Phase::Approved;
-            record.updated_at = OffsetDateTime::now_utc();
+            record.updated_at = now;
+            record.lease_until = Some(now + crate::state::APPROVAL_LEASE);
+            if let Some(resume) = record.resume.as_mut() {
+                resume.trail_steps = trail_steps;
+                resume.verdict_recorded = true;
+            }
             Ok(())
         }
         from => Err(StateError::IllegalTransition {

@@ -14,6 +14,7 @@ use super::guard::guarded;
 use super::pipeline::Pipeline;
 use super::trail::Trail;
 use super::{GatewayError, Stage};
+use crate::approval::ApprovalVerdict;
 use crate::audit::AuditSink;
 use crate::error::ErrorKind;
 use crate::grant::AccessBroker;
@@ -74,6 +75,9 @@ pub struct RecoveryReport {
     /// Such actions taken over whose grant could not be revoked yet (and has not expired):
     /// left for the next sweep.
     pub runs_retrying: usize,
+    /// Actions approved after their replica stopped, taken over to run on this one (each on a
+    /// task of its own; their outcomes are in the store and the audit trail).
+    pub approvals_resumed: usize,
 }
 
 /// What became of one running action a sweep found without its holder.
@@ -294,20 +298,94 @@ impl Recovery {
         trail
     }
 
-    /// Records every orphaned approval as abandoned; returns how many.
+    /// Closes what replicas that stopped while waiting for an approval left, and returns how
+    /// many it closed:
+    /// - a ticket that can be resumed (it has its [`Resume`](crate::state::Resume)) and is
+    ///   still pending stays: any replica may answer it, and a sweep runs it once approved
+    ///   ([`Gateway::recover`](crate::Gateway::recover));
+    /// - one that was denied, or whose deadline passed, is closed with its verdict;
+    /// - one that cannot be resumed (stored by an older version) is abandoned.
     pub(crate) async fn abandon_orphaned_approvals(&self) -> Result<usize, StateError> {
         let now = OffsetDateTime::now_utc();
-        let waiting = self
+        let mut orphans = self
             .state
             .in_phase(Phase::AwaitingApproval, SWEEP_LIMIT)
             .await?;
-        let mut abandoned = 0;
-        for record in waiting.into_iter().filter(|r| r.waiter_gone(now)) {
-            if self.abandon(&record).await? {
-                abandoned += 1;
+        orphans.extend(self.state.in_phase(Phase::Approved, SWEEP_LIMIT).await?);
+        let mut closed = 0;
+        for record in orphans.into_iter().filter(|r| is_orphan(r, now)) {
+            let done = match (&record.resume, &record.approval) {
+                (None, _) | (_, None) => self.abandon(&record).await?,
+                (Some(_), Some(ticket)) => match ticket.verdict(now) {
+                    Some(verdict) if record.phase == Phase::AwaitingApproval => {
+                        self.close_unanswered(&record, verdict).await?
+                    }
+                    // Pending: still answerable. Approved: resumed by `Gateway::recover`.
+                    _ => false,
+                },
+            };
+            if done {
+                closed += 1;
             }
         }
-        Ok(abandoned)
+        Ok(closed)
+    }
+
+    /// Closes an unattended approval that was denied or expired: `approval_resolved` with its
+    /// verdict and votes, then the denial; the action `failed`.
+    async fn close_unanswered(
+        &self,
+        record: &ActionRecord,
+        verdict: ApprovalVerdict,
+    ) -> Result<bool, StateError> {
+        let key = record.key.clone();
+        let (Some(resume), Some(ticket)) = (&record.resume, &record.approval) else {
+            return Ok(false);
+        };
+        let reason = match &verdict {
+            ApprovalVerdict::Denied { approver, reason } => {
+                format!("approval denied by {approver}: {reason}")
+            }
+            _ => "approval deadline passed without a verdict".to_owned(),
+        };
+        let mut trail = self.trail_of(record).after_step(resume.trail_steps);
+        trail.defer(Event::approval_resolved(
+            &verdict,
+            &ticket.request.request_hash,
+            &ticket.votes,
+        ));
+        let completion = Completion::Denied {
+            reasons: vec![reason.clone()],
+        };
+        if let Err(failure) = trail.record(Event::completed(&completion)).await {
+            tracing::error!(action = %key, message = %failure.message, "an unattended approval's trail could not be closed");
+            return Ok(false);
+        }
+        let error = GatewayError::Denied {
+            correlation_id: key.id,
+            reasons: vec![reason],
+        };
+        let document = super::error::failure_document(&error);
+        let retention = self.retention;
+        let change = move |r: &mut ActionRecord| {
+            let now = OffsetDateTime::now_utc();
+            if !(r.waiter_gone(now) && r.phase == Phase::AwaitingApproval) {
+                return Err(StateError::Conflict {
+                    message: format!("action {} is attended again", r.key),
+                });
+            }
+            r.phase = Phase::Failed;
+            r.updated_at = now;
+            r.lease_until = None;
+            r.expires_at = Some(now + retention);
+            r.outcome = Some(document.clone());
+            Ok(())
+        };
+        match self.state.update(&key, &change).await {
+            Ok(_) => Ok(true),
+            Err(StateError::Conflict { .. } | StateError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Moves one orphaned approval to `abandoned` (unless its waiter came back or another
@@ -324,12 +402,13 @@ impl Recovery {
         let retention = self.retention;
         let change = move |r: &mut ActionRecord| {
             let now = OffsetDateTime::now_utc();
-            if !r.waiter_gone(now) {
+            if !is_orphan(r, now) {
                 return Err(StateError::Conflict {
                     message: format!("action {} is no longer orphaned", r.key),
                 });
             }
             r.phase = Phase::Abandoned;
+            r.lease_until = None;
             r.updated_at = now;
             r.expires_at = Some(now + retention);
             r.outcome = Some(document.clone());
@@ -340,7 +419,13 @@ impl Recovery {
             Err(StateError::Conflict { .. } | StateError::NotFound { .. }) => return Ok(false),
             Err(e) => return Err(e),
         }
-        let mut trail = self.trail_of(record).after_step(STEPS_BEFORE_WAITING);
+        // `approval_resolved` is in the trail once the waiter saw the verdict.
+        let steps = if record.phase == Phase::Approved {
+            STEPS_BEFORE_WAITING + 1
+        } else {
+            STEPS_BEFORE_WAITING
+        };
+        let mut trail = self.trail_of(record).after_step(steps);
         let completion = Completion::Stopped {
             status: Status::Error,
             stage: Some(RecordedStage::Stage(Stage::State)),
@@ -354,4 +439,10 @@ impl Recovery {
         tracing::warn!(action = %key, "recorded an orphaned approval as abandoned");
         Ok(true)
     }
+}
+
+/// Whether `record` waits for approval, or waits to run once approved, with the replica that
+/// held it gone.
+fn is_orphan(record: &ActionRecord, now: OffsetDateTime) -> bool {
+    record.waiter_gone(now) || record.approved_unattended(now)
 }

@@ -103,6 +103,10 @@ pub struct ActionRecord {
     /// Once the action runs: who runs it and what a recovery sweep needs to undo it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<RunLease>,
+    /// While it waits for approval: what any replica needs to run it once approved, if the
+    /// replica that asked is gone by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Resume>,
     /// The approval ticket, once approval was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalTicket>,
@@ -127,6 +131,7 @@ impl ActionRecord {
             expires_at: None,
             lease_until: None,
             run: None,
+            resume: None,
             approval: None,
             outcome: None,
         }
@@ -135,6 +140,12 @@ impl ActionRecord {
     /// Whether it waits for approval with nobody left waiting: its lease passed at `now`.
     pub fn waiter_gone(&self, now: OffsetDateTime) -> bool {
         self.phase == Phase::AwaitingApproval && self.lease_passed(now)
+    }
+
+    /// Whether it was approved and the replica that waited for it is gone (its lease passed at
+    /// `now`): any replica may take it over and run it ([`ActionRecord::resume`]).
+    pub fn approved_unattended(&self, now: OffsetDateTime) -> bool {
+        self.phase == Phase::Approved && self.lease_passed(now)
     }
 
     /// Whether it runs with nobody left holding it: its lease passed at `now`, so its replica
@@ -172,6 +183,29 @@ pub struct RunLease {
     /// How many events the action's audit trail holds once its job has started (`started`
     /// included): where a sweep continues the trail.
     pub trail_steps: u32,
+}
+
+/// What an action waiting for approval needs to run on any replica once approved: the
+/// authenticated agent, the policy's decision (its obligations bound the grant and the job)
+/// and the request's context, as they were when approval was asked. The request itself is in
+/// the approval ticket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The agent, as authenticated.
+    pub identity: AgentIdentity,
+    /// The decision that asked for approval.
+    pub decision: crate::policy::Decision,
+    /// The request's origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// How many events the trail holds: once approval is asked (`approval_requested`
+    /// included), or once the waiter recorded the verdict (`approval_resolved` included):
+    /// where the replica that resumes it continues the trail.
+    pub trail_steps: u32,
+    /// Whether `approval_resolved` is in the trail already (the waiter saw the verdict before
+    /// it stopped); a replica that resumes the action records it otherwise.
+    #[serde(default)]
+    pub verdict_recorded: bool,
 }
 
 /// What [`StateStore::claim`] found.
@@ -339,11 +373,14 @@ pub trait StateStoreExt: StateStore {
         self.update(key, &change).await
     }
 
-    /// Moves `key` to [`Phase::AwaitingApproval`] with `ticket`.
+    /// Moves `key` to [`Phase::AwaitingApproval`] with `ticket`, and what another replica
+    /// needs to run it once approved (`resume`; without it, the action is abandoned when its
+    /// waiter goes).
     async fn await_approval(
         &self,
         key: &ActionKey,
         ticket: ApprovalTicket,
+        resume: Option<Resume>,
     ) -> Result<ActionRecord, StateError> {
         let now = OffsetDateTime::now_utc();
         let change = move |record: &mut ActionRecord| {
@@ -353,17 +390,18 @@ pub trait StateStoreExt: StateStore {
             record.updated_at = now;
             record.lease_until = Some(now + APPROVAL_LEASE);
             record.approval = Some(ticket.clone());
+            record.resume = resume.clone();
             Ok(())
         };
         self.update(key, &change).await
     }
 
-    /// Renews the lease of a waiting approval ([`APPROVAL_LEASE`] from now); a record no
-    /// longer waiting is left as it is.
+    /// Renews the lease of an action waiting for approval, or approved and waiting to run
+    /// ([`APPROVAL_LEASE`] from now); a record in another phase is left as it is.
     async fn renew_approval_lease(&self, key: &ActionKey) -> Result<ActionRecord, StateError> {
         let now = OffsetDateTime::now_utc();
         let change = move |record: &mut ActionRecord| {
-            if record.phase == Phase::AwaitingApproval {
+            if matches!(record.phase, Phase::AwaitingApproval | Phase::Approved) {
                 record.lease_until = Some(now + APPROVAL_LEASE);
             }
             Ok(())
@@ -393,7 +431,9 @@ pub trait StateStoreExt: StateStore {
                 let state = ticket.state(now);
                 return Err(refuse(VoteRefused::Closed(state)));
             }
-            if record.lease_until.is_some_and(|l| l <= now) {
+            // An unattended ticket (its waiter gone) is still answered when another replica
+            // can run the action once approved; without what that needs, it is abandoned.
+            if record.resume.is_none() && record.lease_until.is_some_and(|l| l <= now) {
                 return Err(refuse(VoteRefused::Abandoned));
             }
             let state = ticket
