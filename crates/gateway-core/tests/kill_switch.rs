@@ -36,38 +36,6 @@ fn long_jobs() -> Harness {
     })
 }
 
-/// Another replica on the harness's store, audit log, broker, identity and policy.
-fn replica_b(h: &Harness) -> Gateway {
-    Gateway::builder()
-        .identity(h.identity.clone())
-        .policy(h.policy.clone())
-        .broker(h.broker.clone())
-        .runner(Arc::new(MemoryRunner::new()))
-        .audit(h.audit.clone())
-        .state(h.state.clone())
-        .catalog(catalog())
-        .config(fast_config())
-        .replica("replica-b")
-        .build()
-        .unwrap()
-}
-
-async fn phase_soon(h: &Harness, id: gateway_core::RequestId, phase: Phase) {
-    let key = ActionKey::new(AgentId::new("agent:a").unwrap(), id);
-    for _ in 0..500 {
-        if h.state
-            .get(&key)
-            .await
-            .unwrap()
-            .is_some_and(|r| r.phase == phase)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("action {id} never reached {phase}");
-}
-
 #[tokio::test]
 async fn a_locked_agent_is_refused_until_unlocked_and_both_are_audited() {
     let h = harness(Parts::default());
@@ -167,7 +135,7 @@ async fn a_lock_on_another_replica_stops_a_running_job_within_the_watch_period()
     let task = tokio::spawn(async move { a.execute(agent_a(), request).await });
     phase_soon(&h, id, Phase::Running).await;
 
-    let b = replica_b(&h);
+    let b = replica_b(&h, Arc::new(MemoryRunner::new()), fast_config());
     let report = b
         .lock(agent("agent:a"), "human:alice", "INC-10")
         .await

@@ -8,9 +8,9 @@ mod common;
 
 use common::*;
 use gateway_core::audit::AuditSink as _;
-use gateway_core::state::{ActionKey, ActionRecord, Phase, StateError, StateStore};
+use gateway_core::state::{ActionRecord, Phase, StateError, StateStore};
 use gateway_core::testing::MemoryRunner;
-use gateway_core::{AgentId, AuditEventKind, ErrorKind, Gateway, GatewayConfig, GatewayError};
+use gateway_core::{AuditEventKind, ErrorKind, GatewayConfig, GatewayError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,62 +21,6 @@ fn config() -> GatewayConfig {
     config.run_lease = LEASE;
     config.max_job_limits.timeout = Duration::from_secs(60);
     config
-}
-
-/// Replica B: another gateway on A's store, audit log, broker, identity and policy, with a
-/// runner of its own.
-fn replica_b(h: &Harness, runner: Arc<MemoryRunner>) -> Gateway {
-    Gateway::builder()
-        .identity(h.identity.clone())
-        .policy(h.policy.clone())
-        .broker(h.broker.clone())
-        .runner(runner)
-        .audit(h.audit.clone())
-        .state(h.state.clone())
-        .catalog(catalog())
-        .config(config())
-        .replica("replica-b")
-        .build()
-        .unwrap()
-}
-
-fn key(id: gateway_core::RequestId) -> ActionKey {
-    ActionKey::new(AgentId::new("agent:a").unwrap(), id)
-}
-
-async fn record(h: &Harness, id: gateway_core::RequestId) -> Option<ActionRecord> {
-    h.state.get(&key(id)).await.unwrap()
-}
-
-/// Waits until `id` is running (5 s at most).
-async fn running_soon(h: &Harness, id: gateway_core::RequestId) -> ActionRecord {
-    for _ in 0..500 {
-        if let Some(r) = record(h, id).await.filter(|r| r.phase == Phase::Running) {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("action {id} never ran");
-}
-
-/// Starts `request` on replica A (the harness's gateway) in a runtime of its own, waits until
-/// it runs, then kills that runtime: every task of A is dropped where it stands, as in a
-/// SIGKILL (no renewal, no revocation, no terminal record; only `Drop`s run).
-async fn run_then_kill_replica_a(
-    h: &Harness,
-    request: gateway_core::ActionRequest,
-) -> ActionRecord {
-    let id = request.id;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let a = h.gateway.clone();
-    runtime.spawn(async move { a.execute(agent_a(), request).await });
-    let running = running_soon(h, id).await;
-    runtime.shutdown_background();
-    running
 }
 
 fn long_job_harness() -> Harness {
@@ -92,7 +36,7 @@ async fn a_run_whose_replica_stopped_is_revoked_reaped_and_abandoned_once() {
     let h = long_job_harness();
     let request = echo("killed");
     let id = request.id;
-    let running = run_then_kill_replica_a(&h, request).await;
+    let running = kill_replica_a_in(&h, request, Phase::Running).await;
     let run = running
         .run
         .clone()
@@ -101,7 +45,7 @@ async fn a_run_whose_replica_stopped_is_revoked_reaped_and_abandoned_once() {
     assert_eq!(run.grant.id, h.broker.issued()[0].id);
 
     let reaper = Arc::new(MemoryRunner::new());
-    let b = replica_b(&h, reaper.clone());
+    let b = replica_b(&h, reaper.clone(), config());
     let early = b.recover().await.unwrap();
     assert_eq!(early.runs_abandoned, 0, "swept before the lease passed");
     tokio::time::sleep(LEASE + Duration::from_millis(100)).await;
@@ -138,7 +82,7 @@ async fn a_run_whose_replica_stopped_is_revoked_reaped_and_abandoned_once() {
     assert!(reason.contains("abandoned"), "{reason}");
     assert!(h.audit.verify().await.unwrap().is_ok());
     // The store says so, for the agent's status reads.
-    let closed = record(&h, id).await.unwrap();
+    let closed = h.state.get(&key_a(id)).await.unwrap().unwrap();
     assert_eq!(closed.phase, Phase::Abandoned);
     assert_eq!(closed.lease_until, None);
     assert_eq!(
@@ -154,12 +98,12 @@ async fn a_live_replica_keeps_a_job_longer_than_its_lease() {
         config: config(),
         ..Parts::default()
     });
-    let b = replica_b(&h, Arc::new(MemoryRunner::new()));
+    let b = replica_b(&h, Arc::new(MemoryRunner::new()), config());
     let request = echo("long");
     let id = request.id;
     let a = h.gateway.clone();
     let task = tokio::spawn(async move { a.execute(agent_a(), request).await });
-    running_soon(&h, id).await;
+    phase_soon(&h, id, Phase::Running).await;
     let mut swept = 0;
     while !task.is_finished() {
         swept += b.recover().await.unwrap().runs_abandoned;
@@ -168,7 +112,10 @@ async fn a_live_replica_keeps_a_job_longer_than_its_lease() {
     let outcome = task.await.unwrap().expect("the job ran to its end");
     assert!(outcome.job.succeeded());
     assert_eq!(swept, 0, "a held action was swept");
-    assert_eq!(record(&h, id).await.unwrap().phase, Phase::Completed);
+    assert_eq!(
+        h.state.get(&key_a(id)).await.unwrap().unwrap().phase,
+        Phase::Completed
+    );
     assert_eq!(h.broker.revocations().values().sum::<u32>(), 1);
 }
 
@@ -179,7 +126,7 @@ async fn a_replica_that_lost_its_action_stops_the_job() {
     let id = request.id;
     let a = h.gateway.clone();
     let task = tokio::spawn(async move { a.execute(agent_a(), request).await });
-    running_soon(&h, id).await;
+    phase_soon(&h, id, Phase::Running).await;
     // What a sweep of another replica does when it takes the action over.
     let take_over = |r: &mut ActionRecord| -> Result<(), StateError> {
         if let Some(run) = r.run.as_mut() {
@@ -187,7 +134,7 @@ async fn a_replica_that_lost_its_action_stops_the_job() {
         }
         Ok(())
     };
-    h.state.update(&key(id), &take_over).await.unwrap();
+    h.state.update(&key_a(id), &take_over).await.unwrap();
     let err = tokio::time::timeout(Duration::from_secs(5), task)
         .await
         .expect("the job did not stop")
@@ -211,8 +158,8 @@ async fn a_grant_that_cannot_be_revoked_is_retried_by_the_next_sweep() {
     let h = long_job_harness();
     let request = echo("broker down");
     let id = request.id;
-    run_then_kill_replica_a(&h, request).await;
-    let b = replica_b(&h, Arc::new(MemoryRunner::new()));
+    kill_replica_a_in(&h, request, Phase::Running).await;
+    let b = replica_b(&h, Arc::new(MemoryRunner::new()), config());
     tokio::time::sleep(LEASE + Duration::from_millis(100)).await;
 
     h.broker
@@ -221,7 +168,10 @@ async fn a_grant_that_cannot_be_revoked_is_retried_by_the_next_sweep() {
         .always(gateway_core::testing::Fault::Error);
     let first = b.recover().await.unwrap();
     assert_eq!((first.runs_abandoned, first.runs_retrying), (0, 1));
-    assert_eq!(record(&h, id).await.unwrap().phase, Phase::Running);
+    assert_eq!(
+        h.state.get(&key_a(id)).await.unwrap().unwrap().phase,
+        Phase::Running
+    );
     assert!(
         h.audit
             .events_for(id)
@@ -235,5 +185,8 @@ async fn a_grant_that_cannot_be_revoked_is_retried_by_the_next_sweep() {
     tokio::time::sleep(LEASE + Duration::from_millis(100)).await;
     let second = b.recover().await.unwrap();
     assert_eq!(second.runs_abandoned, 1, "{second:?}");
-    assert_eq!(record(&h, id).await.unwrap().phase, Phase::Abandoned);
+    assert_eq!(
+        h.state.get(&key_a(id)).await.unwrap().unwrap().phase,
+        Phase::Abandoned
+    );
 }

@@ -8,9 +8,9 @@ mod common;
 use common::*;
 use gateway_core::approval::ApprovalRule;
 use gateway_core::audit::AuditSink as _;
-use gateway_core::state::{ActionKey, ActionRecord, Phase, StateError, StateStore};
+use gateway_core::state::{ActionRecord, Phase, StateError, StateStore};
 use gateway_core::testing::{MemoryPolicy, MemoryRunner};
-use gateway_core::{AgentId, AuditEventKind, Decision, Gateway, Obligations, RequestId};
+use gateway_core::{AuditEventKind, Decision, Obligations};
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -26,61 +26,17 @@ fn needs_approval() -> MemoryPolicy {
     })
 }
 
-fn key(id: RequestId) -> ActionKey {
-    ActionKey::new(AgentId::new("agent:a").unwrap(), id)
-}
-
-/// Replica B on the harness's store, audit log, broker, identity and policy.
-fn replica_b(h: &Harness, runner: Arc<MemoryRunner>) -> Gateway {
-    Gateway::builder()
-        .identity(h.identity.clone())
-        .policy(h.policy.clone())
-        .broker(h.broker.clone())
-        .runner(runner)
-        .audit(h.audit.clone())
-        .state(h.state.clone())
-        .catalog(catalog())
-        .config(fast_config())
-        .replica("replica-b")
-        .build()
-        .unwrap()
-}
-
 /// Submits `request` on replica A (the harness's gateway) in a runtime of its own, waits until
 /// it waits for approval, kills that runtime (as a SIGKILL would), and lets its lease pass.
 async fn ask_then_kill_replica_a(h: &Harness, request: gateway_core::ActionRequest) {
     let id = request.id;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let a = h.gateway.clone();
-    runtime.spawn(async move { a.execute(agent_a(), request).await });
-    assert!(pending_soon(&h.approvals, id).await);
-    runtime.shutdown_background();
+    kill_replica_a_in(h, request, Phase::AwaitingApproval).await;
     // The lease (15 s) passes at once.
     let expire = |r: &mut ActionRecord| -> Result<(), StateError> {
         r.lease_until = Some(OffsetDateTime::now_utc() - time::Duration::seconds(1));
         Ok(())
     };
-    h.state.update(&key(id), &expire).await.unwrap();
-}
-
-async fn phase_soon(h: &Harness, id: RequestId, phase: Phase) -> ActionRecord {
-    for _ in 0..500 {
-        if let Some(r) = h
-            .state
-            .get(&key(id))
-            .await
-            .unwrap()
-            .filter(|r| r.phase == phase)
-        {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("action {id} never reached {phase}");
+    h.state.update(&key_a(id), &expire).await.unwrap();
 }
 
 #[tokio::test]
@@ -93,7 +49,7 @@ async fn an_approval_outlives_its_replica_and_runs_once_on_another() {
     let id = request.id;
     ask_then_kill_replica_a(&h, request).await;
     let runner_b = Arc::new(MemoryRunner::new());
-    let b = replica_b(&h, runner_b.clone());
+    let b = replica_b(&h, runner_b.clone(), fast_config());
 
     // Unanswered, it stays: listed, and not closed by a sweep.
     let swept = b.recover().await.unwrap();
@@ -151,14 +107,14 @@ async fn an_unattended_denial_is_closed_with_its_verdict() {
     let request = echo("denied later");
     let id = request.id;
     ask_then_kill_replica_a(&h, request).await;
-    let b = replica_b(&h, Arc::new(MemoryRunner::new()));
+    let b = replica_b(&h, Arc::new(MemoryRunner::new()), fast_config());
     h.approvals
         .resolve(id, None, ballot("human:alice", false, "not today"))
         .await
         .unwrap();
     let swept = b.recover().await.unwrap();
     assert_eq!(swept.approvals_abandoned, 1, "{swept:?}");
-    let closed = h.state.get(&key(id)).await.unwrap().unwrap();
+    let closed = h.state.get(&key_a(id)).await.unwrap().unwrap();
     assert_eq!(closed.phase, Phase::Failed);
     let reasons = &closed.outcome.as_ref().unwrap()["reasons"];
     assert!(reasons.to_string().contains("not today"), "{reasons}");
@@ -181,7 +137,7 @@ async fn a_live_waiter_keeps_its_approved_action() {
         runner: MemoryRunner::new().with_duration(Duration::from_millis(300)),
         ..Parts::default()
     });
-    let b = replica_b(&h, Arc::new(MemoryRunner::new()));
+    let b = replica_b(&h, Arc::new(MemoryRunner::new()), fast_config());
     let request = echo("attended");
     let id = request.id;
     let a = h.gateway.clone();

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use gateway_core::approval::ApprovalRule;
 use gateway_core::testing::{MemoryPolicy, MemoryRunner};
-use gateway_core::{AgentLimits, Decision, ErrorKind, Gateway, GatewayConfig, Obligations};
+use gateway_core::{AgentLimits, Decision, ErrorKind, GatewayConfig, Obligations};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,27 +36,11 @@ fn harness_with(runner: MemoryRunner, policy: MemoryPolicy) -> Harness {
     })
 }
 
-/// Replica B on the harness's store, audit log, broker, identity and policy.
-fn replica_b(h: &Harness, runner: MemoryRunner) -> Gateway {
-    Gateway::builder()
-        .identity(h.identity.clone())
-        .policy(h.policy.clone())
-        .broker(h.broker.clone())
-        .runner(Arc::new(runner))
-        .audit(h.audit.clone())
-        .state(h.state.clone())
-        .catalog(catalog())
-        .config(capped_at_one())
-        .replica("replica-b")
-        .build()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_cap_of_one_holds_across_two_replicas_under_a_burst() {
     let slow = || MemoryRunner::new().with_duration(Duration::from_millis(500));
     let h = harness_with(slow(), MemoryPolicy::allow_all());
-    let b = replica_b(&h, slow());
+    let b = replica_b(&h, Arc::new(slow()), capped_at_one());
     let burst = (0..8).map(|n| {
         let gateway = if n % 2 == 0 {
             h.gateway.clone()
@@ -94,30 +78,14 @@ async fn a_dead_replicas_slot_comes_back_when_its_lease_passes() {
         MemoryRunner::new().with_duration(Duration::from_secs(30)),
         MemoryPolicy::allow_all(),
     );
-    let b = replica_b(&h, MemoryRunner::new());
-    // Replica A takes the slot in a runtime of its own, then dies.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let a = h.gateway.clone();
-    let id = {
-        let request = echo("dies holding the slot");
-        let id = request.id;
-        runtime.spawn(async move { a.execute(agent_a(), request).await });
-        id
-    };
-    let key = gateway_core::ActionKey::new(gateway_core::AgentId::new("agent:a").unwrap(), id);
-    use gateway_core::state::StateStore as _;
-    for _ in 0..500 {
-        let running = h.state.get(&key).await.unwrap();
-        if running.is_some_and(|r| r.phase == gateway_core::Phase::Running) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    runtime.shutdown_background();
+    let b = replica_b(&h, Arc::new(MemoryRunner::new()), capped_at_one());
+    // Replica A takes the slot, runs, then dies.
+    kill_replica_a_in(
+        &h,
+        echo("dies holding the slot"),
+        gateway_core::Phase::Running,
+    )
+    .await;
 
     let err = b.execute(agent_a(), echo("too soon")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RateLimited, "{err:?}");
@@ -142,7 +110,7 @@ async fn waiting_for_a_human_gives_the_shared_slot_back() {
         ..Decision::allow()
     });
     let h = harness_with(MemoryRunner::new(), approval);
-    let b = replica_b(&h, MemoryRunner::new());
+    let b = replica_b(&h, Arc::new(MemoryRunner::new()), capped_at_one());
     let waiting = echo("w").with_intent("needs a human");
     let id = waiting.id;
     let a = h.gateway.clone();

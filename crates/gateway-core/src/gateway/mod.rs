@@ -2,6 +2,7 @@
 //!
 //! See `pipeline.rs` for the ten steps of the request path (`docs/design.md`) and the guarantees they give.
 
+mod background;
 mod bounds;
 mod close;
 mod error;
@@ -18,6 +19,7 @@ mod shared_slots;
 mod stop;
 mod trail;
 
+pub use background::BackgroundTask;
 pub use bounds::OverIssued;
 pub use error::{ActionOutcome, GatewayError, GrantSummary, Stage, recorded_result};
 pub use guard::CallFailure;
@@ -521,25 +523,20 @@ impl Gateway {
     /// replica's runs within about lease + `every`.
     pub fn spawn_recovery(&self, every: Duration) -> BackgroundTask {
         let gateway = self.clone();
-        let every = every.max(Duration::from_millis(100));
-        let task = tokio::spawn(
+        background::every(every, tracing::info_span!("gateway.recovery"), move || {
+            let gateway = gateway.clone();
             async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    match gateway.recover().await {
-                        Ok(report) if report != RecoveryReport::default() => {
-                            tracing::warn!(?report, "recovery sweep closed what stopped replicas left");
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "recovery sweep failed; retrying at the next tick"),
+                match gateway.recover().await {
+                    Ok(report) if report != RecoveryReport::default() => {
+                        tracing::warn!(?report, "recovery sweep closed what stopped replicas left");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "recovery sweep failed; retrying at the next tick")
                     }
                 }
             }
-            .instrument(tracing::info_span!("gateway.recovery")),
-        );
-        BackgroundTask(task)
+        })
     }
 
     /// The kill switch: locks `target` (one agent, or every agent of an owner) on every
@@ -589,21 +586,18 @@ impl Gateway {
     /// (new requests are refused meanwhile: the request path cannot read the list either).
     pub fn spawn_lock_watch(&self, every: Duration) -> BackgroundTask {
         let gateway = self.clone();
-        let every = every.max(Duration::from_millis(100));
-        let task = tokio::spawn(
-            async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
+        background::every(
+            every,
+            tracing::info_span!("gateway.lock_watch"),
+            move || {
+                let gateway = gateway.clone();
+                async move {
                     if let Err(e) = gateway.enforce_locks().await {
                         tracing::warn!(error = %e, "kill switch: reading the locks failed; retrying at the next tick");
                     }
                 }
-            }
-            .instrument(tracing::info_span!("gateway.lock_watch")),
-        );
-        BackgroundTask(task)
+            },
+        )
     }
 
     /// This replica's name in the state store ([`GatewayBuilder::replica`]).
@@ -637,16 +631,5 @@ impl Gateway {
     /// The configuration.
     pub fn config(&self) -> &GatewayConfig {
         &self.inner.config
-    }
-}
-
-/// A periodic task of the gateway ([`Gateway::spawn_recovery`], [`Gateway::spawn_lock_watch`]);
-/// dropping it stops the task.
-#[derive(Debug)]
-pub struct BackgroundTask(tokio::task::JoinHandle<()>);
-
-impl Drop for BackgroundTask {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -281,7 +281,7 @@ impl Pipeline {
 
     /// Steps 7 to 9, once the action may go ahead: the job is built, the grant issued, the job
     /// run while it is live, and the grant revoked. Also how a replica resumes an action
-    /// approved while its first replica was gone ([`Pipeline::resume`]).
+    /// approved while its first replica was gone (`Pipeline::run_resumed`).
     #[allow(clippy::too_many_arguments)] // the request path's state, each used by one step
     pub(crate) async fn act(
         &self,
@@ -739,6 +739,15 @@ impl Pipeline {
             }
             Err(Some(e)) => return Err(state_stop(id, e)),
         };
+        // A fresh hold for the rest of the way to `running` (the grant takes at most the
+        // broker's deadline, well inside one lease).
+        let renewed = self
+            .state_call(
+                tracing::info_span!("state.renew_lease"),
+                self.state.renew_approval_lease(key),
+            )
+            .await;
+        renewed.map_err(|e| state_stop(id, e))?;
         Ok(())
     }
 

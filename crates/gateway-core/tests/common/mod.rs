@@ -180,3 +180,74 @@ pub fn ballot(approver: &str, approve: bool, reason: &str) -> gateway_core::appr
         request_hash: None,
     }
 }
+
+/// Another replica of the harness's gateway: the same state store, audit log, broker, identity
+/// and policy, with a runner and a configuration of its own, named `replica-b`.
+pub fn replica_b(h: &Harness, runner: Arc<MemoryRunner>, config: GatewayConfig) -> Gateway {
+    Gateway::builder()
+        .identity(h.identity.clone())
+        .policy(h.policy.clone())
+        .broker(h.broker.clone())
+        .runner(runner)
+        .audit(h.audit.clone())
+        .state(h.state.clone())
+        .catalog(catalog())
+        .config(config)
+        .replica("replica-b")
+        .build()
+        .unwrap()
+}
+
+/// The state store key of agent `agent:a`'s request `id`.
+pub fn key_a(id: gateway_core::RequestId) -> gateway_core::ActionKey {
+    gateway_core::ActionKey::new(gateway_core::AgentId::new("agent:a").unwrap(), id)
+}
+
+/// Waits until agent `agent:a`'s request `id` is in `phase` (5 s at most); its record.
+pub async fn phase_soon(
+    h: &Harness,
+    id: gateway_core::RequestId,
+    phase: gateway_core::Phase,
+) -> gateway_core::ActionRecord {
+    use gateway_core::StateStore as _;
+    for _ in 0..500 {
+        let record = h.state.get(&key_a(id)).await.unwrap();
+        if let Some(record) = record.filter(|r| r.phase == phase) {
+            return record;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("action {id} never reached {phase}");
+}
+
+/// Starts agent `agent:a`'s `request` on the harness's gateway (replica A) in a runtime of its
+/// own, waits until it is in `phase` with its `approval_requested` (waiting) or `started`
+/// (running) record stored, then kills that runtime: every task of A is dropped where it
+/// stands, as in a SIGKILL (no renewal, no revocation, no terminal record; only `Drop`s run).
+/// The record as it was in `phase`.
+pub async fn kill_replica_a_in(
+    h: &Harness,
+    request: ActionRequest,
+    phase: gateway_core::Phase,
+) -> gateway_core::ActionRecord {
+    use gateway_core::AuditEventKind;
+    let id = request.id;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let a = h.gateway.clone();
+    runtime.spawn(async move { a.execute(agent_a(), request).await });
+    let record = phase_soon(h, id, phase).await;
+    let last = match phase {
+        gateway_core::Phase::AwaitingApproval => AuditEventKind::ApprovalRequested,
+        _ => AuditEventKind::Started,
+    };
+    assert!(
+        eventually(|| h.audit.events_for(id).iter().any(|e| e.kind == last)).await,
+        "{last:?} was never recorded"
+    );
+    runtime.shutdown_background();
+    record
+}
