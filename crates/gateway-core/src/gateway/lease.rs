@@ -5,9 +5,8 @@
 //! its grant, and the job must not outlive its credential's owner.
 
 use super::guard::{CallError, guarded};
-use super::pipeline::Pipeline;
-use super::shared_slots::SharedSlot;
-use crate::state::{ActionKey, StateError, StateStoreExt};
+use super::shared_slots::{SharedSlot, SharedSlots};
+use crate::state::{ActionKey, StateError, StateStore, StateStoreExt};
 use std::future::Future;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -30,11 +29,15 @@ pub enum LeaseLost {
 /// One replica's hold on one running action (and on its agent's shared concurrency slot, if
 /// the cap is shared).
 pub(crate) struct RunHold<'a> {
-    pub(crate) pipeline: &'a Pipeline,
+    pub(crate) state: &'a dyn StateStore,
     pub(crate) key: &'a ActionKey,
-    pub(crate) shared: Option<&'a SharedSlot>,
+    pub(crate) replica: &'a str,
     /// How long each renewal holds the action.
     pub(crate) lease: Duration,
+    /// The deadline of one renewal call.
+    pub(crate) timeout: Duration,
+    /// The agent's shared concurrency slot, renewed with the action.
+    pub(crate) shared: Option<(SharedSlots<'a>, &'a SharedSlot)>,
 }
 
 impl RunHold<'_> {
@@ -77,17 +80,17 @@ impl RunHold<'_> {
     }
 
     async fn renew(&self) -> Result<(), CallError<StateError>> {
-        let p = self.pipeline;
         guarded(
-            p.state.renew_run_lease(self.key, &p.replica, self.lease),
-            p.config.audit_timeout,
+            self.state
+                .renew_run_lease(self.key, self.replica, self.lease),
+            self.timeout,
             None,
         )
         .instrument(tracing::info_span!("state.renew_lease"))
         .await
         .map(drop)?;
-        if let Some(slot) = self.shared {
-            p.renew_shared_slot(slot).await;
+        if let Some((slots, slot)) = &self.shared {
+            slots.renew(slot).await;
         }
         Ok(())
     }

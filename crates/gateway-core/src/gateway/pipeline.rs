@@ -37,7 +37,7 @@ use super::guard::{CallError, guarded};
 use super::kill_switch::{KillSwitch, LiveAction};
 use super::lease::{LeaseLost, RunHold};
 use super::limits::{Limited, Limiter, Slot};
-use super::shared_slots::SharedSlot;
+use super::shared_slots::{SharedSlot, SharedSlots};
 use super::stop::Stop;
 use super::trail::Trail;
 use super::{GatewayConfig, RequestContext};
@@ -171,7 +171,7 @@ impl Pipeline {
         if let Some(key) = claimed {
             self.settle(&key, &result).await;
         }
-        self.release_shared_slot(shared).await;
+        self.shared_slots().release(shared).await;
         result
     }
 
@@ -240,7 +240,8 @@ impl Pipeline {
         let def = admission.accept(id, slot)?;
         // 2 (across replicas). The agent's slot in the shared store, if the cap is shared.
         *shared = self
-            .take_shared_slot(&identity.id, id)
+            .shared_slots()
+            .take(&identity.id, id)
             .await
             .map_err(|e| self.shared_slot_refused(id, &identity.id, e))?;
         // 4. Decide. Every failure to get a well-formed decision is a deny.
@@ -328,6 +329,21 @@ impl Pipeline {
             runner,
             job,
         })
+    }
+
+    /// The agents' concurrency slots in the shared store, as this replica takes them.
+    pub(crate) fn shared_slots(&self) -> SharedSlots<'_> {
+        let limits = &self.config.agent_limits;
+        SharedSlots {
+            state: self.state.as_ref(),
+            replica: &self.replica,
+            cap: limits.across_replicas.then_some(limits.max_concurrent),
+            first_lease: self.config.run_lease
+                + self.config.policy_timeout
+                + self.config.broker_timeout,
+            run_lease: self.config.run_lease,
+            timeout: self.config.audit_timeout,
+        }
     }
 
     /// Step 2's refusal when the agent's cap across replicas is reached (or the store failed).
@@ -652,7 +668,7 @@ impl Pipeline {
             .await?;
         record(trail, Event::approval_requested(&approval)).await?;
         *slot = None;
-        self.release_shared_slot(shared.take()).await;
+        self.shared_slots().release(shared.take()).await;
         // The gate's own deadline handling is trusted only up to ours plus a second.
         let verdict = match guarded(
             gate.await_approval(&approval),
@@ -726,7 +742,7 @@ impl Pipeline {
             .await;
         *slot = Some(taken.map_err(|limited| limited_after_approval(id, &limited))?);
         let taken = self
-            .holding_approval(key, self.take_shared_slot_within(agent, id, wait))
+            .holding_approval(key, self.shared_slots().take_within(agent, id, wait))
             .await;
         *shared = match taken {
             Ok(taken) => taken,
@@ -960,10 +976,12 @@ impl Pipeline {
         )
         .instrument(tracing::info_span!("runner.run", backend = %runner.backend));
         let hold = RunHold {
-            pipeline: self,
+            state: self.state.as_ref(),
             key,
-            shared,
+            replica: &self.replica,
             lease,
+            timeout: self.config.audit_timeout,
+            shared: shared.map(|slot| (self.shared_slots(), slot)),
         };
         let (job, lost) = hold.run(job, &job_cancel).await;
         if let Some(lost) = lost {

@@ -95,7 +95,7 @@ impl Pipeline {
         drop(live);
         let result = close(&mut trail, result).await;
         self.settle(&key, &result).await;
-        self.release_shared_slot(shared).await;
+        self.shared_slots().release(shared).await;
         drop(slot);
         match &result {
             Ok(_) => {

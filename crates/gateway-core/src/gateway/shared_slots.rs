@@ -8,9 +8,8 @@
 //! [`ConcurrencySlots`]: crate::state::ConcurrencySlots
 
 use super::guard::{CallError, guarded};
-use super::pipeline::Pipeline;
 use crate::ids::{AgentId, RequestId};
-use crate::state::StateError;
+use crate::state::{StateError, StateStore};
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -26,34 +25,37 @@ pub(crate) struct SharedSlot {
 /// How often a waiting acquisition looks for a freed slot.
 const POLL: Duration = Duration::from_millis(100);
 
-impl Pipeline {
+/// The shared slots as one replica uses them.
+pub(crate) struct SharedSlots<'a> {
+    pub(crate) state: &'a dyn StateStore,
+    pub(crate) replica: &'a str,
+    /// The cap, when it is shared; `None`: nothing is taken.
+    pub(crate) cap: Option<u32>,
     /// How long a slot is held before the job starts (its lease is renewed with the run
     /// lease from then on): long enough for the policy and the broker to answer.
-    pub(crate) fn shared_slot_lease(&self) -> Duration {
-        self.config.run_lease + self.config.policy_timeout + self.config.broker_timeout
-    }
+    pub(crate) first_lease: Duration,
+    /// The run lease, what each renewal holds a slot for.
+    pub(crate) run_lease: Duration,
+    /// The deadline of each store call.
+    pub(crate) timeout: Duration,
+}
 
-    /// One of `agent`'s shared slots for action `id`, if the limits ask for shared caps:
-    /// `Ok(None)` when they do not, `Err(None)` when every slot is held, `Err(Some(e))` when
-    /// the store failed.
-    pub(crate) async fn take_shared_slot(
+impl SharedSlots<'_> {
+    /// One of `agent`'s shared slots for action `id`, if the cap is shared: `Ok(None)` when
+    /// it is not, `Err(None)` when every slot is held, `Err(Some(e))` when the store failed.
+    pub(crate) async fn take(
         &self,
         agent: &AgentId,
         id: RequestId,
     ) -> Result<Option<SharedSlot>, Option<CallError<StateError>>> {
-        let limits = &self.config.agent_limits;
-        if !limits.across_replicas {
+        let Some(cap) = self.cap else {
             return Ok(None);
-        }
+        };
         let holder = format!("{}/{id}", self.replica);
         let taken = guarded(
-            self.state.acquire_slot(
-                agent,
-                limits.max_concurrent,
-                &holder,
-                self.shared_slot_lease(),
-            ),
-            self.config.audit_timeout,
+            self.state
+                .acquire_slot(agent, cap, &holder, self.first_lease),
+            self.timeout,
             None,
         )
         .instrument(tracing::info_span!("state.acquire_slot"))
@@ -69,8 +71,8 @@ impl Pipeline {
         }
     }
 
-    /// [`Pipeline::take_shared_slot`], waiting up to `wait` for a slot to free.
-    pub(crate) async fn take_shared_slot_within(
+    /// [`SharedSlots::take`], waiting up to `wait` for a slot to free.
+    pub(crate) async fn take_within(
         &self,
         agent: &AgentId,
         id: RequestId,
@@ -78,7 +80,7 @@ impl Pipeline {
     ) -> Result<Option<SharedSlot>, Option<CallError<StateError>>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match self.take_shared_slot(agent, id).await {
+            match self.take(agent, id).await {
                 Err(None) if tokio::time::Instant::now() + POLL < deadline => {
                     tokio::time::sleep(POLL).await;
                 }
@@ -89,11 +91,11 @@ impl Pipeline {
 
     /// Renews `slot` for the run lease; a slot found lost is logged (the cap is a budget: the
     /// run lease, renewed on the same store, is what stops a job its replica no longer holds).
-    pub(crate) async fn renew_shared_slot(&self, slot: &SharedSlot) {
+    pub(crate) async fn renew(&self, slot: &SharedSlot) {
         let renewed = guarded(
             self.state
-                .renew_slot(&slot.agent, slot.slot, &slot.holder, self.config.run_lease),
-            self.config.audit_timeout,
+                .renew_slot(&slot.agent, slot.slot, &slot.holder, self.run_lease),
+            self.timeout,
             None,
         )
         .await;
@@ -109,14 +111,14 @@ impl Pipeline {
     }
 
     /// Gives `slot` back; a failure is logged (the lease frees it in the end).
-    pub(crate) async fn release_shared_slot(&self, slot: Option<SharedSlot>) {
+    pub(crate) async fn release(&self, slot: Option<SharedSlot>) {
         let Some(slot) = slot else {
             return;
         };
         let released = guarded(
             self.state
                 .release_slot(&slot.agent, slot.slot, &slot.holder),
-            self.config.audit_timeout,
+            self.timeout,
             None,
         )
         .instrument(tracing::info_span!("state.release_slot"))
