@@ -10,8 +10,12 @@
 
 #[path = "common/env.rs"]
 mod env;
-use gateway_audit::{AuditStore, PostgresAuditSink, PostgresStore, SinkConfig};
+use gateway_audit::{
+    AuditStore, PostgresAuditSink, PostgresStore, SinkConfig, SqliteAuditSink, SqliteStore,
+};
+use gateway_core::AuditSink;
 use gateway_core::hmac_broker::{TOKEN_ENV, TokenError, TokenVerifier};
+use gateway_core::state::{RevocationList, StateStore};
 use gateway_core::testing::script::{MemoryRenderer, ScriptRenderer, Step};
 use gateway_core::testing::{MemoryPolicy, MemoryRunner};
 use gateway_core::{
@@ -19,7 +23,7 @@ use gateway_core::{
     HmacBroker, JobSpec, RequestId, Runner, Secret, StaticKeys,
 };
 use gateway_server::{Approvers, Frontend, ServerConfig};
-use gateway_state::PostgresStateStore;
+use gateway_state::{PostgresStateStore, SqliteStateStore};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -42,7 +46,6 @@ async fn replica_process() {
     let Ok(name) = std::env::var(CHILD) else {
         return; // Run as a test of its own: nothing to do.
     };
-    let url = std::env::var("REPLICA_DATABASE_URL").unwrap();
     let agent_key = Secret::from(std::env::var("REPLICA_AGENT_KEY").unwrap());
     let approver_token = Secret::from(std::env::var("REPLICA_APPROVER_TOKEN").unwrap());
     let identity = AgentIdentity::new(
@@ -58,13 +61,25 @@ async fn replica_process() {
     let approvers = Approvers::new()
         .with_token_hash("human:alice", &Approvers::hash_token(&approver_token))
         .unwrap();
-    let state = Arc::new(PostgresStateStore::connect(&url).await.unwrap());
-    let audit = PostgresAuditSink::open(
-        PostgresStore::connect(&url).await.unwrap(),
-        SinkConfig::new(format!("replica-{name}")),
-    )
-    .await
-    .unwrap();
+    // State and audit on PostgreSQL (replicas), or on SQLite files (one process, restarted).
+    let stream = SinkConfig::new(format!("replica-{name}"));
+    let (state, audit): (Arc<dyn StateStore>, Arc<dyn AuditSink>) =
+        match std::env::var("REPLICA_SQLITE_DIR") {
+            Ok(dir) => {
+                let dir = std::path::Path::new(&dir);
+                let state = SqliteStateStore::open(dir.join("state.db")).await.unwrap();
+                let store = SqliteStore::open(dir.join("audit.db")).await.unwrap();
+                let audit = SqliteAuditSink::open(store, stream).await.unwrap();
+                (Arc::new(state), Arc::new(audit))
+            }
+            Err(_) => {
+                let url = std::env::var("REPLICA_DATABASE_URL").unwrap();
+                let state = PostgresStateStore::connect(&url).await.unwrap();
+                let store = PostgresStore::connect(&url).await.unwrap();
+                let audit = PostgresAuditSink::open(store, stream).await.unwrap();
+                (Arc::new(state), Arc::new(audit))
+            }
+        };
     let policy = MemoryPolicy::from_fn(|input| {
         let mut d = Decision::allow();
         d.obligations.require_approval = input.action == "ops.approve";
@@ -117,9 +132,10 @@ async fn replica_process() {
     // Every replica signs grants with the same key and shares revocations through the store,
     // so a grant revoked anywhere (by a sweep, after its replica died) fails on every verifier.
     let hmac_key = Secret::from(std::env::var("REPLICA_HMAC_KEY").unwrap());
-    let broker = HmacBroker::new(hmac_key)
-        .unwrap()
-        .with_shared_revocations(state.clone(), Duration::from_secs(1));
+    let broker = HmacBroker::new(hmac_key).unwrap().with_shared_revocations(
+        state.clone() as Arc<dyn RevocationList>,
+        Duration::from_secs(1),
+    );
     let server_config = ServerConfig {
         recovery_interval: Some(SWEEP_EVERY),
         ..ServerConfig::default()
@@ -143,7 +159,7 @@ async fn replica_process() {
         .policy(Arc::new(policy))
         .broker(Arc::new(broker))
         .runner(runner)
-        .audit(Arc::new(audit))
+        .audit(audit)
         .approvals(front.approval_gate())
         .catalog(catalog)
         .config(config)
@@ -186,6 +202,8 @@ struct Shared {
     docker_image: Option<String>,
     /// A concurrency cap shared by the replicas (`AgentLimits::across_replicas`).
     shared_cap: Option<u32>,
+    /// State and audit in SQLite files here instead of PostgreSQL.
+    sqlite_dir: Option<std::path::PathBuf>,
 }
 
 impl Shared {
@@ -209,6 +227,20 @@ impl Shared {
             hmac_key: Secret::from(hex::encode(rand::random::<[u8; 32]>())),
             docker_image: None,
             shared_cap: None,
+            sqlite_dir: None,
+        }
+    }
+
+    /// Fresh keys, and state and audit in SQLite files in `dir`.
+    fn sqlite(dir: &std::path::Path) -> Self {
+        Self {
+            url: String::new(),
+            agent_key: StaticKeys::generate_key("key-a").unwrap().0,
+            approver_token: Approvers::generate_token().0,
+            hmac_key: Secret::from(hex::encode(rand::random::<[u8; 32]>())),
+            docker_image: None,
+            shared_cap: None,
+            sqlite_dir: Some(dir.to_owned()),
         }
     }
 }
@@ -237,6 +269,9 @@ fn spawn(name: &str, shared: &Shared) -> Replica {
     }
     if let Some(cap) = shared.shared_cap {
         command.env("REPLICA_SHARED_CAP", cap.to_string());
+    }
+    if let Some(dir) = &shared.sqlite_dir {
+        command.env("REPLICA_SQLITE_DIR", dir);
     }
     let mut child = command.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -890,4 +925,115 @@ async fn a_pending_approval_survives_a_restart_of_both_replicas() {
     }
     assert_eq!(started, 1);
     drop((a, b));
+}
+
+/// Polls `GET /v1/actions/{id}` on `base` until the action has finished (`within` at most).
+async fn finished_on(
+    http: &reqwest::Client,
+    base: &str,
+    id: RequestId,
+    key: &Secret,
+    within: Duration,
+) -> Value {
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        let (_, doc) = call(
+            http,
+            reqwest::Method::GET,
+            format!("{base}/v1/actions/{id}"),
+            key,
+            None,
+        )
+        .await;
+        if doc["status"] == "completed" || doc["status"] == "failed" {
+            return doc;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("action {id} did not finish within {within:?}");
+}
+
+/// The same lifecycle on SQLite, one process restarted: a pending approval survives the
+/// restart and runs once approved; a job whose process was SIGKILLed is closed by the next
+/// process's sweep, its grant revoked in the shared list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_on_sqlite_survives_its_restarts() {
+    if std::env::var(CHILD).is_ok() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Shared::sqlite(dir.path());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    use reqwest::Method;
+    let key = &shared.agent_key;
+    let restart = |mut replica: Replica| {
+        replica.child.kill().unwrap();
+        replica.child.wait().unwrap();
+        drop(replica);
+        spawn("a", &shared)
+    };
+
+    // A pending approval survives a restart and runs once approved.
+    let a = spawn("a", &shared);
+    let id = RequestId::new();
+    let body = json!({"id": id, "action": "ops.approve", "resource": "ops:prod", "intent": "x"});
+    let (status, doc) = call(
+        &http,
+        Method::POST,
+        format!("{}/v1/actions", a.base),
+        key,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, 202, "{doc}");
+    let a = restart(a);
+    let vote = json!({"verdict": "approve", "reason": "CHG-11"});
+    let (status, answer) = call(
+        &http,
+        Method::POST,
+        format!("{}/v1/approvals/{id}", a.base),
+        &shared.approver_token,
+        Some(&vote),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let done = finished_on(&http, &a.base, id, key, Duration::from_secs(30)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+
+    // A job killed with its process is closed by the next one's sweep.
+    let id = RequestId::new();
+    let body = json!({"id": id, "action": "ops.slow", "resource": "ops:prod", "intent": "x"});
+    let submit = http
+        .post(format!("{}/v1/actions", a.base))
+        .bearer_auth(key.expose_str().unwrap())
+        .json(&body)
+        .send();
+    tokio::spawn(submit);
+    let state = SqliteStateStore::open(dir.path().join("state.db"))
+        .await
+        .unwrap();
+    let action = gateway_core::ActionKey::new(AgentId::new("agent:a").unwrap(), id);
+    let mut grant = None;
+    for _ in 0..200 {
+        if let Some(run) = state.get(&action).await.unwrap().and_then(|r| r.run) {
+            grant = Some(run.grant.id);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grant = grant.expect("the job never ran");
+    let now = time::OffsetDateTime::now_utc;
+    assert!(!state.is_revoked(&grant, now()).await.unwrap());
+    let a = restart(a);
+    let closed = finished_on(&http, &a.base, id, key, Duration::from_secs(15)).await;
+    assert_eq!(closed["status"], "failed", "{closed}");
+    assert!(closed.to_string().contains("abandoned"), "{closed}");
+    assert!(
+        state.is_revoked(&grant, now()).await.unwrap(),
+        "the killed job's grant was not revoked"
+    );
+    drop(a);
 }
