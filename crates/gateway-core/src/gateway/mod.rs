@@ -470,10 +470,11 @@ impl Gateway {
         Ok(names)
     }
 
-    /// Records as `abandoned` (state store and audit trail) every action that waits for
-    /// approval on a replica that is gone: its lease
-    /// ([`APPROVAL_LEASE`](crate::state::APPROVAL_LEASE)) passed, so nothing will run it.
-    /// Returns how many. Part of [`Gateway::recover`].
+    /// Closes the approvals whose waiting replica is gone (its lease,
+    /// [`APPROVAL_LEASE`](crate::state::APPROVAL_LEASE), passed) and that nobody will run:
+    /// denied or expired ones with their verdict, and ones stored without what another replica
+    /// needs to resume them as `abandoned` (state store and audit trail). Pending ones that can
+    /// be resumed stay answerable. Returns how many it closed. Part of [`Gateway::recover`].
     pub async fn abandon_orphaned_approvals(&self) -> Result<usize, StateError> {
         self.inner.recovery().abandon_orphaned_approvals().await
     }

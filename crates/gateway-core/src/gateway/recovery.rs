@@ -1,8 +1,10 @@
 //! Closing what a stopped replica left open, on any replica:
 //!
-//! - an action that waited for approval on a replica that is gone (its lease passed) is
-//!   recorded as `abandoned`, in the state store and with a terminal audit record, so its trail
-//!   ends and its status says what happened;
+//! - an action that waited for approval on a replica that is gone (its lease passed) stays
+//!   answerable while it can be resumed (another replica runs it once approved:
+//!   `gateway/resume.rs`); once denied, or past its deadline, it is closed with that verdict;
+//!   one that cannot be resumed (stored by an older version) is recorded as `abandoned`. Either
+//!   way its trail ends with a terminal record and its status says what happened;
 //! - an action that ran on a replica that is gone (its run lease passed) is taken over (one
 //!   sweep wins), its grant revoked by the broker that issued it, its job's environment handed
 //!   to the runner's reaper, and its trail closed with `revoked` + `completed`; then it is
@@ -67,7 +69,8 @@ impl Pipeline {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RecoveryReport {
-    /// Actions waiting for approval on a replica that stopped, recorded as abandoned.
+    /// Actions waiting for approval on a replica that stopped, closed: denied or expired
+    /// (with that verdict), or abandoned (those that cannot be resumed).
     pub approvals_abandoned: usize,
     /// Actions running on a replica that stopped: grant revoked, job reaped, trail closed,
     /// recorded as abandoned.
