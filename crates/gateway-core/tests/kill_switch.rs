@@ -8,19 +8,14 @@ mod common;
 use common::*;
 use gateway_core::approval::ApprovalRule;
 use gateway_core::audit::AuditSink as _;
-use gateway_core::state::{
-    ActionKey, ActionRecord, AgentLock, Change, Claim, ConcurrencySlots, LockList, LockTarget,
-    MemoryStateStore, Phase, RevocationList, StateError, StateStore,
-};
+use gateway_core::state::{LockTarget, Phase};
 use gateway_core::testing::{MemoryPolicy, MemoryRunner};
 use gateway_core::{
     AgentId, AuditEventKind, Decision, ErrorKind, Gateway, GatewayError, Obligations, Stage,
-    async_trait,
 };
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-use time::OffsetDateTime;
 
 fn agent(name: &str) -> LockTarget {
     LockTarget::Agent(AgentId::new(name).unwrap())
@@ -202,95 +197,10 @@ async fn a_lock_stops_an_action_waiting_for_approval() {
     assert!(h.broker.issued().is_empty(), "granted after the lock");
 }
 
-/// A memory store whose lock list can be made unreadable.
-#[derive(Default)]
-struct LocksDown {
-    inner: MemoryStateStore,
-    down: AtomicBool,
-}
-
-#[async_trait]
-impl StateStore for LocksDown {
-    async fn claim(&self, record: &ActionRecord) -> Result<Claim, StateError> {
-        self.inner.claim(record).await
-    }
-    async fn get(&self, key: &ActionKey) -> Result<Option<ActionRecord>, StateError> {
-        self.inner.get(key).await
-    }
-    async fn update(&self, key: &ActionKey, change: &Change) -> Result<ActionRecord, StateError> {
-        self.inner.update(key, change).await
-    }
-    async fn in_phase(&self, phase: Phase, limit: usize) -> Result<Vec<ActionRecord>, StateError> {
-        self.inner.in_phase(phase, limit).await
-    }
-    async fn prune(&self, now: OffsetDateTime) -> Result<u64, StateError> {
-        self.inner.prune(now).await
-    }
-}
-
-#[async_trait]
-impl RevocationList for LocksDown {
-    async fn revoke(&self, grant_id: &str, not_after: OffsetDateTime) -> Result<(), StateError> {
-        self.inner.revoke(grant_id, not_after).await
-    }
-    async fn is_revoked(&self, grant_id: &str, now: OffsetDateTime) -> Result<bool, StateError> {
-        self.inner.is_revoked(grant_id, now).await
-    }
-    async fn prune_revocations(&self, now: OffsetDateTime) -> Result<u64, StateError> {
-        self.inner.prune_revocations(now).await
-    }
-}
-
-#[async_trait]
-impl ConcurrencySlots for LocksDown {
-    async fn acquire_slot(
-        &self,
-        agent: &AgentId,
-        limit: u32,
-        holder: &str,
-        lease: Duration,
-    ) -> Result<Option<u32>, StateError> {
-        self.inner.acquire_slot(agent, limit, holder, lease).await
-    }
-    async fn renew_slot(
-        &self,
-        agent: &AgentId,
-        slot: u32,
-        holder: &str,
-        lease: Duration,
-    ) -> Result<bool, StateError> {
-        self.inner.renew_slot(agent, slot, holder, lease).await
-    }
-    async fn release_slot(
-        &self,
-        agent: &AgentId,
-        slot: u32,
-        holder: &str,
-    ) -> Result<(), StateError> {
-        self.inner.release_slot(agent, slot, holder).await
-    }
-}
-
-#[async_trait]
-impl LockList for LocksDown {
-    async fn lock(&self, lock: &AgentLock) -> Result<(), StateError> {
-        self.inner.lock(lock).await
-    }
-    async fn unlock(&self, target: &LockTarget) -> Result<bool, StateError> {
-        self.inner.unlock(target).await
-    }
-    async fn locks(&self) -> Result<Vec<AgentLock>, StateError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(StateError::unavailable_msg("the database is down"));
-        }
-        self.inner.locks().await
-    }
-}
-
 #[tokio::test]
 async fn an_unreadable_lock_list_refuses_requests() {
     let h = harness(Parts::default());
-    let store = Arc::new(LocksDown::default());
+    let store = Arc::new(FaultyStore::default());
     let gateway = Gateway::builder()
         .identity(h.identity.clone())
         .policy(h.policy.clone())
@@ -303,7 +213,7 @@ async fn an_unreadable_lock_list_refuses_requests() {
         .build()
         .unwrap();
     gateway.execute(agent_a(), echo("up")).await.unwrap();
-    store.down.store(true, Ordering::SeqCst);
+    store.fail_locks.store(true, Ordering::SeqCst);
     tokio::time::sleep(gateway_core::gateway::LOCK_CACHE).await;
     let err = gateway.execute(agent_a(), echo("down")).await.unwrap_err();
     let GatewayError::Backend { stage, kind, .. } = &err else {

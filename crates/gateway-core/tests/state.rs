@@ -6,16 +6,10 @@ mod common;
 
 use common::*;
 use gateway_core::approval::{ApprovalRule, TicketState};
-use gateway_core::state::{
-    ActionKey, ActionRecord, AgentLock, Change, Claim, ConcurrencySlots, LockList, LockTarget,
-    MemoryStateStore, Phase, RevocationList, StateError, StateStore, apply_change,
-};
-use gateway_core::{
-    AgentId, AuditEventKind, Decision, ErrorKind, GatewayError, Obligations, async_trait,
-};
+use gateway_core::state::{ActionKey, ActionRecord, Phase, StateError, StateStore};
+use gateway_core::{AgentId, AuditEventKind, Decision, ErrorKind, GatewayError, Obligations};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 use time::OffsetDateTime;
 
 fn agent(name: &str) -> AgentId {
@@ -238,99 +232,7 @@ async fn a_quorum_of_distinct_approvers_none_of_them_the_owner() {
     assert_eq!(h.runner.runs().len(), 1);
 }
 
-/// A store that fails on demand: every claim, or the move to `running`.
-#[derive(Default)]
-struct FailingStore {
-    inner: MemoryStateStore,
-    fail_claims: AtomicBool,
-    fail_running: AtomicBool,
-}
-
-#[async_trait]
-impl StateStore for FailingStore {
-    async fn claim(&self, record: &ActionRecord) -> Result<Claim, StateError> {
-        if self.fail_claims.load(Ordering::SeqCst) {
-            return Err(StateError::unavailable_msg("the database is down"));
-        }
-        self.inner.claim(record).await
-    }
-    async fn get(&self, key: &ActionKey) -> Result<Option<ActionRecord>, StateError> {
-        self.inner.get(key).await
-    }
-    async fn update(&self, key: &ActionKey, change: &Change) -> Result<ActionRecord, StateError> {
-        if self.fail_running.load(Ordering::SeqCst)
-            && let Some(current) = self.inner.get(key).await?
-            && apply_change(&current, change).is_ok_and(|r| r.phase == Phase::Running)
-        {
-            return Err(StateError::unavailable_msg("the database is down"));
-        }
-        self.inner.update(key, change).await
-    }
-    async fn in_phase(&self, phase: Phase, limit: usize) -> Result<Vec<ActionRecord>, StateError> {
-        self.inner.in_phase(phase, limit).await
-    }
-    async fn prune(&self, now: OffsetDateTime) -> Result<u64, StateError> {
-        self.inner.prune(now).await
-    }
-}
-
-#[async_trait]
-impl RevocationList for FailingStore {
-    async fn revoke(&self, grant_id: &str, not_after: OffsetDateTime) -> Result<(), StateError> {
-        self.inner.revoke(grant_id, not_after).await
-    }
-    async fn is_revoked(&self, grant_id: &str, now: OffsetDateTime) -> Result<bool, StateError> {
-        self.inner.is_revoked(grant_id, now).await
-    }
-    async fn prune_revocations(&self, now: OffsetDateTime) -> Result<u64, StateError> {
-        self.inner.prune_revocations(now).await
-    }
-}
-
-#[async_trait]
-impl ConcurrencySlots for FailingStore {
-    async fn acquire_slot(
-        &self,
-        agent: &AgentId,
-        limit: u32,
-        holder: &str,
-        lease: Duration,
-    ) -> Result<Option<u32>, StateError> {
-        self.inner.acquire_slot(agent, limit, holder, lease).await
-    }
-    async fn renew_slot(
-        &self,
-        agent: &AgentId,
-        slot: u32,
-        holder: &str,
-        lease: Duration,
-    ) -> Result<bool, StateError> {
-        self.inner.renew_slot(agent, slot, holder, lease).await
-    }
-    async fn release_slot(
-        &self,
-        agent: &AgentId,
-        slot: u32,
-        holder: &str,
-    ) -> Result<(), StateError> {
-        self.inner.release_slot(agent, slot, holder).await
-    }
-}
-
-#[async_trait]
-impl LockList for FailingStore {
-    async fn lock(&self, lock: &AgentLock) -> Result<(), StateError> {
-        self.inner.lock(lock).await
-    }
-    async fn unlock(&self, target: &LockTarget) -> Result<bool, StateError> {
-        self.inner.unlock(target).await
-    }
-    async fn locks(&self) -> Result<Vec<AgentLock>, StateError> {
-        self.inner.locks().await
-    }
-}
-
-fn gateway_on(store: Arc<FailingStore>) -> (gateway_core::Gateway, Harness) {
+fn gateway_on(store: Arc<FaultyStore>) -> (gateway_core::Gateway, Harness) {
     let h = harness(Parts::default());
     let gateway = gateway_core::Gateway::builder()
         .identity(h.identity.clone())
@@ -348,7 +250,7 @@ fn gateway_on(store: Arc<FailingStore>) -> (gateway_core::Gateway, Harness) {
 
 #[tokio::test]
 async fn a_store_that_fails_stops_the_action_before_and_after_the_grant() {
-    let store = Arc::new(FailingStore::default());
+    let store = Arc::new(FaultyStore::default());
     let (gateway, h) = gateway_on(store.clone());
 
     store.fail_claims.store(true, Ordering::SeqCst);

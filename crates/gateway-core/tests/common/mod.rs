@@ -251,3 +251,133 @@ pub async fn kill_replica_a_in(
     runtime.shutdown_background();
     record
 }
+
+/// A memory state store that fails on demand: every claim, the move to `running`, or reading
+/// the kill switch's locks. Everything else is the memory store's.
+#[derive(Default)]
+pub struct FaultyStore {
+    pub inner: MemoryStateStore,
+    pub fail_claims: std::sync::atomic::AtomicBool,
+    pub fail_running: std::sync::atomic::AtomicBool,
+    pub fail_locks: std::sync::atomic::AtomicBool,
+}
+
+mod faulty_store {
+    use super::FaultyStore;
+    use gateway_core::AgentId;
+    use gateway_core::async_trait;
+    use gateway_core::state::{
+        ActionKey, ActionRecord, AgentLock, Change, Claim, ConcurrencySlots, LockList, LockTarget,
+        Phase, RevocationList, StateError, StateStore, apply_change,
+    };
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    use time::OffsetDateTime;
+
+    fn down() -> StateError {
+        StateError::unavailable_msg("the database is down")
+    }
+
+    #[async_trait]
+    impl StateStore for FaultyStore {
+        async fn claim(&self, record: &ActionRecord) -> Result<Claim, StateError> {
+            if self.fail_claims.load(Ordering::SeqCst) {
+                return Err(down());
+            }
+            self.inner.claim(record).await
+        }
+        async fn get(&self, key: &ActionKey) -> Result<Option<ActionRecord>, StateError> {
+            self.inner.get(key).await
+        }
+        async fn update(
+            &self,
+            key: &ActionKey,
+            change: &Change,
+        ) -> Result<ActionRecord, StateError> {
+            if self.fail_running.load(Ordering::SeqCst)
+                && let Some(current) = self.inner.get(key).await?
+                && apply_change(&current, change).is_ok_and(|r| r.phase == Phase::Running)
+            {
+                return Err(down());
+            }
+            self.inner.update(key, change).await
+        }
+        async fn in_phase(
+            &self,
+            phase: Phase,
+            limit: usize,
+        ) -> Result<Vec<ActionRecord>, StateError> {
+            self.inner.in_phase(phase, limit).await
+        }
+        async fn prune(&self, now: OffsetDateTime) -> Result<u64, StateError> {
+            self.inner.prune(now).await
+        }
+    }
+
+    #[async_trait]
+    impl RevocationList for FaultyStore {
+        async fn revoke(
+            &self,
+            grant_id: &str,
+            not_after: OffsetDateTime,
+        ) -> Result<(), StateError> {
+            self.inner.revoke(grant_id, not_after).await
+        }
+        async fn is_revoked(
+            &self,
+            grant_id: &str,
+            now: OffsetDateTime,
+        ) -> Result<bool, StateError> {
+            self.inner.is_revoked(grant_id, now).await
+        }
+        async fn prune_revocations(&self, now: OffsetDateTime) -> Result<u64, StateError> {
+            self.inner.prune_revocations(now).await
+        }
+    }
+
+    #[async_trait]
+    impl ConcurrencySlots for FaultyStore {
+        async fn acquire_slot(
+            &self,
+            agent: &AgentId,
+            limit: u32,
+            holder: &str,
+            lease: Duration,
+        ) -> Result<Option<u32>, StateError> {
+            self.inner.acquire_slot(agent, limit, holder, lease).await
+        }
+        async fn renew_slot(
+            &self,
+            agent: &AgentId,
+            slot: u32,
+            holder: &str,
+            lease: Duration,
+        ) -> Result<bool, StateError> {
+            self.inner.renew_slot(agent, slot, holder, lease).await
+        }
+        async fn release_slot(
+            &self,
+            agent: &AgentId,
+            slot: u32,
+            holder: &str,
+        ) -> Result<(), StateError> {
+            self.inner.release_slot(agent, slot, holder).await
+        }
+    }
+
+    #[async_trait]
+    impl LockList for FaultyStore {
+        async fn lock(&self, lock: &AgentLock) -> Result<(), StateError> {
+            self.inner.lock(lock).await
+        }
+        async fn unlock(&self, target: &LockTarget) -> Result<bool, StateError> {
+            self.inner.unlock(target).await
+        }
+        async fn locks(&self) -> Result<Vec<AgentLock>, StateError> {
+            if self.fail_locks.load(Ordering::SeqCst) {
+                return Err(down());
+            }
+            self.inner.locks().await
+        }
+    }
+}
