@@ -83,15 +83,7 @@ fn check_text(what: &str, text: &str) -> Result<(), LockError> {
 impl Pipeline {
     /// A one-record trail for a lock operation on `target`.
     fn lock_trail(&self, action: &str, target: &LockTarget) -> Trail {
-        let mut trail = Trail::new(
-            std::sync::Arc::clone(&self.audit),
-            std::sync::Arc::clone(&self.redactor),
-            self.config.audit_timeout,
-            RequestId::new(),
-            action,
-            &target.key(),
-            None,
-        );
+        let mut trail = self.trail(RequestId::new(), action, &target.key(), None);
         if let LockTarget::Agent(agent) = target {
             trail.set_agent(agent.clone());
         }

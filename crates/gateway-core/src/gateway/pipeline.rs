@@ -135,10 +135,7 @@ impl Pipeline {
         context: RequestContext,
         cancel: CancellationToken,
     ) -> Result<ActionOutcome, GatewayError> {
-        let mut trail = Trail::new(
-            Arc::clone(&self.audit),
-            Arc::clone(&self.redactor),
-            self.config.audit_timeout,
+        let mut trail = self.trail(
             request.id,
             &request.action,
             &request.resource,
@@ -173,6 +170,25 @@ impl Pipeline {
         }
         self.shared_slots().release(shared).await;
         result
+    }
+
+    /// A new trail on this gateway's audit sink, redactor and deadline.
+    pub(crate) fn trail(
+        &self,
+        id: RequestId,
+        action: &str,
+        resource: &str,
+        origin: Option<String>,
+    ) -> Trail {
+        Trail::new(
+            Arc::clone(&self.audit),
+            Arc::clone(&self.redactor),
+            self.config.audit_timeout,
+            id,
+            action,
+            resource,
+            origin,
+        )
     }
 
     /// After the terminal audit record: the action's final phase and outcome document in the
@@ -353,25 +369,18 @@ impl Pipeline {
         agent: &crate::ids::AgentId,
         e: Option<CallError<StateError>>,
     ) -> Stop {
-        let Some(e) = e else {
-            let limited = Limited::SharedConcurrency {
-                agent: agent.clone(),
-                max_concurrent: self.config.agent_limits.max_concurrent,
-            };
-            let reason = limited.to_string();
-            return Stop::rejected(
-                ErrorKind::RateLimited,
-                reason.clone(),
-                GatewayError::RateLimited {
-                    correlation_id: id,
-                    reason,
-                    retry_after: None,
-                },
-            );
-        };
-        let stop = state_stop(id, e);
-        let reason = stop.error.to_string();
-        Stop::rejected(stop.error.kind(), reason, stop.error)
+        match e {
+            None => limited_stop(id, &self.shared_cap_reached(agent)),
+            Some(e) => state_refusal(id, e),
+        }
+    }
+
+    /// Why `agent` got no slot across replicas.
+    fn shared_cap_reached(&self, agent: &crate::ids::AgentId) -> Limited {
+        Limited::SharedConcurrency {
+            agent: agent.clone(),
+            max_concurrent: self.config.agent_limits.max_concurrent,
+        }
     }
 
     /// Step 2's kill-switch check: a locked agent (or owner) is denied, with the lock as the
@@ -553,11 +562,7 @@ impl Pipeline {
                 Ok(record.key)
             }
             Ok(Claim::Existing(existing)) => Err(Stop::duplicate(request.id, existing)),
-            Err(e) => {
-                let stop = state_stop(request.id, e);
-                let reason = stop.error.to_string();
-                Err(Stop::rejected(stop.error.kind(), reason, stop.error))
-            }
+            Err(e) => Err(state_refusal(request.id, e)),
         }
     }
 
@@ -747,11 +752,7 @@ impl Pipeline {
         *shared = match taken {
             Ok(taken) => taken,
             Err(None) => {
-                let limited = Limited::SharedConcurrency {
-                    agent: agent.clone(),
-                    max_concurrent: self.config.agent_limits.max_concurrent,
-                };
-                return Err(limited_after_approval(id, &limited));
+                return Err(limited_after_approval(id, &self.shared_cap_reached(agent)));
             }
             Err(Some(e)) => return Err(state_stop(id, e)),
         };
@@ -1079,6 +1080,27 @@ fn limited_after_approval(id: RequestId, limited: &Limited) -> Stop {
     )
 }
 
+/// A request over one of its agent's limits, refused before the decision (`rejected`).
+fn limited_stop(id: RequestId, limit: &Limited) -> Stop {
+    let reason = limit.to_string();
+    Stop::rejected(
+        ErrorKind::RateLimited,
+        reason.clone(),
+        GatewayError::RateLimited {
+            correlation_id: id,
+            reason,
+            retry_after: limit.retry_after(),
+        },
+    )
+}
+
+/// [`state_stop`] for a request refused before its decision: recorded as `rejected`.
+fn state_refusal(id: RequestId, e: CallError<StateError>) -> Stop {
+    let stop = state_stop(id, e);
+    let reason = stop.error.to_string();
+    Stop::rejected(stop.error.kind(), reason, stop.error)
+}
+
 /// The stop for a state store that failed: the action does not go on (fail closed).
 fn state_stop(id: RequestId, e: CallError<StateError>) -> Stop {
     let kind = kind_of(&e, |e| e.kind());
@@ -1135,22 +1157,26 @@ fn build_job(
     request: &ActionRequest,
     identity: &AgentIdentity,
 ) -> Result<JobSpec, Stop> {
-    (def.job)(request, identity).map_err(|reason| {
-        let reason = format!("cannot build the job: {reason}");
-        Stop::completed(
-            Completion::Stopped {
-                status: Status::Error,
-                stage: None,
-                kind: ErrorKind::InvalidInput,
-                reason: reason.clone(),
-                grant_revoked: None,
-            },
-            GatewayError::InvalidInput {
-                correlation_id: request.id,
-                reason,
-            },
-        )
-    })
+    (def.job)(request, identity)
+        .map_err(|reason| invalid_stop(request.id, format!("cannot build the job: {reason}")))
+}
+
+/// An allowed request that turned out unusable after its decision (its job cannot be built,
+/// or the action is no longer in the catalog): recorded as `completed` with status `error`.
+pub(crate) fn invalid_stop(id: RequestId, reason: String) -> Stop {
+    Stop::completed(
+        Completion::Stopped {
+            status: Status::Error,
+            stage: None,
+            kind: ErrorKind::InvalidInput,
+            reason: reason.clone(),
+            grant_revoked: None,
+        },
+        GatewayError::InvalidInput {
+            correlation_id: id,
+            reason,
+        },
+    )
 }
 
 /// Step 2's verdict, acted on after `requested` is stored.
@@ -1187,18 +1213,7 @@ impl<'a> Admission<'a> {
                     },
                 ))
             }
-            Self::Limited(limit) => {
-                let reason = limit.to_string();
-                Err(Stop::rejected(
-                    ErrorKind::RateLimited,
-                    reason.clone(),
-                    GatewayError::RateLimited {
-                        correlation_id: id,
-                        reason,
-                        retry_after: limit.retry_after(),
-                    },
-                ))
-            }
+            Self::Limited(limit) => Err(limited_stop(id, &limit)),
         }
     }
 }

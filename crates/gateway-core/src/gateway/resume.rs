@@ -11,15 +11,13 @@
 //! first replica ([`Pipeline::act`]). The caller that submitted it reads the outcome from any
 //! replica's status endpoint.
 
-use super::GatewayError;
 use super::close::{Ran, close};
-use super::events::{Completion, Event, Status};
-use super::pipeline::Pipeline;
+use super::events::Event;
+use super::pipeline::{Pipeline, invalid_stop};
 use super::stop::Stop;
 use super::trail::Trail;
 use crate::action::ActionRequest;
 use crate::approval::{ApprovalTicket, ApprovalVerdict};
-use crate::error::ErrorKind;
 use crate::state::{APPROVAL_LEASE, ActionKey, ActionRecord, Resume, StateError};
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -63,16 +61,14 @@ impl Pipeline {
             intent: asked.intent.clone(),
             requested_ttl_seconds: asked.requested_ttl_seconds,
         };
-        let mut trail = Trail::new(
-            Arc::clone(&self.audit),
-            Arc::clone(&self.redactor),
-            self.config.audit_timeout,
-            key.id,
-            &request.action,
-            &request.resource,
-            resume.origin.clone(),
-        )
-        .after_step(resume.trail_steps);
+        let mut trail = self
+            .trail(
+                key.id,
+                &request.action,
+                &request.resource,
+                resume.origin.clone(),
+            )
+            .after_step(resume.trail_steps);
         trail.set_agent(key.agent.clone());
         let cancel = CancellationToken::new();
         let live = self
@@ -138,22 +134,10 @@ impl Pipeline {
         }
         self.refuse_if_locked(id, &resume.identity).await?;
         // The catalog may have changed since: the action must still be one this replica runs.
-        let def = self.catalog.validate(&request).map_err(|e| {
-            let reason = format!("cannot run the approved action here: {e}");
-            Stop::completed(
-                Completion::Stopped {
-                    status: Status::Error,
-                    stage: None,
-                    kind: ErrorKind::InvalidInput,
-                    reason: reason.clone(),
-                    grant_revoked: None,
-                },
-                GatewayError::InvalidInput {
-                    correlation_id: id,
-                    reason,
-                },
-            )
-        })?;
+        let def = self
+            .catalog
+            .validate(&request)
+            .map_err(|e| invalid_stop(id, format!("cannot run the approved action here: {e}")))?;
         self.take_slots_after_approval(key, &resume.identity.id, slot, shared)
             .await?;
         self.act(
