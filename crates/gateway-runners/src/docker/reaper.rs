@@ -7,6 +7,7 @@
 
 use super::{daemon_error, remove};
 use bollard::Docker;
+use bollard::models::ContainerSummary;
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use gateway_core::RunnerError;
 use gateway_core::labels;
@@ -14,6 +15,56 @@ use std::collections::{BTreeSet, HashMap};
 
 /// The instance keys a reaper honours: the current one and the legacy one.
 const INSTANCE_KEYS: [&str; 2] = [labels::INSTANCE, labels::legacy::INSTANCE];
+
+/// A listing filter on labels, `key=value` each (Docker ANDs them).
+fn labelled(pairs: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
+    let labels = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    HashMap::from([("label".to_string(), labels)])
+}
+
+/// Whether `container` carries `value` under label `key`.
+fn has_label(container: &ContainerSummary, key: &str, value: &str) -> bool {
+    container
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .is_some_and(|v| v == value)
+}
+
+/// Force-removes the containers (running or not) any of `listings` finds and `ours` accepts:
+/// what the daemon returned is checked again, so a loose filter (a name is matched as a
+/// substring) never removes another's container. Returns how many; `what` names them in errors.
+async fn remove_listed(
+    docker: &Docker,
+    listings: Vec<HashMap<String, Vec<String>>>,
+    ours: impl Fn(&ContainerSummary) -> bool,
+    what: &str,
+) -> Result<usize, RunnerError> {
+    let mut ids = BTreeSet::new();
+    for filters in listings {
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| daemon_error(&format!("listing {what}"), e))?;
+        for container in containers {
+            if ours(&container)
+                && let Some(id) = container.id
+            {
+                ids.insert(id);
+            }
+        }
+    }
+    for id in &ids {
+        remove(docker, id)
+            .await
+            .map_err(|e| daemon_error(&format!("removing one of {what}"), e))?;
+    }
+    Ok(ids.len())
+}
 
 /// Force-removes every container (running or not) labelled with `instance`, under the current
 /// or the legacy instance key; returns how many.
@@ -23,35 +74,18 @@ pub async fn reap_instance(docker: &Docker, instance: &str) -> Result<usize, Run
         return Err(RunnerError::invalid_input("empty instance id"));
     }
     // Docker ANDs label filters, so each key is its own listing.
-    let mut ids = BTreeSet::new();
-    for key in INSTANCE_KEYS {
-        let filters = HashMap::from([("label".to_string(), vec![format!("{key}={instance}")])]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let containers = docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| daemon_error("listing this instance's containers", e))?;
-        for container in containers {
-            // Belt and braces: re-check the label on what the daemon returned.
-            let ours = container
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(key))
-                .is_some_and(|v| v == instance);
-            if let Some(id) = container.id.filter(|_| ours) {
-                ids.insert(id);
-            }
-        }
-    }
-    for id in &ids {
-        remove(docker, id)
-            .await
-            .map_err(|e| daemon_error("removing a leftover container", e))?;
-    }
-    Ok(ids.len())
+    let listings = INSTANCE_KEYS
+        .iter()
+        .map(|key| labelled(&[(key, instance)]))
+        .collect();
+    let ours = |c: &ContainerSummary| INSTANCE_KEYS.iter().any(|key| has_label(c, key, instance));
+    remove_listed(
+        docker,
+        listings,
+        ours,
+        "this instance's leftover containers",
+    )
+    .await
 }
 
 /// Force-removes the containers of one job of `instance`: the one labelled with its
@@ -67,54 +101,27 @@ pub async fn reap_job(
             "empty instance or correlation id",
         ));
     }
-    let by_label = HashMap::from([(
-        "label".to_string(),
-        vec![
-            format!("{}={instance}", labels::INSTANCE),
-            format!("{}={correlation_id}", labels::CORRELATION_ID),
-        ],
-    )]);
     let bound_name = format!("agw-{correlation_id}-");
-    let by_name = HashMap::from([
-        (
-            "label".to_string(),
-            vec![format!("{}={instance}", labels::INSTANCE)],
-        ),
-        ("name".to_string(), vec![bound_name.clone()]),
+    let by_label = labelled(&[
+        (labels::INSTANCE, instance),
+        (labels::CORRELATION_ID, correlation_id),
     ]);
-    let mut ids = BTreeSet::new();
-    for filters in [by_label, by_name] {
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let containers = docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| daemon_error("listing an abandoned job's containers", e))?;
-        for container in containers {
-            // Re-check what the daemon matched: the name filter is a substring match.
-            let labels = container.labels.as_ref();
-            let ours = labels
-                .and_then(|l| l.get(labels::INSTANCE))
-                .is_some_and(|v| v == instance);
-            let this_job = labels
-                .and_then(|l| l.get(labels::CORRELATION_ID))
-                .is_some_and(|v| v == correlation_id)
-                || container
-                    .names
-                    .iter()
-                    .flatten()
-                    .any(|n| n.trim_start_matches('/').starts_with(&bound_name));
-            if let Some(id) = container.id.filter(|_| ours && this_job) {
-                ids.insert(id);
-            }
-        }
-    }
-    for id in &ids {
-        remove(docker, id)
-            .await
-            .map_err(|e| daemon_error("removing an abandoned job's container", e))?;
-    }
-    Ok(ids.len())
+    let mut by_name = labelled(&[(labels::INSTANCE, instance)]);
+    by_name.insert("name".to_string(), vec![bound_name.clone()]);
+    let ours = |c: &ContainerSummary| {
+        let bound = c
+            .names
+            .iter()
+            .flatten()
+            .any(|n| n.trim_start_matches('/').starts_with(&bound_name));
+        has_label(c, labels::INSTANCE, instance)
+            && (has_label(c, labels::CORRELATION_ID, correlation_id) || bound)
+    };
+    remove_listed(
+        docker,
+        vec![by_label, by_name],
+        ours,
+        "an abandoned job's containers",
+    )
+    .await
 }
