@@ -307,6 +307,72 @@ async fn call(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// Polls `GET /v1/actions/{id}` on `base` (every 100 ms, `within` at most) until its status
+/// is one of `statuses`; the status document.
+async fn status_on(
+    http: &reqwest::Client,
+    base: &str,
+    id: RequestId,
+    key: &Secret,
+    statuses: &[&str],
+    within: Duration,
+) -> Value {
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        let (_, doc) = call(
+            http,
+            reqwest::Method::GET,
+            format!("{base}/v1/actions/{id}"),
+            key,
+            None,
+        )
+        .await;
+        if doc["status"]
+            .as_str()
+            .is_some_and(|s| statuses.contains(&s))
+        {
+            return doc;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("action {id} was not {statuses:?} within {within:?}");
+}
+
+/// [`status_on`] until the action has finished.
+async fn finished_on(
+    http: &reqwest::Client,
+    base: &str,
+    id: RequestId,
+    key: &Secret,
+    within: Duration,
+) -> Value {
+    status_on(http, base, id, key, &["completed", "failed"], within).await
+}
+
+/// Every event of `stream`, as stored.
+async fn events_on(store: &PostgresStore, stream: &str) -> Vec<Value> {
+    store
+        .read_raw(stream, None, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| serde_json::from_str(&row.event).unwrap())
+        .collect()
+}
+
+/// How many times `id` started, in either replica's stream.
+async fn runs_of(store: &PostgresStore, id: RequestId) -> usize {
+    let mut started = 0;
+    for stream in ["replica-a", "replica-b"] {
+        started += events_on(store, stream)
+            .await
+            .iter()
+            .filter(|e| e["correlation_id"] == json!(id) && e["kind"] == "started")
+            .count();
+    }
+    started
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_share_approvals_ids_and_status() {
     if std::env::var(CHILD).is_ok() {
@@ -374,22 +440,7 @@ async fn two_processes_share_approvals_ids_and_status() {
     );
 
     // A's waiting request sees B's vote (within its poll interval) and runs.
-    let mut done = Value::Null;
-    for _ in 0..100 {
-        let (_, doc) = call(
-            &http,
-            Method::GET,
-            format!("{}/v1/actions/{id}", a.base),
-            agent_key,
-            None,
-        )
-        .await;
-        if doc["status"] == "completed" || doc["status"] == "failed" {
-            done = doc;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let done = finished_on(&http, &a.base, id, agent_key, Duration::from_secs(10)).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["outcome"]["approved_by"], "human:alice");
     // B answers for it from the store; a repeat of the id on B is refused.
@@ -418,16 +469,7 @@ async fn two_processes_share_approvals_ids_and_status() {
 
     // Exactly one run in the audit log of either replica.
     let store = PostgresStore::connect(url).await.unwrap();
-    let mut started = 0;
-    for stream in ["replica-a", "replica-b"] {
-        for row in store.read_raw(stream, None, 10_000).await.unwrap() {
-            let event: Value = serde_json::from_str(&row.event).unwrap();
-            if event["correlation_id"] == json!(id) && event["kind"] == "started" {
-                started += 1;
-            }
-        }
-    }
-    assert_eq!(started, 1, "runs recorded for {id}");
+    assert_eq!(runs_of(&store, id).await, 1, "runs recorded for {id}");
     drop((a, b));
 }
 
@@ -474,7 +516,6 @@ async fn a_replica_killed_mid_job_is_closed_by_the_other_within_the_lease() {
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    use reqwest::Method;
 
     // A runs a two-minute job in a container. The submission waits on A; nobody reads it.
     let id = RequestId::new();
@@ -524,22 +565,14 @@ async fn a_replica_killed_mid_job_is_closed_by_the_other_within_the_lease() {
     let _ = submit.await;
 
     // B's sweep closes the action once A's lease passes.
-    let mut closed = Value::Null;
-    while killed.elapsed() < Duration::from_secs(30) {
-        let (_, doc) = call(
-            &http,
-            Method::GET,
-            format!("{}/v1/actions/{id}", b.base),
-            &shared.agent_key,
-            None,
-        )
-        .await;
-        if doc["status"] != "running" && !doc["status"].is_null() {
-            closed = doc;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let closed = finished_on(
+        &http,
+        &b.base,
+        id,
+        &shared.agent_key,
+        Duration::from_secs(30),
+    )
+    .await;
     let took = killed.elapsed();
     assert_eq!(closed["status"], "failed", "{closed}");
     let message = closed.to_string();
@@ -570,12 +603,9 @@ async fn a_replica_killed_mid_job_is_closed_by_the_other_within_the_lease() {
     let kinds_on = |stream: &'static str| {
         let store = &store;
         async move {
-            store
-                .read_raw(stream, None, 10_000)
+            events_on(store, stream)
                 .await
-                .unwrap()
                 .into_iter()
-                .map(|row| serde_json::from_str::<Value>(&row.event).unwrap())
                 .filter(|e| e["correlation_id"] == json!(id))
                 .map(|e| e["kind"].as_str().unwrap().to_owned())
                 .collect::<Vec<_>>()
@@ -587,25 +617,6 @@ async fn a_replica_killed_mid_job_is_closed_by_the_other_within_the_lease() {
     );
     assert_eq!(kinds_on("replica-b").await, ["revoked", "completed"]);
     drop(b);
-}
-
-/// Polls `GET /v1/actions/{id}` on `base` until the action is no longer running; its document.
-async fn closed_on(http: &reqwest::Client, base: &str, id: RequestId, key: &Secret) -> Value {
-    for _ in 0..300 {
-        let (status, doc) = call(
-            http,
-            reqwest::Method::GET,
-            format!("{base}/v1/actions/{id}"),
-            key,
-            None,
-        )
-        .await;
-        if status == 200 && doc["status"] != "running" {
-            return doc;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("action {id} still runs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -638,23 +649,15 @@ async fn the_kill_switch_reaches_both_replicas_within_the_bound() {
         tokio::spawn(submit);
     }
     for (id, replica) in ids.iter().zip([&a, &b]) {
-        let mut running = false;
-        for _ in 0..200 {
-            let (_, doc) = call(
-                &http,
-                Method::GET,
-                format!("{}/v1/actions/{id}", replica.base),
-                key,
-                None,
-            )
-            .await;
-            if doc["status"] == "running" {
-                running = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(running, "{id} never ran");
+        status_on(
+            &http,
+            &replica.base,
+            *id,
+            key,
+            &["running"],
+            Duration::from_secs(10),
+        )
+        .await;
     }
 
     // Lock the agent through B.
@@ -672,7 +675,7 @@ async fn the_kill_switch_reaches_both_replicas_within_the_bound() {
     let locked_at = std::time::Instant::now();
     // Both jobs stop: B's at once, A's within its lock watch period (1 s by default).
     for (id, replica) in ids.iter().zip([&a, &b]) {
-        let doc = closed_on(&http, &replica.base, *id, key).await;
+        let doc = finished_on(&http, &replica.base, *id, key, Duration::from_secs(15)).await;
         assert!(doc.to_string().contains("kill switch"), "{doc}");
         assert!(doc.to_string().contains("INC-77"), "{doc}");
     }
@@ -729,8 +732,7 @@ async fn the_kill_switch_reaches_both_replicas_within_the_bound() {
     let store = PostgresStore::connect(&shared.url).await.unwrap();
     let mut seen = Vec::new();
     for stream in ["replica-a", "replica-b"] {
-        for row in store.read_raw(stream, None, 10_000).await.unwrap() {
-            let event: Value = serde_json::from_str(&row.event).unwrap();
+        for event in events_on(&store, stream).await {
             let kind = event["kind"].as_str().unwrap().to_owned();
             if kind.starts_with("agent_") {
                 seen.push((stream, kind.clone(), event["details"]["reason"].clone()));
@@ -893,64 +895,21 @@ async fn a_pending_approval_survives_a_restart_of_both_replicas() {
 
     // A sweep runs it once the first waiter's hold (15 s) has passed.
     let voted = std::time::Instant::now();
-    let mut done = Value::Null;
-    while voted.elapsed() < Duration::from_secs(30) {
-        let (_, doc) = call(
-            &http,
-            Method::GET,
-            format!("{}/v1/actions/{id}", a.base),
-            &shared.agent_key,
-            None,
-        )
-        .await;
-        if doc["status"] == "completed" || doc["status"] == "failed" {
-            done = doc;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let done = finished_on(
+        &http,
+        &a.base,
+        id,
+        &shared.agent_key,
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["outcome"]["approved_by"], "human:alice");
     println!("ran {:?} after the vote", voted.elapsed());
     // Exactly one run, in either replica's stream.
     let store = PostgresStore::connect(&shared.url).await.unwrap();
-    let mut started = 0;
-    for stream in ["replica-a", "replica-b"] {
-        for row in store.read_raw(stream, None, 10_000).await.unwrap() {
-            let event: Value = serde_json::from_str(&row.event).unwrap();
-            if event["correlation_id"] == json!(id) && event["kind"] == "started" {
-                started += 1;
-            }
-        }
-    }
-    assert_eq!(started, 1);
+    assert_eq!(runs_of(&store, id).await, 1);
     drop((a, b));
-}
-
-/// Polls `GET /v1/actions/{id}` on `base` until the action has finished (`within` at most).
-async fn finished_on(
-    http: &reqwest::Client,
-    base: &str,
-    id: RequestId,
-    key: &Secret,
-    within: Duration,
-) -> Value {
-    let started = std::time::Instant::now();
-    while started.elapsed() < within {
-        let (_, doc) = call(
-            http,
-            reqwest::Method::GET,
-            format!("{base}/v1/actions/{id}"),
-            key,
-            None,
-        )
-        .await;
-        if doc["status"] == "completed" || doc["status"] == "failed" {
-            return doc;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("action {id} did not finish within {within:?}");
 }
 
 /// The same lifecycle on SQLite, one process restarted: a pending approval survives the
