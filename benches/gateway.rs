@@ -43,60 +43,29 @@
     clippy::print_stdout
 )]
 
+#[path = "support/closed_loop.rs"]
+mod closed_loop;
+
 use agent_gateway::core::MemoryStateStore;
 use agent_gateway::core::testing::{MemoryAuditSink, MemoryBroker, MemoryPolicy, MemoryRunner};
 use agent_gateway::core::{
-    AgentId, AgentIdentity, AgentLimits, AuditEvent, AuditEventKind, AuditSink, Credential,
-    EventOutcome, GatewayConfig, PolicyDecider, PolicyInput, StaticKeys,
+    AgentIdentity, AgentLimits, AuditEvent, AuditEventKind, AuditSink, Credential, EventOutcome,
+    GatewayConfig, PolicyDecider, PolicyInput,
 };
 use agent_gateway::embedded::{EmbeddedOptions, EmbeddedParts};
 use agent_gateway::{ActionRequest, Gateway};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use futures::future::BoxFuture;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use closed_loop::{Action, Recorder, Summary, agents, run_agents};
 
 const AGENTS: usize = 64;
 const SAMPLES: usize = 10;
 const CONCURRENCY: [usize; 2] = [1, AGENTS];
-
-/// One action by agent `i` (its own credential); panics if it did not succeed.
-type Action = Arc<dyn Fn(usize) -> BoxFuture<'static, ()> + Send + Sync>;
-
-struct Agents {
-    keys: Arc<StaticKeys>,
-    credentials: Vec<Credential>,
-    identities: Vec<AgentIdentity>,
-}
-
-fn agents() -> Agents {
-    let mut keys = StaticKeys::new();
-    let mut credentials = Vec::new();
-    let mut identities = Vec::new();
-    for i in 0..AGENTS {
-        let id = AgentId::new(format!("agent:bench-{i}")).unwrap();
-        let (next, key) = keys
-            .with_generated_key(&format!("bench-{i}"), id.clone(), "bench@example.com")
-            .unwrap();
-        keys = next;
-        credentials.push(Credential::Bearer(key));
-        identities.push(AgentIdentity::new(
-            id,
-            "bench@example.com",
-            agent_gateway::core::AuthMethod::StaticKey {
-                key_id: format!("bench-{i}"),
-            },
-        ));
-    }
-    Agents {
-        keys: Arc::new(keys),
-        credentials,
-        identities,
-    }
-}
 
 fn request() -> ActionRequest {
     ActionRequest::new("diag.echo", "diag:bench")
@@ -156,77 +125,6 @@ fn audit_event(who: &AgentIdentity, step: u32) -> AuditEvent {
     ev
 }
 
-/// What each call of the timed routine saw: every action's latency and the wall time.
-#[derive(Default)]
-struct Recorder {
-    calls: Mutex<Vec<(Vec<Duration>, Duration)>>,
-}
-
-/// Percentiles of one benchmark's measured actions.
-struct Summary {
-    name: &'static str,
-    agents: usize,
-    actions: usize,
-    p50: Duration,
-    p99: Duration,
-    max: Duration,
-    per_second: f64,
-}
-
-impl Recorder {
-    /// Criterion calls the routine during warm-up (doubling `iters`) and then exactly
-    /// `sample_size` times to measure (flat sampling); only those last calls count.
-    fn summary(&self, name: &'static str, agents: usize) -> Summary {
-        let calls = self.calls.lock().unwrap();
-        let measured = &calls[calls.len().saturating_sub(SAMPLES)..];
-        let mut all: Vec<Duration> = measured
-            .iter()
-            .flat_map(|(l, _)| l.iter().copied())
-            .collect();
-        all.sort_unstable();
-        let wall: Duration = measured.iter().map(|(_, w)| *w).sum();
-        let pct = |p: f64| {
-            let i = ((all.len() as f64 * p).ceil() as usize).saturating_sub(1);
-            all.get(i).copied().unwrap_or_default()
-        };
-        Summary {
-            name,
-            agents,
-            actions: all.len(),
-            p50: pct(0.50),
-            p99: pct(0.99),
-            max: all.last().copied().unwrap_or_default(),
-            per_second: all.len() as f64 / wall.as_secs_f64().max(f64::MIN_POSITIVE),
-        }
-    }
-}
-
-/// `agents` closed loops, each doing `iters` actions back to back; returns the wall time.
-async fn run_agents(action: &Action, agents: usize, iters: u64, recorder: &Recorder) -> Duration {
-    let start = Instant::now();
-    let loops: Vec<_> = (0..agents)
-        .map(|agent| {
-            let action = Arc::clone(action);
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(iters as usize);
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    action(agent).await;
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for l in futures::future::join_all(loops).await {
-        latencies.extend(l.unwrap());
-    }
-    let wall = start.elapsed();
-    recorder.calls.lock().unwrap().push((latencies, wall));
-    wall
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -247,7 +145,7 @@ fn bench(c: &mut Criterion) {
             dir.path().join("audit.db"),
         )))
         .unwrap();
-    let agents = agents();
+    let agents = agents(AGENTS);
     let credentials = Arc::new(agents.credentials.clone());
     let local = parts
         .builder(agents.keys.clone())
@@ -406,7 +304,7 @@ fn bench(c: &mut Criterion) {
                 b.to_async(&rt)
                     .iter_custom(|iters| run_agents(action, n, iters, &recorder));
             });
-            summaries.push(recorder.summary(name, agents));
+            summaries.push(recorder.summary(*name, agents, SAMPLES));
         }
     }
     group.finish();

@@ -29,100 +29,24 @@ use agent_gateway::core::approvals::{Approvals, Ballot};
 use agent_gateway::core::state::{ActionRecord, Claim, MemoryStateStore, StateStore};
 use agent_gateway::core::testing::{MemoryPolicy, MemoryRunner};
 use agent_gateway::core::{
-    ActionCatalog, ActionDef, AgentId, AgentIdentity, AgentLimits, AuthMethod, Credential,
-    Decision, GatewayConfig, HmacBroker, JobSpec, StaticKeys,
+    ActionCatalog, ActionDef, AgentIdentity, AgentLimits, Credential, Decision, GatewayConfig,
+    HmacBroker, JobSpec, StaticKeys,
 };
 use agent_gateway::{ActionRequest, Gateway};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use futures::future::BoxFuture;
 use gateway_audit::{PostgresAuditSink, PostgresStore, SinkConfig};
 use gateway_state::PostgresStateStore;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+
+#[path = "support/closed_loop.rs"]
+mod closed_loop;
+use closed_loop::{Action, Recorder, agents, run_agents};
+use std::sync::Arc;
+use std::time::Duration;
 
 const AGENTS: usize = 64;
 const SAMPLES: usize = 10;
-
-type Action = Arc<dyn Fn(usize) -> BoxFuture<'static, ()> + Send + Sync>;
-
-#[derive(Default)]
-struct Recorder {
-    calls: Mutex<Vec<(Vec<Duration>, Duration)>>,
-}
-
-impl Recorder {
-    fn summary(&self, name: String) -> (String, Duration, Duration, f64) {
-        let calls = self.calls.lock().unwrap();
-        let measured = &calls[calls.len().saturating_sub(SAMPLES)..];
-        let mut all: Vec<Duration> = measured.iter().flat_map(|(l, _)| l.clone()).collect();
-        all.sort_unstable();
-        let wall: Duration = measured.iter().map(|(_, w)| *w).sum();
-        let pct = |p: f64| {
-            let i = ((all.len() as f64 * p).ceil() as usize).saturating_sub(1);
-            all.get(i).copied().unwrap_or_default()
-        };
-        let per_second = all.len() as f64 / wall.as_secs_f64().max(f64::MIN_POSITIVE);
-        (name, pct(0.5), pct(0.99), per_second)
-    }
-}
-
-async fn run_agents(action: &Action, agents: usize, iters: u64, recorder: &Recorder) -> Duration {
-    let start = Instant::now();
-    let loops: Vec<_> = (0..agents)
-        .map(|agent| {
-            let action = Arc::clone(action);
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(iters as usize);
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    action(agent).await;
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for l in futures::future::join_all(loops).await {
-        latencies.extend(l.unwrap());
-    }
-    let wall = start.elapsed();
-    recorder.calls.lock().unwrap().push((latencies, wall));
-    wall
-}
-
-struct Agents {
-    keys: Arc<StaticKeys>,
-    credentials: Vec<Credential>,
-    identities: Vec<AgentIdentity>,
-}
-
-fn agents() -> Agents {
-    let mut keys = StaticKeys::new();
-    let (mut credentials, mut identities) = (Vec::new(), Vec::new());
-    for i in 0..AGENTS {
-        let id = AgentId::new(format!("agent:bench-{i}")).unwrap();
-        let (next, key) = keys
-            .with_generated_key(&format!("bench-{i}"), id.clone(), "bench@example.com")
-            .unwrap();
-        keys = next;
-        credentials.push(Credential::Bearer(key));
-        identities.push(AgentIdentity::new(
-            id,
-            "bench@example.com",
-            AuthMethod::StaticKey {
-                key_id: format!("bench-{i}"),
-            },
-        ));
-    }
-    Agents {
-        keys: Arc::new(keys),
-        credentials,
-        identities,
-    }
-}
 
 fn catalog() -> ActionCatalog {
     let job = |req: &ActionRequest, who: &AgentIdentity| {
@@ -235,7 +159,7 @@ fn bench(c: &mut Criterion) {
         let sep = if base_url.contains('?') { '&' } else { '?' };
         format!("{base_url}{sep}options=-c%20search_path%3D{schema}")
     });
-    let agents = agents();
+    let agents = agents(AGENTS);
     let credentials = Arc::new(agents.credentials.clone());
     let identities = Arc::new(agents.identities.clone());
     let (a, _) = rt.block_on(replica("a", &url, &agents.keys, true));
@@ -322,28 +246,30 @@ fn bench(c: &mut Criterion) {
                     .to_async(&rt)
                     .iter_custom(|iters| run_agents(action, n, iters, &recorder));
             });
-            summaries.push((recorder.summary(format!("{name}/{n}")), n));
+            summaries.push(recorder.summary(format!("{name}/{n}"), n, SAMPLES));
         }
     }
     group.finish();
     println!("\nreplicas, same run (p50, p99, actions/s):");
-    for ((name, p50, p99, per_second), _) in &summaries {
+    for s in &summaries {
         println!(
-            "  {name:<36} p50 {:>8.3} ms  p99 {:>8.3} ms  {per_second:>9.0}/s",
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3
+            "  {:<36} p50 {:>8.3} ms  p99 {:>8.3} ms  {:>9.0}/s",
+            s.name,
+            s.p50.as_secs_f64() * 1e3,
+            s.p99.as_secs_f64() * 1e3,
+            s.per_second
         );
     }
-    let find = |n: &str| summaries.iter().find(|((name, ..), _)| name == n);
+    let find = |n: &str| summaries.iter().find(|s| s.name == n);
     for n in [1, AGENTS] {
-        if let (Some(((_, d50, _, dps), _)), Some(((_, m50, _, mps), _))) = (
+        if let (Some(durable), Some(memory)) = (
             find(&format!("noop_two_replicas/{n}")),
             find(&format!("noop_two_replicas_memory_state/{n}")),
         ) {
             println!(
                 "  shared PostgreSQL state vs memory state, {n} agent(s): p50 {:.2}x, throughput {:.2}x",
-                d50.as_secs_f64() / m50.as_secs_f64().max(f64::MIN_POSITIVE),
-                dps / mps.max(f64::MIN_POSITIVE)
+                durable.p50.as_secs_f64() / memory.p50.as_secs_f64().max(f64::MIN_POSITIVE),
+                durable.per_second / memory.per_second.max(f64::MIN_POSITIVE)
             );
         }
     }
