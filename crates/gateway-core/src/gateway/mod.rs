@@ -490,32 +490,8 @@ impl Gateway {
     /// replicas at once close each action once.
     pub async fn recover(&self) -> Result<RecoveryReport, StateError> {
         let mut report = self.inner.recovery().sweep().await?;
-        report.approvals_resumed = self.resume_approved().await?;
+        report.approvals_resumed = self.inner.resume_approved().await?;
         Ok(report)
-    }
-
-    /// Takes over every approved action whose replica is gone and runs each on a task of its
-    /// own (`gateway/resume.rs`); how many it took over.
-    async fn resume_approved(&self) -> Result<usize, StateError> {
-        let now = time::OffsetDateTime::now_utc();
-        let approved = self
-            .inner
-            .state
-            .in_phase(crate::state::Phase::Approved, 1000)
-            .await?;
-        let mut resumed = 0;
-        for record in approved
-            .into_iter()
-            .filter(|r| r.approved_unattended(now) && r.resume.is_some())
-        {
-            if !self.inner.take_over_approved(&record.key).await? {
-                continue;
-            }
-            resumed += 1;
-            let span = tracing::info_span!("gateway.resume", action = %record.key);
-            tokio::spawn(Arc::clone(&self.inner).run_resumed(record).instrument(span));
-        }
-        Ok(resumed)
     }
 
     /// Runs [`Gateway::recover`] now and then every `every`, on a task of its own, until the

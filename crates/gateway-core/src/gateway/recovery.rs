@@ -93,8 +93,9 @@ enum Swept {
     Skipped,
 }
 
-/// The most orphaned approvals, and separately the most abandoned runs, one sweep closes.
-const SWEEP_LIMIT: usize = 1000;
+/// The most records of one phase one sweep looks at (orphaned approvals, stalled runs,
+/// approved actions to resume).
+pub(super) const SWEEP_LIMIT: usize = 1000;
 
 /// What the state store and the audit trail say of an abandoned approval.
 const ABANDONED: &str = "abandoned: the gateway replica waiting for its approval stopped; \

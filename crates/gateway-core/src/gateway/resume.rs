@@ -14,16 +14,38 @@
 use super::close::{Ran, close};
 use super::events::Event;
 use super::pipeline::{Pipeline, invalid_stop};
+use super::recovery::SWEEP_LIMIT;
 use super::stop::Stop;
 use super::trail::Trail;
 use crate::action::ActionRequest;
 use crate::approval::{ApprovalTicket, ApprovalVerdict};
-use crate::state::{APPROVAL_LEASE, ActionKey, ActionRecord, Resume, StateError};
+use crate::state::{APPROVAL_LEASE, ActionKey, ActionRecord, Phase, Resume, StateError};
 use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 impl Pipeline {
+    /// Takes over every approved action whose replica is gone and runs each on a task of its
+    /// own; how many it took over.
+    pub(crate) async fn resume_approved(self: &Arc<Self>) -> Result<usize, StateError> {
+        let now = OffsetDateTime::now_utc();
+        let approved = self.state.in_phase(Phase::Approved, SWEEP_LIMIT).await?;
+        let mut resumed = 0;
+        for record in approved
+            .into_iter()
+            .filter(|r| r.approved_unattended(now) && r.resume.is_some())
+        {
+            if !self.take_over_approved(&record.key).await? {
+                continue;
+            }
+            resumed += 1;
+            let span = tracing::info_span!("gateway.resume", action = %record.key);
+            tokio::spawn(Arc::clone(self).run_resumed(record).instrument(span));
+        }
+        Ok(resumed)
+    }
+
     /// Takes over an approved action whose replica is gone (unless another sweep did, or its
     /// holder came back); whether this replica now holds it.
     pub(crate) async fn take_over_approved(&self, key: &ActionKey) -> Result<bool, StateError> {
