@@ -29,21 +29,24 @@ use agent_gateway::{ActionCatalog, Gateway};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use futures::future::BoxFuture;
 use gateway_server::{Approvers, Frontend, ServerConfig};
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use serde_json::json;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+
+#[path = "support/closed_loop.rs"]
+mod closed_loop;
+use closed_loop::{Action, Recorder, run_agents};
+use std::sync::Arc;
+use std::time::Duration;
 
 const CLIENTS: usize = 64;
 const SAMPLES: usize = 10;
 
 /// One request by client `i`; panics unless it succeeded.
-type Call = Arc<dyn Fn(usize) -> BoxFuture<'static, ()> + Send + Sync>;
+type Call = Action;
 
 fn catalog() -> ActionCatalog {
     ActionCatalog::new().register(ActionDef::new(
@@ -63,48 +66,12 @@ fn request() -> ActionRequest {
     ActionRequest::new("ops.noop", "ops:bench").with_ttl_seconds(60)
 }
 
-/// Every latency of the measured calls (criterion's last `SAMPLES` calls).
-#[derive(Default)]
-struct Recorder(Mutex<Vec<Vec<Duration>>>);
-
-impl Recorder {
-    fn summary(&self) -> (Duration, Duration) {
-        let calls = self.0.lock().unwrap();
-        let mut all: Vec<Duration> = calls[calls.len().saturating_sub(SAMPLES)..]
-            .iter()
-            .flatten()
-            .copied()
-            .collect();
-        all.sort_unstable();
-        let p50 = all.get(all.len() / 2).copied().unwrap_or_default();
-        let mean = all.iter().sum::<Duration>() / u32::try_from(all.len().max(1)).unwrap();
-        (p50, mean)
-    }
-}
-
-async fn run(call: &Call, clients: usize, iters: u64, recorder: &Recorder) -> Duration {
-    let start = Instant::now();
-    let loops: Vec<_> = (0..clients)
-        .map(|client| {
-            let call = Arc::clone(call);
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(iters as usize);
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    call(client).await;
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for l in futures::future::join_all(loops).await {
-        latencies.extend(l.unwrap());
-    }
-    let wall = start.elapsed();
-    recorder.0.lock().unwrap().push(latencies);
-    wall
+/// The p50 and mean of the measured calls (criterion's last `SAMPLES` calls).
+fn p50_and_mean(recorder: &Recorder) -> (Duration, Duration) {
+    let (all, _) = recorder.measured(SAMPLES);
+    let p50 = all.get(all.len() / 2).copied().unwrap_or_default();
+    let mean = all.iter().sum::<Duration>() / u32::try_from(all.len().max(1)).unwrap();
+    (p50, mean)
 }
 
 fn bench(c: &mut Criterion) {
@@ -231,9 +198,9 @@ fn bench(c: &mut Criterion) {
             let recorder = Recorder::default();
             group.bench_with_input(BenchmarkId::new(*name, clients), &clients, |b, &n| {
                 b.to_async(&rt)
-                    .iter_custom(|iters| run(call, n, iters, &recorder));
+                    .iter_custom(|iters| run_agents(call, n, iters, &recorder));
             });
-            let (p50, mean) = recorder.summary();
+            let (p50, mean) = p50_and_mean(&recorder);
             summaries.push((*name, clients, p50, mean));
         }
     }

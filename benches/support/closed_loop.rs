@@ -66,14 +66,7 @@ impl Recorder {
     /// Criterion calls the routine during warm-up (doubling `iters`) and then exactly
     /// `samples` times to measure (flat sampling); only those last calls count.
     pub fn summary(&self, name: impl Into<String>, agents: usize, samples: usize) -> Summary {
-        let calls = self.calls.lock().unwrap();
-        let measured = &calls[calls.len().saturating_sub(samples)..];
-        let mut all: Vec<Duration> = measured
-            .iter()
-            .flat_map(|(l, _)| l.iter().copied())
-            .collect();
-        all.sort_unstable();
-        let wall: Duration = measured.iter().map(|(_, w)| *w).sum();
+        let (all, wall) = self.measured(samples);
         let pct = |p: f64| {
             let i = ((all.len() as f64 * p).ceil() as usize).saturating_sub(1);
             all.get(i).copied().unwrap_or_default()
@@ -87,6 +80,20 @@ impl Recorder {
             max: all.last().copied().unwrap_or_default(),
             per_second: all.len() as f64 / wall.as_secs_f64().max(f64::MIN_POSITIVE),
         }
+    }
+}
+
+impl Recorder {
+    /// The latencies of the last `samples` calls, sorted, and their total wall time.
+    pub fn measured(&self, samples: usize) -> (Vec<Duration>, Duration) {
+        let calls = self.calls.lock().unwrap();
+        let measured = &calls[calls.len().saturating_sub(samples)..];
+        let mut all: Vec<Duration> = measured
+            .iter()
+            .flat_map(|(l, _)| l.iter().copied())
+            .collect();
+        all.sort_unstable();
+        (all, measured.iter().map(|(_, w)| *w).sum())
     }
 }
 
